@@ -1,0 +1,505 @@
+//! WebSocket frames: one JSON object per text frame, discriminated by `op`.
+//! `docs/protocol.md` is the prose version of this file; keep them in step.
+//!
+//! Client frames are decoded in two steps (`decode_client_frame`): first the envelope (`op`,
+//! `ref`), so that any later error can still name the request it belongs to, then the op's own
+//! fields, so that the error names the field that was wrong.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ChannelId, OrgId, Seq, UserId};
+
+/// Longest accepted `ref` and `client_msg_id`, in bytes.
+pub const MAX_ID_LEN: usize = 64;
+
+/// A frame sent by a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// First frame of every connection.
+    Hello {
+        token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Resume>,
+    },
+    /// Post a message to a channel.
+    Send {
+        #[serde(rename = "ref")]
+        reference: String,
+        channel: ChannelId,
+        client_msg_id: String,
+        body: String,
+    },
+    /// Application-level liveness check (WebSocket pings are also answered).
+    Ping {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+}
+
+/// Resume cursor presented in `hello`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The highest `seq` the client has seen (or the `head_seq` of its last `welcome`).
+    pub last_seq: Seq,
+}
+
+/// A frame sent by the gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome(Welcome),
+    /// The message was stored in JetStream under `seq`.
+    Ack {
+        #[serde(rename = "ref")]
+        reference: String,
+        client_msg_id: String,
+        seq: Seq,
+        /// True when this was a retry of an already stored `client_msg_id`.
+        duplicate: bool,
+    },
+    Msg(MessageFrame),
+    /// Replay after a resume is complete; live messages follow.
+    Resumed { replayed: u64, through_seq: Seq },
+    /// Messages of the client's channels with `after_seq < seq <= through_seq` cannot be replayed
+    /// from the stream; page them from history. Live messages follow.
+    HistoryRequired { after_seq: Seq, through_seq: Seq },
+    /// The user's membership changed.
+    Member { channel: ChannelId, user: UserId, change: MemberChange },
+    Error {
+        code: ErrorCode,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        message: String,
+    },
+    /// The gateway is going away: reconnect (to any gateway) after `after_ms`.
+    Reconnect { after_ms: u64, reason: String },
+    Pong {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+}
+
+/// Body of `welcome`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub user: UserInfo,
+    pub session_id: u64,
+    pub channels: Vec<ChannelInfo>,
+    pub limits: Limits,
+    pub heartbeat_ms: u64,
+    /// Every message with `seq > head_seq` in the user's channels will be delivered on this
+    /// connection (after any replay). A client with no cursor yet uses this as its cursor.
+    pub head_seq: Seq,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub id: UserId,
+    pub org: OrgId,
+    pub handle: String,
+    pub display_name: String,
+    pub role: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelInfo {
+    pub id: ChannelId,
+    pub kind: ChannelKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Public,
+    Private,
+    Dm,
+    GroupDm,
+}
+
+impl ChannelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Private => "private",
+            Self::Dm => "dm",
+            Self::GroupDm => "group_dm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "public" => Self::Public,
+            "private" => Self::Private,
+            "dm" => Self::Dm,
+            "group_dm" => Self::GroupDm,
+            _ => return None,
+        })
+    }
+}
+
+/// Limits the gateway enforces on this connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_body_bytes: usize,
+    pub sends_per_second: u32,
+    pub send_burst: u32,
+}
+
+/// A delivered message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageFrame {
+    pub seq: Seq,
+    pub channel: ChannelId,
+    pub sender: UserId,
+    pub client_msg_id: String,
+    pub body: String,
+    /// Gateway time at publish, milliseconds since the Unix epoch.
+    pub ts: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberChange {
+    Joined,
+    Left,
+}
+
+/// Stable error codes of `error` frames (documented in `docs/protocol.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not a JSON object.
+    BadJson,
+    /// A binary frame, or a text frame that is not valid UTF-8.
+    BadFrame,
+    /// `op` is missing or not a known op.
+    UnknownOp,
+    /// A field is missing, has the wrong type, or an invalid value; the message names it.
+    InvalidField,
+    /// The first frame was not `hello`.
+    HelloRequired,
+    /// A second `hello` on an authenticated connection.
+    AlreadyAuthenticated,
+    /// The token was rejected; the connection closes with 4001.
+    AuthFailed,
+    /// The user is not a member of the channel.
+    NotMember,
+    /// The body is longer than `limits.max_body_bytes`.
+    BodyTooLarge,
+    /// Too many frames or sends; slow down.
+    RateLimited,
+    /// The message could not be stored (JetStream unavailable); retry with the same id.
+    Unavailable,
+    /// A bug or an unexpected failure on the gateway.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadJson => "bad_json",
+            Self::BadFrame => "bad_frame",
+            Self::UnknownOp => "unknown_op",
+            Self::InvalidField => "invalid_field",
+            Self::HelloRequired => "hello_required",
+            Self::AlreadyAuthenticated => "already_authenticated",
+            Self::AuthFailed => "auth_failed",
+            Self::NotMember => "not_member",
+            Self::BodyTooLarge => "body_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// WebSocket close codes used by the gateway (documented in `docs/protocol.md`).
+pub mod close_code {
+    /// Normal closure (client asked).
+    pub const NORMAL: u16 = 1000;
+    /// The gateway is draining (deploy, scale-in); a `reconnect` frame preceded it.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A WebSocket protocol violation (bad fragments, reserved bits, bad UTF-8).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A frame, or a message assembled from fragments, exceeded the size limit.
+    pub const TOO_LARGE: u16 = 1009;
+    /// Unexpected gateway failure.
+    pub const INTERNAL: u16 = 1011;
+    /// No client frame (not even a pong) within the idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 4000;
+    /// The token in `hello` was rejected.
+    pub const AUTH_FAILED: u16 = 4001;
+    /// No `hello` within the hello deadline.
+    pub const HELLO_TIMEOUT: u16 = 4002;
+    /// The first frame was not a valid `hello`.
+    pub const HELLO_REQUIRED: u16 = 4003;
+    /// The client did not read fast enough and its outbound queue filled.
+    pub const SLOW_CONSUMER: u16 = 4008;
+    /// The client kept flooding after `rate_limited` errors.
+    pub const RATE_LIMITED: u16 = 4029;
+}
+
+/// Why a client frame could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    /// The request's `ref`, when the envelope was readable.
+    pub reference: Option<String>,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct HelloFields {
+    token: String,
+    #[serde(default)]
+    resume: Option<Resume>,
+}
+
+#[derive(Deserialize)]
+struct SendFields {
+    #[serde(rename = "ref")]
+    reference: String,
+    channel: ChannelId,
+    client_msg_id: String,
+    body: String,
+}
+
+fn from_slice_with_path<T: serde::de::DeserializeOwned>(
+    text: &[u8],
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize(&mut deserializer)
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    op: Option<serde_json::Value>,
+    #[serde(rename = "ref")]
+    reference: Option<serde_json::Value>,
+}
+
+/// Decodes one client text frame, with an error that names what was wrong.
+pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
+    if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(DecodeError {
+            code: ErrorCode::BadJson,
+            reference: None,
+            message: "frame is not a JSON object".into(),
+        });
+    }
+    let envelope: Envelope = serde_json::from_slice(text).map_err(|error| DecodeError {
+        code: ErrorCode::BadJson,
+        reference: None,
+        message: format!("frame is not a JSON object: {error}"),
+    })?;
+    let reference = match envelope.reference {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => Some(s),
+        Some(_) => {
+            return Err(DecodeError {
+                code: ErrorCode::InvalidField,
+                reference: None,
+                message: format!("field `ref` must be a string of 1 to {MAX_ID_LEN} bytes"),
+            })
+        }
+    };
+    let fail = |code, message: String| DecodeError { code, reference: reference.clone(), message };
+    let op = match envelope.op {
+        Some(serde_json::Value::String(op)) => op,
+        Some(_) => return Err(fail(ErrorCode::UnknownOp, "field `op` must be a string".into())),
+        None => return Err(fail(ErrorCode::UnknownOp, "field `op` is missing".into())),
+    };
+    if !matches!(op.as_str(), "hello" | "send" | "ping") {
+        return Err(fail(ErrorCode::UnknownOp, format!("unknown op `{op}`")));
+    }
+    let invalid = |error: serde_path_to_error::Error<serde_json::Error>| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = if path == "." {
+            format!("invalid `{op}` frame: {inner}")
+        } else {
+            format!("invalid `{op}` frame: field `{path}`: {inner}")
+        };
+        fail(ErrorCode::InvalidField, message)
+    };
+    let frame = match op.as_str() {
+        "hello" => {
+            let f: HelloFields = from_slice_with_path(text).map_err(invalid)?;
+            ClientFrame::Hello { token: f.token, resume: f.resume }
+        }
+        "send" => {
+            let f: SendFields = from_slice_with_path(text).map_err(invalid)?;
+            ClientFrame::Send {
+                reference: f.reference,
+                channel: f.channel,
+                client_msg_id: f.client_msg_id,
+                body: f.body,
+            }
+        }
+        _ => ClientFrame::Ping { reference: reference.clone() },
+    };
+    if let ClientFrame::Send { client_msg_id, channel, .. } = &frame {
+        if channel.0 <= 0 {
+            return Err(fail(ErrorCode::InvalidField, "field `channel` must be positive".into()));
+        }
+        if !valid_client_msg_id(client_msg_id) {
+            return Err(fail(
+                ErrorCode::InvalidField,
+                format!(
+                    "field `client_msg_id` must be 1 to {MAX_ID_LEN} characters of [A-Za-z0-9_-]"
+                ),
+            ));
+        }
+    }
+    Ok(frame)
+}
+
+/// `client_msg_id` becomes part of the JetStream `Nats-Msg-Id` header: keep it to a safe alphabet.
+pub fn valid_client_msg_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl ServerFrame {
+    /// Encodes the frame as the JSON text of one WebSocket frame.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("server frames contain only JSON-safe types")
+    }
+
+    /// Shorthand for an `error` frame.
+    pub fn error(code: ErrorCode, reference: Option<String>, message: impl Into<String>) -> Self {
+        Self::Error { code, reference, message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn decodes_send() {
+        let frame = decode_client_frame(
+            br#"{"op":"send","ref":"r1","channel":7,"client_msg_id":"a-1","body":"hi"}"#,
+        )
+        .expect("valid send");
+        assert_eq!(
+            frame,
+            ClientFrame::Send {
+                reference: "r1".into(),
+                channel: ChannelId(7),
+                client_msg_id: "a-1".into(),
+                body: "hi".into()
+            }
+        );
+    }
+
+    #[test]
+    fn decodes_hello_with_resume() {
+        let frame = decode_client_frame(br#"{"op":"hello","token":"t","resume":{"last_seq":9}}"#)
+            .expect("valid hello");
+        assert_eq!(
+            frame,
+            ClientFrame::Hello { token: "t".into(), resume: Some(Resume { last_seq: 9 }) }
+        );
+    }
+
+    #[test]
+    fn errors_name_what_was_wrong() {
+        let cases: &[(&[u8], ErrorCode, Option<&str>, &str)] = &[
+            (b"not json", ErrorCode::BadJson, None, "JSON"),
+            (b"[1,2]", ErrorCode::BadJson, None, "JSON"),
+            (br#"{"ref":"r"}"#, ErrorCode::UnknownOp, Some("r"), "`op` is missing"),
+            (br#"{"op":"dance","ref":"r"}"#, ErrorCode::UnknownOp, Some("r"), "dance"),
+            (br#"{"op":5}"#, ErrorCode::UnknownOp, None, "`op` must be a string"),
+            (
+                br#"{"op":"send","ref":"r","channel":"x","client_msg_id":"a","body":"b"}"#,
+                ErrorCode::InvalidField,
+                Some("r"),
+                "channel",
+            ),
+            (
+                br#"{"op":"send","ref":"r","channel":1,"body":"b"}"#,
+                ErrorCode::InvalidField,
+                Some("r"),
+                "client_msg_id",
+            ),
+            (
+                br#"{"op":"send","ref":"r","channel":1,"client_msg_id":"a b","body":"b"}"#,
+                ErrorCode::InvalidField,
+                Some("r"),
+                "client_msg_id",
+            ),
+            (
+                br#"{"op":"send","ref":"r","channel":-1,"client_msg_id":"a","body":"b"}"#,
+                ErrorCode::InvalidField,
+                Some("r"),
+                "channel",
+            ),
+            (br#"{"op":"ping","ref":7}"#, ErrorCode::InvalidField, None, "`ref`"),
+        ];
+        for (input, code, reference, needle) in cases {
+            let error = decode_client_frame(input).expect_err("must be rejected");
+            assert_eq!(error.code, *code, "{}", String::from_utf8_lossy(input));
+            assert_eq!(error.reference.as_deref(), *reference);
+            assert!(error.message.contains(needle), "{} lacks {needle}", error.message);
+        }
+    }
+
+    #[test]
+    fn error_code_strings_match_serde() {
+        for code in [
+            ErrorCode::BadJson,
+            ErrorCode::BadFrame,
+            ErrorCode::UnknownOp,
+            ErrorCode::InvalidField,
+            ErrorCode::HelloRequired,
+            ErrorCode::AlreadyAuthenticated,
+            ErrorCode::AuthFailed,
+            ErrorCode::NotMember,
+            ErrorCode::BodyTooLarge,
+            ErrorCode::RateLimited,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(input in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_client_frame(&input);
+        }
+
+        #[test]
+        fn send_round_trips(
+            reference in "[a-z0-9]{1,64}",
+            channel in 1i64..i64::MAX,
+            id in "[A-Za-z0-9_-]{1,64}",
+            body in any::<String>(),
+        ) {
+            let frame = ClientFrame::Send {
+                reference, channel: ChannelId(channel), client_msg_id: id, body,
+            };
+            let bytes = serde_json::to_vec(&frame).expect("serializes");
+            prop_assert_eq!(decode_client_frame(&bytes).expect("decodes"), frame);
+        }
+
+        #[test]
+        fn server_frames_round_trip(seq in any::<u64>(), body in any::<String>(), ts in any::<i64>()) {
+            let frame = ServerFrame::Msg(MessageFrame {
+                seq, channel: ChannelId(3), sender: UserId(4), client_msg_id: "c".into(), body, ts,
+            });
+            let decoded: ServerFrame = serde_json::from_slice(&frame.encode()).expect("decodes");
+            prop_assert_eq!(decoded, frame);
+        }
+    }
+}

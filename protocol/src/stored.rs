@@ -1,0 +1,39 @@
+//! The record the gateway publishes to JetStream and the broker-bridge writes to Postgres.
+//! Its `seq` is not part of it: JetStream assigns the sequence when it stores the record.
+
+use serde::{Deserialize, Serialize};
+
+use crate::frames::MessageFrame;
+use crate::ids::{ChannelId, OrgId, Seq, UserId};
+
+/// JetStream payload of one chat message (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub org: OrgId,
+    pub channel: ChannelId,
+    pub sender: UserId,
+    pub client_msg_id: String,
+    pub body: String,
+    /// Gateway time at publish, milliseconds since the Unix epoch.
+    pub ts: i64,
+}
+
+impl StoredMessage {
+    /// The `Nats-Msg-Id` that makes retries idempotent: scoped by sender, so two users can
+    /// never collide on a client-chosen id.
+    pub fn dedup_id(&self) -> String {
+        format!("{}:{}", self.sender, self.client_msg_id)
+    }
+
+    /// The frame every member receives once the record is stored under `seq`.
+    pub fn into_frame(self, seq: Seq) -> MessageFrame {
+        MessageFrame {
+            seq,
+            channel: self.channel,
+            sender: self.sender,
+            client_msg_id: self.client_msg_id,
+            body: self.body,
+            ts: self.ts,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! NATS subject layout and partition routing.
+//!
+//! Messages live on `msg.<partition>.<org>.<channel>`; the partition is a stable hash of the
+//! org, so a partition is a set of whole orgs (DESIGN §5). The hash must never change: stored
+//! subjects and durable consumer filters depend on it.
+
+use crate::ids::{ChannelId, OrgId};
+
+/// Name of the JetStream stream that holds every message.
+pub const MESSAGES_STREAM: &str = "MESSAGES";
+/// Subjects captured by [`MESSAGES_STREAM`].
+pub const MESSAGES_SUBJECTS: &str = "msg.>";
+/// Membership change events for one org: `ctl.membership.<org>`.
+pub const MEMBERSHIP_PREFIX: &str = "ctl.membership";
+
+/// Stable partition of an org among `n_partitions` (splitmix64 finaliser, then modulo).
+///
+/// # Panics
+/// Panics if `n_partitions` is zero; configuration validates it as non-zero.
+pub fn partition_of(org: OrgId, n_partitions: u32) -> u32 {
+    assert!(n_partitions > 0, "partition count is validated as non-zero");
+    let mut z = (org.0 as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z % u64::from(n_partitions)) as u32
+}
+
+/// The subject a message of `channel` in `org` is published on.
+pub fn message_subject(n_partitions: u32, org: OrgId, channel: ChannelId) -> String {
+    format!("msg.{}.{}.{}", partition_of(org, n_partitions), org, channel)
+}
+
+/// Filter matching every message of one org.
+pub fn org_message_filter(n_partitions: u32, org: OrgId) -> String {
+    format!("msg.{}.{}.>", partition_of(org, n_partitions), org)
+}
+
+/// Subject of an org's membership events.
+pub fn membership_subject(org: OrgId) -> String {
+    format!("{MEMBERSHIP_PREFIX}.{org}")
+}
+
+/// Parses `msg.<partition>.<org>.<channel>` into its parts; `None` for any other shape.
+pub fn parse_message_subject(subject: &str) -> Option<(u32, OrgId, ChannelId)> {
+    let mut parts = subject.split('.');
+    if parts.next()? != "msg" {
+        return None;
+    }
+    let partition = parts.next()?.parse().ok()?;
+    let org = OrgId(parts.next()?.parse().ok()?);
+    let channel = ChannelId(parts.next()?.parse().ok()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((partition, org, channel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn partition_is_stable_across_releases() {
+        // Pinned values: changing the hash would strand stored subjects and consumer filters.
+        let pinned: Vec<u32> = (1..=6).map(|o| partition_of(OrgId(o), 16)).collect();
+        assert_eq!(pinned, PINNED_1_TO_6_OF_16.to_vec());
+    }
+
+    const PINNED_1_TO_6_OF_16: [u32; 6] = [1, 14, 13, 10, 10, 0];
+
+    proptest! {
+        #[test]
+        fn partition_in_range(org in 1i64..i64::MAX, n in 1u32..1024) {
+            prop_assert!(partition_of(OrgId(org), n) < n);
+        }
+
+        #[test]
+        fn subject_round_trips(org in 1i64..i64::MAX, channel in 1i64..i64::MAX, n in 1u32..1024) {
+            let subject = message_subject(n, OrgId(org), ChannelId(channel));
+            prop_assert_eq!(
+                parse_message_subject(&subject),
+                Some((partition_of(OrgId(org), n), OrgId(org), ChannelId(channel)))
+            );
+            let filter = org_message_filter(n, OrgId(org));
+            prop_assert!(subject.starts_with(filter.trim_end_matches('>')));
+        }
+    }
+
+    #[test]
+    fn orgs_spread_over_partitions() {
+        let mut counts = [0u32; 16];
+        for org in 1..=5_000 {
+            counts[partition_of(OrgId(org), 16) as usize] += 1;
+        }
+        // 5,000 orgs over 16 partitions: ~312 each; a bad hash would leave some nearly empty.
+        assert!(counts.iter().all(|&c| (200..=430).contains(&c)), "{counts:?}");
+    }
+
+    #[test]
+    fn rejects_foreign_subjects() {
+        assert_eq!(parse_message_subject("msg.1.2"), None);
+        assert_eq!(parse_message_subject("msg.1.2.3.4"), None);
+        assert_eq!(parse_message_subject("presence.1"), None);
+        assert_eq!(parse_message_subject("msg.x.2.3"), None);
+    }
+}
