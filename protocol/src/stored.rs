@@ -37,3 +37,12 @@ impl StoredMessage {
         }
     }
 }
+
+/// A membership change, published on `ctl.membership.<org>` (core NATS) after the directory
+/// committed it, so every gateway updates its connections of that user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipEvent {
+    pub channel: ChannelId,
+    pub user: UserId,
+    pub change: crate::frames::MemberChange,
+}

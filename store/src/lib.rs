@@ -1,1 +1,78 @@
-//! placeholder
+//! The ThreadSpace system of record in PostgreSQL: schema migrations (`migrate`), the directory
+//! of orgs, users, channels and memberships (`directory`), and fast bulk seeding (`seed`).
+//!
+//! **Invariant:** nothing on the live message path (send → JetStream → fanout) calls into this
+//! crate; the gateway reads the directory only when a connection says `hello` and when a REST
+//! call changes membership.
+
+pub mod directory;
+pub mod seed;
+
+use std::time::Duration;
+
+pub use deadpool_postgres::Pool;
+pub use directory::Directory;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Errors connecting to Postgres or migrating it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid postgres url")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("cannot connect to postgres")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("cannot build the connection pool")]
+    Pool(#[source] deadpool_postgres::BuildError),
+    #[error("migration failed")]
+    Migrate(#[source] refinery::Error),
+}
+
+/// Connects one plain client (for migrations, seeding and tools); the connection task runs on
+/// the current runtime and ends when the client is dropped.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
+    let config: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
+    let (client, connection) =
+        config.connect(tokio_postgres::NoTls).await.map_err(StoreError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Builds a connection pool of at most `max_size` connections. Connections are opened lazily.
+pub fn pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
+    config.connect_timeout(Duration::from_secs(5));
+    config.application_name("threadspace");
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(max_size)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(StoreError::Pool)
+}
+
+/// Applies every pending migration; returns how many were applied.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, StoreError> {
+    let report = embedded::migrations::runner()
+        .run_async(client)
+        .await
+        .map_err(StoreError::Migrate)?;
+    for migration in report.applied_migrations() {
+        tracing::info!(version = migration.version(), name = migration.name(), "migration applied");
+    }
+    Ok(report.applied_migrations().len())
+}

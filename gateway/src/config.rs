@@ -1,0 +1,218 @@
+//! Gateway configuration: one clap `Config`, every flag also settable as
+//! `THREADSPACE_GATEWAY_<NAME>`. Values are validated into typed values before anything binds.
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// ThreadSpace gateway: terminates client WebSockets and the REST API, publishes messages to
+/// JetStream and fans stored messages out to connected members.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "threadspace-gateway", version)]
+pub struct Config {
+    /// Address to listen on for WebSocket and HTTP.
+    #[arg(long, env = "THREADSPACE_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Name of this gateway in logs and heartbeats (default: gw-<pid>).
+    #[arg(long, env = "THREADSPACE_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "THREADSPACE_GATEWAY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// PostgreSQL URL of the directory (users, channels, memberships).
+    #[arg(long, env = "THREADSPACE_GATEWAY_POSTGRES_URL")]
+    pub postgres_url: String,
+
+    /// Postgres connections in the pool.
+    #[arg(long, env = "THREADSPACE_GATEWAY_POSTGRES_POOL", default_value = "16")]
+    pub postgres_pool: NonZeroUsize,
+
+    /// JWKS file with the Ed25519 public keys that sign access tokens (re-read when it changes).
+    #[arg(long, env = "THREADSPACE_GATEWAY_JWKS")]
+    pub jwks: PathBuf,
+
+    /// Required `iss` of access tokens.
+    #[arg(long, env = "THREADSPACE_GATEWAY_TOKEN_ISSUER", default_value = "threadspace")]
+    pub token_issuer: String,
+
+    /// Required `aud` of access tokens.
+    #[arg(long, env = "THREADSPACE_GATEWAY_TOKEN_AUDIENCE", default_value = "threadspace-gateway")]
+    pub token_audience: String,
+
+    /// Number of org partitions of the message subjects; must match every other component.
+    #[arg(long, env = "THREADSPACE_GATEWAY_PARTITIONS", default_value = "16")]
+    pub partitions: NonZeroU32,
+
+    /// Replicas of the MESSAGES stream when this gateway creates it (1 locally, 3 in production).
+    #[arg(long, env = "THREADSPACE_GATEWAY_STREAM_REPLICAS", default_value = "1")]
+    pub stream_replicas: NonZeroUsize,
+
+    /// Age after which JetStream drops messages (Postgres keeps them): the replayable tail.
+    #[arg(long, env = "THREADSPACE_GATEWAY_STREAM_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub stream_max_age: Duration,
+
+    /// Origins allowed to open WebSockets (exact match, comma-separated; `*` allows any).
+    /// Requests without an Origin header (non-browser clients) are always allowed.
+    #[arg(long, env = "THREADSPACE_GATEWAY_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "http://localhost:3000")]
+    pub allowed_origins: Vec<String>,
+
+    /// Time allowed to send the HTTP request headers (slowloris guard).
+    #[arg(long, env = "THREADSPACE_GATEWAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time allowed between the WebSocket upgrade and a valid `hello`.
+    #[arg(long, env = "THREADSPACE_GATEWAY_HELLO_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub hello_timeout: Duration,
+
+    /// Interval of server pings; also sent to clients as `heartbeat_ms`.
+    #[arg(long, env = "THREADSPACE_GATEWAY_HEARTBEAT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+
+    /// A connection with no client frame (pongs included) for this long is closed (4000).
+    #[arg(long, env = "THREADSPACE_GATEWAY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// A write to a client socket that takes longer than this ends the connection.
+    #[arg(long, env = "THREADSPACE_GATEWAY_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Largest single WebSocket frame accepted, in bytes.
+    #[arg(long, env = "THREADSPACE_GATEWAY_MAX_FRAME_BYTES", default_value = "65536")]
+    pub max_frame_bytes: NonZeroUsize,
+
+    /// Largest message assembled from fragments, in bytes.
+    #[arg(long, env = "THREADSPACE_GATEWAY_MAX_MESSAGE_BYTES", default_value = "65536")]
+    pub max_message_bytes: NonZeroUsize,
+
+    /// Largest message body, in bytes.
+    #[arg(long, env = "THREADSPACE_GATEWAY_MAX_BODY_BYTES", default_value = "16384")]
+    pub max_body_bytes: NonZeroUsize,
+
+    /// Frames queued for one client before it is disconnected as a slow consumer (4008).
+    #[arg(long, env = "THREADSPACE_GATEWAY_OUTBOUND_QUEUE", default_value = "512")]
+    pub outbound_queue: NonZeroUsize,
+
+    /// Client frames per second per connection (all kinds, fragments included).
+    #[arg(long, env = "THREADSPACE_GATEWAY_FRAMES_PER_SECOND", default_value = "50")]
+    pub frames_per_second: NonZeroU32,
+
+    /// Burst allowance on top of `frames-per-second`.
+    #[arg(long, env = "THREADSPACE_GATEWAY_FRAME_BURST", default_value = "100")]
+    pub frame_burst: NonZeroU32,
+
+    /// Messages sent per second per user on this gateway (all of the user's connections).
+    #[arg(long, env = "THREADSPACE_GATEWAY_SENDS_PER_SECOND", default_value = "10")]
+    pub sends_per_second: NonZeroU32,
+
+    /// Burst allowance on top of `sends-per-second`.
+    #[arg(long, env = "THREADSPACE_GATEWAY_SEND_BURST", default_value = "20")]
+    pub send_burst: NonZeroU32,
+
+    /// Rate-limited frames tolerated within 10 s before the connection is closed (4029).
+    #[arg(long, env = "THREADSPACE_GATEWAY_FLOOD_STRIKES", default_value = "50")]
+    pub flood_strikes: NonZeroU32,
+
+    /// Concurrent connections accepted; more are refused with 503. Keep below the file limit.
+    #[arg(long, env = "THREADSPACE_GATEWAY_MAX_CONNECTIONS", default_value = "18000")]
+    pub max_connections: NonZeroUsize,
+
+    /// Messages replayed to one resuming client before it is told to page history instead.
+    #[arg(long, env = "THREADSPACE_GATEWAY_MAX_REPLAY", default_value = "10000")]
+    pub max_replay: NonZeroUsize,
+
+    /// Resumes replayed at the same time (a reconnect storm queues behind this).
+    #[arg(long, env = "THREADSPACE_GATEWAY_REPLAY_CONCURRENCY", default_value = "64")]
+    pub replay_concurrency: NonZeroUsize,
+
+    /// How long to wait for JetStream's PubAck before answering `unavailable`.
+    #[arg(long, env = "THREADSPACE_GATEWAY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub publish_timeout: Duration,
+
+    /// Total time allowed for a graceful shutdown (keep below terminationGracePeriodSeconds).
+    #[arg(long, env = "THREADSPACE_GATEWAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Clients told to reconnect at shutdown wait a random delay up to this (spreads the storm).
+    #[arg(long, env = "THREADSPACE_GATEWAY_RECONNECT_SPREAD", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reconnect_spread: Duration,
+
+    /// SO_SNDBUF for client sockets (bytes); unset keeps the kernel's autotuning.
+    #[arg(long, env = "THREADSPACE_GATEWAY_SOCKET_SEND_BUFFER")]
+    pub socket_send_buffer: Option<u32>,
+}
+
+/// A configuration value that parses but makes no sense.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Cross-field checks that clap cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_message_bytes < self.max_frame_bytes {
+            return Err(ConfigError("--max-message-bytes must be at least --max-frame-bytes".into()));
+        }
+        if self.max_body_bytes.get() + 1024 > self.max_message_bytes.get() {
+            return Err(ConfigError("--max-body-bytes must leave 1024 bytes of --max-message-bytes for the frame envelope".into()));
+        }
+        if self.idle_timeout <= self.heartbeat {
+            return Err(ConfigError("--idle-timeout must be longer than --heartbeat".into()));
+        }
+        if self.shutdown_grace <= self.reconnect_spread {
+            return Err(ConfigError("--shutdown-grace must be longer than --reconnect-spread".into()));
+        }
+        for duration in [self.hello_timeout, self.heartbeat, self.header_read_timeout, self.write_timeout, self.publish_timeout] {
+            if duration.is_zero() {
+                return Err(ConfigError("timeouts and intervals must be greater than zero".into()));
+            }
+        }
+        if self.stream_max_age < Duration::from_secs(300) {
+            return Err(ConfigError("--stream-max-age must be at least 5m (it bounds resume replay)".into()));
+        }
+        if self.token_issuer.is_empty() || self.token_audience.is_empty() {
+            return Err(ConfigError("--token-issuer and --token-audience must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    /// The gateway's id for logs and heartbeats.
+    pub fn gateway_id(&self) -> String {
+        self.gateway_id.clone().unwrap_or_else(|| format!("gw-{}", std::process::id()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, clap::Error> {
+        let mut args = vec!["threadspace-gateway", "--postgres-url", "postgres://x@127.0.0.1/db", "--jwks", "/tmp/k.json"];
+        args.extend_from_slice(extra);
+        Config::try_parse_from(args)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        parse(&[]).expect("parses").validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let error = parse(&["--listen", "nowhere"]).expect_err("bad address");
+        assert!(error.to_string().contains("--listen"), "{error}");
+        let error = parse(&["--hello-timeout", "soon"]).expect_err("bad duration");
+        assert!(error.to_string().contains("--hello-timeout"), "{error}");
+        let error = parse(&["--partitions", "0"]).expect_err("zero partitions");
+        assert!(error.to_string().contains("--partitions"), "{error}");
+        let error = parse(&["--max-frame-bytes", "100000"]).expect("parses").validate().expect_err("frame > message");
+        assert!(error.to_string().contains("--max-message-bytes"), "{error}");
+        let error = parse(&["--idle-timeout", "5s"]).expect("parses").validate().expect_err("idle < heartbeat");
+        assert!(error.to_string().contains("--idle-timeout"), "{error}");
+    }
+}

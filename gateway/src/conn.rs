@@ -1,0 +1,584 @@
+//! One client WebSocket connection: the hello handshake, then a reader (this task) and a
+//! writer task joined by the connection's bounded outbound queue.
+//!
+//! The reader decodes and validates client frames, enforces rate limits and publishes sends
+//! (awaiting JetStream's PubAck before the `ack`). The writer owns the socket's write half: it
+//! replays missed messages on resume, then writes queued frames, pings, and finally the close
+//! frame whose code says why the connection ended. Two tasks, because fastwebsockets'
+//! `read_frame` is not cancel-safe and so cannot sit in a `select!` beside writes.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use threadspace_protocol::frames::{
+    close_code, decode_client_frame, ClientFrame, ErrorCode, Limits, Resume, ServerFrame, Welcome,
+};
+use threadspace_protocol::stored::StoredMessage;
+use threadspace_protocol::subjects::message_subject;
+use threadspace_protocol::{ChannelId, Seq};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::hub::{ConnHandle, Outbound};
+use crate::limits::{Strikes, TokenBucket};
+use crate::metrics as m;
+use crate::replay;
+use crate::state::{anyhow_chain, State};
+
+pub type WsRead = WebSocketRead<ReadHalf<TokioIo<Upgraded>>>;
+pub type WsWrite = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+
+/// Internal marker: the socket is gone, so no close frame is written. Never sent on the wire.
+pub const ABNORMAL: u16 = 1006;
+
+/// Serves one upgraded connection until it ends.
+pub async fn serve(state: Arc<State>, upgrade: fastwebsockets::upgrade::UpgradeFut, permit: Option<OwnedSemaphorePermit>) {
+    let _permit = permit;
+    let mut ws = match upgrade.await {
+        Ok(ws) => ws,
+        Err(error) => {
+            debug!(%error, "websocket upgrade did not complete");
+            return;
+        }
+    };
+    ws.set_max_message_size(state.config.max_frame_bytes.get());
+    ws.set_auto_pong(false);
+    ws.set_auto_close(false);
+    metrics::counter!(m::CONNECTIONS_ACCEPTED).increment(1);
+    let (mut read, mut write) = ws.split(tokio::io::split);
+    let mut assembler = Assembler::new(state.config.max_message_bytes.get());
+
+    let Some((hello, resume)) = await_hello(&state, &mut read, &mut write, &mut assembler).await else {
+        return;
+    };
+    let Some(session) = authenticate(&state, &hello, &mut write).await else { return };
+
+    let registration =
+        state.hub.register(session.user.id, session.user.org, &session.channels, &state.connections);
+    let handle = registration.handle.clone();
+    handle.touch(state.now_ms());
+    let welcome = ServerFrame::Welcome(Welcome {
+        user: session.user,
+        session_id: handle.id,
+        channels: session.channels,
+        limits: Limits {
+            max_frame_bytes: state.config.max_frame_bytes.get(),
+            max_body_bytes: state.config.max_body_bytes.get(),
+            sends_per_second: state.config.sends_per_second.get(),
+            send_burst: state.config.send_burst.get(),
+        },
+        heartbeat_ms: state.config.heartbeat.as_millis() as u64,
+        head_seq: registration.head_seq,
+    });
+    let result = match resume {
+        Some(_) => "replayed",
+        None => "fresh",
+    };
+    metrics::counter!(m::RESUMES, "result" => result).increment(1);
+    debug!(conn_id = handle.id, user = %handle.user, head_seq = registration.head_seq, "connection authenticated");
+
+    if write_bytes(&state, &mut write, &welcome.encode()).await.is_ok() {
+        let writer = state.tracker.spawn(write_loop(
+            state.clone(),
+            write,
+            registration.rx,
+            handle.clone(),
+            resume.map(|r| (r, registration.head_seq)),
+        ));
+        read_loop(&state, &mut read, &handle, assembler).await;
+        // The reader is done: make sure the writer ends too, then give it a moment to write
+        // its close frame.
+        handle.kill(ABNORMAL);
+        if tokio::time::timeout(state.config.write_timeout + Duration::from_secs(1), writer).await.is_err() {
+            debug!(conn_id = handle.id, "writer did not finish in time");
+        }
+    } else {
+        handle.kill(ABNORMAL);
+    }
+    state.hub.deregister(&handle);
+    let code = handle.close_code();
+    metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => m::close_reason(code)).increment(1);
+    debug!(conn_id = handle.id, user = %handle.user, code, reason = m::close_reason(code), "connection closed");
+}
+
+async fn noop_send(_frame: Frame<'_>) -> Result<(), std::io::Error> {
+    Ok(())
+}
+
+/// Reads frames until a complete `hello` within the hello deadline.
+async fn await_hello(
+    state: &State,
+    read: &mut WsRead,
+    write: &mut WsWrite,
+    assembler: &mut Assembler,
+) -> Option<(String, Option<Resume>)> {
+    let deadline = Instant::now() + state.config.hello_timeout;
+    let mut send = noop_send;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, read.read_frame(&mut send)).await {
+            Err(_) => {
+                close_early(state, write, close_code::HELLO_TIMEOUT, "no hello within the deadline").await;
+                return None;
+            }
+            Ok(Err(error)) => {
+                close_early(state, write, close_for(&error), "invalid websocket frame").await;
+                return None;
+            }
+            Ok(Ok(frame)) => frame,
+        };
+        match frame.opcode {
+            OpCode::Ping => {
+                let payload = frame.payload.to_vec();
+                if write.write_frame(Frame::pong(Payload::Owned(payload))).await.is_err() {
+                    return None;
+                }
+            }
+            OpCode::Pong => {}
+            OpCode::Close => {
+                close_early(state, write, close_code::NORMAL, "").await;
+                return None;
+            }
+            _ => match assembler.push(frame) {
+                Ok(None) => {}
+                Ok(Some((OpCode::Text, bytes))) => {
+                    return match decode_client_frame(&bytes) {
+                        Ok(ClientFrame::Hello { token, resume }) => Some((token, resume)),
+                        Ok(_) => {
+                            send_error_early(state, write, ErrorCode::HelloRequired, None, "the first frame must be hello").await;
+                            close_early(state, write, close_code::HELLO_REQUIRED, "hello required").await;
+                            None
+                        }
+                        Err(error) => {
+                            send_error_early(state, write, error.code, error.reference, &error.message).await;
+                            close_early(state, write, close_code::HELLO_REQUIRED, "hello required").await;
+                            None
+                        }
+                    };
+                }
+                Ok(Some(_)) => {
+                    send_error_early(state, write, ErrorCode::BadFrame, None, "binary frames are not supported").await;
+                    close_early(state, write, close_code::HELLO_REQUIRED, "hello required").await;
+                    return None;
+                }
+                Err(error) => {
+                    close_early(state, write, error.close_code(), error.reason()).await;
+                    return None;
+                }
+            },
+        }
+    }
+}
+
+/// Verifies the token and loads the session; on failure answers and closes.
+async fn authenticate(state: &State, token: &str, write: &mut WsWrite) -> Option<threadspace_store::directory::Session> {
+    let identity = match state.keys().verify(token) {
+        Ok(identity) => identity,
+        Err(error) => {
+            metrics::counter!(m::AUTH, "result" => "rejected").increment(1);
+            debug!(error = %anyhow_chain(&error), "token rejected");
+            send_error_early(state, write, ErrorCode::AuthFailed, None, "token rejected").await;
+            close_early(state, write, close_code::AUTH_FAILED, "auth failed").await;
+            return None;
+        }
+    };
+    match state.directory.session(identity.user).await {
+        Ok(Some(session)) if session.user.org == identity.org && !session.deactivated => {
+            metrics::counter!(m::AUTH, "result" => "ok").increment(1);
+            Some(session)
+        }
+        Ok(_) => {
+            metrics::counter!(m::AUTH, "result" => "rejected").increment(1);
+            debug!(user = %identity.user, "token names an unknown, moved or deactivated user");
+            send_error_early(state, write, ErrorCode::AuthFailed, None, "token rejected").await;
+            close_early(state, write, close_code::AUTH_FAILED, "auth failed").await;
+            None
+        }
+        Err(error) => {
+            warn!(error = %anyhow_chain(&error), user = %identity.user, "directory unavailable at hello");
+            send_error_early(state, write, ErrorCode::Unavailable, None, "directory unavailable; retry later").await;
+            close_early(state, write, close_code::INTERNAL, "directory unavailable").await;
+            None
+        }
+    }
+}
+
+async fn send_error_early(state: &State, write: &mut WsWrite, code: ErrorCode, reference: Option<String>, message: &str) {
+    metrics::counter!(m::ERRORS, "code" => code.as_str()).increment(1);
+    let frame = ServerFrame::error(code, reference, message);
+    let _ = write_bytes(state, write, &frame.encode()).await;
+}
+
+async fn close_early(state: &State, write: &mut WsWrite, code: u16, reason: &str) {
+    metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => m::close_reason(code)).increment(1);
+    let _ = tokio::time::timeout(state.config.write_timeout, write.write_frame(Frame::close(code, reason.as_bytes()))).await;
+}
+
+async fn write_bytes(state: &State, write: &mut WsWrite, bytes: &[u8]) -> Result<(), ()> {
+    match tokio::time::timeout(state.config.write_timeout, write.write_frame(Frame::text(Payload::Borrowed(bytes)))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// The close code for a WebSocket-level read error.
+fn close_for(error: &WebSocketError) -> u16 {
+    match error {
+        WebSocketError::FrameTooLarge => close_code::TOO_LARGE,
+        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => ABNORMAL,
+        _ => close_code::PROTOCOL_ERROR,
+    }
+}
+
+/// Reads client frames until the connection ends or is killed.
+async fn read_loop(state: &State, read: &mut WsRead, handle: &Arc<ConnHandle>, mut assembler: Assembler) {
+    let config = &state.config;
+    let mut frames = TokenBucket::new(config.frames_per_second.get(), config.frame_burst.get(), Instant::now());
+    let mut strikes = Strikes::new(config.flood_strikes.get(), Instant::now());
+    let mut send = noop_send;
+    loop {
+        // Cancelling a read mid-frame is fine here: the connection is ending either way.
+        let result = tokio::select! {
+            biased;
+            _ = handle.cancel.cancelled() => return,
+            result = read.read_frame(&mut send) => result,
+        };
+        let frame = match result {
+            Ok(frame) => frame,
+            Err(error) => {
+                let code = close_for(&error);
+                if code != ABNORMAL {
+                    debug!(conn_id = handle.id, %error, "websocket protocol error");
+                }
+                handle.kill(code);
+                return;
+            }
+        };
+        let now = Instant::now();
+        handle.touch(state.now_ms());
+        if !frames.try_take(now) {
+            if strikes.strike(now) {
+                info!(conn_id = handle.id, user = %handle.user, "closing flooding connection");
+                handle.kill(close_code::RATE_LIMITED);
+                return;
+            }
+            if frame.fin && matches!(frame.opcode, OpCode::Text | OpCode::Binary | OpCode::Continuation) {
+                push_error(handle, ErrorCode::RateLimited, None, "too many frames; slow down".into());
+            }
+            // A dropped fragment would corrupt the message being assembled: drop it whole.
+            assembler.reset();
+            continue;
+        }
+        match frame.opcode {
+            OpCode::Close => {
+                handle.kill(close_code::NORMAL);
+                return;
+            }
+            OpCode::Ping => {
+                handle.push(Outbound::Pong(frame.payload.to_vec()));
+            }
+            OpCode::Pong => {}
+            _ => match assembler.push(frame) {
+                Ok(None) => {}
+                Ok(Some((opcode, bytes))) => {
+                    if let Err(Flood) = handle_message(state, handle, opcode, &bytes, &mut strikes).await {
+                        handle.kill(close_code::RATE_LIMITED);
+                        return;
+                    }
+                }
+                Err(error) => {
+                    debug!(conn_id = handle.id, reason = error.reason(), "bad fragment sequence");
+                    handle.kill(error.close_code());
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// The client exceeded its strikes.
+struct Flood;
+
+async fn handle_message(state: &State, handle: &ConnHandle, opcode: OpCode, bytes: &[u8], strikes: &mut Strikes) -> Result<(), Flood> {
+    if opcode != OpCode::Text {
+        push_error(handle, ErrorCode::BadFrame, None, "binary frames are not supported".into());
+        return Ok(());
+    }
+    if std::str::from_utf8(bytes).is_err() {
+        push_error(handle, ErrorCode::BadFrame, None, "text frame is not valid UTF-8".into());
+        return Ok(());
+    }
+    match decode_client_frame(bytes) {
+        Err(error) => push_error(handle, error.code, error.reference, error.message),
+        Ok(ClientFrame::Hello { .. }) => push_error(handle, ErrorCode::AlreadyAuthenticated, None, "hello was already accepted on this connection".into()),
+        Ok(ClientFrame::Ping { reference }) => {
+            handle.push_frame(&ServerFrame::Pong { reference });
+        }
+        Ok(ClientFrame::Send { reference, channel, client_msg_id, body }) => {
+            return handle_send(state, handle, SendRequest { reference, channel, client_msg_id, body }, strikes).await;
+        }
+    }
+    Ok(())
+}
+
+struct SendRequest {
+    reference: String,
+    channel: ChannelId,
+    client_msg_id: String,
+    body: String,
+}
+
+async fn handle_send(state: &State, handle: &ConnHandle, request: SendRequest, strikes: &mut Strikes) -> Result<(), Flood> {
+    let SendRequest { reference, channel, client_msg_id, body } = request;
+    if body.len() > state.config.max_body_bytes.get() {
+        push_error(handle, ErrorCode::BodyTooLarge, Some(reference), format!("body is {} bytes; the limit is {}", body.len(), state.config.max_body_bytes));
+        return Ok(());
+    }
+    if !handle.is_member(channel) {
+        push_error(handle, ErrorCode::NotMember, Some(reference), format!("you are not a member of channel {channel}"));
+        return Ok(());
+    }
+    let now = Instant::now();
+    let allowed = handle.send_limiter.lock().expect("limiter lock is never poisoned").try_take(now);
+    if !allowed {
+        push_error(handle, ErrorCode::RateLimited, Some(reference), format!("more than {} messages per second; slow down", state.config.sends_per_second));
+        return if strikes.strike(now) { Err(Flood) } else { Ok(()) };
+    }
+    let stored = StoredMessage { org: handle.org, channel, sender: handle.user, client_msg_id, body, ts: unix_ms() };
+    let dedup_id = stored.dedup_id();
+    let payload = Bytes::from(serde_json::to_vec(&stored).expect("stored messages serialize"));
+    let subject = message_subject(state.config.partitions.get(), handle.org, channel);
+    let started = Instant::now();
+    let publish = async {
+        let message = async_nats::jetstream::message::PublishMessage::build().payload(payload).message_id(dedup_id);
+        let ack = state.jetstream.send_publish(subject, message).await?;
+        ack.await
+    };
+    match tokio::time::timeout(state.config.publish_timeout, publish).await {
+        Ok(Ok(ack)) => {
+            metrics::histogram!(m::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
+            let result = if ack.duplicate { "duplicate" } else { "ok" };
+            metrics::counter!(m::PUBLISHED, "result" => result).increment(1);
+            handle.push_frame(&ServerFrame::Ack { reference, client_msg_id: stored.client_msg_id, seq: ack.sequence, duplicate: ack.duplicate });
+        }
+        Ok(Err(error)) => {
+            metrics::counter!(m::PUBLISHED, "result" => "failed").increment(1);
+            warn!(conn_id = handle.id, error = %anyhow_chain(&error), "publish failed");
+            push_error(handle, ErrorCode::Unavailable, Some(reference), "message not stored; retry with the same client_msg_id".into());
+        }
+        Err(_) => {
+            metrics::counter!(m::PUBLISHED, "result" => "failed").increment(1);
+            warn!(conn_id = handle.id, "publish timed out");
+            push_error(handle, ErrorCode::Unavailable, Some(reference), "message not confirmed in time; retry with the same client_msg_id".into());
+        }
+    }
+    Ok(())
+}
+
+fn push_error(handle: &ConnHandle, code: ErrorCode, reference: Option<String>, message: String) {
+    metrics::counter!(m::ERRORS, "code" => code.as_str()).increment(1);
+    handle.push_frame(&ServerFrame::Error { code, reference, message });
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// What the writer writes next.
+enum Next {
+    Item(Outbound),
+    Ping,
+}
+
+/// Owns the write half: replay, then queued frames and pings, then the close frame.
+async fn write_loop(
+    state: Arc<State>,
+    mut write: WsWrite,
+    mut rx: tokio::sync::mpsc::Receiver<Outbound>,
+    handle: Arc<ConnHandle>,
+    resume: Option<(Resume, Seq)>,
+) {
+    let mut skip_through: Seq = 0;
+    if let Some((resume, head_seq)) = resume {
+        match replay::replay(&state, &mut write, &handle, resume.last_seq, head_seq).await {
+            Ok(through) => skip_through = through,
+            Err(replay::WriteFailed) => {
+                handle.kill(ABNORMAL);
+                return;
+            }
+        }
+    }
+    let heartbeat = state.config.heartbeat;
+    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = handle.cancel.cancelled() => break,
+            item = rx.recv() => match item {
+                Some(item) => Next::Item(item),
+                None => break,
+            },
+            _ = ticker.tick() => Next::Ping,
+        };
+        let frame = match &next {
+            Next::Item(Outbound::Msg { seq, .. }) if *seq <= skip_through => continue,
+            Next::Item(Outbound::Msg { frame, .. } | Outbound::Frame(frame)) => Frame::text(Payload::Borrowed(frame)),
+            Next::Item(Outbound::Pong(payload)) => Frame::pong(Payload::Borrowed(payload)),
+            Next::Ping => {
+                let silent_ms = state.now_ms().saturating_sub(handle.last_rx_ms());
+                if silent_ms > state.idle_timeout().as_millis() as u64 {
+                    handle.kill(close_code::IDLE_TIMEOUT);
+                    break;
+                }
+                Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]))
+            }
+        };
+        match tokio::time::timeout(state.config.write_timeout, write.write_frame(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                handle.kill(ABNORMAL);
+                return;
+            }
+            Err(_) => {
+                handle.kill(close_code::SLOW_CONSUMER);
+                return;
+            }
+        }
+    }
+    finish(&state, &mut write, &handle).await;
+}
+
+/// Writes the parting frames for the close code the connection was killed with.
+async fn finish(state: &State, write: &mut WsWrite, handle: &ConnHandle) {
+    let code = handle.close_code();
+    if code == ABNORMAL || code == 0 {
+        return;
+    }
+    if code == close_code::GOING_AWAY {
+        let spread = state.config.reconnect_spread.as_millis() as u64;
+        let after_ms = if spread == 0 { 0 } else { rand::random_range(0..spread) };
+        let frame = ServerFrame::Reconnect { after_ms, reason: "draining".into() };
+        if write_bytes(state, write, &frame.encode()).await.is_err() {
+            return;
+        }
+    }
+    let reason = m::close_reason(code);
+    let _ = tokio::time::timeout(Duration::from_secs(1), write.write_frame(Frame::close(code, reason.as_bytes()))).await;
+}
+
+/// Why a fragment sequence was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssembleError {
+    /// The assembled message would exceed the cap.
+    TooLarge,
+    /// A continuation without a start, or a new message inside a fragmented one.
+    Protocol,
+}
+
+impl AssembleError {
+    fn close_code(self) -> u16 {
+        match self {
+            Self::TooLarge => close_code::TOO_LARGE,
+            Self::Protocol => close_code::PROTOCOL_ERROR,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Self::TooLarge => "message too large",
+            Self::Protocol => "invalid fragment sequence",
+        }
+    }
+}
+
+/// Assembles fragmented messages with a cap on the assembled size (fastwebsockets caps only
+/// single frames).
+#[derive(Debug)]
+pub struct Assembler {
+    cap: usize,
+    opcode: Option<OpCode>,
+    buffer: Vec<u8>,
+}
+
+impl Assembler {
+    pub fn new(cap: usize) -> Self {
+        Self { cap, opcode: None, buffer: Vec::new() }
+    }
+
+    /// Drops any partial message.
+    pub fn reset(&mut self) {
+        self.opcode = None;
+        self.buffer = Vec::new();
+    }
+
+    /// Feeds one data frame; returns a complete message when `fin` ends one.
+    pub fn push(&mut self, frame: Frame<'_>) -> Result<Option<(OpCode, Vec<u8>)>, AssembleError> {
+        match (frame.opcode, self.opcode) {
+            (OpCode::Text | OpCode::Binary, None) => {
+                if frame.payload.len() > self.cap {
+                    return Err(AssembleError::TooLarge);
+                }
+                if frame.fin {
+                    return Ok(Some((frame.opcode, frame.payload.to_vec())));
+                }
+                self.opcode = Some(frame.opcode);
+                self.buffer = frame.payload.to_vec();
+                Ok(None)
+            }
+            (OpCode::Continuation, Some(opcode)) => {
+                if self.buffer.len() + frame.payload.len() > self.cap {
+                    self.reset();
+                    return Err(AssembleError::TooLarge);
+                }
+                self.buffer.extend_from_slice(&frame.payload);
+                if frame.fin {
+                    let bytes = std::mem::take(&mut self.buffer);
+                    self.opcode = None;
+                    return Ok(Some((opcode, bytes)));
+                }
+                Ok(None)
+            }
+            _ => Err(AssembleError::Protocol),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Frame<'static> {
+        Frame::new(fin, opcode, None, Payload::Owned(payload.to_vec()))
+    }
+
+    #[test]
+    fn assembles_fragments() {
+        let mut a = Assembler::new(10);
+        assert_eq!(a.push(frame(false, OpCode::Text, b"ab")), Ok(None));
+        assert_eq!(a.push(frame(false, OpCode::Continuation, b"cd")), Ok(None));
+        assert_eq!(a.push(frame(true, OpCode::Continuation, b"e")), Ok(Some((OpCode::Text, b"abcde".to_vec()))));
+        assert_eq!(a.push(frame(true, OpCode::Text, b"x")), Ok(Some((OpCode::Text, b"x".to_vec()))));
+    }
+
+    #[test]
+    fn caps_the_assembled_size() {
+        let mut a = Assembler::new(4);
+        assert_eq!(a.push(frame(false, OpCode::Text, b"abc")), Ok(None));
+        assert_eq!(a.push(frame(false, OpCode::Continuation, b"de")), Err(AssembleError::TooLarge));
+        assert_eq!(a.push(frame(true, OpCode::Text, b"abcde")), Err(AssembleError::TooLarge));
+    }
+
+    #[test]
+    fn rejects_bad_sequences() {
+        let mut a = Assembler::new(10);
+        assert_eq!(a.push(frame(true, OpCode::Continuation, b"x")), Err(AssembleError::Protocol));
+        assert_eq!(a.push(frame(false, OpCode::Text, b"x")), Ok(None));
+        assert_eq!(a.push(frame(true, OpCode::Text, b"y")), Err(AssembleError::Protocol));
+    }
+}

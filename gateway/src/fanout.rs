@@ -1,0 +1,101 @@
+//! The fanout: one ordered JetStream consumer per gateway process reads every stored message
+//! in stream order and hands each, encoded once, to the hub.
+//!
+//! **Invariant:** a client only ever receives messages that JetStream has stored (DESIGN §4.5),
+//! because fanout reads the stream rather than relaying what clients sent.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::stream::{self, StorageType};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use threadspace_protocol::frames::ServerFrame;
+use threadspace_protocol::stored::StoredMessage;
+use threadspace_protocol::subjects::{parse_message_subject, MESSAGES_STREAM, MESSAGES_SUBJECTS};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::metrics as m;
+use crate::state::{anyhow_chain, State};
+
+/// Dedup window of the stream: a retry within it returns the original seq.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Creates the MESSAGES stream if it does not exist; returns its last sequence.
+pub async fn ensure_stream(jetstream: &async_nats::jetstream::Context, replicas: usize, max_age: Duration) -> Result<u64, async_nats::Error> {
+    let mut stream = jetstream
+        .get_or_create_stream(stream::Config {
+            name: MESSAGES_STREAM.to_owned(),
+            subjects: vec![MESSAGES_SUBJECTS.to_owned()],
+            storage: StorageType::File,
+            num_replicas: replicas,
+            max_age,
+            duplicate_window: DUPLICATE_WINDOW,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await?;
+    let info = stream.info().await?;
+    Ok(info.state.last_sequence)
+}
+
+/// Runs the fanout until `shutdown`, recreating the consumer after failures.
+pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
+    loop {
+        let start = state.hub.head_seq() + 1;
+        match consume(&state, start, &shutdown).await {
+            Ok(()) => return,
+            Err(error) => warn!(error = %anyhow_chain(error.as_ref()), start, "fanout consumer failed; recreating"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn consume(state: &State, start: u64, shutdown: &CancellationToken) -> Result<(), async_nats::Error> {
+    let stream = state.jetstream.get_stream(MESSAGES_STREAM).await?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    info!(start, "fanout consumer started");
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            next = messages.next() => match next {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => return Err(error.into()),
+                None => return Err("fanout consumer ended".into()),
+            },
+        };
+        let seq = message.info()?.stream_sequence;
+        metrics::counter!(m::FANOUT_MESSAGES).increment(1);
+        let channel = parse_message_subject(&message.subject).map(|(_, _, channel)| channel);
+        match serde_json::from_slice::<StoredMessage>(&message.payload) {
+            Ok(stored) if channel == Some(stored.channel) => {
+                let lag_ms = unix_ms().saturating_sub(stored.ts).max(0);
+                metrics::histogram!(m::FANOUT_LAG).record(lag_ms as f64 / 1000.0);
+                let frame = Bytes::from(ServerFrame::Msg(stored.into_frame(seq)).encode());
+                let delivered = state.hub.deliver(seq, channel, &frame);
+                metrics::counter!(m::FANOUT_DELIVERIES).increment(delivered as u64);
+            }
+            _ => {
+                // Still advance the head, so resume ranges stay exact.
+                metrics::counter!(m::FANOUT_UNDECODABLE).increment(1);
+                warn!(seq, subject = %message.subject, "stream record is not a message of its subject's channel; skipped");
+                state.hub.deliver(seq, None, &Bytes::new());
+            }
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,365 @@
+//! The hub: which local connections belong to which channel, and the fanout of stored
+//! messages to them.
+//!
+//! **Invariant:** `head_seq` only moves while the fanout holds the read lock, and a connection
+//! registers under the write lock; so every message with `seq > head_seq` at registration is
+//! delivered live to that connection, and every message with `seq <= head_seq` is not. Resume
+//! replays exactly `(last_seq, head_seq]` — no gap, no overlap.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use threadspace_protocol::frames::{close_code, ChannelInfo, MemberChange, ServerFrame};
+use threadspace_protocol::{ChannelId, OrgId, Seq, UserId};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::limits::TokenBucket;
+use crate::metrics as m;
+
+/// What the writer task of a connection sends.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A message frame; skipped if `seq` was already replayed.
+    Msg { seq: Seq, frame: Bytes },
+    /// Any other encoded server frame.
+    Frame(Bytes),
+    /// A WebSocket pong answering a client ping.
+    Pong(Vec<u8>),
+}
+
+/// A connection as the hub and other tasks see it.
+#[derive(Debug)]
+pub struct ConnHandle {
+    pub id: u64,
+    pub user: UserId,
+    pub org: OrgId,
+    /// Bounded outbound queue: when it is full the connection is a slow consumer and is killed.
+    tx: mpsc::Sender<Outbound>,
+    pub cancel: CancellationToken,
+    /// The close code chosen by whoever killed the connection first; 0 while alive.
+    close_code: AtomicU16,
+    /// Channels this connection may send to and receives from; kept in step with the hub index.
+    channels: Mutex<HashSet<ChannelId>>,
+    /// Send limiter shared by all of the user's connections on this gateway.
+    pub send_limiter: Arc<Mutex<TokenBucket>>,
+    /// Milliseconds since the process epoch of the last frame received from the client.
+    last_rx_ms: AtomicU64,
+}
+
+impl ConnHandle {
+    /// Ends the connection with `code` (the first caller's code wins).
+    pub fn kill(&self, code: u16) {
+        let _ = self.close_code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.cancel.cancel();
+    }
+
+    pub fn close_code(&self) -> u16 {
+        self.close_code.load(Ordering::Acquire)
+    }
+
+    /// Queues a frame; a full queue kills the connection as a slow consumer.
+    pub fn push(&self, item: Outbound) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kill(close_code::SLOW_CONSUMER);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues an encoded server frame.
+    pub fn push_frame(&self, frame: &ServerFrame) -> bool {
+        self.push(Outbound::Frame(Bytes::from(frame.encode())))
+    }
+
+    /// Records that the client sent something at `now_ms`.
+    pub fn touch(&self, now_ms: u64) {
+        self.last_rx_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn last_rx_ms(&self) -> u64 {
+        self.last_rx_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn is_member(&self, channel: ChannelId) -> bool {
+        self.channels.lock().expect("channel set lock is never poisoned").contains(&channel)
+    }
+
+    /// A snapshot of the connection's channels (for replay filtering).
+    pub fn channel_set(&self) -> HashSet<ChannelId> {
+        self.channels.lock().expect("channel set lock is never poisoned").clone()
+    }
+}
+
+struct UserEntry {
+    conns: Vec<Arc<ConnHandle>>,
+    send_limiter: Arc<Mutex<TokenBucket>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    channels: HashMap<ChannelId, Vec<Arc<ConnHandle>>>,
+    users: HashMap<UserId, UserEntry>,
+}
+
+/// Limits applied to new registrations.
+#[derive(Clone, Copy, Debug)]
+pub struct HubLimits {
+    pub outbound_queue: usize,
+    pub sends_per_second: u32,
+    pub send_burst: u32,
+}
+
+/// The registry of local connections.
+pub struct Hub {
+    inner: RwLock<Inner>,
+    head_seq: AtomicU64,
+    next_conn_id: AtomicU64,
+    limits: HubLimits,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("head_seq", &self.head_seq()).finish_non_exhaustive()
+    }
+}
+
+/// A registered connection: its handle, the receiving end of its queue, and the head of the
+/// stream at registration.
+#[derive(Debug)]
+pub struct Registration {
+    pub handle: Arc<ConnHandle>,
+    pub rx: mpsc::Receiver<Outbound>,
+    pub head_seq: Seq,
+}
+
+impl Hub {
+    /// A hub whose fanout starts after `head_seq`.
+    pub fn new(head_seq: Seq, limits: HubLimits) -> Self {
+        Self {
+            inner: RwLock::new(Inner::default()),
+            head_seq: AtomicU64::new(head_seq),
+            next_conn_id: AtomicU64::new(1),
+            limits,
+        }
+    }
+
+    pub fn head_seq(&self) -> Seq {
+        self.head_seq.load(Ordering::Acquire)
+    }
+
+    /// Registers a connection of `user` in `channels`.
+    pub fn register(
+        &self,
+        user: UserId,
+        org: OrgId,
+        channels: &[ChannelInfo],
+        parent: &CancellationToken,
+    ) -> Registration {
+        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.limits.outbound_queue);
+        let mut inner = self.inner.write().expect("hub lock is never poisoned");
+        let limits = self.limits;
+        let entry = inner.users.entry(user).or_insert_with(|| UserEntry {
+            conns: Vec::new(),
+            send_limiter: Arc::new(Mutex::new(TokenBucket::new(
+                limits.sends_per_second,
+                limits.send_burst,
+                Instant::now(),
+            ))),
+        });
+        let handle = Arc::new(ConnHandle {
+            id,
+            user,
+            org,
+            tx,
+            cancel: parent.child_token(),
+            close_code: AtomicU16::new(0),
+            channels: Mutex::new(channels.iter().map(|c| c.id).collect()),
+            send_limiter: entry.send_limiter.clone(),
+            last_rx_ms: AtomicU64::new(0),
+        });
+        entry.conns.push(handle.clone());
+        for channel in channels {
+            inner.channels.entry(channel.id).or_default().push(handle.clone());
+        }
+        // Read under the write lock: see the module invariant.
+        let head_seq = self.head_seq();
+        drop(inner);
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        Registration { handle, rx, head_seq }
+    }
+
+    /// Removes a connection from every index.
+    pub fn deregister(&self, handle: &ConnHandle) {
+        let channels = handle.channel_set();
+        let mut inner = self.inner.write().expect("hub lock is never poisoned");
+        for channel in channels {
+            if let Some(conns) = inner.channels.get_mut(&channel) {
+                conns.retain(|c| c.id != handle.id);
+                if conns.is_empty() {
+                    inner.channels.remove(&channel);
+                }
+            }
+        }
+        if let Some(entry) = inner.users.get_mut(&handle.user) {
+            entry.conns.retain(|c| c.id != handle.id);
+            if entry.conns.is_empty() {
+                inner.users.remove(&handle.user);
+            }
+        }
+        drop(inner);
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+    }
+
+    /// Delivers one stored message to the channel's local members and advances the head.
+    /// Returns how many connections it was queued to.
+    pub fn deliver(&self, seq: Seq, channel: Option<ChannelId>, frame: &Bytes) -> usize {
+        let inner = self.inner.read().expect("hub lock is never poisoned");
+        let mut delivered = 0;
+        if let Some(conns) = channel.and_then(|c| inner.channels.get(&c)) {
+            for conn in conns {
+                if conn.push(Outbound::Msg { seq, frame: frame.clone() }) {
+                    delivered += 1;
+                }
+            }
+        }
+        self.head_seq.fetch_max(seq, Ordering::AcqRel);
+        drop(inner);
+        delivered
+    }
+
+    /// Applies a membership change to the user's local connections and tells them.
+    pub fn apply_membership(&self, user: UserId, channel: ChannelId, change: MemberChange) -> usize {
+        let mut inner = self.inner.write().expect("hub lock is never poisoned");
+        let Some(entry) = inner.users.get(&user) else { return 0 };
+        let conns = entry.conns.clone();
+        for conn in &conns {
+            let mut set = conn.channels.lock().expect("channel set lock is never poisoned");
+            match change {
+                MemberChange::Joined => {
+                    if set.insert(channel) {
+                        inner.channels.entry(channel).or_default().push(conn.clone());
+                    }
+                }
+                MemberChange::Left => {
+                    if set.remove(&channel) {
+                        if let Some(list) = inner.channels.get_mut(&channel) {
+                            list.retain(|c| c.id != conn.id);
+                        }
+                    }
+                }
+            }
+        }
+        drop(inner);
+        let frame = ServerFrame::Member { channel, user, change };
+        for conn in &conns {
+            conn.push_frame(&frame);
+        }
+        conns.len()
+    }
+
+    /// Kills every connection with `code` (used by the drain).
+    pub fn kill_all(&self, code: u16) -> usize {
+        let inner = self.inner.read().expect("hub lock is never poisoned");
+        let mut n = 0;
+        for entry in inner.users.values() {
+            for conn in &entry.conns {
+                conn.kill(code);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Number of registered connections.
+    pub fn len(&self) -> usize {
+        let inner = self.inner.read().expect("hub lock is never poisoned");
+        inner.users.values().map(|e| e.conns.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use threadspace_protocol::frames::ChannelKind;
+
+    fn hub() -> Hub {
+        Hub::new(10, HubLimits { outbound_queue: 2, sends_per_second: 1, send_burst: 1 })
+    }
+
+    fn channels(ids: &[i64]) -> Vec<ChannelInfo> {
+        ids.iter().map(|&id| ChannelInfo { id: ChannelId(id), kind: ChannelKind::Public, name: None }).collect()
+    }
+
+    #[test]
+    fn delivers_only_to_members_and_advances_head() {
+        let hub = hub();
+        let root = CancellationToken::new();
+        let mut a = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root);
+        let mut b = hub.register(UserId(2), OrgId(1), &channels(&[6]), &root);
+        assert_eq!(a.head_seq, 10);
+        assert_eq!(hub.deliver(11, Some(ChannelId(5)), &Bytes::from_static(b"x")), 1);
+        assert!(matches!(a.rx.try_recv(), Ok(Outbound::Msg { seq: 11, .. })));
+        assert!(b.rx.try_recv().is_err());
+        assert_eq!(hub.head_seq(), 11);
+        assert_eq!(hub.deliver(12, None, &Bytes::new()), 0);
+        assert_eq!(hub.head_seq(), 12);
+        let c = hub.register(UserId(3), OrgId(1), &channels(&[5]), &root);
+        assert_eq!(c.head_seq, 12);
+    }
+
+    #[test]
+    fn full_queue_kills_as_slow_consumer_without_touching_others() {
+        let hub = hub();
+        let root = CancellationToken::new();
+        let slow = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root);
+        let mut fast = hub.register(UserId(2), OrgId(1), &channels(&[5]), &root);
+        for seq in 11..=13 {
+            hub.deliver(seq, Some(ChannelId(5)), &Bytes::from_static(b"x"));
+            while fast.rx.try_recv().is_ok() {}
+        }
+        assert_eq!(slow.handle.close_code(), close_code::SLOW_CONSUMER);
+        assert!(slow.handle.cancel.is_cancelled());
+        assert_eq!(fast.handle.close_code(), 0);
+    }
+
+    #[test]
+    fn membership_changes_update_index_and_notify() {
+        let hub = hub();
+        let root = CancellationToken::new();
+        let mut a = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root);
+        assert_eq!(hub.apply_membership(UserId(1), ChannelId(9), MemberChange::Joined), 1);
+        assert!(a.handle.is_member(ChannelId(9)));
+        assert!(matches!(a.rx.try_recv(), Ok(Outbound::Frame(_))));
+        assert_eq!(hub.deliver(11, Some(ChannelId(9)), &Bytes::from_static(b"x")), 1);
+        hub.apply_membership(UserId(1), ChannelId(9), MemberChange::Left);
+        assert!(!a.handle.is_member(ChannelId(9)));
+        while a.rx.try_recv().is_ok() {}
+        assert_eq!(hub.deliver(12, Some(ChannelId(9)), &Bytes::from_static(b"x")), 0);
+        hub.deregister(&a.handle);
+        assert!(hub.is_empty());
+        assert_eq!(hub.deliver(13, Some(ChannelId(5)), &Bytes::from_static(b"x")), 0);
+    }
+
+    #[test]
+    fn users_share_one_send_limiter() {
+        let hub = hub();
+        let root = CancellationToken::new();
+        let a = hub.register(UserId(1), OrgId(1), &channels(&[]), &root);
+        let b = hub.register(UserId(1), OrgId(1), &channels(&[]), &root);
+        let now = Instant::now();
+        assert!(a.handle.send_limiter.lock().expect("lock").try_take(now));
+        assert!(!b.handle.send_limiter.lock().expect("lock").try_take(now));
+    }
+}

@@ -1,0 +1,65 @@
+//! Every metric the gateway emits, declared in one place. Labels come from bounded sets only.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+pub const CONNECTIONS: &str = "threadspace_gateway_connections";
+pub const CONNECTIONS_ACCEPTED: &str = "threadspace_gateway_connections_accepted_total";
+pub const CONNECTIONS_REFUSED: &str = "threadspace_gateway_connections_refused_total";
+/// Label `reason`: a close reason from [`close_reason`].
+pub const CONNECTIONS_CLOSED: &str = "threadspace_gateway_connections_closed_total";
+/// Label `code`: an [`threadspace_protocol::ErrorCode`] string.
+pub const ERRORS: &str = "threadspace_gateway_errors_total";
+/// Label `result`: `ok`, `duplicate`, `failed`.
+pub const PUBLISHED: &str = "threadspace_gateway_messages_published_total";
+pub const PUBLISH_DURATION: &str = "threadspace_gateway_publish_duration_seconds";
+pub const FANOUT_MESSAGES: &str = "threadspace_gateway_fanout_messages_total";
+pub const FANOUT_DELIVERIES: &str = "threadspace_gateway_fanout_deliveries_total";
+/// Gateway time at fanout minus the message's publish time.
+pub const FANOUT_LAG: &str = "threadspace_gateway_fanout_lag_seconds";
+pub const FANOUT_UNDECODABLE: &str = "threadspace_gateway_fanout_undecodable_total";
+/// Label `result`: `fresh`, `replayed`, `history_required`.
+pub const RESUMES: &str = "threadspace_gateway_resumes_total";
+pub const REPLAYED_MESSAGES: &str = "threadspace_gateway_replayed_messages_total";
+/// Label `result`: `ok`, `rejected`.
+pub const AUTH: &str = "threadspace_gateway_auth_total";
+pub const MEMBERSHIP_EVENTS: &str = "threadspace_gateway_membership_events_total";
+pub const READY: &str = "threadspace_gateway_ready";
+
+/// Registers descriptions so `/metrics` documents itself.
+pub fn describe() {
+    describe_gauge!(CONNECTIONS, "Open client WebSocket connections");
+    describe_counter!(CONNECTIONS_ACCEPTED, "WebSocket connections upgraded");
+    describe_counter!(CONNECTIONS_REFUSED, "TCP connections refused at the connection limit");
+    describe_counter!(CONNECTIONS_CLOSED, "WebSocket connections closed, by reason");
+    describe_counter!(ERRORS, "Error frames sent to clients, by code");
+    describe_counter!(PUBLISHED, "Client messages published to JetStream, by result");
+    describe_histogram!(PUBLISH_DURATION, Unit::Seconds, "Publish to PubAck latency");
+    describe_counter!(FANOUT_MESSAGES, "Stored messages read by this gateway's fanout consumer");
+    describe_counter!(FANOUT_DELIVERIES, "Message frames queued to local connections");
+    describe_histogram!(FANOUT_LAG, Unit::Seconds, "Publish time to fanout time");
+    describe_counter!(FANOUT_UNDECODABLE, "Stream records the fanout could not decode");
+    describe_counter!(RESUMES, "Hellos by resume outcome");
+    describe_counter!(REPLAYED_MESSAGES, "Messages replayed to resuming clients");
+    describe_counter!(AUTH, "Token verifications, by result");
+    describe_counter!(MEMBERSHIP_EVENTS, "Membership change events applied");
+    describe_gauge!(READY, "1 while the gateway accepts connections, 0 while starting or draining");
+}
+
+/// Bounded label for a close code.
+pub fn close_reason(code: u16) -> &'static str {
+    use threadspace_protocol::frames::close_code as c;
+    match code {
+        c::NORMAL => "normal",
+        c::GOING_AWAY => "draining",
+        c::PROTOCOL_ERROR => "protocol_error",
+        c::TOO_LARGE => "too_large",
+        c::INTERNAL => "internal",
+        c::IDLE_TIMEOUT => "idle_timeout",
+        c::AUTH_FAILED => "auth_failed",
+        c::HELLO_TIMEOUT => "hello_timeout",
+        c::HELLO_REQUIRED => "hello_required",
+        c::SLOW_CONSUMER => "slow_consumer",
+        c::RATE_LIMITED => "rate_limited",
+        _ => "disconnected",
+    }
+}

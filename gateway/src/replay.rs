@@ -1,0 +1,135 @@
+//! Resume: replays the messages a reconnecting client missed, `(last_seq, head_seq]` of its
+//! channels, straight from the JetStream stream, or says which range it must page from history.
+//!
+//! The replay reads the org's subjects with an ephemeral ordered consumer from `last_seq + 1`
+//! and filters by the connection's channels. It always ends with a `resumed` frame; any range
+//! it could not replay (older than the stream's tail, over the replay limit, or a stream
+//! error) is announced with `history_required` first.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use futures_util::StreamExt as _;
+use threadspace_protocol::frames::ServerFrame;
+use threadspace_protocol::stored::StoredMessage;
+use threadspace_protocol::subjects::{org_message_filter, parse_message_subject, MESSAGES_STREAM};
+use threadspace_protocol::Seq;
+use tracing::{debug, warn};
+
+use crate::conn::WsWrite;
+use crate::hub::ConnHandle;
+use crate::metrics as m;
+use crate::state::{anyhow_chain, State};
+
+/// The client socket failed during replay.
+#[derive(Debug)]
+pub struct WriteFailed;
+
+/// How long to wait for the next replayed message before giving up on the rest.
+const NEXT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Replays `(last_seq, head_seq]` and returns `head_seq`: every message at or below it has been
+/// replayed or announced as a history gap, so live frames at or below it are skipped.
+pub async fn replay(state: &State, write: &mut WsWrite, handle: &ConnHandle, last_seq: Seq, head_seq: Seq) -> Result<Seq, WriteFailed> {
+    let mut replayed = 0u64;
+    if last_seq < head_seq {
+        let permit = tokio::select! {
+            permit = state.replay_permits.acquire() => permit,
+            _ = handle.cancel.cancelled() => return Err(WriteFailed),
+        };
+        let outcome = replay_range(state, write, handle, last_seq, head_seq, &mut replayed).await;
+        drop(permit);
+        match outcome {
+            Ok(()) => {}
+            Err(Stop::Write) => return Err(WriteFailed),
+            Err(Stop::Gap { after_seq }) => {
+                metrics::counter!(m::RESUMES, "result" => "history_required").increment(1);
+                send(state, write, &ServerFrame::HistoryRequired { after_seq, through_seq: head_seq }).await?;
+            }
+        }
+    }
+    metrics::counter!(m::REPLAYED_MESSAGES).increment(replayed);
+    send(state, write, &ServerFrame::Resumed { replayed, through_seq: head_seq }).await?;
+    debug!(conn_id = handle.id, last_seq, head_seq, replayed, "resume replay done");
+    Ok(head_seq)
+}
+
+enum Stop {
+    Write,
+    /// Messages after `after_seq` (up to the head) could not be replayed.
+    Gap { after_seq: Seq },
+}
+
+async fn replay_range(state: &State, write: &mut WsWrite, handle: &ConnHandle, last_seq: Seq, head_seq: Seq, replayed: &mut u64) -> Result<(), Stop> {
+    let stream = state.jetstream.get_stream(MESSAGES_STREAM).await.map_err(|error| {
+        warn!(error = %anyhow_chain(&error), "replay cannot read the stream");
+        Stop::Gap { after_seq: last_seq }
+    })?;
+    let first_seq = stream.cached_info().state.first_sequence;
+    let mut from = last_seq + 1;
+    if from < first_seq {
+        // Older than the retained tail: that part lives only in Postgres now.
+        metrics::counter!(m::RESUMES, "result" => "history_required").increment(1);
+        send(state, write, &ServerFrame::HistoryRequired { after_seq: last_seq, through_seq: first_seq - 1 }).await.map_err(|_| Stop::Write)?;
+        from = first_seq;
+    }
+    if from > head_seq {
+        return Ok(());
+    }
+    let config = pull::OrderedConfig {
+        filter_subject: org_message_filter(state.config.partitions.get(), handle.org),
+        deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+        ..Default::default()
+    };
+    let gap = |error: &dyn std::error::Error| {
+        warn!(error = %error, conn_id = handle.id, "replay consumer failed");
+        Stop::Gap { after_seq: from - 1 }
+    };
+    let mut consumer = stream.create_consumer(config).await.map_err(|e| gap(&e))?;
+    if consumer.info().await.map_err(|e| gap(&e))?.num_pending == 0 {
+        return Ok(());
+    }
+    let mut messages = consumer.messages().await.map_err(|e| gap(&e))?;
+    let channels = handle.channel_set();
+    let mut last_done = from - 1;
+    loop {
+        let message = match tokio::time::timeout(NEXT_TIMEOUT, messages.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(error))) => {
+                warn!(error = %error, conn_id = handle.id, "replay read failed");
+                return Err(Stop::Gap { after_seq: last_done });
+            }
+            Ok(None) | Err(_) => return Err(Stop::Gap { after_seq: last_done }),
+        };
+        let (seq, pending) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.pending),
+            Err(_) => return Err(Stop::Gap { after_seq: last_done }),
+        };
+        if seq > head_seq {
+            return Ok(());
+        }
+        let channel = parse_message_subject(&message.subject).map(|(_, _, channel)| channel);
+        if channel.is_some_and(|c| channels.contains(&c)) {
+            if let Ok(stored) = serde_json::from_slice::<StoredMessage>(&message.payload) {
+                if *replayed >= state.config.max_replay.get() as u64 {
+                    return Err(Stop::Gap { after_seq: last_done });
+                }
+                send(state, write, &ServerFrame::Msg(stored.into_frame(seq))).await.map_err(|_| Stop::Write)?;
+                *replayed += 1;
+            }
+        }
+        last_done = seq;
+        if seq == head_seq || pending == 0 {
+            return Ok(());
+        }
+    }
+}
+
+async fn send(state: &State, write: &mut WsWrite, frame: &ServerFrame) -> Result<(), WriteFailed> {
+    let bytes = frame.encode();
+    let write_frame = write.write_frame(fastwebsockets::Frame::text(fastwebsockets::Payload::Borrowed(&bytes)));
+    match tokio::time::timeout(state.config.write_timeout, write_frame).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(WriteFailed),
+    }
+}

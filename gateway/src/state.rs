@@ -1,0 +1,141 @@
+//! Shared gateway state: configuration, the hub, NATS and directory handles, the current key set.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use threadspace_protocol::token::KeySet;
+use threadspace_store::Directory;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::hub::Hub;
+
+/// Everything a request or connection task needs.
+pub struct State {
+    pub config: Config,
+    pub gateway_id: String,
+    pub hub: Hub,
+    pub nats: async_nats::Client,
+    pub jetstream: async_nats::jetstream::Context,
+    pub directory: Directory,
+    pub metrics: Option<PrometheusHandle>,
+    /// Parent of every connection's cancellation token.
+    pub connections: CancellationToken,
+    /// Every connection and request task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Bounds concurrent resume replays.
+    pub replay_permits: Semaphore,
+    keys: RwLock<Arc<KeySet>>,
+    keys_modified: RwLock<Option<SystemTime>>,
+    draining: AtomicBool,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("gateway_id", &self.gateway_id).finish_non_exhaustive()
+    }
+}
+
+/// Parts `State::new` needs.
+pub struct StateParts {
+    pub config: Config,
+    pub hub: Hub,
+    pub nats: async_nats::Client,
+    pub directory: Directory,
+    pub metrics: Option<PrometheusHandle>,
+    pub keys: KeySet,
+}
+
+impl State {
+    pub fn new(parts: StateParts) -> Arc<Self> {
+        let jetstream = async_nats::jetstream::new(parts.nats.clone());
+        let keys_modified = modified(&parts.config.jwks);
+        Arc::new(Self {
+            gateway_id: parts.config.gateway_id(),
+            replay_permits: Semaphore::new(parts.config.replay_concurrency.get()),
+            config: parts.config,
+            hub: parts.hub,
+            nats: parts.nats,
+            jetstream,
+            directory: parts.directory,
+            metrics: parts.metrics,
+            connections: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            keys: RwLock::new(Arc::new(parts.keys)),
+            keys_modified: RwLock::new(keys_modified),
+            draining: AtomicBool::new(false),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// The current key set.
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.read().expect("key lock is never poisoned").clone()
+    }
+
+    /// Re-reads the JWKS file if it changed; a bad file keeps the old keys and logs why.
+    pub fn reload_keys_if_changed(&self) {
+        let path = &self.config.jwks;
+        let now = modified(path);
+        if now == *self.keys_modified.read().expect("key lock is never poisoned") {
+            return;
+        }
+        match KeySet::load(path, &self.config.token_issuer, &self.config.token_audience) {
+            Ok(keys) => {
+                *self.keys.write().expect("key lock is never poisoned") = Arc::new(keys);
+                *self.keys_modified.write().expect("key lock is never poisoned") = now;
+                tracing::info!(path = %path.display(), "token key set reloaded");
+            }
+            Err(error) => {
+                tracing::warn!(error = %anyhow_chain(&error), "token key set changed but is invalid; keeping the old keys");
+                *self.keys_modified.write().expect("key lock is never poisoned") = now;
+            }
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Milliseconds since the gateway started (monotonic).
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The key file path (for logs).
+    pub fn jwks_path(&self) -> &PathBuf {
+        &self.config.jwks
+    }
+
+    /// How long a connection may stay silent.
+    pub fn idle_timeout(&self) -> Duration {
+        self.config.idle_timeout
+    }
+}
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Formats an error with its sources, `a: b: c`.
+pub fn anyhow_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

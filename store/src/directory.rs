@@ -1,0 +1,194 @@
+//! Directory queries: who a user is, which channels they belong to, and membership changes.
+
+use threadspace_protocol::frames::{ChannelInfo, ChannelKind, UserInfo};
+use threadspace_protocol::{ChannelId, OrgId, UserId};
+
+use crate::Pool;
+
+/// Errors of directory queries. Callers branch only on "Postgres is unavailable" vs the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("postgres pool unavailable")]
+    Pool(#[source] deadpool_postgres::PoolError),
+    #[error("directory query failed")]
+    Query(#[source] tokio_postgres::Error),
+    #[error("stored channel {channel} has unknown kind {kind:?}")]
+    BadKind { channel: i64, kind: String },
+}
+
+/// What the gateway needs to accept a `hello`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub user: UserInfo,
+    pub deactivated: bool,
+    pub channels: Vec<ChannelInfo>,
+}
+
+/// A channel's directory entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Channel {
+    pub id: ChannelId,
+    pub org: OrgId,
+    pub kind: ChannelKind,
+    pub name: Option<String>,
+    pub archived: bool,
+}
+
+/// Directory access over a connection pool.
+#[derive(Clone)]
+pub struct Directory {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory").finish_non_exhaustive()
+    }
+}
+
+fn kind_of(channel: i64, kind: String) -> Result<ChannelKind, DirectoryError> {
+    ChannelKind::parse(&kind).ok_or(DirectoryError::BadKind { channel, kind })
+}
+
+impl Directory {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, DirectoryError> {
+        self.pool.get().await.map_err(DirectoryError::Pool)
+    }
+
+    /// The user and their (non-archived) channels; `None` if the user does not exist.
+    pub async fn session(&self, user: UserId) -> Result<Option<Session>, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT org_id, handle, display_name, role, deactivated_at IS NOT NULL
+                 FROM users WHERE id = $1",
+                &[&user.0],
+            )
+            .await
+            .map_err(DirectoryError::Query)?;
+        let Some(row) = row else { return Ok(None) };
+        let info = UserInfo {
+            id: user,
+            org: OrgId(row.get(0)),
+            handle: row.get(1),
+            display_name: row.get(2),
+            role: row.get(3),
+        };
+        let rows = client
+            .query(
+                "SELECT c.id, c.kind, c.name
+                 FROM channel_members m JOIN channels c ON c.id = m.channel_id
+                 WHERE m.user_id = $1 AND c.archived_at IS NULL
+                 ORDER BY c.id",
+                &[&user.0],
+            )
+            .await
+            .map_err(DirectoryError::Query)?;
+        let mut channels = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.get(0);
+            channels.push(ChannelInfo { id: ChannelId(id), kind: kind_of(id, row.get(1))?, name: row.get(2) });
+        }
+        Ok(Some(Session { user: info, deactivated: row.get(4), channels }))
+    }
+
+    /// A channel by id.
+    pub async fn channel(&self, channel: ChannelId) -> Result<Option<Channel>, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT org_id, kind, name, archived_at IS NOT NULL FROM channels WHERE id = $1",
+                &[&channel.0],
+            )
+            .await
+            .map_err(DirectoryError::Query)?;
+        row.map(|row| {
+            Ok(Channel {
+                id: channel,
+                org: OrgId(row.get(0)),
+                kind: kind_of(channel.0, row.get(1))?,
+                name: row.get(2),
+                archived: row.get(3),
+            })
+        })
+        .transpose()
+    }
+
+    /// Whether `user` is a member of `channel`.
+    pub async fn is_member(&self, channel: ChannelId, user: UserId) -> Result<bool, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM channel_members WHERE channel_id = $1 AND user_id = $2",
+                &[&channel.0, &user.0],
+            )
+            .await
+            .map_err(DirectoryError::Query)?;
+        Ok(row.is_some())
+    }
+
+    /// The org of a user, if the user exists.
+    pub async fn user_org(&self, user: UserId) -> Result<Option<OrgId>, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT org_id FROM users WHERE id = $1", &[&user.0])
+            .await
+            .map_err(DirectoryError::Query)?;
+        Ok(row.map(|r| OrgId(r.get(0))))
+    }
+
+    /// Adds a member; returns false if they already were one.
+    pub async fn add_member(&self, channel: ChannelId, user: UserId) -> Result<bool, DirectoryError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+                &[&channel.0, &user.0],
+            )
+            .await
+            .map_err(DirectoryError::Query)?;
+        Ok(n == 1)
+    }
+
+    /// Removes a member; returns false if they were not one.
+    pub async fn remove_member(&self, channel: ChannelId, user: UserId) -> Result<bool, DirectoryError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2",
+                &[&channel.0, &user.0],
+            )
+            .await
+            .map_err(DirectoryError::Query)?;
+        Ok(n == 1)
+    }
+
+    /// Looks a user up by org slug and handle (tools and the demo address users by name).
+    pub async fn user_by_handle(&self, org_slug: &str, handle: &str) -> Result<Option<(UserId, OrgId)>, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT u.id, u.org_id FROM users u JOIN orgs o ON o.id = u.org_id
+                 WHERE o.slug = $1 AND u.handle = $2",
+                &[&org_slug, &handle],
+            )
+            .await
+            .map_err(DirectoryError::Query)?;
+        Ok(row.map(|r| (UserId(r.get(0)), OrgId(r.get(1)))))
+    }
+
+    /// Looks a named channel up in an org.
+    pub async fn channel_by_name(&self, org: OrgId, name: &str) -> Result<Option<ChannelId>, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT id FROM channels WHERE org_id = $1 AND name = $2", &[&org.0, &name])
+            .await
+            .map_err(DirectoryError::Query)?;
+        Ok(row.map(|r| ChannelId(r.get(0))))
+    }
+}
