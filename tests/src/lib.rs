@@ -1,1 +1,134 @@
-//! placeholder
+//! Shared fixtures of the end-to-end tests: a started stack with one seeded org, and helpers to
+//! connect users and collect what they receive. The tests themselves live in `tests/tests/`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use threadspace_devstack::{Stack, StackOptions};
+use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
+use threadspace_protocol::frames::{ClientFrame, MessageFrame, ServerFrame, Welcome};
+use threadspace_protocol::{ChannelId, OrgId, UserId};
+use threadspace_store::seed::SeedSpec;
+
+/// Generous per-frame wait: CI machines are small and shared.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A stack with one org of `users` users seeded with the standard layout.
+pub struct Fixture {
+    pub stack: Stack,
+    pub org: OrgId,
+    /// handle → user id
+    pub users: HashMap<String, UserId>,
+}
+
+impl Fixture {
+    pub async fn start(gateways: usize, gateway_args: &[&str]) -> anyhow::Result<Self> {
+        let mut options = StackOptions::for_tests(gateways);
+        options.gateway_args = gateway_args.iter().map(|s| s.to_string()).collect();
+        let stack = Stack::start(options).await?;
+        stack.seed(&SeedSpec { orgs: 1, users_per_org: 12, slug_prefix: "test".into(), seed: 1 }).await?;
+        let directory = stack.directory();
+        let mut users = HashMap::new();
+        let mut org = OrgId(0);
+        for handle in ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"] {
+            let (user, user_org) = directory.user_by_handle("test-1", handle).await?.expect("seeded user exists");
+            users.insert(handle.to_owned(), user);
+            org = user_org;
+        }
+        Ok(Self { stack, org, users })
+    }
+
+    pub fn user(&self, handle: &str) -> UserId {
+        self.users[handle]
+    }
+
+    pub fn token(&self, handle: &str) -> String {
+        self.stack.token(self.user(handle), self.org)
+    }
+
+    /// A named channel of the org.
+    pub async fn channel(&self, name: &str) -> ChannelId {
+        self.stack.directory().channel_by_name(self.org, name).await.expect("directory reachable").expect("seeded channel exists")
+    }
+
+    /// Connects `handle` to gateway `gateway` and completes `hello`.
+    pub async fn connect(&self, handle: &str, gateway: usize) -> anyhow::Result<(Client, Welcome)> {
+        self.connect_with(handle, gateway, None, ConnectOptions::new(self.stack.ws_url(gateway))).await
+    }
+
+    /// Connects with a resume cursor and/or custom options.
+    pub async fn connect_with(
+        &self,
+        handle: &str,
+        gateway: usize,
+        resume: Option<u64>,
+        options: ConnectOptions,
+    ) -> anyhow::Result<(Client, Welcome)> {
+        let _ = gateway;
+        let mut client = Client::connect(&options).await?;
+        let welcome = client
+            .hello(&self.token(handle), resume.map(|last_seq| threadspace_protocol::frames::Resume { last_seq }), WAIT)
+            .await?;
+        Ok((client, welcome))
+    }
+}
+
+/// Sends a message and waits for its ack, skipping interleaved frames (which are returned).
+pub async fn send_and_ack(client: &mut Client, channel: ChannelId, id: &str, body: &str) -> anyhow::Result<(u64, bool, Vec<ServerFrame>)> {
+    client
+        .send(&ClientFrame::Send { reference: format!("r-{id}"), channel, client_msg_id: id.to_owned(), body: body.to_owned() })
+        .await?;
+    let mut others = Vec::new();
+    loop {
+        match client.recv_frame(WAIT).await? {
+            ServerFrame::Ack { client_msg_id, seq, duplicate, .. } if client_msg_id == id => return Ok((seq, duplicate, others)),
+            ServerFrame::Error { code, message, reference } if reference.as_deref() == Some(&format!("r-{id}")) => {
+                anyhow::bail!("send {id} failed: {code:?}: {message}")
+            }
+            other => others.push(other),
+        }
+    }
+}
+
+/// Receives until `count` message frames arrived (other frames are dropped); fails on timeout.
+pub async fn recv_messages(client: &mut Client, count: usize) -> anyhow::Result<Vec<MessageFrame>> {
+    let mut messages = Vec::new();
+    while messages.len() < count {
+        match client.recv(WAIT).await {
+            Ok(Incoming::Frame(ServerFrame::Msg(message))) => messages.push(message),
+            Ok(Incoming::Frame(_)) => {}
+            Ok(other) => anyhow::bail!("connection ended after {} of {count} messages: {other:?}", messages.len()),
+            Err(error) => anyhow::bail!("after {} of {count} messages: {error}", messages.len()),
+        }
+    }
+    Ok(messages)
+}
+
+/// Asserts no further message frame arrives within `quiet`.
+pub async fn expect_no_message(client: &mut Client, quiet: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + quiet;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        match client.recv(left).await {
+            Ok(Incoming::Frame(ServerFrame::Msg(message))) => anyhow::bail!("unexpected message {message:?}"),
+            Ok(_) => {}
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+/// Waits for the next frame matching `pred`, dropping others; returns it.
+pub async fn recv_until(client: &mut Client, what: &str, pred: impl Fn(&Incoming) -> bool) -> anyhow::Result<Incoming> {
+    loop {
+        match client.recv(WAIT).await {
+            Ok(item) if pred(&item) => return Ok(item),
+            Ok(Incoming::Close { code, reason }) => anyhow::bail!("closed ({code} {reason}) while waiting for {what}"),
+            Ok(Incoming::Failed(e)) => anyhow::bail!("failed ({e}) while waiting for {what}"),
+            Ok(_) => {}
+            Err(e) => anyhow::bail!("{e} while waiting for {what}"),
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! placeholder until the CLI lands in this change
+fn main() {}

@@ -1,0 +1,141 @@
+//! A PostgreSQL server on loopback with durable settings: data checksums, `fsync`,
+//! `full_page_writes` and `synchronous_commit` on. As root it runs as the `postgres` user,
+//! since `initdb` and `postgres` refuse to run as root.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::process::{wrap, ManagedProcess, SpawnError};
+use crate::{tools, wait_for, Lifetime};
+
+/// Database the ThreadSpace schema lives in.
+pub const DATABASE: &str = "threadspace";
+/// Superuser created by initdb.
+pub const USER: &str = "threadspace";
+
+/// A running PostgreSQL.
+#[derive(Debug)]
+pub struct Postgres {
+    pub process: ManagedProcess,
+    pub port: u16,
+    /// URL of the ThreadSpace database.
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; set THREADSPACE_PG_BINDIR or install Debian's postgresql)")]
+    NotInstalled,
+    #[error("cannot prepare {path}")]
+    Io { path: String, #[source] source: std::io::Error },
+    #[error("the `postgres` OS user is missing; it is needed to run PostgreSQL as root")]
+    NoPostgresUser,
+    #[error("initdb failed:\n{output}")]
+    Initdb { output: String },
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    #[error("PostgreSQL on port {port} did not accept connections; log tail:\n{log}")]
+    NotReady { port: u16, log: String },
+    #[error("cannot create the {DATABASE} database")]
+    CreateDatabase(#[source] tokio_postgres::Error),
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> PostgresError + '_ {
+    move |source| PostgresError::Io { path: path.display().to_string(), source }
+}
+
+/// Runs a PostgreSQL binary as the right user.
+fn command(bin: &Path, as_postgres: Option<(u32, u32)>) -> Command {
+    let command = Command::new(bin);
+    match as_postgres {
+        Some(_) => wrap(command, &["--reuid=postgres", "--regid=postgres", "--init-groups"]),
+        None => command,
+    }
+}
+
+impl Postgres {
+    /// Initializes `dir/pg` if needed and starts the server on `port`.
+    pub async fn start(dir: &Path, port: u16, lifetime: Lifetime) -> Result<Self, PostgresError> {
+        let bindir = tools::postgres_bindir().ok_or(PostgresError::NotInstalled)?;
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let as_postgres = if tools::is_root() {
+            let user = nix::unistd::User::from_name("postgres").ok().flatten().ok_or(PostgresError::NoPostgresUser)?;
+            // The postgres user must be able to reach its data directory.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io(dir))?;
+            Some((user.uid.as_raw(), user.gid.as_raw()))
+        } else {
+            None
+        };
+        let data_dir = dir.join("pg");
+        let password_file = dir.join("pg-password");
+        let password = match std::fs::read_to_string(&password_file) {
+            Ok(p) if data_dir.join("PG_VERSION").exists() => p.trim().to_owned(),
+            _ => {
+                let password: String = (0..24).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
+                std::fs::write(&password_file, &password).map_err(io(&password_file))?;
+                std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o644)).map_err(io(&password_file))?;
+                initdb(&bindir, &data_dir, &password_file, as_postgres)?;
+                password
+            }
+        };
+
+        let mut server = command(&bindir.join("postgres"), as_postgres);
+        server.arg("-D").arg(&data_dir);
+        for setting in [
+            "listen_addresses=127.0.0.1".to_owned(),
+            format!("port={port}"),
+            "unix_socket_directories=".to_owned(),
+            "fsync=on".to_owned(),
+            "full_page_writes=on".to_owned(),
+            "synchronous_commit=on".to_owned(),
+            "max_connections=300".to_owned(),
+            "shared_buffers=128MB".to_owned(),
+            "log_min_messages=warning".to_owned(),
+        ] {
+            server.arg("-c").arg(setting);
+        }
+        // SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
+        let process = ManagedProcess::spawn("postgres", server, &dir.join("postgres.log"), Signal::SIGINT, lifetime)?;
+        let admin_url = format!("postgres://{USER}:{password}@127.0.0.1:{port}/postgres");
+        let url = format!("postgres://{USER}:{password}@127.0.0.1:{port}/{DATABASE}");
+        let pg = Self { process, port, url, data_dir };
+        let admin = wait_for(Duration::from_secs(30), || threadspace_store::connect(&admin_url))
+            .await
+            .map_err(|_| PostgresError::NotReady { port, log: pg.process.log_tail(20) })?;
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
+            .await
+            .map_err(PostgresError::CreateDatabase)?
+            .is_some();
+        if !exists {
+            admin.batch_execute(&format!("CREATE DATABASE {DATABASE}")).await.map_err(PostgresError::CreateDatabase)?;
+        }
+        Ok(pg)
+    }
+}
+
+fn initdb(bindir: &Path, data_dir: &Path, password_file: &Path, as_postgres: Option<(u32, u32)>) -> Result<(), PostgresError> {
+    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(io(data_dir))?;
+    if let Some((uid, gid)) = as_postgres {
+        nix::unistd::chown(data_dir, Some(uid.into()), Some(gid.into()))
+            .map_err(|e| PostgresError::Io { path: data_dir.display().to_string(), source: e.into() })?;
+    }
+    let mut init = command(&bindir.join("initdb"), as_postgres);
+    init.arg("-D").arg(data_dir)
+        .arg("-U").arg(USER)
+        .arg(format!("--pwfile={}", password_file.display()))
+        .args(["--auth-host=scram-sha-256", "--auth-local=peer", "--data-checksums", "-E", "UTF8", "--locale=C.UTF-8"]);
+    let output = init.output().map_err(io(&bindir.join("initdb")))?;
+    if !output.status.success() {
+        return Err(PostgresError::Initdb {
+            output: format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+        });
+    }
+    Ok(())
+}

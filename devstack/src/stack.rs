@@ -1,0 +1,295 @@
+//! A whole ThreadSpace stack: nats-server, PostgreSQL (migrated), token keys, N gateways.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use threadspace_protocol::token::Identity;
+use threadspace_protocol::{OrgId, UserId};
+use threadspace_store::seed::{SeedReport, SeedSpec};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::keys::{Keys, AUDIENCE, ISSUER};
+use crate::nats::NatsServer;
+use crate::postgres::Postgres;
+use crate::process::ManagedProcess;
+use crate::{free_port, tools, wait_for, Lifetime};
+
+/// How to start a stack.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    pub gateways: usize,
+    /// Extra flags passed to every gateway.
+    pub gateway_args: Vec<String>,
+    /// Data directory; `None` means a temporary directory removed on drop.
+    pub dir: Option<PathBuf>,
+    pub lifetime: Lifetime,
+    /// Fixed ports (the local stack); `None` picks free ones.
+    pub nats_port: Option<u16>,
+    pub postgres_port: Option<u16>,
+    /// First gateway port; gateway i listens on `first + i`.
+    pub gateway_port: Option<u16>,
+    pub partitions: u32,
+}
+
+impl StackOptions {
+    /// A throwaway stack on free ports for a test.
+    pub fn for_tests(gateways: usize) -> Self {
+        Self {
+            gateways,
+            gateway_args: Vec::new(),
+            dir: None,
+            lifetime: Lifetime::Attached,
+            nats_port: None,
+            postgres_port: None,
+            gateway_port: None,
+            partitions: 16,
+        }
+    }
+}
+
+/// A gateway of the stack.
+#[derive(Debug)]
+pub struct GatewayHandle {
+    pub index: usize,
+    pub port: u16,
+    /// `None` while stopped.
+    pub process: Option<ManagedProcess>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl GatewayHandle {
+    /// The WebSocket URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/v1/ws", self.port)
+    }
+
+    /// The HTTP base URL.
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        crate::process::tail(&self.log, n)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("cannot create the stack directory")]
+    Dir(#[source] std::io::Error),
+    #[error("no free port")]
+    Port(#[source] std::io::Error),
+    #[error(transparent)]
+    Nats(#[from] crate::nats::NatsError),
+    #[error(transparent)]
+    Postgres(#[from] crate::postgres::PostgresError),
+    #[error(transparent)]
+    Store(#[from] threadspace_store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] threadspace_protocol::token::KeyFileError),
+    #[error(transparent)]
+    Spawn(#[from] crate::process::SpawnError),
+    #[error("gateway {index} did not become ready on port {port}; log tail:\n{log}")]
+    GatewayNotReady { index: usize, port: u16, log: String },
+    #[error(transparent)]
+    Seed(#[from] threadspace_store::seed::SeedError),
+}
+
+/// A running stack. Dropping it (attached) kills gateways, then NATS, then PostgreSQL, then
+/// removes a temporary directory.
+#[derive(Debug)]
+pub struct Stack {
+    pub gateways: Vec<GatewayHandle>,
+    pub nats: NatsServer,
+    pub postgres: Postgres,
+    pub keys: Keys,
+    pub dir: PathBuf,
+    pub pool: threadspace_store::Pool,
+    pub options: StackOptions,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// What `threadspace-dev` records about a detached stack.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StackState {
+    pub dir: PathBuf,
+    pub nats: ProcessState,
+    pub postgres: ProcessState,
+    pub gateways: Vec<ProcessState>,
+}
+
+/// One detached process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProcessState {
+    pub pid: u32,
+    pub port: u16,
+    pub url: String,
+}
+
+impl Stack {
+    /// Starts everything and waits until every gateway is ready.
+    pub async fn start(options: StackOptions) -> Result<Self, StackError> {
+        let (dir, temp) = match &options.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(StackError::Dir)?;
+                (dir.canonicalize().map_err(StackError::Dir)?, None)
+            }
+            None => {
+                let temp = tempfile::Builder::new().prefix("threadspace-").tempdir().map_err(StackError::Dir)?;
+                (temp.path().to_owned(), Some(temp))
+            }
+        };
+        let port = |fixed: Option<u16>| fixed.map_or_else(free_port, Ok).map_err(StackError::Port);
+        let nats_port = port(options.nats_port)?;
+        let pg_port = port(options.postgres_port)?;
+        let (nats_dir, pg_dir) = (dir.join("nats"), dir.join("postgres"));
+        let (nats, postgres) = tokio::join!(
+            NatsServer::start(&nats_dir, nats_port, options.lifetime),
+            Postgres::start(&pg_dir, pg_port, options.lifetime),
+        );
+        let (nats, postgres) = (nats?, postgres?);
+        let mut client = threadspace_store::connect(&postgres.url).await?;
+        threadspace_store::migrate(&mut client).await?;
+        let pool = threadspace_store::pool(&postgres.url, 4)?;
+        let keys = Keys::load_or_create(&dir.join("keys"))?;
+        let mut stack = Self { gateways: Vec::new(), nats, postgres, keys, dir, pool, options: options.clone(), _temp: temp };
+        for index in 0..options.gateways {
+            let port = match options.gateway_port {
+                Some(first) => first + index as u16,
+                None => free_port().map_err(StackError::Port)?,
+            };
+            let handle = stack.gateway_handle(index, port, &options.gateway_args);
+            stack.gateways.push(handle);
+            stack.start_gateway(index).await?;
+        }
+        Ok(stack)
+    }
+
+    fn gateway_handle(&self, index: usize, port: u16, extra: &[String]) -> GatewayHandle {
+        let mut args: Vec<String> = [
+            "--listen", &format!("127.0.0.1:{port}"),
+            "--gateway-id", &format!("gw-{}", index + 1),
+            "--nats-url", &self.nats.url,
+            "--postgres-url", &self.postgres.url,
+            "--jwks", &self.keys.jwks.display().to_string(),
+            "--token-issuer", ISSUER,
+            "--token-audience", AUDIENCE,
+            "--partitions", &self.options.partitions.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().cloned());
+        GatewayHandle { index, port, process: None, args, log: self.dir.join(format!("gateway-{}.log", index + 1)) }
+    }
+
+    /// Starts (or restarts) gateway `index` and waits for `/readyz`.
+    pub async fn start_gateway(&mut self, index: usize) -> Result<(), StackError> {
+        let lifetime = self.options.lifetime;
+        let handle = &mut self.gateways[index];
+        let mut command = Command::new(tools::threadspace_bindir().join("threadspace-gateway"));
+        command.args(&handle.args);
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "info");
+        }
+        let process = ManagedProcess::spawn(&format!("gateway-{}", index + 1), command, &handle.log, Signal::SIGTERM, lifetime)?;
+        handle.process = Some(process);
+        let port = handle.port;
+        let ready = wait_for(Duration::from_secs(30), || async move { http_status(port, "/readyz").await.filter(|s| *s == 200).ok_or(()) }).await;
+        if ready.is_err() {
+            let handle = &mut self.gateways[index];
+            if let Some(mut process) = handle.process.take() {
+                process.kill();
+            }
+            return Err(StackError::GatewayNotReady { index, port, log: handle.log_tail(30) });
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs gateway `index` (a crash without a word).
+    pub fn kill_gateway(&mut self, index: usize) {
+        if let Some(mut process) = self.gateways[index].process.take() {
+            process.kill();
+        }
+    }
+
+    /// SIGTERMs gateway `index` and waits up to `grace` for it to exit; its exit status.
+    pub fn terminate_gateway(&mut self, index: usize, grace: Duration) -> Option<ExitStatus> {
+        let mut process = self.gateways[index].process.take()?;
+        process.signal(Signal::SIGTERM);
+        let status = process.wait_timeout(grace);
+        if status.is_none() {
+            process.kill();
+        }
+        status
+    }
+
+    /// WebSocket URL of gateway `index`.
+    pub fn ws_url(&self, index: usize) -> String {
+        self.gateways[index].ws_url()
+    }
+
+    /// A one-hour token for a user.
+    pub fn token(&self, user: UserId, org: OrgId) -> String {
+        self.keys.token(Identity { user, org }, Duration::from_secs(3600))
+    }
+
+    /// Seeds orgs and users with the standard layout.
+    pub async fn seed(&self, spec: &SeedSpec) -> Result<SeedReport, StackError> {
+        let mut client = threadspace_store::connect(&self.postgres.url).await?;
+        Ok(threadspace_store::seed::seed(&mut client, spec).await?)
+    }
+
+    /// A directory handle on the stack's database.
+    pub fn directory(&self) -> threadspace_store::Directory {
+        threadspace_store::Directory::new(self.pool.clone())
+    }
+
+    /// Leaves every process running and returns what `down` needs to stop them.
+    pub fn detach(mut self) -> StackState {
+        let gateways = std::mem::take(&mut self.gateways)
+            .into_iter()
+            .map(|g| {
+                let url = g.ws_url();
+                ProcessState { pid: g.process.map(|p| p.detach()).unwrap_or(0), port: g.port, url }
+            })
+            .collect();
+        let Self { nats, postgres, dir, .. } = self;
+        StackState {
+            dir,
+            nats: ProcessState { pid: nats.process.detach(), port: nats.port, url: nats.url },
+            postgres: ProcessState { pid: postgres.process.detach(), port: postgres.port, url: postgres.url },
+            gateways,
+        }
+    }
+}
+
+/// `GET path` on 127.0.0.1:port; the status code, or `None` if unreachable.
+pub async fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_get(port, path).await.map(|(status, _)| status)
+}
+
+/// A minimal HTTP/1.0 GET (readiness probes need nothing more); status and body.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        Some((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch).await.ok().flatten()
+}
+
+/// Reads a detached stack's state file.
+pub fn read_state(dir: &Path) -> Option<StackState> {
+    let text = std::fs::read(dir.join("stack.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
