@@ -275,9 +275,16 @@ pub async fn http_status(port: u16, path: &str) -> Option<u16> {
 
 /// A minimal HTTP/1.0 GET (readiness probes need nothing more); status and body.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_request(port, "GET", path, None).await
+}
+
+/// A minimal HTTP/1.0 request with an optional bearer token; status and body.
+pub async fn http_request(port: u16, method: &str, path: &str, bearer: Option<&str>) -> Option<(u16, String)> {
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let fetch = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.ok()?;
+        let request = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.ok()?;
         let text = String::from_utf8_lossy(&response).into_owned();

@@ -244,6 +244,13 @@ impl SigningKey {
         }
     }
 
+    /// Signs arbitrary claims (tools and tests that need expired or odd tokens).
+    pub fn mint_claims(&self, claims: &Claims) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key).expect("Ed25519 signing cannot fail")
+    }
+
     /// Mints a token for `identity` valid for `ttl`.
     pub fn mint(&self, claims: TokenRequest<'_>) -> String {
         let now = unix_now();
@@ -255,9 +262,7 @@ impl SigningKey {
             iat: now,
             exp: now.saturating_add(claims.ttl.as_secs()),
         };
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &body, &self.key).expect("Ed25519 signing cannot fail")
+        self.mint_claims(&body)
     }
 }
 
@@ -346,14 +351,9 @@ mod tests {
         let forged = forger.mint(request(Duration::from_secs(60)));
         assert!(matches!(set.verify(&forged), Err(VerifyError::Invalid(_))));
 
-        let expired = TokenRequest { ttl: Duration::ZERO, ..request(Duration::ZERO) };
-        let mut token = key.mint(expired);
-        // Leeway is 30 s: craft an exp far in the past by minting claims directly.
+        // Leeway is 30 s: an exp far in the past.
         let old = Claims { iss: ISS.into(), aud: AUD.into(), sub: "42".into(), org: OrgId(7), iat: 1, exp: 2 };
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some("k1".into());
-        token = jsonwebtoken::encode(&header, &old, &key.key).unwrap_or(token);
-        assert!(matches!(set.verify(&token), Err(VerifyError::Invalid(_))));
+        assert!(matches!(set.verify(&key.mint_claims(&old)), Err(VerifyError::Invalid(_))));
 
         let wrong_aud = key.mint(TokenRequest { audience: "elsewhere", ..request(Duration::from_secs(60)) });
         assert!(matches!(set.verify(&wrong_aud), Err(VerifyError::Invalid(_))));

@@ -41,3 +41,107 @@ async fn members_on_two_gateways_receive_every_message_once_in_order() -> anyhow
     threadspace_tests::expect_no_message(&mut alice_a, std::time::Duration::from_millis(300)).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_the_other_gateway_returns_the_same_seq_and_stores_once() -> anyhow::Result<()> {
+    let fx = Fixture::start(2, &[]).await?;
+    let general = fx.channel("general").await;
+    let (mut bob, _) = fx.connect("bob", 1).await?;
+    let (mut alice, _) = fx.connect("alice", 0).await?;
+    let (seq, duplicate, _) = send_and_ack(&mut alice, general, "retry-1", "only once").await?;
+    assert!(!duplicate);
+    drop(alice);
+
+    // The client lost the ack (say) and retries on the other gateway after reconnecting.
+    let (mut alice, _) = fx.connect("alice", 1).await?;
+    let (again, duplicate, _) = send_and_ack(&mut alice, general, "retry-1", "only once").await?;
+    assert_eq!(again, seq, "a retry of the same client_msg_id returns the same seq");
+    assert!(duplicate, "the ack says it was a duplicate");
+
+    // Another user may use the same client id: it is scoped by sender, so it is a new message.
+    let (mut carol, _) = fx.connect("carol", 0).await?;
+    let (other, duplicate, _) = send_and_ack(&mut carol, general, "retry-1", "mine").await?;
+    assert!(!duplicate && other > seq);
+
+    let got = recv_messages(&mut bob, 2).await?;
+    assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![seq, other]);
+    threadspace_tests::expect_no_message(&mut bob, std::time::Duration::from_millis(500)).await?;
+
+    let nats = async_nats::connect(fx.stack.nats.url.as_str()).await?;
+    let mut stream = async_nats::jetstream::new(nats).get_stream("MESSAGES").await?;
+    assert_eq!(stream.info().await?.state.messages, 2, "the stream holds one message per distinct send");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_sigkilled_gateway_resume_elsewhere_without_gaps_or_duplicates() -> anyhow::Result<()> {
+    use threadspace_protocol::client::{ConnectOptions, Incoming};
+    use threadspace_protocol::frames::ServerFrame;
+
+    let mut fx = Fixture::start(2, &["--sends-per-second", "1000", "--send-burst", "1000"]).await?;
+    let general = fx.channel("general").await;
+    let (mut alice, _) = fx.connect("alice", 1).await?;
+    let mut receivers = Vec::new();
+    for handle in ["bob", "carol"] {
+        let (client, welcome) = fx.connect(handle, 0).await?;
+        receivers.push((handle, client, welcome.head_seq, Vec::<u64>::new()));
+    }
+    let (mut dave, _) = fx.connect("dave", 1).await?;
+
+    // alice sends 150 messages in the background while gateway 0 is killed mid-way.
+    let total = 150;
+    let sender = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..total {
+            let (seq, _, _) = send_and_ack(&mut alice, general, &format!("k{i}"), &format!("during crash {i}")).await?;
+            acked.push(seq);
+            tokio::time::sleep(std::time::Duration::from_millis(4)).await;
+        }
+        anyhow::Ok(acked)
+    });
+
+    // Read until roughly a third has arrived, then crash the receivers' gateway.
+    for (_, client, _, seen) in receivers.iter_mut() {
+        let first = recv_messages(client, 50).await?;
+        seen.extend(first.iter().map(|m| m.seq));
+    }
+    fx.stack.kill_gateway(0);
+    // Let the sender get well ahead, so the resume has something to replay.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Each receiver drains what it still got, notices the failure, and resumes on gateway 1.
+    let mut resumed = Vec::new();
+    for (handle, mut client, head, mut seen) in receivers {
+        loop {
+            match client.recv(threadspace_tests::WAIT).await {
+                Ok(Incoming::Frame(ServerFrame::Msg(m))) => seen.push(m.seq),
+                Ok(Incoming::Frame(_)) => {}
+                Ok(_) | Err(_) => break,
+            }
+        }
+        let cursor = seen.last().copied().unwrap_or(head);
+        let (client, _) = fx.connect_with(handle, 1, Some(cursor), ConnectOptions::new(fx.stack.ws_url(1))).await?;
+        resumed.push((handle, client, seen));
+    }
+    let acked = sender.await??;
+    assert_eq!(acked.len(), total);
+
+    for (handle, mut client, mut seen) in resumed {
+        let mut replayed = None;
+        while seen.len() < acked.len() {
+            match client.recv(threadspace_tests::WAIT).await? {
+                Incoming::Frame(ServerFrame::Msg(m)) => seen.push(m.seq),
+                Incoming::Frame(ServerFrame::Resumed { replayed: n, .. }) => replayed = Some(n),
+                Incoming::Frame(ServerFrame::HistoryRequired { .. }) => anyhow::bail!("{handle}: unexpected history_required"),
+                Incoming::Frame(_) => {}
+                other => anyhow::bail!("{handle}: connection ended: {other:?}"),
+            }
+        }
+        assert!(replayed.is_some_and(|n| n > 0), "{handle}: the gap was served by replay ({replayed:?})");
+        assert_eq!(seen, acked, "{handle}: complete, gap-free, duplicate-free, in order after resume");
+        threadspace_tests::expect_no_message(&mut client, std::time::Duration::from_millis(500)).await?;
+    }
+    let dave_seen: Vec<u64> = recv_messages(&mut dave, total).await?.iter().map(|m| m.seq).collect();
+    assert_eq!(dave_seen, acked, "a member on the surviving gateway was unaffected");
+    Ok(())
+}
