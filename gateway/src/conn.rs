@@ -451,7 +451,31 @@ async fn write_loop(
             }
         }
     }
+    flush_queued(&state, &mut write, &mut rx, &handle, skip_through).await;
     finish(&state, &mut write, &handle).await;
+}
+
+/// Before a deliberate close, writes what is already queued (acks, errors, messages), so the
+/// client learns e.g. why it was rate limited. A slow consumer's queue is dropped instead:
+/// it is full because the client cannot take it.
+async fn flush_queued(state: &State, write: &mut WsWrite, rx: &mut tokio::sync::mpsc::Receiver<Outbound>, handle: &ConnHandle, skip_through: Seq) {
+    let code = handle.close_code();
+    if matches!(code, 0 | ABNORMAL | close_code::SLOW_CONSUMER) {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    debug!(conn_id = handle.id, queued = rx.len(), code, "flushing queued frames before close");
+    while let Ok(item) = rx.try_recv() {
+        let frame = match &item {
+            Outbound::Msg { seq, .. } if *seq <= skip_through => continue,
+            Outbound::Msg { frame, .. } | Outbound::Frame(frame) => Frame::text(Payload::Borrowed(frame)),
+            Outbound::Pong(_) => continue,
+        };
+        match tokio::time::timeout_at(deadline, write.write_frame(frame)).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
 }
 
 /// Writes the parting frames for the close code the connection was killed with.

@@ -158,9 +158,14 @@ impl Client {
         let reader_writer = writer.clone();
         // The reader ends when the socket ends or when `Client` is dropped (the task is aborted).
         let reader = tokio::spawn(async move {
+            // Pongs and close echoes are best effort: after a server close the socket may
+            // already be gone, and that must not hide the close frame we just read.
             let mut obligated = |frame: Frame<'static>| {
                 let writer = reader_writer.clone();
-                async move { writer.lock().await.write_frame(frame).await }
+                async move {
+                    let _ = writer.lock().await.write_frame(frame).await;
+                    Ok::<(), WebSocketError>(())
+                }
             };
             loop {
                 let item = match read.read_frame(&mut obligated).await {
