@@ -21,7 +21,8 @@ pub struct Keys {
 impl Keys {
     /// Loads `dir/signing-key.json` and `dir/jwks.json`, creating them on first use.
     pub fn load_or_create(dir: &Path) -> Result<Self, KeyFileError> {
-        std::fs::create_dir_all(dir).map_err(|source| KeyFileError::Write { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| KeyFileError::Write { path: dir.display().to_string(), source })?;
         let signing_path = dir.join("signing-key.json");
         let jwks = dir.join("jwks.json");
         let signing = if signing_path.exists() {

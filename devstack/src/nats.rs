@@ -22,7 +22,11 @@ pub struct NatsServer {
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
     #[error("cannot write the nats-server config in {dir}")]
-    Config { dir: String, #[source] source: std::io::Error },
+    Config {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Spawn(#[from] SpawnError),
     #[error("nats-server on port {port} did not become ready with JetStream; log tail:\n{log}")]
@@ -52,13 +56,15 @@ jetstream {{
 impl NatsServer {
     /// Starts nats-server with its data under `dir` and waits until JetStream answers.
     pub async fn start(dir: &Path, port: u16, lifetime: Lifetime) -> Result<Self, NatsError> {
-        std::fs::create_dir_all(dir).map_err(|source| NatsError::Config { dir: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| NatsError::Config { dir: dir.display().to_string(), source })?;
         let config = dir.join("nats.conf");
         std::fs::write(&config, config_text(dir, port))
             .map_err(|source| NatsError::Config { dir: dir.display().to_string(), source })?;
         let mut command = Command::new(tools::nats_server());
         command.arg("-c").arg(&config);
-        let process = ManagedProcess::spawn("nats-server", command, &dir.join("nats.log"), Signal::SIGTERM, lifetime)?;
+        let process =
+            ManagedProcess::spawn("nats-server", command, &dir.join("nats.log"), Signal::SIGTERM, lifetime)?;
         let url = format!("nats://127.0.0.1:{port}");
         let server = Self { process, port, url, dir: dir.to_owned() };
         server.wait_ready().await?;

@@ -32,7 +32,11 @@ pub enum PostgresError {
     #[error("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; set THREADSPACE_PG_BINDIR or install Debian's postgresql)")]
     NotInstalled,
     #[error("cannot prepare {path}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the `postgres` OS user is missing; it is needed to run PostgreSQL as root")]
     NoPostgresUser,
     #[error("initdb failed:\n{output}")]
@@ -64,7 +68,10 @@ impl Postgres {
         let bindir = tools::postgres_bindir().ok_or(PostgresError::NotInstalled)?;
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let as_postgres = if tools::is_root() {
-            let user = nix::unistd::User::from_name("postgres").ok().flatten().ok_or(PostgresError::NoPostgresUser)?;
+            let user = nix::unistd::User::from_name("postgres")
+                .ok()
+                .flatten()
+                .ok_or(PostgresError::NoPostgresUser)?;
             // The postgres user must be able to reach its data directory.
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io(dir))?;
             Some((user.uid.as_raw(), user.gid.as_raw()))
@@ -76,9 +83,11 @@ impl Postgres {
         let password = match std::fs::read_to_string(&password_file) {
             Ok(p) if data_dir.join("PG_VERSION").exists() => p.trim().to_owned(),
             _ => {
-                let password: String = (0..24).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
+                let password: String =
+                    (0..24).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
                 std::fs::write(&password_file, &password).map_err(io(&password_file))?;
-                std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o644)).map_err(io(&password_file))?;
+                std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o644))
+                    .map_err(io(&password_file))?;
                 initdb(&bindir, &data_dir, &password_file, as_postgres)?;
                 password
             }
@@ -100,7 +109,8 @@ impl Postgres {
             server.arg("-c").arg(setting);
         }
         // SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
-        let process = ManagedProcess::spawn("postgres", server, &dir.join("postgres.log"), Signal::SIGINT, lifetime)?;
+        let process =
+            ManagedProcess::spawn("postgres", server, &dir.join("postgres.log"), Signal::SIGINT, lifetime)?;
         let admin_url = format!("postgres://{USER}:{password}@127.0.0.1:{port}/postgres");
         let url = format!("postgres://{USER}:{password}@127.0.0.1:{port}/{DATABASE}");
         let pg = Self { process, port, url, data_dir };
@@ -113,13 +123,21 @@ impl Postgres {
             .map_err(PostgresError::CreateDatabase)?
             .is_some();
         if !exists {
-            admin.batch_execute(&format!("CREATE DATABASE {DATABASE}")).await.map_err(PostgresError::CreateDatabase)?;
+            admin
+                .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
+                .await
+                .map_err(PostgresError::CreateDatabase)?;
         }
         Ok(pg)
     }
 }
 
-fn initdb(bindir: &Path, data_dir: &Path, password_file: &Path, as_postgres: Option<(u32, u32)>) -> Result<(), PostgresError> {
+fn initdb(
+    bindir: &Path,
+    data_dir: &Path,
+    password_file: &Path,
+    as_postgres: Option<(u32, u32)>,
+) -> Result<(), PostgresError> {
     std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(io(data_dir))?;
     if let Some((uid, gid)) = as_postgres {
@@ -127,14 +145,27 @@ fn initdb(bindir: &Path, data_dir: &Path, password_file: &Path, as_postgres: Opt
             .map_err(|e| PostgresError::Io { path: data_dir.display().to_string(), source: e.into() })?;
     }
     let mut init = command(&bindir.join("initdb"), as_postgres);
-    init.arg("-D").arg(data_dir)
-        .arg("-U").arg(USER)
+    init.arg("-D")
+        .arg(data_dir)
+        .arg("-U")
+        .arg(USER)
         .arg(format!("--pwfile={}", password_file.display()))
-        .args(["--auth-host=scram-sha-256", "--auth-local=peer", "--data-checksums", "-E", "UTF8", "--locale=C.UTF-8"]);
+        .args([
+            "--auth-host=scram-sha-256",
+            "--auth-local=peer",
+            "--data-checksums",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ]);
     let output = init.output().map_err(io(&bindir.join("initdb")))?;
     if !output.status.success() {
         return Err(PostgresError::Initdb {
-            output: format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
         });
     }
     Ok(())

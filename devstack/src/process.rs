@@ -33,12 +33,20 @@ pub struct SpawnError {
 impl ManagedProcess {
     /// Spawns `command` with stdout and stderr appended to `log`. Attached processes get a
     /// parent-death SIGKILL (through `setpriv`) so a crashed test leaves nothing behind.
-    pub fn spawn(name: &str, command: Command, log: &Path, stop_signal: Signal, lifetime: Lifetime) -> Result<Self, SpawnError> {
+    pub fn spawn(
+        name: &str,
+        command: Command,
+        log: &Path,
+        stop_signal: Signal,
+        lifetime: Lifetime,
+    ) -> Result<Self, SpawnError> {
         let program = command.get_program().to_string_lossy().into_owned();
         let error = |source| SpawnError { name: name.to_owned(), program: program.clone(), source };
         let file = OpenOptions::new().create(true).append(true).open(log).map_err(error)?;
         let mut command = match lifetime {
-            Lifetime::Attached if Path::new("/usr/bin/setpriv").exists() => wrap(command, &["--pdeathsig", "KILL"]),
+            Lifetime::Attached if Path::new("/usr/bin/setpriv").exists() => {
+                wrap(command, &["--pdeathsig", "KILL"])
+            }
             _ => command,
         };
         command.stdin(Stdio::null()).stdout(file.try_clone().map_err(error)?).stderr(file);

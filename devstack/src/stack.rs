@@ -139,7 +139,8 @@ impl Stack {
                 (dir.canonicalize().map_err(StackError::Dir)?, None)
             }
             None => {
-                let temp = tempfile::Builder::new().prefix("threadspace-").tempdir().map_err(StackError::Dir)?;
+                let temp =
+                    tempfile::Builder::new().prefix("threadspace-").tempdir().map_err(StackError::Dir)?;
                 (temp.path().to_owned(), Some(temp))
             }
         };
@@ -156,7 +157,16 @@ impl Stack {
         threadspace_store::migrate(&mut client).await?;
         let pool = threadspace_store::pool(&postgres.url, 4)?;
         let keys = Keys::load_or_create(&dir.join("keys"))?;
-        let mut stack = Self { gateways: Vec::new(), nats, postgres, keys, dir, pool, options: options.clone(), _temp: temp };
+        let mut stack = Self {
+            gateways: Vec::new(),
+            nats,
+            postgres,
+            keys,
+            dir,
+            pool,
+            options: options.clone(),
+            _temp: temp,
+        };
         for index in 0..options.gateways {
             let port = match options.gateway_port {
                 Some(first) => first + index as u16,
@@ -171,20 +181,34 @@ impl Stack {
 
     fn gateway_handle(&self, index: usize, port: u16, extra: &[String]) -> GatewayHandle {
         let mut args: Vec<String> = [
-            "--listen", &format!("127.0.0.1:{port}"),
-            "--gateway-id", &format!("gw-{}", index + 1),
-            "--nats-url", &self.nats.url,
-            "--postgres-url", &self.postgres.url,
-            "--jwks", &self.keys.jwks.display().to_string(),
-            "--token-issuer", ISSUER,
-            "--token-audience", AUDIENCE,
-            "--partitions", &self.options.partitions.to_string(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--gateway-id",
+            &format!("gw-{}", index + 1),
+            "--nats-url",
+            &self.nats.url,
+            "--postgres-url",
+            &self.postgres.url,
+            "--jwks",
+            &self.keys.jwks.display().to_string(),
+            "--token-issuer",
+            ISSUER,
+            "--token-audience",
+            AUDIENCE,
+            "--partitions",
+            &self.options.partitions.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().cloned());
-        GatewayHandle { index, port, process: None, args, log: self.dir.join(format!("gateway-{}.log", index + 1)) }
+        GatewayHandle {
+            index,
+            port,
+            process: None,
+            args,
+            log: self.dir.join(format!("gateway-{}.log", index + 1)),
+        }
     }
 
     /// Starts (or restarts) gateway `index` and waits for `/readyz`.
@@ -196,10 +220,19 @@ impl Stack {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }
-        let process = ManagedProcess::spawn(&format!("gateway-{}", index + 1), command, &handle.log, Signal::SIGTERM, lifetime)?;
+        let process = ManagedProcess::spawn(
+            &format!("gateway-{}", index + 1),
+            command,
+            &handle.log,
+            Signal::SIGTERM,
+            lifetime,
+        )?;
         handle.process = Some(process);
         let port = handle.port;
-        let ready = wait_for(Duration::from_secs(30), || async move { http_status(port, "/readyz").await.filter(|s| *s == 200).ok_or(()) }).await;
+        let ready = wait_for(Duration::from_secs(30), || async move {
+            http_status(port, "/readyz").await.filter(|s| *s == 200).ok_or(())
+        })
+        .await;
         if ready.is_err() {
             let handle = &mut self.gateways[index];
             if let Some(mut process) = handle.process.take() {
@@ -279,11 +312,17 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// A minimal HTTP/1.0 request with an optional bearer token; status and body.
-pub async fn http_request(port: u16, method: &str, path: &str, bearer: Option<&str>) -> Option<(u16, String)> {
+pub async fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> Option<(u16, String)> {
     let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let fetch = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let request = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\n\r\n");
+        let request =
+            format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.ok()?;

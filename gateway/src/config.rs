@@ -59,7 +59,12 @@ pub struct Config {
 
     /// Origins allowed to open WebSockets (exact match, comma-separated; `*` allows any).
     /// Requests without an Origin header (non-browser clients) are always allowed.
-    #[arg(long, env = "THREADSPACE_GATEWAY_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "http://localhost:3000")]
+    #[arg(
+        long,
+        env = "THREADSPACE_GATEWAY_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:3000"
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Time allowed to send the HTTP request headers (slowloris guard).
@@ -159,7 +164,9 @@ impl Config {
             return Err(ConfigError("--max-message-bytes must be at least --max-frame-bytes".into()));
         }
         if self.max_body_bytes.get() + 1024 > self.max_message_bytes.get() {
-            return Err(ConfigError("--max-body-bytes must leave 1024 bytes of --max-message-bytes for the frame envelope".into()));
+            return Err(ConfigError(
+                "--max-body-bytes must leave 1024 bytes of --max-message-bytes for the frame envelope".into(),
+            ));
         }
         if self.idle_timeout <= self.heartbeat {
             return Err(ConfigError("--idle-timeout must be longer than --heartbeat".into()));
@@ -167,7 +174,13 @@ impl Config {
         if self.shutdown_grace <= self.reconnect_spread {
             return Err(ConfigError("--shutdown-grace must be longer than --reconnect-spread".into()));
         }
-        for duration in [self.hello_timeout, self.heartbeat, self.header_read_timeout, self.write_timeout, self.publish_timeout] {
+        for duration in [
+            self.hello_timeout,
+            self.heartbeat,
+            self.header_read_timeout,
+            self.write_timeout,
+            self.publish_timeout,
+        ] {
             if duration.is_zero() {
                 return Err(ConfigError("timeouts and intervals must be greater than zero".into()));
             }
@@ -192,7 +205,13 @@ mod tests {
     use super::*;
 
     fn parse(extra: &[&str]) -> Result<Config, clap::Error> {
-        let mut args = vec!["threadspace-gateway", "--postgres-url", "postgres://x@127.0.0.1/db", "--jwks", "/tmp/k.json"];
+        let mut args = vec![
+            "threadspace-gateway",
+            "--postgres-url",
+            "postgres://x@127.0.0.1/db",
+            "--jwks",
+            "/tmp/k.json",
+        ];
         args.extend_from_slice(extra);
         Config::try_parse_from(args)
     }
@@ -210,9 +229,11 @@ mod tests {
         assert!(error.to_string().contains("--hello-timeout"), "{error}");
         let error = parse(&["--partitions", "0"]).expect_err("zero partitions");
         assert!(error.to_string().contains("--partitions"), "{error}");
-        let error = parse(&["--max-frame-bytes", "100000"]).expect("parses").validate().expect_err("frame > message");
+        let error =
+            parse(&["--max-frame-bytes", "100000"]).expect("parses").validate().expect_err("frame > message");
         assert!(error.to_string().contains("--max-message-bytes"), "{error}");
-        let error = parse(&["--idle-timeout", "5s"]).expect("parses").validate().expect_err("idle < heartbeat");
+        let error =
+            parse(&["--idle-timeout", "5s"]).expect("parses").validate().expect_err("idle < heartbeat");
         assert!(error.to_string().contains("--idle-timeout"), "{error}");
     }
 }

@@ -38,7 +38,11 @@ pub type WsWrite = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
 pub const ABNORMAL: u16 = 1006;
 
 /// Serves one upgraded connection until it ends.
-pub async fn serve(state: Arc<State>, upgrade: fastwebsockets::upgrade::UpgradeFut, permit: Option<OwnedSemaphorePermit>) {
+pub async fn serve(
+    state: Arc<State>,
+    upgrade: fastwebsockets::upgrade::UpgradeFut,
+    permit: Option<OwnedSemaphorePermit>,
+) {
     let _permit = permit;
     let mut ws = match upgrade.await {
         Ok(ws) => ws,
@@ -150,7 +154,14 @@ async fn await_hello(
                     return match decode_client_frame(&bytes) {
                         Ok(ClientFrame::Hello { token, resume }) => Some((token, resume)),
                         Ok(_) => {
-                            send_error_early(state, write, ErrorCode::HelloRequired, None, "the first frame must be hello").await;
+                            send_error_early(
+                                state,
+                                write,
+                                ErrorCode::HelloRequired,
+                                None,
+                                "the first frame must be hello",
+                            )
+                            .await;
                             close_early(state, write, close_code::HELLO_REQUIRED, "hello required").await;
                             None
                         }
@@ -162,7 +173,14 @@ async fn await_hello(
                     };
                 }
                 Ok(Some(_)) => {
-                    send_error_early(state, write, ErrorCode::BadFrame, None, "binary frames are not supported").await;
+                    send_error_early(
+                        state,
+                        write,
+                        ErrorCode::BadFrame,
+                        None,
+                        "binary frames are not supported",
+                    )
+                    .await;
                     close_early(state, write, close_code::HELLO_REQUIRED, "hello required").await;
                     return None;
                 }
@@ -176,7 +194,11 @@ async fn await_hello(
 }
 
 /// Verifies the token and loads the session; on failure answers and closes.
-async fn authenticate(state: &State, token: &str, write: &mut WsWrite) -> Option<threadspace_store::directory::Session> {
+async fn authenticate(
+    state: &State,
+    token: &str,
+    write: &mut WsWrite,
+) -> Option<threadspace_store::directory::Session> {
     let identity = match state.keys().verify(token) {
         Ok(identity) => identity,
         Err(error) => {
@@ -201,14 +223,27 @@ async fn authenticate(state: &State, token: &str, write: &mut WsWrite) -> Option
         }
         Err(error) => {
             warn!(error = %anyhow_chain(&error), user = %identity.user, "directory unavailable at hello");
-            send_error_early(state, write, ErrorCode::Unavailable, None, "directory unavailable; retry later").await;
+            send_error_early(
+                state,
+                write,
+                ErrorCode::Unavailable,
+                None,
+                "directory unavailable; retry later",
+            )
+            .await;
             close_early(state, write, close_code::INTERNAL, "directory unavailable").await;
             None
         }
     }
 }
 
-async fn send_error_early(state: &State, write: &mut WsWrite, code: ErrorCode, reference: Option<String>, message: &str) {
+async fn send_error_early(
+    state: &State,
+    write: &mut WsWrite,
+    code: ErrorCode,
+    reference: Option<String>,
+    message: &str,
+) {
     metrics::counter!(m::ERRORS, "code" => code.as_str()).increment(1);
     let frame = ServerFrame::error(code, reference, message);
     let _ = write_bytes(state, write, &frame.encode()).await;
@@ -216,11 +251,20 @@ async fn send_error_early(state: &State, write: &mut WsWrite, code: ErrorCode, r
 
 async fn close_early(state: &State, write: &mut WsWrite, code: u16, reason: &str) {
     metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => m::close_reason(code)).increment(1);
-    let _ = tokio::time::timeout(state.config.write_timeout, write.write_frame(Frame::close(code, reason.as_bytes()))).await;
+    let _ = tokio::time::timeout(
+        state.config.write_timeout,
+        write.write_frame(Frame::close(code, reason.as_bytes())),
+    )
+    .await;
 }
 
 async fn write_bytes(state: &State, write: &mut WsWrite, bytes: &[u8]) -> Result<(), ()> {
-    match tokio::time::timeout(state.config.write_timeout, write.write_frame(Frame::text(Payload::Borrowed(bytes)))).await {
+    match tokio::time::timeout(
+        state.config.write_timeout,
+        write.write_frame(Frame::text(Payload::Borrowed(bytes))),
+    )
+    .await
+    {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
@@ -230,7 +274,9 @@ async fn write_bytes(state: &State, write: &mut WsWrite, bytes: &[u8]) -> Result
 fn close_for(error: &WebSocketError) -> u16 {
     match error {
         WebSocketError::FrameTooLarge => close_code::TOO_LARGE,
-        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => ABNORMAL,
+        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
+            ABNORMAL
+        }
         _ => close_code::PROTOCOL_ERROR,
     }
 }
@@ -238,7 +284,8 @@ fn close_for(error: &WebSocketError) -> u16 {
 /// Reads client frames until the connection ends or is killed.
 async fn read_loop(state: &State, read: &mut WsRead, handle: &Arc<ConnHandle>, mut assembler: Assembler) {
     let config = &state.config;
-    let mut frames = TokenBucket::new(config.frames_per_second.get(), config.frame_burst.get(), Instant::now());
+    let mut frames =
+        TokenBucket::new(config.frames_per_second.get(), config.frame_burst.get(), Instant::now());
     let mut strikes = Strikes::new(config.flood_strikes.get(), Instant::now());
     let mut send = noop_send;
     loop {
@@ -304,7 +351,13 @@ async fn read_loop(state: &State, read: &mut WsRead, handle: &Arc<ConnHandle>, m
 /// The client exceeded its strikes.
 struct Flood;
 
-async fn handle_message(state: &State, handle: &ConnHandle, opcode: OpCode, bytes: &[u8], strikes: &mut Strikes) -> Result<(), Flood> {
+async fn handle_message(
+    state: &State,
+    handle: &ConnHandle,
+    opcode: OpCode,
+    bytes: &[u8],
+    strikes: &mut Strikes,
+) -> Result<(), Flood> {
     if opcode != OpCode::Text {
         push_error(handle, ErrorCode::BadFrame, None, "binary frames are not supported".into());
         return Ok(());
@@ -315,12 +368,23 @@ async fn handle_message(state: &State, handle: &ConnHandle, opcode: OpCode, byte
     }
     match decode_client_frame(bytes) {
         Err(error) => push_error(handle, error.code, error.reference, error.message),
-        Ok(ClientFrame::Hello { .. }) => push_error(handle, ErrorCode::AlreadyAuthenticated, None, "hello was already accepted on this connection".into()),
+        Ok(ClientFrame::Hello { .. }) => push_error(
+            handle,
+            ErrorCode::AlreadyAuthenticated,
+            None,
+            "hello was already accepted on this connection".into(),
+        ),
         Ok(ClientFrame::Ping { reference }) => {
             handle.push_frame(&ServerFrame::Pong { reference });
         }
         Ok(ClientFrame::Send { reference, channel, client_msg_id, body }) => {
-            return handle_send(state, handle, SendRequest { reference, channel, client_msg_id, body }, strikes).await;
+            return handle_send(
+                state,
+                handle,
+                SendRequest { reference, channel, client_msg_id, body },
+                strikes,
+            )
+            .await;
         }
     }
     Ok(())
@@ -333,29 +397,51 @@ struct SendRequest {
     body: String,
 }
 
-async fn handle_send(state: &State, handle: &ConnHandle, request: SendRequest, strikes: &mut Strikes) -> Result<(), Flood> {
+async fn handle_send(
+    state: &State,
+    handle: &ConnHandle,
+    request: SendRequest,
+    strikes: &mut Strikes,
+) -> Result<(), Flood> {
     let SendRequest { reference, channel, client_msg_id, body } = request;
     if body.len() > state.config.max_body_bytes.get() {
-        push_error(handle, ErrorCode::BodyTooLarge, Some(reference), format!("body is {} bytes; the limit is {}", body.len(), state.config.max_body_bytes));
+        push_error(
+            handle,
+            ErrorCode::BodyTooLarge,
+            Some(reference),
+            format!("body is {} bytes; the limit is {}", body.len(), state.config.max_body_bytes),
+        );
         return Ok(());
     }
     if !handle.is_member(channel) {
-        push_error(handle, ErrorCode::NotMember, Some(reference), format!("you are not a member of channel {channel}"));
+        push_error(
+            handle,
+            ErrorCode::NotMember,
+            Some(reference),
+            format!("you are not a member of channel {channel}"),
+        );
         return Ok(());
     }
     let now = Instant::now();
     let allowed = handle.send_limiter.lock().expect("limiter lock is never poisoned").try_take(now);
     if !allowed {
-        push_error(handle, ErrorCode::RateLimited, Some(reference), format!("more than {} messages per second; slow down", state.config.sends_per_second));
+        push_error(
+            handle,
+            ErrorCode::RateLimited,
+            Some(reference),
+            format!("more than {} messages per second; slow down", state.config.sends_per_second),
+        );
         return if strikes.strike(now) { Err(Flood) } else { Ok(()) };
     }
-    let stored = StoredMessage { org: handle.org, channel, sender: handle.user, client_msg_id, body, ts: unix_ms() };
+    let stored =
+        StoredMessage { org: handle.org, channel, sender: handle.user, client_msg_id, body, ts: unix_ms() };
     let dedup_id = stored.dedup_id();
     let payload = Bytes::from(serde_json::to_vec(&stored).expect("stored messages serialize"));
     let subject = message_subject(state.config.partitions.get(), handle.org, channel);
     let started = Instant::now();
     let publish = async {
-        let message = async_nats::jetstream::message::PublishMessage::build().payload(payload).message_id(dedup_id);
+        let message =
+            async_nats::jetstream::message::PublishMessage::build().payload(payload).message_id(dedup_id);
         let ack = state.jetstream.send_publish(subject, message).await?;
         ack.await
     };
@@ -364,17 +450,32 @@ async fn handle_send(state: &State, handle: &ConnHandle, request: SendRequest, s
             metrics::histogram!(m::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
             let result = if ack.duplicate { "duplicate" } else { "ok" };
             metrics::counter!(m::PUBLISHED, "result" => result).increment(1);
-            handle.push_frame(&ServerFrame::Ack { reference, client_msg_id: stored.client_msg_id, seq: ack.sequence, duplicate: ack.duplicate });
+            handle.push_frame(&ServerFrame::Ack {
+                reference,
+                client_msg_id: stored.client_msg_id,
+                seq: ack.sequence,
+                duplicate: ack.duplicate,
+            });
         }
         Ok(Err(error)) => {
             metrics::counter!(m::PUBLISHED, "result" => "failed").increment(1);
             warn!(conn_id = handle.id, error = %anyhow_chain(&error), "publish failed");
-            push_error(handle, ErrorCode::Unavailable, Some(reference), "message not stored; retry with the same client_msg_id".into());
+            push_error(
+                handle,
+                ErrorCode::Unavailable,
+                Some(reference),
+                "message not stored; retry with the same client_msg_id".into(),
+            );
         }
         Err(_) => {
             metrics::counter!(m::PUBLISHED, "result" => "failed").increment(1);
             warn!(conn_id = handle.id, "publish timed out");
-            push_error(handle, ErrorCode::Unavailable, Some(reference), "message not confirmed in time; retry with the same client_msg_id".into());
+            push_error(
+                handle,
+                ErrorCode::Unavailable,
+                Some(reference),
+                "message not confirmed in time; retry with the same client_msg_id".into(),
+            );
         }
     }
     Ok(())
@@ -428,7 +529,9 @@ async fn write_loop(
         };
         let frame = match &next {
             Next::Item(Outbound::Msg { seq, .. }) if *seq <= skip_through => continue,
-            Next::Item(Outbound::Msg { frame, .. } | Outbound::Frame(frame)) => Frame::text(Payload::Borrowed(frame)),
+            Next::Item(Outbound::Msg { frame, .. } | Outbound::Frame(frame)) => {
+                Frame::text(Payload::Borrowed(frame))
+            }
             Next::Item(Outbound::Pong(payload)) => Frame::pong(Payload::Borrowed(payload)),
             Next::Ping => {
                 let silent_ms = state.now_ms().saturating_sub(handle.last_rx_ms());
@@ -451,14 +554,19 @@ async fn write_loop(
             }
         }
     }
-    flush_queued(&state, &mut write, &mut rx, &handle, skip_through).await;
+    flush_queued(&mut write, &mut rx, &handle, skip_through).await;
     finish(&state, &mut write, &handle).await;
 }
 
 /// Before a deliberate close, writes what is already queued (acks, errors, messages), so the
 /// client learns e.g. why it was rate limited. A slow consumer's queue is dropped instead:
 /// it is full because the client cannot take it.
-async fn flush_queued(state: &State, write: &mut WsWrite, rx: &mut tokio::sync::mpsc::Receiver<Outbound>, handle: &ConnHandle, skip_through: Seq) {
+async fn flush_queued(
+    write: &mut WsWrite,
+    rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+    handle: &ConnHandle,
+    skip_through: Seq,
+) {
     let code = handle.close_code();
     if matches!(code, 0 | ABNORMAL | close_code::SLOW_CONSUMER) {
         return;
@@ -493,7 +601,11 @@ async fn finish(state: &State, write: &mut WsWrite, handle: &ConnHandle) {
         }
     }
     let reason = m::close_reason(code);
-    let _ = tokio::time::timeout(Duration::from_secs(1), write.write_frame(Frame::close(code, reason.as_bytes()))).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        write.write_frame(Frame::close(code, reason.as_bytes())),
+    )
+    .await;
 }
 
 /// Why a fragment sequence was refused.
@@ -586,7 +698,10 @@ mod tests {
         let mut a = Assembler::new(10);
         assert_eq!(a.push(frame(false, OpCode::Text, b"ab")), Ok(None));
         assert_eq!(a.push(frame(false, OpCode::Continuation, b"cd")), Ok(None));
-        assert_eq!(a.push(frame(true, OpCode::Continuation, b"e")), Ok(Some((OpCode::Text, b"abcde".to_vec()))));
+        assert_eq!(
+            a.push(frame(true, OpCode::Continuation, b"e")),
+            Ok(Some((OpCode::Text, b"abcde".to_vec())))
+        );
         assert_eq!(a.push(frame(true, OpCode::Text, b"x")), Ok(Some((OpCode::Text, b"x".to_vec()))));
     }
 

@@ -24,7 +24,11 @@ use crate::state::{anyhow_chain, State};
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// Creates the MESSAGES stream if it does not exist; returns its last sequence.
-pub async fn ensure_stream(jetstream: &async_nats::jetstream::Context, replicas: usize, max_age: Duration) -> Result<u64, async_nats::Error> {
+pub async fn ensure_stream(
+    jetstream: &async_nats::jetstream::Context,
+    replicas: usize,
+    max_age: Duration,
+) -> Result<u64, async_nats::Error> {
     let mut stream = jetstream
         .get_or_create_stream(stream::Config {
             name: MESSAGES_STREAM.to_owned(),
@@ -47,7 +51,9 @@ pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
         let start = state.hub.head_seq() + 1;
         match consume(&state, start, &shutdown).await {
             Ok(()) => return,
-            Err(error) => warn!(error = %anyhow_chain(error.as_ref()), start, "fanout consumer failed; recreating"),
+            Err(error) => {
+                warn!(error = %anyhow_chain(error.as_ref()), start, "fanout consumer failed; recreating")
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -48,14 +48,19 @@ pub struct ConnContext {
 }
 
 /// Handles one HTTP request.
-pub async fn handle(state: Arc<State>, ctx: Arc<ConnContext>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    state: Arc<State>,
+    ctx: Arc<ConnContext>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     thread_local! {
         static ROUTER: matchit::Router<Route> = router();
     }
     let path = request.uri().path().to_owned();
     let matched = ROUTER.with(|router| {
         router.at(&path).ok().map(|m| {
-            let params: Vec<(String, String)> = m.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            let params: Vec<(String, String)> =
+                m.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
             (*m.value, params)
         })
     });
@@ -92,7 +97,11 @@ pub async fn handle(state: Arc<State>, ctx: Arc<ConnContext>, request: Request<I
                 Err(response) => response,
             }
         }
-        (_, method) => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("{method} is not allowed on {path}")),
+        (_, method) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            &format!("{method} is not allowed on {path}"),
+        ),
     };
     // Drain any unread request body would be needed for keep-alive; REST bodies are unused.
     Ok(response)
@@ -103,7 +112,11 @@ fn parse_ids(params: &[(String, String)]) -> Result<(ChannelId, UserId), Respons
         let raw = params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("");
         match raw.parse::<i64>() {
             Ok(id) if id > 0 => Ok(id),
-            _ => Err(error(StatusCode::BAD_REQUEST, "invalid_parameter", &format!("path parameter `{name}` must be a positive integer, got {raw:?}"))),
+            _ => Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                &format!("path parameter `{name}` must be a positive integer, got {raw:?}"),
+            )),
         }
     };
     Ok((ChannelId(get("channel")?), UserId(get("user")?)))
@@ -116,13 +129,21 @@ fn bearer(request: &Request<Incoming>) -> Option<String> {
 
 fn upgrade(state: &Arc<State>, ctx: &ConnContext, mut request: Request<Incoming>) -> Response<Body> {
     if state.is_draining() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "draining", "this gateway is draining; connect to another");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this gateway is draining; connect to another",
+        );
     }
     if let Some(origin) = request.headers().get(ORIGIN) {
         let allowed = &state.config.allowed_origins;
         let ok = origin.to_str().is_ok_and(|o| allowed.iter().any(|a| a == "*" || a == o));
         if !ok {
-            return error(StatusCode::FORBIDDEN, "origin_not_allowed", "the Origin of this request is not allowed");
+            return error(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "the Origin of this request is not allowed",
+            );
         }
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
@@ -130,7 +151,9 @@ fn upgrade(state: &Arc<State>, ctx: &ConnContext, mut request: Request<Incoming>
     }
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(pair) => pair,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_upgrade", &format!("invalid WebSocket upgrade: {e}")),
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, "bad_upgrade", &format!("invalid WebSocket upgrade: {e}"))
+        }
     };
     let permit = ctx.permit.lock().expect("permit lock is never poisoned").take();
     state.tracker.spawn(crate::conn::serve(state.clone(), fut, permit));
@@ -166,6 +189,10 @@ pub async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes
     let limited = http_body_util::Limited::new(request.into_body(), limit);
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &format!("request body exceeds {limit} bytes"))),
+        Err(_) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("request body exceeds {limit} bytes"),
+        )),
     }
 }

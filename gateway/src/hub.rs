@@ -299,7 +299,9 @@ mod tests {
     }
 
     fn channels(ids: &[i64]) -> Vec<ChannelInfo> {
-        ids.iter().map(|&id| ChannelInfo { id: ChannelId(id), kind: ChannelKind::Public, name: None }).collect()
+        ids.iter()
+            .map(|&id| ChannelInfo { id: ChannelId(id), kind: ChannelKind::Public, name: None })
+            .collect()
     }
 
     #[test]

@@ -42,7 +42,11 @@ pub enum RunError {
     #[error("cannot load the token key set")]
     Keys(#[from] threadspace_protocol::token::KeyFileError),
     #[error("cannot connect to NATS at {url}")]
-    Nats { url: String, #[source] source: async_nats::ConnectError },
+    Nats {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
     #[error("cannot set up the MESSAGES stream")]
     Stream(#[source] async_nats::Error),
     #[error("cannot set up the Postgres pool")]
@@ -50,14 +54,21 @@ pub enum RunError {
 }
 
 /// Runs the gateway on `listener` until `shutdown` fires, then drains.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken, metrics: Option<PrometheusHandle>) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    metrics: Option<PrometheusHandle>,
+) -> Result<(), RunError> {
     crate::metrics::describe();
     ::metrics::gauge!(crate::metrics::READY).set(0.0);
     let keys = KeySet::load(&config.jwks, &config.token_issuer, &config.token_audience)?;
     let gateway_id = config.gateway_id();
     let nats = connect_nats(&config, &gateway_id).await?;
     let jetstream = async_nats::jetstream::new(nats.clone());
-    let head_seq = fanout::ensure_stream(&jetstream, config.stream_replicas.get(), config.stream_max_age).await.map_err(RunError::Stream)?;
+    let head_seq = fanout::ensure_stream(&jetstream, config.stream_replicas.get(), config.stream_max_age)
+        .await
+        .map_err(RunError::Stream)?;
     let pool = threadspace_store::pool(&config.postgres_url, config.postgres_pool.get())?;
     let hub = Hub::new(
         head_seq,
@@ -150,7 +161,8 @@ async fn accept_loop(state: &Arc<State>, listener: TcpListener, shutdown: &Cance
         let ctx = Arc::new(http::ConnContext { permit: Mutex::new(Some(permit)) });
         state.tracker.clone().spawn(async move {
             let service_state = state.clone();
-            let service = service_fn(move |request| http::handle(service_state.clone(), ctx.clone(), request));
+            let service =
+                service_fn(move |request| http::handle(service_state.clone(), ctx.clone(), request));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(state.config.header_read_timeout)

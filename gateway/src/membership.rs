@@ -18,13 +18,23 @@ use crate::metrics as m;
 use crate::state::{anyhow_chain, State};
 
 /// `PUT` (add = true) or `DELETE` `/v1/channels/{channel}/members/{user}`.
-pub async fn change(state: &State, token: Option<&str>, channel: ChannelId, user: UserId, add: bool) -> Response<Body> {
+pub async fn change(
+    state: &State,
+    token: Option<&str>,
+    channel: ChannelId,
+    user: UserId,
+    add: bool,
+) -> Response<Body> {
     let unavailable = |e: &(dyn std::error::Error + 'static)| {
         warn!(error = %anyhow_chain(e), "directory unavailable for a membership change");
         error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "directory unavailable; retry later")
     };
     let Some(token) = token else {
-        return error(StatusCode::UNAUTHORIZED, "auth_failed", "missing `Authorization: Bearer <token>` header");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "auth_failed",
+            "missing `Authorization: Bearer <token>` header",
+        );
     };
     let Ok(identity) = state.keys().verify(token) else {
         return error(StatusCode::UNAUTHORIZED, "auth_failed", "token rejected");
@@ -34,7 +44,8 @@ pub async fn change(state: &State, token: Option<&str>, channel: ChannelId, user
         Ok(_) => return error(StatusCode::UNAUTHORIZED, "auth_failed", "token rejected"),
         Err(e) => return unavailable(&e),
     };
-    let not_found = || error(StatusCode::NOT_FOUND, "not_found", &format!("no channel {channel} in your org"));
+    let not_found =
+        || error(StatusCode::NOT_FOUND, "not_found", &format!("no channel {channel} in your org"));
     let target = match state.directory.channel(channel).await {
         Ok(Some(c)) if c.org == identity.org => c,
         Ok(_) => return not_found(),
@@ -48,7 +59,11 @@ pub async fn change(state: &State, token: Option<&str>, channel: ChannelId, user
         return error(StatusCode::CONFLICT, "archived", "the channel is archived");
     }
     if matches!(target.kind, ChannelKind::Dm | ChannelKind::GroupDm) {
-        return error(StatusCode::CONFLICT, "fixed_membership", "membership of DMs and group DMs cannot change");
+        return error(
+            StatusCode::CONFLICT,
+            "fixed_membership",
+            "membership of DMs and group DMs cannot change",
+        );
     }
     match state.directory.user_org(user).await {
         Ok(Some(org)) if org == identity.org => {}
@@ -81,12 +96,18 @@ pub async fn change(state: &State, token: Option<&str>, channel: ChannelId, user
         // Core NATS is enough: a gateway that misses the event reloads membership at the
         // user's next hello. Flush so the event is out before we answer.
         let published = state.nats.publish(membership_subject(identity.org), payload.into()).await;
-        if let Err(e) = published.map_err(async_nats::Error::from).and(state.nats.flush().await.map_err(async_nats::Error::from)) {
+        if let Err(e) = published
+            .map_err(async_nats::Error::from)
+            .and(state.nats.flush().await.map_err(async_nats::Error::from))
+        {
             warn!(error = %e, "membership event not published");
         }
         info!(%channel, %user, by = %identity.user, ?change, "membership changed");
     }
-    json(StatusCode::OK, &serde_json::json!({ "channel": channel, "user": user, "change": change, "changed": changed }))
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "channel": channel, "user": user, "change": change, "changed": changed }),
+    )
 }
 
 /// Applies announced membership changes until `shutdown`.

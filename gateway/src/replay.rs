@@ -30,7 +30,13 @@ const NEXT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Replays `(last_seq, head_seq]` and returns `head_seq`: every message at or below it has been
 /// replayed or announced as a history gap, so live frames at or below it are skipped.
-pub async fn replay(state: &State, write: &mut WsWrite, handle: &ConnHandle, last_seq: Seq, head_seq: Seq) -> Result<Seq, WriteFailed> {
+pub async fn replay(
+    state: &State,
+    write: &mut WsWrite,
+    handle: &ConnHandle,
+    last_seq: Seq,
+    head_seq: Seq,
+) -> Result<Seq, WriteFailed> {
     let mut replayed = 0u64;
     if last_seq < head_seq {
         let permit = tokio::select! {
@@ -44,7 +50,8 @@ pub async fn replay(state: &State, write: &mut WsWrite, handle: &ConnHandle, las
             Err(Stop::Write) => return Err(WriteFailed),
             Err(Stop::Gap { after_seq }) => {
                 metrics::counter!(m::RESUMES, "result" => "history_required").increment(1);
-                send(state, write, &ServerFrame::HistoryRequired { after_seq, through_seq: head_seq }).await?;
+                send(state, write, &ServerFrame::HistoryRequired { after_seq, through_seq: head_seq })
+                    .await?;
             }
         }
     }
@@ -57,10 +64,19 @@ pub async fn replay(state: &State, write: &mut WsWrite, handle: &ConnHandle, las
 enum Stop {
     Write,
     /// Messages after `after_seq` (up to the head) could not be replayed.
-    Gap { after_seq: Seq },
+    Gap {
+        after_seq: Seq,
+    },
 }
 
-async fn replay_range(state: &State, write: &mut WsWrite, handle: &ConnHandle, last_seq: Seq, head_seq: Seq, replayed: &mut u64) -> Result<(), Stop> {
+async fn replay_range(
+    state: &State,
+    write: &mut WsWrite,
+    handle: &ConnHandle,
+    last_seq: Seq,
+    head_seq: Seq,
+    replayed: &mut u64,
+) -> Result<(), Stop> {
     let stream = state.jetstream.get_stream(MESSAGES_STREAM).await.map_err(|error| {
         warn!(error = %anyhow_chain(&error), "replay cannot read the stream");
         Stop::Gap { after_seq: last_seq }
@@ -70,7 +86,9 @@ async fn replay_range(state: &State, write: &mut WsWrite, handle: &ConnHandle, l
     if from < first_seq {
         // Older than the retained tail: that part lives only in Postgres now.
         metrics::counter!(m::RESUMES, "result" => "history_required").increment(1);
-        send(state, write, &ServerFrame::HistoryRequired { after_seq: last_seq, through_seq: first_seq - 1 }).await.map_err(|_| Stop::Write)?;
+        send(state, write, &ServerFrame::HistoryRequired { after_seq: last_seq, through_seq: first_seq - 1 })
+            .await
+            .map_err(|_| Stop::Write)?;
         from = first_seq;
     }
     if from > head_seq {
@@ -114,7 +132,9 @@ async fn replay_range(state: &State, write: &mut WsWrite, handle: &ConnHandle, l
                 if *replayed >= state.config.max_replay.get() as u64 {
                     return Err(Stop::Gap { after_seq: last_done });
                 }
-                send(state, write, &ServerFrame::Msg(stored.into_frame(seq))).await.map_err(|_| Stop::Write)?;
+                send(state, write, &ServerFrame::Msg(stored.into_frame(seq)))
+                    .await
+                    .map_err(|_| Stop::Write)?;
                 *replayed += 1;
             }
         }
@@ -127,7 +147,8 @@ async fn replay_range(state: &State, write: &mut WsWrite, handle: &ConnHandle, l
 
 async fn send(state: &State, write: &mut WsWrite, frame: &ServerFrame) -> Result<(), WriteFailed> {
     let bytes = frame.encode();
-    let write_frame = write.write_frame(fastwebsockets::Frame::text(fastwebsockets::Payload::Borrowed(&bytes)));
+    let write_frame =
+        write.write_frame(fastwebsockets::Frame::text(fastwebsockets::Payload::Borrowed(&bytes)));
     match tokio::time::timeout(state.config.write_timeout, write_frame).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(WriteFailed),

@@ -52,7 +52,10 @@ pub enum Incoming {
     /// A text frame that is not a known server frame.
     Undecodable(String),
     /// The server closed the connection with this code and reason.
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
     /// The connection failed without a close frame.
     Failed(String),
 }
@@ -62,9 +65,17 @@ pub enum ClientError {
     #[error("invalid url {url:?}: {reason}")]
     Url { url: String, reason: &'static str },
     #[error("cannot connect to {addr}")]
-    Connect { addr: String, #[source] source: std::io::Error },
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("websocket handshake with {url} failed")]
-    Handshake { url: String, #[source] source: WebSocketError },
+    Handshake {
+        url: String,
+        #[source]
+        source: WebSocketError,
+    },
     #[error("cannot write to the websocket")]
     Write(#[source] WebSocketError),
     #[error("timed out after {0:?} waiting for a frame")]
@@ -117,8 +128,7 @@ impl Client {
             .ok()
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| url_error("host does not resolve"))?;
-        let connect_error =
-            |source| ClientError::Connect { addr: addr.to_string(), source };
+        let connect_error = |source| ClientError::Connect { addr: addr.to_string(), source };
         let socket =
             if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(connect_error)?;
         if let Some(size) = options.recv_buffer {
@@ -172,9 +182,9 @@ impl Client {
                     Ok(frame) => match frame.opcode {
                         OpCode::Text => match serde_json::from_slice::<ServerFrame>(&frame.payload) {
                             Ok(decoded) => Incoming::Frame(decoded),
-                            Err(_) => Incoming::Undecodable(
-                                String::from_utf8_lossy(&frame.payload).into_owned(),
-                            ),
+                            Err(_) => {
+                                Incoming::Undecodable(String::from_utf8_lossy(&frame.payload).into_owned())
+                            }
                         },
                         OpCode::Close => {
                             let payload = &frame.payload[..];
@@ -183,8 +193,8 @@ impl Client {
                             } else {
                                 1005
                             };
-                            let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or(&[]))
-                                .into_owned();
+                            let reason =
+                                String::from_utf8_lossy(payload.get(2..).unwrap_or(&[])).into_owned();
                             let _ = tx.send(Incoming::Close { code, reason }).await;
                             return;
                         }

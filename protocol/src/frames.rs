@@ -60,12 +60,22 @@ pub enum ServerFrame {
     },
     Msg(MessageFrame),
     /// Replay after a resume is complete; live messages follow.
-    Resumed { replayed: u64, through_seq: Seq },
+    Resumed {
+        replayed: u64,
+        through_seq: Seq,
+    },
     /// Messages of the client's channels with `after_seq < seq <= through_seq` cannot be replayed
     /// from the stream; page them from history. Live messages follow.
-    HistoryRequired { after_seq: Seq, through_seq: Seq },
+    HistoryRequired {
+        after_seq: Seq,
+        through_seq: Seq,
+    },
     /// The user's membership changed.
-    Member { channel: ChannelId, user: UserId, change: MemberChange },
+    Member {
+        channel: ChannelId,
+        user: UserId,
+        change: MemberChange,
+    },
     Error {
         code: ErrorCode,
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
@@ -73,7 +83,10 @@ pub enum ServerFrame {
         message: String,
     },
     /// The gateway is going away: reconnect (to any gateway) after `after_ms`.
-    Reconnect { after_ms: u64, reason: String },
+    Reconnect {
+        after_ms: u64,
+        reason: String,
+    },
     Pong {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
@@ -350,9 +363,7 @@ pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
         if !valid_client_msg_id(client_msg_id) {
             return Err(fail(
                 ErrorCode::InvalidField,
-                format!(
-                    "field `client_msg_id` must be 1 to {MAX_ID_LEN} characters of [A-Za-z0-9_-]"
-                ),
+                format!("field `client_msg_id` must be 1 to {MAX_ID_LEN} characters of [A-Za-z0-9_-]"),
             ));
         }
     }
@@ -385,10 +396,9 @@ mod tests {
 
     #[test]
     fn decodes_send() {
-        let frame = decode_client_frame(
-            br#"{"op":"send","ref":"r1","channel":7,"client_msg_id":"a-1","body":"hi"}"#,
-        )
-        .expect("valid send");
+        let frame =
+            decode_client_frame(br#"{"op":"send","ref":"r1","channel":7,"client_msg_id":"a-1","body":"hi"}"#)
+                .expect("valid send");
         assert_eq!(
             frame,
             ClientFrame::Send {
@@ -404,10 +414,7 @@ mod tests {
     fn decodes_hello_with_resume() {
         let frame = decode_client_frame(br#"{"op":"hello","token":"t","resume":{"last_seq":9}}"#)
             .expect("valid hello");
-        assert_eq!(
-            frame,
-            ClientFrame::Hello { token: "t".into(), resume: Some(Resume { last_seq: 9 }) }
-        );
+        assert_eq!(frame, ClientFrame::Hello { token: "t".into(), resume: Some(Resume { last_seq: 9 }) });
     }
 
     #[test]

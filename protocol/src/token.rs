@@ -13,8 +13,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use jsonwebtoken::jwk::{
-    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
-    OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters,
+    OctetKeyPairType, PublicKeyUse,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -62,11 +62,23 @@ pub enum VerifyError {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     #[error("cannot read key file {path}")]
-    Read { path: String, #[source] source: std::io::Error },
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write key file {path}")]
-    Write { path: String, #[source] source: std::io::Error },
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("key file {path} is not valid")]
-    Parse { path: String, #[source] source: serde_json::Error },
+    Parse {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("key {kid:?} in {path} is not an Ed25519 public key")]
     NotEd25519 { path: String, kid: String },
     #[error("key file {path} has a key without kid")]
@@ -74,7 +86,11 @@ pub enum KeyFileError {
     #[error("key file {path} holds no keys")]
     Empty { path: String },
     #[error("signing key in {path} is not a valid Ed25519 PKCS#8 key")]
-    BadPrivateKey { path: String, #[source] source: jsonwebtoken::errors::Error },
+    BadPrivateKey {
+        path: String,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
 }
 
 /// Public keys a verifier accepts, with the expected issuer and audience.
@@ -94,19 +110,14 @@ impl KeySet {
     /// Loads a JWKS file of Ed25519 (`OKP`) keys.
     pub fn load(path: &Path, issuer: &str, audience: &str) -> Result<Self, KeyFileError> {
         let display = path.display().to_string();
-        let text = std::fs::read(path)
-            .map_err(|source| KeyFileError::Read { path: display.clone(), source })?;
+        let text =
+            std::fs::read(path).map_err(|source| KeyFileError::Read { path: display.clone(), source })?;
         let set: JwkSet = serde_json::from_slice(&text)
             .map_err(|source| KeyFileError::Parse { path: display.clone(), source })?;
         Self::from_jwks(&set, issuer, audience, &display)
     }
 
-    fn from_jwks(
-        set: &JwkSet,
-        issuer: &str,
-        audience: &str,
-        path: &str,
-    ) -> Result<Self, KeyFileError> {
+    fn from_jwks(set: &JwkSet, issuer: &str, audience: &str, path: &str) -> Result<Self, KeyFileError> {
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let kid = jwk
@@ -143,8 +154,8 @@ impl KeySet {
         }
         let kid = header.kid.ok_or(VerifyError::MissingKid)?;
         let key = self.keys.get(&kid).ok_or(VerifyError::UnknownKid { kid })?;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
-            .map_err(VerifyError::Invalid)?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(VerifyError::Invalid)?;
         let user = data.claims.sub.parse::<i64>().map_err(|_| VerifyError::Subject)?;
         if user <= 0 {
             return Err(VerifyError::Subject);
@@ -198,18 +209,18 @@ impl SigningKey {
     /// Loads a signing key file written by [`SigningKey::write`].
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         let display = path.display().to_string();
-        let text = std::fs::read(path)
-            .map_err(|source| KeyFileError::Read { path: display.clone(), source })?;
+        let text =
+            std::fs::read(path).map_err(|source| KeyFileError::Read { path: display.clone(), source })?;
         let file: SigningKeyFile = serde_json::from_slice(&text)
             .map_err(|source| KeyFileError::Parse { path: display.clone(), source })?;
         let key = EncodingKey::from_ed_pem(file.private_key_pem.as_bytes())
             .map_err(|source| KeyFileError::BadPrivateKey { path: display.clone(), source })?;
-        let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(&file.private_key_pem).map_err(
-            |_| KeyFileError::BadPrivateKey {
+        let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(&file.private_key_pem).map_err(|_| {
+            KeyFileError::BadPrivateKey {
                 path: display.clone(),
                 source: jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into(),
-            },
-        )?;
+            }
+        })?;
         Ok(Self {
             kid: file.kid,
             key,
@@ -317,7 +328,8 @@ mod tests {
     }
 
     fn tempdir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("ts-token-{}-{}", std::process::id(), rand::random::<u64>()));
+        let dir =
+            std::env::temp_dir().join(format!("ts-token-{}-{}", std::process::id(), rand::random::<u64>()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir
     }
@@ -352,7 +364,8 @@ mod tests {
         assert!(matches!(set.verify(&forged), Err(VerifyError::Invalid(_))));
 
         // Leeway is 30 s: an exp far in the past.
-        let old = Claims { iss: ISS.into(), aud: AUD.into(), sub: "42".into(), org: OrgId(7), iat: 1, exp: 2 };
+        let old =
+            Claims { iss: ISS.into(), aud: AUD.into(), sub: "42".into(), org: OrgId(7), iat: 1, exp: 2 };
         assert!(matches!(set.verify(&key.mint_claims(&old)), Err(VerifyError::Invalid(_))));
 
         let wrong_aud = key.mint(TokenRequest { audience: "elsewhere", ..request(Duration::from_secs(60)) });
@@ -376,7 +389,12 @@ mod tests {
         let key = SigningKey::generate("k1");
         let set = key_set(&[&key], &dir);
         let claims = Claims {
-            iss: ISS.into(), aud: AUD.into(), sub: "1".into(), org: OrgId(1), iat: unix_now(), exp: unix_now() + 60,
+            iss: ISS.into(),
+            aud: AUD.into(),
+            sub: "1".into(),
+            org: OrgId(1),
+            iat: unix_now(),
+            exp: unix_now() + 60,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("k1".into());
@@ -403,9 +421,6 @@ mod tests {
         assert!(matches!(KeySet::load(&path, ISS, AUD), Err(KeyFileError::Empty { .. })));
         std::fs::write(&path, b"nonsense").expect("writes");
         assert!(matches!(KeySet::load(&path, ISS, AUD), Err(KeyFileError::Parse { .. })));
-        assert!(matches!(
-            KeySet::load(&dir.join("missing.json"), ISS, AUD),
-            Err(KeyFileError::Read { .. })
-        ));
+        assert!(matches!(KeySet::load(&dir.join("missing.json"), ISS, AUD), Err(KeyFileError::Read { .. })));
     }
 }

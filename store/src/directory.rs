@@ -91,7 +91,11 @@ impl Directory {
         let mut channels = Vec::with_capacity(rows.len());
         for row in rows {
             let id: i64 = row.get(0);
-            channels.push(ChannelInfo { id: ChannelId(id), kind: kind_of(id, row.get(1))?, name: row.get(2) });
+            channels.push(ChannelInfo {
+                id: ChannelId(id),
+                kind: kind_of(id, row.get(1))?,
+                name: row.get(2),
+            });
         }
         Ok(Some(Session { user: info, deactivated: row.get(4), channels }))
     }
@@ -169,7 +173,11 @@ impl Directory {
     }
 
     /// Looks a user up by org slug and handle (tools and the demo address users by name).
-    pub async fn user_by_handle(&self, org_slug: &str, handle: &str) -> Result<Option<(UserId, OrgId)>, DirectoryError> {
+    pub async fn user_by_handle(
+        &self,
+        org_slug: &str,
+        handle: &str,
+    ) -> Result<Option<(UserId, OrgId)>, DirectoryError> {
         let client = self.client().await?;
         let row = client
             .query_opt(

@@ -34,8 +34,7 @@ pub enum StoreError {
 /// the current runtime and ends when the client is dropped.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
     let config: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
-    let (client, connection) =
-        config.connect(tokio_postgres::NoTls).await.map_err(StoreError::Connect)?;
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(StoreError::Connect)?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "postgres connection ended");
@@ -52,9 +51,7 @@ pub fn pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
+        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
     );
     deadpool_postgres::Pool::builder(manager)
         .max_size(max_size)
@@ -67,10 +64,7 @@ pub fn pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
 
 /// Applies every pending migration; returns how many were applied.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, StoreError> {
-    let report = embedded::migrations::runner()
-        .run_async(client)
-        .await
-        .map_err(StoreError::Migrate)?;
+    let report = embedded::migrations::runner().run_async(client).await.map_err(StoreError::Migrate)?;
     for migration in report.applied_migrations() {
         tracing::info!(version = migration.version(), name = migration.name(), "migration applied");
     }

@@ -22,8 +22,8 @@ use tokio_postgres::types::{ToSql, Type};
 
 /// Handles of the first users of every org, so that demo users have names.
 const NAMES: [&str; 20] = [
-    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory",
-    "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter", "yolanda",
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj",
+    "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter", "yolanda",
 ];
 
 /// What to seed.
@@ -52,7 +52,11 @@ pub enum SeedError {
     #[error("invalid seed spec: {0}")]
     Spec(&'static str),
     #[error("seeding failed while {step}")]
-    Postgres { step: &'static str, #[source] source: tokio_postgres::Error },
+    Postgres {
+        step: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
 }
 
 /// One org's rows, before they are written.
@@ -185,10 +189,8 @@ pub async fn seed(client: &mut tokio_postgres::Client, spec: &SeedSpec) -> Resul
 
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut report = SeedReport::default();
-    let orgs_sink = tx
-        .copy_in("COPY orgs (id, slug, name) FROM STDIN BINARY")
-        .await
-        .map_err(pg("copying orgs"))?;
+    let orgs_sink =
+        tx.copy_in("COPY orgs (id, slug, name) FROM STDIN BINARY").await.map_err(pg("copying orgs"))?;
     let orgs_writer = BinaryCopyInWriter::new(orgs_sink, &[Type::INT8, Type::TEXT, Type::TEXT]);
     pin_mut!(orgs_writer);
     let mut plans = Vec::with_capacity(spec.orgs as usize);
@@ -212,10 +214,8 @@ pub async fn seed(client: &mut tokio_postgres::Client, spec: &SeedSpec) -> Resul
         .copy_in("COPY users (id, org_id, handle, display_name, role) FROM STDIN BINARY")
         .await
         .map_err(pg("copying users"))?;
-    let users_writer = BinaryCopyInWriter::new(
-        users_sink,
-        &[Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT],
-    );
+    let users_writer =
+        BinaryCopyInWriter::new(users_sink, &[Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT]);
     pin_mut!(users_writer);
     for plan in &plans {
         for (id, handle, display, role) in &plan.users {
@@ -266,9 +266,7 @@ pub async fn seed(client: &mut tokio_postgres::Client, spec: &SeedSpec) -> Resul
     // Identity columns must continue after the explicitly assigned ids.
     for table in ["orgs", "users", "channels"] {
         tx.execute(
-            &format!(
-                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
-            ),
+            &format!("SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"),
             &[],
         )
         .await

@@ -31,7 +31,8 @@ impl Fixture {
         let mut users = HashMap::new();
         let mut org = OrgId(0);
         for handle in ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"] {
-            let (user, user_org) = directory.user_by_handle("test-1", handle).await?.expect("seeded user exists");
+            let (user, user_org) =
+                directory.user_by_handle("test-1", handle).await?.expect("seeded user exists");
             users.insert(handle.to_owned(), user);
             org = user_org;
         }
@@ -48,7 +49,12 @@ impl Fixture {
 
     /// A named channel of the org.
     pub async fn channel(&self, name: &str) -> ChannelId {
-        self.stack.directory().channel_by_name(self.org, name).await.expect("directory reachable").expect("seeded channel exists")
+        self.stack
+            .directory()
+            .channel_by_name(self.org, name)
+            .await
+            .expect("directory reachable")
+            .expect("seeded channel exists")
     }
 
     /// Connects `handle` to gateway `gateway` and completes `hello`.
@@ -67,22 +73,40 @@ impl Fixture {
         let _ = gateway;
         let mut client = Client::connect(&options).await?;
         let welcome = client
-            .hello(&self.token(handle), resume.map(|last_seq| threadspace_protocol::frames::Resume { last_seq }), WAIT)
+            .hello(
+                &self.token(handle),
+                resume.map(|last_seq| threadspace_protocol::frames::Resume { last_seq }),
+                WAIT,
+            )
             .await?;
         Ok((client, welcome))
     }
 }
 
 /// Sends a message and waits for its ack, skipping interleaved frames (which are returned).
-pub async fn send_and_ack(client: &mut Client, channel: ChannelId, id: &str, body: &str) -> anyhow::Result<(u64, bool, Vec<ServerFrame>)> {
+pub async fn send_and_ack(
+    client: &mut Client,
+    channel: ChannelId,
+    id: &str,
+    body: &str,
+) -> anyhow::Result<(u64, bool, Vec<ServerFrame>)> {
     client
-        .send(&ClientFrame::Send { reference: format!("r-{id}"), channel, client_msg_id: id.to_owned(), body: body.to_owned() })
+        .send(&ClientFrame::Send {
+            reference: format!("r-{id}"),
+            channel,
+            client_msg_id: id.to_owned(),
+            body: body.to_owned(),
+        })
         .await?;
     let mut others = Vec::new();
     loop {
         match client.recv_frame(WAIT).await? {
-            ServerFrame::Ack { client_msg_id, seq, duplicate, .. } if client_msg_id == id => return Ok((seq, duplicate, others)),
-            ServerFrame::Error { code, message, reference } if reference.as_deref() == Some(&format!("r-{id}")) => {
+            ServerFrame::Ack { client_msg_id, seq, duplicate, .. } if client_msg_id == id => {
+                return Ok((seq, duplicate, others))
+            }
+            ServerFrame::Error { code, message, reference }
+                if reference.as_deref() == Some(&format!("r-{id}")) =>
+            {
                 anyhow::bail!("send {id} failed: {code:?}: {message}")
             }
             other => others.push(other),
@@ -97,7 +121,9 @@ pub async fn recv_messages(client: &mut Client, count: usize) -> anyhow::Result<
         match client.recv(WAIT).await {
             Ok(Incoming::Frame(ServerFrame::Msg(message))) => messages.push(message),
             Ok(Incoming::Frame(_)) => {}
-            Ok(other) => anyhow::bail!("connection ended after {} of {count} messages: {other:?}", messages.len()),
+            Ok(other) => {
+                anyhow::bail!("connection ended after {} of {count} messages: {other:?}", messages.len())
+            }
             Err(error) => anyhow::bail!("after {} of {count} messages: {error}", messages.len()),
         }
     }
@@ -121,11 +147,17 @@ pub async fn expect_no_message(client: &mut Client, quiet: Duration) -> anyhow::
 }
 
 /// Waits for the next frame matching `pred`, dropping others; returns it.
-pub async fn recv_until(client: &mut Client, what: &str, pred: impl Fn(&Incoming) -> bool) -> anyhow::Result<Incoming> {
+pub async fn recv_until(
+    client: &mut Client,
+    what: &str,
+    pred: impl Fn(&Incoming) -> bool,
+) -> anyhow::Result<Incoming> {
     loop {
         match client.recv(WAIT).await {
             Ok(item) if pred(&item) => return Ok(item),
-            Ok(Incoming::Close { code, reason }) => anyhow::bail!("closed ({code} {reason}) while waiting for {what}"),
+            Ok(Incoming::Close { code, reason }) => {
+                anyhow::bail!("closed ({code} {reason}) while waiting for {what}")
+            }
             Ok(Incoming::Failed(e)) => anyhow::bail!("failed ({e}) while waiting for {what}"),
             Ok(_) => {}
             Err(e) => anyhow::bail!("{e} while waiting for {what}"),

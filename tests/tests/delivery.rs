@@ -16,7 +16,8 @@ async fn members_on_two_gateways_receive_every_message_once_in_order() -> anyhow
     let mut seqs = Vec::new();
     let mut own = Vec::new();
     for i in 0..15 {
-        let (seq, duplicate, interleaved) = send_and_ack(&mut alice_a, general, &format!("m{i}"), &format!("hello {i}")).await?;
+        let (seq, duplicate, interleaved) =
+            send_and_ack(&mut alice_a, general, &format!("m{i}"), &format!("hello {i}")).await?;
         assert!(!duplicate);
         seqs.push(seq);
         own.extend(interleaved.into_iter().filter_map(|f| match f {
@@ -93,7 +94,8 @@ async fn clients_of_a_sigkilled_gateway_resume_elsewhere_without_gaps_or_duplica
     let sender = tokio::spawn(async move {
         let mut acked = Vec::new();
         for i in 0..total {
-            let (seq, _, _) = send_and_ack(&mut alice, general, &format!("k{i}"), &format!("during crash {i}")).await?;
+            let (seq, _, _) =
+                send_and_ack(&mut alice, general, &format!("k{i}"), &format!("during crash {i}")).await?;
             acked.push(seq);
             tokio::time::sleep(std::time::Duration::from_millis(4)).await;
         }
@@ -120,7 +122,8 @@ async fn clients_of_a_sigkilled_gateway_resume_elsewhere_without_gaps_or_duplica
             }
         }
         let cursor = seen.last().copied().unwrap_or(head);
-        let (client, _) = fx.connect_with(handle, 1, Some(cursor), ConnectOptions::new(fx.stack.ws_url(1))).await?;
+        let (client, _) =
+            fx.connect_with(handle, 1, Some(cursor), ConnectOptions::new(fx.stack.ws_url(1))).await?;
         resumed.push((handle, client, seen));
     }
     let acked = sender.await??;
@@ -132,7 +135,9 @@ async fn clients_of_a_sigkilled_gateway_resume_elsewhere_without_gaps_or_duplica
             match client.recv(threadspace_tests::WAIT).await? {
                 Incoming::Frame(ServerFrame::Msg(m)) => seen.push(m.seq),
                 Incoming::Frame(ServerFrame::Resumed { replayed: n, .. }) => replayed = Some(n),
-                Incoming::Frame(ServerFrame::HistoryRequired { .. }) => anyhow::bail!("{handle}: unexpected history_required"),
+                Incoming::Frame(ServerFrame::HistoryRequired { .. }) => {
+                    anyhow::bail!("{handle}: unexpected history_required")
+                }
                 Incoming::Frame(_) => {}
                 other => anyhow::bail!("{handle}: connection ended: {other:?}"),
             }

@@ -12,18 +12,30 @@ use threadspace_tests::{recv_messages, recv_until, send_and_ack, Fixture, WAIT};
 
 /// Small limits so abuses trip them quickly.
 const LIMITS: &[&str] = &[
-    "--max-frame-bytes", "4096",
-    "--max-message-bytes", "8192",
-    "--max-body-bytes", "2048",
-    "--frames-per-second", "20",
-    "--frame-burst", "40",
-    "--flood-strikes", "10",
-    "--sends-per-second", "5",
-    "--send-burst", "5",
-    "--hello-timeout", "1s",
-    "--outbound-queue", "16",
-    "--socket-send-buffer", "4096",
-    "--write-timeout", "3s",
+    "--max-frame-bytes",
+    "4096",
+    "--max-message-bytes",
+    "8192",
+    "--max-body-bytes",
+    "2048",
+    "--frames-per-second",
+    "20",
+    "--frame-burst",
+    "40",
+    "--flood-strikes",
+    "10",
+    "--sends-per-second",
+    "5",
+    "--send-burst",
+    "5",
+    "--hello-timeout",
+    "1s",
+    "--outbound-queue",
+    "16",
+    "--socket-send-buffer",
+    "4096",
+    "--write-timeout",
+    "3s",
 ];
 
 /// alice sends to #general and bob must receive it: proves the gateway still serves others.
@@ -45,7 +57,8 @@ impl Bystander {
         self.n += 1;
         // Stay under alice's send limit of 5/s.
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let (seq, _, _) = send_and_ack(&mut self.alice, self.general, &format!("b{}", self.n), "still here").await?;
+        let (seq, _, _) =
+            send_and_ack(&mut self.alice, self.general, &format!("b{}", self.n), "still here").await?;
         let got = recv_messages(&mut self.bob, 1).await?;
         anyhow::ensure!(got[0].seq == seq, "bystander got {:?}, expected seq {seq}", got[0]);
         Ok(())
@@ -53,7 +66,9 @@ impl Bystander {
 }
 
 async fn expect_error(client: &mut Client, code: ErrorCode) -> anyhow::Result<(Option<String>, String)> {
-    match recv_until(client, "an error frame", |i| matches!(i, Incoming::Frame(ServerFrame::Error { .. }))).await? {
+    match recv_until(client, "an error frame", |i| matches!(i, Incoming::Frame(ServerFrame::Error { .. })))
+        .await?
+    {
         Incoming::Frame(ServerFrame::Error { code: got, reference, message }) => {
             anyhow::ensure!(got == code, "expected {code:?}, got {got:?}: {message}");
             Ok((reference, message))
@@ -98,13 +113,22 @@ async fn malformed_frames_get_error_frames_and_the_connection_lives_on() -> anyh
     expect_error(&mut erin, ErrorCode::AlreadyAuthenticated).await?;
     let general = fx.channel("general").await;
     let body = "x".repeat(3000);
-    erin.send_text(&serde_json::json!({"op":"send","ref":"big","channel":general,"client_msg_id":"big","body":body}).to_string()).await?;
+    erin.send_text(
+        &serde_json::json!({"op":"send","ref":"big","channel":general,"client_msg_id":"big","body":body})
+            .to_string(),
+    )
+    .await?;
     let (reference, _) = expect_error(&mut erin, ErrorCode::BodyTooLarge).await?;
     assert_eq!(reference.as_deref(), Some("big"));
 
     // Still alive: a ping is answered.
     erin.send_text(r#"{"op":"ping","ref":"p"}"#).await?;
-    recv_until(&mut erin, "pong", |i| matches!(i, Incoming::Frame(ServerFrame::Pong { reference: Some(r) }) if r == "p")).await?;
+    recv_until(
+        &mut erin,
+        "pong",
+        |i| matches!(i, Incoming::Frame(ServerFrame::Pong { reference: Some(r) }) if r == "p"),
+    )
+    .await?;
     by.still_served().await?;
     Ok(())
 }
@@ -137,7 +161,12 @@ async fn non_members_cannot_send_and_bad_tokens_are_refused() -> anyhow::Result<
     let url = fx.stack.ws_url(0);
     let identity = Identity { user: fx.user("erin"), org: fx.org };
     let forger = SigningKey::generate(fx.stack.keys.signing.kid());
-    let forged = forger.mint(TokenRequest { identity, issuer: "threadspace-local", audience: "threadspace-gateway", ttl: Duration::from_secs(60) });
+    let forged = forger.mint(TokenRequest {
+        identity,
+        issuer: "threadspace-local",
+        audience: "threadspace-gateway",
+        ttl: Duration::from_secs(60),
+    });
     let expired = fx.stack.keys.signing.mint_claims(&Claims {
         iss: "threadspace-local".into(),
         aud: "threadspace-gateway".into(),
@@ -146,9 +175,23 @@ async fn non_members_cannot_send_and_bad_tokens_are_refused() -> anyhow::Result<
         iat: 1,
         exp: 2,
     });
-    let wrong_audience = fx.stack.keys.signing.mint(TokenRequest { identity, issuer: "threadspace-local", audience: "somewhere-else", ttl: Duration::from_secs(60) });
-    let wrong_org = fx.stack.keys.token(Identity { user: identity.user, org: threadspace_protocol::OrgId(identity.org.0 + 1) }, Duration::from_secs(60));
-    for (what, token) in [("forged", forged), ("expired", expired), ("wrong audience", wrong_audience), ("wrong org", wrong_org), ("garbage", "abc".into())] {
+    let wrong_audience = fx.stack.keys.signing.mint(TokenRequest {
+        identity,
+        issuer: "threadspace-local",
+        audience: "somewhere-else",
+        ttl: Duration::from_secs(60),
+    });
+    let wrong_org = fx.stack.keys.token(
+        Identity { user: identity.user, org: threadspace_protocol::OrgId(identity.org.0 + 1) },
+        Duration::from_secs(60),
+    );
+    for (what, token) in [
+        ("forged", forged),
+        ("expired", expired),
+        ("wrong audience", wrong_audience),
+        ("wrong org", wrong_org),
+        ("garbage", "abc".into()),
+    ] {
         let mut client = Client::connect(&ConnectOptions::new(url.clone())).await?;
         client.send_text(&serde_json::json!({"op":"hello","token":token}).to_string()).await?;
         expect_error(&mut client, ErrorCode::AuthFailed).await.map_err(|e| e.context(what))?;
@@ -241,11 +284,21 @@ async fn a_client_that_never_reads_is_closed_as_slow_consumer() -> anyhow::Resul
     // LIMITS with a generous send rate, so heidi can flood.
     let mut args: Vec<&str> = Vec::new();
     for pair in LIMITS.chunks(2) {
-        if !matches!(pair[0], "--sends-per-second" | "--send-burst" | "--frames-per-second" | "--frame-burst") {
+        if !matches!(pair[0], "--sends-per-second" | "--send-burst" | "--frames-per-second" | "--frame-burst")
+        {
             args.extend_from_slice(pair);
         }
     }
-    args.extend(["--sends-per-second", "1000", "--send-burst", "1000", "--frames-per-second", "1000", "--frame-burst", "1000"]);
+    args.extend([
+        "--sends-per-second",
+        "1000",
+        "--send-burst",
+        "1000",
+        "--frames-per-second",
+        "1000",
+        "--frame-burst",
+        "1000",
+    ]);
     let fx = Fixture::start(1, &args).await?;
     let mut by = Bystander::new(&fx).await?;
     let general = fx.channel("general").await;

@@ -15,17 +15,25 @@ async fn sigterm_sends_reconnect_closes_1001_and_exits_zero_within_grace() -> an
     let (mut alice, _) = fx.connect("alice", 0).await?;
     let (mut bob, _) = fx.connect("bob", 0).await?;
     let started = Instant::now();
-    let status = fx.stack.terminate_gateway(0, Duration::from_secs(12)).expect("gateway exits within the grace period");
+    let status = fx
+        .stack
+        .terminate_gateway(0, Duration::from_secs(12))
+        .expect("gateway exits within the grace period");
     assert!(status.success(), "exit status {status:?}");
     assert!(started.elapsed() < Duration::from_secs(8), "drained in {:?}", started.elapsed());
     for client in [&mut alice, &mut bob] {
-        let reconnect = recv_until(client, "reconnect", |i| matches!(i, Incoming::Frame(ServerFrame::Reconnect { .. }))).await?;
+        let reconnect =
+            recv_until(client, "reconnect", |i| matches!(i, Incoming::Frame(ServerFrame::Reconnect { .. })))
+                .await?;
         let Incoming::Frame(ServerFrame::Reconnect { after_ms, .. }) = reconnect else { unreachable!() };
         assert!(after_ms < 2000, "delay hint within the spread: {after_ms}");
         let close = recv_until(client, "close", |i| matches!(i, Incoming::Close { .. })).await?;
         assert_eq!(close, Incoming::Close { code: close_code::GOING_AWAY, reason: "draining".into() });
     }
-    assert!(threadspace_devstack::stack::http_status(port, "/readyz").await.is_none(), "the listener is closed");
+    assert!(
+        threadspace_devstack::stack::http_status(port, "/readyz").await.is_none(),
+        "the listener is closed"
+    );
     // The other gateway still serves.
     let (mut carol, _) = fx.connect("carol", 1).await?;
     let general = fx.channel("general").await;
@@ -42,22 +50,41 @@ async fn membership_changes_reach_live_connections_on_every_gateway() -> anyhow:
     let (outsider, _) = directory.user_by_handle("test-1", "mallory").await?.expect("seeded");
     assert!(!directory.is_member(team, outsider).await?);
     let outsider_token = fx.stack.token(outsider, fx.org);
-    let mut out_client = threadspace_protocol::client::Client::connect(&threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(1))).await?;
+    let mut out_client = threadspace_protocol::client::Client::connect(
+        &threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(1)),
+    )
+    .await?;
     out_client.hello(&outsider_token, None, threadspace_tests::WAIT).await?;
     let (mut alice, _) = fx.connect("alice", 0).await?;
 
     // Not a member yet: send refused.
-    out_client.send_text(&serde_json::json!({"op":"send","ref":"x","channel":team,"client_msg_id":"x1","body":"hi"}).to_string()).await?;
-    recv_until(&mut out_client, "not_member", |i| matches!(i, Incoming::Frame(ServerFrame::Error { code: ErrorCode::NotMember, .. }))).await?;
+    out_client
+        .send_text(
+            &serde_json::json!({"op":"send","ref":"x","channel":team,"client_msg_id":"x1","body":"hi"})
+                .to_string(),
+        )
+        .await?;
+    recv_until(&mut out_client, "not_member", |i| {
+        matches!(i, Incoming::Frame(ServerFrame::Error { code: ErrorCode::NotMember, .. }))
+    })
+    .await?;
 
     // Joining a public channel is allowed for oneself; the gateway on the other side learns it.
     let port = fx.stack.gateways[0].port;
     let path = format!("/v1/channels/{team}/members/{outsider}");
-    let (status, body) = http_request(port, "PUT", &path, Some(&outsider_token)).await.expect("gateway answers");
+    let (status, body) =
+        http_request(port, "PUT", &path, Some(&outsider_token)).await.expect("gateway answers");
     assert_eq!(status, 200, "{body}");
-    recv_until(&mut out_client, "member joined", |i| matches!(i, Incoming::Frame(ServerFrame::Member { change: MemberChange::Joined, .. }))).await?;
+    recv_until(&mut out_client, "member joined", |i| {
+        matches!(i, Incoming::Frame(ServerFrame::Member { change: MemberChange::Joined, .. }))
+    })
+    .await?;
     let (seq, _, _) = send_and_ack(&mut alice, team, "t1", "welcome!").await?;
-    assert_eq!(recv_messages(&mut out_client, 1).await?[0].seq, seq, "the new member receives without reconnecting");
+    assert_eq!(
+        recv_messages(&mut out_client, 1).await?[0].seq,
+        seq,
+        "the new member receives without reconnecting"
+    );
     send_and_ack(&mut out_client, team, "x2", "thanks").await?;
 
     // carol (a plain member; bob is the seeded admin) may not remove someone else; the user may leave.
@@ -67,19 +94,26 @@ async fn membership_changes_reach_live_connections_on_every_gateway() -> anyhow:
     assert!(body.contains("forbidden"));
     let (status, _) = http_request(port, "DELETE", &path, Some(&outsider_token)).await.expect("answers");
     assert_eq!(status, 200);
-    recv_until(&mut out_client, "member left", |i| matches!(i, Incoming::Frame(ServerFrame::Member { change: MemberChange::Left, .. }))).await?;
+    recv_until(&mut out_client, "member left", |i| {
+        matches!(i, Incoming::Frame(ServerFrame::Member { change: MemberChange::Left, .. }))
+    })
+    .await?;
     send_and_ack(&mut alice, team, "t2", "bye").await?;
     expect_no_message(&mut out_client, Duration::from_millis(500)).await?;
 
     // Bad REST input says what was wrong.
-    let (status, body) = http_request(port, "PUT", "/v1/channels/abc/members/1", Some(&outsider_token)).await.expect("answers");
+    let (status, body) = http_request(port, "PUT", "/v1/channels/abc/members/1", Some(&outsider_token))
+        .await
+        .expect("answers");
     assert_eq!(status, 400);
     assert!(body.contains("channel"), "{body}");
     let (status, _) = http_request(port, "PUT", &path, None).await.expect("answers");
     assert_eq!(status, 401);
     let (status, _) = http_request(port, "PUT", &path, Some("garbage")).await.expect("answers");
     assert_eq!(status, 401);
-    let (status, _) = http_request(port, "PUT", "/v1/channels/999999/members/1", Some(&outsider_token)).await.expect("answers");
+    let (status, _) = http_request(port, "PUT", "/v1/channels/999999/members/1", Some(&outsider_token))
+        .await
+        .expect("answers");
     assert_eq!(status, 404);
     let (status, _) = http_request(port, "POST", &path, Some(&outsider_token)).await.expect("answers");
     assert_eq!(status, 405);
@@ -97,7 +131,14 @@ async fn resume_beyond_the_replay_limit_says_history_is_required() -> anyhow::Re
         acked.push(send_and_ack(&mut alice, general, &format!("h{i}"), "x").await?.0);
     }
     // bob was away since `cursor`: 12 missed, 5 may be replayed.
-    let (mut bob, _) = fx.connect_with("bob", 0, Some(cursor), threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(0))).await?;
+    let (mut bob, _) = fx
+        .connect_with(
+            "bob",
+            0,
+            Some(cursor),
+            threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(0)),
+        )
+        .await?;
     let mut replayed = Vec::new();
     loop {
         match bob.recv(threadspace_tests::WAIT).await? {

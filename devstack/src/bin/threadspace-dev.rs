@@ -1,2 +1,464 @@
-//! placeholder until the CLI lands in this change
-fn main() {}
+//! `threadspace-dev`: the local ThreadSpace stack for people. `up` starts nats-server,
+//! PostgreSQL and gateways on loopback in a data directory, seeds a demo org and shows two
+//! users exchanging a message; `chat`, `token`, `demo`, `seed`, `status`, `down`, `clean`
+//! operate on it.
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use nix::sys::signal::Signal;
+use threadspace_devstack::keys::Keys;
+use threadspace_devstack::process::alive;
+use threadspace_devstack::stack::{http_status, read_state, StackState};
+use threadspace_devstack::{Lifetime, Stack, StackOptions};
+use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
+use threadspace_protocol::frames::{ClientFrame, ServerFrame};
+use threadspace_protocol::token::Identity;
+use threadspace_protocol::{ChannelId, OrgId, UserId};
+use threadspace_store::seed::SeedSpec;
+
+/// Runs ThreadSpace locally: NATS JetStream, PostgreSQL and gateways on 127.0.0.1.
+#[derive(Debug, Parser)]
+#[command(name = "threadspace-dev", version)]
+struct Cli {
+    /// Data directory of the local stack.
+    #[arg(long, global = true, env = "THREADSPACE_DEV_DIR", default_value = ".threadspace/local")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the stack (if not running), seed the demo org, show a message going through.
+    Up {
+        /// Number of gateway processes.
+        #[arg(long, default_value = "2", value_parser = clap::value_parser!(u16).range(1..=16))]
+        gateways: u16,
+        /// nats-server port (0 picks a free one).
+        #[arg(long, default_value = "14222")]
+        nats_port: u16,
+        /// PostgreSQL port (0 picks a free one).
+        #[arg(long, default_value = "15432")]
+        postgres_port: u16,
+        /// First gateway port; gateway i listens on this + i (0 picks free ones).
+        #[arg(long, default_value = "18080")]
+        gateway_port: u16,
+        /// Users in the demo org.
+        #[arg(long, default_value = "20", value_parser = clap::value_parser!(u32).range(2..=500))]
+        demo_users: u32,
+    },
+    /// Stop every process of the stack (data is kept).
+    Down,
+    /// Show what is running.
+    Status,
+    /// Stop the stack and delete its data directory.
+    Clean,
+    /// Two demo users exchange a message across two gateways.
+    Demo,
+    /// Print an access token for a user (valid for --ttl).
+    Token {
+        #[arg(long, default_value = "alice")]
+        user: String,
+        #[arg(long, default_value = "demo-1")]
+        org: String,
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Chat in a channel from the terminal: lines you type are sent, messages are printed.
+    Chat {
+        #[arg(long, default_value = "alice")]
+        user: String,
+        #[arg(long, default_value = "demo-1")]
+        org: String,
+        #[arg(long, default_value = "general")]
+        channel: String,
+        /// Gateway number (1-based).
+        #[arg(long, default_value = "1")]
+        gateway: usize,
+    },
+    /// Add N orgs × M users with the standard channel layout (for load tests).
+    Seed {
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        orgs: u32,
+        #[arg(long, default_value = "50", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        users: u32,
+        #[arg(long, default_value = "org")]
+        prefix: String,
+        #[arg(long, default_value = "1")]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(64);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime builds");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("threadspace-dev: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir = absolute(&cli.dir)?;
+    match cli.command {
+        Command::Up { gateways, nats_port, postgres_port, gateway_port, demo_users } => {
+            up(&dir, gateways as usize, [nats_port, postgres_port, gateway_port], demo_users).await
+        }
+        Command::Down => down(&dir),
+        Command::Status => status(&dir).await,
+        Command::Clean => {
+            down(&dir)?;
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+            }
+            println!("removed {}", dir.display());
+            Ok(())
+        }
+        Command::Demo => demo(&dir).await,
+        Command::Token { user, org, ttl } => {
+            let state = running(&dir)?;
+            let (identity, _) = lookup(&state, &org, &user, None).await?;
+            println!("{}", keys(&dir)?.token(identity, ttl));
+            Ok(())
+        }
+        Command::Chat { user, org, channel, gateway } => chat(&dir, &user, &org, &channel, gateway).await,
+        Command::Seed { orgs, users, prefix, seed } => {
+            let state = running(&dir)?;
+            let mut client = threadspace_store::connect(&state.postgres.url).await?;
+            let report = threadspace_store::seed::seed(
+                &mut client,
+                &SeedSpec { orgs, users_per_org: users, slug_prefix: prefix, seed },
+            )
+            .await?;
+            println!(
+                "seeded {} orgs, {} users, {} channels, {} memberships in {:.1} s",
+                report.orgs,
+                report.users,
+                report.channels,
+                report.memberships,
+                report.elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    Ok(if path.is_absolute() { path.to_owned() } else { std::env::current_dir()?.join(path) })
+}
+
+fn keys(dir: &Path) -> anyhow::Result<Keys> {
+    Keys::load_or_create(&dir.join("keys")).context("cannot load the stack's token keys")
+}
+
+fn running(dir: &Path) -> anyhow::Result<StackState> {
+    match read_state(dir) {
+        Some(state) if alive(state.nats.pid) && alive(state.postgres.pid) => Ok(state),
+        _ => bail!("no local stack is running in {}; start one with `./threadspace up`", dir.display()),
+    }
+}
+
+async fn up(
+    dir: &Path,
+    gateways: usize,
+    [nats_port, postgres_port, gateway_port]: [u16; 3],
+    demo_users: u32,
+) -> anyhow::Result<()> {
+    if let Some(state) = read_state(dir) {
+        if alive(state.nats.pid) || alive(state.postgres.pid) || state.gateways.iter().any(|g| alive(g.pid)) {
+            println!("A local stack is already running in {}:", dir.display());
+            print_endpoints(&state);
+            return Ok(());
+        }
+    }
+    let nonzero = |p: u16| (p != 0).then_some(p);
+    let started = Instant::now();
+    println!(
+        "Starting nats-server (JetStream, sync_interval: always), PostgreSQL and {gateways} gateway(s)…"
+    );
+    let stack = Stack::start(StackOptions {
+        gateways,
+        gateway_args: vec!["--allowed-origins".into(), "*".into()],
+        dir: Some(dir.to_owned()),
+        lifetime: Lifetime::Detached,
+        nats_port: nonzero(nats_port),
+        postgres_port: nonzero(postgres_port),
+        gateway_port: nonzero(gateway_port),
+        partitions: 16,
+    })
+    .await
+    .context("cannot start the local stack (logs are in the data directory)")?;
+    let has_demo = stack.directory().user_by_handle("demo-1", "alice").await?.is_some();
+    if !has_demo {
+        let report = stack
+            .seed(&SeedSpec { orgs: 1, users_per_org: demo_users, slug_prefix: "demo".into(), seed: 1 })
+            .await?;
+        println!("Seeded the demo org `demo-1`: {} users, {} channels.", report.users, report.channels);
+    }
+    let state = stack.detach();
+    std::fs::write(dir.join("stack.json"), serde_json::to_vec_pretty(&state)?)
+        .context("cannot record the stack state")?;
+    println!(
+        "ThreadSpace is up after {:.1} s. Data, logs and keys: {}",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    print_endpoints(&state);
+    println!();
+    demo(dir).await?;
+    println!();
+    println!("Chat from two terminals (type a line, press Enter):");
+    println!("  ./threadspace chat --user alice --gateway 1");
+    println!("  ./threadspace chat --user bob --gateway 2");
+    println!("Any WebSocket client: get a token, connect, say hello:");
+    println!("  TOKEN=$(./threadspace token --user carol)");
+    println!(
+        "  ws://127.0.0.1:{}/v1/ws  then send {{\"op\":\"hello\",\"token\":\"$TOKEN\"}}  (docs/protocol.md)",
+        state.gateways[0].port
+    );
+    println!(
+        "Stop: ./threadspace down   Status: ./threadspace status   Wipe everything: ./threadspace clean"
+    );
+    Ok(())
+}
+
+fn print_endpoints(state: &StackState) {
+    println!("  NATS        {}   (pid {})", state.nats.url, state.nats.pid);
+    let redacted = redact(&state.postgres.url);
+    println!("  PostgreSQL  {redacted}   (pid {})", state.postgres.pid);
+    for (i, g) in state.gateways.iter().enumerate() {
+        println!(
+            "  gateway {}   {}   metrics http://127.0.0.1:{}/metrics   (pid {})",
+            i + 1,
+            g.url,
+            g.port,
+            g.pid
+        );
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) => match url[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+fn down(dir: &Path) -> anyhow::Result<()> {
+    let Some(state) = read_state(dir) else {
+        println!("no local stack recorded in {}", dir.display());
+        return Ok(());
+    };
+    // Gateways first (they drain clients), then NATS, then PostgreSQL (fast shutdown).
+    let mut order: Vec<(String, u32, Signal)> = state
+        .gateways
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (format!("gateway {}", i + 1), g.pid, Signal::SIGTERM))
+        .collect();
+    order.push(("nats-server".into(), state.nats.pid, Signal::SIGTERM));
+    order.push(("postgres".into(), state.postgres.pid, Signal::SIGINT));
+    for (name, pid, signal) in order {
+        if pid == 0 || !alive(pid) {
+            continue;
+        }
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        let deadline = Instant::now() + Duration::from_secs(25);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(pid) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+            println!("stopped {name} (pid {pid}) with SIGKILL after 25 s");
+        } else {
+            println!("stopped {name} (pid {pid})");
+        }
+    }
+    let _ = std::fs::remove_file(dir.join("stack.json"));
+    Ok(())
+}
+
+async fn status(dir: &Path) -> anyhow::Result<()> {
+    let Some(state) = read_state(dir) else {
+        println!("no local stack in {} (start one with `./threadspace up`)", dir.display());
+        return Ok(());
+    };
+    let word = |up: bool| if up { "running" } else { "stopped" };
+    println!("nats-server  {}  {}", word(alive(state.nats.pid)), state.nats.url);
+    println!("postgres     {}  {}", word(alive(state.postgres.pid)), redact(&state.postgres.url));
+    for (i, g) in state.gateways.iter().enumerate() {
+        let ready = match http_status(g.port, "/readyz").await {
+            Some(200) => "ready",
+            Some(_) => "not ready",
+            None => "unreachable",
+        };
+        println!("gateway {}    {}  {}  {ready}", i + 1, word(alive(g.pid)), g.url);
+    }
+    Ok(())
+}
+
+/// Resolves org slug + handle (and optionally a channel name) in the stack's directory.
+async fn lookup(
+    state: &StackState,
+    org: &str,
+    user: &str,
+    channel: Option<&str>,
+) -> anyhow::Result<(Identity, Option<ChannelId>)> {
+    let pool = threadspace_store::pool(&state.postgres.url, 1)?;
+    let directory = threadspace_store::Directory::new(pool);
+    let (user_id, org_id): (UserId, OrgId) = directory
+        .user_by_handle(org, user)
+        .await?
+        .with_context(|| format!("no user `{user}` in org `{org}`"))?;
+    let channel_id = match channel {
+        Some(name) => Some(
+            directory
+                .channel_by_name(org_id, name)
+                .await?
+                .with_context(|| format!("no channel `{name}` in org `{org}`"))?,
+        ),
+        None => None,
+    };
+    Ok((Identity { user: user_id, org: org_id }, channel_id))
+}
+
+async fn demo(dir: &Path) -> anyhow::Result<()> {
+    let state = running(dir)?;
+    let keys = keys(dir)?;
+    let (alice, general) = lookup(&state, "demo-1", "alice", Some("general")).await?;
+    let (bob, _) = lookup(&state, "demo-1", "bob", None).await?;
+    let general = general.expect("channel looked up");
+    let bob_gateway = &state.gateways[state.gateways.len().min(2) - 1];
+    let wait = Duration::from_secs(10);
+    let mut bob_client = Client::connect(&ConnectOptions::new(&bob_gateway.url)).await?;
+    bob_client.hello(&keys.token(bob, Duration::from_secs(300)), None, wait).await?;
+    let mut alice_client = Client::connect(&ConnectOptions::new(&state.gateways[0].url)).await?;
+    alice_client.hello(&keys.token(alice, Duration::from_secs(300)), None, wait).await?;
+    let id = format!("demo-{}", rand::random::<u32>());
+    let sent = Instant::now();
+    alice_client
+        .send(&ClientFrame::Send {
+            reference: "demo".into(),
+            channel: general,
+            client_msg_id: id.clone(),
+            body: "Hello from alice 👋".into(),
+        })
+        .await?;
+    let mut acked = None;
+    while acked.is_none() {
+        if let ServerFrame::Ack { seq, .. } = alice_client.recv_frame(wait).await? {
+            acked = Some(seq);
+        }
+    }
+    loop {
+        match bob_client.recv(wait).await? {
+            Incoming::Frame(ServerFrame::Msg(m)) if m.client_msg_id == id => {
+                println!(
+                    "Demo: alice on {} said {:?} in #general; JetStream stored it as seq {}; bob on {} received it {} ms after the send.",
+                    state.gateways[0].url, m.body, m.seq, bob_gateway.url, sent.elapsed().as_millis()
+                );
+                return Ok(());
+            }
+            Incoming::Frame(_) => {}
+            other => bail!("demo: bob's connection ended: {other:?}"),
+        }
+    }
+}
+
+async fn chat(dir: &Path, user: &str, org: &str, channel: &str, gateway: usize) -> anyhow::Result<()> {
+    let state = running(dir)?;
+    let gateway_state = state
+        .gateways
+        .get(gateway.wrapping_sub(1))
+        .with_context(|| format!("no gateway {gateway}; the stack has {}", state.gateways.len()))?;
+    let (identity, channel_id) = lookup(&state, org, user, Some(channel)).await?;
+    let channel_id = channel_id.expect("channel looked up");
+    let token = keys(dir)?.token(identity, Duration::from_secs(8 * 3600));
+    let mut client = Client::connect(&ConnectOptions::new(&gateway_state.url)).await?;
+    let welcome = client.hello(&token, None, Duration::from_secs(10)).await?;
+    let directory = threadspace_store::Directory::new(threadspace_store::pool(&state.postgres.url, 1)?);
+    println!(
+        "connected to {} as {} ({} channels); typing in #{channel}. Ctrl-D to quit.",
+        gateway_state.url,
+        welcome.user.display_name,
+        welcome.channels.len()
+    );
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if lines_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut n = 0u64;
+    let mut names = std::collections::HashMap::new();
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) if !line.trim().is_empty() => {
+                    n += 1;
+                    client.send(&ClientFrame::Send { reference: n.to_string(), channel: channel_id, client_msg_id: format!("chat-{}-{n}", std::process::id()), body: line }).await?;
+                }
+                Some(_) => {}
+                None => return Ok(()),
+            },
+            item = client.recv(Duration::from_secs(3600)) => match item? {
+                Incoming::Frame(ServerFrame::Msg(m)) if m.channel == channel_id => {
+                    if !names.contains_key(&m.sender) {
+                        let name = directory.session(m.sender).await.ok().flatten().map(|s| s.user.handle).unwrap_or_else(|| m.sender.to_string());
+                        names.insert(m.sender, name);
+                    }
+                    println!("[{}] {}: {}", m.seq, names[&m.sender], m.body);
+                }
+                Incoming::Frame(ServerFrame::Error { code, message, .. }) => println!("! {}: {message}", code.as_str()),
+                Incoming::Frame(_) => {}
+                other => bail!("connection ended: {other:?}"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@127.0.0.1:5/db"), "postgres://u:***@127.0.0.1:5/db");
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn cli_rejects_bad_flags() {
+        assert!(Cli::try_parse_from(["threadspace-dev", "up", "--gateways", "0"]).is_err());
+        assert!(Cli::try_parse_from(["threadspace-dev", "token", "--ttl", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["threadspace-dev", "seed"]).is_err());
+        assert!(Cli::try_parse_from(["threadspace-dev", "up"]).is_ok());
+    }
+}

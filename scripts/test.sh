@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, unit and property tests, and the
+# end-to-end tests that start real nats-server and PostgreSQL processes on loopback.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/bootstrap.sh
+export THREADSPACE_NATS_SERVER="${THREADSPACE_NATS_SERVER:-$PWD/.threadspace/tools/venv/bin/nats-server}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "build binaries (the end-to-end tests run them as real processes)"
+cargo build --workspace --bins --quiet
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
