@@ -1,0 +1,70 @@
+//! The local-stack command as a new user runs it: `up` prints endpoints and a working demo,
+//! its token lets a plain client connect and exchange a message, `down` stops everything.
+
+use std::process::Command;
+use std::time::Duration;
+
+use threadspace_devstack::process::alive;
+use threadspace_devstack::stack::read_state;
+use threadspace_devstack::tools;
+use threadspace_protocol::client::{Client, ConnectOptions};
+use threadspace_tests::{recv_messages, send_and_ack, WAIT};
+
+/// Stops the stack even if the test fails half-way.
+struct Down(std::path::PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = dev(&self.0, &["down"]);
+    }
+}
+
+fn dev(dir: &std::path::Path, args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new(tools::threadspace_bindir().join("threadspace-dev")).arg("--dir").arg(dir).args(args).output()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_prints_a_working_stack_and_down_stops_it() -> anyhow::Result<()> {
+    let temp = tempfile::Builder::new().prefix("threadspace-cli-").tempdir()?;
+    let dir = temp.path().join("local");
+    let _down = Down(dir.clone());
+    let up = dev(&dir, &["up", "--nats-port", "0", "--postgres-port", "0", "--gateway-port", "0", "--gateways", "2"])?;
+    let stdout = String::from_utf8_lossy(&up.stdout);
+    assert!(up.status.success(), "up failed:\n{stdout}\n{}", String::from_utf8_lossy(&up.stderr));
+    assert!(stdout.contains("Demo: alice"), "{stdout}");
+    assert!(stdout.contains("./threadspace chat --user alice"), "{stdout}");
+    let gateway_urls: Vec<&str> = stdout.split_whitespace().filter(|w| w.starts_with("ws://")).collect();
+    assert!(gateway_urls.len() >= 2, "{stdout}");
+
+    // A second `up` notices the running stack instead of starting another.
+    let again = dev(&dir, &["up"])?;
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already running"));
+
+    // Follow the printed instructions with a plain client.
+    let token = |user: &str| -> anyhow::Result<String> {
+        let out = dev(&dir, &["token", "--user", user])?;
+        anyhow::ensure!(out.status.success(), "token failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    };
+    let mut carol = Client::connect(&ConnectOptions::new(gateway_urls[0])).await?;
+    let welcome = carol.hello(&token("carol")?, None, WAIT).await?;
+    let general = welcome.channels.iter().find(|c| c.name.as_deref() == Some("general")).expect("general listed").id;
+    let mut dave = Client::connect(&ConnectOptions::new(gateway_urls[1])).await?;
+    dave.hello(&token("dave")?, None, WAIT).await?;
+    let (seq, _, _) = send_and_ack(&mut carol, general, "cli-1", "hi dave").await?;
+    assert_eq!(recv_messages(&mut dave, 1).await?[0].seq, seq);
+
+    // Unknown users get a clear error, not a token.
+    let bad = dev(&dir, &["token", "--user", "nobody"])?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no user `nobody`"));
+
+    let state = read_state(&dir).expect("state recorded");
+    let down = dev(&dir, &["down"])?;
+    assert!(down.status.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for pid in state.gateways.iter().map(|g| g.pid).chain([state.nats.pid, state.postgres.pid]) {
+        assert!(!alive(pid), "pid {pid} still running after down");
+    }
+    Ok(())
+}
