@@ -40,7 +40,8 @@ mod tests {
     #[test]
     fn processes_share_partitions_without_overlap_or_gap() {
         for n_processes in 1..6 {
-            let mut all: Vec<u32> = (0..n_processes).flat_map(|i| owned_partitions(i, n_processes, 16)).collect();
+            let mut all: Vec<u32> =
+                (0..n_processes).flat_map(|i| owned_partitions(i, n_processes, 16)).collect();
             all.sort_unstable();
             assert_eq!(all, (0..16).collect::<Vec<_>>());
         }

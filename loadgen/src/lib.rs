@@ -1,1 +1,82 @@
-//! placeholder
+//! loadgen: drives real ThreadSpace WebSocket clients against running gateways and measures
+//! them. Today it has two scenarios used to size the gateway (issue 2): `idle` (memory per idle
+//! connection) and `bench` (open-model send→deliver latency and gateway CPU per delivery). The
+//! full traffic model, agents, checker and gates are issue 5.
+
+pub mod bench;
+pub mod idle;
+pub mod target;
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// A latency histogram in microseconds, 1 µs to 5 min, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 300_000_000, 3).expect("static bounds are valid")
+}
+
+/// `p50 … max` of a microsecond histogram, in milliseconds.
+pub fn summary(name: &str, h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return format!("{name:<16} no samples");
+    }
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    format!(
+        "{name:<16} n={:<8} p50={:>8.2} ms  p99={:>8.2} ms  p999={:>8.2} ms  max={:>8.2} ms",
+        h.len(),
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1000.0
+    )
+}
+
+/// Resident set size of a process, in KiB (from /proc).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// CPU time (user + system) a process has used.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = nix_clock_ticks();
+    Some(Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+fn nix_clock_ticks() -> u64 {
+    // USER_HZ is 100 on every Linux this runs on.
+    100
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process_stats() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).is_some_and(|kib| kib > 0));
+        assert!(cpu_time(pid).is_some());
+        assert!(rss_kib(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn summary_reports_quantiles() {
+        let mut h = latency_histogram();
+        for v in 1..=1000u64 {
+            h.record(v * 1000).expect("in range");
+        }
+        let text = summary("x", &h);
+        assert!(text.contains("p50=  500.00 ms") || text.contains("p50=  500."), "{text}");
+        assert!(summary("empty", &latency_histogram()).contains("no samples"));
+    }
+}

@@ -20,7 +20,11 @@ impl Drop for Down {
 }
 
 fn dev(dir: &std::path::Path, args: &[&str]) -> std::io::Result<std::process::Output> {
-    Command::new(tools::threadspace_bindir().join("threadspace-dev")).arg("--dir").arg(dir).args(args).output()
+    Command::new(tools::threadspace_bindir().join("threadspace-dev"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +32,10 @@ async fn up_prints_a_working_stack_and_down_stops_it() -> anyhow::Result<()> {
     let temp = tempfile::Builder::new().prefix("threadspace-cli-").tempdir()?;
     let dir = temp.path().join("local");
     let _down = Down(dir.clone());
-    let up = dev(&dir, &["up", "--nats-port", "0", "--postgres-port", "0", "--gateway-port", "0", "--gateways", "2"])?;
+    let up = dev(
+        &dir,
+        &["up", "--nats-port", "0", "--postgres-port", "0", "--gateway-port", "0", "--gateways", "2"],
+    )?;
     let stdout = String::from_utf8_lossy(&up.stdout);
     assert!(up.status.success(), "up failed:\n{stdout}\n{}", String::from_utf8_lossy(&up.stderr));
     assert!(stdout.contains("Demo: alice"), "{stdout}");
@@ -48,7 +55,8 @@ async fn up_prints_a_working_stack_and_down_stops_it() -> anyhow::Result<()> {
     };
     let mut carol = Client::connect(&ConnectOptions::new(gateway_urls[0])).await?;
     let welcome = carol.hello(&token("carol")?, None, WAIT).await?;
-    let general = welcome.channels.iter().find(|c| c.name.as_deref() == Some("general")).expect("general listed").id;
+    let general =
+        welcome.channels.iter().find(|c| c.name.as_deref() == Some("general")).expect("general listed").id;
     let mut dave = Client::connect(&ConnectOptions::new(gateway_urls[1])).await?;
     dave.hello(&token("dave")?, None, WAIT).await?;
     let (seq, _, _) = send_and_ack(&mut carol, general, "cli-1", "hi dave").await?;

@@ -1,0 +1,199 @@
+//! `bench`: an open-model send load over connected users; measures send→ack and
+//! send→deliver (every recipient) from the *intended* send time, so a stalled system cannot hide
+//! its latency (no coordinated omission), and counts deliveries against what was expected.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::RngExt as _;
+use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
+use threadspace_protocol::frames::{ClientFrame, ServerFrame};
+use threadspace_protocol::ChannelId;
+use tokio::sync::mpsc;
+
+use crate::target::Target;
+use crate::{cpu_time, latency_histogram, summary};
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Users connected (round-robin over the gateways).
+    pub users: usize,
+    /// Messages per second, all senders together.
+    pub rate: f64,
+    pub duration: Duration,
+}
+
+#[derive(Debug)]
+pub struct BenchReport {
+    pub sent: u64,
+    pub acked: u64,
+    pub delivered: u64,
+    pub expected: u64,
+    pub ack: Histogram<u64>,
+    pub deliver: Histogram<u64>,
+    pub gateway_cpu: Duration,
+}
+
+struct Shared {
+    epoch: Instant,
+    ack: Mutex<Histogram<u64>>,
+    deliver: Mutex<Histogram<u64>>,
+    acked: AtomicU64,
+    delivered: AtomicU64,
+}
+
+struct SendCommand {
+    channel: ChannelId,
+    id: String,
+    intended_ns: u64,
+}
+
+pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let identities = target.users(options.users).await?;
+    let shared = Arc::new(Shared {
+        epoch: Instant::now(),
+        ack: Mutex::new(latency_histogram()),
+        deliver: Mutex::new(latency_histogram()),
+        acked: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+    });
+    let gateways = &target.state.gateways;
+    println!("connecting {} users over {} gateways…", identities.len(), gateways.len());
+    let mut senders = Vec::new();
+    let mut listeners: HashMap<ChannelId, u64> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, identity) in identities.iter().enumerate() {
+        let mut connect = ConnectOptions::new(gateways[i % gateways.len()].url.clone());
+        connect.queue = 1024;
+        let mut client = Client::connect(&connect).await?;
+        let welcome = client.hello(&target.token(*identity), None, Duration::from_secs(30)).await?;
+        for channel in &welcome.channels {
+            *listeners.entry(channel.id).or_default() += 1;
+        }
+        let general = welcome.channels.iter().find(|c| c.name.as_deref() == Some("general")).map(|c| c.id);
+        let (tx, rx) = mpsc::channel::<SendCommand>(64);
+        if let Some(general) = general {
+            senders.push((tx, general));
+        }
+        tasks.spawn(client_task(client, rx, shared.clone()));
+    }
+    anyhow::ensure!(!senders.is_empty(), "no connected user is in a #general channel");
+    let cpu_before: Vec<Duration> = gateways.iter().map(|g| cpu_time(g.pid).unwrap_or_default()).collect();
+
+    println!("sending {:.0} msg/s for {:?}…", options.rate, options.duration);
+    let interval = Duration::from_secs_f64(1.0 / options.rate);
+    let start = tokio::time::Instant::now();
+    let total = (options.rate * options.duration.as_secs_f64()) as u64;
+    let mut expected = 0u64;
+    let mut rng = rand::rng();
+    let mut last_report = Instant::now();
+    for n in 0..total {
+        let intended = start + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(intended).await;
+        let (tx, channel) = &senders[rng.random_range(0..senders.len())];
+        let intended_ns = (intended.into_std() - shared.epoch).as_nanos() as u64;
+        if tx.try_send(SendCommand { channel: *channel, id: format!("lg-{n}"), intended_ns }).is_ok() {
+            expected += listeners.get(channel).copied().unwrap_or(0);
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            println!(
+                "  t={:>4.0}s sent={n} acked={} delivered={} | {}",
+                start.elapsed().as_secs_f64(),
+                shared.acked.load(Ordering::Relaxed),
+                shared.delivered.load(Ordering::Relaxed),
+                summary("deliver", &shared.deliver.lock().expect("lock"))
+            );
+        }
+    }
+    // Let in-flight messages land.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let gateway_cpu: Duration = gateways
+        .iter()
+        .zip(&cpu_before)
+        .map(|(g, before)| cpu_time(g.pid).unwrap_or_default().saturating_sub(*before))
+        .sum();
+    tasks.abort_all();
+    let report = BenchReport {
+        sent: total,
+        acked: shared.acked.load(Ordering::Relaxed),
+        delivered: shared.delivered.load(Ordering::Relaxed),
+        expected,
+        ack: shared.ack.lock().expect("lock").clone(),
+        deliver: shared.deliver.lock().expect("lock").clone(),
+        gateway_cpu,
+    };
+    Ok(report)
+}
+
+/// Owns one client: sends what it is told, records acks and deliveries.
+async fn client_task(mut client: Client, mut commands: mpsc::Receiver<SendCommand>, shared: Arc<Shared>) {
+    let mut pending: HashMap<String, u64> = HashMap::new();
+    loop {
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { return };
+                let frame = ClientFrame::Send {
+                    reference: command.id.clone(),
+                    channel: command.channel,
+                    client_msg_id: command.id.clone(),
+                    body: format!("lg {}", command.intended_ns),
+                };
+                pending.insert(command.id, command.intended_ns);
+                if client.send(&frame).await.is_err() {
+                    return;
+                }
+            }
+            item = client.recv(Duration::from_secs(3600)) => {
+                let now_ns = shared.epoch.elapsed().as_nanos() as u64;
+                match item {
+                    Ok(Incoming::Frame(ServerFrame::Msg(m))) => {
+                        if let Some(sent) = m.body.strip_prefix("lg ").and_then(|t| t.parse::<u64>().ok()) {
+                            let micros = now_ns.saturating_sub(sent) / 1000;
+                            let _ = shared.deliver.lock().expect("lock").record(micros.max(1));
+                            shared.delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Incoming::Frame(ServerFrame::Ack { client_msg_id, .. })) => {
+                        if let Some(sent) = pending.remove(&client_msg_id) {
+                            let micros = now_ns.saturating_sub(sent) / 1000;
+                            let _ = shared.ack.lock().expect("lock").record(micros.max(1));
+                            shared.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(Incoming::Frame(ServerFrame::Error { code, message, .. })) => {
+                        eprintln!("error frame: {}: {message}", code.as_str());
+                    }
+                    Ok(Incoming::Frame(_)) | Ok(Incoming::Undecodable(_)) => {}
+                    Ok(other) => {
+                        eprintln!("connection ended: {other:?}");
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}
+
+impl BenchReport {
+    pub fn print(&self) {
+        println!(
+            "sent {} acked {} delivered {} of {} expected",
+            self.sent, self.acked, self.delivered, self.expected
+        );
+        println!("{}", summary("send→ack", &self.ack));
+        println!("{}", summary("send→deliver", &self.deliver));
+        let cpu = self.gateway_cpu.as_secs_f64();
+        if cpu > 0.0 {
+            println!(
+                "gateway CPU {:.1} s in total → {:.0} deliveries per gateway CPU-second",
+                cpu,
+                self.delivered as f64 / cpu
+            );
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `idle`: open many authenticated connections and hold them, to measure what an idle
+//! connection costs a gateway (RSS growth ÷ connections).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use threadspace_protocol::client::{Client, ConnectOptions};
+use tokio::sync::Semaphore;
+
+use crate::target::Target;
+use crate::{latency_histogram, rss_kib, summary};
+
+/// What to do.
+#[derive(Clone, Debug)]
+pub struct IdleOptions {
+    pub connections: usize,
+    /// Distinct users to connect as (connections cycle over them).
+    pub users: usize,
+    /// Gateway index (0-based) every connection goes to.
+    pub gateway: usize,
+    /// Connections opened at the same time.
+    pub concurrency: usize,
+    /// Source addresses 127.0.0.2 … 127.0.0.(1+n) to spread connections over.
+    pub source_ips: u8,
+    /// How long to hold the connections once all are open.
+    pub hold: Duration,
+}
+
+/// What was measured.
+#[derive(Debug)]
+pub struct IdleReport {
+    pub connected: usize,
+    pub failed: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+}
+
+impl IdleReport {
+    pub fn bytes_per_connection(&self) -> f64 {
+        (self.rss_after_kib.saturating_sub(self.rss_before_kib) as f64 * 1024.0)
+            / self.connected.max(1) as f64
+    }
+}
+
+pub async fn run(target: &Target, options: &IdleOptions) -> anyhow::Result<IdleReport> {
+    let gateway = target
+        .state
+        .gateways
+        .get(options.gateway)
+        .ok_or_else(|| anyhow::anyhow!("no gateway {}", options.gateway + 1))?;
+    let identities = target.users(options.users.min(options.connections)).await?;
+    let tokens: Vec<String> = identities.iter().map(|&i| target.token(i)).collect();
+    let rss_before_kib =
+        rss_kib(gateway.pid).ok_or_else(|| anyhow::anyhow!("cannot read gateway pid {}", gateway.pid))?;
+    println!(
+        "gateway {} pid {}: RSS before {} KiB; opening {} connections…",
+        options.gateway + 1,
+        gateway.pid,
+        rss_before_kib,
+        options.connections
+    );
+
+    let clients = Arc::new(Mutex::new(Vec::with_capacity(options.connections)));
+    let histogram = Arc::new(Mutex::new(latency_histogram()));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..options.connections {
+        let permit = permits.clone().acquire_owned().await?;
+        let mut connect = ConnectOptions::new(gateway.url.clone());
+        connect.queue = 64;
+        if options.source_ips > 0 {
+            connect.local_addr =
+                Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % options.source_ips as usize) as u8)));
+        }
+        let token = tokens[i % tokens.len()].clone();
+        let (clients, histogram, failed) = (clients.clone(), histogram.clone(), failed.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            let t0 = Instant::now();
+            let result = async {
+                let mut client = Client::connect(&connect).await?;
+                client.hello(&token, None, Duration::from_secs(30)).await?;
+                anyhow::Ok(client)
+            }
+            .await;
+            match result {
+                Ok(client) => {
+                    let _ = histogram.lock().expect("histogram lock").record(t0.elapsed().as_micros() as u64);
+                    clients.lock().expect("clients lock").push(client);
+                }
+                Err(error) => {
+                    if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("connection failed: {error:#}");
+                    }
+                }
+            }
+        });
+        if i % 1000 == 999 {
+            println!("  {} opened in {:.1} s", i + 1, started.elapsed().as_secs_f64());
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let connected = clients.lock().expect("clients lock").len();
+    println!(
+        "{connected} connected, {} failed, in {:.1} s",
+        failed.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", summary("connect+hello", &histogram.lock().expect("histogram lock")));
+    // Let allocations settle (welcome frames written, queues idle) before reading RSS.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_after_kib = rss_kib(gateway.pid).unwrap_or(0);
+    let report =
+        IdleReport { connected, failed: failed.load(Ordering::Relaxed), rss_before_kib, rss_after_kib };
+    println!(
+        "gateway RSS after: {} KiB (+{} KiB) → {:.0} bytes per idle connection",
+        rss_after_kib,
+        rss_after_kib.saturating_sub(rss_before_kib),
+        report.bytes_per_connection()
+    );
+    if !options.hold.is_zero() {
+        println!("holding for {:?}…", options.hold);
+        tokio::time::sleep(options.hold).await;
+    }
+    Ok(report)
+}

@@ -1,0 +1,101 @@
+//! `loadgen`: measure a running ThreadSpace stack. See `loadgen --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use threadspace_loadgen::bench::{self, BenchOptions};
+use threadspace_loadgen::idle::{self, IdleOptions};
+use threadspace_loadgen::target::Target;
+
+/// Drives real ThreadSpace WebSocket clients against a stack started by `./threadspace up`.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+struct Cli {
+    /// Data directory of the stack (as given to threadspace-dev --dir).
+    #[arg(long, global = true, env = "THREADSPACE_LOADGEN_STACK_DIR", default_value = ".threadspace/local")]
+    stack_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Open N idle connections to one gateway and report its RSS growth per connection.
+    Idle {
+        #[arg(long, default_value = "15000", value_parser = clap::value_parser!(u32).range(1..=19_000))]
+        connections: u32,
+        /// Distinct users (connections cycle over them).
+        #[arg(long, default_value = "15000", value_parser = clap::value_parser!(u32).range(1..))]
+        users: u32,
+        /// Gateway number (1-based).
+        #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..))]
+        gateway: u32,
+        #[arg(long, default_value = "200", value_parser = clap::value_parser!(u32).range(1..=5000))]
+        concurrency: u32,
+        /// Spread connections over 127.0.0.2 … 127.0.0.(1+N); 0 uses the default address.
+        #[arg(long, default_value = "4")]
+        source_ips: u8,
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+    },
+    /// Open-model message load: send→ack and send→deliver latency, deliveries per CPU-second.
+    Bench {
+        #[arg(long, default_value = "2000", value_parser = clap::value_parser!(u32).range(2..=19_000))]
+        users: u32,
+        /// Messages per second over all senders.
+        #[arg(long, default_value = "300")]
+        rate: f64,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(64);
+        }
+    };
+    if let Command::Bench { rate, .. } = &cli.command {
+        if !(rate.is_finite() && *rate > 0.0 && *rate <= 100_000.0) {
+            eprintln!("loadgen: --rate must be between 0 and 100000 messages per second");
+            return ExitCode::from(64);
+        }
+    }
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime builds");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("loadgen: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let target = Target::open(&cli.stack_dir)?;
+    match cli.command {
+        Command::Idle { connections, users, gateway, concurrency, source_ips, hold } => {
+            let options = IdleOptions {
+                connections: connections as usize,
+                users: users as usize,
+                gateway: gateway as usize - 1,
+                concurrency: concurrency as usize,
+                source_ips,
+                hold,
+            };
+            idle::run(&target, &options).await?;
+        }
+        Command::Bench { users, rate, duration } => {
+            let report = bench::run(&target, &BenchOptions { users: users as usize, rate, duration }).await?;
+            report.print();
+        }
+    }
+    Ok(())
+}
