@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
@@ -94,7 +94,7 @@ pub async fn handle(
                     let token = bearer(&request);
                     membership::change(&state, token.as_deref(), channel, user, method == Method::PUT).await
                 }
-                Err(response) => response,
+                Err(message) => error(StatusCode::BAD_REQUEST, "invalid_parameter", &message),
             }
         }
         (_, method) => error(
@@ -103,20 +103,16 @@ pub async fn handle(
             &format!("{method} is not allowed on {path}"),
         ),
     };
-    // Drain any unread request body would be needed for keep-alive; REST bodies are unused.
     Ok(response)
 }
 
-fn parse_ids(params: &[(String, String)]) -> Result<(ChannelId, UserId), Response<Body>> {
-    let get = |name: &str| -> Result<i64, Response<Body>> {
+/// The path's ids, or a message naming the bad parameter.
+fn parse_ids(params: &[(String, String)]) -> Result<(ChannelId, UserId), String> {
+    let get = |name: &str| -> Result<i64, String> {
         let raw = params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("");
         match raw.parse::<i64>() {
             Ok(id) if id > 0 => Ok(id),
-            _ => Err(error(
-                StatusCode::BAD_REQUEST,
-                "invalid_parameter",
-                &format!("path parameter `{name}` must be a positive integer, got {raw:?}"),
-            )),
+            _ => Err(format!("path parameter `{name}` must be a positive integer, got {raw:?}")),
         }
     };
     Ok((ChannelId(get("channel")?), UserId(get("user")?)))
@@ -182,17 +178,4 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 /// A JSON error response with a stable code.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": { "code": code, "message": message } }))
-}
-
-/// Reads a request body up to `limit` bytes (for endpoints that take one).
-pub async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
-    let limited = http_body_util::Limited::new(request.into_body(), limit);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("request body exceeds {limit} bytes"),
-        )),
-    }
 }

@@ -430,11 +430,16 @@ async fn chat(dir: &Path, user: &str, org: &str, channel: &str, gateway: usize) 
             },
             item = client.recv(Duration::from_secs(3600)) => match item? {
                 Incoming::Frame(ServerFrame::Msg(m)) if m.channel == channel_id => {
-                    if !names.contains_key(&m.sender) {
-                        let name = directory.session(m.sender).await.ok().flatten().map(|s| s.user.handle).unwrap_or_else(|| m.sender.to_string());
-                        names.insert(m.sender, name);
-                    }
-                    println!("[{}] {}: {}", m.seq, names[&m.sender], m.body);
+                    let name = match names.get(&m.sender) {
+                        Some(name) => String::clone(name),
+                        None => {
+                            let session = directory.session(m.sender).await.ok().flatten();
+                            let name = session.map(|s| s.user.handle).unwrap_or_else(|| m.sender.to_string());
+                            names.insert(m.sender, name.clone());
+                            name
+                        }
+                    };
+                    println!("[{}] {name}: {}", m.seq, m.body);
                 }
                 Incoming::Frame(ServerFrame::Error { code, message, .. }) => println!("! {}: {message}", code.as_str()),
                 Incoming::Frame(_) => {}
