@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketWrite};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use threadspace_protocol::frames::{
@@ -25,13 +25,14 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::frame_reader::{FrameReader, InFrame, ReadError};
 use crate::hub::{ConnHandle, Outbound};
 use crate::limits::{Strikes, TokenBucket};
 use crate::metrics as m;
 use crate::replay;
 use crate::state::{anyhow_chain, State};
 
-pub type WsRead = WebSocketRead<ReadHalf<TokioIo<Upgraded>>>;
+pub type WsRead = FrameReader<ReadHalf<TokioIo<Upgraded>>>;
 pub type WsWrite = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
 
 /// Internal marker: the socket is gone, so no close frame is written. Never sent on the wire.
@@ -44,24 +45,28 @@ pub async fn serve(
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let _permit = permit;
-    let mut ws = match upgrade.await {
-        Ok(ws) => ws,
+    let io = match upgrade.await {
+        Ok(ws) => ws.into_inner(),
         Err(error) => {
             debug!(%error, "websocket upgrade did not complete");
             return;
         }
     };
-    ws.set_max_message_size(state.config.max_frame_bytes.get());
-    ws.set_auto_pong(false);
-    ws.set_auto_close(false);
     metrics::counter!(m::CONNECTIONS_ACCEPTED).increment(1);
-    let (mut read, mut write) = ws.split(tokio::io::split);
+    // Reads go through our buffer-less FrameReader (see frame_reader.rs); fastwebsockets writes.
+    // Its read half is built on an empty reader and dropped at once, with its buffer.
+    let (read_half, write_half) = tokio::io::split(io);
+    let (_, mut write) = fastwebsockets::after_handshake_split(tokio::io::empty(), write_half, Role::Server);
+    let mut read = FrameReader::new(read_half, state.config.max_frame_bytes.get());
     let mut assembler = Assembler::new(state.config.max_message_bytes.get());
 
-    let Some((hello, resume)) = await_hello(&state, &mut read, &mut write, &mut assembler).await else {
+    // The hello and authentication futures are boxed: they are large and finished once the
+    // connection is idle, and an unboxed future would keep their size for the connection's life.
+    let Some((hello, resume)) = Box::pin(await_hello(&state, &mut read, &mut write, &mut assembler)).await
+    else {
         return;
     };
-    let Some(session) = authenticate(&state, &hello, &mut write).await else { return };
+    let Some(session) = Box::pin(authenticate(&state, &hello, &mut write)).await else { return };
 
     let registration =
         state.hub.register(session.user.id, session.user.org, &session.channels, &state.connections);
@@ -111,10 +116,6 @@ pub async fn serve(
     debug!(conn_id = handle.id, user = %handle.user, code, reason = m::close_reason(code), "connection closed");
 }
 
-async fn noop_send(_frame: Frame<'_>) -> Result<(), std::io::Error> {
-    Ok(())
-}
-
 /// Reads frames until a complete `hello` within the hello deadline.
 async fn await_hello(
     state: &State,
@@ -123,9 +124,8 @@ async fn await_hello(
     assembler: &mut Assembler,
 ) -> Option<(String, Option<Resume>)> {
     let deadline = Instant::now() + state.config.hello_timeout;
-    let mut send = noop_send;
     loop {
-        let frame = match tokio::time::timeout_at(deadline, read.read_frame(&mut send)).await {
+        let frame = match tokio::time::timeout_at(deadline, read.read_frame()).await {
             Err(_) => {
                 close_early(state, write, close_code::HELLO_TIMEOUT, "no hello within the deadline").await;
                 return None;
@@ -138,8 +138,7 @@ async fn await_hello(
         };
         match frame.opcode {
             OpCode::Ping => {
-                let payload = frame.payload.to_vec();
-                if write.write_frame(Frame::pong(Payload::Owned(payload))).await.is_err() {
+                if write.write_frame(Frame::pong(Payload::Owned(frame.payload))).await.is_err() {
                     return None;
                 }
             }
@@ -271,13 +270,11 @@ async fn write_bytes(state: &State, write: &mut WsWrite, bytes: &[u8]) -> Result
 }
 
 /// The close code for a WebSocket-level read error.
-fn close_for(error: &WebSocketError) -> u16 {
+fn close_for(error: &ReadError) -> u16 {
     match error {
-        WebSocketError::FrameTooLarge => close_code::TOO_LARGE,
-        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
-            ABNORMAL
-        }
-        _ => close_code::PROTOCOL_ERROR,
+        ReadError::TooLarge { .. } => close_code::TOO_LARGE,
+        ReadError::Eof | ReadError::Io(_) => ABNORMAL,
+        ReadError::Protocol(_) | ReadError::InvalidUtf8 => close_code::PROTOCOL_ERROR,
     }
 }
 
@@ -287,13 +284,12 @@ async fn read_loop(state: &State, read: &mut WsRead, handle: &Arc<ConnHandle>, m
     let mut frames =
         TokenBucket::new(config.frames_per_second.get(), config.frame_burst.get(), Instant::now());
     let mut strikes = Strikes::new(config.flood_strikes.get(), Instant::now());
-    let mut send = noop_send;
     loop {
         // Cancelling a read mid-frame is fine here: the connection is ending either way.
         let result = tokio::select! {
             biased;
             _ = handle.cancel.cancelled() => return,
-            result = read.read_frame(&mut send) => result,
+            result = read.read_frame() => result,
         };
         let frame = match result {
             Ok(frame) => frame,
@@ -327,13 +323,15 @@ async fn read_loop(state: &State, read: &mut WsRead, handle: &Arc<ConnHandle>, m
                 return;
             }
             OpCode::Ping => {
-                handle.push(Outbound::Pong(frame.payload.to_vec()));
+                handle.push(Outbound::Pong(frame.payload));
             }
             OpCode::Pong => {}
             _ => match assembler.push(frame) {
                 Ok(None) => {}
                 Ok(Some((opcode, bytes))) => {
-                    if let Err(Flood) = handle_message(state, handle, opcode, &bytes, &mut strikes).await {
+                    // Boxed: the publish future is large and idle connections should not carry it.
+                    let handled = Box::pin(handle_message(state, handle, opcode, &bytes, &mut strikes)).await;
+                    if let Err(Flood) = handled {
                         handle.kill(close_code::RATE_LIMITED);
                         return;
                     }
@@ -506,7 +504,7 @@ async fn write_loop(
 ) {
     let mut skip_through: Seq = 0;
     if let Some((resume, head_seq)) = resume {
-        match replay::replay(&state, &mut write, &handle, resume.last_seq, head_seq).await {
+        match Box::pin(replay::replay(&state, &mut write, &handle, resume.last_seq, head_seq)).await {
             Ok(through) => skip_through = through,
             Err(replay::WriteFailed) => {
                 handle.kill(ABNORMAL);
@@ -554,8 +552,12 @@ async fn write_loop(
             }
         }
     }
-    flush_queued(&mut write, &mut rx, &handle, skip_through).await;
-    finish(&state, &mut write, &handle).await;
+    // Boxed, like the replay: cold code should not size the idle writer's state machine.
+    Box::pin(async {
+        flush_queued(&mut write, &mut rx, &handle, skip_through).await;
+        finish(&state, &mut write, &handle).await;
+    })
+    .await;
 }
 
 /// Before a deliberate close, writes what is already queued (acks, errors, messages), so the
@@ -654,17 +656,17 @@ impl Assembler {
     }
 
     /// Feeds one data frame; returns a complete message when `fin` ends one.
-    pub fn push(&mut self, frame: Frame<'_>) -> Result<Option<(OpCode, Vec<u8>)>, AssembleError> {
+    pub fn push(&mut self, frame: InFrame) -> Result<Option<(OpCode, Vec<u8>)>, AssembleError> {
         match (frame.opcode, self.opcode) {
             (OpCode::Text | OpCode::Binary, None) => {
                 if frame.payload.len() > self.cap {
                     return Err(AssembleError::TooLarge);
                 }
                 if frame.fin {
-                    return Ok(Some((frame.opcode, frame.payload.to_vec())));
+                    return Ok(Some((frame.opcode, frame.payload)));
                 }
                 self.opcode = Some(frame.opcode);
-                self.buffer = frame.payload.to_vec();
+                self.buffer = frame.payload;
                 Ok(None)
             }
             (OpCode::Continuation, Some(opcode)) => {
@@ -689,8 +691,8 @@ impl Assembler {
 mod tests {
     use super::*;
 
-    fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Frame<'static> {
-        Frame::new(fin, opcode, None, Payload::Owned(payload.to_vec()))
+    fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> InFrame {
+        InFrame { fin, opcode, payload: payload.to_vec() }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod conn;
 pub mod fanout;
+pub mod frame_reader;
 pub mod http;
 pub mod hub;
 pub mod limits;
@@ -69,7 +70,13 @@ pub async fn run(
     let head_seq = fanout::ensure_stream(&jetstream, config.stream_replicas.get(), config.stream_max_age)
         .await
         .map_err(RunError::Stream)?;
-    let pool = threadspace_store::pool(&config.postgres_url, config.postgres_pool.get())?;
+    // A hello may wait for a directory connection almost as long as its own deadline: in a
+    // reconnect storm queueing beats failing.
+    let pool = threadspace_store::pool_with_wait(
+        &config.postgres_url,
+        config.postgres_pool.get(),
+        config.hello_timeout,
+    )?;
     let hub = Hub::new(
         head_seq,
         HubLimits {

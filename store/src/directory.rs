@@ -60,44 +60,41 @@ impl Directory {
     }
 
     /// The user and their (non-archived) channels; `None` if the user does not exist.
+    /// One prepared round trip: this runs for every `hello`, including reconnect storms.
     pub async fn session(&self, user: UserId) -> Result<Option<Session>, DirectoryError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT org_id, handle, display_name, role, deactivated_at IS NOT NULL
-                 FROM users WHERE id = $1",
-                &[&user.0],
+        let statement = client
+            .prepare_cached(
+                "SELECT u.org_id, u.handle, u.display_name, u.role, u.deactivated_at IS NOT NULL,
+                        c.id, c.kind, c.name
+                 FROM users u
+                 LEFT JOIN channel_members m ON m.user_id = u.id
+                 LEFT JOIN channels c ON c.id = m.channel_id AND c.archived_at IS NULL
+                 WHERE u.id = $1
+                 ORDER BY c.id",
             )
             .await
             .map_err(DirectoryError::Query)?;
-        let Some(row) = row else { return Ok(None) };
+        let rows = client.query(&statement, &[&user.0]).await.map_err(DirectoryError::Query)?;
+        let Some(first) = rows.first() else { return Ok(None) };
         let info = UserInfo {
             id: user,
-            org: OrgId(row.get(0)),
-            handle: row.get(1),
-            display_name: row.get(2),
-            role: row.get(3),
+            org: OrgId(first.get(0)),
+            handle: first.get(1),
+            display_name: first.get(2),
+            role: first.get(3),
         };
-        let rows = client
-            .query(
-                "SELECT c.id, c.kind, c.name
-                 FROM channel_members m JOIN channels c ON c.id = m.channel_id
-                 WHERE m.user_id = $1 AND c.archived_at IS NULL
-                 ORDER BY c.id",
-                &[&user.0],
-            )
-            .await
-            .map_err(DirectoryError::Query)?;
+        let deactivated: bool = first.get(4);
         let mut channels = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: i64 = row.get(0);
+        for row in &rows {
+            let Some(id) = row.get::<_, Option<i64>>(5) else { continue };
             channels.push(ChannelInfo {
                 id: ChannelId(id),
-                kind: kind_of(id, row.get(1))?,
-                name: row.get(2),
+                kind: kind_of(id, row.get(6))?,
+                name: row.get(7),
             });
         }
-        Ok(Some(Session { user: info, deactivated: row.get(4), channels }))
+        Ok(Some(Session { user: info, deactivated, channels }))
     }
 
     /// A channel by id.

@@ -43,8 +43,9 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
     Ok(client)
 }
 
-/// Builds a connection pool of at most `max_size` connections. Connections are opened lazily.
-pub fn pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
+/// Builds a connection pool of at most `max_size` connections, opened lazily. A caller waits
+/// at most `wait` for a free connection.
+pub fn pool_with_wait(url: &str, max_size: usize, wait: Duration) -> Result<Pool, StoreError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
     config.connect_timeout(Duration::from_secs(5));
     config.application_name("threadspace");
@@ -55,11 +56,16 @@ pub fn pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
     );
     deadpool_postgres::Pool::builder(manager)
         .max_size(max_size)
-        .wait_timeout(Some(Duration::from_secs(5)))
+        .wait_timeout(Some(wait))
         .create_timeout(Some(Duration::from_secs(5)))
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(StoreError::Pool)
+}
+
+/// [`pool_with_wait`] with a 5 s wait.
+pub fn pool(url: &str, max_size: usize) -> Result<Pool, StoreError> {
+    pool_with_wait(url, max_size, Duration::from_secs(5))
 }
 
 /// Applies every pending migration; returns how many were applied.
