@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::frame_reader::{FrameReader, InFrame, ReadError};
-use crate::hub::{ConnHandle, Outbound};
+use crate::hub::{ConnHandle, OutFrame, Outbound};
 use crate::limits::{Strikes, TokenBucket};
 use crate::metrics as m;
 use crate::replay;
@@ -57,6 +57,9 @@ pub async fn serve(
     // Its read half is built on an empty reader and dropped at once, with its buffer.
     let (read_half, write_half) = tokio::io::split(io);
     let (_, mut write) = fastwebsockets::after_handshake_split(tokio::io::empty(), write_half, Role::Server);
+    // Vectored writes for every frame with a payload: the non-vectored path keeps a write
+    // buffer as large as the largest frame written, for the life of the connection.
+    write.set_writev_threshold(0);
     let mut read = FrameReader::new(read_half, state.config.max_frame_bytes.get());
     let mut assembler = Assembler::new(state.config.max_message_bytes.get());
 
@@ -66,7 +69,11 @@ pub async fn serve(
     else {
         return;
     };
-    let Some(session) = Box::pin(authenticate(&state, &hello, &mut write)).await else { return };
+    let session = Box::pin(authenticate(&state, &hello, &mut write)).await;
+    // Locals live until the end of their scope, and this function lasts as long as the
+    // connection: drop what is no longer needed instead of carrying it.
+    drop(hello);
+    let Some(session) = session else { return };
 
     let registration =
         state.hub.register(session.user.id, session.user.org, &session.channels, &state.connections);
@@ -92,7 +99,10 @@ pub async fn serve(
     metrics::counter!(m::RESUMES, "result" => result).increment(1);
     debug!(conn_id = handle.id, user = %handle.user, head_seq = registration.head_seq, "connection authenticated");
 
-    if write_bytes(&state, &mut write, &welcome.encode()).await.is_ok() {
+    let welcome = welcome.encode();
+    let written = write_bytes(&state, &mut write, &welcome).await;
+    drop(welcome);
+    if written.is_ok() {
         let writer = state.tracker.spawn(write_loop(
             state.clone(),
             write,
@@ -323,7 +333,7 @@ async fn read_loop(state: &State, read: &mut WsRead, handle: &Arc<ConnHandle>, m
                 return;
             }
             OpCode::Ping => {
-                handle.push(Outbound::Pong(frame.payload));
+                handle.push(Arc::new(OutFrame::Pong(frame.payload)));
             }
             OpCode::Pong => {}
             _ => match assembler.push(frame) {
@@ -526,11 +536,11 @@ async fn write_loop(
             _ = ticker.tick() => Next::Ping,
         };
         let frame = match &next {
-            Next::Item(Outbound::Msg { seq, .. }) if *seq <= skip_through => continue,
-            Next::Item(Outbound::Msg { frame, .. } | Outbound::Frame(frame)) => {
-                Frame::text(Payload::Borrowed(frame))
-            }
-            Next::Item(Outbound::Pong(payload)) => Frame::pong(Payload::Borrowed(payload)),
+            Next::Item(item) => match &**item {
+                OutFrame::Msg { seq, .. } if *seq <= skip_through => continue,
+                OutFrame::Msg { frame, .. } | OutFrame::Frame(frame) => Frame::text(Payload::Borrowed(frame)),
+                OutFrame::Pong(payload) => Frame::pong(Payload::Borrowed(payload)),
+            },
             Next::Ping => {
                 let silent_ms = state.now_ms().saturating_sub(handle.last_rx_ms());
                 if silent_ms > state.idle_timeout().as_millis() as u64 {
@@ -576,10 +586,10 @@ async fn flush_queued(
     let deadline = Instant::now() + Duration::from_secs(1);
     debug!(conn_id = handle.id, queued = rx.len(), code, "flushing queued frames before close");
     while let Ok(item) = rx.try_recv() {
-        let frame = match &item {
-            Outbound::Msg { seq, .. } if *seq <= skip_through => continue,
-            Outbound::Msg { frame, .. } | Outbound::Frame(frame) => Frame::text(Payload::Borrowed(frame)),
-            Outbound::Pong(_) => continue,
+        let frame = match &*item {
+            OutFrame::Msg { seq, .. } if *seq <= skip_through => continue,
+            OutFrame::Msg { frame, .. } | OutFrame::Frame(frame) => Frame::text(Payload::Borrowed(frame)),
+            OutFrame::Pong(_) => continue,
         };
         match tokio::time::timeout_at(deadline, write.write_frame(frame)).await {
             Ok(Ok(())) => {}

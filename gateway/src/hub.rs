@@ -20,9 +20,14 @@ use tokio_util::sync::CancellationToken;
 use crate::limits::TokenBucket;
 use crate::metrics as m;
 
-/// What the writer task of a connection sends.
+/// What the writer task of a connection sends. One pointer wide: tokio allocates each queue's
+/// first block of 32 slots up front, so slot size is per-connection memory. A message frame is
+/// one `Arc` shared by every recipient.
+pub type Outbound = Arc<OutFrame>;
+
+/// A frame queued for a connection.
 #[derive(Debug)]
-pub enum Outbound {
+pub enum OutFrame {
     /// A message frame; skipped if `seq` was already replayed.
     Msg { seq: Seq, frame: Bytes },
     /// Any other encoded server frame.
@@ -75,7 +80,7 @@ impl ConnHandle {
 
     /// Queues an encoded server frame.
     pub fn push_frame(&self, frame: &ServerFrame) -> bool {
-        self.push(Outbound::Frame(Bytes::from(frame.encode())))
+        self.push(Arc::new(OutFrame::Frame(Bytes::from(frame.encode()))))
     }
 
     /// Records that the client sent something at `now_ms`.
@@ -221,11 +226,12 @@ impl Hub {
     /// Delivers one stored message to the channel's local members and advances the head.
     /// Returns how many connections it was queued to.
     pub fn deliver(&self, seq: Seq, channel: Option<ChannelId>, frame: &Bytes) -> usize {
+        let item: Outbound = Arc::new(OutFrame::Msg { seq, frame: frame.clone() });
         let inner = self.inner.read().expect("hub lock is never poisoned");
         let mut delivered = 0;
         if let Some(conns) = channel.and_then(|c| inner.channels.get(&c)) {
             for conn in conns {
-                if conn.push(Outbound::Msg { seq, frame: frame.clone() }) {
+                if conn.push(item.clone()) {
                     delivered += 1;
                 }
             }
@@ -312,7 +318,7 @@ mod tests {
         let mut b = hub.register(UserId(2), OrgId(1), &channels(&[6]), &root);
         assert_eq!(a.head_seq, 10);
         assert_eq!(hub.deliver(11, Some(ChannelId(5)), &Bytes::from_static(b"x")), 1);
-        assert!(matches!(a.rx.try_recv(), Ok(Outbound::Msg { seq: 11, .. })));
+        assert!(matches!(a.rx.try_recv().as_deref(), Ok(OutFrame::Msg { seq: 11, .. })));
         assert!(b.rx.try_recv().is_err());
         assert_eq!(hub.head_seq(), 11);
         assert_eq!(hub.deliver(12, None, &Bytes::new()), 0);
@@ -343,7 +349,7 @@ mod tests {
         let mut a = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root);
         assert_eq!(hub.apply_membership(UserId(1), ChannelId(9), MemberChange::Joined), 1);
         assert!(a.handle.is_member(ChannelId(9)));
-        assert!(matches!(a.rx.try_recv(), Ok(Outbound::Frame(_))));
+        assert!(matches!(a.rx.try_recv().as_deref(), Ok(OutFrame::Frame(_))));
         assert_eq!(hub.deliver(11, Some(ChannelId(9)), &Bytes::from_static(b"x")), 1);
         hub.apply_membership(UserId(1), ChannelId(9), MemberChange::Left);
         assert!(!a.handle.is_member(ChannelId(9)));
