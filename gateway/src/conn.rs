@@ -163,34 +163,39 @@ async fn await_hello(
                     return match decode_client_frame(&bytes) {
                         Ok(ClientFrame::Hello { token, resume }) => Some((token, resume)),
                         Ok(_) => {
-                            send_error_early(
+                            refuse(
                                 state,
                                 write,
-                                ErrorCode::HelloRequired,
-                                None,
-                                "the first frame must be hello",
+                                ServerFrame::error(
+                                    ErrorCode::HelloRequired,
+                                    None,
+                                    "the first frame must be hello",
+                                ),
+                                close_code::HELLO_REQUIRED,
                             )
                             .await;
-                            close_early(state, write, close_code::HELLO_REQUIRED, "hello required").await;
                             None
                         }
                         Err(error) => {
-                            send_error_early(state, write, error.code, error.reference, &error.message).await;
-                            close_early(state, write, close_code::HELLO_REQUIRED, "hello required").await;
+                            refuse(
+                                state,
+                                write,
+                                ServerFrame::error(error.code, error.reference, error.message),
+                                close_code::HELLO_REQUIRED,
+                            )
+                            .await;
                             None
                         }
                     };
                 }
                 Ok(Some(_)) => {
-                    send_error_early(
+                    refuse(
                         state,
                         write,
-                        ErrorCode::BadFrame,
-                        None,
-                        "binary frames are not supported",
+                        ServerFrame::error(ErrorCode::BadFrame, None, "binary frames are not supported"),
+                        close_code::HELLO_REQUIRED,
                     )
                     .await;
-                    close_early(state, write, close_code::HELLO_REQUIRED, "hello required").await;
                     return None;
                 }
                 Err(error) => {
@@ -213,8 +218,13 @@ async fn authenticate(
         Err(error) => {
             metrics::counter!(m::AUTH, "result" => "rejected").increment(1);
             debug!(error = %anyhow_chain(&error), "token rejected");
-            send_error_early(state, write, ErrorCode::AuthFailed, None, "token rejected").await;
-            close_early(state, write, close_code::AUTH_FAILED, "auth failed").await;
+            refuse(
+                state,
+                write,
+                ServerFrame::error(ErrorCode::AuthFailed, None, "token rejected"),
+                close_code::AUTH_FAILED,
+            )
+            .await;
             return None;
         }
     };
@@ -226,36 +236,36 @@ async fn authenticate(
         Ok(_) => {
             metrics::counter!(m::AUTH, "result" => "rejected").increment(1);
             debug!(user = %identity.user, "token names an unknown, moved or deactivated user");
-            send_error_early(state, write, ErrorCode::AuthFailed, None, "token rejected").await;
-            close_early(state, write, close_code::AUTH_FAILED, "auth failed").await;
+            refuse(
+                state,
+                write,
+                ServerFrame::error(ErrorCode::AuthFailed, None, "token rejected"),
+                close_code::AUTH_FAILED,
+            )
+            .await;
             None
         }
         Err(error) => {
             warn!(error = %anyhow_chain(&error), user = %identity.user, "directory unavailable at hello");
-            send_error_early(
+            refuse(
                 state,
                 write,
-                ErrorCode::Unavailable,
-                None,
-                "directory unavailable; retry later",
+                ServerFrame::error(ErrorCode::Unavailable, None, "directory unavailable; retry later"),
+                close_code::INTERNAL,
             )
             .await;
-            close_early(state, write, close_code::INTERNAL, "directory unavailable").await;
             None
         }
     }
 }
 
-async fn send_error_early(
-    state: &State,
-    write: &mut WsWrite,
-    code: ErrorCode,
-    reference: Option<String>,
-    message: &str,
-) {
-    metrics::counter!(m::ERRORS, "code" => code.as_str()).increment(1);
-    let frame = ServerFrame::error(code, reference, message);
-    let _ = write_bytes(state, write, &frame.encode()).await;
+/// Answers a failed hello with an `error` frame, then closes with `close`.
+async fn refuse(state: &State, write: &mut WsWrite, error: ServerFrame, close: u16) {
+    if let ServerFrame::Error { code, .. } = &error {
+        metrics::counter!(m::ERRORS, "code" => code.as_str()).increment(1);
+    }
+    let _ = write_bytes(state, write, &error.encode()).await;
+    close_early(state, write, close, m::close_reason(close)).await;
 }
 
 async fn close_early(state: &State, write: &mut WsWrite, code: u16, reason: &str) {
