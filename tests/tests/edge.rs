@@ -337,3 +337,22 @@ async fn a_client_that_never_reads_is_closed_as_slow_consumer() -> anyhow::Resul
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off_by_the_header_read_timeout() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let fx = Fixture::start(1, &["--header-read-timeout", "1s"]).await?;
+    let mut by = Bystander::new(&fx).await?;
+    let port = fx.stack.gateways[0].port;
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    slow.write_all(b"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\n").await?;
+    // Never finish the headers: the gateway must give up on its own.
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the gateway kept a half-sent request open for 5 s");
+    assert!(started.elapsed() < Duration::from_secs(4), "closed after {:?}", started.elapsed());
+    by.still_served().await?;
+    Ok(())
+}
