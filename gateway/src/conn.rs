@@ -45,11 +45,36 @@ pub async fn serve(
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let _permit = permit;
+    // Everything up to the welcome runs in one boxed future: it is large, and finished once
+    // the connection is idle, so it must not size this long-lived task.
+    let Some(Opened { mut read, handle, assembler, writer }) = Box::pin(open(&state, upgrade)).await else {
+        return;
+    };
+    read_loop(&state, &mut read, &handle, assembler).await;
+    // The reader is done: make sure the writer ends too, then give it a moment to write its
+    // close frame.
+    handle.kill(ABNORMAL);
+    if tokio::time::timeout(state.config.write_timeout + Duration::from_secs(1), writer).await.is_err() {
+        debug!(conn_id = handle.id, "writer did not finish in time");
+    }
+    closed(&state, &handle);
+}
+
+/// A connection past its welcome: what the reader keeps, and the writer task.
+struct Opened {
+    read: WsRead,
+    handle: Arc<ConnHandle>,
+    assembler: Assembler,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+/// Upgrade, hello, authentication, registration, welcome; then spawns the writer.
+async fn open(state: &Arc<State>, upgrade: fastwebsockets::upgrade::UpgradeFut) -> Option<Opened> {
     let io = match upgrade.await {
         Ok(ws) => ws.into_inner(),
         Err(error) => {
             debug!(%error, "websocket upgrade did not complete");
-            return;
+            return None;
         }
     };
     metrics::counter!(m::CONNECTIONS_ACCEPTED).increment(1);
@@ -63,21 +88,13 @@ pub async fn serve(
     let mut read = FrameReader::new(read_half, state.config.max_frame_bytes.get());
     let mut assembler = Assembler::new(state.config.max_message_bytes.get());
 
-    // The hello and authentication futures are boxed: they are large and finished once the
-    // connection is idle, and an unboxed future would keep their size for the connection's life.
-    let Some((hello, resume)) = Box::pin(await_hello(&state, &mut read, &mut write, &mut assembler)).await
-    else {
-        return;
-    };
-    let session = Box::pin(authenticate(&state, &hello, &mut write)).await;
-    // Locals live until the end of their scope, and this function lasts as long as the
-    // connection: drop what is no longer needed instead of carrying it.
+    let (hello, resume) = await_hello(state, &mut read, &mut write, &mut assembler).await?;
+    let session = authenticate(state, &hello, &mut write).await?;
     drop(hello);
-    let Some(session) = session else { return };
 
     let registration =
         state.hub.register(session.user.id, session.user.org, &session.channels, &state.connections);
-    let handle = registration.handle.clone();
+    let handle = registration.handle;
     handle.touch(state.now_ms());
     let welcome = ServerFrame::Welcome(Welcome {
         user: session.user,
@@ -99,28 +116,23 @@ pub async fn serve(
     metrics::counter!(m::RESUMES, "result" => result).increment(1);
     debug!(conn_id = handle.id, user = %handle.user, head_seq = registration.head_seq, "connection authenticated");
 
-    let welcome = welcome.encode();
-    let written = write_bytes(&state, &mut write, &welcome).await;
-    drop(welcome);
-    if written.is_ok() {
-        let writer = state.tracker.spawn(write_loop(
-            state.clone(),
-            write,
-            registration.rx,
-            handle.clone(),
-            resume.map(|r| (r, registration.head_seq)),
-        ));
-        read_loop(&state, &mut read, &handle, assembler).await;
-        // The reader is done: make sure the writer ends too, then give it a moment to write
-        // its close frame.
+    if write_bytes(state, &mut write, &welcome.encode()).await.is_err() {
         handle.kill(ABNORMAL);
-        if tokio::time::timeout(state.config.write_timeout + Duration::from_secs(1), writer).await.is_err() {
-            debug!(conn_id = handle.id, "writer did not finish in time");
-        }
-    } else {
-        handle.kill(ABNORMAL);
+        closed(state, &handle);
+        return None;
     }
-    state.hub.deregister(&handle);
+    let writer = state.tracker.spawn(write_loop(
+        state.clone(),
+        write,
+        handle.clone(),
+        resume.map(|r| (r, registration.head_seq)),
+    ));
+    Some(Opened { read, handle, assembler, writer })
+}
+
+/// Removes an ended connection from the hub and counts why it ended.
+fn closed(state: &State, handle: &ConnHandle) {
+    state.hub.deregister(handle);
     let code = handle.close_code();
     metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => m::close_reason(code)).increment(1);
     debug!(conn_id = handle.id, user = %handle.user, code, reason = m::close_reason(code), "connection closed");
@@ -518,7 +530,6 @@ enum Next {
 async fn write_loop(
     state: Arc<State>,
     mut write: WsWrite,
-    mut rx: tokio::sync::mpsc::Receiver<Outbound>,
     handle: Arc<ConnHandle>,
     resume: Option<(Resume, Seq)>,
 ) {
@@ -536,14 +547,17 @@ async fn write_loop(
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = handle.cancel.cancelled() => break,
-            item = rx.recv() => match item {
-                Some(item) => Next::Item(item),
-                None => break,
+        if handle.cancel.is_cancelled() {
+            break;
+        }
+        let next = match handle.pop() {
+            Some(item) => Next::Item(item),
+            None => tokio::select! {
+                biased;
+                _ = handle.cancel.cancelled() => break,
+                _ = handle.wait_queued() => continue,
+                _ = ticker.tick() => Next::Ping,
             },
-            _ = ticker.tick() => Next::Ping,
         };
         let frame = match &next {
             Next::Item(item) => match &**item {
@@ -560,7 +574,8 @@ async fn write_loop(
                 Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]))
             }
         };
-        match tokio::time::timeout(state.config.write_timeout, write.write_frame(frame)).await {
+        // Boxed: a timed write holds a timer, and the idle writer should not reserve room for it.
+        match Box::pin(tokio::time::timeout(state.config.write_timeout, write.write_frame(frame))).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
                 handle.kill(ABNORMAL);
@@ -574,7 +589,7 @@ async fn write_loop(
     }
     // Boxed, like the replay: cold code should not size the idle writer's state machine.
     Box::pin(async {
-        flush_queued(&mut write, &mut rx, &handle, skip_through).await;
+        flush_queued(&mut write, &handle, skip_through).await;
         finish(&state, &mut write, &handle).await;
     })
     .await;
@@ -583,19 +598,14 @@ async fn write_loop(
 /// Before a deliberate close, writes what is already queued (acks, errors, messages), so the
 /// client learns e.g. why it was rate limited. A slow consumer's queue is dropped instead:
 /// it is full because the client cannot take it.
-async fn flush_queued(
-    write: &mut WsWrite,
-    rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
-    handle: &ConnHandle,
-    skip_through: Seq,
-) {
+async fn flush_queued(write: &mut WsWrite, handle: &ConnHandle, skip_through: Seq) {
     let code = handle.close_code();
     if matches!(code, 0 | ABNORMAL | close_code::SLOW_CONSUMER) {
         return;
     }
     let deadline = Instant::now() + Duration::from_secs(1);
-    debug!(conn_id = handle.id, queued = rx.len(), code, "flushing queued frames before close");
-    while let Ok(item) = rx.try_recv() {
+    debug!(conn_id = handle.id, queued = handle.queued_len(), code, "flushing queued frames before close");
+    while let Some(item) = handle.pop() {
         let frame = match &*item {
             OutFrame::Msg { seq, .. } if *seq <= skip_through => continue,
             OutFrame::Msg { frame, .. } | OutFrame::Frame(frame) => Frame::text(Payload::Borrowed(frame)),

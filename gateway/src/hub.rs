@@ -6,14 +6,14 @@
 //! delivered live to that connection, and every message with `seq <= head_seq` is not. Resume
 //! replays exactly `(last_seq, head_seq]` — no gap, no overlap.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use threadspace_protocol::frames::{close_code, ChannelInfo, MemberChange, ServerFrame};
 use threadspace_protocol::{ChannelId, OrgId, Seq, UserId};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -42,8 +42,13 @@ pub struct ConnHandle {
     pub id: u64,
     pub user: UserId,
     pub org: OrgId,
-    /// Bounded outbound queue: when it is full the connection is a slow consumer and is killed.
-    tx: mpsc::Sender<Outbound>,
+    /// Outbound queue, bounded by `queue_cap`: when it is full the connection is a slow
+    /// consumer and is killed. A `VecDeque` rather than a tokio channel because an idle
+    /// connection's empty deque allocates nothing, where a channel costs ~1 KiB up front.
+    queue: Mutex<VecDeque<Outbound>>,
+    queue_cap: usize,
+    /// Wakes the writer after a push (a permit is kept if it is not waiting yet).
+    queued: Notify,
     pub cancel: CancellationToken,
     /// The close code chosen by whoever killed the connection first; 0 while alive.
     close_code: AtomicU16,
@@ -66,16 +71,42 @@ impl ConnHandle {
         self.close_code.load(Ordering::Acquire)
     }
 
-    /// Queues a frame; a full queue kills the connection as a slow consumer.
+    /// Queues a frame; a full queue kills the connection as a slow consumer. False if the
+    /// frame was not queued (full, or the connection is ending).
     pub fn push(&self, item: Outbound) -> bool {
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kill(close_code::SLOW_CONSUMER);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        if self.cancel.is_cancelled() {
+            return false;
         }
+        let mut queue = self.queue.lock().expect("queue lock is never poisoned");
+        if queue.len() >= self.queue_cap {
+            drop(queue);
+            self.kill(close_code::SLOW_CONSUMER);
+            return false;
+        }
+        queue.push_back(item);
+        drop(queue);
+        self.queued.notify_one();
+        true
+    }
+
+    /// Takes the next queued frame. An emptied queue gives back memory a burst made it grow.
+    pub fn pop(&self) -> Option<Outbound> {
+        let mut queue = self.queue.lock().expect("queue lock is never poisoned");
+        let item = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > 16 {
+            *queue = VecDeque::new();
+        }
+        item
+    }
+
+    /// Number of queued frames.
+    pub fn queued_len(&self) -> usize {
+        self.queue.lock().expect("queue lock is never poisoned").len()
+    }
+
+    /// Resolves after the next push (immediately if one happened since the last wait).
+    pub async fn wait_queued(&self) {
+        self.queued.notified().await;
     }
 
     /// Queues an encoded server frame.
@@ -135,12 +166,10 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-/// A registered connection: its handle, the receiving end of its queue, and the head of the
-/// stream at registration.
+/// A registered connection: its handle and the head of the stream at registration.
 #[derive(Debug)]
 pub struct Registration {
     pub handle: Arc<ConnHandle>,
-    pub rx: mpsc::Receiver<Outbound>,
     pub head_seq: Seq,
 }
 
@@ -168,7 +197,6 @@ impl Hub {
         parent: &CancellationToken,
     ) -> Registration {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.limits.outbound_queue);
         let mut inner = self.inner.write().expect("hub lock is never poisoned");
         let limits = self.limits;
         let entry = inner.users.entry(user).or_insert_with(|| UserEntry {
@@ -183,7 +211,9 @@ impl Hub {
             id,
             user,
             org,
-            tx,
+            queue: Mutex::new(VecDeque::new()),
+            queue_cap: limits.outbound_queue,
+            queued: Notify::new(),
             cancel: parent.child_token(),
             close_code: AtomicU16::new(0),
             channels: Mutex::new(channels.iter().map(|c| c.id).collect()),
@@ -198,7 +228,7 @@ impl Hub {
         let head_seq = self.head_seq();
         drop(inner);
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
-        Registration { handle, rx, head_seq }
+        Registration { handle, head_seq }
     }
 
     /// Removes a connection from every index.
@@ -314,12 +344,12 @@ mod tests {
     fn delivers_only_to_members_and_advances_head() {
         let hub = hub();
         let root = CancellationToken::new();
-        let mut a = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root);
-        let mut b = hub.register(UserId(2), OrgId(1), &channels(&[6]), &root);
+        let a = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root);
+        let b = hub.register(UserId(2), OrgId(1), &channels(&[6]), &root);
         assert_eq!(a.head_seq, 10);
         assert_eq!(hub.deliver(11, Some(ChannelId(5)), &Bytes::from_static(b"x")), 1);
-        assert!(matches!(a.rx.try_recv().as_deref(), Ok(OutFrame::Msg { seq: 11, .. })));
-        assert!(b.rx.try_recv().is_err());
+        assert!(matches!(a.handle.pop().as_deref(), Some(OutFrame::Msg { seq: 11, .. })));
+        assert!(b.handle.pop().is_none());
         assert_eq!(hub.head_seq(), 11);
         assert_eq!(hub.deliver(12, None, &Bytes::new()), 0);
         assert_eq!(hub.head_seq(), 12);
@@ -332,10 +362,10 @@ mod tests {
         let hub = hub();
         let root = CancellationToken::new();
         let slow = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root);
-        let mut fast = hub.register(UserId(2), OrgId(1), &channels(&[5]), &root);
+        let fast = hub.register(UserId(2), OrgId(1), &channels(&[5]), &root);
         for seq in 11..=13 {
             hub.deliver(seq, Some(ChannelId(5)), &Bytes::from_static(b"x"));
-            while fast.rx.try_recv().is_ok() {}
+            while fast.handle.pop().is_some() {}
         }
         assert_eq!(slow.handle.close_code(), close_code::SLOW_CONSUMER);
         assert!(slow.handle.cancel.is_cancelled());
@@ -346,14 +376,14 @@ mod tests {
     fn membership_changes_update_index_and_notify() {
         let hub = hub();
         let root = CancellationToken::new();
-        let mut a = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root);
+        let a = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root);
         assert_eq!(hub.apply_membership(UserId(1), ChannelId(9), MemberChange::Joined), 1);
         assert!(a.handle.is_member(ChannelId(9)));
-        assert!(matches!(a.rx.try_recv().as_deref(), Ok(OutFrame::Frame(_))));
+        assert!(matches!(a.handle.pop().as_deref(), Some(OutFrame::Frame(_))));
         assert_eq!(hub.deliver(11, Some(ChannelId(9)), &Bytes::from_static(b"x")), 1);
         hub.apply_membership(UserId(1), ChannelId(9), MemberChange::Left);
         assert!(!a.handle.is_member(ChannelId(9)));
-        while a.rx.try_recv().is_ok() {}
+        while a.handle.pop().is_some() {}
         assert_eq!(hub.deliver(12, Some(ChannelId(9)), &Bytes::from_static(b"x")), 0);
         hub.deregister(&a.handle);
         assert!(hub.is_empty());

@@ -35,6 +35,10 @@ pub struct BenchReport {
     pub ack: Histogram<u64>,
     pub deliver: Histogram<u64>,
     pub gateway_cpu: Duration,
+    /// Time from the last send until every expected delivery arrived (or the 15 s limit).
+    pub settled_after: Duration,
+    pub undecodable: u64,
+    pub duplicates: u64,
 }
 
 struct Shared {
@@ -42,7 +46,11 @@ struct Shared {
     ack: Mutex<Histogram<u64>>,
     deliver: Mutex<Histogram<u64>>,
     acked: AtomicU64,
+    /// Acks that said `duplicate`: the id had been used before, so nothing new was delivered.
+    duplicates: AtomicU64,
     delivered: AtomicU64,
+    /// Text frames that were not valid server frames: each is a corrupted or unknown frame.
+    undecodable: AtomicU64,
 }
 
 struct SendCommand {
@@ -58,7 +66,9 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Benc
         ack: Mutex::new(latency_histogram()),
         deliver: Mutex::new(latency_histogram()),
         acked: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
+        undecodable: AtomicU64::new(0),
     });
     let gateways = &target.state.gateways;
     println!("connecting {} users over {} gateways…", identities.len(), gateways.len());
@@ -89,13 +99,17 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Benc
     let total = (options.rate * options.duration.as_secs_f64()) as u64;
     let mut expected = 0u64;
     let mut rng = rand::rng();
+    let run_id: u32 = rng.random();
     let mut last_report = Instant::now();
     for n in 0..total {
         let intended = start + interval.mul_f64(n as f64);
         tokio::time::sleep_until(intended).await;
         let (tx, channel) = &senders[rng.random_range(0..senders.len())];
         let intended_ns = (intended.into_std() - shared.epoch).as_nanos() as u64;
-        if tx.try_send(SendCommand { channel: *channel, id: format!("lg-{n}"), intended_ns }).is_ok() {
+        // Ids must be unique across runs too: a repeated id within JetStream's dedup window is
+        // (correctly) acked as a duplicate and delivers nothing.
+        let id = format!("lg-{run_id:08x}-{n}");
+        if tx.try_send(SendCommand { channel: *channel, id, intended_ns }).is_ok() {
             expected += listeners.get(channel).copied().unwrap_or(0);
         }
         if last_report.elapsed() > Duration::from_secs(5) {
@@ -109,8 +123,14 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Benc
             );
         }
     }
-    // Let in-flight messages land.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Wait for in-flight deliveries: up to 15 s for stragglers, so a late delivery is told
+    // apart from a lost one.
+    let send_end = Instant::now();
+    let settle_deadline = send_end + Duration::from_secs(15);
+    while shared.delivered.load(Ordering::Relaxed) < expected && Instant::now() < settle_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let settled_after = send_end.elapsed();
     let gateway_cpu: Duration = gateways
         .iter()
         .zip(&cpu_before)
@@ -125,6 +145,9 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Benc
         ack: shared.ack.lock().expect("lock").clone(),
         deliver: shared.deliver.lock().expect("lock").clone(),
         gateway_cpu,
+        settled_after,
+        undecodable: shared.undecodable.load(Ordering::Relaxed),
+        duplicates: shared.duplicates.load(Ordering::Relaxed),
     };
     Ok(report)
 }
@@ -157,7 +180,10 @@ async fn client_task(mut client: Client, mut commands: mpsc::Receiver<SendComman
                             shared.delivered.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Ok(Incoming::Frame(ServerFrame::Ack { client_msg_id, .. })) => {
+                    Ok(Incoming::Frame(ServerFrame::Ack { client_msg_id, duplicate, .. })) => {
+                        if duplicate {
+                            shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                        }
                         if let Some(sent) = pending.remove(&client_msg_id) {
                             let micros = now_ns.saturating_sub(sent) / 1000;
                             let _ = shared.ack.lock().expect("lock").record(micros.max(1));
@@ -167,7 +193,12 @@ async fn client_task(mut client: Client, mut commands: mpsc::Receiver<SendComman
                     Ok(Incoming::Frame(ServerFrame::Error { code, message, .. })) => {
                         eprintln!("error frame: {}: {message}", code.as_str());
                     }
-                    Ok(Incoming::Frame(_)) | Ok(Incoming::Undecodable(_)) => {}
+                    Ok(Incoming::Undecodable(text)) => {
+                        if shared.undecodable.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("undecodable frame: {:?}", text.chars().take(200).collect::<String>());
+                        }
+                    }
+                    Ok(Incoming::Frame(_)) => {}
                     Ok(other) => {
                         eprintln!("connection ended: {other:?}");
                         return;
@@ -182,9 +213,18 @@ async fn client_task(mut client: Client, mut commands: mpsc::Receiver<SendComman
 impl BenchReport {
     pub fn print(&self) {
         println!(
-            "sent {} acked {} delivered {} of {} expected",
-            self.sent, self.acked, self.delivered, self.expected
+            "sent {} acked {} ({} duplicate) delivered {} of {} expected; {} missing {:.1} s after the last send",
+            self.sent,
+            self.acked,
+            self.duplicates,
+            self.delivered,
+            self.expected,
+            self.expected.saturating_sub(self.delivered),
+            self.settled_after.as_secs_f64()
         );
+        if self.undecodable > 0 {
+            println!("{} undecodable frames received", self.undecodable);
+        }
         println!("{}", summary("send→ack", &self.ack));
         println!("{}", summary("send→deliver", &self.deliver));
         let cpu = self.gateway_cpu.as_secs_f64();
