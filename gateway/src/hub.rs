@@ -390,6 +390,66 @@ mod tests {
         assert_eq!(hub.deliver(13, Some(ChannelId(5)), &Bytes::from_static(b"x")), 0);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_writer_never_misses_a_push() {
+        let hub = Hub::new(0, HubLimits { outbound_queue: 100_000, sends_per_second: 1, send_burst: 1 });
+        let root = CancellationToken::new();
+        let conn = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root).handle;
+        // A push before anyone waits leaves a permit: the wait returns at once.
+        conn.push(Arc::new(OutFrame::Frame(Bytes::new())));
+        tokio::time::timeout(std::time::Duration::from_secs(1), conn.wait_queued())
+            .await
+            .expect("permit kept");
+        assert!(conn.pop().is_some());
+        // A consumer shaped like the writer (drain, then wait) against concurrent producers.
+        let consumer = {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while seen.len() < 20_000 {
+                    match conn.pop() {
+                        Some(item) => {
+                            if let OutFrame::Msg { seq, .. } = &*item {
+                                seen.push(*seq);
+                            }
+                        }
+                        None => conn.wait_queued().await,
+                    }
+                }
+                seen
+            })
+        };
+        let producers: Vec<_> = (0..2u64)
+            .map(|p| {
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    for i in 0..10_000u64 {
+                        assert!(conn
+                            .push(Arc::new(OutFrame::Msg { seq: p * 1_000_000 + i, frame: Bytes::new() })));
+                        if i % 64 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for producer in producers {
+            producer.await.expect("producer finished");
+        }
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(10), consumer)
+            .await
+            .expect("consumer saw every item without a lost wake-up")
+            .expect("consumer finished");
+        for p in 0..2u64 {
+            let mine: Vec<u64> = seen.iter().copied().filter(|s| s / 1_000_000 == p).collect();
+            assert_eq!(
+                mine,
+                (0..10_000).map(|i| p * 1_000_000 + i).collect::<Vec<_>>(),
+                "per-producer order kept"
+            );
+        }
+    }
+
     #[test]
     fn users_share_one_send_limiter() {
         let hub = hub();

@@ -327,18 +327,15 @@ mod tests {
         KeySet::load(&path, ISS, AUD).expect("loads")
     }
 
-    fn tempdir() -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("ts-token-{}-{}", std::process::id(), rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::Builder::new().prefix("ts-token-").tempdir().expect("temp dir")
     }
 
     #[test]
     fn minted_token_verifies() {
         let dir = tempdir();
         let key = SigningKey::generate("k1");
-        let set = key_set(&[&key], &dir);
+        let set = key_set(&[&key], dir.path());
         assert_eq!(set.verify(&key.mint(request(Duration::from_secs(60)))).expect("valid"), identity());
     }
 
@@ -346,9 +343,9 @@ mod tests {
     fn signing_key_file_round_trips() {
         let dir = tempdir();
         let key = SigningKey::generate("k9");
-        key.write(&dir.join("signing.json")).expect("writes");
-        let loaded = SigningKey::load(&dir.join("signing.json")).expect("loads");
-        let set = key_set(&[&key], &dir);
+        key.write(&dir.path().join("signing.json")).expect("writes");
+        let loaded = SigningKey::load(&dir.path().join("signing.json")).expect("loads");
+        let set = key_set(&[&key], dir.path());
         assert_eq!(loaded.kid(), "k9");
         assert!(set.verify(&loaded.mint(request(Duration::from_secs(60)))).is_ok());
     }
@@ -357,7 +354,7 @@ mod tests {
     fn rejects_forged_expired_wrong_audience_and_unknown_kid() {
         let dir = tempdir();
         let key = SigningKey::generate("k1");
-        let set = key_set(&[&key], &dir);
+        let set = key_set(&[&key], dir.path());
 
         let forger = SigningKey::generate("k1");
         let forged = forger.mint(request(Duration::from_secs(60)));
@@ -387,7 +384,7 @@ mod tests {
     fn rejects_hs256_algorithm_confusion() {
         let dir = tempdir();
         let key = SigningKey::generate("k1");
-        let set = key_set(&[&key], &dir);
+        let set = key_set(&[&key], dir.path());
         let claims = Claims {
             iss: ISS.into(),
             aud: AUD.into(),
@@ -408,7 +405,7 @@ mod tests {
         let dir = tempdir();
         let old = SigningKey::generate("2026-01");
         let new = SigningKey::generate("2026-02");
-        let set = key_set(&[&old, &new], &dir);
+        let set = key_set(&[&old, &new], dir.path());
         assert!(set.verify(&old.mint(request(Duration::from_secs(60)))).is_ok());
         assert!(set.verify(&new.mint(request(Duration::from_secs(60)))).is_ok());
     }
@@ -416,11 +413,14 @@ mod tests {
     #[test]
     fn bad_key_files_say_what_is_wrong() {
         let dir = tempdir();
-        let path = dir.join("bad.json");
+        let path = dir.path().join("bad.json");
         std::fs::write(&path, b"{\"keys\": []}").expect("writes");
         assert!(matches!(KeySet::load(&path, ISS, AUD), Err(KeyFileError::Empty { .. })));
         std::fs::write(&path, b"nonsense").expect("writes");
         assert!(matches!(KeySet::load(&path, ISS, AUD), Err(KeyFileError::Parse { .. })));
-        assert!(matches!(KeySet::load(&dir.join("missing.json"), ISS, AUD), Err(KeyFileError::Read { .. })));
+        assert!(matches!(
+            KeySet::load(&dir.path().join("missing.json"), ISS, AUD),
+            Err(KeyFileError::Read { .. })
+        ));
     }
 }
