@@ -228,15 +228,8 @@ async fn authenticate(
     let identity = match state.keys().verify(token) {
         Ok(identity) => identity,
         Err(error) => {
-            metrics::counter!(m::AUTH, "result" => "rejected").increment(1);
             debug!(error = %anyhow_chain(&error), "token rejected");
-            refuse(
-                state,
-                write,
-                ServerFrame::error(ErrorCode::AuthFailed, None, "token rejected"),
-                close_code::AUTH_FAILED,
-            )
-            .await;
+            reject_token(state, write).await;
             return None;
         }
     };
@@ -246,15 +239,8 @@ async fn authenticate(
             Some(session)
         }
         Ok(_) => {
-            metrics::counter!(m::AUTH, "result" => "rejected").increment(1);
             debug!(user = %identity.user, "token names an unknown, moved or deactivated user");
-            refuse(
-                state,
-                write,
-                ServerFrame::error(ErrorCode::AuthFailed, None, "token rejected"),
-                close_code::AUTH_FAILED,
-            )
-            .await;
+            reject_token(state, write).await;
             None
         }
         Err(error) => {
@@ -269,6 +255,14 @@ async fn authenticate(
             None
         }
     }
+}
+
+/// Refuses a hello whose token (or the user it names) is not acceptable. The client learns
+/// only `auth_failed`; the log says why.
+async fn reject_token(state: &State, write: &mut WsWrite) {
+    metrics::counter!(m::AUTH, "result" => "rejected").increment(1);
+    let error = ServerFrame::error(ErrorCode::AuthFailed, None, "token rejected");
+    refuse(state, write, error, close_code::AUTH_FAILED).await;
 }
 
 /// Answers a failed hello with an `error` frame, then closes with `close`.
