@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-
 use crate::process::{ManagedProcess, SpawnError};
 use crate::{tools, wait_for, Lifetime};
 
@@ -63,8 +61,7 @@ impl NatsServer {
             .map_err(|source| NatsError::Config { dir: dir.display().to_string(), source })?;
         let mut command = Command::new(tools::nats_server());
         command.arg("-c").arg(&config);
-        let process =
-            ManagedProcess::spawn("nats-server", command, &dir.join("nats.log"), Signal::SIGTERM, lifetime)?;
+        let process = ManagedProcess::spawn("nats-server", command, &dir.join("nats.log"), lifetime)?;
         let url = format!("nats://127.0.0.1:{port}");
         let server = Self { process, port, url, dir: dir.to_owned() };
         server.wait_ready().await?;

@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-
 use crate::process::{wrap, ManagedProcess, SpawnError};
 use crate::{tools, wait_for, Lifetime};
 
@@ -108,9 +106,7 @@ impl Postgres {
         ] {
             server.arg("-c").arg(setting);
         }
-        // SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
-        let process =
-            ManagedProcess::spawn("postgres", server, &dir.join("postgres.log"), Signal::SIGINT, lifetime)?;
+        let process = ManagedProcess::spawn("postgres", server, &dir.join("postgres.log"), lifetime)?;
         let admin_url = format!("postgres://{USER}:{password}@127.0.0.1:{port}/postgres");
         let url = format!("postgres://{USER}:{password}@127.0.0.1:{port}/{DATABASE}");
         let pg = Self { process, port, url, data_dir };

@@ -17,7 +17,6 @@ pub struct ManagedProcess {
     /// `None` once waited for or detached.
     child: Option<Child>,
     pid: u32,
-    stop_signal: Signal,
     log: PathBuf,
 }
 
@@ -33,13 +32,7 @@ pub struct SpawnError {
 impl ManagedProcess {
     /// Spawns `command` with stdout and stderr appended to `log`. Attached processes get a
     /// parent-death SIGKILL (through `setpriv`) so a crashed test leaves nothing behind.
-    pub fn spawn(
-        name: &str,
-        command: Command,
-        log: &Path,
-        stop_signal: Signal,
-        lifetime: Lifetime,
-    ) -> Result<Self, SpawnError> {
+    pub fn spawn(name: &str, command: Command, log: &Path, lifetime: Lifetime) -> Result<Self, SpawnError> {
         let program = command.get_program().to_string_lossy().into_owned();
         let error = |source| SpawnError { name: name.to_owned(), program: program.clone(), source };
         let file = OpenOptions::new().create(true).append(true).open(log).map_err(error)?;
@@ -58,19 +51,11 @@ impl ManagedProcess {
         let child = command.spawn().map_err(error)?;
         let pid = child.id();
         tracing::debug!(name, pid, log = %log.display(), "process started");
-        Ok(Self { name: name.to_owned(), child: Some(child), pid, stop_signal, log: log.to_owned() })
+        Ok(Self { name: name.to_owned(), child: Some(child), pid, log: log.to_owned() })
     }
 
     pub fn pid(&self) -> u32 {
         self.pid
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log
     }
 
     /// The last `n` lines of the log, for error messages.
@@ -88,20 +73,10 @@ impl ManagedProcess {
         let _ = kill(Pid::from_raw(self.pid as i32), signal);
     }
 
-    /// Sends the stop signal and waits up to `grace`, then SIGKILLs. Returns the exit status.
-    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
-        if let Some(status) = self.exited() {
-            self.child = None;
-            return Some(status);
-        }
-        self.child.as_ref()?;
-        self.signal(self.stop_signal);
-        self.wait_timeout(grace).or_else(|| self.kill())
-    }
-
     /// SIGKILL now and reap.
     pub fn kill(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
+        tracing::debug!(name = %self.name, pid = self.pid, "killing process");
         let _ = child.kill();
         child.wait().ok()
     }

@@ -220,13 +220,8 @@ impl Stack {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }
-        let process = ManagedProcess::spawn(
-            &format!("gateway-{}", index + 1),
-            command,
-            &handle.log,
-            Signal::SIGTERM,
-            lifetime,
-        )?;
+        let process =
+            ManagedProcess::spawn(&format!("gateway-{}", index + 1), command, &handle.log, lifetime)?;
         handle.process = Some(process);
         let port = handle.port;
         let ready = wait_for(Duration::from_secs(30), || async move {

@@ -1,6 +1,5 @@
 //! Shared gateway state: configuration, the hub, NATS and directory handles, the current key set.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -111,11 +110,6 @@ impl State {
     /// Milliseconds since the gateway started (monotonic).
     pub fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// The key file path (for logs).
-    pub fn jwks_path(&self) -> &PathBuf {
-        &self.config.jwks
     }
 
     /// How long a connection may stay silent.
