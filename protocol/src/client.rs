@@ -37,11 +37,20 @@ pub struct ConnectOptions {
     pub recv_buffer: Option<u32>,
     /// Frames buffered between the reader task and `recv`.
     pub queue: usize,
+    /// Answer the server's pings (a client that does not is eventually closed as idle).
+    pub auto_pong: bool,
 }
 
 impl ConnectOptions {
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), origin: None, local_addr: None, recv_buffer: None, queue: 4096 }
+        Self {
+            url: url.into(),
+            origin: None,
+            local_addr: None,
+            recv_buffer: None,
+            queue: 4096,
+            auto_pong: true,
+        }
     }
 }
 
@@ -156,13 +165,13 @@ impl Client {
         let (ws, _response) = fastwebsockets::handshake::client(&SpawnExecutor, request, stream)
             .await
             .map_err(|source| ClientError::Handshake { url: options.url.clone(), source })?;
-        Ok(Self::from_websocket(ws, options.queue))
+        Ok(Self::from_websocket(ws, options.queue, options.auto_pong))
     }
 
-    fn from_websocket(ws: WebSocket<TokioIo<Upgraded>>, queue: usize) -> Self {
+    fn from_websocket(ws: WebSocket<TokioIo<Upgraded>>, queue: usize, auto_pong: bool) -> Self {
         let (mut read, write) = ws.split(tokio::io::split);
         read.set_auto_close(true);
-        read.set_auto_pong(true);
+        read.set_auto_pong(auto_pong);
         let writer = Arc::new(Mutex::new(write));
         let (tx, incoming) = mpsc::channel(queue.max(1));
         let reader_writer = writer.clone();

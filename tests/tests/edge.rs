@@ -356,3 +356,19 @@ async fn slow_headers_are_cut_off_by_the_header_read_timeout() -> anyhow::Result
     by.still_served().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_pings_is_closed_as_idle() -> anyhow::Result<()> {
+    let fx = Fixture::start(1, &["--heartbeat", "500ms", "--idle-timeout", "2s"]).await?;
+    // The bystander answers pings (the reference client does by default) and must survive.
+    let mut by = Bystander::new(&fx).await?;
+    let mut options = ConnectOptions::new(fx.stack.ws_url(0));
+    options.auto_pong = false;
+    let (mut mute, _) = fx.connect_with("carol", 0, None, options).await?;
+    let started = std::time::Instant::now();
+    expect_close(&mut mute, close_code::IDLE_TIMEOUT).await?;
+    let after = started.elapsed();
+    assert!(after >= Duration::from_millis(1500) && after < Duration::from_secs(6), "closed after {after:?}");
+    by.still_served().await?;
+    Ok(())
+}
