@@ -187,7 +187,7 @@ pub enum MemberChange {
 pub enum ErrorCode {
     /// The frame is not a JSON object.
     BadJson,
-    /// A binary frame, or a text frame that is not valid UTF-8.
+    /// A binary message, or a fragmented text message that is not UTF-8 once assembled.
     BadFrame,
     /// `op` is missing or not a known op.
     UnknownOp,
@@ -237,7 +237,8 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The gateway is draining (deploy, scale-in); a `reconnect` frame preceded it.
     pub const GOING_AWAY: u16 = 1001;
-    /// A WebSocket protocol violation (bad fragments, reserved bits, bad UTF-8).
+    /// A WebSocket protocol violation (unmasked frame, reserved bits, bad fragments, bad
+    /// control frame, invalid UTF-8 in an unfragmented text frame).
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A frame, or a message assembled from fragments, exceeded the size limit.
     pub const TOO_LARGE: u16 = 1009;
