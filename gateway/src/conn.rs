@@ -57,8 +57,17 @@ pub async fn serve(
     if tokio::time::timeout(state.config.write_timeout + Duration::from_secs(1), writer).await.is_err() {
         debug!(conn_id = handle.id, "writer did not finish in time");
     }
+    // Lingering close: after a deliberate close, read and discard until the client closes (or
+    // a second passes). Closing a socket with unread client data makes the kernel send a reset,
+    // which can destroy our close frame before the client reads it.
+    if handle.close_code() != ABNORMAL && handle.close_code() != close_code::NORMAL {
+        let _ = tokio::time::timeout(LINGER, async { while read.read_frame().await.is_ok() {} }).await;
+    }
     closed(&state, &handle);
 }
+
+/// How long a deliberately closed connection keeps draining client data.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// A connection past its welcome: what the reader keeps, and the writer task.
 struct Opened {
@@ -337,7 +346,14 @@ async fn read_loop(state: &State, read: &mut WsRead, handle: &Arc<ConnHandle>, m
                 return;
             }
             if frame.fin && matches!(frame.opcode, OpCode::Text | OpCode::Binary | OpCode::Continuation) {
-                push_error(handle, ErrorCode::RateLimited, None, "too many frames; slow down".into());
+                // Name the dropped request when it is a whole text frame, so the client can
+                // retry it instead of waiting for an answer that will not come. Strikes bound
+                // how often a flooder can make us read an envelope.
+                let reference = match frame.opcode {
+                    OpCode::Text => threadspace_protocol::frames::reference_of(&frame.payload),
+                    _ => None,
+                };
+                push_error(handle, ErrorCode::RateLimited, reference, "too many frames; slow down".into());
             }
             // A dropped fragment would corrupt the message being assembled: drop it whole.
             assembler.reset();

@@ -371,6 +371,19 @@ pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
     Ok(frame)
 }
 
+/// The `ref` of a client frame, if its envelope is readable: lets a refusal name the request
+/// without decoding the whole frame (used when a frame is dropped by the rate limiter).
+pub fn reference_of(text: &[u8]) -> Option<String> {
+    if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let envelope: Envelope = serde_json::from_slice(text).ok()?;
+    match envelope.reference? {
+        serde_json::Value::String(s) if !s.is_empty() && s.len() <= MAX_ID_LEN => Some(s),
+        _ => None,
+    }
+}
+
 /// `client_msg_id` becomes part of the JetStream `Nats-Msg-Id` header: keep it to a safe alphabet.
 pub fn valid_client_msg_id(id: &str) -> bool {
     !id.is_empty()
@@ -458,6 +471,14 @@ mod tests {
             assert_eq!(error.reference.as_deref(), *reference);
             assert!(error.message.contains(needle), "{} lacks {needle}", error.message);
         }
+    }
+
+    #[test]
+    fn reference_of_reads_only_a_valid_ref() {
+        assert_eq!(reference_of(br#"{"op":"send","ref":"r9","channel":"bad"}"#).as_deref(), Some("r9"));
+        assert_eq!(reference_of(br#"{"op":"send","ref":7}"#), None);
+        assert_eq!(reference_of(b"not json"), None);
+        assert_eq!(reference_of(br#"{"op":"ping"}"#), None);
     }
 
     #[test]

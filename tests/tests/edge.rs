@@ -372,3 +372,34 @@ async fn a_client_that_stops_answering_pings_is_closed_as_idle() -> anyhow::Resu
     by.still_served().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_dropped_by_the_frame_limit_are_named_by_ref() -> anyhow::Result<()> {
+    let fx = Fixture::start(1, &["--frames-per-second", "5", "--frame-burst", "5", "--flood-strikes", "10"])
+        .await?;
+    let mut by = Bystander::new(&fx).await?;
+    let (mut pinger, _) = fx.connect("grace", 0).await?;
+    for i in 0..30 {
+        if pinger.send_text(&format!(r#"{{"op":"ping","ref":"p{i}"}}"#)).await.is_err() {
+            break;
+        }
+    }
+    let mut named = 0;
+    loop {
+        match pinger.recv(WAIT).await? {
+            Incoming::Frame(ServerFrame::Error { code: ErrorCode::RateLimited, reference, .. }) => {
+                assert!(reference.as_deref().is_some_and(|r| r.starts_with('p')), "{reference:?}");
+                named += 1;
+            }
+            Incoming::Close { code, .. } => {
+                assert_eq!(code, close_code::RATE_LIMITED);
+                break;
+            }
+            Incoming::Failed(e) => anyhow::bail!("expected a close frame, got failure {e}"),
+            _ => {}
+        }
+    }
+    assert!(named >= 10, "frame-limited requests were named ({named})");
+    by.still_served().await?;
+    Ok(())
+}
