@@ -13,6 +13,39 @@ use threadspace_store::seed::SeedSpec;
 /// Generous per-frame wait: CI machines are small and shared.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Gateway flags lifting the per-user send limit and the per-connection frame limit, for tests
+/// whose clients send faster than a person would.
+pub const NO_RATE_LIMITS: &[&str] = &[
+    "--sends-per-second",
+    "1000",
+    "--send-burst",
+    "1000",
+    "--frames-per-second",
+    "1000",
+    "--frame-burst",
+    "1000",
+];
+
+/// Reads until the gateway closes the connection with 4029 and returns the `ref` of every
+/// `rate_limited` error that came before the close; any other ending is an error.
+pub async fn rate_limited_until_close(client: &mut Client) -> anyhow::Result<Vec<Option<String>>> {
+    use threadspace_protocol::frames::{close_code, ErrorCode};
+    let mut refs = Vec::new();
+    loop {
+        match client.recv(WAIT).await? {
+            Incoming::Frame(ServerFrame::Error { code: ErrorCode::RateLimited, reference, .. }) => {
+                refs.push(reference)
+            }
+            Incoming::Close { code, .. } => {
+                anyhow::ensure!(code == close_code::RATE_LIMITED, "expected close 4029, got {code}");
+                return Ok(refs);
+            }
+            Incoming::Failed(e) => anyhow::bail!("expected a close frame, got failure {e}"),
+            _ => {}
+        }
+    }
+}
+
 /// A stack with one org of `users` users seeded with the standard layout.
 pub struct Fixture {
     pub stack: Stack,

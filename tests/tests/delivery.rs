@@ -79,22 +79,8 @@ async fn clients_of_a_sigkilled_gateway_resume_elsewhere_without_gaps_or_duplica
     use threadspace_protocol::client::{ConnectOptions, Incoming};
     use threadspace_protocol::frames::ServerFrame;
 
-    // alice sends ~100+ frames per second: lift both the per-user send limit and the
-    // per-connection frame limit (50/s, burst 100 by default).
-    let mut fx = Fixture::start(
-        2,
-        &[
-            "--sends-per-second",
-            "1000",
-            "--send-burst",
-            "1000",
-            "--frames-per-second",
-            "1000",
-            "--frame-burst",
-            "1000",
-        ],
-    )
-    .await?;
+    // alice sends ~100+ frames per second: over the default send and frame limits.
+    let mut fx = Fixture::start(2, threadspace_tests::NO_RATE_LIMITS).await?;
     let general = fx.channel("general").await;
     let (mut alice, _) = fx.connect("alice", 1).await?;
     let mut receivers = Vec::new();

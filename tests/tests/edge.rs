@@ -8,7 +8,7 @@ use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{close_code, ErrorCode, ServerFrame};
 use threadspace_protocol::token::{Claims, Identity, SigningKey, TokenRequest};
 use threadspace_protocol::ChannelId;
-use threadspace_tests::{recv_messages, recv_until, send_and_ack, Fixture, WAIT};
+use threadspace_tests::{rate_limited_until_close, recv_messages, recv_until, send_and_ack, Fixture, WAIT};
 
 /// Small limits so abuses trip them quickly.
 const LIMITS: &[&str] = &[
@@ -249,24 +249,13 @@ async fn oversized_frames_fragment_floods_and_send_floods_are_closed() -> anyhow
     // Sends past the per-user limit get rate_limited errors, then the connection is closed.
     let (mut spammer, _) = fx.connect("frank", 0).await?;
     let general = fx.channel("general").await;
-    let mut limited = 0;
     for i in 0..40 {
         let frame = serde_json::json!({"op":"send","ref":format!("f{i}"),"channel":general,"client_msg_id":format!("f{i}"),"body":"spam"});
         if spammer.send_text(&frame.to_string()).await.is_err() {
             break;
         }
     }
-    loop {
-        match spammer.recv(WAIT).await? {
-            Incoming::Frame(ServerFrame::Error { code: ErrorCode::RateLimited, .. }) => limited += 1,
-            Incoming::Close { code, .. } => {
-                assert_eq!(code, close_code::RATE_LIMITED);
-                break;
-            }
-            Incoming::Failed(e) => anyhow::bail!("expected a close frame, got failure {e}"),
-            _ => {}
-        }
-    }
+    let limited = rate_limited_until_close(&mut spammer).await?.len();
     assert!(limited >= 10, "rate_limited errors came before the close ({limited})");
     // frank's accepted messages reached bob, then the bystander check continues in order.
     let mut frank_msgs = 0;
@@ -289,16 +278,7 @@ async fn a_client_that_never_reads_is_closed_as_slow_consumer() -> anyhow::Resul
             args.extend_from_slice(pair);
         }
     }
-    args.extend([
-        "--sends-per-second",
-        "1000",
-        "--send-burst",
-        "1000",
-        "--frames-per-second",
-        "1000",
-        "--frame-burst",
-        "1000",
-    ]);
+    args.extend_from_slice(threadspace_tests::NO_RATE_LIMITS);
     let fx = Fixture::start(1, &args).await?;
     let mut by = Bystander::new(&fx).await?;
     let general = fx.channel("general").await;
@@ -384,21 +364,9 @@ async fn requests_dropped_by_the_frame_limit_are_named_by_ref() -> anyhow::Resul
             break;
         }
     }
-    let mut named = 0;
-    loop {
-        match pinger.recv(WAIT).await? {
-            Incoming::Frame(ServerFrame::Error { code: ErrorCode::RateLimited, reference, .. }) => {
-                assert!(reference.as_deref().is_some_and(|r| r.starts_with('p')), "{reference:?}");
-                named += 1;
-            }
-            Incoming::Close { code, .. } => {
-                assert_eq!(code, close_code::RATE_LIMITED);
-                break;
-            }
-            Incoming::Failed(e) => anyhow::bail!("expected a close frame, got failure {e}"),
-            _ => {}
-        }
-    }
+    let refs = rate_limited_until_close(&mut pinger).await?;
+    assert!(refs.iter().all(|r| r.as_deref().is_some_and(|r| r.starts_with('p'))), "{refs:?}");
+    let named = refs.len();
     assert!(named >= 10, "frame-limited requests were named ({named})");
     by.still_served().await?;
     Ok(())
