@@ -1,11 +1,29 @@
-//! broker-bridge: will move every stored message from the JetStream `MESSAGES` stream into the
-//! partitioned Postgres `messages` table, one durable pull consumer per org partition, acking
-//! JetStream only after the batch's commit (DESIGN §3–5). That writer is the subject of its
-//! own issue and is **not built yet**; today Postgres holds the directory only and JetStream
-//! is the sole store of messages (the stream keeps 7 days by default).
+//! broker-bridge: moves every stored message from the JetStream `MESSAGES` stream into the
+//! partitioned Postgres `messages` table (DESIGN §3–5). One durable pull consumer per stream
+//! partition (`writer-p<k>`, filter `msg.<k>.>`); several bridge processes share the
+//! partitions (`--processes`, `--process-index`). Each batch is one idempotent statement plus
+//! a checkpoint, committed before JetStream is acked ([`writer`] holds the invariants).
 //!
-//! What exists now is the partition → consumer mapping the writer and the operators' tooling
-//! share, so that consumer names and filters are fixed before any durable consumer exists.
+//! Code map: [`config`] (flags), [`writer`] (the per-partition loop, error classes),
+//! [`dead_letter`] (the `MESSAGES_DLQ` stream), [`metrics`], `http` (/metrics, /healthz,
+//! /readyz), [`run`] (startup and SIGTERM drain).
+
+pub mod config;
+pub mod dead_letter;
+mod http;
+pub mod metrics;
+pub mod writer;
+
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::Config;
 
 use threadspace_protocol::subjects::partition_of;
 use threadspace_protocol::OrgId;
@@ -24,6 +42,78 @@ pub fn partition_filter(partition: u32) -> String {
 /// process `index` takes every partition `k` with `k % n_processes == index`.
 pub fn owned_partitions(index: u32, n_processes: u32, n_partitions: u32) -> Vec<u32> {
     (0..n_partitions).filter(|k| n_processes > 0 && k % n_processes == index).collect()
+}
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot connect to NATS at {url}")]
+    Nats {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot create the dead-letter stream")]
+    DeadLetterStream(#[source] async_nats::Error),
+    #[error(transparent)]
+    Store(#[from] threadspace_store::StoreError),
+}
+
+/// Runs the bridge until `shutdown`, then lets in-flight batches commit (up to the grace).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    metrics: Option<PrometheusHandle>,
+) -> Result<(), RunError> {
+    crate::metrics::describe();
+    ::metrics::gauge!(crate::metrics::READY).set(0.0);
+    let nats = async_nats::ConnectOptions::new()
+        .name(format!("threadspace-bridge {}", config.process_index))
+        // The default 60 s ping would let a dead server go unnoticed for minutes.
+        .ping_interval(Duration::from_secs(5))
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => info!("nats connected"),
+                async_nats::Event::Disconnected => warn!("nats disconnected"),
+                other => info!(event = %other, "nats event"),
+            }
+        })
+        .connect(config.nats_url.as_str())
+        .await
+        .map_err(|source| RunError::Nats { url: config.nats_url.clone(), source })?;
+    let jetstream = async_nats::jetstream::new(nats.clone());
+    dead_letter::ensure_stream(&jetstream, 1, config.dead_letter_max_age)
+        .await
+        .map_err(RunError::DeadLetterStream)?;
+    let pool = threadspace_store::pool(&config.postgres_url, config.postgres_pool.get())?;
+    let owned = config.owned_partitions();
+    info!(partitions = ?owned, processes = config.processes.get(), index = config.process_index, "bridge started");
+    let grace = config.shutdown_grace;
+    let shared = Arc::new(writer::Shared { config, jetstream, pool, partitions_upper: AtomicI64::new(0) });
+
+    let writers = tokio_util::task::TaskTracker::new();
+    for k in owned {
+        writers.spawn(writer::run_partition(shared.clone(), k, shutdown.clone()));
+    }
+    writers.close();
+    let http_stop = CancellationToken::new();
+    let http_task = tokio::spawn(http::serve(listener, nats.clone(), metrics, http_stop.clone()));
+    ::metrics::gauge!(crate::metrics::READY).set(1.0);
+
+    shutdown.cancelled().await;
+    ::metrics::gauge!(crate::metrics::READY).set(0.0);
+    info!(grace = ?grace, "shutting down: finishing in-flight batches");
+    if tokio::time::timeout(grace, writers.wait()).await.is_err() {
+        warn!("grace period over with a batch still in flight; its messages stay unacked and will be redelivered");
+    }
+    http_stop.cancel();
+    let _ = http_task.await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), nats.drain()).await;
+    info!("bridge stopped");
+    Ok(())
 }
 
 /// Which partition (and so which consumer) an org's messages go through.

@@ -1,11 +1,13 @@
 //! The ThreadSpace system of record in PostgreSQL: schema migrations (`migrate`), the directory
-//! of orgs, users, channels and memberships (`directory`), and fast bulk seeding (`seed`).
+//! of orgs, users, channels and memberships (`directory`), the partitioned `messages` table
+//! with history and search (`messages`), and fast bulk seeding (`seed`).
 //!
 //! **Invariant:** nothing on the live message path (send → JetStream → fanout) calls into this
-//! crate; the gateway reads the directory only when a connection says `hello` and when a REST
-//! call changes membership.
+//! crate; the gateway reads the directory only when a connection says `hello` and on REST
+//! calls (membership, history, search); only the broker-bridge writes `messages`.
 
 pub mod directory;
+pub mod messages;
 pub mod seed;
 
 use std::time::Duration;

@@ -1,0 +1,500 @@
+//! One partition's writer loop: pull a batch from the durable consumer `writer-p<k>`, decode
+//! it, write it to Postgres in one idempotent statement plus a checkpoint, commit, then ack.
+//!
+//! **Invariants:**
+//! - A message is acked only after a commit that contains it (or after its dead-letter copy
+//!   was stored). A commit whose outcome is unknown is retried, never acked: the retry is
+//!   idempotent, and its own checkpoint write makes it wait for WAL flush (and the synchronous
+//!   standby), so its success proves the earlier commit durable too.
+//! - While a batch waits for Postgres, no further batch is pulled (JetStream keeps the
+//!   backlog) and the held messages get in-progress acks, so a long outage does not use up
+//!   their deliveries.
+//! - Undecodable or constraint-refused messages go to the dead-letter stream and are acked;
+//!   they never block their partition.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream::consumer::pull::Config as PullConfig;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::message::{AckKind, Message};
+use futures_util::StreamExt as _;
+use threadspace_protocol::stored::StoredMessage;
+use threadspace_protocol::subjects::{parse_message_subject, MESSAGES_STREAM};
+use threadspace_store::messages::{self, MessageRow};
+use tokio_postgres::error::SqlState;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::dead_letter::{self, DeadLetter};
+use crate::metrics as m;
+use crate::{consumer_name, partition_filter};
+
+/// What every partition task shares.
+pub struct Shared {
+    pub config: Config,
+    pub jetstream: async_nats::jetstream::Context,
+    pub pool: threadspace_store::Pool,
+    /// Exclusive upper seq bound the `messages` partitions are known to cover.
+    pub partitions_upper: AtomicI64,
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs partition `k`'s writer until `shutdown`, reopening its consumer after any failure.
+pub async fn run_partition(shared: Arc<Shared>, k: u32, shutdown: CancellationToken) {
+    let label = k.to_string();
+    let mut backoff = Backoff::new(shared.config.max_backoff);
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let outcome = match open_consumer(&shared, k).await {
+            Ok(consumer) => {
+                backoff.reset();
+                pump(&shared, k, consumer, &shutdown).await
+            }
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(error) => {
+                metrics::counter!(m::CONSUMER_FAILURES, "partition" => label.clone()).increment(1);
+                warn!(partition = k, error = %chain(error.as_ref()), "partition consumer failed; reopening");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next()) => {}
+        }
+    }
+}
+
+/// Gets the partition's durable consumer, or creates it: from the start of the stream the
+/// first time, from just above the checkpoint's safe seq when it was deleted.
+async fn open_consumer(shared: &Shared, k: u32) -> Result<PullConsumer, Error> {
+    let stream = shared.jetstream.get_stream(MESSAGES_STREAM).await?;
+    let name = consumer_name(k);
+    match stream.consumer_info(&name).await {
+        Ok(_) => return Ok(stream.get_consumer(&name).await?),
+        Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound => {}
+        Err(error) => return Err(error.into()),
+    }
+    let client = shared.pool.get().await?;
+    let safe = messages::safe_seq(&client, k).await?;
+    drop(client);
+    let deliver_policy = if safe > 0 {
+        DeliverPolicy::ByStartSequence { start_sequence: safe as u64 + 1 }
+    } else {
+        DeliverPolicy::All
+    };
+    let config = PullConfig {
+        durable_name: Some(name.clone()),
+        filter_subject: partition_filter(k),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: shared.config.ack_wait,
+        max_deliver: i64::from(shared.config.max_deliver.get()),
+        max_ack_pending: (shared.config.batch_rows.get() * 2) as i64,
+        deliver_policy,
+        description: Some(format!("broker-bridge writer of partition {k}")),
+        ..Default::default()
+    };
+    let consumer = stream.create_consumer(config).await?;
+    metrics::counter!(m::CONSUMERS_CREATED).increment(1);
+    info!(partition = k, consumer = %name, safe_seq = safe, "durable consumer created");
+    Ok(consumer)
+}
+
+/// Pulls and writes batches until `shutdown` (Ok) or a NATS failure (Err: reopen).
+async fn pump(shared: &Shared, k: u32, mut consumer: PullConsumer, shutdown: &CancellationToken) -> Result<(), Error> {
+    let label = k.to_string();
+    let mut safe_seq = 0i64;
+    let mut last_info = Instant::now() - Duration::from_secs(60);
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        // Consumer info: lag gauges, the ack floor for the checkpoint, and a deleted consumer
+        // noticed (an empty pull would not say so).
+        if last_info.elapsed() >= Duration::from_secs(2) {
+            let info = consumer.info().await?;
+            let lag = info.num_pending + info.num_ack_pending as u64;
+            metrics::gauge!(m::LAG_MESSAGES, "partition" => label.clone()).set(lag as f64);
+            if lag == 0 {
+                metrics::gauge!(m::LAG_SECONDS, "partition" => label.clone()).set(0.0);
+            }
+            safe_seq = info.ack_floor.stream_sequence as i64;
+            last_info = Instant::now();
+        }
+        let mut batch = consumer
+            .batch()
+            .max_messages(shared.config.batch_rows.get())
+            .expires(shared.config.batch_wait)
+            .messages()
+            .await?;
+        let mut pulled = Vec::new();
+        while let Some(next) = batch.next().await {
+            match next {
+                Ok(message) => pulled.push(message),
+                Err(error) if pulled.is_empty() => return Err(error.into()),
+                Err(_) => break,
+            }
+        }
+        if pulled.is_empty() {
+            continue;
+        }
+        write_and_ack(shared, k, pulled, safe_seq, shutdown).await?;
+    }
+}
+
+/// One pulled message, decoded or not.
+struct Pulled {
+    message: Message,
+    seq: i64,
+    stored_at: SystemTime,
+    row: Result<MessageRow, String>,
+}
+
+fn decode(k: u32, message: Message) -> Result<Pulled, Error> {
+    let info = message.info()?;
+    let seq = info.stream_sequence as i64;
+    let nanos = info.published.unix_timestamp_nanos();
+    let stored_at = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64);
+    let row = decode_row(k, &message.subject, &message.payload, seq, stored_at);
+    Ok(Pulled { message, seq, stored_at, row })
+}
+
+/// The row a stream record becomes, or why it cannot become one.
+pub fn decode_row(k: u32, subject: &str, payload: &[u8], seq: i64, stored_at: SystemTime) -> Result<MessageRow, String> {
+    let Some((partition, org, channel)) = parse_message_subject(subject) else {
+        return Err(format!("subject {subject:?} is not msg.<partition>.<org>.<channel>"));
+    };
+    if partition != k {
+        return Err(format!("subject {subject:?} is not in partition {k}"));
+    }
+    let stored: StoredMessage =
+        serde_json::from_slice(payload).map_err(|e| format!("payload is not a stored message: {e}"))?;
+    if stored.org != org || stored.channel != channel {
+        return Err(format!(
+            "payload names org {} channel {}, its subject org {org} channel {channel}",
+            stored.org, stored.channel
+        ));
+    }
+    Ok(MessageRow {
+        seq,
+        org,
+        channel,
+        sender: stored.sender,
+        client_msg_id: stored.client_msg_id,
+        body: stored.body,
+        sent_at: messages::time_from_ms(stored.ts),
+        stored_at,
+    })
+}
+
+async fn write_and_ack(
+    shared: &Shared,
+    k: u32,
+    pulled: Vec<Message>,
+    safe_seq: i64,
+    shutdown: &CancellationToken,
+) -> Result<(), Error> {
+    let label = k.to_string();
+    let pulled: Vec<Pulled> = pulled.into_iter().map(|m| decode(k, m)).collect::<Result<_, _>>()?;
+    let rows: Vec<MessageRow> = pulled.iter().filter_map(|p| p.row.as_ref().ok().cloned()).collect();
+    let oldest = pulled.iter().map(|p| p.stored_at).min().unwrap_or_else(SystemTime::now);
+    let last_seq = pulled.iter().map(|p| p.seq).max().unwrap_or(0);
+
+    let mut backoff = Backoff::new(shared.config.max_backoff);
+    let mut last_progress = Instant::now();
+    let mut failures = 0u32;
+    let outcome = loop {
+        let started = Instant::now();
+        match write_batch(shared, k, &rows, last_seq, safe_seq).await {
+            Ok(outcome) => {
+                metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+                if failures > 0 {
+                    info!(partition = k, failures, "batch committed after retries");
+                }
+                break outcome;
+            }
+            Err(fault) => {
+                failures += 1;
+                metrics::counter!(m::WRITE_ERRORS, "kind" => fault.kind).increment(1);
+                if failures == 1 || failures % 20 == 0 {
+                    warn!(partition = k, failures, kind = fault.kind, error = %chain(fault.error.as_ref()), "batch write failed; retrying (messages stay unacked in JetStream)");
+                }
+            }
+        }
+        let age = SystemTime::now().duration_since(oldest).unwrap_or_default();
+        metrics::gauge!(m::LAG_SECONDS, "partition" => label.clone()).set(age.as_secs_f64());
+        if last_progress.elapsed() >= shared.config.ack_wait / 3 {
+            for p in &pulled {
+                let _ = p.message.ack_with(AckKind::Progress).await;
+            }
+            last_progress = Instant::now();
+        }
+        tokio::select! {
+            // Unacked: JetStream redelivers them to whoever owns the partition next.
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(backoff.next()) => {}
+        }
+    };
+    let committed_at = SystemTime::now();
+    metrics::counter!(m::BATCHES).increment(1);
+    metrics::histogram!(m::BATCH_ROWS).record(rows.len() as f64);
+    metrics::counter!(m::ROWS_WRITTEN, "partition" => label.clone()).increment(outcome.inserted);
+    let existing = (rows.len() - outcome.refused.len()) as u64 - outcome.inserted;
+    metrics::counter!(m::ROWS_EXISTING).increment(existing);
+    for p in &pulled {
+        let lag = committed_at.duration_since(p.stored_at).unwrap_or_default();
+        metrics::histogram!(m::STORED_TO_COMMITTED).record(lag.as_secs_f64());
+    }
+    metrics::gauge!(m::LAG_SECONDS, "partition" => label).set(0.0);
+
+    // Dead letters: stored (PubAck) before their originals are acked.
+    for p in &pulled {
+        let reason = match &p.row {
+            Err(why) => Some(("undecodable", why.clone())),
+            Ok(_) => outcome.refused.iter().find(|(seq, _)| *seq == p.seq).map(|(_, why)| ("refused", why.clone())),
+        };
+        if let Some((kind, why)) = reason {
+            let letter = DeadLetter { partition: k, seq: p.seq, subject: &p.message.subject, kind, reason: &why };
+            dead_letter::publish(&shared.jetstream, &letter, p.message.payload.clone(), shutdown).await?;
+        }
+    }
+    for p in &pulled {
+        if let Err(error) = p.message.ack().await {
+            // Redelivered later and skipped as existing: harmless.
+            warn!(partition = k, seq = p.seq, %error, "ack failed");
+        }
+    }
+    Ok(())
+}
+
+/// A committed batch.
+struct Outcome {
+    inserted: u64,
+    /// Rows Postgres refused (constraint or data errors), with the reason.
+    refused: Vec<(i64, String)>,
+}
+
+/// A failed attempt; the batch is retried. `kind` is the metric label.
+struct Fault {
+    kind: &'static str,
+    error: Error,
+}
+
+/// A failed attempt on a connection.
+struct PgFault {
+    kind: &'static str,
+    error: tokio_postgres::Error,
+}
+
+impl From<tokio_postgres::Error> for PgFault {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self { kind: "retryable", error }
+    }
+}
+
+/// How a Postgres error is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The connection is unusable or points at a server that cannot take writes (read-only
+    /// after a switchover, shutting down): drop it from the pool, reconnect.
+    Connection,
+    /// The row itself is refused (data or integrity error): dead-letter that row.
+    Refused,
+    /// Anything else (serialization, locks, resources): retry the same batch.
+    Retry,
+}
+
+/// Classifies a Postgres error (DESIGN §5: drop pooled connections on 25006, 57P0x, 08xxx).
+pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
+    if error.is_closed() {
+        return ErrorClass::Connection;
+    }
+    let Some(code) = error.code() else {
+        // No SQLSTATE: an I/O or protocol failure of the connection itself.
+        return ErrorClass::Connection;
+    };
+    classify_code(code)
+}
+
+/// [`classify`] for a known SQLSTATE.
+pub fn classify_code(code: &SqlState) -> ErrorClass {
+    let text = code.code();
+    if text.starts_with("08") || text.starts_with("57P") || *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+        ErrorClass::Connection
+    } else if text.starts_with("22") || text.starts_with("23") {
+        ErrorClass::Refused
+    } else {
+        ErrorClass::Retry
+    }
+}
+
+async fn write_batch(shared: &Shared, k: u32, rows: &[MessageRow], last_seq: i64, safe_seq: i64) -> Result<Outcome, Fault> {
+    let mut client = shared.pool.get().await.map_err(|e| Fault { kind: "connection", error: Box::new(e) })?;
+    match write_on(shared, &mut client, k, rows, last_seq, safe_seq).await {
+        Ok(outcome) => Ok(outcome),
+        Err(fault) if classify(&fault.error) == ErrorClass::Connection => {
+            // Never reuse it: after a switchover it may point at the old, read-only primary.
+            drop(deadpool_postgres::Object::take(client));
+            Err(Fault { kind: "connection", error: Box::new(fault.error) })
+        }
+        Err(fault) => Err(Fault { kind: fault.kind, error: Box::new(fault.error) }),
+    }
+}
+
+async fn write_on(
+    shared: &Shared,
+    client: &mut deadpool_postgres::Client,
+    k: u32,
+    rows: &[MessageRow],
+    last_seq: i64,
+    safe_seq: i64,
+) -> Result<Outcome, PgFault> {
+    let max_seq = rows.iter().map(|r| r.seq).max().unwrap_or(0);
+    let rows_per_partition = i64::from(shared.config.rows_per_partition.get());
+    if max_seq >= shared.partitions_upper.load(Ordering::Relaxed) - rows_per_partition {
+        let upper = messages::ensure_partitions(client, max_seq, rows_per_partition, shared.config.partitions_ahead.get())
+            .await
+            .map_err(|error| PgFault { kind: "partition", error })?;
+        shared.partitions_upper.fetch_max(upper, Ordering::Relaxed);
+    }
+    let tx = client.transaction().await?;
+    match messages::insert_batch(&tx, rows).await {
+        Ok(inserted) => {
+            messages::checkpoint(&tx, k, last_seq, safe_seq, inserted).await?;
+            tx.commit().await?;
+            Ok(Outcome { inserted, refused: Vec::new() })
+        }
+        Err(error) if classify(&error) == ErrorClass::Refused => {
+            drop(tx);
+            write_row_by_row(client, k, rows, last_seq, safe_seq).await
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Some row of the batch was refused: write each row under its own savepoint, collecting
+/// the refused ones, and commit the rest with the checkpoint.
+async fn write_row_by_row(
+    client: &mut deadpool_postgres::Client,
+    k: u32,
+    rows: &[MessageRow],
+    last_seq: i64,
+    safe_seq: i64,
+) -> Result<Outcome, PgFault> {
+    let mut tx = client.transaction().await?;
+    let mut inserted = 0;
+    let mut refused = Vec::new();
+    for row in rows {
+        let savepoint = tx.savepoint("row").await?;
+        match messages::insert_batch(&savepoint, std::slice::from_ref(row)).await {
+            Ok(n) => {
+                savepoint.commit().await?;
+                inserted += n;
+            }
+            Err(error) if classify(&error) == ErrorClass::Refused => {
+                savepoint.rollback().await?;
+                let why = error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned());
+                refused.push((row.seq, why));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    messages::checkpoint(&tx, k, last_seq, safe_seq, inserted).await?;
+    tx.commit().await?;
+    Ok(Outcome { inserted, refused })
+}
+
+/// Exponential backoff from 100 ms up to a maximum, with jitter.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Self {
+        Self { next: Duration::from_millis(100).min(max), max }
+    }
+
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(100).min(self.max);
+    }
+
+    fn next(&mut self) -> Duration {
+        let current = self.next;
+        self.next = (self.next * 2).min(self.max);
+        current.mul_f64(rand::random_range(0.5..1.0))
+    }
+}
+
+/// An error with its sources, `a: b: c`.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_that_mean_a_new_primary_drop_the_connection() {
+        for code in [
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::CONNECTION_EXCEPTION,
+        ] {
+            assert_eq!(classify_code(&code), ErrorClass::Connection, "{}", code.code());
+        }
+    }
+
+    #[test]
+    fn row_errors_are_refused_and_the_rest_retried() {
+        for code in [SqlState::CHECK_VIOLATION, SqlState::CHARACTER_NOT_IN_REPERTOIRE, SqlState::UNTRANSLATABLE_CHARACTER] {
+            assert_eq!(classify_code(&code), ErrorClass::Refused, "{}", code.code());
+        }
+        for code in [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::LOCK_NOT_AVAILABLE, SqlState::DISK_FULL] {
+            assert_eq!(classify_code(&code), ErrorClass::Retry, "{}", code.code());
+        }
+    }
+
+    #[test]
+    fn records_decode_only_when_subject_and_payload_agree() {
+        let stored = StoredMessage {
+            org: threadspace_protocol::OrgId(5),
+            channel: threadspace_protocol::ChannelId(9),
+            sender: threadspace_protocol::UserId(2),
+            client_msg_id: "c-1".into(),
+            body: "hello".into(),
+            ts: 1_700_000_000_123,
+        };
+        let payload = serde_json::to_vec(&stored).expect("serializes");
+        let k = crate::partition_for(stored.org, 16);
+        let subject = format!("msg.{k}.5.9");
+        let now = SystemTime::now();
+        let row = decode_row(k, &subject, &payload, 42, now).expect("decodes");
+        assert_eq!((row.seq, row.body.as_str(), row.stored_at), (42, "hello", now));
+        assert_eq!(row.sent_at, messages::time_from_ms(1_700_000_000_123));
+        let other = (k + 1) % 16;
+        assert!(decode_row(other, &format!("msg.{other}.5.9"), &payload, 42, now).is_err());
+        assert!(decode_row(k, &format!("msg.{k}.5.10"), &payload, 42, now).unwrap_err().contains("channel"));
+        assert!(decode_row(k, &subject, b"{not json", 42, now).unwrap_err().contains("payload"));
+        assert!(decode_row(k, "msg.x", &payload, 42, now).is_err());
+    }
+}
