@@ -113,6 +113,7 @@ async fn pump(shared: &Shared, k: u32, mut consumer: PullConsumer, shutdown: &Ca
     let label = k.to_string();
     let mut safe_seq = 0i64;
     let mut last_info = Instant::now() - Duration::from_secs(60);
+    let mut idle = false;
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
@@ -129,25 +130,42 @@ async fn pump(shared: &Shared, k: u32, mut consumer: PullConsumer, shutdown: &Ca
             safe_seq = info.ack_floor.stream_sequence as i64;
             last_info = Instant::now();
         }
-        let mut batch = consumer
-            .batch()
-            .max_messages(shared.config.batch_rows.get())
-            .expires(shared.config.batch_wait)
-            .messages()
-            .await?;
+        // Idle: one long pull for the first message, so an idle partition costs one request
+        // per 5 s, not one per batch wait. Then fill the batch for at most the batch wait.
         let mut pulled = Vec::new();
-        while let Some(next) = batch.next().await {
-            match next {
-                Ok(message) => pulled.push(message),
-                Err(error) if pulled.is_empty() => return Err(error.into()),
-                Err(_) => break,
+        if idle {
+            pull(&consumer, 1, IDLE_PULL, &mut pulled).await?;
+            if pulled.is_empty() {
+                continue;
             }
         }
-        if pulled.is_empty() {
+        let room = shared.config.batch_rows.get() - pulled.len();
+        if room > 0 {
+            pull(&consumer, room, shared.config.batch_wait, &mut pulled).await?;
+        }
+        idle = pulled.is_empty();
+        if idle {
             continue;
         }
         write_and_ack(shared, k, pulled, safe_seq, shutdown).await?;
     }
+}
+
+/// How long an idle partition's pull waits for its first message.
+const IDLE_PULL: Duration = Duration::from_secs(5);
+
+/// One pull request for up to `max` messages, waiting at most `expires`.
+async fn pull(consumer: &PullConsumer, max: usize, expires: Duration, into: &mut Vec<Message>) -> Result<(), Error> {
+    let mut batch = consumer.batch().max_messages(max).expires(expires).messages().await?;
+    let before = into.len();
+    while let Some(next) = batch.next().await {
+        match next {
+            Ok(message) => into.push(message),
+            Err(error) if into.len() == before => return Err(error.into()),
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 /// One pulled message, decoded or not.

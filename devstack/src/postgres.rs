@@ -23,6 +23,12 @@ pub struct Postgres {
     /// URL of the ThreadSpace database.
     pub url: String,
     pub data_dir: PathBuf,
+    dir: PathBuf,
+    bindir: PathBuf,
+    as_postgres: Option<(u32, u32)>,
+    lifetime: Lifetime,
+    /// False between `stop` and `restart`.
+    running: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,25 +97,20 @@ impl Postgres {
             }
         };
 
-        let mut server = command(&bindir.join("postgres"), as_postgres);
-        server.arg("-D").arg(&data_dir);
-        for setting in [
-            "listen_addresses=127.0.0.1".to_owned(),
-            format!("port={port}"),
-            "unix_socket_directories=".to_owned(),
-            "fsync=on".to_owned(),
-            "full_page_writes=on".to_owned(),
-            "synchronous_commit=on".to_owned(),
-            "max_connections=300".to_owned(),
-            "shared_buffers=128MB".to_owned(),
-            "log_min_messages=warning".to_owned(),
-        ] {
-            server.arg("-c").arg(setting);
-        }
-        let process = ManagedProcess::spawn("postgres", server, &dir.join("postgres.log"), lifetime)?;
+        let process = spawn_server(&bindir, &data_dir, port, as_postgres, &dir.join("postgres.log"), lifetime)?;
         let admin_url = format!("postgres://{USER}:{password}@127.0.0.1:{port}/postgres");
         let url = format!("postgres://{USER}:{password}@127.0.0.1:{port}/{DATABASE}");
-        let pg = Self { process, port, url, data_dir };
+        let pg = Self {
+            process,
+            port,
+            url,
+            data_dir,
+            dir: dir.to_owned(),
+            bindir,
+            as_postgres,
+            lifetime,
+            running: true,
+        };
         let admin = wait_for(Duration::from_secs(30), || threadspace_store::connect(&admin_url))
             .await
             .map_err(|_| PostgresError::NotReady { port, log: pg.process.log_tail(20) })?;
@@ -126,6 +127,63 @@ impl Postgres {
         }
         Ok(pg)
     }
+}
+
+impl Postgres {
+    /// Fast shutdown (SIGINT: open transactions roll back, clients are disconnected); waits
+    /// up to 30 s for the server to exit, then kills it.
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        self.process.signal(nix::sys::signal::Signal::SIGINT);
+        if self.process.wait_timeout(Duration::from_secs(30)).is_none() {
+            self.process.kill();
+        }
+        self.running = false;
+    }
+
+    /// Starts the server again on the same port and data directory (after `stop`) and waits
+    /// until it accepts connections.
+    pub async fn restart(&mut self) -> Result<(), PostgresError> {
+        if self.running {
+            return Ok(());
+        }
+        let log = self.dir.join("postgres.log");
+        self.process = spawn_server(&self.bindir, &self.data_dir, self.port, self.as_postgres, &log, self.lifetime)?;
+        self.running = true;
+        let url = self.url.clone();
+        wait_for(Duration::from_secs(30), || threadspace_store::connect(&url))
+            .await
+            .map_err(|_| PostgresError::NotReady { port: self.port, log: self.process.log_tail(20) })?;
+        Ok(())
+    }
+}
+
+fn spawn_server(
+    bindir: &Path,
+    data_dir: &Path,
+    port: u16,
+    as_postgres: Option<(u32, u32)>,
+    log: &Path,
+    lifetime: Lifetime,
+) -> Result<ManagedProcess, PostgresError> {
+    let mut server = command(&bindir.join("postgres"), as_postgres);
+    server.arg("-D").arg(data_dir);
+    for setting in [
+        "listen_addresses=127.0.0.1".to_owned(),
+        format!("port={port}"),
+        "unix_socket_directories=".to_owned(),
+        "fsync=on".to_owned(),
+        "full_page_writes=on".to_owned(),
+        "synchronous_commit=on".to_owned(),
+        "max_connections=300".to_owned(),
+        "shared_buffers=128MB".to_owned(),
+        "log_min_messages=warning".to_owned(),
+    ] {
+        server.arg("-c").arg(setting);
+    }
+    Ok(ManagedProcess::spawn("postgres", server, log, lifetime)?)
 }
 
 fn initdb(

@@ -32,6 +32,10 @@ pub struct StackOptions {
     /// First gateway port; gateway i listens on `first + i`.
     pub gateway_port: Option<u16>,
     pub partitions: u32,
+    /// broker-bridge processes (they share the partitions).
+    pub bridges: usize,
+    /// Extra flags passed to every bridge.
+    pub bridge_args: Vec<String>,
 }
 
 impl StackOptions {
@@ -46,7 +50,36 @@ impl StackOptions {
             postgres_port: None,
             gateway_port: None,
             partitions: 16,
+            bridges: 0,
+            bridge_args: Vec::new(),
         }
+    }
+
+    /// [`StackOptions::for_tests`] plus one broker-bridge with `bridge_args`.
+    pub fn with_bridge(gateways: usize, bridge_args: &[&str]) -> Self {
+        Self {
+            bridges: 1,
+            bridge_args: bridge_args.iter().map(|s| s.to_string()).collect(),
+            ..Self::for_tests(gateways)
+        }
+    }
+}
+
+/// A broker-bridge of the stack.
+#[derive(Debug)]
+pub struct BridgeHandle {
+    pub index: usize,
+    /// Port of its /metrics, /healthz, /readyz endpoint.
+    pub port: u16,
+    /// `None` while stopped.
+    pub process: Option<ManagedProcess>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl BridgeHandle {
+    pub fn log_tail(&self, n: usize) -> String {
+        crate::process::tail(&self.log, n)
     }
 }
 
@@ -95,6 +128,8 @@ pub enum StackError {
     Spawn(#[from] crate::process::SpawnError),
     #[error("gateway {index} did not become ready on port {port}; log tail:\n{log}")]
     GatewayNotReady { index: usize, port: u16, log: String },
+    #[error("bridge {index} did not become ready on port {port}; log tail:\n{log}")]
+    BridgeNotReady { index: usize, port: u16, log: String },
     #[error(transparent)]
     Seed(#[from] threadspace_store::seed::SeedError),
 }
@@ -104,6 +139,7 @@ pub enum StackError {
 #[derive(Debug)]
 pub struct Stack {
     pub gateways: Vec<GatewayHandle>,
+    pub bridges: Vec<BridgeHandle>,
     pub nats: NatsServer,
     pub postgres: Postgres,
     pub keys: Keys,
@@ -120,6 +156,8 @@ pub struct StackState {
     pub nats: ProcessState,
     pub postgres: ProcessState,
     pub gateways: Vec<ProcessState>,
+    #[serde(default)]
+    pub bridges: Vec<ProcessState>,
 }
 
 /// One detached process.
@@ -159,6 +197,7 @@ impl Stack {
         let keys = Keys::load_or_create(&dir.join("keys"))?;
         let mut stack = Self {
             gateways: Vec::new(),
+            bridges: Vec::new(),
             nats,
             postgres,
             keys,
@@ -176,7 +215,79 @@ impl Stack {
             stack.gateways.push(handle);
             stack.start_gateway(index).await?;
         }
+        for index in 0..options.bridges {
+            let port = free_port().map_err(StackError::Port)?;
+            let handle = stack.bridge_handle(index, port, &options.bridge_args);
+            stack.bridges.push(handle);
+            stack.start_bridge(index).await?;
+        }
         Ok(stack)
+    }
+
+    fn bridge_handle(&self, index: usize, port: u16, extra: &[String]) -> BridgeHandle {
+        let mut args: Vec<String> = [
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--nats-url",
+            &self.nats.url,
+            "--postgres-url",
+            &self.postgres.url,
+            "--partitions",
+            &self.options.partitions.to_string(),
+            "--processes",
+            &self.options.bridges.to_string(),
+            "--process-index",
+            &index.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().cloned());
+        BridgeHandle { index, port, process: None, args, log: self.dir.join(format!("bridge-{}.log", index + 1)) }
+    }
+
+    /// Starts (or restarts) bridge `index` and waits for its `/readyz`.
+    pub async fn start_bridge(&mut self, index: usize) -> Result<(), StackError> {
+        let lifetime = self.options.lifetime;
+        let handle = &mut self.bridges[index];
+        let mut command = Command::new(tools::threadspace_bindir().join("threadspace-bridge"));
+        command.args(&handle.args);
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "info");
+        }
+        let process = ManagedProcess::spawn(&format!("bridge-{}", index + 1), command, &handle.log, lifetime)?;
+        handle.process = Some(process);
+        let port = handle.port;
+        let ready = wait_for(Duration::from_secs(30), || async move {
+            http_status(port, "/readyz").await.filter(|s| *s == 200).ok_or(())
+        })
+        .await;
+        if ready.is_err() {
+            let handle = &mut self.bridges[index];
+            if let Some(mut process) = handle.process.take() {
+                process.kill();
+            }
+            return Err(StackError::BridgeNotReady { index, port, log: handle.log_tail(30) });
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs bridge `index`.
+    pub fn kill_bridge(&mut self, index: usize) {
+        if let Some(mut process) = self.bridges[index].process.take() {
+            process.kill();
+        }
+    }
+
+    /// SIGTERMs bridge `index` and waits up to `grace` for it to exit; its exit status.
+    pub fn terminate_bridge(&mut self, index: usize, grace: Duration) -> Option<ExitStatus> {
+        let mut process = self.bridges[index].process.take()?;
+        process.signal(Signal::SIGTERM);
+        let status = process.wait_timeout(grace);
+        if status.is_none() {
+            process.kill();
+        }
+        status
     }
 
     fn gateway_handle(&self, index: usize, port: u16, extra: &[String]) -> GatewayHandle {
@@ -286,8 +397,17 @@ impl Stack {
                 ProcessState { pid: g.process.map(|p| p.detach()).unwrap_or(0), port: g.port, url }
             })
             .collect();
+        let bridges = std::mem::take(&mut self.bridges)
+            .into_iter()
+            .map(|b| ProcessState {
+                pid: b.process.map(|p| p.detach()).unwrap_or(0),
+                port: b.port,
+                url: format!("http://127.0.0.1:{}/metrics", b.port),
+            })
+            .collect();
         let Self { nats, postgres, dir, .. } = self;
         StackState {
+            bridges,
             dir,
             nats: ProcessState { pid: nats.process.detach(), port: nats.port, url: nats.url },
             postgres: ProcessState { pid: postgres.process.detach(), port: postgres.port, url: postgres.url },

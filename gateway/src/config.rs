@@ -33,6 +33,14 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_GATEWAY_POSTGRES_POOL", default_value = "16")]
     pub postgres_pool: NonZeroUsize,
 
+    /// Postgres connections for history pages and search (separate from the directory's).
+    #[arg(long, env = "THREADSPACE_GATEWAY_HISTORY_POOL", default_value = "8")]
+    pub history_pool: NonZeroUsize,
+
+    /// A history or search query running longer than this is cancelled (503 to the client).
+    #[arg(long, env = "THREADSPACE_GATEWAY_HISTORY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub history_timeout: Duration,
+
     /// JWKS file with the Ed25519 public keys that sign access tokens (re-read when it changes).
     #[arg(long, env = "THREADSPACE_GATEWAY_JWKS")]
     pub jwks: PathBuf,
@@ -180,6 +188,7 @@ impl Config {
             self.header_read_timeout,
             self.write_timeout,
             self.publish_timeout,
+            self.history_timeout,
         ] {
             if duration.is_zero() {
                 return Err(ConfigError("timeouts and intervals must be greater than zero".into()));

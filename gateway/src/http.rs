@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use threadspace_protocol::{ChannelId, UserId};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::membership;
+use crate::{history, membership};
 use crate::state::State;
 
 pub type Body = Full<Bytes>;
@@ -25,6 +25,8 @@ enum Route {
     Ready,
     Metrics,
     ChannelMember,
+    ChannelMessages,
+    Search,
 }
 
 fn router() -> matchit::Router<Route> {
@@ -35,6 +37,8 @@ fn router() -> matchit::Router<Route> {
         ("/readyz", Route::Ready),
         ("/metrics", Route::Metrics),
         ("/v1/channels/{channel}/members/{user}", Route::ChannelMember),
+        ("/v1/channels/{channel}/messages", Route::ChannelMessages),
+        ("/v1/search", Route::Search),
     ] {
         router.insert(path, route).expect("static routes do not conflict");
     }
@@ -97,6 +101,17 @@ pub async fn handle(
                 Err(message) => error(StatusCode::BAD_REQUEST, "invalid_parameter", &message),
             }
         }
+        (Route::ChannelMessages, Method::GET) => match parse_id(&params, "channel") {
+            Ok(channel) => {
+                let token = bearer(&request);
+                history::messages(&state, token.as_deref(), ChannelId(channel), request.uri().query()).await
+            }
+            Err(message) => error(StatusCode::BAD_REQUEST, "invalid_parameter", &message),
+        },
+        (Route::Search, Method::GET) => {
+            let token = bearer(&request);
+            history::search(&state, token.as_deref(), request.uri().query()).await
+        }
         (_, method) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -108,14 +123,16 @@ pub async fn handle(
 
 /// The path's ids, or a message naming the bad parameter.
 fn parse_ids(params: &[(String, String)]) -> Result<(ChannelId, UserId), String> {
-    let get = |name: &str| -> Result<i64, String> {
-        let raw = params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("");
-        match raw.parse::<i64>() {
-            Ok(id) if id > 0 => Ok(id),
-            _ => Err(format!("path parameter `{name}` must be a positive integer, got {raw:?}")),
-        }
-    };
-    Ok((ChannelId(get("channel")?), UserId(get("user")?)))
+    Ok((ChannelId(parse_id(params, "channel")?), UserId(parse_id(params, "user")?)))
+}
+
+/// A positive integer path parameter, or a message naming it.
+fn parse_id(params: &[(String, String)], name: &str) -> Result<i64, String> {
+    let raw = params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("");
+    match raw.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(format!("path parameter `{name}` must be a positive integer, got {raw:?}")),
+    }
 }
 
 fn bearer(request: &Request<Incoming>) -> Option<String> {

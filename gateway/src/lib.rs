@@ -9,6 +9,7 @@
 pub mod config;
 pub mod conn;
 pub mod fanout;
+pub mod history;
 pub mod frame_reader;
 pub mod http;
 pub mod hub;
@@ -85,7 +86,14 @@ pub async fn run(
             send_burst: config.send_burst.get(),
         },
     );
-    let state = State::new(StateParts { config, hub, nats, directory: Directory::new(pool), metrics, keys });
+    let history = threadspace_store::pool_with_timeout(
+        &config.postgres_url,
+        config.history_pool.get(),
+        Duration::from_secs(2),
+        Some(config.history_timeout),
+    )?;
+    let state =
+        State::new(StateParts { config, hub, nats, directory: Directory::new(pool), history, metrics, keys });
     info!(gateway_id = %state.gateway_id, head_seq, "gateway started");
 
     let background = CancellationToken::new();

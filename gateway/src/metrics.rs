@@ -23,11 +23,14 @@ pub const REPLAYED_MESSAGES: &str = "threadspace_gateway_replayed_messages_total
 /// Label `result`: `ok`, `rejected`.
 pub const AUTH: &str = "threadspace_gateway_auth_total";
 pub const MEMBERSHIP_EVENTS: &str = "threadspace_gateway_membership_events_total";
+/// Label `kind`: `page` or `search`.
+pub const HISTORY_DURATION: &str = "threadspace_gateway_history_duration_seconds";
 pub const READY: &str = "threadspace_gateway_ready";
 
 /// Registers descriptions so `/metrics` documents itself.
 pub fn describe() {
     describe_gauge!(CONNECTIONS, "Open client WebSocket connections");
+    describe_histogram!(HISTORY_DURATION, Unit::Seconds, "Postgres time of a history page or search");
     describe_counter!(CONNECTIONS_ACCEPTED, "WebSocket connections upgraded");
     describe_counter!(CONNECTIONS_REFUSED, "TCP connections refused at the connection limit");
     describe_counter!(CONNECTIONS_CLOSED, "WebSocket connections closed, by reason");

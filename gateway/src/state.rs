@@ -23,6 +23,8 @@ pub struct State {
     pub nats: async_nats::Client,
     pub jetstream: async_nats::jetstream::Context,
     pub directory: Directory,
+    /// Pool for history pages and search.
+    pub history: threadspace_store::Pool,
     pub metrics: Option<PrometheusHandle>,
     /// Parent of every connection's cancellation token.
     pub connections: CancellationToken,
@@ -48,6 +50,7 @@ pub struct StateParts {
     pub hub: Hub,
     pub nats: async_nats::Client,
     pub directory: Directory,
+    pub history: threadspace_store::Pool,
     pub metrics: Option<PrometheusHandle>,
     pub keys: KeySet,
 }
@@ -64,6 +67,7 @@ impl State {
             nats: parts.nats,
             jetstream,
             directory: parts.directory,
+            history: parts.history,
             metrics: parts.metrics,
             connections: CancellationToken::new(),
             tracker: TaskTracker::new(),

@@ -357,9 +357,13 @@ pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
         }
         _ => ClientFrame::Ping { reference: reference.clone() },
     };
-    if let ClientFrame::Send { client_msg_id, channel, .. } = &frame {
+    if let ClientFrame::Send { client_msg_id, channel, body, .. } = &frame {
         if channel.0 <= 0 {
             return Err(fail(ErrorCode::InvalidField, "field `channel` must be positive".into()));
+        }
+        // Postgres text cannot hold U+0000: such a message could be acked but never archived.
+        if body.contains('\0') {
+            return Err(fail(ErrorCode::InvalidField, "field `body` must not contain U+0000 (NUL)".into()));
         }
         if !valid_client_msg_id(client_msg_id) {
             return Err(fail(
@@ -513,7 +517,7 @@ mod tests {
             reference in "[a-z0-9]{1,64}",
             channel in 1i64..i64::MAX,
             id in "[A-Za-z0-9_-]{1,64}",
-            body in any::<String>(),
+            body in "[^\\x00]*",
         ) {
             let frame = ClientFrame::Send {
                 reference, channel: ChannelId(channel), client_msg_id: id, body,
@@ -530,5 +534,14 @@ mod tests {
             let decoded: ServerFrame = serde_json::from_slice(&frame.encode()).expect("decodes");
             prop_assert_eq!(decoded, frame);
         }
+    }
+
+    #[test]
+    fn a_body_with_nul_is_refused_naming_the_field() {
+        let error = decode_client_frame(br#"{"op":"send","ref":"r","channel":1,"client_msg_id":"a","body":"x\u0000y"}"#)
+            .expect_err("NUL refused");
+        assert_eq!(error.code, ErrorCode::InvalidField);
+        assert_eq!(error.reference.as_deref(), Some("r"));
+        assert!(error.message.contains("`body`"), "{}", error.message);
     }
 }

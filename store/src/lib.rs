@@ -48,9 +48,23 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {
 /// Builds a connection pool of at most `max_size` connections, opened lazily. A caller waits
 /// at most `wait` for a free connection.
 pub fn pool_with_wait(url: &str, max_size: usize, wait: Duration) -> Result<Pool, StoreError> {
+    pool_with_timeout(url, max_size, wait, None)
+}
+
+/// [`pool_with_wait`] whose connections cancel any statement running longer than
+/// `statement_timeout` (for user-facing reads).
+pub fn pool_with_timeout(
+    url: &str,
+    max_size: usize,
+    wait: Duration,
+    statement_timeout: Option<Duration>,
+) -> Result<Pool, StoreError> {
     let mut config: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
     config.connect_timeout(Duration::from_secs(5));
     config.application_name("threadspace");
+    if let Some(timeout) = statement_timeout {
+        config.options(format!("-c statement_timeout={}", timeout.as_millis().max(1)));
+    }
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tokio_postgres::NoTls,

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
 use threadspace_devstack::keys::Keys;
 use threadspace_devstack::process::alive;
-use threadspace_devstack::stack::{http_status, read_state, StackState};
+use threadspace_devstack::stack::{http_request, http_status, read_state, StackState};
 use threadspace_devstack::{Lifetime, Stack, StackOptions};
 use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{ClientFrame, ServerFrame};
@@ -196,7 +196,7 @@ async fn up(
     let nonzero = |p: u16| (p != 0).then_some(p);
     let started = Instant::now();
     println!(
-        "Starting nats-server (JetStream, sync_interval: always), PostgreSQL and {gateways} gateway(s)…"
+        "Starting nats-server (JetStream, sync_interval: always), PostgreSQL, {gateways} gateway(s) and the broker-bridge…"
     );
     let stack = Stack::start(StackOptions {
         gateways,
@@ -207,6 +207,8 @@ async fn up(
         postgres_port: nonzero(postgres_port),
         gateway_port: nonzero(gateway_port),
         partitions: 16,
+        bridges: 1,
+        bridge_args: Vec::new(),
     })
     .await
     .context("cannot start the local stack (logs are in the data directory)")?;
@@ -257,6 +259,9 @@ fn print_endpoints(state: &StackState) {
             g.pid
         );
     }
+    for b in &state.bridges {
+        println!("  bridge      JetStream → Postgres   metrics {}   (pid {})", b.url, b.pid);
+    }
 }
 
 fn redact(url: &str) -> String {
@@ -274,13 +279,17 @@ fn down(dir: &Path) -> anyhow::Result<()> {
         println!("no local stack recorded in {}", dir.display());
         return Ok(());
     };
-    // Gateways first (they drain clients), then NATS, then PostgreSQL (fast shutdown).
+    // Gateways first (they drain clients), then bridges, NATS, PostgreSQL (fast shutdown).
     let mut order: Vec<(String, u32, Signal)> = state
         .gateways
         .iter()
         .enumerate()
         .map(|(i, g)| (format!("gateway {}", i + 1), g.pid, Signal::SIGTERM))
         .collect();
+    // Bridges next: they finish their in-flight batch.
+    for (i, b) in state.bridges.iter().enumerate() {
+        order.push((format!("bridge {}", i + 1), b.pid, Signal::SIGTERM));
+    }
     order.push(("nats-server".into(), state.nats.pid, Signal::SIGTERM));
     order.push(("postgres".into(), state.postgres.pid, Signal::SIGINT));
     for (name, pid, signal) in order {
@@ -318,6 +327,14 @@ async fn status(dir: &Path) -> anyhow::Result<()> {
             None => "unreachable",
         };
         println!("gateway {}    {}  {}  {ready}", i + 1, word(alive(g.pid)), g.url);
+    }
+    for (i, b) in state.bridges.iter().enumerate() {
+        let ready = match http_status(b.port, "/readyz").await {
+            Some(200) => "ready",
+            Some(_) => "not ready",
+            None => "unreachable",
+        };
+        println!("bridge {}     {}  {}  {ready}", i + 1, word(alive(b.pid)), b.url);
     }
     Ok(())
 }
@@ -382,6 +399,24 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
                     "Demo: alice on {} said {:?} in #general; JetStream stored it as seq {}; bob on {} received it {} ms after the send.",
                     state.gateways[0].url, m.body, m.seq, bob_gateway.url, sent.elapsed().as_millis()
                 );
+                if !state.bridges.is_empty() {
+                    let token = keys.token(bob, Duration::from_secs(300));
+                    let path = format!("/v1/channels/{general}/messages?after={}&limit=1", m.seq - 1);
+                    let deadline = Instant::now() + wait;
+                    while Instant::now() < deadline {
+                        let page = http_request(bob_gateway.port, "GET", &path, Some(&token)).await;
+                        if page.is_some_and(|(status, body)| status == 200 && body.contains(&id)) {
+                            println!(
+                                "      The broker-bridge archived it in Postgres within {} ms: GET {}{path} returns it.",
+                                sent.elapsed().as_millis(),
+                                bob_gateway.url.replace("ws://", "http://").trim_end_matches("/v1/ws")
+                            );
+                            return Ok(());
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    bail!("demo: the message did not reach Postgres history within {wait:?}");
+                }
                 return Ok(());
             }
             Incoming::Frame(_) => {}
