@@ -93,7 +93,9 @@ impl Config {
             )));
         }
         if self.processes.get() > self.partitions.get() {
-            return Err(ConfigError("--processes must not exceed --partitions (a process would own nothing)".into()));
+            return Err(ConfigError(
+                "--processes must not exceed --partitions (a process would own nothing)".into(),
+            ));
         }
         if self.batch_rows.get() > 10_000 {
             return Err(ConfigError("--batch-rows must be at most 10000".into()));
@@ -105,7 +107,9 @@ impl Config {
             return Err(ConfigError("--ack-wait must be at least 1s".into()));
         }
         if self.max_backoff.is_zero() || self.max_backoff >= self.ack_wait {
-            return Err(ConfigError("--max-backoff must be greater than zero and shorter than --ack-wait".into()));
+            return Err(ConfigError(
+                "--max-backoff must be greater than zero and shorter than --ack-wait".into(),
+            ));
         }
         if self.max_deliver.get() < 2 {
             return Err(ConfigError("--max-deliver must be at least 2 (a crash must be survivable)".into()));

@@ -68,7 +68,8 @@ pub async fn publish(
     headers.insert(SUBJECT_HEADER, letter.subject);
     headers.insert(KIND_HEADER, letter.kind);
     // Header values are one line.
-    let reason: String = letter.reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(500).collect();
+    let reason: String =
+        letter.reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(500).collect();
     headers.insert(REASON_HEADER, reason.as_str());
     let subject = format!("dlq.msg.{}", letter.partition);
     let mut attempt = 0u32;

@@ -34,7 +34,11 @@ pub fn describe() {
     describe_counter!(BATCHES, "Batches committed");
     describe_histogram!(BATCH_ROWS, "Rows per committed batch");
     describe_histogram!(COMMIT_DURATION, Unit::Seconds, "Insert, checkpoint and commit of one batch");
-    describe_histogram!(STORED_TO_COMMITTED, Unit::Seconds, "JetStream stored time to Postgres commit, per row");
+    describe_histogram!(
+        STORED_TO_COMMITTED,
+        Unit::Seconds,
+        "JetStream stored time to Postgres commit, per row"
+    );
     describe_gauge!(LAG_MESSAGES, "Messages of the partition not yet acked by the bridge");
     describe_gauge!(LAG_SECONDS, Unit::Seconds, "Age of the partition's oldest uncommitted message");
     describe_counter!(WRITE_ERRORS, "Failed batch writes (retried), by kind");

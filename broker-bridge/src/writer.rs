@@ -79,7 +79,7 @@ async fn open_consumer(shared: &Shared, k: u32) -> Result<PullConsumer, Error> {
     let stream = shared.jetstream.get_stream(MESSAGES_STREAM).await?;
     let name = consumer_name(k);
     match stream.consumer_info(&name).await {
-        Ok(_) => return Ok(stream.get_consumer(&name).await?),
+        Ok(_) => return stream.get_consumer(&name).await,
         Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound => {}
         Err(error) => return Err(error.into()),
     }
@@ -109,7 +109,12 @@ async fn open_consumer(shared: &Shared, k: u32) -> Result<PullConsumer, Error> {
 }
 
 /// Pulls and writes batches until `shutdown` (Ok) or a NATS failure (Err: reopen).
-async fn pump(shared: &Shared, k: u32, mut consumer: PullConsumer, shutdown: &CancellationToken) -> Result<(), Error> {
+async fn pump(
+    shared: &Shared,
+    k: u32,
+    mut consumer: PullConsumer,
+    shutdown: &CancellationToken,
+) -> Result<(), Error> {
     let label = k.to_string();
     let mut safe_seq = 0i64;
     let mut last_info = Instant::now() - Duration::from_secs(60);
@@ -155,13 +160,18 @@ async fn pump(shared: &Shared, k: u32, mut consumer: PullConsumer, shutdown: &Ca
 const IDLE_PULL: Duration = Duration::from_secs(5);
 
 /// One pull request for up to `max` messages, waiting at most `expires`.
-async fn pull(consumer: &PullConsumer, max: usize, expires: Duration, into: &mut Vec<Message>) -> Result<(), Error> {
+async fn pull(
+    consumer: &PullConsumer,
+    max: usize,
+    expires: Duration,
+    into: &mut Vec<Message>,
+) -> Result<(), Error> {
     let mut batch = consumer.batch().max_messages(max).expires(expires).messages().await?;
     let before = into.len();
     while let Some(next) = batch.next().await {
         match next {
             Ok(message) => into.push(message),
-            Err(error) if into.len() == before => return Err(error.into()),
+            Err(error) if into.len() == before => return Err(error),
             Err(_) => break,
         }
     }
@@ -186,7 +196,13 @@ fn decode(k: u32, message: Message) -> Result<Pulled, Error> {
 }
 
 /// The row a stream record becomes, or why it cannot become one.
-pub fn decode_row(k: u32, subject: &str, payload: &[u8], seq: i64, stored_at: SystemTime) -> Result<MessageRow, String> {
+pub fn decode_row(
+    k: u32,
+    subject: &str,
+    payload: &[u8],
+    seq: i64,
+    stored_at: SystemTime,
+) -> Result<MessageRow, String> {
     let Some((partition, org, channel)) = parse_message_subject(subject) else {
         return Err(format!("subject {subject:?} is not msg.<partition>.<org>.<channel>"));
     };
@@ -242,7 +258,7 @@ async fn write_and_ack(
             Err(fault) => {
                 failures += 1;
                 metrics::counter!(m::WRITE_ERRORS, "kind" => fault.kind).increment(1);
-                if failures == 1 || failures % 20 == 0 {
+                if failures == 1 || failures.is_multiple_of(20) {
                     warn!(partition = k, failures, kind = fault.kind, error = %chain(fault.error.as_ref()), "batch write failed; retrying (messages stay unacked in JetStream)");
                 }
             }
@@ -277,10 +293,13 @@ async fn write_and_ack(
     for p in &pulled {
         let reason = match &p.row {
             Err(why) => Some(("undecodable", why.clone())),
-            Ok(_) => outcome.refused.iter().find(|(seq, _)| *seq == p.seq).map(|(_, why)| ("refused", why.clone())),
+            Ok(_) => {
+                outcome.refused.iter().find(|(seq, _)| *seq == p.seq).map(|(_, why)| ("refused", why.clone()))
+            }
         };
         if let Some((kind, why)) = reason {
-            let letter = DeadLetter { partition: k, seq: p.seq, subject: &p.message.subject, kind, reason: &why };
+            let letter =
+                DeadLetter { partition: k, seq: p.seq, subject: &p.message.subject, kind, reason: &why };
             dead_letter::publish(&shared.jetstream, &letter, p.message.payload.clone(), shutdown).await?;
         }
     }
@@ -354,7 +373,13 @@ pub fn classify_code(code: &SqlState) -> ErrorClass {
     }
 }
 
-async fn write_batch(shared: &Shared, k: u32, rows: &[MessageRow], last_seq: i64, safe_seq: i64) -> Result<Outcome, Fault> {
+async fn write_batch(
+    shared: &Shared,
+    k: u32,
+    rows: &[MessageRow],
+    last_seq: i64,
+    safe_seq: i64,
+) -> Result<Outcome, Fault> {
     let mut client = shared.pool.get().await.map_err(|e| Fault { kind: "connection", error: Box::new(e) })?;
     match write_on(shared, &mut client, k, rows, last_seq, safe_seq).await {
         Ok(outcome) => Ok(outcome),
@@ -378,9 +403,14 @@ async fn write_on(
     let max_seq = rows.iter().map(|r| r.seq).max().unwrap_or(0);
     let rows_per_partition = i64::from(shared.config.rows_per_partition.get());
     if max_seq >= shared.partitions_upper.load(Ordering::Relaxed) - rows_per_partition {
-        let upper = messages::ensure_partitions(client, max_seq, rows_per_partition, shared.config.partitions_ahead.get())
-            .await
-            .map_err(|error| PgFault { kind: "partition", error })?;
+        let upper = messages::ensure_partitions(
+            client,
+            max_seq,
+            rows_per_partition,
+            shared.config.partitions_ahead.get(),
+        )
+        .await
+        .map_err(|error| PgFault { kind: "partition", error })?;
         shared.partitions_upper.fetch_max(upper, Ordering::Relaxed);
     }
     let tx = client.transaction().await?;
@@ -484,7 +514,11 @@ mod tests {
 
     #[test]
     fn row_errors_are_refused_and_the_rest_retried() {
-        for code in [SqlState::CHECK_VIOLATION, SqlState::CHARACTER_NOT_IN_REPERTOIRE, SqlState::UNTRANSLATABLE_CHARACTER] {
+        for code in [
+            SqlState::CHECK_VIOLATION,
+            SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+            SqlState::UNTRANSLATABLE_CHARACTER,
+        ] {
             assert_eq!(classify_code(&code), ErrorClass::Refused, "{}", code.code());
         }
         for code in [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::LOCK_NOT_AVAILABLE, SqlState::DISK_FULL] {
@@ -511,8 +545,10 @@ mod tests {
         assert_eq!(row.sent_at, messages::time_from_ms(1_700_000_000_123));
         let other = (k + 1) % 16;
         assert!(decode_row(other, &format!("msg.{other}.5.9"), &payload, 42, now).is_err());
-        assert!(decode_row(k, &format!("msg.{k}.5.10"), &payload, 42, now).unwrap_err().contains("channel"));
-        assert!(decode_row(k, &subject, b"{not json", 42, now).unwrap_err().contains("payload"));
+        assert!(decode_row(k, &format!("msg.{k}.5.10"), &payload, 42, now)
+            .expect_err("wrong channel")
+            .contains("channel"));
+        assert!(decode_row(k, &subject, b"{not json", 42, now).expect_err("bad json").contains("payload"));
         assert!(decode_row(k, "msg.x", &payload, 42, now).is_err());
     }
 }

@@ -97,7 +97,8 @@ impl Postgres {
             }
         };
 
-        let process = spawn_server(&bindir, &data_dir, port, as_postgres, &dir.join("postgres.log"), lifetime)?;
+        let process =
+            spawn_server(&bindir, &data_dir, port, as_postgres, &dir.join("postgres.log"), lifetime)?;
         let admin_url = format!("postgres://{USER}:{password}@127.0.0.1:{port}/postgres");
         let url = format!("postgres://{USER}:{password}@127.0.0.1:{port}/{DATABASE}");
         let pg = Self {
@@ -150,7 +151,8 @@ impl Postgres {
             return Ok(());
         }
         let log = self.dir.join("postgres.log");
-        self.process = spawn_server(&self.bindir, &self.data_dir, self.port, self.as_postgres, &log, self.lifetime)?;
+        self.process =
+            spawn_server(&self.bindir, &self.data_dir, self.port, self.as_postgres, &log, self.lifetime)?;
         self.running = true;
         let url = self.url.clone();
         wait_for(Duration::from_secs(30), || threadspace_store::connect(&url))

@@ -243,7 +243,13 @@ impl Stack {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().cloned());
-        BridgeHandle { index, port, process: None, args, log: self.dir.join(format!("bridge-{}.log", index + 1)) }
+        BridgeHandle {
+            index,
+            port,
+            process: None,
+            args,
+            log: self.dir.join(format!("bridge-{}.log", index + 1)),
+        }
     }
 
     /// Starts (or restarts) bridge `index` and waits for its `/readyz`.
@@ -255,7 +261,8 @@ impl Stack {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }
-        let process = ManagedProcess::spawn(&format!("bridge-{}", index + 1), command, &handle.log, lifetime)?;
+        let process =
+            ManagedProcess::spawn(&format!("bridge-{}", index + 1), command, &handle.log, lifetime)?;
         handle.process = Some(process);
         let port = handle.port;
         let ready = wait_for(Duration::from_secs(30), || async move {

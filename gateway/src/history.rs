@@ -37,14 +37,14 @@ fn unavailable(what: &str, e: &(dyn std::error::Error + 'static)) -> Response<Bo
 }
 
 /// Parses a query string into parameters, refusing unknown and repeated ones.
-fn params(query: Option<&str>, allowed: &[&str]) -> Result<HashMap<String, String>, Response<Body>> {
+fn params(query: Option<&str>, allowed: &[&str]) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
     for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if !allowed.contains(&key.as_ref()) {
-            return Err(bad(format!("unknown query parameter `{key}` (allowed: {})", allowed.join(", "))));
+            return Err(format!("unknown query parameter `{key}` (allowed: {})", allowed.join(", ")));
         }
         if out.insert(key.to_string(), value.into_owned()).is_some() {
-            return Err(bad(format!("query parameter `{key}` is given twice")));
+            return Err(format!("query parameter `{key}` is given twice"));
         }
     }
     Ok(out)
@@ -55,38 +55,60 @@ fn int_param(
     params: &HashMap<String, String>,
     name: &str,
     range: std::ops::RangeInclusive<i64>,
-) -> Result<Option<i64>, Response<Body>> {
+) -> Result<Option<i64>, String> {
     let Some(raw) = params.get(name) else { return Ok(None) };
     match raw.parse::<i64>() {
         Ok(v) if range.contains(&v) => Ok(Some(v)),
-        _ => Err(bad(format!(
+        _ => Err(format!(
             "query parameter `{name}` must be an integer from {} to {}, got {raw:?}",
             range.start(),
             range.end()
-        ))),
+        )),
+    }
+}
+
+/// Why a request was not authenticated.
+enum AuthError {
+    Missing,
+    Rejected,
+    Unavailable(threadspace_store::directory::DirectoryError),
+}
+
+impl AuthError {
+    fn response(self) -> Response<Body> {
+        match self {
+            Self::Missing => error(
+                StatusCode::UNAUTHORIZED,
+                "auth_failed",
+                "missing `Authorization: Bearer <token>` header",
+            ),
+            Self::Rejected => error(StatusCode::UNAUTHORIZED, "auth_failed", "token rejected"),
+            Self::Unavailable(e) => unavailable("directory read", &e),
+        }
     }
 }
 
 /// Verifies the bearer token and loads the caller's session.
-async fn authenticate(state: &State, token: Option<&str>) -> Result<Session, Response<Body>> {
-    let Some(token) = token else {
-        return Err(error(StatusCode::UNAUTHORIZED, "auth_failed", "missing `Authorization: Bearer <token>` header"));
-    };
-    let Ok(identity) = state.keys().verify(token) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "auth_failed", "token rejected"));
-    };
+async fn authenticate(state: &State, token: Option<&str>) -> Result<Session, AuthError> {
+    let token = token.ok_or(AuthError::Missing)?;
+    let identity = state.keys().verify(token).map_err(|_| AuthError::Rejected)?;
     match state.directory.session(identity.user).await {
         Ok(Some(s)) if s.user.org == identity.org && !s.deactivated => Ok(s),
-        Ok(_) => Err(error(StatusCode::UNAUTHORIZED, "auth_failed", "token rejected")),
-        Err(e) => Err(unavailable("directory read", &e)),
+        Ok(_) => Err(AuthError::Rejected),
+        Err(e) => Err(AuthError::Unavailable(e)),
     }
 }
 
 /// `GET /v1/channels/{channel}/messages?before=&after=&limit=`.
-pub async fn messages(state: &State, token: Option<&str>, channel: ChannelId, query: Option<&str>) -> Response<Body> {
+pub async fn messages(
+    state: &State,
+    token: Option<&str>,
+    channel: ChannelId,
+    query: Option<&str>,
+) -> Response<Body> {
     let params = match params(query, &["before", "after", "limit"]) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(message) => return bad(message),
     };
     let parsed = (|| {
         let before = int_param(&params, "before", 1..=i64::MAX)?;
@@ -94,21 +116,25 @@ pub async fn messages(state: &State, token: Option<&str>, channel: ChannelId, qu
         let limit = int_param(&params, "limit", 1..=messages::MAX_PAGE)?.unwrap_or(DEFAULT_PAGE);
         if let (Some(b), Some(a)) = (before, after) {
             if b <= a + 1 {
-                return Err(bad(format!("`before` ({b}) must be greater than `after` + 1 ({a} + 1)")));
+                return Err(format!("`before` ({b}) must be greater than `after` + 1 ({a} + 1)"));
             }
         }
         Ok(PageRequest { before: before.map(|s| s as Seq), after: after.map(|s| s as Seq), limit })
     })();
     let request = match parsed {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(message) => return bad(message),
     };
     let session = match authenticate(state, token).await {
         Ok(s) => s,
-        Err(response) => return response,
+        Err(e) => return e.response(),
     };
     if !session.channels.iter().any(|c| c.id == channel) {
-        return error(StatusCode::FORBIDDEN, "not_member", &format!("you are not a member of channel {channel}"));
+        return error(
+            StatusCode::FORBIDDEN,
+            "not_member",
+            &format!("you are not a member of channel {channel}"),
+        );
     }
     let client = match state.history.get().await {
         Ok(c) => c,
@@ -117,7 +143,8 @@ pub async fn messages(state: &State, token: Option<&str>, channel: ChannelId, qu
     let started = std::time::Instant::now();
     match messages::history(&client, channel, request).await {
         Ok(page) => {
-            metrics::histogram!(m::HISTORY_DURATION, "kind" => "page").record(started.elapsed().as_secs_f64());
+            metrics::histogram!(m::HISTORY_DURATION, "kind" => "page")
+                .record(started.elapsed().as_secs_f64());
             json(
                 StatusCode::OK,
                 &serde_json::json!({ "channel": channel, "messages": page.messages, "has_more": page.has_more }),
@@ -131,7 +158,7 @@ pub async fn messages(state: &State, token: Option<&str>, channel: ChannelId, qu
 pub async fn search(state: &State, token: Option<&str>, query: Option<&str>) -> Response<Body> {
     let params = match params(query, &["q", "limit", "cursor", "channel"]) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(message) => return bad(message),
     };
     let q = params.get("q").map(|q| q.trim()).unwrap_or("");
     if q.is_empty() {
@@ -144,20 +171,24 @@ pub async fn search(state: &State, token: Option<&str>, query: Option<&str>) -> 
         let limit = int_param(&params, "limit", 1..=MAX_HITS)?.unwrap_or(DEFAULT_HITS);
         let offset = int_param(&params, "cursor", 0..=MAX_SEARCH_OFFSET)?.unwrap_or(0);
         let channel = int_param(&params, "channel", 1..=i64::MAX)?.map(ChannelId);
-        Ok::<_, Response<Body>>((limit, offset, channel))
+        Ok::<_, String>((limit, offset, channel))
     })();
     let (limit, offset, only) = match parsed {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(message) => return bad(message),
     };
     let session = match authenticate(state, token).await {
         Ok(s) => s,
-        Err(response) => return response,
+        Err(e) => return e.response(),
     };
     let channels: Vec<ChannelId> = match only {
         Some(channel) if session.channels.iter().any(|c| c.id == channel) => vec![channel],
         Some(channel) => {
-            return error(StatusCode::FORBIDDEN, "not_member", &format!("you are not a member of channel {channel}"))
+            return error(
+                StatusCode::FORBIDDEN,
+                "not_member",
+                &format!("you are not a member of channel {channel}"),
+            )
         }
         None => session.channels.iter().map(|c| c.id).collect(),
     };
@@ -168,7 +199,8 @@ pub async fn search(state: &State, token: Option<&str>, query: Option<&str>) -> 
     let started = std::time::Instant::now();
     match messages::search(&client, session.user.org, &channels, q, limit, offset).await {
         Ok(hits) => {
-            metrics::histogram!(m::HISTORY_DURATION, "kind" => "search").record(started.elapsed().as_secs_f64());
+            metrics::histogram!(m::HISTORY_DURATION, "kind" => "search")
+                .record(started.elapsed().as_secs_f64());
             let next = offset + hits.len() as i64;
             let next_cursor =
                 (hits.len() as i64 == limit && next <= MAX_SEARCH_OFFSET).then(|| next.to_string());
@@ -182,7 +214,9 @@ pub async fn search(state: &State, token: Option<&str>, query: Option<&str>) -> 
                 .collect();
             json(StatusCode::OK, &serde_json::json!({ "hits": hits, "next_cursor": next_cursor }))
         }
-        Err(SearchError::NoWords) => bad("query parameter `q` has no searchable words (only stop words or punctuation)"),
+        Err(SearchError::NoWords) => {
+            bad("query parameter `q` has no searchable words (only stop words or punctuation)")
+        }
         Err(SearchError::Query(e)) => unavailable("search", &e),
     }
 }

@@ -12,8 +12,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use threadspace_protocol::{ChannelId, UserId};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::{history, membership};
 use crate::state::State;
+use crate::{history, membership};
 
 pub type Body = Full<Bytes>;
 

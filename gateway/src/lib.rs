@@ -9,8 +9,8 @@
 pub mod config;
 pub mod conn;
 pub mod fanout;
-pub mod history;
 pub mod frame_reader;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod limits;

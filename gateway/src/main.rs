@@ -20,6 +20,8 @@ fn main() -> ExitCode {
         return ExitCode::from(64);
     }
     tracing_subscriber::fmt()
+        // Colours only on a terminal: log files stay greppable.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -538,8 +538,10 @@ mod tests {
 
     #[test]
     fn a_body_with_nul_is_refused_naming_the_field() {
-        let error = decode_client_frame(br#"{"op":"send","ref":"r","channel":1,"client_msg_id":"a","body":"x\u0000y"}"#)
-            .expect_err("NUL refused");
+        let error = decode_client_frame(
+            br#"{"op":"send","ref":"r","channel":1,"client_msg_id":"a","body":"x\u0000y"}"#,
+        )
+        .expect_err("NUL refused");
         assert_eq!(error.code, ErrorCode::InvalidField);
         assert_eq!(error.reference.as_deref(), Some("r"));
         assert!(error.message.contains("`body`"), "{}", error.message);

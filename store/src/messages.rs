@@ -11,15 +11,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use deadpool_postgres::{GenericClient, Transaction};
 use futures_util::pin_mut;
 use threadspace_protocol::frames::MessageFrame;
 use threadspace_protocol::{ChannelId, OrgId, Seq, UserId};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
-use deadpool_postgres::{GenericClient, Transaction};
 
 /// Advisory lock key serialising partition DDL (`"msgpart"` in ASCII).
-const PARTITION_LOCK: i64 = 0x6d73_6770_6172_74;
+const PARTITION_LOCK: i64 = 0x006d_7367_7061_7274;
 
 /// Default size of one partition in seqs: ~20 days at the 5 M messages/day design load, so
 /// seven years is ~130 partitions.
@@ -59,7 +59,10 @@ SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::text[],
 ON CONFLICT (seq) DO NOTHING";
 
 /// Inserts `rows` with one statement; returns how many were new (the rest existed).
-pub async fn insert_batch<C: GenericClient>(client: &C, rows: &[MessageRow]) -> Result<u64, tokio_postgres::Error> {
+pub async fn insert_batch<C: GenericClient>(
+    client: &C,
+    rows: &[MessageRow],
+) -> Result<u64, tokio_postgres::Error> {
     let mut seq = Vec::with_capacity(rows.len());
     let mut org = Vec::with_capacity(rows.len());
     let mut channel = Vec::with_capacity(rows.len());
@@ -80,10 +83,7 @@ pub async fn insert_batch<C: GenericClient>(client: &C, rows: &[MessageRow]) -> 
     }
     let statement = client.prepare_cached(INSERT_BATCH).await?;
     client
-        .execute(
-            &statement,
-            &[&seq, &org, &channel, &sender, &client_msg_id, &body, &sent_at, &stored_at],
-        )
+        .execute(&statement, &[&seq, &org, &channel, &sender, &client_msg_id, &body, &sent_at, &stored_at])
         .await
 }
 
@@ -114,14 +114,20 @@ pub async fn checkpoint(
 /// committed or dead-lettered. 0 when nothing was written yet.
 pub async fn safe_seq<C: GenericClient>(client: &C, partition: u32) -> Result<i64, tokio_postgres::Error> {
     let row = client
-        .query_opt("SELECT safe_seq FROM bridge_checkpoints WHERE stream_partition = $1", &[&(partition as i32)])
+        .query_opt(
+            "SELECT safe_seq FROM bridge_checkpoints WHERE stream_partition = $1",
+            &[&(partition as i32)],
+        )
         .await?;
     Ok(row.map_or(0, |r| r.get(0)))
 }
 
 /// Binary COPY of `rows` into `messages` (no conflict handling): the practical upper bound
 /// the writer benchmark compares `insert_batch` against.
-pub async fn copy_rows(client: &tokio_postgres::Transaction<'_>, rows: &[MessageRow]) -> Result<u64, tokio_postgres::Error> {
+pub async fn copy_rows(
+    client: &tokio_postgres::Transaction<'_>,
+    rows: &[MessageRow],
+) -> Result<u64, tokio_postgres::Error> {
     let sink = client
         .copy_in(
             "COPY messages (seq, org_id, channel_id, sender_id, client_msg_id, body, sent_at, stored_at) \
@@ -170,7 +176,8 @@ pub struct Partition {
 
 /// Every partition, in seq order.
 pub async fn partitions<C: GenericClient>(client: &C) -> Result<Vec<Partition>, tokio_postgres::Error> {
-    let rows = client.query("SELECT name, seq_from, seq_to FROM message_partitions ORDER BY seq_from", &[]).await?;
+    let rows =
+        client.query("SELECT name, seq_from, seq_to FROM message_partitions ORDER BY seq_from", &[]).await?;
     Ok(rows.iter().map(|r| Partition { name: r.get(0), seq_from: r.get(1), seq_to: r.get(2) }).collect())
 }
 
@@ -189,12 +196,15 @@ pub async fn ensure_partitions(
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK]).await?;
     let mut upper: i64 =
         tx.query_one("SELECT coalesce(max(seq_to), 1) FROM message_partitions", &[]).await?.get(0);
-    let wanted = through_seq.max(0).saturating_add(1).saturating_add(rows_per_partition.saturating_mul(ahead.into()));
+    let wanted =
+        through_seq.max(0).saturating_add(1).saturating_add(rows_per_partition.saturating_mul(ahead.into()));
     while upper < wanted {
         let (from, to) = (upper, upper.saturating_add(rows_per_partition));
         let name = format!("messages_{from:012}");
-        tx.batch_execute(&format!("CREATE TABLE {name} PARTITION OF messages FOR VALUES FROM ({from}) TO ({to})"))
-            .await?;
+        tx.batch_execute(&format!(
+            "CREATE TABLE {name} PARTITION OF messages FOR VALUES FROM ({from}) TO ({to})"
+        ))
+        .await?;
         tx.execute(
             "INSERT INTO message_partitions (name, seq_from, seq_to) VALUES ($1, $2, $3)",
             &[&name, &from, &to],
@@ -237,7 +247,8 @@ pub async fn apply_retention(
             break;
         };
         if partition.seq_to > newest_seq {
-            report.kept_from = Some((partition, format!("holds or follows the newest message (seq {newest_seq})")));
+            report.kept_from =
+                Some((partition, format!("holds or follows the newest message (seq {newest_seq})")));
             break;
         }
         let newest_here: Option<SystemTime> = tx
@@ -253,10 +264,7 @@ pub async fn apply_retention(
         };
         if newest_here >= cutoff {
             let age = SystemTime::now().duration_since(newest_here).unwrap_or_default();
-            report.kept_from = Some((
-                partition,
-                format!("its newest message is {} old", humanize(age)),
-            ));
+            report.kept_from = Some((partition, format!("its newest message is {} old", humanize(age))));
             break;
         }
         if !dry_run {
@@ -298,7 +306,8 @@ pub struct Page {
     pub has_more: bool,
 }
 
-const COLUMNS: &str = "seq, channel_id, sender_id, client_msg_id, body, (extract(epoch FROM sent_at) * 1000)::int8";
+const COLUMNS: &str =
+    "seq, channel_id, sender_id, client_msg_id, body, (extract(epoch FROM sent_at) * 1000)::int8";
 
 fn frame(row: &tokio_postgres::Row) -> MessageFrame {
     MessageFrame {
@@ -364,10 +373,8 @@ pub async fn search<C: GenericClient>(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Hit>, SearchError> {
-    let words: i32 = client
-        .query_one("SELECT numnode(websearch_to_tsquery('english', $1))", &[&query])
-        .await?
-        .get(0);
+    let words: i32 =
+        client.query_one("SELECT numnode(websearch_to_tsquery('english', $1))", &[&query]).await?.get(0);
     if words == 0 {
         return Err(SearchError::NoWords);
     }
@@ -380,7 +387,9 @@ pub async fn search<C: GenericClient>(
              ORDER BY rank DESC, seq DESC LIMIT $4 OFFSET $5"
         ))
         .await?;
-    let rows = client.query(&statement, &[&query, &org.0, &channels, &limit.clamp(1, MAX_PAGE), &offset.max(0)]).await?;
+    let rows = client
+        .query(&statement, &[&query, &org.0, &channels, &limit.clamp(1, MAX_PAGE), &offset.max(0)])
+        .await?;
     Ok(rows.iter().map(|r| Hit { message: frame(r), rank: r.get(6) }).collect())
 }
 

@@ -58,6 +58,11 @@ impl Fixture {
     pub async fn start(gateways: usize, gateway_args: &[&str]) -> anyhow::Result<Self> {
         let mut options = StackOptions::for_tests(gateways);
         options.gateway_args = gateway_args.iter().map(|s| s.to_string()).collect();
+        Self::start_with(options).await
+    }
+
+    /// A fixture on a stack started with `options` (bridges, flags).
+    pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
         let stack = Stack::start(options).await?;
         stack.seed(&SeedSpec { orgs: 1, users_per_org: 12, slug_prefix: "test".into(), seed: 1 }).await?;
         let directory = stack.directory();
@@ -196,4 +201,86 @@ pub async fn recv_until(
             Err(e) => anyhow::bail!("{e} while waiting for {what}"),
         }
     }
+}
+
+/// One archived row of `messages`, as the tests compare it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Archived {
+    pub seq: u64,
+    pub channel: ChannelId,
+    pub sender: UserId,
+    pub client_msg_id: String,
+    pub body: String,
+    pub sent_at_ms: i64,
+}
+
+/// Every row of `messages`, in seq order.
+pub async fn archived(stack: &Stack) -> anyhow::Result<Vec<Archived>> {
+    let client = stack.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT seq, channel_id, sender_id, client_msg_id, body, (extract(epoch FROM sent_at) * 1000)::int8
+             FROM messages ORDER BY seq",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Archived {
+            seq: r.get::<_, i64>(0) as u64,
+            channel: ChannelId(r.get(1)),
+            sender: UserId(r.get(2)),
+            client_msg_id: r.get(3),
+            body: r.get(4),
+            sent_at_ms: r.get(5),
+        })
+        .collect())
+}
+
+/// Waits until `messages` holds at least `count` rows (Postgres may be briefly unreachable);
+/// returns them. Fails after `timeout` naming how many arrived.
+pub async fn wait_archived(stack: &Stack, count: usize, timeout: Duration) -> anyhow::Result<Vec<Archived>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = 0;
+    loop {
+        if let Ok(rows) = archived(stack).await {
+            if rows.len() >= count {
+                return Ok(rows);
+            }
+            last = rows.len();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let log = stack.bridges.first().map(|b| b.log_tail(20)).unwrap_or_default();
+            anyhow::bail!("only {last} of {count} rows archived after {timeout:?}; bridge log tail:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET path` on gateway `gateway` with a bearer token: status and parsed JSON body.
+pub async fn get_json(
+    stack: &Stack,
+    gateway: usize,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let (status, body) =
+        threadspace_devstack::stack::http_request(stack.gateways[gateway].port, "GET", path, token)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("GET {path}: no response"))?;
+    let value =
+        serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("GET {path}: {status} {body:?}: {e}"))?;
+    Ok((status, value))
+}
+
+/// A metric's value summed over its label sets, from an HTTP `/metrics` on 127.0.0.1:`port`.
+pub async fn metric(port: u16, name: &str) -> anyhow::Result<f64> {
+    let (_, body) = threadspace_devstack::stack::http_get(port, "/metrics")
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no /metrics on port {port}"))?;
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }

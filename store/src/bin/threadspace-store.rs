@@ -62,13 +62,16 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
+        // Colours only on a terminal: log files stay greppable.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime builds");
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime builds");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -98,7 +101,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("partitions cover seqs below {upper}");
         }
         Command::Retention { keep, dry_run } => {
-            let report = messages::apply_retention(&mut client, keep, dry_run).await.context("retention failed")?;
+            let report =
+                messages::apply_retention(&mut client, keep, dry_run).await.context("retention failed")?;
             let verb = if dry_run { "would drop" } else { "dropped" };
             for p in &report.dropped {
                 println!("{verb} {} [{}, {})", p.name, p.seq_from, p.seq_to);
