@@ -5,6 +5,14 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use clap::Parser;
+use threadspace_store::messages::Sink;
+
+fn parse_sink(text: &str) -> Result<Sink, String> {
+    Sink::ALL
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| format!("unknown sink {text:?} (expected `archive` or `search`)"))
+}
 
 /// `threadspace-bridge`: moves stored messages from JetStream into Postgres.
 #[derive(Parser, Clone, Debug)]
@@ -38,6 +46,11 @@ pub struct Config {
     /// ... and which of them this is (0-based): it owns partitions k with k % processes == index.
     #[arg(long, env = "THREADSPACE_BRIDGE_PROCESS_INDEX", default_value = "0")]
     pub process_index: u32,
+
+    /// What to write, comma-separated: `archive` (messages) and/or `search` (the search
+    /// index). Each has its own durable consumers, so a slow index never delays the archive.
+    #[arg(long, env = "THREADSPACE_BRIDGE_SINKS", value_delimiter = ',', default_value = "archive,search", value_parser = parse_sink)]
+    pub sinks: Vec<Sink>,
 
     /// Most rows written in one batch (one statement, one commit).
     #[arg(long, env = "THREADSPACE_BRIDGE_BATCH_ROWS", default_value = "1000")]
@@ -86,6 +99,9 @@ pub struct ConfigError(pub String);
 impl Config {
     /// Cross-field checks that clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sinks.is_empty() {
+            return Err(ConfigError("--sinks must name at least one of archive, search".into()));
+        }
         if self.process_index >= self.processes.get() {
             return Err(ConfigError(format!(
                 "--process-index {} must be below --processes {}",
@@ -138,12 +154,15 @@ mod tests {
         let config = parse(&[]).expect("parses");
         config.validate().expect("defaults validate");
         assert_eq!(config.owned_partitions(), (0..16).collect::<Vec<_>>());
+        assert_eq!(config.sinks, vec![Sink::Archive, Sink::Search]);
     }
 
     #[test]
     fn bad_values_name_the_flag() {
         let error = parse(&["--batch-rows", "0"]).expect_err("zero rows");
         assert!(error.to_string().contains("--batch-rows"), "{error}");
+        let error = parse(&["--sinks", "archive,disk"]).expect_err("bad sink");
+        assert!(error.to_string().contains("--sinks") && error.to_string().contains("disk"), "{error}");
         let error = parse(&["--batch-wait", "soon"]).expect_err("bad duration");
         assert!(error.to_string().contains("--batch-wait"), "{error}");
         let cases: [(&[&str], &str); 5] = [

@@ -1,7 +1,8 @@
 //! The dead-letter stream `MESSAGES_DLQ` (subjects `dlq.msg.<partition>`): the original
 //! payload of a message Postgres cannot take, with headers naming its seq, subject and reason.
-//! Publishing is idempotent (`Nats-Msg-Id: dlq-<seq>`), so a crash between the dead letter
-//! and the original's ack does not file it twice.
+//! Publishing is idempotent (`Nats-Msg-Id: dlq-<sink>-<seq>`), so a crash between the dead
+//! letter and the original's ack does not file it twice; the archive and the search index
+//! each file their own.
 
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use crate::metrics as m;
 
 /// Name of the dead-letter stream.
 pub const STREAM: &str = "MESSAGES_DLQ";
+/// Header: `archive` or `search`: which writer refused it.
+pub const SINK_HEADER: &str = "ThreadSpace-Sink";
 /// Header: the original stream sequence.
 pub const SEQ_HEADER: &str = "ThreadSpace-Seq";
 /// Header: the original subject.
@@ -47,6 +50,7 @@ pub async fn ensure_stream(
 /// One message for the dead-letter stream.
 #[derive(Debug)]
 pub struct DeadLetter<'a> {
+    pub sink: threadspace_store::messages::Sink,
     pub partition: u32,
     pub seq: i64,
     pub subject: &'a str,
@@ -63,7 +67,8 @@ pub async fn publish(
     shutdown: &CancellationToken,
 ) -> Result<(), async_nats::Error> {
     let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", format!("dlq-{}", letter.seq).as_str());
+    headers.insert("Nats-Msg-Id", format!("dlq-{}-{}", letter.sink.as_str(), letter.seq).as_str());
+    headers.insert(SINK_HEADER, letter.sink.as_str());
     headers.insert(SEQ_HEADER, letter.seq.to_string().as_str());
     headers.insert(SUBJECT_HEADER, letter.subject);
     headers.insert(KIND_HEADER, letter.kind);
@@ -89,8 +94,9 @@ pub async fn publish(
             }
         }
     }
-    metrics::counter!(m::DEAD_LETTERS, "reason" => letter.kind).increment(1);
+    metrics::counter!(m::DEAD_LETTERS, "sink" => letter.sink.as_str(), "reason" => letter.kind).increment(1);
     warn!(
+        sink = letter.sink.as_str(),
         seq = letter.seq,
         partition = letter.partition,
         subject = letter.subject,

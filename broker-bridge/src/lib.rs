@@ -24,13 +24,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use config::Config;
+pub use threadspace_store::messages::Sink;
 
 use threadspace_protocol::subjects::partition_of;
 use threadspace_protocol::OrgId;
 
-/// Durable consumer name of partition `k`: `writer-p<k>`.
-pub fn consumer_name(partition: u32) -> String {
-    format!("writer-p{partition}")
+/// Durable consumer name of `sink` in partition `k`: `writer-p<k>` (archive) or
+/// `indexer-p<k>` (search index).
+pub fn consumer_name(sink: Sink, partition: u32) -> String {
+    match sink {
+        Sink::Archive => format!("writer-p{partition}"),
+        Sink::Search => format!("indexer-p{partition}"),
+    }
 }
 
 /// Subject filter of partition `k`: `msg.<k>.>`.
@@ -90,13 +95,15 @@ pub async fn run(
         .map_err(RunError::DeadLetterStream)?;
     let pool = threadspace_store::pool(&config.postgres_url, config.postgres_pool.get())?;
     let owned = config.owned_partitions();
-    info!(partitions = ?owned, processes = config.processes.get(), index = config.process_index, "bridge started");
+    info!(partitions = ?owned, sinks = ?config.sinks, processes = config.processes.get(), index = config.process_index, "bridge started");
     let grace = config.shutdown_grace;
     let shared = Arc::new(writer::Shared { config, jetstream, pool, partitions_upper: AtomicI64::new(0) });
 
     let writers = tokio_util::task::TaskTracker::new();
-    for k in owned {
-        writers.spawn(writer::run_partition(shared.clone(), k, shutdown.clone()));
+    for &sink in &shared.config.sinks {
+        for &k in &owned {
+            writers.spawn(writer::run_partition(shared.clone(), sink, k, shutdown.clone()));
+        }
     }
     writers.close();
     let http_stop = CancellationToken::new();
@@ -144,6 +151,7 @@ mod tests {
             let filter = partition_filter(partition_for(OrgId(org), 16));
             assert!(subject.starts_with(filter.trim_end_matches('>')), "{subject} vs {filter}");
         }
-        assert_eq!(consumer_name(3), "writer-p3");
+        assert_eq!(consumer_name(Sink::Archive, 3), "writer-p3");
+        assert_eq!(consumer_name(Sink::Search, 3), "indexer-p3");
     }
 }

@@ -1,5 +1,6 @@
-//! Every metric the bridge emits, declared in one place. Labels: `partition` (a stream
-//! partition number, bounded by `--partitions`), `reason` and `kind` (fixed sets below).
+//! Every metric the bridge emits, declared in one place. Labels: `sink` (`archive` or
+//! `search`), `partition` (a stream partition number, bounded by `--partitions`), `reason` and
+//! `kind` (fixed sets below).
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 

@@ -1,5 +1,6 @@
-//! One partition's writer loop: pull a batch from the durable consumer `writer-p<k>`, decode
-//! it, write it to Postgres in one idempotent statement plus a checkpoint, commit, then ack.
+//! One (sink, partition) writer loop: pull a batch from the durable consumer (`writer-p<k>` for
+//! the archive, `indexer-p<k>` for the search index), decode it, write it to Postgres in one
+//! idempotent statement plus a checkpoint, commit, then ack.
 //!
 //! **Invariants:**
 //! - A message is acked only after a commit that contains it (or after its dead-letter copy
@@ -23,7 +24,7 @@ use async_nats::jetstream::message::{AckKind, Message};
 use futures_util::StreamExt as _;
 use threadspace_protocol::stored::StoredMessage;
 use threadspace_protocol::subjects::{parse_message_subject, MESSAGES_STREAM};
-use threadspace_store::messages::{self, MessageRow};
+use threadspace_store::messages::{self, MessageRow, Sink};
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -32,6 +33,22 @@ use crate::config::Config;
 use crate::dead_letter::{self, DeadLetter};
 use crate::metrics as m;
 use crate::{consumer_name, partition_filter};
+
+/// Metric labels of one writer loop.
+struct Labels {
+    sink: &'static str,
+    partition: String,
+}
+
+impl Labels {
+    fn new(sink: Sink, k: u32) -> Self {
+        Self { sink: sink.as_str(), partition: k.to_string() }
+    }
+
+    fn pairs(&self) -> [(&'static str, String); 2] {
+        [("sink", self.sink.to_owned()), ("partition", self.partition.clone())]
+    }
+}
 
 /// What every partition task shares.
 pub struct Shared {
@@ -45,25 +62,26 @@ pub struct Shared {
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs partition `k`'s writer until `shutdown`, reopening its consumer after any failure.
-pub async fn run_partition(shared: Arc<Shared>, k: u32, shutdown: CancellationToken) {
-    let label = k.to_string();
+/// (`sink` is the table it writes.)
+pub async fn run_partition(shared: Arc<Shared>, sink: Sink, k: u32, shutdown: CancellationToken) {
+    let labels = Labels::new(sink, k);
     let mut backoff = Backoff::new(shared.config.max_backoff);
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        let outcome = match open_consumer(&shared, k).await {
+        let outcome = match open_consumer(&shared, sink, k).await {
             Ok(consumer) => {
                 backoff.reset();
-                pump(&shared, k, consumer, &shutdown).await
+                pump(&shared, sink, k, consumer, &shutdown).await
             }
             Err(error) => Err(error),
         };
         match outcome {
             Ok(()) => return,
             Err(error) => {
-                metrics::counter!(m::CONSUMER_FAILURES, "partition" => label.clone()).increment(1);
-                warn!(partition = k, error = %chain(error.as_ref()), "partition consumer failed; reopening");
+                metrics::counter!(m::CONSUMER_FAILURES, &labels.pairs()).increment(1);
+                warn!(sink = sink.as_str(), partition = k, error = %chain(error.as_ref()), "partition consumer failed; reopening");
             }
         }
         tokio::select! {
@@ -75,16 +93,16 @@ pub async fn run_partition(shared: Arc<Shared>, k: u32, shutdown: CancellationTo
 
 /// Gets the partition's durable consumer, or creates it: from the start of the stream the
 /// first time, from just above the checkpoint's safe seq when it was deleted.
-async fn open_consumer(shared: &Shared, k: u32) -> Result<PullConsumer, Error> {
+async fn open_consumer(shared: &Shared, sink: Sink, k: u32) -> Result<PullConsumer, Error> {
     let stream = shared.jetstream.get_stream(MESSAGES_STREAM).await?;
-    let name = consumer_name(k);
+    let name = consumer_name(sink, k);
     match stream.consumer_info(&name).await {
         Ok(_) => return stream.get_consumer(&name).await,
         Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound => {}
         Err(error) => return Err(error.into()),
     }
     let client = shared.pool.get().await?;
-    let safe = messages::safe_seq(&client, k).await?;
+    let safe = messages::safe_seq(&client, sink, k).await?;
     drop(client);
     let deliver_policy = if safe > 0 {
         DeliverPolicy::ByStartSequence { start_sequence: safe as u64 + 1 }
@@ -99,23 +117,24 @@ async fn open_consumer(shared: &Shared, k: u32) -> Result<PullConsumer, Error> {
         max_deliver: i64::from(shared.config.max_deliver.get()),
         max_ack_pending: (shared.config.batch_rows.get() * 2) as i64,
         deliver_policy,
-        description: Some(format!("broker-bridge writer of partition {k}")),
+        description: Some(format!("broker-bridge {} writer of partition {k}", sink.as_str())),
         ..Default::default()
     };
     let consumer = stream.create_consumer(config).await?;
-    metrics::counter!(m::CONSUMERS_CREATED).increment(1);
-    info!(partition = k, consumer = %name, safe_seq = safe, "durable consumer created");
+    metrics::counter!(m::CONSUMERS_CREATED, "sink" => sink.as_str()).increment(1);
+    info!(sink = sink.as_str(), partition = k, consumer = %name, safe_seq = safe, "durable consumer created");
     Ok(consumer)
 }
 
 /// Pulls and writes batches until `shutdown` (Ok) or a NATS failure (Err: reopen).
 async fn pump(
     shared: &Shared,
+    sink: Sink,
     k: u32,
     mut consumer: PullConsumer,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
-    let label = k.to_string();
+    let labels = Labels::new(sink, k);
     let mut safe_seq = 0i64;
     let mut last_info = Instant::now() - Duration::from_secs(60);
     let mut idle = false;
@@ -128,9 +147,9 @@ async fn pump(
         if last_info.elapsed() >= Duration::from_secs(2) {
             let info = consumer.info().await?;
             let lag = info.num_pending + info.num_ack_pending as u64;
-            metrics::gauge!(m::LAG_MESSAGES, "partition" => label.clone()).set(lag as f64);
+            metrics::gauge!(m::LAG_MESSAGES, &labels.pairs()).set(lag as f64);
             if lag == 0 {
-                metrics::gauge!(m::LAG_SECONDS, "partition" => label.clone()).set(0.0);
+                metrics::gauge!(m::LAG_SECONDS, &labels.pairs()).set(0.0);
             }
             safe_seq = info.ack_floor.stream_sequence as i64;
             last_info = Instant::now();
@@ -152,7 +171,7 @@ async fn pump(
         if idle {
             continue;
         }
-        write_and_ack(shared, k, pulled, safe_seq, shutdown).await?;
+        write_and_ack(shared, sink, k, pulled, safe_seq, shutdown).await?;
     }
 }
 
@@ -231,14 +250,22 @@ pub fn decode_row(
 
 async fn write_and_ack(
     shared: &Shared,
+    sink: Sink,
     k: u32,
     pulled: Vec<Message>,
     safe_seq: i64,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
-    let label = k.to_string();
+    let labels = Labels::new(sink, k);
     let pulled: Vec<Pulled> = pulled.into_iter().map(|m| decode(k, m)).collect::<Result<_, _>>()?;
-    let rows: Vec<MessageRow> = pulled.iter().filter_map(|p| p.row.as_ref().ok().cloned()).collect();
+    // Each seq once (a redelivery can land in the same pull as its original).
+    let mut seen = std::collections::HashSet::new();
+    let rows: Vec<MessageRow> = pulled
+        .iter()
+        .filter_map(|p| p.row.as_ref().ok())
+        .filter(|row| seen.insert(row.seq))
+        .cloned()
+        .collect();
     let oldest = pulled.iter().map(|p| p.stored_at).min().unwrap_or_else(SystemTime::now);
     let last_seq = pulled.iter().map(|p| p.seq).max().unwrap_or(0);
 
@@ -247,24 +274,26 @@ async fn write_and_ack(
     let mut failures = 0u32;
     let outcome = loop {
         let started = Instant::now();
-        match write_batch(shared, k, &rows, last_seq, safe_seq).await {
+        match write_batch(shared, sink, k, &rows, last_seq, safe_seq).await {
             Ok(outcome) => {
-                metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+                metrics::histogram!(m::COMMIT_DURATION, "sink" => sink.as_str())
+                    .record(started.elapsed().as_secs_f64());
                 if failures > 0 {
-                    info!(partition = k, failures, "batch committed after retries");
+                    info!(sink = sink.as_str(), partition = k, failures, "batch committed after retries");
                 }
                 break outcome;
             }
             Err(fault) => {
                 failures += 1;
-                metrics::counter!(m::WRITE_ERRORS, "kind" => fault.kind).increment(1);
+                metrics::counter!(m::WRITE_ERRORS, "sink" => sink.as_str(), "kind" => fault.kind)
+                    .increment(1);
                 if failures == 1 || failures.is_multiple_of(20) {
-                    warn!(partition = k, failures, kind = fault.kind, error = %chain(fault.error.as_ref()), "batch write failed; retrying (messages stay unacked in JetStream)");
+                    warn!(sink = sink.as_str(), partition = k, failures, kind = fault.kind, error = %chain(fault.error.as_ref()), "batch write failed; retrying (messages stay unacked in JetStream)");
                 }
             }
         }
         let age = SystemTime::now().duration_since(oldest).unwrap_or_default();
-        metrics::gauge!(m::LAG_SECONDS, "partition" => label.clone()).set(age.as_secs_f64());
+        metrics::gauge!(m::LAG_SECONDS, &labels.pairs()).set(age.as_secs_f64());
         if last_progress.elapsed() >= shared.config.ack_wait / 3 {
             for p in &pulled {
                 let _ = p.message.ack_with(AckKind::Progress).await;
@@ -278,16 +307,16 @@ async fn write_and_ack(
         }
     };
     let committed_at = SystemTime::now();
-    metrics::counter!(m::BATCHES).increment(1);
-    metrics::histogram!(m::BATCH_ROWS).record(rows.len() as f64);
-    metrics::counter!(m::ROWS_WRITTEN, "partition" => label.clone()).increment(outcome.inserted);
+    metrics::counter!(m::BATCHES, "sink" => sink.as_str()).increment(1);
+    metrics::histogram!(m::BATCH_ROWS, "sink" => sink.as_str()).record(rows.len() as f64);
+    metrics::counter!(m::ROWS_WRITTEN, &labels.pairs()).increment(outcome.inserted);
     let existing = (rows.len() - outcome.refused.len()) as u64 - outcome.inserted;
-    metrics::counter!(m::ROWS_EXISTING).increment(existing);
+    metrics::counter!(m::ROWS_EXISTING, "sink" => sink.as_str()).increment(existing);
     for p in &pulled {
         let lag = committed_at.duration_since(p.stored_at).unwrap_or_default();
-        metrics::histogram!(m::STORED_TO_COMMITTED).record(lag.as_secs_f64());
+        metrics::histogram!(m::STORED_TO_COMMITTED, "sink" => sink.as_str()).record(lag.as_secs_f64());
     }
-    metrics::gauge!(m::LAG_SECONDS, "partition" => label).set(0.0);
+    metrics::gauge!(m::LAG_SECONDS, &labels.pairs()).set(0.0);
 
     // Dead letters: stored (PubAck) before their originals are acked.
     for p in &pulled {
@@ -298,15 +327,21 @@ async fn write_and_ack(
             }
         };
         if let Some((kind, why)) = reason {
-            let letter =
-                DeadLetter { partition: k, seq: p.seq, subject: &p.message.subject, kind, reason: &why };
+            let letter = DeadLetter {
+                sink,
+                partition: k,
+                seq: p.seq,
+                subject: &p.message.subject,
+                kind,
+                reason: &why,
+            };
             dead_letter::publish(&shared.jetstream, &letter, p.message.payload.clone(), shutdown).await?;
         }
     }
     for p in &pulled {
         if let Err(error) = p.message.ack().await {
             // Redelivered later and skipped as existing: harmless.
-            warn!(partition = k, seq = p.seq, %error, "ack failed");
+            warn!(sink = sink.as_str(), partition = k, seq = p.seq, %error, "ack failed");
         }
     }
     Ok(())
@@ -364,7 +399,13 @@ pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
 /// [`classify`] for a known SQLSTATE.
 pub fn classify_code(code: &SqlState) -> ErrorClass {
     let text = code.code();
-    if text.starts_with("08") || text.starts_with("57P") || *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+    if *code == SqlState::UNIQUE_VIOLATION {
+        // Another writer inserted the same seq at the same moment: the retry finds it.
+        ErrorClass::Retry
+    } else if text.starts_with("08")
+        || text.starts_with("57P")
+        || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+    {
         ErrorClass::Connection
     } else if text.starts_with("22") || text.starts_with("23") {
         ErrorClass::Refused
@@ -375,13 +416,14 @@ pub fn classify_code(code: &SqlState) -> ErrorClass {
 
 async fn write_batch(
     shared: &Shared,
+    sink: Sink,
     k: u32,
     rows: &[MessageRow],
     last_seq: i64,
     safe_seq: i64,
 ) -> Result<Outcome, Fault> {
     let mut client = shared.pool.get().await.map_err(|e| Fault { kind: "connection", error: Box::new(e) })?;
-    match write_on(shared, &mut client, k, rows, last_seq, safe_seq).await {
+    match write_on(shared, &mut client, sink, k, rows, last_seq, safe_seq).await {
         Ok(outcome) => Ok(outcome),
         Err(fault) if classify(&fault.error) == ErrorClass::Connection => {
             // Never reuse it: after a switchover it may point at the old, read-only primary.
@@ -395,6 +437,7 @@ async fn write_batch(
 async fn write_on(
     shared: &Shared,
     client: &mut deadpool_postgres::Client,
+    sink: Sink,
     k: u32,
     rows: &[MessageRow],
     last_seq: i64,
@@ -414,15 +457,15 @@ async fn write_on(
         shared.partitions_upper.fetch_max(upper, Ordering::Relaxed);
     }
     let tx = client.transaction().await?;
-    match messages::insert_batch(&tx, rows).await {
+    match sink.insert(&tx, rows).await {
         Ok(inserted) => {
-            messages::checkpoint(&tx, k, last_seq, safe_seq, inserted).await?;
+            messages::checkpoint(&tx, sink, k, last_seq, safe_seq, inserted).await?;
             tx.commit().await?;
             Ok(Outcome { inserted, refused: Vec::new() })
         }
         Err(error) if classify(&error) == ErrorClass::Refused => {
             drop(tx);
-            write_row_by_row(client, k, rows, last_seq, safe_seq).await
+            write_row_by_row(client, sink, k, rows, last_seq, safe_seq).await
         }
         Err(error) => Err(error.into()),
     }
@@ -432,6 +475,7 @@ async fn write_on(
 /// the refused ones, and commit the rest with the checkpoint.
 async fn write_row_by_row(
     client: &mut deadpool_postgres::Client,
+    sink: Sink,
     k: u32,
     rows: &[MessageRow],
     last_seq: i64,
@@ -442,7 +486,7 @@ async fn write_row_by_row(
     let mut refused = Vec::new();
     for row in rows {
         let savepoint = tx.savepoint("row").await?;
-        match messages::insert_batch(&savepoint, std::slice::from_ref(row)).await {
+        match sink.insert(&savepoint, std::slice::from_ref(row)).await {
             Ok(n) => {
                 savepoint.commit().await?;
                 inserted += n;
@@ -455,7 +499,7 @@ async fn write_row_by_row(
             Err(error) => return Err(error.into()),
         }
     }
-    messages::checkpoint(&tx, k, last_seq, safe_seq, inserted).await?;
+    messages::checkpoint(&tx, sink, k, last_seq, safe_seq, inserted).await?;
     tx.commit().await?;
     Ok(Outcome { inserted, refused })
 }
@@ -521,7 +565,12 @@ mod tests {
         ] {
             assert_eq!(classify_code(&code), ErrorClass::Refused, "{}", code.code());
         }
-        for code in [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::LOCK_NOT_AVAILABLE, SqlState::DISK_FULL] {
+        for code in [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::DISK_FULL,
+            SqlState::UNIQUE_VIOLATION,
+        ] {
             assert_eq!(classify_code(&code), ErrorClass::Retry, "{}", code.code());
         }
     }

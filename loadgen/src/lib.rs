@@ -1,11 +1,13 @@
 //! loadgen: drives real ThreadSpace WebSocket clients against running gateways and measures
-//! them. Today it has two scenarios used to size the gateway (issue 2): `idle` (memory per idle
-//! connection) and `bench` (open-model send→deliver latency and gateway CPU per delivery). The
-//! full traffic model, agents, checker and gates are issue 5.
+//! them. Today it has the scenarios used to size the system: `idle` (gateway memory per idle
+//! connection), `bench` (open-model send→deliver latency, gateway CPU per delivery and, with a
+//! bridge, JetStream→Postgres lag) and `writer` (the bridge's Postgres write path against
+//! binary COPY). The full traffic model, agents, checker and gates are issue 5.
 
 pub mod bench;
 pub mod idle;
 pub mod target;
+pub mod writer;
 
 use std::time::Duration;
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use threadspace_loadgen::bench::{self, BenchOptions};
 use threadspace_loadgen::idle::{self, IdleOptions};
 use threadspace_loadgen::target::Target;
+use threadspace_loadgen::writer::{self, WriterOptions};
 
 /// Drives real ThreadSpace WebSocket clients against a stack started by `./threadspace up`.
 #[derive(Debug, Parser)]
@@ -50,6 +51,24 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// The bridge's Postgres write path: rows/s and commit latency per batch size, next to a
+    /// binary COPY of the same rows into the same table (starts its own PostgreSQL).
+    Writer {
+        #[arg(long, default_value = "300000", value_parser = clap::value_parser!(u64).range(5_000..=10_000_000))]
+        rows: u64,
+        /// Concurrent writers (bridge partitions write concurrently); COPY uses as many streams.
+        #[arg(long, default_value = "2", value_parser = clap::value_parser!(u64).range(1..=64))]
+        writers: u64,
+        /// Batch sizes to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,5000", value_parser = clap::value_parser!(u64).range(1..=50_000))]
+        batch_sizes: Vec<u64>,
+        /// Exit non-zero unless every batch size reaches this fraction of COPY's rows/s (e.g. 0.5).
+        #[arg(long)]
+        min_copy_ratio: Option<f64>,
+        /// Exit non-zero unless every batch size reaches this many rows/s.
+        #[arg(long)]
+        min_rows_per_second: Option<f64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,8 +98,28 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Writer { rows, writers, batch_sizes, min_copy_ratio, min_rows_per_second } = &cli.command
+    {
+        if let Some(ratio) = min_copy_ratio {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(ratio),
+                "--min-copy-ratio must be between 0 and 1, got {ratio}"
+            );
+        }
+        let options = WriterOptions {
+            rows: *rows as usize,
+            writers: *writers as usize,
+            batch_sizes: batch_sizes.iter().map(|&b| b as usize).collect(),
+            min_copy_ratio: *min_copy_ratio,
+            min_rows_per_second: *min_rows_per_second,
+        };
+        let report = writer::run(&options).await?;
+        report.print();
+        return report.gate(&options).map_err(|reason| anyhow::anyhow!("gate failed: {reason}"));
+    }
     let target = Target::open(&cli.stack_dir)?;
     match cli.command {
+        Command::Writer { .. } => unreachable!("handled above"),
         Command::Idle { connections, users, gateway, concurrency, source_ips, hold } => {
             let options = IdleOptions {
                 connections: connections as usize,

@@ -257,6 +257,23 @@ pub async fn wait_archived(stack: &Stack, count: usize, timeout: Duration) -> an
     }
 }
 
+/// Waits until the search index holds at least `count` rows.
+pub async fn wait_indexed(stack: &Stack, count: i64, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let client = stack.pool.get().await?;
+        let n: i64 = client.query_one("SELECT count(*) FROM message_search", &[]).await?.get(0);
+        if n >= count {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "only {n} of {count} rows indexed after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `GET path` on gateway `gateway` with a bearer token: status and parsed JSON body.
 pub async fn get_json(
     stack: &Stack,
@@ -273,14 +290,16 @@ pub async fn get_json(
     Ok((status, value))
 }
 
-/// A metric's value summed over its label sets, from an HTTP `/metrics` on 127.0.0.1:`port`.
-pub async fn metric(port: u16, name: &str) -> anyhow::Result<f64> {
+/// A metric's value summed over its label sets whose labels contain `labels` (e.g.
+/// `sink="archive"`, or "" for all), from an HTTP `/metrics` on 127.0.0.1:`port`.
+pub async fn metric(port: u16, name: &str, labels: &str) -> anyhow::Result<f64> {
     let (_, body) = threadspace_devstack::stack::http_get(port, "/metrics")
         .await
         .ok_or_else(|| anyhow::anyhow!("no /metrics on port {port}"))?;
     Ok(body
         .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| l.split(' ').next().is_some_and(|series| series.contains(labels)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
 }

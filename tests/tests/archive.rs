@@ -9,7 +9,8 @@ use threadspace_broker_bridge::dead_letter;
 use threadspace_devstack::StackOptions;
 use threadspace_protocol::stored::StoredMessage;
 use threadspace_tests::{
-    archived, get_json, metric, recv_messages, send_and_ack, wait_archived, Fixture, NO_RATE_LIMITS,
+    archived, get_json, metric, recv_messages, send_and_ack, wait_archived, wait_indexed, Fixture,
+    NO_RATE_LIMITS,
 };
 
 /// A stack with two gateways (no rate limits) and one bridge with `bridge_args`.
@@ -162,7 +163,8 @@ async fn postgres_down_for_30s_live_delivery_continues_and_the_table_catches_up(
     // Live delivery never waited for Postgres.
     let live = recv_messages(&mut bob, acked.len()).await?;
     assert_eq!(live.iter().map(|m| m.seq).collect::<Vec<_>>(), acked, "bob got every message live, in order");
-    let failures = metric(fx.stack.bridges[0].port, "threadspace_bridge_write_errors_total").await?;
+    let failures =
+        metric(fx.stack.bridges[0].port, "threadspace_bridge_write_errors_total", "sink=\"archive\"").await?;
     assert!(failures > 0.0, "the bridge saw Postgres fail");
 
     fx.stack.postgres.restart().await?;
@@ -211,14 +213,19 @@ async fn poison_messages_are_dead_lettered_and_their_partition_keeps_flowing() -
 
     let mut dlq = jetstream.get_stream(dead_letter::STREAM).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while dlq.info().await?.state.messages < 3 && tokio::time::Instant::now() < deadline {
+    // Archive: undecodable, NUL, long id. Search index: undecodable, NUL (it stores no id).
+    while dlq.info().await?.state.messages < 5 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(dlq.info().await?.state.messages, 3, "three dead letters, once each");
+    assert_eq!(dlq.info().await?.state.messages, 5, "five dead letters, once each");
+    // The archive files three; the search index files its own for what it cannot take.
     let mut letters = BTreeMap::new();
-    for n in 1..=3 {
+    for n in 1..=dlq.info().await?.state.messages {
         let letter = dlq.get_raw_message(n).await?;
         let header = |name: &str| letter.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
+        if header(dead_letter::SINK_HEADER) != "archive" {
+            continue;
+        }
         letters.insert(
             header(dead_letter::SEQ_HEADER).parse::<u64>()?,
             (header(dead_letter::KIND_HEADER), header(dead_letter::REASON_HEADER)),
@@ -234,7 +241,8 @@ async fn poison_messages_are_dead_lettered_and_their_partition_keeps_flowing() -
         letters[&seqs[3]]
     );
     let port = fx.stack.bridges[0].port;
-    assert_eq!(metric(port, "threadspace_bridge_dead_letters_total").await?, 3.0);
+    assert_eq!(metric(port, "threadspace_bridge_dead_letters_total", "sink=\"archive\"").await?, 3.0);
+    assert_eq!(metric(port, "threadspace_bridge_dead_letters_total", "sink=\"search\"").await?, 2.0);
     let log = fx.stack.bridges[0].log_tail(200);
     assert!(
         log.contains(&format!("seq={}", seqs[1])) && log.contains("dead-letter"),
@@ -253,6 +261,9 @@ async fn a_deleted_consumer_is_recreated_and_nothing_is_skipped() -> anyhow::Res
         acked.push(send_and_ack(&mut alice, general, &format!("first-{i}"), "first").await?.0);
     }
     wait_archived(&fx.stack, 10, Duration::from_secs(20)).await?;
+    let port = fx.stack.bridges[0].port;
+    let created = metric(port, "threadspace_bridge_consumers_created_total", "").await?;
+    assert_eq!(created, 32.0, "16 partitions × (archive, search)");
     let partition = threadspace_protocol::subjects::partition_of(fx.org, 16);
     let nats = async_nats::connect(fx.stack.nats.url.as_str()).await?;
     let stream = async_nats::jetstream::new(nats).get_stream("MESSAGES").await?;
@@ -262,7 +273,7 @@ async fn a_deleted_consumer_is_recreated_and_nothing_is_skipped() -> anyhow::Res
     }
     let rows = wait_archived(&fx.stack, 20, Duration::from_secs(30)).await?;
     assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), acked);
-    assert_eq!(metric(fx.stack.bridges[0].port, "threadspace_bridge_consumers_created_total").await?, 17.0);
+    assert_eq!(metric(port, "threadspace_bridge_consumers_created_total", "sink=\"archive\"").await?, 17.0);
     Ok(())
 }
 
@@ -479,6 +490,7 @@ async fn search_finds_words_respects_membership_and_never_crosses_orgs() -> anyh
     send_and_ack(&mut outsider, other_general, "s5", "deploy in the other org").await?;
     expected_rows += 1;
     wait_archived(&fx.stack, expected_rows, Duration::from_secs(30)).await?;
+    wait_indexed(&fx.stack, expected_rows as i64, Duration::from_secs(30)).await?;
 
     let token = fx.token("alice");
     let (status, found) = get_json(&fx.stack, 0, "/v1/search?q=deploy%20pipeline", Some(&token)).await?;
