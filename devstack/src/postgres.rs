@@ -49,6 +49,8 @@ pub enum PostgresError {
     Spawn(#[from] SpawnError),
     #[error("PostgreSQL on port {port} did not accept connections; log tail:\n{log}")]
     NotReady { port: u16, log: String },
+    #[error("cannot promote the standby")]
+    Promote(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot create the {DATABASE} database")]
     CreateDatabase(#[source] tokio_postgres::Error),
 }
@@ -131,6 +133,64 @@ impl Postgres {
 }
 
 impl Postgres {
+    /// A streaming-replication standby of this server in `dir` on `port`: a base backup
+    /// (`pg_basebackup -R`, so it follows this primary) started read-only with the same
+    /// settings. Promote it with [`Postgres::promote`] to rehearse a switchover.
+    pub async fn start_standby(&self, dir: &Path, port: u16) -> Result<Self, PostgresError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        if self.as_postgres.is_some() {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io(dir))?;
+        }
+        let data_dir = dir.join("pg");
+        std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).map_err(io(&data_dir))?;
+        if let Some((uid, gid)) = self.as_postgres {
+            nix::unistd::chown(&data_dir, Some(uid.into()), Some(gid.into()))
+                .map_err(|e| PostgresError::Io { path: data_dir.display().to_string(), source: e.into() })?;
+        }
+        let password = std::fs::read_to_string(self.dir.join("pg-password")).map_err(io(&self.dir))?;
+        let mut backup = command(&self.bindir.join("pg_basebackup"), self.as_postgres);
+        backup
+            .arg("-D")
+            .arg(&data_dir)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER, "-R", "-X", "stream", "-c", "fast"])
+            .env("PGPASSWORD", password.trim());
+        let output = backup.output().map_err(io(&self.bindir))?;
+        if !output.status.success() {
+            return Err(PostgresError::Initdb {
+                output: format!("pg_basebackup: {}", String::from_utf8_lossy(&output.stderr)),
+            });
+        }
+        let log = dir.join("postgres.log");
+        let process = spawn_server(&self.bindir, &data_dir, port, self.as_postgres, &log, self.lifetime)?;
+        let url = self.url.replace(&format!(":{}/", self.port), &format!(":{port}/"));
+        let standby = Self {
+            process,
+            port,
+            url: url.clone(),
+            data_dir,
+            dir: dir.to_owned(),
+            bindir: self.bindir.clone(),
+            as_postgres: self.as_postgres,
+            lifetime: self.lifetime,
+            running: true,
+        };
+        wait_for(Duration::from_secs(30), || threadspace_store::connect(&url))
+            .await
+            .map_err(|_| PostgresError::NotReady { port, log: standby.process.log_tail(20) })?;
+        Ok(standby)
+    }
+
+    /// Promotes a standby to primary (`pg_promote`, waiting until it accepts writes).
+    pub async fn promote(&self) -> Result<(), PostgresError> {
+        let promote = async {
+            let client = threadspace_store::connect(&self.url).await?;
+            client.execute("SELECT pg_promote(true, 30)", &[]).await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        };
+        promote.await.map_err(PostgresError::Promote)
+    }
+
     /// Fast shutdown (SIGINT: open transactions roll back, clients are disconnected); waits
     /// up to 30 s for the server to exit, then kills it.
     pub fn stop(&mut self) {

@@ -279,6 +279,15 @@ impl Stack {
         Ok(())
     }
 
+    /// Replaces bridge `index`'s `--postgres-url` (takes effect at its next start), e.g. with a
+    /// multi-host URL for a switchover rehearsal.
+    pub fn set_bridge_postgres_url(&mut self, index: usize, url: &str) {
+        let args = &mut self.bridges[index].args;
+        if let Some(pos) = args.iter().position(|a| a == "--postgres-url") {
+            args[pos + 1] = url.to_owned();
+        }
+    }
+
     /// SIGKILLs bridge `index`.
     pub fn kill_bridge(&mut self, index: usize) {
         if let Some(mut process) = self.bridges[index].process.take() {

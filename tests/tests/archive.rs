@@ -673,3 +673,61 @@ async fn retention_drops_only_expired_partitions() -> anyhow::Result<()> {
     assert_eq!(archived(&fx.stack).await?.len(), 15);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_switchover_is_followed_and_loses_nothing() -> anyhow::Result<()> {
+    let mut fx = fixture(&["--ack-wait", "5s", "--max-backoff", "1s"]).await?;
+    // A streaming standby, and the bridge pointed at both with target_session_attrs=read-write.
+    let standby_port = threadspace_devstack::free_port()?;
+    let standby = fx.stack.postgres.start_standby(&fx.stack.dir.join("standby"), standby_port).await?;
+    let primary_port = fx.stack.postgres.port;
+    let both = fx.stack.postgres.url.replace(
+        &format!("127.0.0.1:{primary_port}/threadspace"),
+        &format!("127.0.0.1:{primary_port},127.0.0.1:{standby_port}/threadspace?target_session_attrs=read-write"),
+    );
+    fx.stack.terminate_bridge(0, Duration::from_secs(10));
+    fx.stack.set_bridge_postgres_url(0, &both);
+    fx.stack.start_bridge(0).await?;
+
+    let general = fx.channel("general").await;
+    let (mut alice, _) = fx.connect("alice", 0).await?;
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        acked.push(send_and_ack(&mut alice, general, &format!("pre-{i}"), "before the switchover").await?.0);
+    }
+    wait_archived(&fx.stack, 20, Duration::from_secs(20)).await?;
+
+    // Switchover, the way an operator (or Patroni) fences the old primary: it turns read-only
+    // while still up, so the bridge's pooled connections get SQLSTATE 25006 and must be
+    // dropped; reconnecting skips read-only hosts, and succeeds once the standby is promoted.
+    let old = fx.stack.pool.get().await?;
+    old.batch_execute("ALTER SYSTEM SET default_transaction_read_only = on").await?;
+    old.batch_execute("SELECT pg_reload_conf()").await?;
+    drop(old);
+    for i in 0..10 {
+        acked.push(send_and_ack(&mut alice, general, &format!("fenced-{i}"), "while no primary takes writes").await?.0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    standby.promote().await?;
+    for i in 0..10 {
+        acked.push(send_and_ack(&mut alice, general, &format!("post-{i}"), "after the switchover").await?.0);
+    }
+    // The new primary holds everything, once.
+    let pool = threadspace_store::pool(&standby.url, 1)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let stored: Vec<u64> = loop {
+        let client = pool.get().await?;
+        let rows = client.query("SELECT seq FROM messages ORDER BY seq", &[]).await?;
+        let stored: Vec<u64> = rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect();
+        if stored.len() >= acked.len() || tokio::time::Instant::now() >= deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stored, acked, "the new primary holds every acked message once");
+    let port = fx.stack.bridges[0].port;
+    let dropped = metric(port, "threadspace_bridge_write_errors_total", "kind=\"connection\"").await?;
+    assert!(dropped > 0.0, "the bridge dropped connections to the read-only primary");
+    fx.stack.postgres.stop();
+    Ok(())
+}
