@@ -242,6 +242,8 @@ fn spawn_server(
         "max_connections=300".to_owned(),
         "shared_buffers=128MB".to_owned(),
         "log_min_messages=warning".to_owned(),
+        // Commit times per row: loadgen measures the bridge's stored → committed lag with it.
+        "track_commit_timestamp=on".to_owned(),
     ] {
         server.arg("-c").arg(setting);
     }

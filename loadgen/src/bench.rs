@@ -39,6 +39,19 @@ pub struct BenchReport {
     pub settled_after: Duration,
     pub undecodable: u64,
     pub duplicates: u64,
+    /// With a broker-bridge running: JetStream stored → Postgres committed, per message.
+    pub archive: Option<ArchiveLag>,
+}
+
+/// How far behind JetStream the archive ran during the bench.
+#[derive(Debug)]
+pub struct ArchiveLag {
+    /// Messages of this run found in Postgres.
+    pub rows: i64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
 }
 
 struct Shared {
@@ -137,9 +150,16 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Benc
         .map(|(g, before)| cpu_time(g.pid).unwrap_or_default().saturating_sub(*before))
         .sum();
     tasks.abort_all();
+    let acked = shared.acked.load(Ordering::Relaxed);
+    let archive = if target.state.bridges.is_empty() {
+        None
+    } else {
+        Some(archive_lag(target, &format!("lg-{run_id:08x}-"), acked as i64).await?)
+    };
     let report = BenchReport {
+        archive,
         sent: total,
-        acked: shared.acked.load(Ordering::Relaxed),
+        acked,
         delivered: shared.delivered.load(Ordering::Relaxed),
         expected,
         ack: shared.ack.lock().expect("lock").clone(),
@@ -150,6 +170,43 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Benc
         duplicates: shared.duplicates.load(Ordering::Relaxed),
     };
     Ok(report)
+}
+
+/// Waits (up to 60 s) until the run's messages are in Postgres, then measures each one's
+/// JetStream stored time → Postgres commit time (`track_commit_timestamp`).
+async fn archive_lag(target: &Target, prefix: &str, acked: i64) -> anyhow::Result<ArchiveLag> {
+    let client = threadspace_store::connect(&target.state.postgres.url).await?;
+    let tracked: String = client.query_one("SHOW track_commit_timestamp", &[]).await?.get(0);
+    anyhow::ensure!(tracked == "on", "track_commit_timestamp is off; the archive lag cannot be measured");
+    let pattern = format!("{prefix}%");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM messages WHERE client_msg_id LIKE $1", &[&pattern])
+            .await?
+            .get(0);
+        if rows >= acked || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let row = client
+        .query_one(
+            "SELECT count(*), percentile_disc(0.5) WITHIN GROUP (ORDER BY lag),
+                    percentile_disc(0.99) WITHIN GROUP (ORDER BY lag),
+                    percentile_disc(0.999) WITHIN GROUP (ORDER BY lag), max(lag)
+             FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - stored_at)::float8 AS lag
+                   FROM messages WHERE client_msg_id LIKE $1) t",
+            &[&pattern],
+        )
+        .await?;
+    Ok(ArchiveLag {
+        rows: row.get(0),
+        p50: row.get::<_, Option<f64>>(1).unwrap_or(0.0),
+        p99: row.get::<_, Option<f64>>(2).unwrap_or(0.0),
+        p999: row.get::<_, Option<f64>>(3).unwrap_or(0.0),
+        max: row.get::<_, Option<f64>>(4).unwrap_or(0.0),
+    })
 }
 
 /// Owns one client: sends what it is told, records acks and deliveries.
@@ -227,6 +284,17 @@ impl BenchReport {
         }
         println!("{}", summary("send→ack", &self.ack));
         println!("{}", summary("send→deliver", &self.deliver));
+        if let Some(lag) = &self.archive {
+            println!(
+                "archive: {} of {} acked messages in Postgres; stored→committed p50={:.1} ms p99={:.1} ms p999={:.1} ms max={:.1} ms",
+                lag.rows,
+                self.acked,
+                lag.p50 * 1000.0,
+                lag.p99 * 1000.0,
+                lag.p999 * 1000.0,
+                lag.max * 1000.0
+            );
+        }
         let cpu = self.gateway_cpu.as_secs_f64();
         if cpu > 0.0 {
             println!(
