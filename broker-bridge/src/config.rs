@@ -56,7 +56,8 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_BRIDGE_BATCH_ROWS", default_value = "1000")]
     pub batch_rows: NonZeroUsize,
 
-    /// Longest a batch waits to fill before it is written anyway.
+    /// A batch is the first waiting message plus what is already pending behind it (up to
+    /// --batch-rows); this bounds how long the pull for those pending messages may take.
     #[arg(long, env = "THREADSPACE_BRIDGE_BATCH_WAIT", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub batch_wait: Duration,
 

@@ -101,8 +101,17 @@ pub async fn run(
 
     let writers = tokio_util::task::TaskTracker::new();
     for &sink in &shared.config.sinks {
+        // One committer per sink merges the partitions' batches into few transactions.
+        let (committer, jobs) = tokio::sync::mpsc::channel(owned.len().max(1));
+        writers.spawn(writer::run_committer(shared.clone(), sink, jobs, shutdown.clone()));
         for &k in &owned {
-            writers.spawn(writer::run_partition(shared.clone(), sink, k, shutdown.clone()));
+            writers.spawn(writer::run_partition(
+                shared.clone(),
+                committer.clone(),
+                sink,
+                k,
+                shutdown.clone(),
+            ));
         }
     }
     writers.close();

@@ -25,6 +25,7 @@ use futures_util::StreamExt as _;
 use threadspace_protocol::stored::StoredMessage;
 use threadspace_protocol::subjects::{parse_message_subject, MESSAGES_STREAM};
 use threadspace_store::messages::{self, MessageRow, Sink};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -63,7 +64,13 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs partition `k`'s writer until `shutdown`, reopening its consumer after any failure.
 /// (`sink` is the table it writes.)
-pub async fn run_partition(shared: Arc<Shared>, sink: Sink, k: u32, shutdown: CancellationToken) {
+pub async fn run_partition(
+    shared: Arc<Shared>,
+    committer: mpsc::Sender<Job>,
+    sink: Sink,
+    k: u32,
+    shutdown: CancellationToken,
+) {
     let labels = Labels::new(sink, k);
     let mut backoff = Backoff::new(shared.config.max_backoff);
     loop {
@@ -73,7 +80,7 @@ pub async fn run_partition(shared: Arc<Shared>, sink: Sink, k: u32, shutdown: Ca
         let outcome = match open_consumer(&shared, sink, k).await {
             Ok(consumer) => {
                 backoff.reset();
-                pump(&shared, sink, k, consumer, &shutdown).await
+                pump(&shared, &committer, sink, k, consumer, &shutdown).await
             }
             Err(error) => Err(error),
         };
@@ -129,6 +136,7 @@ async fn open_consumer(shared: &Shared, sink: Sink, k: u32) -> Result<PullConsum
 /// Pulls and writes batches until `shutdown` (Ok) or a NATS failure (Err: reopen).
 async fn pump(
     shared: &Shared,
+    committer: &mpsc::Sender<Job>,
     sink: Sink,
     k: u32,
     mut consumer: PullConsumer,
@@ -137,7 +145,6 @@ async fn pump(
     let labels = Labels::new(sink, k);
     let mut safe_seq = 0i64;
     let mut last_info = Instant::now() - Duration::from_secs(60);
-    let mut idle = false;
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
@@ -154,24 +161,19 @@ async fn pump(
             safe_seq = info.ack_floor.stream_sequence as i64;
             last_info = Instant::now();
         }
-        // Idle: one long pull for the first message, so an idle partition costs one request
-        // per 5 s, not one per batch wait. Then fill the batch for at most the batch wait.
+        // Wait (up to 5 s) for one message, then take what is already pending behind it, up
+        // to the batch size, without waiting for more. A batch is what arrived while the
+        // previous one was written: one message at a time when quiet (no artificial delay),
+        // full batches under load. An idle partition costs one pull request per 5 s.
         let mut pulled = Vec::new();
-        if idle {
-            pull(&consumer, 1, IDLE_PULL, &mut pulled).await?;
-            if pulled.is_empty() {
-                continue;
-            }
-        }
-        let room = shared.config.batch_rows.get() - pulled.len();
+        pull(&consumer, 1, IDLE_PULL, &mut pulled).await?;
+        let Some(first) = pulled.first() else { continue };
+        let pending = first.info().map(|info| info.pending).unwrap_or(0) as usize;
+        let room = (shared.config.batch_rows.get() - 1).min(pending);
         if room > 0 {
             pull(&consumer, room, shared.config.batch_wait, &mut pulled).await?;
         }
-        idle = pulled.is_empty();
-        if idle {
-            continue;
-        }
-        write_and_ack(shared, sink, k, pulled, safe_seq, shutdown).await?;
+        write_and_ack(shared, committer, sink, k, pulled, safe_seq, shutdown).await?;
     }
 }
 
@@ -250,6 +252,7 @@ pub fn decode_row(
 
 async fn write_and_ack(
     shared: &Shared,
+    committer: &mpsc::Sender<Job>,
     sink: Sink,
     k: u32,
     pulled: Vec<Message>,
@@ -269,46 +272,30 @@ async fn write_and_ack(
     let oldest = pulled.iter().map(|p| p.stored_at).min().unwrap_or_else(SystemTime::now);
     let last_seq = pulled.iter().map(|p| p.seq).max().unwrap_or(0);
 
-    let mut backoff = Backoff::new(shared.config.max_backoff);
-    let mut last_progress = Instant::now();
-    let mut failures = 0u32;
+    // Hand the batch to the sink's committer (which merges concurrent partitions' batches
+    // into one transaction) and wait for the commit, keeping the messages in progress.
+    let (reply, mut committed) = oneshot::channel();
+    let job = Job { partition: k, rows: rows.clone(), last_seq, safe_seq, reply };
+    if committer.send(job).await.is_err() {
+        return Ok(()); // shutting down: unacked, redelivered to the next owner
+    }
     let outcome = loop {
-        let started = Instant::now();
-        match write_batch(shared, sink, k, &rows, last_seq, safe_seq).await {
-            Ok(outcome) => {
-                metrics::histogram!(m::COMMIT_DURATION, "sink" => sink.as_str())
-                    .record(started.elapsed().as_secs_f64());
-                if failures > 0 {
-                    info!(sink = sink.as_str(), partition = k, failures, "batch committed after retries");
-                }
-                break outcome;
-            }
-            Err(fault) => {
-                failures += 1;
-                metrics::counter!(m::WRITE_ERRORS, "sink" => sink.as_str(), "kind" => fault.kind)
-                    .increment(1);
-                if failures == 1 || failures.is_multiple_of(20) {
-                    warn!(sink = sink.as_str(), partition = k, failures, kind = fault.kind, error = %chain(fault.error.as_ref()), "batch write failed; retrying (messages stay unacked in JetStream)");
-                }
-            }
-        }
-        let age = SystemTime::now().duration_since(oldest).unwrap_or_default();
-        metrics::gauge!(m::LAG_SECONDS, &labels.pairs()).set(age.as_secs_f64());
-        if last_progress.elapsed() >= shared.config.ack_wait / 3 {
-            for p in &pulled {
-                let _ = p.message.ack_with(AckKind::Progress).await;
-            }
-            last_progress = Instant::now();
-        }
         tokio::select! {
-            // Unacked: JetStream redelivers them to whoever owns the partition next.
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(backoff.next()) => {}
+            outcome = &mut committed => match outcome {
+                Ok(outcome) => break outcome,
+                // The committer gave up at shutdown: unacked, redelivered later.
+                Err(_) => return Ok(()),
+            },
+            _ = tokio::time::sleep(shared.config.ack_wait / 3) => {
+                let age = SystemTime::now().duration_since(oldest).unwrap_or_default();
+                metrics::gauge!(m::LAG_SECONDS, &labels.pairs()).set(age.as_secs_f64());
+                for p in &pulled {
+                    let _ = p.message.ack_with(AckKind::Progress).await;
+                }
+            }
         }
     };
     let committed_at = SystemTime::now();
-    metrics::counter!(m::BATCHES, "sink" => sink.as_str()).increment(1);
-    metrics::histogram!(m::BATCH_ROWS, "sink" => sink.as_str()).record(rows.len() as f64);
     metrics::counter!(m::ROWS_WRITTEN, &labels.pairs()).increment(outcome.inserted);
     let existing = (rows.len() - outcome.refused.len()) as u64 - outcome.inserted;
     metrics::counter!(m::ROWS_EXISTING, "sink" => sink.as_str()).increment(existing);
@@ -347,11 +334,113 @@ async fn write_and_ack(
     Ok(())
 }
 
-/// A committed batch.
+/// One partition's batch, handed to its sink's committer.
+pub struct Job {
+    partition: u32,
+    rows: Vec<MessageRow>,
+    last_seq: i64,
+    safe_seq: i64,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// What the commit did with one job's rows.
 struct Outcome {
     inserted: u64,
     /// Rows Postgres refused (constraint or data errors), with the reason.
     refused: Vec<(i64, String)>,
+}
+
+/// The rows of several jobs, written and committed together.
+struct Merged<'a> {
+    rows: Vec<MessageRow>,
+    jobs: &'a [Job],
+}
+
+/// Commits the batches of `sink` from every partition task of this process: waits up to
+/// `--batch-wait` after the first to gather others (up to `--batch-rows` rows), writes them in
+/// one transaction with a checkpoint per partition, and retries until the commit succeeds.
+/// One commit serves many partitions, so commits per second stay low at any partition count.
+/// Ends when every partition task has ended.
+pub async fn run_committer(
+    shared: Arc<Shared>,
+    sink: Sink,
+    mut jobs: mpsc::Receiver<Job>,
+    shutdown: CancellationToken,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        let mut rows = batch[0].rows.len();
+        let deadline = tokio::time::Instant::now() + shared.config.batch_wait;
+        while rows < shared.config.batch_rows.get() {
+            match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                Ok(Some(job)) => {
+                    rows += job.rows.len();
+                    batch.push(job);
+                }
+                _ => break,
+            }
+        }
+        let Some(outcomes) = commit_with_retries(&shared, sink, &batch, &shutdown).await else {
+            // Shutting down before the commit succeeded: the partitions' messages stay
+            // unacked and are redelivered.
+            return;
+        };
+        metrics::counter!(m::BATCHES, "sink" => sink.as_str()).increment(1);
+        metrics::histogram!(m::BATCH_ROWS, "sink" => sink.as_str()).record(rows as f64);
+        for (job, outcome) in batch.into_iter().zip(outcomes) {
+            let _ = job.reply.send(outcome);
+        }
+    }
+}
+
+async fn commit_with_retries(
+    shared: &Shared,
+    sink: Sink,
+    batch: &[Job],
+    shutdown: &CancellationToken,
+) -> Option<Vec<Outcome>> {
+    let mut seen = std::collections::HashSet::new();
+    let rows: Vec<MessageRow> =
+        batch.iter().flat_map(|job| job.rows.iter()).filter(|row| seen.insert(row.seq)).cloned().collect();
+    let merged = Merged { rows, jobs: batch };
+    let mut backoff = Backoff::new(shared.config.max_backoff);
+    let mut failures = 0u32;
+    loop {
+        let started = Instant::now();
+        match write_batch(shared, sink, &merged).await {
+            Ok((inserted, refused)) => {
+                metrics::histogram!(m::COMMIT_DURATION, "sink" => sink.as_str())
+                    .record(started.elapsed().as_secs_f64());
+                if failures > 0 {
+                    info!(sink = sink.as_str(), failures, "batch committed after retries");
+                }
+                let outcomes = batch
+                    .iter()
+                    .map(|job| Outcome {
+                        inserted: job.rows.iter().filter(|r| inserted.contains(&r.seq)).count() as u64,
+                        refused: refused
+                            .iter()
+                            .filter(|(seq, _)| job.rows.iter().any(|r| r.seq == *seq))
+                            .cloned()
+                            .collect(),
+                    })
+                    .collect();
+                return Some(outcomes);
+            }
+            Err(fault) => {
+                failures += 1;
+                metrics::counter!(m::WRITE_ERRORS, "sink" => sink.as_str(), "kind" => fault.kind)
+                    .increment(1);
+                if failures == 1 || failures.is_multiple_of(20) {
+                    warn!(sink = sink.as_str(), failures, kind = fault.kind, error = %chain(fault.error.as_ref()), "batch write failed; retrying (messages stay unacked in JetStream)");
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(backoff.next()) => {}
+        }
+    }
 }
 
 /// A failed attempt; the batch is retried. `kind` is the metric label.
@@ -414,17 +503,13 @@ pub fn classify_code(code: &SqlState) -> ErrorClass {
     }
 }
 
-async fn write_batch(
-    shared: &Shared,
-    sink: Sink,
-    k: u32,
-    rows: &[MessageRow],
-    last_seq: i64,
-    safe_seq: i64,
-) -> Result<Outcome, Fault> {
+/// New seqs, and refused rows with their reason.
+type Written = (std::collections::HashSet<i64>, Vec<(i64, String)>);
+
+async fn write_batch(shared: &Shared, sink: Sink, merged: &Merged<'_>) -> Result<Written, Fault> {
     let mut client = shared.pool.get().await.map_err(|e| Fault { kind: "connection", error: Box::new(e) })?;
-    match write_on(shared, &mut client, sink, k, rows, last_seq, safe_seq).await {
-        Ok(outcome) => Ok(outcome),
+    match write_on(shared, &mut client, sink, merged).await {
+        Ok(written) => Ok(written),
         Err(fault) if classify(&fault.error) == ErrorClass::Connection => {
             // Never reuse it: after a switchover it may point at the old, read-only primary.
             drop(deadpool_postgres::Object::take(client));
@@ -438,12 +523,9 @@ async fn write_on(
     shared: &Shared,
     client: &mut deadpool_postgres::Client,
     sink: Sink,
-    k: u32,
-    rows: &[MessageRow],
-    last_seq: i64,
-    safe_seq: i64,
-) -> Result<Outcome, PgFault> {
-    let max_seq = rows.iter().map(|r| r.seq).max().unwrap_or(0);
+    merged: &Merged<'_>,
+) -> Result<Written, PgFault> {
+    let max_seq = merged.rows.iter().map(|r| r.seq).max().unwrap_or(0);
     let rows_per_partition = i64::from(shared.config.rows_per_partition.get());
     if max_seq >= shared.partitions_upper.load(Ordering::Relaxed) - rows_per_partition {
         let upper = messages::ensure_partitions(
@@ -457,39 +539,51 @@ async fn write_on(
         shared.partitions_upper.fetch_max(upper, Ordering::Relaxed);
     }
     let tx = client.transaction().await?;
-    match sink.insert(&tx, rows).await {
+    match sink.insert(&tx, &merged.rows).await {
         Ok(inserted) => {
-            messages::checkpoint(&tx, sink, k, last_seq, safe_seq, inserted).await?;
+            let inserted: std::collections::HashSet<i64> = inserted.into_iter().collect();
+            checkpoints(&tx, sink, merged, &inserted).await?;
             tx.commit().await?;
-            Ok(Outcome { inserted, refused: Vec::new() })
+            Ok((inserted, Vec::new()))
         }
         Err(error) if classify(&error) == ErrorClass::Refused => {
             drop(tx);
-            write_row_by_row(client, sink, k, rows, last_seq, safe_seq).await
+            write_row_by_row(client, sink, merged).await
         }
         Err(error) => Err(error.into()),
     }
 }
 
+/// One checkpoint per partition in the batch (in its transaction).
+async fn checkpoints(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sink: Sink,
+    merged: &Merged<'_>,
+    inserted: &std::collections::HashSet<i64>,
+) -> Result<(), tokio_postgres::Error> {
+    for job in merged.jobs {
+        let new = job.rows.iter().filter(|r| inserted.contains(&r.seq)).count() as u64;
+        messages::checkpoint(tx, sink, job.partition, job.last_seq, job.safe_seq, new).await?;
+    }
+    Ok(())
+}
+
 /// Some row of the batch was refused: write each row under its own savepoint, collecting
-/// the refused ones, and commit the rest with the checkpoint.
+/// the refused ones, and commit the rest with the checkpoints.
 async fn write_row_by_row(
     client: &mut deadpool_postgres::Client,
     sink: Sink,
-    k: u32,
-    rows: &[MessageRow],
-    last_seq: i64,
-    safe_seq: i64,
-) -> Result<Outcome, PgFault> {
+    merged: &Merged<'_>,
+) -> Result<Written, PgFault> {
     let mut tx = client.transaction().await?;
-    let mut inserted = 0;
+    let mut inserted = std::collections::HashSet::new();
     let mut refused = Vec::new();
-    for row in rows {
+    for row in &merged.rows {
         let savepoint = tx.savepoint("row").await?;
         match sink.insert(&savepoint, std::slice::from_ref(row)).await {
-            Ok(n) => {
+            Ok(new) => {
                 savepoint.commit().await?;
-                inserted += n;
+                inserted.extend(new);
             }
             Err(error) if classify(&error) == ErrorClass::Refused => {
                 savepoint.rollback().await?;
@@ -499,9 +593,9 @@ async fn write_row_by_row(
             Err(error) => return Err(error.into()),
         }
     }
-    messages::checkpoint(&tx, sink, k, last_seq, safe_seq, inserted).await?;
+    checkpoints(&tx, sink, merged, &inserted).await?;
     tx.commit().await?;
-    Ok(Outcome { inserted, refused })
+    Ok((inserted, refused))
 }
 
 /// Exponential backoff from 100 ms up to a maximum, with jitter.

@@ -153,7 +153,19 @@ impl Postgres {
         backup
             .arg("-D")
             .arg(&data_dir)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER, "-R", "-X", "stream", "-c", "fast"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ])
             .env("PGPASSWORD", password.trim());
         let output = backup.output().map_err(io(&self.bindir))?;
         if !output.status.success() {

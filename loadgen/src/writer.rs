@@ -216,7 +216,7 @@ async fn write_batches(
         let inserted = sink.insert(&tx, chunk).await?;
         let last = chunk.last().map_or(0, |r| r.seq);
         let partition = (last as u32) % 16;
-        messages::checkpoint(&tx, sink, partition, last, last, inserted).await?;
+        messages::checkpoint(&tx, sink, partition, last, last, inserted.len() as u64).await?;
         tx.commit().await?;
         latencies.push(t.elapsed());
     }

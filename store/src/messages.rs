@@ -61,7 +61,8 @@ INSERT INTO messages (seq, org_id, channel_id, sender_id, client_msg_id, body, s
 SELECT r.* FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::text[], $6::text[],
                        $7::timestamptz[], $8::timestamptz[])
          AS r (seq, org_id, channel_id, sender_id, client_msg_id, body, sent_at, stored_at)
-WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.seq = r.seq)";
+WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.seq = r.seq)
+RETURNING seq";
 
 /// Which table a bridge consumer writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -83,12 +84,12 @@ impl Sink {
         }
     }
 
-    /// Writes `rows` into this sink's table; returns how many were new.
+    /// Writes `rows` into this sink's table; returns the seqs that were new.
     pub async fn insert<C: GenericClient>(
         self,
         client: &C,
         rows: &[MessageRow],
-    ) -> Result<u64, tokio_postgres::Error> {
+    ) -> Result<Vec<i64>, tokio_postgres::Error> {
         match self {
             Self::Archive => insert_batch(client, rows).await,
             Self::Search => index_batch(client, rows).await,
@@ -100,26 +101,28 @@ const INDEX_BATCH: &str = "\
 INSERT INTO message_search (seq, org_id, channel_id, body_tsv)
 SELECT seq, org_id, channel_id, to_tsvector('english', body)
 FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[]) AS r (seq, org_id, channel_id, body)
-WHERE NOT EXISTS (SELECT 1 FROM message_search s WHERE s.seq = r.seq)";
+WHERE NOT EXISTS (SELECT 1 FROM message_search s WHERE s.seq = r.seq)
+RETURNING seq";
 
-/// Adds `rows` to the search index with one statement; returns how many were new.
+/// Adds `rows` to the search index with one statement; returns the seqs that were new.
 pub async fn index_batch<C: GenericClient>(
     client: &C,
     rows: &[MessageRow],
-) -> Result<u64, tokio_postgres::Error> {
+) -> Result<Vec<i64>, tokio_postgres::Error> {
     let seq: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     let org: Vec<i64> = rows.iter().map(|r| r.org.0).collect();
     let channel: Vec<i64> = rows.iter().map(|r| r.channel.0).collect();
     let body: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
     let statement = client.prepare_cached(INDEX_BATCH).await?;
-    client.execute(&statement, &[&seq, &org, &channel, &body]).await
+    let inserted = client.query(&statement, &[&seq, &org, &channel, &body]).await?;
+    Ok(inserted.iter().map(|r| r.get(0)).collect())
 }
 
-/// Inserts `rows` with one statement; returns how many were new (the rest existed).
+/// Inserts `rows` with one statement; returns the seqs that were new (the rest existed).
 pub async fn insert_batch<C: GenericClient>(
     client: &C,
     rows: &[MessageRow],
-) -> Result<u64, tokio_postgres::Error> {
+) -> Result<Vec<i64>, tokio_postgres::Error> {
     let mut seq = Vec::with_capacity(rows.len());
     let mut org = Vec::with_capacity(rows.len());
     let mut channel = Vec::with_capacity(rows.len());
@@ -139,9 +142,10 @@ pub async fn insert_batch<C: GenericClient>(
         stored_at.push(row.stored_at);
     }
     let statement = client.prepare_cached(INSERT_BATCH).await?;
-    client
-        .execute(&statement, &[&seq, &org, &channel, &sender, &client_msg_id, &body, &sent_at, &stored_at])
-        .await
+    let inserted = client
+        .query(&statement, &[&seq, &org, &channel, &sender, &client_msg_id, &body, &sent_at, &stored_at])
+        .await?;
+    Ok(inserted.iter().map(|r| r.get(0)).collect())
 }
 
 /// Records a committed batch of `sink` from stream partition `partition` (in the batch's

@@ -683,7 +683,9 @@ async fn a_postgres_switchover_is_followed_and_loses_nothing() -> anyhow::Result
     let primary_port = fx.stack.postgres.port;
     let both = fx.stack.postgres.url.replace(
         &format!("127.0.0.1:{primary_port}/threadspace"),
-        &format!("127.0.0.1:{primary_port},127.0.0.1:{standby_port}/threadspace?target_session_attrs=read-write"),
+        &format!(
+            "127.0.0.1:{primary_port},127.0.0.1:{standby_port}/threadspace?target_session_attrs=read-write"
+        ),
     );
     fx.stack.terminate_bridge(0, Duration::from_secs(10));
     fx.stack.set_bridge_postgres_url(0, &both);
@@ -705,7 +707,11 @@ async fn a_postgres_switchover_is_followed_and_loses_nothing() -> anyhow::Result
     old.batch_execute("SELECT pg_reload_conf()").await?;
     drop(old);
     for i in 0..10 {
-        acked.push(send_and_ack(&mut alice, general, &format!("fenced-{i}"), "while no primary takes writes").await?.0);
+        acked.push(
+            send_and_ack(&mut alice, general, &format!("fenced-{i}"), "while no primary takes writes")
+                .await?
+                .0,
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     standby.promote().await?;
