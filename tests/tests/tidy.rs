@@ -49,7 +49,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 }
 
 fn declared_metrics() -> BTreeSet<String> {
-    let code = read("gateway/src/metrics.rs");
+    let code = read("gateway/src/metrics.rs") + &read("broker-bridge/src/metrics.rs");
     code.lines()
         .filter_map(|l| l.trim().strip_prefix("pub const "))
         .filter_map(|l| l.split('"').nth(1))
@@ -70,7 +70,9 @@ fn every_metric_in_dashboards_and_alerts_exists_in_code() {
     }
     assert!(!used.is_empty(), "dashboards and alerts use metrics");
     let unknown: Vec<_> = used.difference(&declared).collect();
-    assert!(unknown.is_empty(), "used but not declared in gateway/src/metrics.rs: {unknown:?}");
+    assert!(unknown.is_empty(), "used but not declared in gateway/ or broker-bridge/src/metrics.rs: {unknown:?}");
+    let bridge: Vec<_> = used.iter().filter(|m| m.starts_with("threadspace_bridge_")).collect();
+    assert!(bridge.len() >= 4, "the bridge is graphed and alerted on: {bridge:?}");
 }
 
 #[test]
@@ -89,20 +91,25 @@ fn every_alert_has_a_runbook() {
 }
 
 #[test]
-fn every_env_var_in_k8s_is_a_real_gateway_option() {
-    let config = read("gateway/src/config.rs");
-    let options: BTreeSet<&str> =
-        config.split("env = \"").skip(1).filter_map(|s| s.split('"').next()).collect();
-    let manifest = read("k8s/gateway.yaml");
-    let used: Vec<&str> = manifest
-        .split("name: ")
-        .skip(1)
-        .filter_map(|s| s.split([',', ' ', '\n', '}']).next())
-        .filter(|s| s.starts_with("THREADSPACE_"))
-        .collect();
-    assert!(used.len() >= 5, "{used:?}");
-    for var in used {
-        assert!(options.contains(var), "k8s sets {var}, which no gateway flag reads");
+fn every_env_var_in_k8s_is_a_real_option() {
+    for (config, manifest, prefix) in [
+        ("gateway/src/config.rs", "k8s/gateway.yaml", "THREADSPACE_GATEWAY_"),
+        ("broker-bridge/src/config.rs", "k8s/bridge.yaml", "THREADSPACE_BRIDGE_"),
+        ("store/src/bin/threadspace-store.rs", "k8s/bridge.yaml", "THREADSPACE_POSTGRES_"),
+    ] {
+        let code = read(config);
+        let options: BTreeSet<&str> = code.split("env = \"").skip(1).filter_map(|s| s.split('"').next()).collect();
+        let text = read(manifest);
+        let used: Vec<&str> = text
+            .split("name: ")
+            .skip(1)
+            .filter_map(|s| s.split([',', ' ', '\n', '}']).next())
+            .filter(|s| s.starts_with(prefix))
+            .collect();
+        assert!(!used.is_empty(), "{manifest} sets no {prefix}* variable");
+        for var in used {
+            assert!(options.contains(var), "{manifest} sets {var}, which no flag in {config} reads");
+        }
     }
 }
 
