@@ -70,7 +70,10 @@ fn every_metric_in_dashboards_and_alerts_exists_in_code() {
     }
     assert!(!used.is_empty(), "dashboards and alerts use metrics");
     let unknown: Vec<_> = used.difference(&declared).collect();
-    assert!(unknown.is_empty(), "used but not declared in gateway/ or broker-bridge/src/metrics.rs: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "used but not declared in gateway/ or broker-bridge/src/metrics.rs: {unknown:?}"
+    );
     let bridge: Vec<_> = used.iter().filter(|m| m.starts_with("threadspace_bridge_")).collect();
     assert!(bridge.len() >= 4, "the bridge is graphed and alerted on: {bridge:?}");
 }
@@ -98,7 +101,8 @@ fn every_env_var_in_k8s_is_a_real_option() {
         ("store/src/bin/threadspace-store.rs", "k8s/bridge.yaml", "THREADSPACE_POSTGRES_"),
     ] {
         let code = read(config);
-        let options: BTreeSet<&str> = code.split("env = \"").skip(1).filter_map(|s| s.split('"').next()).collect();
+        let options: BTreeSet<&str> =
+            code.split("env = \"").skip(1).filter_map(|s| s.split('"').next()).collect();
         let text = read(manifest);
         let used: Vec<&str> = text
             .split("name: ")
