@@ -687,7 +687,10 @@ mod tests {
         assert_eq!((row.seq, row.body.as_str(), row.stored_at), (42, "hello", now));
         assert_eq!(row.sent_at, messages::time_from_ms(1_700_000_000_123));
         let other = (k + 1) % 16;
-        assert!(decode_row(other, &format!("msg.{other}.5.9"), &payload, 42, now).is_err());
+        assert!(
+            decode_row(other, &subject, &payload, 42, now).is_err(),
+            "a record outside the consumer's partition"
+        );
         assert!(decode_row(k, &format!("msg.{k}.5.10"), &payload, 42, now)
             .expect_err("wrong channel")
             .contains("channel"));

@@ -94,10 +94,9 @@ const WORDS: &[&str] = &[
     "plan",
 ];
 
-/// `n` rows shaped like chat: seqs 1..=n, 5,000 orgs, bodies of 3–30 words.
-pub fn generate(n: usize, seed: u64) -> Vec<MessageRow> {
+/// `n` rows shaped like chat: seqs 1..=n, 5,000 orgs, bodies of 3–30 words, stamped `now`.
+pub fn generate(n: usize, seed: u64, now: SystemTime) -> Vec<MessageRow> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let now = SystemTime::now();
     (1..=n as i64)
         .map(|seq| {
             let words = rng.random_range(3..=30);
@@ -131,7 +130,7 @@ pub async fn run(options: &WriterOptions) -> anyhow::Result<WriterReport> {
     threadspace_store::migrate(&mut client).await?;
     messages::ensure_partitions(&mut client, options.rows as i64, 10_000_000, 1).await?;
     drop(client);
-    let rows = generate(options.rows, 7);
+    let rows = generate(options.rows, 7, SystemTime::now());
     // Writer w takes every seq with seq % writers == w, as bridge partitions interleave.
     let slices: Vec<Arc<Vec<MessageRow>>> = (0..options.writers)
         .map(|w| Arc::new(rows.iter().filter(|r| r.seq as usize % options.writers == w).cloned().collect()))
@@ -279,8 +278,9 @@ mod tests {
 
     #[test]
     fn generated_rows_are_reproducible_and_valid() {
-        let a = generate(100, 7);
-        assert_eq!(a, generate(100, 7));
+        let now = SystemTime::now();
+        let a = generate(100, 7, now);
+        assert_eq!(a, generate(100, 7, now));
         assert!(a.iter().enumerate().all(|(i, r)| r.seq == i as i64 + 1 && !r.body.is_empty()));
         assert!(a.iter().all(|r| r.channel.0 / 100 == r.org.0));
     }
