@@ -22,7 +22,7 @@ pub const SINK_HEADER: &str = "ThreadSpace-Sink";
 pub const SEQ_HEADER: &str = "ThreadSpace-Seq";
 /// Header: the original subject.
 pub const SUBJECT_HEADER: &str = "ThreadSpace-Subject";
-/// Header: `undecodable` or `refused`.
+/// Header: `undecodable`, `refused` or `max_deliveries`.
 pub const KIND_HEADER: &str = "ThreadSpace-Dead-Letter-Kind";
 /// Header: why, in words.
 pub const REASON_HEADER: &str = "ThreadSpace-Reason";
@@ -54,7 +54,7 @@ pub struct DeadLetter<'a> {
     pub partition: u32,
     pub seq: i64,
     pub subject: &'a str,
-    /// `undecodable` or `refused`.
+    /// `undecodable`, `refused` or `max_deliveries`.
     pub kind: &'static str,
     pub reason: &'a str,
 }
@@ -105,4 +105,94 @@ pub async fn publish(
         "message moved to the dead-letter stream {STREAM}"
     );
     Ok(())
+}
+
+/// JetStream's advisory when a consumer gives up on a message after `max_deliver` attempts.
+#[derive(Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct MaxDeliveries {
+    pub stream: String,
+    pub consumer: String,
+    pub stream_seq: u64,
+    pub deliveries: u64,
+}
+
+/// Subject of max-deliveries advisories for the MESSAGES stream's consumers.
+pub fn max_deliveries_subject() -> String {
+    format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
+        threadspace_protocol::subjects::MESSAGES_STREAM
+    )
+}
+
+/// Subscribed before the writers start, so no advisory of theirs is missed.
+/// Files every message one of this process's consumers gave up on (after `--max-deliver`
+/// deliveries without an ack: the bridge crashed or stalled on it each time) as a dead letter,
+/// so it is visible and recoverable instead of silently skipped. Runs until `shutdown`.
+pub async fn watch_max_deliveries(
+    mut advisories: async_nats::Subscriber,
+    jetstream: async_nats::jetstream::Context,
+    ours: Vec<(String, threadspace_store::messages::Sink, u32)>,
+    shutdown: CancellationToken,
+) {
+    use futures_util::StreamExt as _;
+    loop {
+        let advisory = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = advisories.next() => match next {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let Ok(advisory) = serde_json::from_slice::<MaxDeliveries>(&advisory.payload) else {
+            warn!(subject = %advisory.subject, "undecodable max-deliveries advisory");
+            continue;
+        };
+        let Some((_, sink, partition)) = ours.iter().find(|(name, _, _)| *name == advisory.consumer) else {
+            continue;
+        };
+        let original = match jetstream.get_stream(&advisory.stream).await {
+            Ok(stream) => stream.get_raw_message(advisory.stream_seq).await.map_err(async_nats::Error::from),
+            Err(error) => Err(error.into()),
+        };
+        let (subject, payload) = match original {
+            Ok(message) => (message.subject.to_string(), message.payload),
+            Err(error) => {
+                warn!(seq = advisory.stream_seq, %error, "message given up by JetStream is no longer readable");
+                (String::new(), Bytes::new())
+            }
+        };
+        let reason = format!("delivered {} times without a commit", advisory.deliveries);
+        let letter = DeadLetter {
+            sink: *sink,
+            partition: *partition,
+            seq: advisory.stream_seq as i64,
+            subject: &subject,
+            kind: "max_deliveries",
+            reason: &reason,
+        };
+        if publish(&jetstream, &letter, payload, &shutdown).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_max_deliveries_advisory() {
+        let json = br#"{"type":"io.nats.jetstream.advisory.v1.max_deliver","id":"x","timestamp":"2026-11-22T09:00:00Z","stream":"MESSAGES","consumer":"writer-p3","stream_seq":42,"deliveries":20}"#;
+        let advisory: MaxDeliveries = serde_json::from_slice(json).expect("parses");
+        assert_eq!(
+            advisory,
+            MaxDeliveries {
+                stream: "MESSAGES".into(),
+                consumer: "writer-p3".into(),
+                stream_seq: 42,
+                deliveries: 20
+            }
+        );
+        assert_eq!(max_deliveries_subject(), "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.MESSAGES.*");
+    }
 }

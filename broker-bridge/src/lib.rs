@@ -58,6 +58,8 @@ pub enum RunError {
         #[source]
         source: async_nats::ConnectError,
     },
+    #[error("cannot subscribe to max-deliveries advisories")]
+    Advisories(#[source] async_nats::Error),
     #[error("cannot create the dead-letter stream")]
     DeadLetterStream(#[source] async_nats::Error),
     #[error(transparent)]
@@ -99,6 +101,24 @@ pub async fn run(
     let grace = config.shutdown_grace;
     let shared = Arc::new(writer::Shared { config, jetstream, pool, partitions_upper: AtomicI64::new(0) });
 
+    // Max-deliveries advisories, subscribed (and flushed) before any consumer pulls.
+    let advisories = nats
+        .subscribe(dead_letter::max_deliveries_subject())
+        .await
+        .map_err(|e| RunError::Advisories(e.into()))?;
+    nats.flush().await.map_err(|e| RunError::Advisories(e.into()))?;
+    let ours = shared
+        .config
+        .sinks
+        .iter()
+        .flat_map(|&sink| owned.iter().map(move |&k| (consumer_name(sink, k), sink, k)))
+        .collect();
+    let advisories = tokio::spawn(dead_letter::watch_max_deliveries(
+        advisories,
+        shared.jetstream.clone(),
+        ours,
+        shutdown.clone(),
+    ));
     let writers = tokio_util::task::TaskTracker::new();
     for &sink in &shared.config.sinks {
         // One committer per sink merges the partitions' batches into few transactions.
@@ -115,6 +135,7 @@ pub async fn run(
         }
     }
     writers.close();
+
     let http_stop = CancellationToken::new();
     let http_task = tokio::spawn(http::serve(listener, nats.clone(), metrics, http_stop.clone()));
     ::metrics::gauge!(crate::metrics::READY).set(1.0);
@@ -127,6 +148,7 @@ pub async fn run(
     }
     http_stop.cancel();
     let _ = http_task.await;
+    let _ = advisories.await;
     let _ = tokio::time::timeout(Duration::from_secs(2), nats.drain()).await;
     info!("bridge stopped");
     Ok(())

@@ -20,7 +20,7 @@ pub const LAG_MESSAGES: &str = "threadspace_bridge_lag_messages";
 pub const LAG_SECONDS: &str = "threadspace_bridge_lag_seconds";
 /// Label `kind`: `connection` (connection dropped), `retryable`, `partition`.
 pub const WRITE_ERRORS: &str = "threadspace_bridge_write_errors_total";
-/// Label `reason`: `undecodable`, `refused`.
+/// Label `reason`: `undecodable`, `refused`, `max_deliveries`.
 pub const DEAD_LETTERS: &str = "threadspace_bridge_dead_letters_total";
 /// Durable consumers created (first start, or recreated after deletion).
 pub const CONSUMERS_CREATED: &str = "threadspace_bridge_consumers_created_total";

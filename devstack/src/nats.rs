@@ -68,6 +68,19 @@ impl NatsServer {
         Ok(server)
     }
 
+    /// Stops the server (SIGTERM, then SIGKILL after 10 s) and starts it again on the same port
+    /// and data directory, as a crash-and-restart or a rolling restart would.
+    pub async fn restart(&mut self, lifetime: Lifetime) -> Result<(), NatsError> {
+        self.process.signal(nix::sys::signal::Signal::SIGTERM);
+        if self.process.wait_timeout(Duration::from_secs(10)).is_none() {
+            self.process.kill();
+        }
+        let mut command = Command::new(tools::nats_server());
+        command.arg("-c").arg(self.dir.join("nats.conf"));
+        self.process = ManagedProcess::spawn("nats-server", command, &self.dir.join("nats.log"), lifetime)?;
+        self.wait_ready().await
+    }
+
     async fn wait_ready(&self) -> Result<(), NatsError> {
         let url = self.url.clone();
         let ready = wait_for(Duration::from_secs(20), || {

@@ -737,3 +737,98 @@ async fn a_postgres_switchover_is_followed_and_loses_nothing() -> anyhow::Result
     fx.stack.postgres.stop();
     Ok(())
 }
+
+/// Sends until one is acked (the gateway answers `unavailable` while NATS is away).
+async fn send_when_nats_is_back(
+    client: &mut threadspace_protocol::client::Client,
+    channel: threadspace_protocol::ChannelId,
+    id: &str,
+) -> anyhow::Result<u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match send_and_ack(client, channel, id, "after the restart").await {
+            Ok((seq, _, _)) => return Ok(seq),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_is_absorbed_and_nothing_is_skipped() -> anyhow::Result<()> {
+    let mut fx = fixture(&[]).await?;
+    let general = fx.channel("general").await;
+    let (mut alice, _) = fx.connect("alice", 0).await?;
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        acked.push(send_and_ack(&mut alice, general, &format!("before-{i}"), "before the restart").await?.0);
+    }
+    wait_archived(&fx.stack, 10, Duration::from_secs(20)).await?;
+    let lifetime = fx.stack.options.lifetime;
+    fx.stack.nats.restart(lifetime).await?;
+    // The first send after the restart may need a retry (same id: idempotent).
+    acked.push(send_when_nats_is_back(&mut alice, general, "after-0").await?);
+    for i in 1..10 {
+        acked.push(send_and_ack(&mut alice, general, &format!("after-{i}"), "after the restart").await?.0);
+    }
+    let rows = wait_archived(&fx.stack, 20, Duration::from_secs(40)).await?;
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), acked, "every acked message archived once");
+    wait_indexed(&fx.stack, 20, Duration::from_secs(20)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_given_up_after_max_deliveries_is_dead_lettered() -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    let mut fx =
+        fixture(&["--max-deliver", "2", "--ack-wait", "1s", "--max-backoff", "500ms", "--sinks", "archive"])
+            .await?;
+    let general = fx.channel("general").await;
+    fx.stack.terminate_bridge(0, Duration::from_secs(10));
+    let (mut alice, _) = fx.connect("alice", 0).await?;
+    let (seq, _, _) = send_and_ack(&mut alice, general, "stuck", "a message a bridge keeps dying on").await?;
+
+    // Stand in for a bridge that crashes on this message: take it from the durable consumer
+    // twice without acking, letting the ack wait lapse each time.
+    let nats = async_nats::connect(fx.stack.nats.url.as_str()).await?;
+    let jetstream = async_nats::jetstream::new(nats);
+    let partition = threadspace_protocol::subjects::partition_of(fx.org, 16);
+    let stream = jetstream.get_stream("MESSAGES").await?;
+    let consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(&format!("writer-p{partition}")).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    for delivery in 1..=2 {
+        let mut batch = consumer.batch().max_messages(1).expires(Duration::from_secs(3)).messages().await?;
+        let message = batch
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("delivery {delivery} missing"))?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence, seq);
+        tokio::time::sleep(Duration::from_millis(1500)).await; // no ack
+    }
+
+    // A healthy bridge comes back: JetStream gives up on the message, the bridge files it.
+    fx.stack.start_bridge(0).await?;
+    let mut dlq = jetstream.get_stream(dead_letter::STREAM).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while dlq.info().await?.state.messages < 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let letter = dlq.get_raw_message(1).await?;
+    let header = |name: &str| letter.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
+    assert_eq!(header(dead_letter::SEQ_HEADER), seq.to_string());
+    assert_eq!(header(dead_letter::KIND_HEADER), "max_deliveries");
+    assert!(
+        header(dead_letter::REASON_HEADER).contains("delivered 2 times"),
+        "{}",
+        header(dead_letter::REASON_HEADER)
+    );
+    assert!(String::from_utf8_lossy(&letter.payload).contains("a message a bridge keeps dying on"));
+    // Its partition keeps flowing.
+    let (next, _, _) = send_and_ack(&mut alice, general, "next", "after the stuck one").await?;
+    let rows = wait_archived(&fx.stack, 1, Duration::from_secs(20)).await?;
+    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![next]);
+    Ok(())
+}
