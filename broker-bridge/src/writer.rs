@@ -275,7 +275,8 @@ async fn write_and_ack(
     // Hand the batch to the sink's committer (which merges concurrent partitions' batches
     // into one transaction) and wait for the commit, keeping the messages in progress.
     let (reply, mut committed) = oneshot::channel();
-    let job = Job { partition: k, rows: rows.clone(), last_seq, safe_seq, reply };
+    let row_count = rows.len();
+    let job = Job { partition: k, rows, last_seq, safe_seq, reply };
     if committer.send(job).await.is_err() {
         return Ok(()); // shutting down: unacked, redelivered to the next owner
     }
@@ -297,7 +298,7 @@ async fn write_and_ack(
     };
     let committed_at = SystemTime::now();
     metrics::counter!(m::ROWS_WRITTEN, &labels.pairs()).increment(outcome.inserted);
-    let existing = (rows.len() - outcome.refused.len()) as u64 - outcome.inserted;
+    let existing = (row_count - outcome.refused.len()) as u64 - outcome.inserted;
     metrics::counter!(m::ROWS_EXISTING, "sink" => sink.as_str()).increment(existing);
     for p in &pulled {
         let lag = committed_at.duration_since(p.stored_at).unwrap_or_default();
