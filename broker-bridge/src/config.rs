@@ -128,6 +128,11 @@ impl Config {
                 "--max-backoff must be greater than zero and shorter than --ack-wait".into(),
             ));
         }
+        if self.rows_per_partition.get() < 10 {
+            return Err(ConfigError(
+                "--rows-per-partition must be at least 10 (each partition is two tables)".into(),
+            ));
+        }
         if self.max_deliver.get() < 2 {
             return Err(ConfigError("--max-deliver must be at least 2 (a crash must be survivable)".into()));
         }
@@ -166,12 +171,13 @@ mod tests {
         assert!(error.to_string().contains("--sinks") && error.to_string().contains("disk"), "{error}");
         let error = parse(&["--batch-wait", "soon"]).expect_err("bad duration");
         assert!(error.to_string().contains("--batch-wait"), "{error}");
-        let cases: [(&[&str], &str); 5] = [
+        let cases: [(&[&str], &str); 6] = [
             (&["--process-index", "2", "--processes", "2"], "--process-index"),
             (&["--processes", "17"], "--processes"),
             (&["--batch-rows", "20000"], "--batch-rows"),
             (&["--max-backoff", "40s"], "--max-backoff"),
             (&["--max-deliver", "1"], "--max-deliver"),
+            (&["--rows-per-partition", "5"], "--rows-per-partition"),
         ];
         for (args, flag) in cases {
             let error = parse(args).expect("parses").validate().expect_err("invalid");
