@@ -163,6 +163,10 @@ async fn postgres_down_for_30s_live_delivery_continues_and_the_table_catches_up(
     // Live delivery never waited for Postgres.
     let live = recv_messages(&mut bob, acked.len()).await?;
     assert_eq!(live.iter().map(|m| m.seq).collect::<Vec<_>>(), acked, "bob got every message live, in order");
+    // History says so clearly while Postgres is away (and comes back with it).
+    let path = format!("/v1/channels/{general}/messages?limit=5");
+    let (status, body) = get_json(&fx.stack, 1, &path, Some(&fx.token("bob"))).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
     let failures =
         metric(fx.stack.bridges[0].port, "threadspace_bridge_write_errors_total", "sink=\"archive\"").await?;
     assert!(failures > 0.0, "the bridge saw Postgres fail");
@@ -174,6 +178,9 @@ async fn postgres_down_for_30s_live_delivery_continues_and_the_table_catches_up(
         acked,
         "the table caught up completely, once each"
     );
+    let (status, page) = get_json(&fx.stack, 1, &path, Some(&fx.token("bob"))).await?;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["messages"][4]["seq"].as_u64(), acked.last().copied(), "history is back");
     Ok(())
 }
 
