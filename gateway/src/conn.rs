@@ -414,6 +414,7 @@ async fn handle_message(
             None,
             "hello was already accepted on this connection".into(),
         ),
+        Ok(ClientFrame::Typing { channel }) => crate::typing::publish(state, handle, channel).await,
         Ok(ClientFrame::Ping { reference }) => {
             handle.push_frame(&ServerFrame::Pong { reference });
         }

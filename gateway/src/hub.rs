@@ -271,6 +271,23 @@ impl Hub {
         delivered
     }
 
+    /// Queues an ephemeral frame (typing) to the channel's local members except `except`'s
+    /// connections; a full queue drops it for that connection (it is not worth a disconnect).
+    /// Returns how many connections it was queued to.
+    pub fn deliver_ephemeral(&self, channel: ChannelId, except: UserId, frame: &Bytes) -> usize {
+        let item: Outbound = Arc::new(OutFrame::Frame(frame.clone()));
+        let inner = self.inner.read().expect("hub lock is never poisoned");
+        let mut delivered = 0;
+        if let Some(conns) = inner.channels.get(&channel) {
+            for conn in conns.iter().filter(|c| c.user != except) {
+                if conn.queued_len() < conn.queue_cap / 2 && conn.push(item.clone()) {
+                    delivered += 1;
+                }
+            }
+        }
+        delivered
+    }
+
     /// Applies a membership change to the user's local connections and tells them.
     pub fn apply_membership(&self, user: UserId, channel: ChannelId, change: MemberChange) -> usize {
         let mut inner = self.inner.write().expect("hub lock is never poisoned");

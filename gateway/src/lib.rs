@@ -18,6 +18,7 @@ pub mod membership;
 pub mod metrics;
 pub mod replay;
 pub mod state;
+pub mod typing;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,6 +100,7 @@ pub async fn run(
     let background = CancellationToken::new();
     let fanout_task = tokio::spawn(fanout::run(state.clone(), background.clone()));
     let membership_task = tokio::spawn(membership::subscribe(state.clone(), background.clone()));
+    let typing_task = tokio::spawn(typing::subscribe(state.clone(), background.clone()));
     let housekeeping_task = tokio::spawn(housekeeping(state.clone(), background.clone()));
 
     ::metrics::gauge!(crate::metrics::READY).set(1.0);
@@ -119,6 +121,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = fanout_task.await;
         let _ = membership_task.await;
+        let _ = typing_task.await;
         let _ = housekeeping_task.await;
     })
     .await;
@@ -212,5 +215,6 @@ async fn housekeeping(state: Arc<State>, shutdown: CancellationToken) {
         if let Some(handle) = &state.metrics {
             handle.run_upkeep();
         }
+        state.typing.prune(std::time::Instant::now());
     }
 }

@@ -32,6 +32,8 @@ pub struct State {
     pub tracker: TaskTracker,
     /// Bounds concurrent resume replays.
     pub replay_permits: Semaphore,
+    /// Recent typists, for the per-user-and-channel typing throttle.
+    pub typing: crate::typing::Throttle,
     keys: RwLock<Arc<KeySet>>,
     keys_modified: RwLock<Option<SystemTime>>,
     draining: AtomicBool,
@@ -71,6 +73,7 @@ impl State {
             metrics: parts.metrics,
             connections: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            typing: crate::typing::Throttle::default(),
             keys: RwLock::new(Arc::new(parts.keys)),
             keys_modified: RwLock::new(keys_modified),
             draining: AtomicBool::new(false),

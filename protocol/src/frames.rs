@@ -30,6 +30,9 @@ pub enum ClientFrame {
         client_msg_id: String,
         body: String,
     },
+    /// The user is typing in a channel. Send at most every few seconds while typing; the
+    /// gateway forwards at most one per user and channel per [`TYPING_THROTTLE_MS`].
+    Typing { channel: ChannelId },
     /// Application-level liveness check (WebSocket pings are also answered).
     Ping {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
@@ -91,7 +94,19 @@ pub enum ServerFrame {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
     },
+    /// Another member is typing in `channel`: show it until `expires_ms` pass without another
+    /// `typing` from them, or their next message arrives.
+    Typing {
+        channel: ChannelId,
+        user: UserId,
+        expires_ms: u64,
+    },
 }
+
+/// The gateway forwards at most one `typing` per user and channel in this many milliseconds.
+pub const TYPING_THROTTLE_MS: u64 = 3_000;
+/// How long a client shows a `typing` indicator without a newer one.
+pub const TYPING_EXPIRES_MS: u64 = 6_000;
 
 /// Body of `welcome`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,6 +290,11 @@ struct HelloFields {
 }
 
 #[derive(Deserialize)]
+struct TypingFields {
+    channel: ChannelId,
+}
+
+#[derive(Deserialize)]
 struct SendFields {
     #[serde(rename = "ref")]
     reference: String,
@@ -328,7 +348,7 @@ pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
         Some(_) => return Err(fail(ErrorCode::UnknownOp, "field `op` must be a string".into())),
         None => return Err(fail(ErrorCode::UnknownOp, "field `op` is missing".into())),
     };
-    if !matches!(op.as_str(), "hello" | "send" | "ping") {
+    if !matches!(op.as_str(), "hello" | "send" | "ping" | "typing") {
         return Err(fail(ErrorCode::UnknownOp, format!("unknown op `{op}`")));
     }
     let invalid = |error: serde_path_to_error::Error<serde_json::Error>| {
@@ -354,6 +374,13 @@ pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
                 client_msg_id: f.client_msg_id,
                 body: f.body,
             }
+        }
+        "typing" => {
+            let f: TypingFields = from_slice_with_path(text).map_err(invalid)?;
+            if f.channel.0 <= 0 {
+                return Err(fail(ErrorCode::InvalidField, "field `channel` must be positive".into()));
+            }
+            ClientFrame::Typing { channel: f.channel }
         }
         _ => ClientFrame::Ping { reference: reference.clone() },
     };
@@ -545,5 +572,28 @@ mod tests {
         assert_eq!(error.code, ErrorCode::InvalidField);
         assert_eq!(error.reference.as_deref(), Some("r"));
         assert!(error.message.contains("`body`"), "{}", error.message);
+    }
+
+    #[test]
+    fn typing_decodes_and_names_a_bad_channel() {
+        assert_eq!(
+            decode_client_frame(br#"{"op":"typing","channel":7}"#).expect("decodes"),
+            ClientFrame::Typing { channel: ChannelId(7) }
+        );
+        for bad in [
+            &br#"{"op":"typing"}"#[..],
+            br#"{"op":"typing","channel":"x"}"#,
+            br#"{"op":"typing","channel":0}"#,
+        ] {
+            let error = decode_client_frame(bad).expect_err("invalid");
+            assert_eq!(error.code, ErrorCode::InvalidField);
+            assert!(error.message.contains("channel"), "{}", error.message);
+        }
+        let frame =
+            ServerFrame::Typing { channel: ChannelId(7), user: UserId(2), expires_ms: TYPING_EXPIRES_MS };
+        assert_eq!(
+            String::from_utf8(frame.encode()).expect("utf-8"),
+            r#"{"op":"typing","channel":7,"user":2,"expires_ms":6000}"#
+        );
     }
 }

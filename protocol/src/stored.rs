@@ -46,3 +46,9 @@ pub struct MembershipEvent {
     pub user: UserId,
     pub change: crate::frames::MemberChange,
 }
+
+/// A typing indicator, published on `typing.<org>.<channel>` (core NATS, never stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingEvent {
+    pub user: UserId,
+}

@@ -12,6 +12,8 @@ pub const MESSAGES_STREAM: &str = "MESSAGES";
 pub const MESSAGES_SUBJECTS: &str = "msg.>";
 /// Membership change events for one org: `ctl.membership.<org>`.
 pub const MEMBERSHIP_PREFIX: &str = "ctl.membership";
+/// Typing indicators (core NATS, never stored): `typing.<org>.<channel>`.
+pub const TYPING_PREFIX: &str = "typing";
 
 /// Stable partition of an org among `n_partitions` (splitmix64 finaliser, then modulo).
 ///
@@ -34,6 +36,25 @@ pub fn message_subject(n_partitions: u32, org: OrgId, channel: ChannelId) -> Str
 /// Filter matching every message of one org.
 pub fn org_message_filter(n_partitions: u32, org: OrgId) -> String {
     format!("msg.{}.{}.>", partition_of(org, n_partitions), org)
+}
+
+/// Subject of a typing indicator in `channel` of `org`.
+pub fn typing_subject(org: OrgId, channel: ChannelId) -> String {
+    format!("{TYPING_PREFIX}.{org}.{channel}")
+}
+
+/// Parses `typing.<org>.<channel>`; `None` for any other shape.
+pub fn parse_typing_subject(subject: &str) -> Option<(OrgId, ChannelId)> {
+    let mut parts = subject.split('.');
+    if parts.next()? != TYPING_PREFIX {
+        return None;
+    }
+    let org = OrgId(parts.next()?.parse().ok()?);
+    let channel = ChannelId(parts.next()?.parse().ok()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((org, channel))
 }
 
 /// Subject of an org's membership events.
@@ -96,6 +117,17 @@ mod tests {
         }
         // 5,000 orgs over 16 partitions: ~312 each; a bad hash would leave some nearly empty.
         assert!(counts.iter().all(|&c| (200..=430).contains(&c)), "{counts:?}");
+    }
+
+    #[test]
+    fn typing_subjects_round_trip() {
+        assert_eq!(
+            parse_typing_subject(&typing_subject(OrgId(4), ChannelId(9))),
+            Some((OrgId(4), ChannelId(9)))
+        );
+        assert_eq!(parse_typing_subject("typing.4"), None);
+        assert_eq!(parse_typing_subject("typing.4.9.1"), None);
+        assert_eq!(parse_typing_subject("msg.4.9"), None);
     }
 
     #[test]
