@@ -414,6 +414,9 @@ async fn handle_message(
             None,
             "hello was already accepted on this connection".into(),
         ),
+        Ok(ClientFrame::Read { reference, channel, seq }) => {
+            crate::reads::mark(state, handle, reference, channel, seq).await
+        }
         Ok(ClientFrame::Typing { channel }) => crate::typing::publish(state, handle, channel).await,
         Ok(ClientFrame::Ping { reference }) => {
             handle.push_frame(&ServerFrame::Pong { reference });

@@ -271,15 +271,15 @@ impl Hub {
         delivered
     }
 
-    /// Queues an ephemeral frame (typing) to the channel's local members except `except`'s
-    /// connections; a full queue drops it for that connection (it is not worth a disconnect).
-    /// Returns how many connections it was queued to.
-    pub fn deliver_ephemeral(&self, channel: ChannelId, except: UserId, frame: &Bytes) -> usize {
+    /// Queues an ephemeral frame (typing, read markers) to the channel's local members, except
+    /// `except`'s connections; a connection whose queue is over half full misses it (it is not
+    /// worth a disconnect). Returns how many connections it was queued to.
+    pub fn deliver_ephemeral(&self, channel: ChannelId, except: Option<UserId>, frame: &Bytes) -> usize {
         let item: Outbound = Arc::new(OutFrame::Frame(frame.clone()));
         let inner = self.inner.read().expect("hub lock is never poisoned");
         let mut delivered = 0;
         if let Some(conns) = inner.channels.get(&channel) {
-            for conn in conns.iter().filter(|c| c.user != except) {
+            for conn in conns.iter().filter(|c| Some(c.user) != except) {
                 if conn.queued_len() < conn.queue_cap / 2 && conn.push(item.clone()) {
                     delivered += 1;
                 }
@@ -353,7 +353,7 @@ mod tests {
 
     fn channels(ids: &[i64]) -> Vec<ChannelInfo> {
         ids.iter()
-            .map(|&id| ChannelInfo { id: ChannelId(id), kind: ChannelKind::Public, name: None })
+            .map(|&id| ChannelInfo { id: ChannelId(id), kind: ChannelKind::Public, name: None, last_read: 0 })
             .collect()
     }
 

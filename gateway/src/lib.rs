@@ -16,6 +16,7 @@ pub mod hub;
 pub mod limits;
 pub mod membership;
 pub mod metrics;
+pub mod reads;
 pub mod replay;
 pub mod state;
 pub mod typing;
@@ -101,6 +102,7 @@ pub async fn run(
     let fanout_task = tokio::spawn(fanout::run(state.clone(), background.clone()));
     let membership_task = tokio::spawn(membership::subscribe(state.clone(), background.clone()));
     let typing_task = tokio::spawn(typing::subscribe(state.clone(), background.clone()));
+    let reads_task = tokio::spawn(reads::subscribe(state.clone(), background.clone()));
     let housekeeping_task = tokio::spawn(housekeeping(state.clone(), background.clone()));
 
     ::metrics::gauge!(crate::metrics::READY).set(1.0);
@@ -122,6 +124,7 @@ pub async fn run(
         let _ = fanout_task.await;
         let _ = membership_task.await;
         let _ = typing_task.await;
+        let _ = reads_task.await;
         let _ = housekeeping_task.await;
     })
     .await;

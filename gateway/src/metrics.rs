@@ -25,6 +25,8 @@ pub const AUTH: &str = "threadspace_gateway_auth_total";
 pub const MEMBERSHIP_EVENTS: &str = "threadspace_gateway_membership_events_total";
 /// Label `kind`: `page` or `search`.
 pub const HISTORY_DURATION: &str = "threadspace_gateway_history_duration_seconds";
+/// Label `result`: `moved`, `stale`, `not_member`, `failed`.
+pub const READS: &str = "threadspace_gateway_read_markers_total";
 /// Label `result`: `published`, `throttled`, `not_member`.
 pub const TYPING: &str = "threadspace_gateway_typing_total";
 pub const TYPING_DELIVERIES: &str = "threadspace_gateway_typing_deliveries_total";
@@ -33,6 +35,7 @@ pub const READY: &str = "threadspace_gateway_ready";
 /// Registers descriptions so `/metrics` documents itself.
 pub fn describe() {
     describe_gauge!(CONNECTIONS, "Open client WebSocket connections");
+    describe_counter!(READS, "Read markers from local clients, by result");
     describe_counter!(TYPING, "Typing indicators from local clients, by result");
     describe_counter!(TYPING_DELIVERIES, "Typing indicators queued to local connections");
     describe_histogram!(HISTORY_DURATION, Unit::Seconds, "Postgres time of a history page or search");

@@ -107,7 +107,7 @@ pub async fn subscribe(state: std::sync::Arc<State>, shutdown: CancellationToken
             continue;
         };
         let frame = ServerFrame::Typing { channel, user: event.user, expires_ms: TYPING_EXPIRES_MS };
-        let delivered = state.hub.deliver_ephemeral(channel, event.user, &Bytes::from(frame.encode()));
+        let delivered = state.hub.deliver_ephemeral(channel, Some(event.user), &Bytes::from(frame.encode()));
         metrics::counter!(m::TYPING_DELIVERIES).increment(delivered as u64);
     }
 }

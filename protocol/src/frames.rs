@@ -30,6 +30,13 @@ pub enum ClientFrame {
         client_msg_id: String,
         body: String,
     },
+    /// Everything in `channel` up to `seq` has been read; acknowledged by `read_ack` once stored.
+    Read {
+        #[serde(rename = "ref")]
+        reference: String,
+        channel: ChannelId,
+        seq: Seq,
+    },
     /// The user is typing in a channel. Send at most every few seconds while typing; the
     /// gateway forwards at most one per user and channel per [`TYPING_THROTTLE_MS`].
     Typing { channel: ChannelId },
@@ -94,6 +101,20 @@ pub enum ServerFrame {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
     },
+    /// The read marker is stored: `seq` is the marker now in force (higher than the request
+    /// when a newer one was already stored: markers never move back).
+    ReadAck {
+        #[serde(rename = "ref")]
+        reference: String,
+        channel: ChannelId,
+        seq: Seq,
+    },
+    /// `user` (possibly you, on another device) has read `channel` up to `seq`.
+    Read {
+        channel: ChannelId,
+        user: UserId,
+        seq: Seq,
+    },
     /// Another member is typing in `channel`: show it until `expires_ms` pass without another
     /// `typing` from them, or their next message arrives.
     Typing {
@@ -136,6 +157,9 @@ pub struct ChannelInfo {
     pub kind: ChannelKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The user's read marker in this channel (0: nothing read yet).
+    #[serde(default)]
+    pub last_read: Seq,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -290,6 +314,14 @@ struct HelloFields {
 }
 
 #[derive(Deserialize)]
+struct ReadFields {
+    #[serde(rename = "ref")]
+    reference: String,
+    channel: ChannelId,
+    seq: Seq,
+}
+
+#[derive(Deserialize)]
 struct TypingFields {
     channel: ChannelId,
 }
@@ -348,7 +380,7 @@ pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
         Some(_) => return Err(fail(ErrorCode::UnknownOp, "field `op` must be a string".into())),
         None => return Err(fail(ErrorCode::UnknownOp, "field `op` is missing".into())),
     };
-    if !matches!(op.as_str(), "hello" | "send" | "ping" | "typing") {
+    if !matches!(op.as_str(), "hello" | "send" | "ping" | "typing" | "read") {
         return Err(fail(ErrorCode::UnknownOp, format!("unknown op `{op}`")));
     }
     let invalid = |error: serde_path_to_error::Error<serde_json::Error>| {
@@ -374,6 +406,19 @@ pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
                 client_msg_id: f.client_msg_id,
                 body: f.body,
             }
+        }
+        "read" => {
+            let f: ReadFields = from_slice_with_path(text).map_err(invalid)?;
+            if f.channel.0 <= 0 {
+                return Err(fail(ErrorCode::InvalidField, "field `channel` must be positive".into()));
+            }
+            if f.seq == 0 || f.seq > i64::MAX as u64 {
+                return Err(fail(
+                    ErrorCode::InvalidField,
+                    "field `seq` must be a positive message seq".into(),
+                ));
+            }
+            ClientFrame::Read { reference: f.reference, channel: f.channel, seq: f.seq }
         }
         "typing" => {
             let f: TypingFields = from_slice_with_path(text).map_err(invalid)?;

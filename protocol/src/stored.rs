@@ -47,6 +47,14 @@ pub struct MembershipEvent {
     pub change: crate::frames::MemberChange,
 }
 
+/// A read marker that moved forward, published on `read.<org>.<channel>` (core NATS) after
+/// Postgres committed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadEvent {
+    pub user: UserId,
+    pub seq: crate::ids::Seq,
+}
+
 /// A typing indicator, published on `typing.<org>.<channel>` (core NATS, never stored).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TypingEvent {

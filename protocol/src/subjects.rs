@@ -14,6 +14,8 @@ pub const MESSAGES_SUBJECTS: &str = "msg.>";
 pub const MEMBERSHIP_PREFIX: &str = "ctl.membership";
 /// Typing indicators (core NATS, never stored): `typing.<org>.<channel>`.
 pub const TYPING_PREFIX: &str = "typing";
+/// Read-marker announcements (core NATS; the marker itself is in Postgres): `read.<org>.<channel>`.
+pub const READ_PREFIX: &str = "read";
 
 /// Stable partition of an org among `n_partitions` (splitmix64 finaliser, then modulo).
 ///
@@ -43,10 +45,24 @@ pub fn typing_subject(org: OrgId, channel: ChannelId) -> String {
     format!("{TYPING_PREFIX}.{org}.{channel}")
 }
 
+/// Subject of a read-marker announcement in `channel` of `org`.
+pub fn read_subject(org: OrgId, channel: ChannelId) -> String {
+    format!("{READ_PREFIX}.{org}.{channel}")
+}
+
 /// Parses `typing.<org>.<channel>`; `None` for any other shape.
 pub fn parse_typing_subject(subject: &str) -> Option<(OrgId, ChannelId)> {
+    parse_channel_subject(TYPING_PREFIX, subject)
+}
+
+/// Parses `read.<org>.<channel>`; `None` for any other shape.
+pub fn parse_read_subject(subject: &str) -> Option<(OrgId, ChannelId)> {
+    parse_channel_subject(READ_PREFIX, subject)
+}
+
+fn parse_channel_subject(prefix: &str, subject: &str) -> Option<(OrgId, ChannelId)> {
     let mut parts = subject.split('.');
-    if parts.next()? != TYPING_PREFIX {
+    if parts.next()? != prefix {
         return None;
     }
     let org = OrgId(parts.next()?.parse().ok()?);

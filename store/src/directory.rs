@@ -66,10 +66,11 @@ impl Directory {
         let statement = client
             .prepare_cached(
                 "SELECT u.org_id, u.handle, u.display_name, u.role, u.deactivated_at IS NOT NULL,
-                        c.id, c.kind, c.name
+                        c.id, c.kind, c.name, coalesce(r.seq, 0)
                  FROM users u
                  LEFT JOIN channel_members m ON m.user_id = u.id
                  LEFT JOIN channels c ON c.id = m.channel_id AND c.archived_at IS NULL
+                 LEFT JOIN read_markers r ON r.user_id = u.id AND r.channel_id = c.id
                  WHERE u.id = $1
                  ORDER BY c.id",
             )
@@ -92,9 +93,40 @@ impl Directory {
                 id: ChannelId(id),
                 kind: kind_of(id, row.get(6))?,
                 name: row.get(7),
+                last_read: row.get::<_, i64>(8) as u64,
             });
         }
         Ok(Some(Session { user: info, deactivated, channels }))
+    }
+
+    /// Moves `user`'s read marker in `channel` forward to `seq` (never back). Returns the marker
+    /// now stored and whether this call moved it. Committed before it returns.
+    pub async fn mark_read(
+        &self,
+        user: UserId,
+        channel: ChannelId,
+        seq: u64,
+    ) -> Result<(u64, bool), DirectoryError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "WITH moved AS (
+                     INSERT INTO read_markers AS r (user_id, channel_id, seq) VALUES ($1, $2, $3)
+                     ON CONFLICT (user_id, channel_id) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
+                         WHERE r.seq < EXCLUDED.seq
+                     RETURNING seq)
+                 SELECT seq, true FROM moved
+                 UNION ALL
+                 SELECT seq, false FROM read_markers WHERE user_id = $1 AND channel_id = $2
+                     AND NOT EXISTS (SELECT 1 FROM moved)",
+            )
+            .await
+            .map_err(DirectoryError::Query)?;
+        let row = client
+            .query_one(&statement, &[&user.0, &channel.0, &(seq as i64)])
+            .await
+            .map_err(DirectoryError::Query)?;
+        Ok((row.get::<_, i64>(0) as u64, row.get(1)))
     }
 
     /// A channel by id.

@@ -1,0 +1,82 @@
+//! Read markers: `read {channel, seq}` moves the user's marker forward in Postgres (never
+//! back), answers `read_ack` once committed, and when the marker moved announces it on core
+//! NATS `read.<org>.<channel>`; every gateway hands `read {channel, user, seq}` to its local
+//! members of the channel, the reader's other sessions included (they sync unread counts).
+//! `welcome` carries each channel's `last_read`.
+//!
+//! **Invariant:** `read_ack` is sent only after the marker is committed; a lost announcement
+//! never loses the marker (the next `welcome` has it).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use threadspace_protocol::frames::{ErrorCode, ServerFrame};
+use threadspace_protocol::stored::ReadEvent;
+use threadspace_protocol::subjects::{parse_read_subject, read_subject, READ_PREFIX};
+use threadspace_protocol::{ChannelId, Seq};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::hub::ConnHandle;
+use crate::metrics as m;
+use crate::state::{anyhow_chain, State};
+
+fn error(handle: &ConnHandle, code: ErrorCode, reference: String, message: String) {
+    metrics::counter!(m::ERRORS, "code" => code.as_str()).increment(1);
+    handle.push_frame(&ServerFrame::Error { code, reference: Some(reference), message });
+}
+
+/// A client's `read {ref, channel, seq}`.
+pub async fn mark(state: &State, handle: &ConnHandle, reference: String, channel: ChannelId, seq: Seq) {
+    if !handle.is_member(channel) {
+        metrics::counter!(m::READS, "result" => "not_member").increment(1);
+        let message = format!("you are not a member of channel {channel}");
+        return error(handle, ErrorCode::NotMember, reference, message);
+    }
+    let (stored, moved) = match state.directory.mark_read(handle.user, channel, seq).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            metrics::counter!(m::READS, "result" => "failed").increment(1);
+            warn!(error = %anyhow_chain(&e), "read marker not stored");
+            let message = "the read marker could not be stored; retry".to_owned();
+            return error(handle, ErrorCode::Unavailable, reference, message);
+        }
+    };
+    metrics::counter!(m::READS, "result" => if moved { "moved" } else { "stale" }).increment(1);
+    handle.push_frame(&ServerFrame::ReadAck { reference, channel, seq: stored });
+    if moved {
+        let payload =
+            serde_json::to_vec(&ReadEvent { user: handle.user, seq: stored }).expect("events serialize");
+        if let Err(e) = state.nats.publish(read_subject(handle.org, channel), payload.into()).await {
+            warn!(error = %e, "read marker announcement not published");
+        }
+    }
+}
+
+/// Hands read-marker announcements from every gateway to local members until `shutdown`.
+pub async fn subscribe(state: Arc<State>, shutdown: CancellationToken) {
+    let mut subscription = match state.nats.subscribe(format!("{READ_PREFIX}.>")).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot subscribe to read markers");
+            return;
+        }
+    };
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            message = subscription.next() => match message {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        let event = serde_json::from_slice::<ReadEvent>(&message.payload);
+        let (Some((_, channel)), Ok(event)) = (parse_read_subject(&message.subject), event) else {
+            warn!(subject = %message.subject, "undecodable read marker announcement");
+            continue;
+        };
+        let frame = ServerFrame::Read { channel, user: event.user, seq: event.seq };
+        state.hub.deliver_ephemeral(channel, None, &Bytes::from(frame.encode()));
+    }
+}

@@ -1,0 +1,136 @@
+//! Read markers against real servers: stored before `read_ack`, announced to the channel's
+//! members on every gateway (never to non-members or another org), carried in `welcome` across
+//! reconnects and gateway restarts, and never moved back by a stale marker.
+
+use std::time::Duration;
+
+use threadspace_protocol::client::{Client, Incoming};
+use threadspace_protocol::frames::{ClientFrame, ErrorCode, ServerFrame, Welcome};
+use threadspace_protocol::{ChannelId, Seq, UserId};
+use threadspace_tests::{recv_until, send_and_ack, Fixture};
+
+async fn mark_read(
+    client: &mut Client,
+    channel: ChannelId,
+    seq: Seq,
+    reference: &str,
+) -> anyhow::Result<Seq> {
+    client.send(&ClientFrame::Read { reference: reference.into(), channel, seq }).await?;
+    match recv_until(client, "read_ack", |i| {
+        matches!(i, Incoming::Frame(ServerFrame::ReadAck { reference: r, .. } | ServerFrame::Error { reference: Some(r), .. }) if r == reference)
+    })
+    .await?
+    {
+        Incoming::Frame(ServerFrame::ReadAck { seq, .. }) => Ok(seq),
+        other => anyhow::bail!("read {reference} failed: {other:?}"),
+    }
+}
+
+/// Every `read` announcement that arrives within `window`.
+async fn announcements(client: &mut Client, window: Duration) -> Vec<(ChannelId, UserId, Seq)> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return seen;
+        }
+        match client.recv(left).await {
+            Ok(Incoming::Frame(ServerFrame::Read { channel, user, seq })) => seen.push((channel, user, seq)),
+            Ok(Incoming::Frame(_)) => {}
+            _ => return seen,
+        }
+    }
+}
+
+fn last_read(welcome: &Welcome, channel: ChannelId) -> Seq {
+    welcome.channels.iter().find(|c| c.id == channel).map_or(0, |c| c.last_read)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_markers_are_announced_to_members_survive_restarts_and_never_move_back() -> anyhow::Result<()> {
+    let mut fx = Fixture::start(2, &[]).await?;
+    fx.stack
+        .seed(&threadspace_store::seed::SeedSpec {
+            orgs: 1,
+            users_per_org: 5,
+            slug_prefix: "other".into(),
+            seed: 2,
+        })
+        .await?;
+    // `random`: alice, carol, erin are members; bob is not.
+    let random = fx.channel("random").await;
+    let (mut alice, welcome) = fx.connect("alice", 0).await?;
+    assert_eq!(last_read(&welcome, random), 0, "nothing read yet");
+    let (mut alice_phone, _) = fx.connect("alice", 1).await?;
+    let (mut carol, _) = fx.connect("carol", 1).await?;
+    let (mut bob, _) = fx.connect("bob", 0).await?;
+    let directory = fx.stack.directory();
+    let (mallory, other_org) = directory.user_by_handle("other-1", "alice").await?.expect("seeded");
+    let mut outsider =
+        Client::connect(&threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(1))).await?;
+    outsider.hello(&fx.stack.token(mallory, other_org), None, threadspace_tests::WAIT).await?;
+
+    let mut seqs = Vec::new();
+    for i in 0..3 {
+        seqs.push(send_and_ack(&mut carol, random, &format!("m{i}"), "news").await?.0);
+    }
+    assert_eq!(mark_read(&mut alice, random, seqs[2], "r1").await?, seqs[2]);
+    let expected = vec![(random, fx.user("alice"), seqs[2])];
+    let window = Duration::from_millis(1500);
+    assert_eq!(announcements(&mut carol, window).await, expected, "a member on the other gateway sees it");
+    assert_eq!(announcements(&mut alice_phone, window).await, expected, "so does the reader's other device");
+    assert!(announcements(&mut bob, Duration::from_millis(300)).await.is_empty(), "not a member");
+    assert!(announcements(&mut outsider, Duration::from_millis(300)).await.is_empty(), "another org");
+
+    // A stale marker does not move it back, and is not announced.
+    assert_eq!(
+        mark_read(&mut alice, random, seqs[0], "r2").await?,
+        seqs[2],
+        "the ack names the marker in force"
+    );
+    assert!(announcements(&mut carol, Duration::from_millis(500)).await.is_empty());
+
+    // Reconnect, and restart both gateways: welcome carries the marker.
+    drop(alice);
+    let (_alice, welcome) = fx.connect("alice", 1).await?;
+    assert_eq!(last_read(&welcome, random), seqs[2]);
+    for gateway in 0..2 {
+        fx.stack.terminate_gateway(gateway, Duration::from_secs(25));
+        fx.stack.start_gateway(gateway).await?;
+    }
+    let (_alice, welcome) = fx.connect("alice", 0).await?;
+    assert_eq!(last_read(&welcome, random), seqs[2], "the marker survives gateway restarts");
+    let (_carol, welcome) = fx.connect("carol", 0).await?;
+    assert_eq!(last_read(&welcome, random), 0, "markers are per user");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_read_markers_are_refused_and_store_nothing() -> anyhow::Result<()> {
+    let fx = Fixture::start(1, &[]).await?;
+    let random = fx.channel("random").await;
+    let (mut bob, _) = fx.connect("bob", 0).await?;
+    bob.send(&ClientFrame::Read { reference: "x1".into(), channel: random, seq: 5 }).await?;
+    let refused = recv_until(&mut bob, "not_member", |i| {
+        matches!(i, Incoming::Frame(ServerFrame::Error { code: ErrorCode::NotMember, reference: Some(r), .. }) if r == "x1")
+    })
+    .await?;
+    assert!(format!("{refused:?}").contains("channel"), "{refused:?}");
+    for (text, field) in [
+        (r#"{"op":"read","ref":"x2","channel":1,"seq":0}"#, "seq"),
+        (r#"{"op":"read","ref":"x3","channel":1,"seq":"latest"}"#, "seq"),
+        (r#"{"op":"read","ref":"x4","seq":3}"#, "channel"),
+    ] {
+        bob.send_text(text).await?;
+        let invalid = recv_until(&mut bob, "invalid_field", |i| {
+            matches!(i, Incoming::Frame(ServerFrame::Error { code: ErrorCode::InvalidField, .. }))
+        })
+        .await?;
+        assert!(format!("{invalid:?}").contains(field), "{text}: {invalid:?}");
+    }
+    let client = fx.stack.pool.get().await?;
+    let stored: i64 = client.query_one("SELECT count(*) FROM read_markers", &[]).await?.get(0);
+    assert_eq!(stored, 0, "nothing was stored");
+    Ok(())
+}
