@@ -256,26 +256,13 @@ impl Stack {
     pub async fn start_bridge(&mut self, index: usize) -> Result<(), StackError> {
         let lifetime = self.options.lifetime;
         let handle = &mut self.bridges[index];
-        let mut command = Command::new(tools::threadspace_bindir().join("threadspace-bridge"));
-        command.args(&handle.args);
-        if std::env::var_os("RUST_LOG").is_none() {
-            command.env("RUST_LOG", "info");
-        }
-        let process =
-            ManagedProcess::spawn(&format!("bridge-{}", index + 1), command, &handle.log, lifetime)?;
-        handle.process = Some(process);
         let port = handle.port;
-        let ready = wait_for(Duration::from_secs(30), || async move {
-            http_status(port, "/readyz").await.filter(|s| *s == 200).ok_or(())
-        })
-        .await;
-        if ready.is_err() {
-            let handle = &mut self.bridges[index];
-            if let Some(mut process) = handle.process.take() {
-                process.kill();
-            }
-            return Err(StackError::BridgeNotReady { index, port, log: handle.log_tail(30) });
-        }
+        let name = format!("bridge-{}", index + 1);
+        let not_ready = |log| StackError::BridgeNotReady { index, port, log };
+        let process =
+            spawn_ready("threadspace-bridge", &name, &handle.args, &handle.log, port, lifetime, not_ready)
+                .await?;
+        handle.process = Some(process);
         Ok(())
     }
 
@@ -342,26 +329,13 @@ impl Stack {
     pub async fn start_gateway(&mut self, index: usize) -> Result<(), StackError> {
         let lifetime = self.options.lifetime;
         let handle = &mut self.gateways[index];
-        let mut command = Command::new(tools::threadspace_bindir().join("threadspace-gateway"));
-        command.args(&handle.args);
-        if std::env::var_os("RUST_LOG").is_none() {
-            command.env("RUST_LOG", "info");
-        }
-        let process =
-            ManagedProcess::spawn(&format!("gateway-{}", index + 1), command, &handle.log, lifetime)?;
-        handle.process = Some(process);
         let port = handle.port;
-        let ready = wait_for(Duration::from_secs(30), || async move {
-            http_status(port, "/readyz").await.filter(|s| *s == 200).ok_or(())
-        })
-        .await;
-        if ready.is_err() {
-            let handle = &mut self.gateways[index];
-            if let Some(mut process) = handle.process.take() {
-                process.kill();
-            }
-            return Err(StackError::GatewayNotReady { index, port, log: handle.log_tail(30) });
-        }
+        let name = format!("gateway-{}", index + 1);
+        let not_ready = |log| StackError::GatewayNotReady { index, port, log };
+        let process =
+            spawn_ready("threadspace-gateway", &name, &handle.args, &handle.log, port, lifetime, not_ready)
+                .await?;
+        handle.process = Some(process);
         Ok(())
     }
 
@@ -430,6 +404,34 @@ impl Stack {
             gateways,
         }
     }
+}
+
+/// Spawns one of the workspace's binaries and waits (30 s) for its `/readyz` on `port`; if it
+/// does not get ready, kills it and returns `not_ready(log tail)`.
+async fn spawn_ready(
+    binary: &str,
+    name: &str,
+    args: &[String],
+    log: &Path,
+    port: u16,
+    lifetime: Lifetime,
+    not_ready: impl FnOnce(String) -> StackError,
+) -> Result<ManagedProcess, StackError> {
+    let mut command = Command::new(tools::threadspace_bindir().join(binary));
+    command.args(args);
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", "info");
+    }
+    let mut process = ManagedProcess::spawn(name, command, log, lifetime)?;
+    let ready = wait_for(Duration::from_secs(30), || async move {
+        http_status(port, "/readyz").await.filter(|s| *s == 200).ok_or(())
+    })
+    .await;
+    if ready.is_err() {
+        process.kill();
+        return Err(not_ready(crate::process::tail(log, 30)));
+    }
+    Ok(process)
 }
 
 /// `GET path` on 127.0.0.1:port; the status code, or `None` if unreachable.

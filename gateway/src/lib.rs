@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod events;
 pub mod fanout;
 pub mod frame_reader;
 pub mod history;

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt as _;
 use hyper::{Response, StatusCode};
 use threadspace_protocol::frames::{ChannelKind, MemberChange};
 use threadspace_protocol::stored::MembershipEvent;
@@ -112,21 +111,8 @@ pub async fn change(
 
 /// Applies announced membership changes until `shutdown`.
 pub async fn subscribe(state: Arc<State>, shutdown: CancellationToken) {
-    let mut subscription = match state.nats.subscribe(format!("{MEMBERSHIP_PREFIX}.>")).await {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot subscribe to membership events");
-            return;
-        }
-    };
-    loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            message = subscription.next() => match message {
-                Some(m) => m,
-                None => return,
-            },
-        };
+    let subject = format!("{MEMBERSHIP_PREFIX}.>");
+    crate::events::on_each(&state.nats, subject, "membership events", shutdown, |message| {
         match serde_json::from_slice::<MembershipEvent>(&message.payload) {
             Ok(event) => {
                 metrics::counter!(m::MEMBERSHIP_EVENTS).increment(1);
@@ -134,5 +120,6 @@ pub async fn subscribe(state: Arc<State>, shutdown: CancellationToken) {
             }
             Err(e) => warn!(error = %e, subject = %message.subject, "undecodable membership event"),
         }
-    }
+    })
+    .await;
 }

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use threadspace_protocol::frames::{ErrorCode, ServerFrame};
 use threadspace_protocol::stored::ReadEvent;
 use threadspace_protocol::subjects::{parse_read_subject, read_subject, READ_PREFIX};
@@ -56,27 +55,15 @@ pub async fn mark(state: &State, handle: &ConnHandle, reference: String, channel
 
 /// Hands read-marker announcements from every gateway to local members until `shutdown`.
 pub async fn subscribe(state: Arc<State>, shutdown: CancellationToken) {
-    let mut subscription = match state.nats.subscribe(format!("{READ_PREFIX}.>")).await {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot subscribe to read markers");
-            return;
-        }
-    };
-    loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            message = subscription.next() => match message {
-                Some(m) => m,
-                None => return,
-            },
-        };
+    let subject = format!("{READ_PREFIX}.>");
+    crate::events::on_each(&state.nats, subject, "read markers", shutdown, |message| {
         let event = serde_json::from_slice::<ReadEvent>(&message.payload);
         let (Some((_, channel)), Ok(event)) = (parse_read_subject(&message.subject), event) else {
             warn!(subject = %message.subject, "undecodable read marker announcement");
-            continue;
+            return;
         };
         let frame = ServerFrame::Read { channel, user: event.user, seq: event.seq };
         state.hub.deliver_ephemeral(channel, None, &Bytes::from(frame.encode()));
-    }
+    })
+    .await;
 }

@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use threadspace_protocol::frames::{ErrorCode, ServerFrame, TYPING_EXPIRES_MS, TYPING_THROTTLE_MS};
 use threadspace_protocol::stored::TypingEvent;
 use threadspace_protocol::subjects::{parse_typing_subject, typing_subject, TYPING_PREFIX};
@@ -86,30 +85,18 @@ pub async fn publish(state: &State, handle: &ConnHandle, channel: ChannelId) {
 
 /// Hands typing indicators from every gateway to local members until `shutdown`.
 pub async fn subscribe(state: std::sync::Arc<State>, shutdown: CancellationToken) {
-    let mut subscription = match state.nats.subscribe(format!("{TYPING_PREFIX}.>")).await {
-        Ok(s) => s,
-        Err(error) => {
-            warn!(%error, "cannot subscribe to typing indicators");
-            return;
-        }
-    };
-    loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            message = subscription.next() => match message {
-                Some(m) => m,
-                None => return,
-            },
-        };
+    let subject = format!("{TYPING_PREFIX}.>");
+    crate::events::on_each(&state.nats, subject, "typing indicators", shutdown, |message| {
         let event = serde_json::from_slice::<TypingEvent>(&message.payload);
         let (Some((_, channel)), Ok(event)) = (parse_typing_subject(&message.subject), event) else {
             warn!(subject = %message.subject, "undecodable typing indicator");
-            continue;
+            return;
         };
         let frame = ServerFrame::Typing { channel, user: event.user, expires_ms: TYPING_EXPIRES_MS };
         let delivered = state.hub.deliver_ephemeral(channel, Some(event.user), &Bytes::from(frame.encode()));
         metrics::counter!(m::TYPING_DELIVERIES).increment(delivered as u64);
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

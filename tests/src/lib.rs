@@ -303,3 +303,24 @@ pub async fn metric(port: u16, name: &str, labels: &str) -> anyhow::Result<f64> 
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
 }
+
+/// Every frame `pick` selects among those arriving within `window` (others are dropped); stops
+/// early if the connection ends.
+pub async fn frames_within<T>(
+    client: &mut Client,
+    window: Duration,
+    pick: impl Fn(&ServerFrame) -> Option<T>,
+) -> Vec<T> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut picked = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return picked;
+        }
+        match client.recv(left).await {
+            Ok(Incoming::Frame(frame)) => picked.extend(pick(&frame)),
+            _ => return picked,
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use threadspace_protocol::client::{Client, Incoming};
 use threadspace_protocol::frames::{ClientFrame, ErrorCode, ServerFrame, Welcome};
 use threadspace_protocol::{ChannelId, Seq, UserId};
-use threadspace_tests::{recv_until, send_and_ack, Fixture};
+use threadspace_tests::{frames_within, recv_until, send_and_ack, Fixture};
 
 async fn mark_read(
     client: &mut Client,
@@ -28,19 +28,11 @@ async fn mark_read(
 
 /// Every `read` announcement that arrives within `window`.
 async fn announcements(client: &mut Client, window: Duration) -> Vec<(ChannelId, UserId, Seq)> {
-    let deadline = tokio::time::Instant::now() + window;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return seen;
-        }
-        match client.recv(left).await {
-            Ok(Incoming::Frame(ServerFrame::Read { channel, user, seq })) => seen.push((channel, user, seq)),
-            Ok(Incoming::Frame(_)) => {}
-            _ => return seen,
-        }
-    }
+    frames_within(client, window, |frame| match frame {
+        ServerFrame::Read { channel, user, seq } => Some((*channel, *user, *seq)),
+        _ => None,
+    })
+    .await
 }
 
 fn last_read(welcome: &Welcome, channel: ChannelId) -> Seq {

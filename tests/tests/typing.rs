@@ -7,30 +7,20 @@ use std::time::Duration;
 use threadspace_protocol::client::{Client, Incoming};
 use threadspace_protocol::frames::{ClientFrame, ErrorCode, ServerFrame, TYPING_EXPIRES_MS};
 use threadspace_protocol::{ChannelId, UserId};
-use threadspace_tests::{recv_until, Fixture};
+use threadspace_tests::{frames_within, recv_until, Fixture};
 
 async fn typing(client: &mut Client, channel: ChannelId) -> anyhow::Result<()> {
     client.send(&ClientFrame::Typing { channel }).await?;
     Ok(())
 }
 
-/// Collects every `typing` frame that arrives within `window`.
+/// Every `typing` frame that arrives within `window`.
 async fn typing_frames(client: &mut Client, window: Duration) -> Vec<(ChannelId, UserId, u64)> {
-    let deadline = tokio::time::Instant::now() + window;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return seen;
-        }
-        match client.recv(left).await {
-            Ok(Incoming::Frame(ServerFrame::Typing { channel, user, expires_ms })) => {
-                seen.push((channel, user, expires_ms))
-            }
-            Ok(Incoming::Frame(_)) => {}
-            _ => return seen,
-        }
-    }
+    frames_within(client, window, |frame| match frame {
+        ServerFrame::Typing { channel, user, expires_ms } => Some((*channel, *user, *expires_ms)),
+        _ => None,
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

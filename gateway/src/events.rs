@@ -1,0 +1,33 @@
+//! Core-NATS event subscriptions (membership changes, typing indicators, read markers): one
+//! loop that hands each message to a handler until shutdown.
+
+use futures_util::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// Calls `handle` for every message on `subject` until `shutdown` (or the subscription ends).
+/// `what` names the events in the log line if subscribing fails.
+pub async fn on_each(
+    nats: &async_nats::Client,
+    subject: String,
+    what: &str,
+    shutdown: CancellationToken,
+    mut handle: impl FnMut(async_nats::Message),
+) {
+    let mut subscription = match nats.subscribe(subject).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            warn!(%error, "cannot subscribe to {what}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            message = subscription.next() => match message {
+                Some(message) => handle(message),
+                None => return,
+            },
+        }
+    }
+}
