@@ -621,17 +621,8 @@ impl Backoff {
     }
 }
 
-/// An error with its sources, `a: b: c`.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
+/// An error with its sources, `a: b: c` (the same formatting as the gateway's logs).
+pub use threadspace_protocol::error_chain as chain;
 
 #[cfg(test)]
 mod tests {

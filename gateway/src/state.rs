@@ -130,13 +130,4 @@ fn modified(path: &std::path::Path) -> Option<SystemTime> {
 }
 
 /// Formats an error with its sources, `a: b: c`.
-pub fn anyhow_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
+pub use threadspace_protocol::error_chain as anyhow_chain;

@@ -12,3 +12,15 @@ pub mod token;
 
 pub use frames::{ClientFrame, ErrorCode, ServerFrame};
 pub use ids::{ChannelId, OrgId, Seq, UserId};
+
+/// An error with its sources, `a: b: c`: how every ThreadSpace binary logs an error.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

@@ -203,6 +203,14 @@ pub async fn recv_until(
     }
 }
 
+/// Seeds a second org (`other-1`, 5 users) and returns its first user and the org, for tests
+/// that check nothing crosses orgs.
+pub async fn seed_other_org(stack: &Stack) -> anyhow::Result<(UserId, OrgId)> {
+    stack.seed(&SeedSpec { orgs: 1, users_per_org: 5, slug_prefix: "other".into(), seed: 2 }).await?;
+    let found = stack.directory().user_by_handle("other-1", "alice").await?;
+    found.ok_or_else(|| anyhow::anyhow!("the seeded org has no alice"))
+}
+
 /// One archived row of `messages`, as the tests compare it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Archived {

@@ -375,59 +375,22 @@ async fn history_pages_across_partition_boundaries_are_complete_and_ordered() ->
 
     // Unhappy paths name what was wrong and read nothing.
     let private = private_channel_without(&fx, "alice").await?;
+    // (path, token, status, code, what the message must mention)
+    let bad = |query: &str, mentions: &'static str| {
+        let path = format!("/v1/channels/{general}/messages{query}");
+        (path, Some(token.clone()), 400, "invalid_parameter", mentions)
+    };
     let cases: Vec<(String, Option<String>, u16, &str, &str)> = vec![
         (format!("/v1/channels/{private}/messages"), Some(fx.token("alice")), 403, "not_member", "channel"),
         (format!("/v1/channels/{general}/messages"), None, 401, "auth_failed", "Authorization"),
         (format!("/v1/channels/{general}/messages"), Some("garbage".into()), 401, "auth_failed", "token"),
-        (
-            format!("/v1/channels/{general}/messages?before=abc"),
-            Some(token.clone()),
-            400,
-            "invalid_parameter",
-            "`before`",
-        ),
-        (
-            format!("/v1/channels/{general}/messages?limit=0"),
-            Some(token.clone()),
-            400,
-            "invalid_parameter",
-            "`limit`",
-        ),
-        (
-            format!("/v1/channels/{general}/messages?limit=201"),
-            Some(token.clone()),
-            400,
-            "invalid_parameter",
-            "`limit`",
-        ),
-        (
-            format!("/v1/channels/{general}/messages?after=-1"),
-            Some(token.clone()),
-            400,
-            "invalid_parameter",
-            "`after`",
-        ),
-        (
-            format!("/v1/channels/{general}/messages?after=9&before=10"),
-            Some(token.clone()),
-            400,
-            "invalid_parameter",
-            "`before`",
-        ),
-        (
-            format!("/v1/channels/{general}/messages?limit=5&limit=6"),
-            Some(token.clone()),
-            400,
-            "invalid_parameter",
-            "twice",
-        ),
-        (
-            format!("/v1/channels/{general}/messages?page=2"),
-            Some(token.clone()),
-            400,
-            "invalid_parameter",
-            "`page`",
-        ),
+        bad("?before=abc", "`before`"),
+        bad("?limit=0", "`limit`"),
+        bad("?limit=201", "`limit`"),
+        bad("?after=-1", "`after`"),
+        bad("?after=9&before=10", "`before`"),
+        bad("?limit=5&limit=6", "twice"),
+        bad("?page=2", "`page`"),
         ("/v1/channels/zero/messages".to_owned(), Some(token.clone()), 400, "invalid_parameter", "`channel`"),
     ];
     for (path, token, status, code, mentions) in cases {
@@ -457,16 +420,8 @@ async fn private_channel_without(fx: &Fixture, handle: &str) -> anyhow::Result<i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_finds_words_respects_membership_and_never_crosses_orgs() -> anyhow::Result<()> {
     let fx = fixture(&[]).await?;
-    fx.stack
-        .seed(&threadspace_store::seed::SeedSpec {
-            orgs: 1,
-            users_per_org: 5,
-            slug_prefix: "other".into(),
-            seed: 2,
-        })
-        .await?;
+    let (mallory, other_org) = threadspace_tests::seed_other_org(&fx.stack).await?;
     let directory = fx.stack.directory();
-    let (mallory, other_org) = directory.user_by_handle("other-1", "alice").await?.expect("seeded");
     let other_general = directory.channel_by_name(other_org, "general").await?.expect("seeded");
     let (general, random) = (fx.channel("general").await, fx.channel("random").await);
     let private = threadspace_protocol::ChannelId(private_channel_without(&fx, "alice").await?);

@@ -42,14 +42,7 @@ fn last_read(welcome: &Welcome, channel: ChannelId) -> Seq {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_markers_are_announced_to_members_survive_restarts_and_never_move_back() -> anyhow::Result<()> {
     let mut fx = Fixture::start(2, &[]).await?;
-    fx.stack
-        .seed(&threadspace_store::seed::SeedSpec {
-            orgs: 1,
-            users_per_org: 5,
-            slug_prefix: "other".into(),
-            seed: 2,
-        })
-        .await?;
+    let (mallory, other_org) = threadspace_tests::seed_other_org(&fx.stack).await?;
     // `random`: alice, carol, erin are members; bob is not.
     let random = fx.channel("random").await;
     let (mut alice, welcome) = fx.connect("alice", 0).await?;
@@ -57,8 +50,6 @@ async fn read_markers_are_announced_to_members_survive_restarts_and_never_move_b
     let (mut alice_phone, _) = fx.connect("alice", 1).await?;
     let (mut carol, _) = fx.connect("carol", 1).await?;
     let (mut bob, _) = fx.connect("bob", 0).await?;
-    let directory = fx.stack.directory();
-    let (mallory, other_org) = directory.user_by_handle("other-1", "alice").await?.expect("seeded");
     let mut outsider =
         Client::connect(&threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(1))).await?;
     outsider.hello(&fx.stack.token(mallory, other_org), None, threadspace_tests::WAIT).await?;

@@ -26,14 +26,7 @@ async fn typing_frames(client: &mut Client, window: Duration) -> Vec<(ChannelId,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_reaches_the_other_members_only_and_is_throttled() -> anyhow::Result<()> {
     let fx = Fixture::start(2, &[]).await?;
-    fx.stack
-        .seed(&threadspace_store::seed::SeedSpec {
-            orgs: 1,
-            users_per_org: 5,
-            slug_prefix: "other".into(),
-            seed: 2,
-        })
-        .await?;
+    let (mallory, other_org) = threadspace_tests::seed_other_org(&fx.stack).await?;
     // `random` has every other user: alice, carol, erin are members; bob and dave are not.
     let random = fx.channel("random").await;
     let (mut alice_a, _) = fx.connect("alice", 0).await?;
@@ -42,8 +35,6 @@ async fn typing_reaches_the_other_members_only_and_is_throttled() -> anyhow::Res
     let (mut erin, _) = fx.connect("erin", 1).await?;
     let (mut bob, _) = fx.connect("bob", 0).await?;
     let (mut dave, _) = fx.connect("dave", 1).await?;
-    let directory = fx.stack.directory();
-    let (mallory, other_org) = directory.user_by_handle("other-1", "alice").await?.expect("seeded");
     let mut outsider =
         Client::connect(&threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(1))).await?;
     outsider.hello(&fx.stack.token(mallory, other_org), None, threadspace_tests::WAIT).await?;
