@@ -91,6 +91,16 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_GATEWAY_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Interval of this gateway's presence heartbeats to the other gateways; a gateway silent
+    /// for 3 intervals has its users marked offline everywhere (keep 3 × this well under 10 s).
+    #[arg(long, env = "THREADSPACE_GATEWAY_PRESENCE_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub presence_interval: Duration,
+
+    /// A connection with no `send`, `typing`, `read` or `presence online` for this long counts
+    /// as idle.
+    #[arg(long, env = "THREADSPACE_GATEWAY_IDLE_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub idle_after: Duration,
+
     /// A write to a client socket that takes longer than this ends the connection.
     #[arg(long, env = "THREADSPACE_GATEWAY_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
@@ -194,6 +204,19 @@ impl Config {
                 return Err(ConfigError("timeouts and intervals must be greater than zero".into()));
             }
         }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.presence_interval) {
+            return Err(ConfigError("--presence-interval must be between 100ms and 60s".into()));
+        }
+        if self.idle_after < Duration::from_secs(1) {
+            return Err(ConfigError("--idle-after must be at least 1s".into()));
+        }
+        if let Some(id) = &self.gateway_id {
+            if !threadspace_protocol::subjects::valid_gateway_id(id) {
+                return Err(ConfigError(format!(
+                    "--gateway-id {id:?} must be 1 to 64 characters of [A-Za-z0-9_-] (it names a NATS subject)"
+                )));
+            }
+        }
         if self.stream_max_age < Duration::from_secs(300) {
             return Err(ConfigError("--stream-max-age must be at least 5m (it bounds resume replay)".into()));
         }
@@ -244,5 +267,16 @@ mod tests {
         let error =
             parse(&["--idle-timeout", "5s"]).expect("parses").validate().expect_err("idle < heartbeat");
         assert!(error.to_string().contains("--idle-timeout"), "{error}");
+        for (flags, named) in [
+            (&["--presence-interval", "50ms"][..], "--presence-interval"),
+            (&["--presence-interval", "2m"], "--presence-interval"),
+            (&["--idle-after", "500ms"], "--idle-after"),
+            (&["--gateway-id", "gw.1"], "--gateway-id"),
+            (&["--gateway-id", ""], "--gateway-id"),
+        ] {
+            let error = parse(flags).expect("parses").validate().expect_err("invalid");
+            assert!(error.to_string().contains(named), "{flags:?}: {error}");
+        }
+        parse(&["--gateway-id", "gw-2_a"]).expect("parses").validate().expect("a valid id");
     }
 }

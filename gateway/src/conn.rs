@@ -15,7 +15,8 @@ use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketWrite};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use threadspace_protocol::frames::{
-    close_code, decode_client_frame, ClientFrame, ErrorCode, Limits, Resume, ServerFrame, Welcome,
+    close_code, decode_client_frame, ClientFrame, ClientStatus, ErrorCode, Limits, Resume, ServerFrame,
+    Welcome,
 };
 use threadspace_protocol::stored::StoredMessage;
 use threadspace_protocol::subjects::message_subject;
@@ -101,10 +102,17 @@ async fn open(state: &Arc<State>, upgrade: fastwebsockets::upgrade::UpgradeFut) 
     let session = authenticate(state, &hello, &mut write).await?;
     drop(hello);
 
-    let registration =
-        state.hub.register(session.user.id, session.user.org, &session.channels, &state.connections);
+    let registration = state.hub.register(
+        session.user.id,
+        session.user.org,
+        &session.channels,
+        &state.connections,
+        state.now_ms(),
+    );
     let handle = registration.handle;
-    handle.touch(state.now_ms());
+    state.presence.touched(handle.user);
+    // Read after registering: a change from here on also reaches this connection.
+    let presence = state.presence.snapshot(handle.org);
     let welcome = ServerFrame::Welcome(Welcome {
         user: session.user,
         session_id: handle.id,
@@ -117,6 +125,7 @@ async fn open(state: &Arc<State>, upgrade: fastwebsockets::upgrade::UpgradeFut) 
         },
         heartbeat_ms: state.config.heartbeat.as_millis() as u64,
         head_seq: registration.head_seq,
+        presence,
     });
     let result = match resume {
         Some(_) => "replayed",
@@ -142,6 +151,7 @@ async fn open(state: &Arc<State>, upgrade: fastwebsockets::upgrade::UpgradeFut) 
 /// Removes an ended connection from the hub and counts why it ended.
 fn closed(state: &State, handle: &ConnHandle) {
     state.hub.deregister(handle);
+    state.presence.touched(handle.user);
     let code = handle.close_code();
     metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => m::close_reason(code)).increment(1);
     debug!(conn_id = handle.id, user = %handle.user, code, reason = m::close_reason(code), "connection closed");
@@ -415,13 +425,32 @@ async fn handle_message(
             "hello was already accepted on this connection".into(),
         ),
         Ok(ClientFrame::Read { reference, channel, seq }) => {
+            active(state, handle);
             crate::reads::mark(state, handle, reference, channel, seq).await
         }
-        Ok(ClientFrame::Typing { channel }) => crate::typing::publish(state, handle, channel).await,
+        Ok(ClientFrame::Typing { channel }) => {
+            active(state, handle);
+            crate::typing::publish(state, handle, channel).await
+        }
+        Ok(ClientFrame::Presence { status }) => {
+            let changed = match status {
+                ClientStatus::Online => handle.mark_active(state.now_ms(), state.idle_after_ms()),
+                ClientStatus::Idle => handle.mark_idle(),
+            };
+            metrics::counter!(m::PRESENCE_SIGNALS, "status" => match status {
+                ClientStatus::Online => "online",
+                ClientStatus::Idle => "idle",
+            })
+            .increment(1);
+            if changed {
+                state.presence.touched(handle.user);
+            }
+        }
         Ok(ClientFrame::Ping { reference }) => {
             handle.push_frame(&ServerFrame::Pong { reference });
         }
         Ok(ClientFrame::Send { reference, channel, client_msg_id, body }) => {
+            active(state, handle);
             return handle_send(
                 state,
                 handle,
@@ -432,6 +461,13 @@ async fn handle_message(
         }
     }
     Ok(())
+}
+
+/// A sign of a person at the keyboard: the connection is active again.
+fn active(state: &State, handle: &ConnHandle) {
+    if handle.mark_active(state.now_ms(), state.idle_after_ms()) {
+        state.presence.touched(handle.user);
+    }
 }
 
 struct SendRequest {

@@ -7,11 +7,11 @@
 //! replays exactly `(last_seq, head_seq]` — no gap, no overlap.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use threadspace_protocol::frames::{close_code, ChannelInfo, MemberChange, ServerFrame};
+use threadspace_protocol::frames::{close_code, ChannelInfo, MemberChange, PresenceStatus, ServerFrame};
 use threadspace_protocol::{ChannelId, OrgId, Seq, UserId};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -58,6 +58,11 @@ pub struct ConnHandle {
     pub send_limiter: Arc<Mutex<TokenBucket>>,
     /// Milliseconds since the process epoch of the last frame received from the client.
     last_rx_ms: AtomicU64,
+    /// Milliseconds since the process epoch of the last sign of a person: `send`, `typing`,
+    /// `read`, `presence online` (and the hello).
+    last_active_ms: AtomicU64,
+    /// The client said `presence idle` (cleared by any activity).
+    client_idle: AtomicBool,
 }
 
 impl ConnHandle {
@@ -123,6 +128,26 @@ impl ConnHandle {
         self.last_rx_ms.load(Ordering::Relaxed)
     }
 
+    /// Records activity at `now_ms`; true if the connection counted as idle until now
+    /// (by the client's word or by `idle_after_ms` of inactivity).
+    pub fn mark_active(&self, now_ms: u64, idle_after_ms: u64) -> bool {
+        let was_idle = self.is_idle(now_ms, idle_after_ms);
+        self.client_idle.store(false, Ordering::Relaxed);
+        self.last_active_ms.store(now_ms, Ordering::Relaxed);
+        was_idle
+    }
+
+    /// The client says it is idle; true if that changed anything.
+    pub fn mark_idle(&self) -> bool {
+        !self.client_idle.swap(true, Ordering::Relaxed)
+    }
+
+    /// Idle by the client's word or after `idle_after_ms` without activity.
+    pub fn is_idle(&self, now_ms: u64, idle_after_ms: u64) -> bool {
+        self.client_idle.load(Ordering::Relaxed)
+            || now_ms.saturating_sub(self.last_active_ms.load(Ordering::Relaxed)) >= idle_after_ms
+    }
+
     pub fn is_member(&self, channel: ChannelId) -> bool {
         self.channels.lock().expect("channel set lock is never poisoned").contains(&channel)
     }
@@ -142,6 +167,8 @@ struct UserEntry {
 struct Inner {
     channels: HashMap<ChannelId, Vec<Arc<ConnHandle>>>,
     users: HashMap<UserId, UserEntry>,
+    /// Every connection by org, for presence frames.
+    orgs: HashMap<OrgId, Vec<Arc<ConnHandle>>>,
 }
 
 /// Limits applied to new registrations.
@@ -195,6 +222,7 @@ impl Hub {
         org: OrgId,
         channels: &[ChannelInfo],
         parent: &CancellationToken,
+        now_ms: u64,
     ) -> Registration {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.inner.write().expect("hub lock is never poisoned");
@@ -218,9 +246,12 @@ impl Hub {
             close_code: AtomicU16::new(0),
             channels: Mutex::new(channels.iter().map(|c| c.id).collect()),
             send_limiter: entry.send_limiter.clone(),
-            last_rx_ms: AtomicU64::new(0),
+            last_rx_ms: AtomicU64::new(now_ms),
+            last_active_ms: AtomicU64::new(now_ms),
+            client_idle: AtomicBool::new(false),
         });
         entry.conns.push(handle.clone());
+        inner.orgs.entry(org).or_default().push(handle.clone());
         for channel in channels {
             inner.channels.entry(channel.id).or_default().push(handle.clone());
         }
@@ -247,6 +278,12 @@ impl Hub {
             entry.conns.retain(|c| c.id != handle.id);
             if entry.conns.is_empty() {
                 inner.users.remove(&handle.user);
+            }
+        }
+        if let Some(conns) = inner.orgs.get_mut(&handle.org) {
+            conns.retain(|c| c.id != handle.id);
+            if conns.is_empty() {
+                inner.orgs.remove(&handle.org);
             }
         }
         drop(inner);
@@ -286,6 +323,37 @@ impl Hub {
             }
         }
         delivered
+    }
+
+    /// Queues a presence frame to every local connection of `org`. Returns how many.
+    pub fn deliver_org(&self, org: OrgId, frame: &Bytes) -> usize {
+        let item: Outbound = Arc::new(OutFrame::Frame(frame.clone()));
+        let inner = self.inner.read().expect("hub lock is never poisoned");
+        inner.orgs.get(&org).map_or(0, |conns| conns.iter().filter(|conn| conn.push(item.clone())).count())
+    }
+
+    /// The presence of a user's local connections: `None` without any, `Online` if one of
+    /// them is active, else `Idle`.
+    pub fn local_status(
+        &self,
+        user: UserId,
+        now_ms: u64,
+        idle_after_ms: u64,
+    ) -> Option<(OrgId, PresenceStatus)> {
+        let inner = self.inner.read().expect("hub lock is never poisoned");
+        let conns = &inner.users.get(&user)?.conns;
+        let org = conns.first()?.org;
+        let status = if conns.iter().all(|c| c.is_idle(now_ms, idle_after_ms)) {
+            PresenceStatus::Idle
+        } else {
+            PresenceStatus::Online
+        };
+        Some((org, status))
+    }
+
+    /// Every user with a local connection.
+    pub fn local_users(&self) -> Vec<UserId> {
+        self.inner.read().expect("hub lock is never poisoned").users.keys().copied().collect()
     }
 
     /// Applies a membership change to the user's local connections and tells them.
@@ -361,8 +429,8 @@ mod tests {
     fn delivers_only_to_members_and_advances_head() {
         let hub = hub();
         let root = CancellationToken::new();
-        let a = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root);
-        let b = hub.register(UserId(2), OrgId(1), &channels(&[6]), &root);
+        let a = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root, 0);
+        let b = hub.register(UserId(2), OrgId(1), &channels(&[6]), &root, 0);
         assert_eq!(a.head_seq, 10);
         assert_eq!(hub.deliver(11, Some(ChannelId(5)), &Bytes::from_static(b"x")), 1);
         assert!(matches!(a.handle.pop().as_deref(), Some(OutFrame::Msg { seq: 11, .. })));
@@ -370,7 +438,7 @@ mod tests {
         assert_eq!(hub.head_seq(), 11);
         assert_eq!(hub.deliver(12, None, &Bytes::new()), 0);
         assert_eq!(hub.head_seq(), 12);
-        let c = hub.register(UserId(3), OrgId(1), &channels(&[5]), &root);
+        let c = hub.register(UserId(3), OrgId(1), &channels(&[5]), &root, 0);
         assert_eq!(c.head_seq, 12);
     }
 
@@ -378,8 +446,8 @@ mod tests {
     fn full_queue_kills_as_slow_consumer_without_touching_others() {
         let hub = hub();
         let root = CancellationToken::new();
-        let slow = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root);
-        let fast = hub.register(UserId(2), OrgId(1), &channels(&[5]), &root);
+        let slow = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root, 0);
+        let fast = hub.register(UserId(2), OrgId(1), &channels(&[5]), &root, 0);
         for seq in 11..=13 {
             hub.deliver(seq, Some(ChannelId(5)), &Bytes::from_static(b"x"));
             while fast.handle.pop().is_some() {}
@@ -393,7 +461,7 @@ mod tests {
     fn membership_changes_update_index_and_notify() {
         let hub = hub();
         let root = CancellationToken::new();
-        let a = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root);
+        let a = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root, 0);
         assert_eq!(hub.apply_membership(UserId(1), ChannelId(9), MemberChange::Joined), 1);
         assert!(a.handle.is_member(ChannelId(9)));
         assert!(matches!(a.handle.pop().as_deref(), Some(OutFrame::Frame(_))));
@@ -411,7 +479,7 @@ mod tests {
     async fn a_waiting_writer_never_misses_a_push() {
         let hub = Hub::new(0, HubLimits { outbound_queue: 100_000, sends_per_second: 1, send_burst: 1 });
         let root = CancellationToken::new();
-        let conn = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root).handle;
+        let conn = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root, 0).handle;
         // A push before anyone waits leaves a permit: the wait returns at once.
         conn.push(Arc::new(OutFrame::Frame(Bytes::new())));
         tokio::time::timeout(std::time::Duration::from_secs(1), conn.wait_queued())
@@ -471,8 +539,8 @@ mod tests {
     fn users_share_one_send_limiter() {
         let hub = hub();
         let root = CancellationToken::new();
-        let a = hub.register(UserId(1), OrgId(1), &channels(&[]), &root);
-        let b = hub.register(UserId(1), OrgId(1), &channels(&[]), &root);
+        let a = hub.register(UserId(1), OrgId(1), &channels(&[]), &root, 0);
+        let b = hub.register(UserId(1), OrgId(1), &channels(&[]), &root, 0);
         let now = Instant::now();
         assert!(a.handle.send_limiter.lock().expect("lock").try_take(now));
         assert!(!b.handle.send_limiter.lock().expect("lock").try_take(now));

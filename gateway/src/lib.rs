@@ -17,6 +17,7 @@ pub mod hub;
 pub mod limits;
 pub mod membership;
 pub mod metrics;
+pub mod presence;
 pub mod reads;
 pub mod replay;
 pub mod state;
@@ -104,6 +105,7 @@ pub async fn run(
     let membership_task = tokio::spawn(membership::subscribe(state.clone(), background.clone()));
     let typing_task = tokio::spawn(typing::subscribe(state.clone(), background.clone()));
     let reads_task = tokio::spawn(reads::subscribe(state.clone(), background.clone()));
+    let presence_task = tokio::spawn(presence::run(state.clone(), background.clone()));
     let housekeeping_task = tokio::spawn(housekeeping(state.clone(), background.clone()));
 
     ::metrics::gauge!(crate::metrics::READY).set(1.0);
@@ -126,6 +128,7 @@ pub async fn run(
         let _ = membership_task.await;
         let _ = typing_task.await;
         let _ = reads_task.await;
+        let _ = presence_task.await;
         let _ = housekeeping_task.await;
     })
     .await;

@@ -30,6 +30,25 @@ pub const READS: &str = "threadspace_gateway_read_markers_total";
 /// Label `result`: `published`, `throttled`, `not_member`.
 pub const TYPING: &str = "threadspace_gateway_typing_total";
 pub const TYPING_DELIVERIES: &str = "threadspace_gateway_typing_deliveries_total";
+/// Label `kind`: `delta`, `full`, `bye`.
+pub const PRESENCE_BEATS_SENT: &str = "threadspace_gateway_presence_beats_sent_total";
+pub const PRESENCE_BEAT_BYTES_SENT: &str = "threadspace_gateway_presence_beat_bytes_sent_total";
+/// Label `kind`: `delta`, `full`, `bye`.
+pub const PRESENCE_BEATS_RECEIVED: &str = "threadspace_gateway_presence_beats_received_total";
+pub const PRESENCE_BEAT_BYTES_RECEIVED: &str = "threadspace_gateway_presence_beat_bytes_received_total";
+pub const PRESENCE_BEAT_GAPS: &str = "threadspace_gateway_presence_beat_gaps_total";
+pub const PRESENCE_EXPIRIES: &str = "threadspace_gateway_presence_gateway_expiries_total";
+pub const PRESENCE_EXPIRED_USERS: &str = "threadspace_gateway_presence_expired_users_total";
+pub const PRESENCE_LOCAL_CHANGES: &str = "threadspace_gateway_presence_local_changes_total";
+/// Label `status`: `online`, `idle`, `offline`.
+pub const PRESENCE_CHANGES: &str = "threadspace_gateway_presence_changes_total";
+pub const PRESENCE_COALESCED: &str = "threadspace_gateway_presence_coalesced_total";
+pub const PRESENCE_FRAMES: &str = "threadspace_gateway_presence_frames_total";
+/// Label `status`: `online`, `idle`.
+pub const PRESENCE_USERS: &str = "threadspace_gateway_presence_users";
+pub const PRESENCE_GATEWAYS: &str = "threadspace_gateway_presence_gateways";
+/// Label `status`: `online`, `idle`.
+pub const PRESENCE_SIGNALS: &str = "threadspace_gateway_presence_signals_total";
 pub const READY: &str = "threadspace_gateway_ready";
 
 /// Registers descriptions so `/metrics` documents itself.
@@ -53,6 +72,20 @@ pub fn describe() {
     describe_counter!(REPLAYED_MESSAGES, "Messages replayed to resuming clients");
     describe_counter!(AUTH, "Token verifications, by result");
     describe_counter!(MEMBERSHIP_EVENTS, "Membership change events applied");
+    describe_counter!(PRESENCE_BEATS_SENT, "Presence heartbeats published by this gateway, by kind");
+    describe_counter!(PRESENCE_BEAT_BYTES_SENT, "Bytes of presence heartbeats published");
+    describe_counter!(PRESENCE_BEATS_RECEIVED, "Presence heartbeats received from all gateways, by kind");
+    describe_counter!(PRESENCE_BEAT_BYTES_RECEIVED, "Bytes of presence heartbeats received");
+    describe_counter!(PRESENCE_BEAT_GAPS, "Heartbeats found missing (repaired by the next full snapshot)");
+    describe_counter!(PRESENCE_EXPIRIES, "Gateways expired after 3 silent heartbeat intervals");
+    describe_counter!(PRESENCE_EXPIRED_USERS, "Users dropped with an expired gateway");
+    describe_counter!(PRESENCE_LOCAL_CHANGES, "Presence changes of local users published");
+    describe_counter!(PRESENCE_CHANGES, "Merged presence changes announced to local clients, by status");
+    describe_counter!(PRESENCE_COALESCED, "Presence changes that cancelled out within one window");
+    describe_counter!(PRESENCE_FRAMES, "Presence frames queued to local connections");
+    describe_gauge!(PRESENCE_USERS, "Users online or idle anywhere, by status");
+    describe_gauge!(PRESENCE_GATEWAYS, "Gateways in the presence table");
+    describe_counter!(PRESENCE_SIGNALS, "Client presence signals, by status");
     describe_gauge!(READY, "1 while the gateway accepts connections, 0 while starting or draining");
 }
 

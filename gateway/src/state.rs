@@ -34,6 +34,8 @@ pub struct State {
     pub replay_permits: Semaphore,
     /// Recent typists, for the per-user-and-channel typing throttle.
     pub typing: crate::typing::Throttle,
+    /// Local and merged presence.
+    pub presence: crate::presence::Presence,
     keys: RwLock<Arc<KeySet>>,
     keys_modified: RwLock<Option<SystemTime>>,
     draining: AtomicBool,
@@ -74,6 +76,7 @@ impl State {
             connections: CancellationToken::new(),
             tracker: TaskTracker::new(),
             typing: crate::typing::Throttle::default(),
+            presence: crate::presence::Presence::new(rand::random()),
             keys: RwLock::new(Arc::new(parts.keys)),
             keys_modified: RwLock::new(keys_modified),
             draining: AtomicBool::new(false),
@@ -117,6 +120,11 @@ impl State {
     /// Milliseconds since the gateway started (monotonic).
     pub fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Inactivity after which a connection counts as idle, in milliseconds.
+    pub fn idle_after_ms(&self) -> u64 {
+        self.config.idle_after.as_millis() as u64
     }
 
     /// How long a connection may stay silent.

@@ -40,6 +40,9 @@ pub enum ClientFrame {
     /// The user is typing in a channel. Send at most every few seconds while typing; the
     /// gateway forwards at most one per user and channel per [`TYPING_THROTTLE_MS`].
     Typing { channel: ChannelId },
+    /// This connection's user is `online` (back at the keyboard) or `idle` (away: window
+    /// hidden, screen locked). Any `send`, `typing` or `read` also counts as `online`.
+    Presence { status: ClientStatus },
     /// Application-level liveness check (WebSocket pings are also answered).
     Ping {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
@@ -122,6 +125,46 @@ pub enum ServerFrame {
         user: UserId,
         expires_ms: u64,
     },
+    /// Presence changes of users of your org, coalesced: each user at most once, with the
+    /// status now in force. Apply on top of the `welcome` snapshot.
+    Presence {
+        users: Vec<PresenceEntry>,
+    },
+}
+
+/// What a client may say about itself in `presence`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientStatus {
+    Online,
+    Idle,
+}
+
+/// A user's presence as other users see it: `online` while at least one of their connections
+/// is active, `idle` while all of them are idle, `offline` once the last one is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    Idle,
+    Offline,
+}
+
+impl PresenceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Idle => "idle",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+/// One user's presence in a `presence` frame or the `welcome` snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    pub user: UserId,
+    pub status: PresenceStatus,
 }
 
 /// The gateway forwards at most one `typing` per user and channel in this many milliseconds.
@@ -140,6 +183,10 @@ pub struct Welcome {
     /// Every message with `seq > head_seq` in the user's channels will be delivered on this
     /// connection (after any replay). A client with no cursor yet uses this as its cursor.
     pub head_seq: Seq,
+    /// The org's users who are `online` or `idle` (everyone else is `offline`); `presence`
+    /// frames update it from here on.
+    #[serde(default)]
+    pub presence: Vec<PresenceEntry>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +369,11 @@ struct ReadFields {
 }
 
 #[derive(Deserialize)]
+struct PresenceFields {
+    status: ClientStatus,
+}
+
+#[derive(Deserialize)]
 struct TypingFields {
     channel: ChannelId,
 }
@@ -380,7 +432,7 @@ pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
         Some(_) => return Err(fail(ErrorCode::UnknownOp, "field `op` must be a string".into())),
         None => return Err(fail(ErrorCode::UnknownOp, "field `op` is missing".into())),
     };
-    if !matches!(op.as_str(), "hello" | "send" | "ping" | "typing" | "read") {
+    if !matches!(op.as_str(), "hello" | "send" | "ping" | "typing" | "read" | "presence") {
         return Err(fail(ErrorCode::UnknownOp, format!("unknown op `{op}`")));
     }
     let invalid = |error: serde_path_to_error::Error<serde_json::Error>| {
@@ -426,6 +478,10 @@ pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
                 return Err(fail(ErrorCode::InvalidField, "field `channel` must be positive".into()));
             }
             ClientFrame::Typing { channel: f.channel }
+        }
+        "presence" => {
+            let f: PresenceFields = from_slice_with_path(text).map_err(invalid)?;
+            ClientFrame::Presence { status: f.status }
         }
         _ => ClientFrame::Ping { reference: reference.clone() },
     };
@@ -639,6 +695,30 @@ mod tests {
         assert_eq!(
             String::from_utf8(frame.encode()).expect("utf-8"),
             r#"{"op":"typing","channel":7,"user":2,"expires_ms":6000}"#
+        );
+    }
+
+    #[test]
+    fn presence_decodes_and_names_a_bad_status() {
+        assert_eq!(
+            decode_client_frame(br#"{"op":"presence","status":"idle"}"#).expect("decodes"),
+            ClientFrame::Presence { status: ClientStatus::Idle }
+        );
+        for bad in [
+            &br#"{"op":"presence"}"#[..],
+            br#"{"op":"presence","status":"offline"}"#,
+            br#"{"op":"presence","status":1}"#,
+        ] {
+            let error = decode_client_frame(bad).expect_err("invalid");
+            assert_eq!(error.code, ErrorCode::InvalidField);
+            assert!(error.message.contains("status"), "{}", error.message);
+        }
+        let frame = ServerFrame::Presence {
+            users: vec![PresenceEntry { user: UserId(2), status: PresenceStatus::Idle }],
+        };
+        assert_eq!(
+            String::from_utf8(frame.encode()).expect("utf-8"),
+            r#"{"op":"presence","users":[{"user":2,"status":"idle"}]}"#
         );
     }
 }

@@ -60,3 +60,35 @@ pub struct ReadEvent {
 pub struct TypingEvent {
     pub user: UserId,
 }
+
+/// A gateway's presence heartbeat, published on `gw.heartbeat.<gateway>` (core NATS) every
+/// interval and whenever its users' presence changed. Every gateway keeps a table of every
+/// gateway's users from these and expires a gateway silent for [`HEARTBEAT_MISSES`] intervals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceBeat {
+    pub gateway: String,
+    /// Random per process start: a restarted gateway's table replaces the old one.
+    pub instance: u64,
+    /// Counts beats of this instance; the parts of one full snapshot share it.
+    pub seq: u64,
+    /// The sender's heartbeat interval: silent for `HEARTBEAT_MISSES` of these means dead.
+    pub interval_ms: u64,
+    pub kind: BeatKind,
+    /// `(org, user, status)`: the changes of a delta, or every user of a snapshot part.
+    pub users: Vec<(OrgId, UserId, crate::frames::PresenceStatus)>,
+}
+
+/// How many heartbeat intervals of silence make a gateway dead.
+pub const HEARTBEAT_MISSES: u64 = 3;
+
+/// What a [`PresenceBeat`] carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum BeatKind {
+    /// Changes since the previous beat (possibly none: a liveness beat).
+    Delta,
+    /// Part `part` (from 0) of `parts` of the complete table; replaces the previous one.
+    Full { part: u32, parts: u32 },
+    /// The gateway is stopping: forget its users now.
+    Bye,
+}

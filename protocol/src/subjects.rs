@@ -14,6 +14,8 @@ pub const MESSAGES_SUBJECTS: &str = "msg.>";
 pub const MEMBERSHIP_PREFIX: &str = "ctl.membership";
 /// Typing indicators (core NATS, never stored): `typing.<org>.<channel>`.
 pub const TYPING_PREFIX: &str = "typing";
+/// Gateway presence heartbeats (core NATS): `gw.heartbeat.<gateway>`.
+pub const HEARTBEAT_PREFIX: &str = "gw.heartbeat";
 /// Read-marker announcements (core NATS; the marker itself is in Postgres): `read.<org>.<channel>`.
 pub const READ_PREFIX: &str = "read";
 
@@ -71,6 +73,18 @@ fn parse_channel_subject(prefix: &str, subject: &str) -> Option<(OrgId, ChannelI
         return None;
     }
     Some((org, channel))
+}
+
+/// Subject of a gateway's heartbeats. `gateway` is a validated gateway id (one subject token).
+pub fn heartbeat_subject(gateway: &str) -> String {
+    format!("{HEARTBEAT_PREFIX}.{gateway}")
+}
+
+/// A gateway id usable as one subject token: 1 to 64 of `[A-Za-z0-9_-]`.
+pub fn valid_gateway_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Subject of an org's membership events.

@@ -1,0 +1,679 @@
+//! Presence: who of an org is online, idle or offline, converging within seconds on every
+//! gateway — also when a gateway dies without a word.
+//!
+//! - **Local state.** A user is `online` on this gateway while one of their connections is
+//!   active, `idle` while all of them are idle (the client said `presence idle`, or nothing but
+//!   pings came for `--idle-after`), and absent once the last one closed.
+//! - **Heartbeats.** Every [`TICK`] the gateway compares its users' local state with what it
+//!   last told the others and publishes the differences on `gw.heartbeat.<gateway>` (core
+//!   NATS); with no change it still beats every `--presence-interval`, and every
+//!   [`FULL_EVERY`] intervals it sends its complete table (in parts of [`FULL_PART`] users),
+//!   which repairs anything a lost delta left wrong.
+//! - **The table.** Every gateway (itself included) keeps each gateway's users from those
+//!   beats and merges them per user: online if any gateway says online, idle if all say idle.
+//!   A gateway silent for [`HEARTBEAT_MISSES`] of its intervals is expired: its users count as
+//!   gone. A restarted gateway (new `instance`) replaces its old table; a stopping one says
+//!   `bye`.
+//! - **To clients.** Merged changes are coalesced for one [`TICK`] (a user who flapped and came
+//!   back is not announced at all) and sent as one `presence` frame per org to that org's local
+//!   connections: at most one frame per connection per tick however many users reconnect.
+//!   `welcome` carries the org's snapshot.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use threadspace_protocol::frames::{PresenceEntry, PresenceStatus, ServerFrame};
+use threadspace_protocol::stored::{BeatKind, PresenceBeat, HEARTBEAT_MISSES};
+use threadspace_protocol::subjects::{heartbeat_subject, HEARTBEAT_PREFIX};
+use threadspace_protocol::{OrgId, UserId};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::hub::Hub;
+use crate::metrics as m;
+use crate::state::State;
+
+/// How often local changes are published and merged changes sent to clients.
+pub const TICK: Duration = Duration::from_millis(200);
+/// A full snapshot every this many heartbeat intervals.
+pub const FULL_EVERY: u32 = 5;
+/// Users per part of a full snapshot (keeps each beat far below the NATS payload limit).
+pub const FULL_PART: usize = 2_000;
+/// How often every local user is re-examined for inactivity (changes are found at once).
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+
+type Entry = (OrgId, UserId, PresenceStatus);
+
+/// Both halves of presence on one gateway.
+#[derive(Debug)]
+pub struct Presence {
+    pub instance: u64,
+    local: Mutex<Local>,
+    table: Mutex<Table>,
+}
+
+impl Presence {
+    pub fn new(instance: u64) -> Self {
+        Self { instance, local: Mutex::default(), table: Mutex::default() }
+    }
+
+    /// A local connection of `user` opened, closed or changed its activity: look again.
+    pub fn touched(&self, user: UserId) {
+        self.local.lock().expect("presence lock is never poisoned").dirty.insert(user);
+    }
+
+    /// The org's users who are online or idle, by user id.
+    pub fn snapshot(&self, org: OrgId) -> Vec<PresenceEntry> {
+        self.table.lock().expect("presence lock is never poisoned").snapshot(org)
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().expect("presence lock is never poisoned")
+    }
+}
+
+/// What this gateway told the others about its own users.
+#[derive(Debug, Default)]
+struct Local {
+    published: HashMap<UserId, (OrgId, PresenceStatus)>,
+    dirty: HashSet<UserId>,
+}
+
+impl Local {
+    /// Differences between the hub and what was published (and records them as published).
+    /// Looks at the touched users, or at everyone when `full_scan`.
+    fn changes(&mut self, hub: &Hub, now_ms: u64, idle_after_ms: u64, full_scan: bool) -> Vec<Entry> {
+        let mut candidates: Vec<UserId> = self.dirty.drain().collect();
+        if full_scan {
+            candidates = hub.local_users();
+            candidates.extend(self.published.keys().copied());
+            candidates.sort_unstable();
+            candidates.dedup();
+        }
+        let mut changes = Vec::new();
+        for user in candidates {
+            let now = hub.local_status(user, now_ms, idle_after_ms);
+            let before = self.published.get(&user).copied();
+            match (before, now) {
+                (Some(before), Some(now)) if before == now => {}
+                (None, None) => {}
+                (_, Some((org, status))) => {
+                    self.published.insert(user, (org, status));
+                    changes.push((org, user, status));
+                }
+                (Some((org, _)), None) => {
+                    self.published.remove(&user);
+                    changes.push((org, user, PresenceStatus::Offline));
+                }
+            }
+        }
+        changes
+    }
+
+    /// The complete table in parts.
+    fn full(&self) -> Vec<Vec<Entry>> {
+        let all: Vec<Entry> =
+            self.published.iter().map(|(user, (org, status))| (*org, *user, *status)).collect();
+        if all.is_empty() {
+            return vec![Vec::new()];
+        }
+        all.chunks(FULL_PART).map(<[Entry]>::to_vec).collect()
+    }
+}
+
+/// How many gateways report a user online or idle.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    online: u32,
+    idle: u32,
+}
+
+impl Counts {
+    fn status(self) -> PresenceStatus {
+        if self.online > 0 {
+            PresenceStatus::Online
+        } else if self.idle > 0 {
+            PresenceStatus::Idle
+        } else {
+            PresenceStatus::Offline
+        }
+    }
+
+    fn count(&mut self, status: PresenceStatus) -> &mut u32 {
+        match status {
+            PresenceStatus::Online => &mut self.online,
+            _ => &mut self.idle,
+        }
+    }
+}
+
+/// One gateway as seen through its beats.
+#[derive(Debug)]
+struct Peer {
+    instance: u64,
+    last_seen: Instant,
+    interval: Duration,
+    next_seq: u64,
+    users: HashMap<UserId, (OrgId, PresenceStatus)>,
+    /// A full snapshot whose parts are arriving.
+    pending: Option<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    next_part: u32,
+    users: HashMap<UserId, (OrgId, PresenceStatus)>,
+}
+
+/// What applying a beat found out.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// A beat (or a snapshot part) was missing before this one.
+    pub gap: bool,
+    /// The gateway came back as a new instance: its old table was dropped.
+    pub restarted: bool,
+    /// The gateway said goodbye.
+    pub left: bool,
+}
+
+/// Every gateway's users, merged per user.
+#[derive(Debug, Default)]
+pub struct Table {
+    peers: HashMap<String, Peer>,
+    merged: HashMap<OrgId, HashMap<UserId, Counts>>,
+    /// Users whose merged status may have changed since the last flush, with the status
+    /// clients were last told.
+    changed: HashMap<UserId, (OrgId, PresenceStatus)>,
+}
+
+/// Moves one gateway's report of `user` from `old` to `new` in the merged counts.
+fn adjust(
+    merged: &mut HashMap<OrgId, HashMap<UserId, Counts>>,
+    changed: &mut HashMap<UserId, (OrgId, PresenceStatus)>,
+    (org, user): (OrgId, UserId),
+    old: PresenceStatus,
+    new: PresenceStatus,
+) {
+    if old == new {
+        return;
+    }
+    let users = merged.entry(org).or_default();
+    let counts = users.entry(user).or_default();
+    changed.entry(user).or_insert((org, counts.status()));
+    if old != PresenceStatus::Offline {
+        let n = counts.count(old);
+        *n = n.saturating_sub(1);
+    }
+    if new != PresenceStatus::Offline {
+        *counts.count(new) += 1;
+    }
+    if counts.status() == PresenceStatus::Offline {
+        users.remove(&user);
+        if users.is_empty() {
+            merged.remove(&org);
+        }
+    }
+}
+
+/// Replaces a gateway's users with `new`, adjusting the merged counts.
+fn replace(
+    merged: &mut HashMap<OrgId, HashMap<UserId, Counts>>,
+    changed: &mut HashMap<UserId, (OrgId, PresenceStatus)>,
+    users: &mut HashMap<UserId, (OrgId, PresenceStatus)>,
+    new: HashMap<UserId, (OrgId, PresenceStatus)>,
+) {
+    for (user, (org, old)) in users.iter() {
+        if !new.contains_key(user) {
+            adjust(merged, changed, (*org, *user), *old, PresenceStatus::Offline);
+        }
+    }
+    for (user, (org, status)) in &new {
+        let old = users.get(user).map_or(PresenceStatus::Offline, |(_, s)| *s);
+        adjust(merged, changed, (*org, *user), old, *status);
+    }
+    *users = new;
+}
+
+impl Table {
+    /// Applies one gateway's beat received at `now`.
+    pub fn apply(&mut self, beat: PresenceBeat, now: Instant) -> Applied {
+        let mut applied = Applied::default();
+        let Self { peers, merged, changed } = self;
+        if let Some(peer) = peers.get_mut(&beat.gateway) {
+            if peer.instance != beat.instance {
+                replace(merged, changed, &mut peer.users, HashMap::new());
+                peers.remove(&beat.gateway);
+                applied.restarted = true;
+            }
+        }
+        if beat.kind == BeatKind::Bye {
+            if let Some(mut peer) = peers.remove(&beat.gateway) {
+                replace(merged, changed, &mut peer.users, HashMap::new());
+            }
+            applied.left = true;
+            return applied;
+        }
+        let peer = peers.entry(beat.gateway).or_insert_with(|| Peer {
+            instance: beat.instance,
+            last_seen: now,
+            interval: Duration::ZERO,
+            next_seq: beat.seq,
+            users: HashMap::new(),
+            pending: None,
+        });
+        peer.last_seen = now;
+        peer.interval = Duration::from_millis(beat.interval_ms);
+        match beat.kind {
+            BeatKind::Delta => {
+                applied.gap = beat.seq != peer.next_seq || peer.pending.take().is_some();
+                peer.next_seq = beat.seq + 1;
+                for (org, user, status) in beat.users {
+                    let old = peer.users.get(&user).map_or(PresenceStatus::Offline, |(_, s)| *s);
+                    if status == PresenceStatus::Offline {
+                        peer.users.remove(&user);
+                    } else {
+                        peer.users.insert(user, (org, status));
+                    }
+                    adjust(merged, changed, (org, user), old, status);
+                }
+            }
+            BeatKind::Full { part, parts } => {
+                if part == 0 {
+                    applied.gap = beat.seq != peer.next_seq || peer.pending.is_some();
+                    peer.pending = Some(Pending { seq: beat.seq, next_part: 0, users: HashMap::new() });
+                }
+                match peer.pending.as_mut() {
+                    Some(pending) if pending.seq == beat.seq && pending.next_part == part => {
+                        pending.users.extend(
+                            beat.users
+                                .into_iter()
+                                .filter(|(_, _, s)| *s != PresenceStatus::Offline)
+                                .map(|(org, user, status)| (user, (org, status))),
+                        );
+                        pending.next_part += 1;
+                        if pending.next_part >= parts {
+                            let complete = std::mem::take(&mut pending.users);
+                            peer.pending = None;
+                            replace(merged, changed, &mut peer.users, complete);
+                        }
+                    }
+                    _ => {
+                        // A part of a snapshot whose start was lost: wait for the next one.
+                        applied.gap = true;
+                        peer.pending = None;
+                    }
+                }
+                peer.next_seq = beat.seq + 1;
+            }
+            BeatKind::Bye => unreachable!("handled above"),
+        }
+        applied
+    }
+
+    /// Forgets gateways silent for [`HEARTBEAT_MISSES`] of their intervals; returns each one's
+    /// id and how many users it took offline (or idle, where another gateway still has them).
+    pub fn expire(&mut self, now: Instant) -> Vec<(String, usize)> {
+        let misses = HEARTBEAT_MISSES as u32;
+        let dead: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| now.saturating_duration_since(peer.last_seen) > peer.interval * misses)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let Self { peers, merged, changed } = self;
+        dead.into_iter()
+            .filter_map(|id| {
+                let mut peer = peers.remove(&id)?;
+                let users = peer.users.len();
+                replace(merged, changed, &mut peer.users, HashMap::new());
+                Some((id, users))
+            })
+            .collect()
+    }
+
+    /// The merged changes since the last call, per org (users sorted), and how many changes
+    /// cancelled out within the window.
+    pub fn take_changes(&mut self) -> (Vec<(OrgId, Vec<PresenceEntry>)>, usize) {
+        let mut by_org: HashMap<OrgId, Vec<PresenceEntry>> = HashMap::new();
+        let mut coalesced = 0;
+        for (user, (org, before)) in self.changed.drain() {
+            let status = self
+                .merged
+                .get(&org)
+                .and_then(|users| users.get(&user))
+                .map_or(PresenceStatus::Offline, |c| c.status());
+            if status == before {
+                coalesced += 1;
+            } else {
+                by_org.entry(org).or_default().push(PresenceEntry { user, status });
+            }
+        }
+        let mut out: Vec<_> = by_org.into_iter().collect();
+        for (_, users) in &mut out {
+            users.sort_unstable_by_key(|e| e.user);
+        }
+        (out, coalesced)
+    }
+
+    /// The org's online and idle users, by user id.
+    pub fn snapshot(&self, org: OrgId) -> Vec<PresenceEntry> {
+        let mut users: Vec<PresenceEntry> = self
+            .merged
+            .get(&org)
+            .into_iter()
+            .flatten()
+            .map(|(user, counts)| PresenceEntry { user: *user, status: counts.status() })
+            .collect();
+        users.sort_unstable_by_key(|e| e.user);
+        users
+    }
+
+    /// Known users by merged status (online, idle) and known gateways.
+    fn sizes(&self) -> (usize, usize, usize) {
+        let (mut online, mut idle) = (0, 0);
+        for counts in self.merged.values().flat_map(HashMap::values) {
+            match counts.status() {
+                PresenceStatus::Online => online += 1,
+                _ => idle += 1,
+            }
+        }
+        (online, idle, self.peers.len())
+    }
+}
+
+/// Publishes this gateway's beats, applies everyone's, expires silent gateways and sends the
+/// coalesced changes to local clients, until `shutdown`; then says `bye`.
+pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
+    let receiver = tokio::spawn(receive(state.clone(), shutdown.clone()));
+    let interval = state.config.presence_interval;
+    let idle_after_ms = state.config.idle_after.as_millis() as u64;
+    let subject = heartbeat_subject(&state.gateway_id);
+    let mut seq = 0u64;
+    let mut beats_since_full = FULL_EVERY; // the first beat is a full snapshot
+    let mut last_beat: Option<Instant> = None;
+    let mut last_scan = Instant::now();
+    let mut ticker = tokio::time::interval(TICK.min(interval));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let now = Instant::now();
+        let full_scan = now.duration_since(last_scan) >= SCAN_EVERY;
+        if full_scan {
+            last_scan = now;
+        }
+        let beat_due = last_beat.is_none_or(|at| now.duration_since(at) >= interval);
+        let (changes, full) = {
+            let mut local = state.presence.local.lock().expect("presence lock is never poisoned");
+            let changes = local.changes(&state.hub, state.now_ms(), idle_after_ms, full_scan);
+            let full = (beat_due && beats_since_full >= FULL_EVERY).then(|| local.full());
+            (changes, full)
+        };
+        metrics::counter!(m::PRESENCE_LOCAL_CHANGES).increment(changes.len() as u64);
+        if let Some(parts) = full {
+            // The snapshot already includes this tick's changes.
+            let count = parts.len() as u32;
+            for (part, users) in parts.into_iter().enumerate() {
+                publish(&state, &subject, seq, BeatKind::Full { part: part as u32, parts: count }, users)
+                    .await;
+            }
+            beats_since_full = 1;
+        } else if beat_due || !changes.is_empty() {
+            publish(&state, &subject, seq, BeatKind::Delta, changes).await;
+            if beat_due {
+                beats_since_full += 1;
+            }
+        } else {
+            flush_to_clients(&state, now);
+            continue;
+        }
+        seq += 1;
+        if beat_due {
+            last_beat = Some(now);
+        }
+        flush_to_clients(&state, now);
+    }
+    publish(&state, &subject, seq, BeatKind::Bye, Vec::new()).await;
+    let _ = state.nats.flush().await;
+    receiver.abort();
+}
+
+async fn publish(state: &State, subject: &str, seq: u64, kind: BeatKind, users: Vec<Entry>) {
+    let beat = PresenceBeat {
+        gateway: state.gateway_id.clone(),
+        instance: state.presence.instance,
+        seq,
+        interval_ms: state.config.presence_interval.as_millis() as u64,
+        kind,
+        users,
+    };
+    let payload = serde_json::to_vec(&beat).expect("beats serialize");
+    metrics::counter!(m::PRESENCE_BEATS_SENT, "kind" => kind_label(kind)).increment(1);
+    metrics::counter!(m::PRESENCE_BEAT_BYTES_SENT).increment(payload.len() as u64);
+    if let Err(error) = state.nats.publish(subject.to_owned(), payload.into()).await {
+        // The next full snapshot repairs whatever this beat would have said.
+        warn!(%error, "presence heartbeat not published");
+    }
+}
+
+fn kind_label(kind: BeatKind) -> &'static str {
+    match kind {
+        BeatKind::Delta => "delta",
+        BeatKind::Full { .. } => "full",
+        BeatKind::Bye => "bye",
+    }
+}
+
+/// Applies every gateway's beats to the table.
+async fn receive(state: Arc<State>, shutdown: CancellationToken) {
+    let subject = format!("{HEARTBEAT_PREFIX}.*");
+    crate::events::on_each(&state.nats, subject, "presence heartbeats", shutdown, |message| {
+        metrics::counter!(m::PRESENCE_BEAT_BYTES_RECEIVED).increment(message.payload.len() as u64);
+        let beat = match serde_json::from_slice::<PresenceBeat>(&message.payload) {
+            Ok(beat) => beat,
+            Err(error) => {
+                warn!(subject = %message.subject, %error, "undecodable presence heartbeat");
+                return;
+            }
+        };
+        metrics::counter!(m::PRESENCE_BEATS_RECEIVED, "kind" => kind_label(beat.kind)).increment(1);
+        let gateway = beat.gateway.clone();
+        let applied = state.presence.table().apply(beat, Instant::now());
+        if applied.gap {
+            metrics::counter!(m::PRESENCE_BEAT_GAPS).increment(1);
+        }
+        if applied.restarted {
+            info!(%gateway, "gateway restarted: its old presence table was dropped");
+        }
+        if applied.left {
+            info!(%gateway, "gateway stopped: its users' presence was dropped");
+        }
+    })
+    .await;
+}
+
+/// Expires silent gateways and sends the merged changes to local connections.
+fn flush_to_clients(state: &State, now: Instant) {
+    let (expired, (changes, coalesced), (online, idle, peers)) = {
+        let mut table = state.presence.table();
+        let expired = table.expire(now);
+        (expired, table.take_changes(), table.sizes())
+    };
+    for (gateway, users) in &expired {
+        warn!(%gateway, users, "gateway silent for {HEARTBEAT_MISSES} heartbeat intervals: its users are offline");
+        metrics::counter!(m::PRESENCE_EXPIRIES).increment(1);
+        metrics::counter!(m::PRESENCE_EXPIRED_USERS).increment(*users as u64);
+    }
+    metrics::counter!(m::PRESENCE_COALESCED).increment(coalesced as u64);
+    metrics::gauge!(m::PRESENCE_USERS, "status" => "online").set(online as f64);
+    metrics::gauge!(m::PRESENCE_USERS, "status" => "idle").set(idle as f64);
+    metrics::gauge!(m::PRESENCE_GATEWAYS).set(peers as f64);
+    for (org, users) in changes {
+        for entry in &users {
+            metrics::counter!(m::PRESENCE_CHANGES, "status" => entry.status.as_str()).increment(1);
+        }
+        let frame = Bytes::from(ServerFrame::Presence { users }.encode());
+        let queued = state.hub.deliver_org(org, &frame);
+        metrics::counter!(m::PRESENCE_FRAMES).increment(queued as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PresenceStatus::{Idle, Offline, Online};
+
+    const ORG: OrgId = OrgId(1);
+    const OTHER: OrgId = OrgId(2);
+
+    fn beat(gateway: &str, seq: u64, kind: BeatKind, users: &[(OrgId, i64, PresenceStatus)]) -> PresenceBeat {
+        PresenceBeat {
+            gateway: gateway.into(),
+            instance: 7,
+            seq,
+            interval_ms: 1_000,
+            kind,
+            users: users.iter().map(|(o, u, s)| (*o, UserId(*u), *s)).collect(),
+        }
+    }
+
+    fn entries(users: &[(i64, PresenceStatus)]) -> Vec<PresenceEntry> {
+        users.iter().map(|(u, s)| PresenceEntry { user: UserId(*u), status: *s }).collect()
+    }
+
+    fn changes(table: &mut Table) -> Vec<(OrgId, Vec<PresenceEntry>)> {
+        let mut out = table.take_changes().0;
+        out.sort_unstable_by_key(|(org, _)| *org);
+        out
+    }
+
+    #[test]
+    fn merges_users_across_gateways() {
+        let mut table = Table::default();
+        let t0 = Instant::now();
+        table.apply(
+            beat("a", 0, BeatKind::Delta, &[(ORG, 1, Online), (ORG, 2, Idle), (OTHER, 9, Online)]),
+            t0,
+        );
+        table.apply(beat("b", 0, BeatKind::Delta, &[(ORG, 2, Online)]), t0);
+        assert_eq!(
+            changes(&mut table),
+            vec![(ORG, entries(&[(1, Online), (2, Online)])), (OTHER, entries(&[(9, Online)]))]
+        );
+        assert_eq!(table.snapshot(ORG), entries(&[(1, Online), (2, Online)]));
+        // User 2 leaves gateway b: still idle on a.
+        table.apply(beat("b", 1, BeatKind::Delta, &[(ORG, 2, Offline)]), t0);
+        assert_eq!(changes(&mut table), vec![(ORG, entries(&[(2, Idle)]))]);
+        table.apply(beat("a", 1, BeatKind::Delta, &[(ORG, 2, Offline)]), t0);
+        assert_eq!(changes(&mut table), vec![(ORG, entries(&[(2, Offline)]))]);
+        assert_eq!(table.snapshot(ORG), entries(&[(1, Online)]));
+        assert_eq!(table.snapshot(OTHER), entries(&[(9, Online)]));
+    }
+
+    #[test]
+    fn a_flap_within_one_window_is_not_announced() {
+        let mut table = Table::default();
+        let t0 = Instant::now();
+        table.apply(beat("a", 0, BeatKind::Delta, &[(ORG, 1, Online)]), t0);
+        changes(&mut table);
+        table.apply(beat("a", 1, BeatKind::Delta, &[(ORG, 1, Offline)]), t0);
+        table.apply(beat("b", 0, BeatKind::Delta, &[(ORG, 1, Online)]), t0);
+        let (out, coalesced) = table.take_changes();
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(coalesced, 1);
+    }
+
+    #[test]
+    fn a_silent_gateway_expires_after_three_intervals() {
+        let mut table = Table::default();
+        let t0 = Instant::now();
+        table.apply(beat("a", 0, BeatKind::Delta, &[(ORG, 1, Online), (ORG, 2, Online)]), t0);
+        table.apply(beat("b", 0, BeatKind::Delta, &[(ORG, 2, Idle)]), t0);
+        changes(&mut table);
+        assert!(table.expire(t0 + Duration::from_millis(3_000)).is_empty(), "not yet: exactly 3 intervals");
+        table.apply(beat("b", 1, BeatKind::Delta, &[]), t0 + Duration::from_millis(2_500));
+        assert_eq!(table.expire(t0 + Duration::from_millis(3_001)), vec![("a".to_owned(), 2)]);
+        assert_eq!(changes(&mut table), vec![(ORG, entries(&[(1, Offline), (2, Idle)]))]);
+        assert_eq!(table.snapshot(ORG), entries(&[(2, Idle)]));
+    }
+
+    #[test]
+    fn a_full_snapshot_in_parts_replaces_the_gateways_table() {
+        let mut table = Table::default();
+        let t0 = Instant::now();
+        table.apply(beat("a", 0, BeatKind::Delta, &[(ORG, 1, Online), (ORG, 2, Online)]), t0);
+        changes(&mut table);
+        // A lost delta said 2 went offline; then the snapshot arrives in two parts.
+        let first = table.apply(beat("a", 2, BeatKind::Full { part: 0, parts: 2 }, &[(ORG, 1, Idle)]), t0);
+        assert!(first.gap, "seq 1 was missed");
+        assert!(changes(&mut table).is_empty(), "nothing applies before the last part");
+        table.apply(beat("a", 2, BeatKind::Full { part: 1, parts: 2 }, &[(ORG, 3, Online)]), t0);
+        assert_eq!(changes(&mut table), vec![(ORG, entries(&[(1, Idle), (2, Offline), (3, Online)]))]);
+        let next = table.apply(beat("a", 3, BeatKind::Delta, &[]), t0);
+        assert!(!next.gap);
+        // A part without its start is ignored.
+        let orphan = table.apply(beat("a", 5, BeatKind::Full { part: 1, parts: 2 }, &[(ORG, 9, Online)]), t0);
+        assert!(orphan.gap);
+        assert!(changes(&mut table).is_empty());
+    }
+
+    #[test]
+    fn a_restarted_or_departing_gateway_drops_its_old_users() {
+        let mut table = Table::default();
+        let t0 = Instant::now();
+        table.apply(beat("a", 0, BeatKind::Delta, &[(ORG, 1, Online), (ORG, 2, Online)]), t0);
+        changes(&mut table);
+        let mut restarted = beat("a", 0, BeatKind::Full { part: 0, parts: 1 }, &[(ORG, 2, Online)]);
+        restarted.instance = 8;
+        assert!(table.apply(restarted, t0).restarted);
+        assert_eq!(changes(&mut table), vec![(ORG, entries(&[(1, Offline)]))]);
+        let mut bye = beat("a", 1, BeatKind::Bye, &[]);
+        bye.instance = 8;
+        assert!(table.apply(bye, t0).left);
+        assert_eq!(changes(&mut table), vec![(ORG, entries(&[(2, Offline)]))]);
+        assert!(
+            table.expire(t0 + Duration::from_secs(60)).is_empty(),
+            "a departed gateway is not expired again"
+        );
+    }
+
+    #[test]
+    fn local_changes_follow_connections_and_activity() {
+        use threadspace_protocol::frames::{ChannelInfo, ChannelKind};
+        let hub =
+            Hub::new(0, crate::hub::HubLimits { outbound_queue: 8, sends_per_second: 1, send_burst: 1 });
+        let root = CancellationToken::new();
+        let channels = [ChannelInfo {
+            id: threadspace_protocol::ChannelId(1),
+            kind: ChannelKind::Public,
+            name: None,
+            last_read: 0,
+        }];
+        let mut local = Local::default();
+        let a1 = hub.register(UserId(1), ORG, &channels, &root, 0).handle;
+        let a2 = hub.register(UserId(1), ORG, &channels, &root, 0).handle;
+        local.dirty.insert(UserId(1));
+        assert_eq!(local.changes(&hub, 10, 1_000, false), vec![(ORG, UserId(1), Online)]);
+        assert!(local.changes(&hub, 20, 1_000, true).is_empty(), "nothing changed");
+        assert!(a1.mark_idle());
+        local.dirty.insert(UserId(1));
+        assert!(local.changes(&hub, 30, 1_000, false).is_empty(), "the other connection is active");
+        // Inactivity makes the second connection idle; only a scan notices.
+        assert!(local.changes(&hub, 1_500, 1_000, false).is_empty());
+        assert_eq!(local.changes(&hub, 1_500, 1_000, true), vec![(ORG, UserId(1), Idle)]);
+        assert!(a2.mark_active(1_600, 1_000), "was idle by inactivity");
+        local.dirty.insert(UserId(1));
+        assert_eq!(local.changes(&hub, 1_600, 1_000, false), vec![(ORG, UserId(1), Online)]);
+        hub.deregister(&a1);
+        hub.deregister(&a2);
+        local.dirty.insert(UserId(1));
+        assert_eq!(local.changes(&hub, 1_700, 1_000, false), vec![(ORG, UserId(1), Offline)]);
+        assert_eq!(local.full(), vec![Vec::<Entry>::new()], "an empty snapshot is one empty part");
+    }
+}

@@ -1,0 +1,208 @@
+//! Presence against real servers and several gateways: connect, idle, active and disconnect
+//! are seen by org members on another gateway within 10 s; a user with two connections stays
+//! online when one closes; a SIGKILLed gateway's users go offline within 10 s and come back
+//! when they reconnect elsewhere; another org never hears any of it.
+
+use std::time::Duration;
+
+use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
+use threadspace_protocol::frames::{
+    close_code, ClientFrame, ClientStatus, ErrorCode, PresenceEntry, PresenceStatus, ServerFrame,
+};
+use threadspace_protocol::UserId;
+use threadspace_tests::{frames_within, recv_until, Fixture};
+use tokio::time::Instant;
+
+use PresenceStatus::{Idle, Offline, Online};
+
+/// The SLO: every presence change is visible within this.
+const SLO: Duration = Duration::from_secs(10);
+
+/// Reads until a `presence` frame says `user` is `status`; returns how long that took. Fails
+/// after `within`.
+async fn wait_presence(
+    client: &mut Client,
+    user: UserId,
+    status: PresenceStatus,
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let deadline = started + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        anyhow::ensure!(!left.is_zero(), "{user} was not seen {status:?} within {within:?}");
+        match client.recv(left).await {
+            Ok(Incoming::Frame(ServerFrame::Presence { users })) => {
+                if users.contains(&PresenceEntry { user, status }) {
+                    return Ok(started.elapsed());
+                }
+            }
+            Ok(Incoming::Frame(_)) => {}
+            Ok(other) => anyhow::bail!("connection ended waiting for {user} {status:?}: {other:?}"),
+            Err(_) => anyhow::bail!("{user} was not seen {status:?} within {within:?}"),
+        }
+    }
+}
+
+/// Every presence entry about `user` received within `window`.
+async fn presence_of(client: &mut Client, user: UserId, window: Duration) -> Vec<PresenceStatus> {
+    frames_within(client, window, |frame| match frame {
+        ServerFrame::Presence { users } => users.iter().find(|e| e.user == user).map(|e| e.status),
+        _ => None,
+    })
+    .await
+}
+
+async fn say(client: &Client, status: ClientStatus) -> anyhow::Result<()> {
+    client.send(&ClientFrame::Presence { status }).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_idle_active_and_disconnect_reach_another_gateway() -> anyhow::Result<()> {
+    let fx = Fixture::start(2, &[]).await?;
+    let (alice, carol) = (fx.user("alice"), fx.user("carol"));
+    let (mut carol_conn, _) = fx.connect("carol", 0).await?;
+    // bob, on gateway 1, finds carol (gateway 0) in his welcome snapshot once she is known.
+    let mut bob = None;
+    for _ in 0..50 {
+        let (client, welcome) = fx.connect("bob", 1).await?;
+        if welcome.presence.contains(&PresenceEntry { user: carol, status: Online }) {
+            bob = Some(client);
+            break;
+        }
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut bob = bob.ok_or_else(|| anyhow::anyhow!("carol never appeared in bob's welcome snapshot"))?;
+
+    let (alice_a, welcome) = fx.connect("alice", 0).await?;
+    assert!(welcome.presence.iter().all(|e| e.status != Offline), "a snapshot lists only who is there");
+    let took = wait_presence(&mut bob, alice, Online, SLO).await?;
+    println!("connect seen after {took:?}");
+
+    say(&alice_a, ClientStatus::Idle).await?;
+    let took = wait_presence(&mut bob, alice, Idle, SLO).await?;
+    println!("idle seen after {took:?}");
+    say(&alice_a, ClientStatus::Online).await?;
+    let took = wait_presence(&mut bob, alice, Online, SLO).await?;
+    println!("active seen after {took:?}");
+
+    // A second connection on the other gateway: closing the first keeps alice online.
+    let (alice_b, _) = fx.connect("alice", 1).await?;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    alice_a.close(close_code::NORMAL).await?;
+    drop(alice_a);
+    let seen = presence_of(&mut bob, alice, Duration::from_secs(3)).await;
+    assert!(!seen.contains(&Offline), "alice still has a connection, yet bob saw {seen:?}");
+    // Idle on her only connection makes her idle; closing it makes her offline.
+    say(&alice_b, ClientStatus::Idle).await?;
+    wait_presence(&mut bob, alice, Idle, SLO).await?;
+    alice_b.close(close_code::NORMAL).await?;
+    drop(alice_b);
+    let took = wait_presence(&mut bob, alice, Offline, SLO).await?;
+    println!("disconnect seen after {took:?}");
+
+    // carol, on the first gateway, heard the same story.
+    let carol_saw = presence_of(&mut carol_conn, alice, Duration::from_millis(500)).await;
+    assert_eq!(carol_saw.last(), Some(&Offline), "carol (same gateway as alice) saw {carol_saw:?}");
+
+    // A bad presence frame names the field; nothing changes for anyone.
+    carol_conn.send_text(r#"{"op":"presence","status":"away"}"#).await?;
+    let invalid = recv_until(&mut carol_conn, "invalid_field", |i| {
+        matches!(i, Incoming::Frame(ServerFrame::Error { code: ErrorCode::InvalidField, .. }))
+    })
+    .await?;
+    assert!(format!("{invalid:?}").contains("status"), "{invalid:?}");
+    assert!(presence_of(&mut bob, carol, Duration::from_millis(1_000)).await.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inactivity_makes_a_user_idle_and_activity_brings_them_back() -> anyhow::Result<()> {
+    let fx = Fixture::start(2, &["--idle-after", "2s"]).await?;
+    let alice = fx.user("alice");
+    let general = fx.channel("general").await;
+    let (mut bob, _) = fx.connect("bob", 1).await?;
+    let (alice_conn, _) = fx.connect("alice", 0).await?;
+    wait_presence(&mut bob, alice, Online, SLO).await?;
+    // Pings are not a person: alice pings but does nothing else.
+    alice_conn.send(&ClientFrame::Ping { reference: None }).await?;
+    let took = wait_presence(&mut bob, alice, Idle, SLO).await?;
+    assert!(took >= Duration::from_millis(1_000), "idle only after inactivity, not at once ({took:?})");
+    alice_conn.send(&ClientFrame::Typing { channel: general }).await?;
+    wait_presence(&mut bob, alice, Online, SLO).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_gateways_users_go_offline_within_10s_and_return_elsewhere() -> anyhow::Result<()> {
+    let mut fx = Fixture::start(2, &[]).await?;
+    let (alice, carol) = (fx.user("alice"), fx.user("carol"));
+    let (mut bob, _) = fx.connect("bob", 1).await?;
+    let (_alice_conn, _) = fx.connect("alice", 0).await?;
+    let (_carol_conn, _) = fx.connect("carol", 0).await?;
+    wait_presence(&mut bob, alice, Online, SLO).await?;
+    wait_presence(&mut bob, carol, Online, SLO).await?;
+    // Let a few heartbeats pass, so the crash lands at an arbitrary point of the interval.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    let killed = Instant::now();
+    fx.stack.kill_gateway(0);
+    let mut offline = Vec::new();
+    while offline.len() < 2 {
+        let left = SLO.saturating_sub(killed.elapsed());
+        anyhow::ensure!(!left.is_zero(), "after {SLO:?} only {offline:?} were seen offline");
+        match bob.recv(left).await {
+            Ok(Incoming::Frame(ServerFrame::Presence { users })) => {
+                for entry in users {
+                    if entry.status == Offline && [alice, carol].contains(&entry.user) {
+                        offline.push((entry.user, killed.elapsed()));
+                    }
+                }
+            }
+            Ok(Incoming::Frame(_)) => {}
+            other => anyhow::bail!("bob's connection failed: {other:?}"),
+        }
+    }
+    println!("offline after the crash: {offline:?}");
+
+    // alice reconnects to the surviving gateway: online again.
+    let (_alice_again, _) = fx.connect("alice", 1).await?;
+    wait_presence(&mut bob, alice, Online, SLO).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_org_never_receives_this_orgs_presence() -> anyhow::Result<()> {
+    let fx = Fixture::start(2, &[]).await?;
+    let (mallory, other_org) = threadspace_tests::seed_other_org(&fx.stack).await?;
+    let (mut bob, _) = fx.connect("bob", 1).await?;
+    let (_alice, _) = fx.connect("alice", 0).await?;
+    wait_presence(&mut bob, fx.user("alice"), Online, SLO).await?;
+
+    let mut outsider = Client::connect(&ConnectOptions::new(fx.stack.ws_url(1))).await?;
+    let welcome = outsider.hello(&fx.stack.token(mallory, other_org), None, threadspace_tests::WAIT).await?;
+    let ours: Vec<UserId> = fx.users.values().copied().collect();
+    assert!(
+        welcome.presence.iter().all(|e| !ours.contains(&e.user)),
+        "another org's snapshot lists this org's users: {:?}",
+        welcome.presence
+    );
+    // This org comes and goes on both gateways; the outsider hears only about itself.
+    let (dave, _) = fx.connect("dave", 0).await?;
+    let (erin, _) = fx.connect("erin", 1).await?;
+    say(&dave, ClientStatus::Idle).await?;
+    wait_presence(&mut bob, fx.user("dave"), Idle, SLO).await?;
+    drop(erin);
+    wait_presence(&mut bob, fx.user("erin"), Offline, SLO).await?;
+    let heard = frames_within(&mut outsider, Duration::from_millis(1_000), |frame| match frame {
+        ServerFrame::Presence { users } => Some(users.clone()),
+        _ => None,
+    })
+    .await;
+    for entry in heard.iter().flatten() {
+        assert!(!ours.contains(&entry.user), "the outsider heard about {:?}", entry);
+    }
+    Ok(())
+}
