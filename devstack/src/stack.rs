@@ -444,6 +444,19 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     http_request(port, "GET", path, None).await
 }
 
+/// The sum of every series of metric `name` on `127.0.0.1:port/metrics` whose labels contain
+/// `labels` (e.g. `kind="full"`; empty for all); `None` if the endpoint is unreachable.
+pub async fn metric_sum(port: u16, name: &str, labels: &str) -> Option<f64> {
+    let (_, body) = http_get(port, "/metrics").await?;
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| l.split(' ').next().is_some_and(|series| series.contains(labels)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
 /// A minimal HTTP/1.0 request with an optional bearer token; status and body.
 pub async fn http_request(
     port: u16,

@@ -1,11 +1,13 @@
 //! loadgen: drives real ThreadSpace WebSocket clients against running gateways and measures
 //! them. Today it has the scenarios used to size the system: `idle` (gateway memory per idle
 //! connection), `bench` (open-model send→deliver latency, gateway CPU per delivery and, with a
-//! bridge, JetStream→Postgres lag) and `writer` (the bridge's Postgres write path against
+//! bridge, JetStream→Postgres lag), `presence` (propagation of presence changes and a gateway
+//! crash to thousands of observers, presence CPU and heartbeat bytes) and `writer` (the bridge's Postgres write path against
 //! binary COPY). The full traffic model, agents, checker and gates are issue 5.
 
 pub mod bench;
 pub mod idle;
+pub mod presence;
 pub mod target;
 pub mod writer;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use threadspace_loadgen::bench::{self, BenchOptions};
 use threadspace_loadgen::idle::{self, IdleOptions};
+use threadspace_loadgen::presence::{self, PresenceOptions};
 use threadspace_loadgen::target::Target;
 use threadspace_loadgen::writer::{self, WriterOptions};
 
@@ -51,6 +52,40 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// Presence propagation (connect, idle, active, disconnect, gateway crash) to every other
+    /// member of the org, and presence CPU and heartbeat bytes (starts its own stack).
+    Presence {
+        /// Users connected (seeded in orgs of --org-size).
+        #[arg(long, default_value = "10000", value_parser = clap::value_parser!(u64).range(10..=18_000))]
+        users: u64,
+        #[arg(long, default_value = "250", value_parser = clap::value_parser!(u64).range(2..=500))]
+        org_size: u64,
+        #[arg(long, default_value = "3", value_parser = clap::value_parser!(u64).range(2..=8))]
+        gateways: u64,
+        /// Subjects per change phase.
+        #[arg(long, default_value = "400", value_parser = clap::value_parser!(u64).range(1..=5_000))]
+        changes: u64,
+        /// Changes per second within a phase.
+        #[arg(long, default_value = "40")]
+        change_rate: f64,
+        /// How long the steady (no change) phase measures CPU and heartbeat bytes.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        steady: Duration,
+        /// Skip the gateway-crash phase.
+        #[arg(long)]
+        no_crash: bool,
+        #[arg(long, default_value = "4")]
+        source_ips: u8,
+        /// Extra gateway flag, repeatable (e.g. --gateway-arg=--presence-interval=1s).
+        #[arg(long = "gateway-arg", allow_hyphen_values = true)]
+        gateway_args: Vec<String>,
+        /// Exit non-zero if a change phase's p99 is above this (or anything is missing).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_change_p99: Option<Duration>,
+        /// Exit non-zero if the crash phase's p99 is above this.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_crash_p99: Option<Duration>,
+    },
     /// The bridge's Postgres write path: rows/s and commit latency per batch size, next to a
     /// binary COPY of the same rows into the same table (starts its own PostgreSQL).
     Writer {
@@ -80,6 +115,12 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    if let Command::Presence { change_rate, .. } = &cli.command {
+        if !(change_rate.is_finite() && *change_rate > 0.0 && *change_rate <= 10_000.0) {
+            eprintln!("loadgen: --change-rate must be between 0 and 10000 changes per second");
+            return ExitCode::from(64);
+        }
+    }
     if let Command::Bench { rate, .. } = &cli.command {
         if !(rate.is_finite() && *rate > 0.0 && *rate <= 100_000.0) {
             eprintln!("loadgen: --rate must be between 0 and 100000 messages per second");
@@ -117,9 +158,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         report.print();
         return report.gate(&options).map_err(|reason| anyhow::anyhow!("gate failed: {reason}"));
     }
+    if let Command::Presence {
+        users,
+        org_size,
+        gateways,
+        changes,
+        change_rate,
+        steady,
+        no_crash,
+        source_ips,
+        gateway_args,
+        max_change_p99,
+        max_crash_p99,
+    } = &cli.command
+    {
+        let options = PresenceOptions {
+            users: *users as usize,
+            org_size: *org_size as usize,
+            gateways: *gateways as usize,
+            changes: *changes as usize,
+            change_rate: *change_rate,
+            steady: *steady,
+            crash: !no_crash,
+            source_ips: *source_ips,
+            gateway_args: gateway_args.clone(),
+            max_change_p99: *max_change_p99,
+            max_crash_p99: *max_crash_p99,
+        };
+        let report = presence::run(&options).await?;
+        return report.gate(&options).map_err(|reason| anyhow::anyhow!("gate failed: {reason}"));
+    }
     let target = Target::open(&cli.stack_dir)?;
     match cli.command {
-        Command::Writer { .. } => unreachable!("handled above"),
+        Command::Writer { .. } | Command::Presence { .. } => unreachable!("handled above"),
         Command::Idle { connections, users, gateway, concurrency, source_ips, hold } => {
             let options = IdleOptions {
                 connections: connections as usize,

@@ -301,15 +301,9 @@ pub async fn get_json(
 /// A metric's value summed over its label sets whose labels contain `labels` (e.g.
 /// `sink="archive"`, or "" for all), from an HTTP `/metrics` on 127.0.0.1:`port`.
 pub async fn metric(port: u16, name: &str, labels: &str) -> anyhow::Result<f64> {
-    let (_, body) = threadspace_devstack::stack::http_get(port, "/metrics")
+    threadspace_devstack::stack::metric_sum(port, name, labels)
         .await
-        .ok_or_else(|| anyhow::anyhow!("no /metrics on port {port}"))?;
-    Ok(body
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| l.split(' ').next().is_some_and(|series| series.contains(labels)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+        .ok_or_else(|| anyhow::anyhow!("no /metrics on port {port}"))
 }
 
 /// Every frame `pick` selects among those arriving within `window` (others are dropped); stops
