@@ -4,8 +4,9 @@
 //! - **Local state.** A user is `online` on this gateway while one of their connections is
 //!   active, `idle` while all of them are idle (the client said `presence idle`, or nothing but
 //!   pings came for `--idle-after`), and absent once the last one closed.
-//! - **Heartbeats.** Every [`TICK`] the gateway compares its users' local state with what it
-//!   last told the others and publishes the differences on `gw.heartbeat.<gateway>` (core
+//! - **Heartbeats.** When a local user changes (at most once per [`TICK`]) the gateway
+//!   compares its users' local state with what it last told the others and publishes the
+//!   differences on `gw.heartbeat.<gateway>` (core
 //!   NATS); with no change it still beats every `--presence-interval`, and every
 //!   [`FULL_EVERY`] intervals it sends its complete table (in parts of [`FULL_PART`] users),
 //!   which repairs anything a lost delta left wrong.
@@ -14,9 +15,10 @@
 //!   A gateway silent for [`HEARTBEAT_MISSES`] of its intervals is expired: its users count as
 //!   gone. A restarted gateway (new `instance`) replaces its old table; a stopping one says
 //!   `bye`.
-//! - **To clients.** Merged changes are coalesced for one [`TICK`] (a user who flapped and came
-//!   back is not announced at all) and sent as one `presence` frame per org to that org's local
-//!   connections: at most one frame per connection per tick however many users reconnect.
+//! - **To clients.** Merged changes are sent at once if the last flush is a [`TICK`] old, else
+//!   when it is: changes in between are coalesced (a user who flapped and came back is not
+//!   announced at all), one `presence` frame per org to that org's local connections — at most
+//!   one frame per connection per tick however many users reconnect.
 //!   `welcome` carries the org's snapshot.
 
 use std::collections::{HashMap, HashSet};
@@ -28,6 +30,7 @@ use threadspace_protocol::frames::{PresenceEntry, PresenceStatus, ServerFrame};
 use threadspace_protocol::stored::{BeatKind, PresenceBeat, HEARTBEAT_MISSES};
 use threadspace_protocol::subjects::{heartbeat_subject, HEARTBEAT_PREFIX};
 use threadspace_protocol::{OrgId, UserId};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -36,7 +39,7 @@ use crate::hub::Hub;
 use crate::metrics as m;
 use crate::state::State;
 
-/// How often local changes are published and merged changes sent to clients.
+/// Local changes are published, and merged changes sent to clients, at most this often.
 pub const TICK: Duration = Duration::from_millis(200);
 /// A full snapshot every this many heartbeat intervals.
 pub const FULL_EVERY: u32 = 5;
@@ -53,16 +56,27 @@ pub struct Presence {
     pub instance: u64,
     local: Mutex<Local>,
     table: Mutex<Table>,
+    /// A local user was touched: publish soon.
+    local_changed: Notify,
+    /// A beat changed the table: flush to clients soon.
+    table_changed: Notify,
 }
 
 impl Presence {
     pub fn new(instance: u64) -> Self {
-        Self { instance, local: Mutex::default(), table: Mutex::default() }
+        Self {
+            instance,
+            local: Mutex::default(),
+            table: Mutex::default(),
+            local_changed: Notify::new(),
+            table_changed: Notify::new(),
+        }
     }
 
     /// A local connection of `user` opened, closed or changed its activity: look again.
     pub fn touched(&self, user: UserId) {
         self.local.lock().expect("presence lock is never poisoned").dirty.insert(user);
+        self.local_changed.notify_one();
     }
 
     /// The org's users who are online or idle, by user id.
@@ -389,19 +403,35 @@ impl Table {
 /// coalesced changes to local clients, until `shutdown`; then says `bye`.
 pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
     let receiver = tokio::spawn(receive(state.clone(), shutdown.clone()));
+    let flusher = tokio::spawn(flush_loop(state.clone(), shutdown.clone()));
+    publish_loop(&state, &shutdown).await;
+    let _ = flusher.await;
+    receiver.abort();
+}
+
+/// Publishes local changes (at most once per [`TICK`], so a burst goes out as one beat), a
+/// liveness beat every interval and a full snapshot every [`FULL_EVERY`] intervals.
+async fn publish_loop(state: &State, shutdown: &CancellationToken) {
     let interval = state.config.presence_interval;
     let idle_after_ms = state.config.idle_after.as_millis() as u64;
     let subject = heartbeat_subject(&state.gateway_id);
     let mut seq = 0u64;
     let mut beats_since_full = FULL_EVERY; // the first beat is a full snapshot
     let mut last_beat: Option<Instant> = None;
+    let mut last_publish: Option<Instant> = None;
     let mut last_scan = Instant::now();
-    let mut ticker = tokio::time::interval(TICK.min(interval));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let beat_at = last_beat.map_or_else(Instant::now, |at| at + interval);
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
+            _ = state.presence.local_changed.notified() => {}
+            _ = tokio::time::sleep_until(beat_at.min(last_scan + SCAN_EVERY)) => {}
+        }
+        if let Some(at) = last_publish {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(at + TICK) => {}
+            }
         }
         let now = Instant::now();
         let full_scan = now.duration_since(last_scan) >= SCAN_EVERY;
@@ -417,31 +447,47 @@ pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
         };
         metrics::counter!(m::PRESENCE_LOCAL_CHANGES).increment(changes.len() as u64);
         if let Some(parts) = full {
-            // The snapshot already includes this tick's changes.
+            // The snapshot already includes this round's changes.
             let count = parts.len() as u32;
             for (part, users) in parts.into_iter().enumerate() {
-                publish(&state, &subject, seq, BeatKind::Full { part: part as u32, parts: count }, users)
-                    .await;
+                publish(state, &subject, seq, BeatKind::Full { part: part as u32, parts: count }, users).await;
             }
             beats_since_full = 1;
         } else if beat_due || !changes.is_empty() {
-            publish(&state, &subject, seq, BeatKind::Delta, changes).await;
+            publish(state, &subject, seq, BeatKind::Delta, changes).await;
             if beat_due {
                 beats_since_full += 1;
             }
         } else {
-            flush_to_clients(&state, now);
             continue;
         }
         seq += 1;
+        last_publish = Some(now);
         if beat_due {
             last_beat = Some(now);
         }
-        flush_to_clients(&state, now);
     }
-    publish(&state, &subject, seq, BeatKind::Bye, Vec::new()).await;
+    publish(state, &subject, seq, BeatKind::Bye, Vec::new()).await;
     let _ = state.nats.flush().await;
-    receiver.abort();
+}
+
+/// Sends merged changes to local clients at most once per [`TICK`] (changes in between are
+/// coalesced), and expires silent gateways.
+async fn flush_loop(state: Arc<State>, shutdown: CancellationToken) {
+    let mut last_flush = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = state.presence.table_changed.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(last_flush + TICK) => {}
+        }
+        last_flush = Instant::now();
+        flush_to_clients(&state, last_flush);
+    }
 }
 
 async fn publish(state: &State, subject: &str, seq: u64, kind: BeatKind, users: Vec<Entry>) {
@@ -484,7 +530,14 @@ async fn receive(state: Arc<State>, shutdown: CancellationToken) {
         };
         metrics::counter!(m::PRESENCE_BEATS_RECEIVED, "kind" => kind_label(beat.kind)).increment(1);
         let gateway = beat.gateway.clone();
-        let applied = state.presence.table().apply(beat, Instant::now());
+        let applied = {
+            let mut table = state.presence.table();
+            let applied = table.apply(beat, Instant::now());
+            if !table.changed.is_empty() {
+                state.presence.table_changed.notify_one();
+            }
+            applied
+        };
         if applied.gap {
             metrics::counter!(m::PRESENCE_BEAT_GAPS).increment(1);
         }

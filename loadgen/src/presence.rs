@@ -106,8 +106,9 @@ struct Conn {
     user: UserId,
     org: OrgId,
     gateway: usize,
-    /// False once told to close.
-    alive: bool,
+    /// Records what it sees (the population; subjects only change, so that a subject that
+    /// connects or closes mid-phase does not blur the count).
+    observer: bool,
     commands: mpsc::Sender<Command>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -168,11 +169,11 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
     let mut expected = 0;
     for (n, &(user, org)) in subjects.iter().enumerate() {
         tokio::time::sleep_until(t0 + interval.mul_f64(n as f64)).await;
-        // Subjects connected earlier in this phase observe the later ones.
-        expected += observers(&conns, org, user, None) + observers(&subject_conns, org, user, None);
+        expected += observers(&conns, org, user, None);
         shared.expect.lock().expect("lock").changes.insert(user, (PresenceStatus::Online, Instant::now()));
         let gateway = (population.len() + n) % options.gateways;
-        subject_conns.push(connect_one(&stack, options, user, org, gateway, conns.len() + n, &shared).await?);
+        let (url, token) = (stack.ws_url(gateway), stack.token(user, org));
+        subject_conns.push(open(url, token, (user, org, gateway), conns.len() + n, options.source_ips, None).await?);
     }
     phases.push(finish(&shared, phase, "connect", subjects.len(), expected, Duration::from_secs(15)).await);
     conns.extend(subject_conns);
@@ -197,9 +198,6 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
             expected += observers(&conns, org, user, None);
             shared.expect.lock().expect("lock").changes.insert(user, (status, Instant::now()));
             let _ = conns[i].commands.send(command).await;
-            if matches!(command, Command::Close) {
-                conns[i].alive = false;
-            }
         }
         phases.push(finish(&shared, phase, name, subject_ids.len(), expected, Duration::from_secs(15)).await);
     }
@@ -230,7 +228,7 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
 
 /// Members of `org` (other than `user`) connected to a gateway other than `dead`.
 fn observers(conns: &[Conn], org: OrgId, user: UserId, dead: Option<usize>) -> u64 {
-    conns.iter().filter(|c| c.alive && c.org == org && c.user != user && Some(c.gateway) != dead).count() as u64
+    conns.iter().filter(|c| c.observer && c.org == org && c.user != user && Some(c.gateway) != dead).count() as u64
 }
 
 fn begin(shared: &Shared, name: &str) -> u32 {
@@ -319,7 +317,7 @@ async fn connect_many(
         let source_ips = options.source_ips;
         pending.spawn(async move {
             let _permit = permit;
-            let conn = open(url, token, user, org, gateway, i, source_ips, shared).await;
+            let conn = open(url, token, (user, org, gateway), i, source_ips, Some(shared)).await;
             (i, conn)
         });
         if i % 2_000 == 1_999 {
@@ -336,29 +334,14 @@ async fn connect_many(
     Ok(())
 }
 
-async fn connect_one(
-    stack: &Stack,
-    options: &PresenceOptions,
-    user: UserId,
-    org: OrgId,
-    gateway: usize,
-    n: usize,
-    shared: &Arc<Shared>,
-) -> anyhow::Result<Conn> {
-    open(stack.ws_url(gateway), stack.token(user, org), user, org, gateway, n, options.source_ips, shared.clone())
-        .await
-}
-
-#[allow(clippy::too_many_arguments)]
+/// Connects one user; with `shared` it observes, without it it only obeys commands.
 async fn open(
     url: String,
     token: String,
-    user: UserId,
-    org: OrgId,
-    gateway: usize,
+    (user, org, gateway): (UserId, OrgId, usize),
     n: usize,
     source_ips: u8,
-    shared: Arc<Shared>,
+    shared: Option<Arc<Shared>>,
 ) -> anyhow::Result<Conn> {
     let mut connect = ConnectOptions::new(url);
     connect.queue = 256;
@@ -368,12 +351,18 @@ async fn open(
     let mut client = Client::connect(&connect).await?;
     client.hello(&token, None, Duration::from_secs(60)).await?;
     let (commands, rx) = mpsc::channel(4);
+    let observer = shared.is_some();
     let task = tokio::spawn(observe(client, user, rx, shared));
-    Ok(Conn { user, org, gateway, alive: true, commands, task })
+    Ok(Conn { user, org, gateway, observer, commands, task })
 }
 
 /// Owns one client: records the presence changes it sees, obeys its commands.
-async fn observe(mut client: Client, me: UserId, mut commands: mpsc::Receiver<Command>, shared: Arc<Shared>) {
+async fn observe(
+    mut client: Client,
+    me: UserId,
+    mut commands: mpsc::Receiver<Command>,
+    shared: Option<Arc<Shared>>,
+) {
     let mut phase = 0;
     let mut seen: HashSet<UserId> = HashSet::new();
     loop {
@@ -391,6 +380,7 @@ async fn observe(mut client: Client, me: UserId, mut commands: mpsc::Receiver<Co
             },
             item = client.recv(Duration::from_secs(3600)) => match item {
                 Ok(Incoming::Frame(ServerFrame::Presence { users })) => {
+                    let Some(shared) = &shared else { continue };
                     let now = Instant::now();
                     let expect = shared.expect.lock().expect("lock");
                     if expect.phase != phase {
