@@ -450,7 +450,8 @@ async fn publish_loop(state: &State, shutdown: &CancellationToken) {
             // The snapshot already includes this round's changes.
             let count = parts.len() as u32;
             for (part, users) in parts.into_iter().enumerate() {
-                publish(state, &subject, seq, BeatKind::Full { part: part as u32, parts: count }, users).await;
+                publish(state, &subject, seq, BeatKind::Full { part: part as u32, parts: count }, users)
+                    .await;
             }
             beats_since_full = 1;
         } else if beat_due || !changes.is_empty() {

@@ -129,7 +129,12 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
     let mut stack = Stack::start(stack_options).await?;
     let seeded = Instant::now();
     stack
-        .seed(&SeedSpec { orgs: orgs as u32, users_per_org: options.org_size as u32, slug_prefix: "presence".into(), seed: 7 })
+        .seed(&SeedSpec {
+            orgs: orgs as u32,
+            users_per_org: options.org_size as u32,
+            slug_prefix: "presence".into(),
+            seed: 7,
+        })
         .await?;
     println!("seeded {orgs} orgs × {} users in {:.1} s", options.org_size, seeded.elapsed().as_secs_f64());
     let rows = stack
@@ -141,9 +146,11 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
     let users: Vec<(UserId, OrgId)> = rows.iter().map(|r| (UserId(r.get(0)), OrgId(r.get(1)))).collect();
     // Subjects: every k-th user, so they spread over orgs and gateways.
     let stride = users.len() / options.changes.max(1);
-    let subjects: Vec<(UserId, OrgId)> = users.iter().step_by(stride.max(1)).take(options.changes).copied().collect();
+    let subjects: Vec<(UserId, OrgId)> =
+        users.iter().step_by(stride.max(1)).take(options.changes).copied().collect();
     let subject_set: HashSet<UserId> = subjects.iter().map(|(u, _)| *u).collect();
-    let population: Vec<(UserId, OrgId)> = users.iter().filter(|(u, _)| !subject_set.contains(u)).copied().collect();
+    let population: Vec<(UserId, OrgId)> =
+        users.iter().filter(|(u, _)| !subject_set.contains(u)).copied().collect();
 
     let shared = Arc::new(Shared {
         expect: Mutex::new(Expect::default()),
@@ -173,7 +180,8 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
         shared.expect.lock().expect("lock").changes.insert(user, (PresenceStatus::Online, Instant::now()));
         let gateway = (population.len() + n) % options.gateways;
         let (url, token) = (stack.ws_url(gateway), stack.token(user, org));
-        subject_conns.push(open(url, token, (user, org, gateway), conns.len() + n, options.source_ips, None).await?);
+        subject_conns
+            .push(open(url, token, (user, org, gateway), conns.len() + n, options.source_ips, None).await?);
     }
     phases.push(finish(&shared, phase, "connect", subjects.len(), expected, Duration::from_secs(15)).await);
     conns.extend(subject_conns);
@@ -206,7 +214,8 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
     // crash
     if options.crash {
         let phase = begin(&shared, "crash");
-        let victims: Vec<(UserId, OrgId)> = conns.iter().filter(|c| c.gateway == 0).map(|c| (c.user, c.org)).collect();
+        let victims: Vec<(UserId, OrgId)> =
+            conns.iter().filter(|c| c.gateway == 0).map(|c| (c.user, c.org)).collect();
         let mut expected = 0;
         let killed = Instant::now();
         {
@@ -228,7 +237,8 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
 
 /// Members of `org` (other than `user`) connected to a gateway other than `dead`.
 fn observers(conns: &[Conn], org: OrgId, user: UserId, dead: Option<usize>) -> u64 {
-    conns.iter().filter(|c| c.observer && c.org == org && c.user != user && Some(c.gateway) != dead).count() as u64
+    conns.iter().filter(|c| c.observer && c.org == org && c.user != user && Some(c.gateway) != dead).count()
+        as u64
 }
 
 fn begin(shared: &Shared, name: &str) -> u32 {
@@ -292,7 +302,8 @@ async fn measure_steady(stack: &Stack, options: &PresenceOptions, users: usize) 
         gateway_cpu: pids.iter().filter_map(|&p| cpu_time(p)).sum::<Duration>().saturating_sub(cpu0),
         nats_cpu: cpu_time(nats_pid).unwrap_or_default().saturating_sub(nats0),
         beat_bytes_sent: counters("threadspace_gateway_presence_beat_bytes_sent_total").await - sent0,
-        beat_bytes_received: counters("threadspace_gateway_presence_beat_bytes_received_total").await - received0,
+        beat_bytes_received: counters("threadspace_gateway_presence_beat_bytes_received_total").await
+            - received0,
         beats_sent: counters("threadspace_gateway_presence_beats_sent_total").await - beats0,
     };
     report.print();

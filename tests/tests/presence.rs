@@ -18,39 +18,68 @@ use PresenceStatus::{Idle, Offline, Online};
 /// The SLO: every presence change is visible within this.
 const SLO: Duration = Duration::from_secs(10);
 
-/// Reads until a `presence` frame says `user` is `status`; returns how long that took. Fails
-/// after `within`.
-async fn wait_presence(
-    client: &mut Client,
-    user: UserId,
-    status: PresenceStatus,
-    within: Duration,
-) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let deadline = started + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        anyhow::ensure!(!left.is_zero(), "{user} was not seen {status:?} within {within:?}");
-        match client.recv(left).await {
-            Ok(Incoming::Frame(ServerFrame::Presence { users })) => {
-                if users.contains(&PresenceEntry { user, status }) {
+/// A client watching presence: entries of a frame that one wait did not need stay in the
+/// backlog for the next (one frame often carries several users).
+struct Watcher {
+    client: Client,
+    backlog: std::collections::VecDeque<PresenceEntry>,
+}
+
+impl Watcher {
+    fn new(client: Client) -> Self {
+        Self { client, backlog: Default::default() }
+    }
+
+    /// Waits until an entry says `user` is `status`; returns how long that took. Fails after
+    /// `within`.
+    async fn wait(
+        &mut self,
+        user: UserId,
+        status: PresenceStatus,
+        within: Duration,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let deadline = started + within;
+        let wanted = PresenceEntry { user, status };
+        loop {
+            while let Some(entry) = self.backlog.pop_front() {
+                if entry == wanted {
                     return Ok(started.elapsed());
                 }
             }
-            Ok(Incoming::Frame(_)) => {}
-            Ok(other) => anyhow::bail!("connection ended waiting for {user} {status:?}: {other:?}"),
-            Err(_) => anyhow::bail!("{user} was not seen {status:?} within {within:?}"),
+            let left = deadline.saturating_duration_since(Instant::now());
+            anyhow::ensure!(!left.is_zero(), "{user} was not seen {status:?} within {within:?}");
+            match self.client.recv(left).await {
+                Ok(Incoming::Frame(ServerFrame::Presence { users })) => self.backlog.extend(users),
+                Ok(Incoming::Frame(_)) => {}
+                Ok(other) => anyhow::bail!("connection ended waiting for {user} {status:?}: {other:?}"),
+                Err(_) => anyhow::bail!("{user} was not seen {status:?} within {within:?}"),
+            }
         }
     }
 }
 
+async fn wait_presence(
+    watcher: &mut Watcher,
+    user: UserId,
+    status: PresenceStatus,
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    watcher.wait(user, status, within).await
+}
+
 /// Every presence entry about `user` received within `window`.
-async fn presence_of(client: &mut Client, user: UserId, window: Duration) -> Vec<PresenceStatus> {
-    frames_within(client, window, |frame| match frame {
-        ServerFrame::Presence { users } => users.iter().find(|e| e.user == user).map(|e| e.status),
-        _ => None,
-    })
-    .await
+async fn presence_of(watcher: &mut Watcher, user: UserId, window: Duration) -> Vec<PresenceStatus> {
+    let mut seen: Vec<PresenceStatus> =
+        watcher.backlog.drain(..).filter(|e| e.user == user).map(|e| e.status).collect();
+    seen.extend(
+        frames_within(&mut watcher.client, window, |frame| match frame {
+            ServerFrame::Presence { users } => users.iter().find(|e| e.user == user).map(|e| e.status),
+            _ => None,
+        })
+        .await,
+    );
+    seen
 }
 
 async fn say(client: &Client, status: ClientStatus) -> anyhow::Result<()> {
@@ -62,13 +91,14 @@ async fn say(client: &Client, status: ClientStatus) -> anyhow::Result<()> {
 async fn connect_idle_active_and_disconnect_reach_another_gateway() -> anyhow::Result<()> {
     let fx = Fixture::start(2, &[]).await?;
     let (alice, carol) = (fx.user("alice"), fx.user("carol"));
-    let (mut carol_conn, _) = fx.connect("carol", 0).await?;
+    let (carol_conn, _) = fx.connect("carol", 0).await?;
+    let mut carol_conn = Watcher::new(carol_conn);
     // bob, on gateway 1, finds carol (gateway 0) in his welcome snapshot once she is known.
     let mut bob = None;
     for _ in 0..50 {
         let (client, welcome) = fx.connect("bob", 1).await?;
         if welcome.presence.contains(&PresenceEntry { user: carol, status: Online }) {
-            bob = Some(client);
+            bob = Some(Watcher::new(client));
             break;
         }
         drop(client);
@@ -108,8 +138,8 @@ async fn connect_idle_active_and_disconnect_reach_another_gateway() -> anyhow::R
     assert_eq!(carol_saw.last(), Some(&Offline), "carol (same gateway as alice) saw {carol_saw:?}");
 
     // A bad presence frame names the field; nothing changes for anyone.
-    carol_conn.send_text(r#"{"op":"presence","status":"away"}"#).await?;
-    let invalid = recv_until(&mut carol_conn, "invalid_field", |i| {
+    carol_conn.client.send_text(r#"{"op":"presence","status":"away"}"#).await?;
+    let invalid = recv_until(&mut carol_conn.client, "invalid_field", |i| {
         matches!(i, Incoming::Frame(ServerFrame::Error { code: ErrorCode::InvalidField, .. }))
     })
     .await?;
@@ -123,7 +153,7 @@ async fn inactivity_makes_a_user_idle_and_activity_brings_them_back() -> anyhow:
     let fx = Fixture::start(2, &["--idle-after", "2s"]).await?;
     let alice = fx.user("alice");
     let general = fx.channel("general").await;
-    let (mut bob, _) = fx.connect("bob", 1).await?;
+    let mut bob = Watcher::new(fx.connect("bob", 1).await?.0);
     let (alice_conn, _) = fx.connect("alice", 0).await?;
     wait_presence(&mut bob, alice, Online, SLO).await?;
     // Pings are not a person: alice pings but does nothing else.
@@ -139,7 +169,7 @@ async fn inactivity_makes_a_user_idle_and_activity_brings_them_back() -> anyhow:
 async fn a_sigkilled_gateways_users_go_offline_within_10s_and_return_elsewhere() -> anyhow::Result<()> {
     let mut fx = Fixture::start(2, &[]).await?;
     let (alice, carol) = (fx.user("alice"), fx.user("carol"));
-    let (mut bob, _) = fx.connect("bob", 1).await?;
+    let mut bob = Watcher::new(fx.connect("bob", 1).await?.0);
     let (_alice_conn, _) = fx.connect("alice", 0).await?;
     let (_carol_conn, _) = fx.connect("carol", 0).await?;
     wait_presence(&mut bob, alice, Online, SLO).await?;
@@ -150,20 +180,10 @@ async fn a_sigkilled_gateways_users_go_offline_within_10s_and_return_elsewhere()
     let killed = Instant::now();
     fx.stack.kill_gateway(0);
     let mut offline = Vec::new();
-    while offline.len() < 2 {
+    for user in [alice, carol] {
         let left = SLO.saturating_sub(killed.elapsed());
-        anyhow::ensure!(!left.is_zero(), "after {SLO:?} only {offline:?} were seen offline");
-        match bob.recv(left).await {
-            Ok(Incoming::Frame(ServerFrame::Presence { users })) => {
-                for entry in users {
-                    if entry.status == Offline && [alice, carol].contains(&entry.user) {
-                        offline.push((entry.user, killed.elapsed()));
-                    }
-                }
-            }
-            Ok(Incoming::Frame(_)) => {}
-            other => anyhow::bail!("bob's connection failed: {other:?}"),
-        }
+        wait_presence(&mut bob, user, Offline, left).await?;
+        offline.push((user, killed.elapsed()));
     }
     println!("offline after the crash: {offline:?}");
 
@@ -177,7 +197,7 @@ async fn a_sigkilled_gateways_users_go_offline_within_10s_and_return_elsewhere()
 async fn another_org_never_receives_this_orgs_presence() -> anyhow::Result<()> {
     let fx = Fixture::start(2, &[]).await?;
     let (mallory, other_org) = threadspace_tests::seed_other_org(&fx.stack).await?;
-    let (mut bob, _) = fx.connect("bob", 1).await?;
+    let mut bob = Watcher::new(fx.connect("bob", 1).await?.0);
     let (_alice, _) = fx.connect("alice", 0).await?;
     wait_presence(&mut bob, fx.user("alice"), Online, SLO).await?;
 
@@ -204,5 +224,29 @@ async fn another_org_never_receives_this_orgs_presence() -> anyhow::Result<()> {
     for entry in heard.iter().flatten() {
         assert!(!ours.contains(&entry.user), "the outsider heard about {:?}", entry);
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_gateway_says_goodbye_instead_of_being_expired() -> anyhow::Result<()> {
+    let mut fx = Fixture::start(2, &[]).await?;
+    let alice = fx.user("alice");
+    let mut bob = Watcher::new(fx.connect("bob", 1).await?.0);
+    let (_alice_conn, _) = fx.connect("alice", 0).await?;
+    wait_presence(&mut bob, alice, Online, SLO).await?;
+    let survivor = fx.stack.gateways[1].port;
+    let known = |port| threadspace_tests::metric(port, "threadspace_gateway_presence_gateways", "");
+    assert_eq!(known(survivor).await?, 2.0, "both gateways in the table");
+
+    let status = fx.stack.terminate_gateway(0, Duration::from_secs(25));
+    assert!(status.is_some_and(|s| s.success()), "gateway 0 drains and exits 0: {status:?}");
+    wait_presence(&mut bob, alice, Offline, SLO).await?;
+    // Past the 6 s expiry: the drained gateway left by `bye`, it was never expired.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(known(survivor).await?, 1.0, "the drained gateway left the table");
+    let expired =
+        threadspace_tests::metric(survivor, "threadspace_gateway_presence_gateway_expiries_total", "")
+            .await?;
+    assert_eq!(expired, 0.0, "a drained gateway is not mistaken for a dead one");
     Ok(())
 }
