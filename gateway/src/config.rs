@@ -101,6 +101,11 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_GATEWAY_IDLE_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
     pub idle_after: Duration,
 
+    /// Fault injection for the load gate's own tests: hold every stored message this long
+    /// before fanning it out. Never set it in production.
+    #[arg(long, hide = true, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub fault_fanout_delay: Duration,
+
     /// A write to a client socket that takes longer than this ends the connection.
     #[arg(long, env = "THREADSPACE_GATEWAY_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,

@@ -82,6 +82,9 @@ async fn consume(state: &State, start: u64, shutdown: &CancellationToken) -> Res
             },
         };
         let seq = message.info()?.stream_sequence;
+        if !state.config.fault_fanout_delay.is_zero() {
+            tokio::time::sleep(state.config.fault_fanout_delay).await;
+        }
         metrics::counter!(m::FANOUT_MESSAGES).increment(1);
         let channel = parse_message_subject(&message.subject).map(|(_, _, channel)| channel);
         match serde_json::from_slice::<StoredMessage>(&message.payload) {

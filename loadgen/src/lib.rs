@@ -6,8 +6,11 @@
 //! binary COPY). The full traffic model, agents, checker and gates are issue 5.
 
 pub mod bench;
+pub mod checker;
 pub mod idle;
 pub mod presence;
+pub mod run;
+pub mod scenario;
 pub mod target;
 pub mod writer;
 

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use threadspace_loadgen::bench::{self, BenchOptions};
 use threadspace_loadgen::idle::{self, IdleOptions};
 use threadspace_loadgen::presence::{self, PresenceOptions};
+use threadspace_loadgen::run;
+use threadspace_loadgen::scenario::Scenario;
 use threadspace_loadgen::target::Target;
 use threadspace_loadgen::writer::{self, WriterOptions};
 
@@ -51,6 +53,50 @@ enum Command {
         rate: f64,
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         duration: Duration,
+    },
+    /// Replay a traffic scenario (preset or file) over real WebSockets, check every delivery,
+    /// report latencies, and gate on SLOs.
+    Run {
+        /// Preset: smoke (CI: 2,000 users, ~1 min), threadspace-75k, burst.
+        #[arg(long, default_value = "smoke")]
+        preset: String,
+        /// Scenario file (JSON; fields over a `base` preset; see docs/loadgen.md).
+        #[arg(long, conflicts_with = "preset")]
+        scenario: Option<PathBuf>,
+        /// Override the scenario's user count.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(2..=200_000))]
+        users: Option<u64>,
+        /// Override the measured duration.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Override the random seed (same seed, same schedule).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Start a private stack (nats-server, PostgreSQL, --gateways gateways, seeded) instead
+        /// of using the one `./threadspace up` started.
+        #[arg(long)]
+        own_stack: bool,
+        /// Gateways of the private stack.
+        #[arg(long, default_value = "2", value_parser = clap::value_parser!(u64).range(1..=8))]
+        gateways: u64,
+        /// Extra flag for the private stack's gateways, repeatable.
+        #[arg(long = "gateway-arg", allow_hyphen_values = true)]
+        gateway_args: Vec<String>,
+        #[arg(long, default_value = "4")]
+        source_ips: u8,
+        /// Write the JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Exit non-zero if a threshold is broken.
+        #[arg(long)]
+        gate: bool,
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        max_delivery_p99: Duration,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        max_presence_p99: Duration,
+        /// Largest failed share of requests, 0 to 1.
+        #[arg(long, default_value = "0.001")]
+        max_error_rate: f64,
     },
     /// Presence propagation (connect, idle, active, disconnect, gateway crash) to every other
     /// member of the org, and presence CPU and heartbeat bytes (starts its own stack).
@@ -158,6 +204,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         report.print();
         return report.gate(&options).map_err(|reason| anyhow::anyhow!("gate failed: {reason}"));
     }
+    if let Command::Run { .. } = &cli.command {
+        return run_scenario(cli.command, &cli.stack_dir).await;
+    }
     if let Command::Presence {
         users,
         org_size,
@@ -190,7 +239,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let target = Target::open(&cli.stack_dir)?;
     match cli.command {
-        Command::Writer { .. } | Command::Presence { .. } => unreachable!("handled above"),
+        Command::Writer { .. } | Command::Presence { .. } | Command::Run { .. } => {
+            unreachable!("handled above")
+        }
         Command::Idle { connections, users, gateway, concurrency, source_ips, hold } => {
             let options = IdleOptions {
                 connections: connections as usize,
@@ -206,6 +257,76 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = bench::run(&target, &BenchOptions { users: users as usize, rate, duration }).await?;
             report.print();
         }
+    }
+    Ok(())
+}
+
+async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::Result<()> {
+    let Command::Run {
+        preset,
+        scenario,
+        users,
+        duration,
+        seed,
+        own_stack,
+        gateways,
+        gateway_args,
+        source_ips,
+        report,
+        gate,
+        max_delivery_p99,
+        max_presence_p99,
+        max_error_rate,
+    } = command
+    else {
+        unreachable!("called for run only")
+    };
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&max_error_rate),
+        "--max-error-rate must be between 0 and 1, got {max_error_rate}"
+    );
+    let mut scenario = match &scenario {
+        Some(path) => Scenario::load(path)?,
+        None => Scenario::preset(&preset).ok_or_else(|| {
+            anyhow::anyhow!("unknown --preset `{preset}`; presets: {}", Scenario::PRESETS.join(", "))
+        })?,
+    };
+    if let Some(users) = users {
+        scenario.users = users as usize;
+    }
+    if let Some(duration) = duration {
+        scenario.duration = duration;
+    }
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    scenario.validate()?;
+    let site = if own_stack {
+        println!("starting a private stack with {gateways} gateways…");
+        run::own_site(&scenario, gateways as usize, &gateway_args).await?
+    } else {
+        anyhow::ensure!(gateway_args.is_empty(), "--gateway-arg needs --own-stack");
+        run::Site::Existing(Target::open(stack_dir)?)
+    };
+    let options = run::RunOptions {
+        scenario,
+        source_ips,
+        report: report.clone(),
+        progress_every: Duration::from_secs(5),
+        settle: Duration::from_secs(5),
+    };
+    let mut result = run::run(&site, &options).await?;
+    let thresholds = run::Gate { max_delivery_p99, max_presence_p99, max_error_rate };
+    let passed = result.gate(&thresholds).passed;
+    result.print();
+    if let Some(path) = &report {
+        std::fs::write(path, serde_json::to_vec_pretty(&result)?)
+            .map_err(|e| anyhow::anyhow!("cannot write the report to {}: {e}", path.display()))?;
+        println!("report written to {}", path.display());
+    }
+    if gate && !passed {
+        let reasons = result.gate.as_ref().map(|g| g.failures.join("; ")).unwrap_or_default();
+        anyhow::bail!("gate failed: {reasons}");
     }
     Ok(())
 }

@@ -1,0 +1,791 @@
+//! `loadgen run`: replays a [`Scenario`] over real WebSockets — one light task per simulated
+//! user — measures every latency into HDR histograms from the *intended* time of each action
+//! (no coordinated omission), checks every delivery ([`crate::checker`]), prints live progress,
+//! writes a JSON report and gates on SLO thresholds.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng as _};
+use serde::Serialize;
+use threadspace_devstack::stack::{http_request, Stack, StackOptions};
+use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
+use threadspace_protocol::frames::{
+    close_code, ChannelInfo, ClientFrame, ClientStatus, PresenceStatus, Resume, ServerFrame,
+};
+use threadspace_protocol::token::Identity;
+use threadspace_protocol::{ChannelId, OrgId, Seq, UserId};
+use threadspace_store::seed::SeedSpec;
+use tokio::time::Instant;
+
+use crate::checker::{check, Inbox, Verdict};
+use crate::scenario::Scenario;
+use crate::target::Target;
+use crate::{cpu_time, latency_histogram, rss_kib};
+
+/// Where the run goes: its own stack, or one started by `./threadspace up`.
+pub enum Site {
+    Own(Box<Stack>),
+    Existing(Target),
+}
+
+impl Site {
+    fn ws_urls(&self) -> Vec<String> {
+        match self {
+            Self::Own(stack) => (0..stack.gateways.len()).map(|i| stack.ws_url(i)).collect(),
+            Self::Existing(target) => target.state.gateways.iter().map(|g| g.url.clone()).collect(),
+        }
+    }
+
+    fn http_ports(&self) -> Vec<u16> {
+        match self {
+            Self::Own(stack) => stack.gateways.iter().map(|g| g.port).collect(),
+            Self::Existing(target) => target.state.gateways.iter().map(|g| g.port).collect(),
+        }
+    }
+
+    /// Gateway and nats-server pids, for CPU and memory figures.
+    fn pids(&self) -> (Vec<u32>, Option<u32>) {
+        match self {
+            Self::Own(stack) => (
+                stack.gateways.iter().filter_map(|g| g.process.as_ref().map(|p| p.pid())).collect(),
+                Some(stack.nats.process.pid()),
+            ),
+            Self::Existing(target) => {
+                (target.state.gateways.iter().map(|g| g.pid).collect(), Some(target.state.nats.pid))
+            }
+        }
+    }
+
+    fn token(&self, identity: Identity) -> String {
+        match self {
+            Self::Own(stack) => stack.keys.token(identity, Duration::from_secs(6 * 3600)),
+            Self::Existing(target) => target.token(identity),
+        }
+    }
+
+    async fn users(&self, n: usize) -> anyhow::Result<Vec<Identity>> {
+        match self {
+            Self::Existing(target) => target.users(n).await,
+            Self::Own(stack) => {
+                let rows = stack
+                    .pool
+                    .get()
+                    .await?
+                    .query("SELECT id, org_id FROM users ORDER BY id LIMIT $1", &[&(n as i64)])
+                    .await?;
+                Ok(rows.iter().map(|r| Identity { user: UserId(r.get(0)), org: OrgId(r.get(1)) }).collect())
+            }
+        }
+    }
+}
+
+/// Starts a stack of `gateways` gateways (with `gateway_args`) seeded for `scenario`.
+pub async fn own_site(scenario: &Scenario, gateways: usize, gateway_args: &[String]) -> anyhow::Result<Site> {
+    let mut options = StackOptions::for_tests(gateways);
+    options.gateway_args = gateway_args.to_vec();
+    options.gateway_args.extend(["--max-connections".into(), "19000".into()]);
+    let stack = Stack::start(options).await?;
+    let orgs = scenario.users.div_ceil(scenario.org_size);
+    stack
+        .seed(&SeedSpec {
+            orgs: orgs as u32,
+            users_per_org: scenario.org_size as u32,
+            slug_prefix: "load".into(),
+            seed: scenario.seed,
+        })
+        .await?;
+    Ok(Site::Own(Box::new(stack)))
+}
+
+/// Thresholds `gate` checks.
+#[derive(Clone, Debug, Serialize)]
+pub struct Gate {
+    pub max_delivery_p99: Duration,
+    pub max_presence_p99: Duration,
+    /// Largest share of requests (sends, reads, history, hellos) that may fail.
+    pub max_error_rate: f64,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            max_delivery_p99: Duration::from_millis(500),
+            max_presence_p99: Duration::from_secs(10),
+            max_error_rate: 0.001,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub scenario: Scenario,
+    pub source_ips: u8,
+    pub report: Option<PathBuf>,
+    pub progress_every: Duration,
+    /// How long after the last send deliveries may still arrive before they count as lost.
+    pub settle: Duration,
+}
+
+/// Latencies measured, by name.
+const METRICS: [&str; 9] = [
+    "connect",
+    "hello_welcome",
+    "send_ack",
+    "send_deliver",
+    "presence",
+    "typing",
+    "read_ack",
+    "history_page",
+    "reconnect_resumed",
+];
+
+#[derive(Default)]
+struct Counters {
+    connected: AtomicU64,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    delivered: AtomicU64,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    reconnects: AtomicU64,
+    history_required: AtomicU64,
+}
+
+struct Shared {
+    scenario: Scenario,
+    urls: Vec<String>,
+    http_ports: Vec<u16>,
+    source_ips: u8,
+    histograms: Vec<Mutex<Histogram<u64>>>,
+    counters: Counters,
+    /// Error codes and close codes seen, by name.
+    errors: Mutex<HashMap<String, u64>>,
+    /// Pending presence changes: user → (status, unix µs when made).
+    presence: Mutex<HashMap<UserId, (PresenceStatus, u64)>>,
+    /// Latest typing per (user, channel), unix µs.
+    typing: Mutex<HashMap<(UserId, ChannelId), u64>>,
+    /// Sending stops here.
+    end: Instant,
+}
+
+impl Shared {
+    fn record(&self, metric: usize, micros: u64) {
+        let _ = self.histograms[metric].lock().expect("histogram lock").record(micros.max(1));
+    }
+
+    fn error(&self, what: String) {
+        *self.errors.lock().expect("errors lock").entry(what).or_default() += 1;
+    }
+
+    fn p99(&self, metric: usize) -> f64 {
+        self.histograms[metric].lock().expect("histogram lock").value_at_quantile(0.99) as f64 / 1000.0
+    }
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// One latency's figures, in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// Everything a run measured; written as the JSON report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub started_unix_ms: u64,
+    pub wall_seconds: f64,
+    pub users: usize,
+    pub connected_peak: u64,
+    pub sent: u64,
+    pub acked: u64,
+    pub requests: u64,
+    pub failures: u64,
+    pub reconnects: u64,
+    pub history_required: u64,
+    pub latency: std::collections::BTreeMap<String, Latency>,
+    pub checker: Verdict,
+    pub errors: std::collections::BTreeMap<String, u64>,
+    pub gateway_cpu_seconds: f64,
+    pub nats_cpu_seconds: f64,
+    pub loadgen_rss_kib: u64,
+    pub loadgen_bytes_per_user: f64,
+    pub gate: Option<GateResult>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GateResult {
+    pub thresholds: Gate,
+    pub passed: bool,
+    pub failures: Vec<String>,
+}
+
+/// Runs the scenario against `site`.
+pub async fn run(site: &Site, options: &RunOptions) -> anyhow::Result<Report> {
+    let scenario = options.scenario.clone();
+    let identities = site.users(scenario.users).await?;
+    anyhow::ensure!(
+        identities.len() == scenario.users,
+        "only {} users exist for a scenario of {}",
+        identities.len(),
+        scenario.users
+    );
+    let (gateway_pids, nats_pid) = site.pids();
+    let cpu0: Duration = gateway_pids.iter().filter_map(|&p| cpu_time(p)).sum();
+    let nats0 = nats_pid.and_then(cpu_time).unwrap_or_default();
+    let rss0 = rss_kib(std::process::id()).unwrap_or(0);
+    let started_unix_ms = unix_micros() / 1000;
+    let t0 = Instant::now();
+    let ramp = scenario.ramp_up.max(Duration::from_secs_f64(scenario.users as f64 / scenario.connect_rate));
+    let end = t0 + ramp + scenario.duration;
+    let shared = Arc::new(Shared {
+        urls: site.ws_urls(),
+        http_ports: site.http_ports(),
+        source_ips: options.source_ips,
+        histograms: METRICS.iter().map(|_| Mutex::new(latency_histogram())).collect(),
+        counters: Counters::default(),
+        errors: Mutex::default(),
+        presence: Mutex::default(),
+        typing: Mutex::default(),
+        end,
+        scenario: scenario.clone(),
+    });
+    println!(
+        "{}: {} users over {} gateways, ramp {:?}, then {:?} at {:.1} msg/s (seed {})",
+        scenario.name,
+        scenario.users,
+        shared.urls.len(),
+        ramp,
+        scenario.duration,
+        scenario.message_rate(),
+        scenario.seed
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut jitter = StdRng::seed_from_u64(scenario.seed);
+    for (index, identity) in identities.into_iter().enumerate() {
+        let slot = ramp.as_secs_f64() / scenario.users as f64;
+        let at = slot * index as f64 + jitter.random_range(0.0..slot.max(1e-9));
+        let token = site.token(identity);
+        let shared = shared.clone();
+        tasks.spawn(virtual_user(shared, index, identity, token, t0 + Duration::from_secs_f64(at)));
+    }
+    let mut rss_peak = rss0;
+    let mut connected_peak = 0;
+    let mut ticker = tokio::time::interval(options.progress_every);
+    ticker.tick().await;
+    let deadline = end + options.settle;
+    let mut outcomes = Vec::new();
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(outcome) => outcomes.push(outcome?),
+                None => break,
+            },
+            _ = ticker.tick() => {
+                let c = &shared.counters;
+                let connected = c.connected.load(Ordering::Relaxed);
+                connected_peak = connected_peak.max(connected);
+                rss_peak = rss_peak.max(rss_kib(std::process::id()).unwrap_or(0));
+                println!(
+                    "  t={:>5.0}s connected={connected} sent={} acked={} delivered={} failures={} reconnects={} | p99 deliver {:.1} ms, ack {:.1} ms, presence {:.1} ms",
+                    t0.elapsed().as_secs_f64(),
+                    c.sent.load(Ordering::Relaxed),
+                    c.acked.load(Ordering::Relaxed),
+                    c.delivered.load(Ordering::Relaxed),
+                    c.failures.load(Ordering::Relaxed),
+                    c.reconnects.load(Ordering::Relaxed),
+                    shared.p99(3),
+                    shared.p99(2),
+                    shared.p99(4),
+                );
+            }
+            _ = tokio::time::sleep_until(deadline + Duration::from_secs(30)) => {
+                anyhow::bail!("virtual users did not finish 30 s after the run's end");
+            }
+        }
+    }
+    outcomes.sort_unstable_by_key(|o| o.index);
+    let acked: Vec<(Seq, ChannelId)> = outcomes.iter().flat_map(|o| o.acked.iter().copied()).collect();
+    let inboxes: Vec<Inbox> = outcomes.into_iter().map(|o| o.inbox).collect();
+    let verdict = check(&acked, &inboxes);
+    let c = &shared.counters;
+    let users = scenario.users;
+    let errors: std::collections::BTreeMap<String, u64> =
+        shared.errors.lock().expect("errors lock").iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let report = Report {
+        started_unix_ms,
+        wall_seconds: t0.elapsed().as_secs_f64(),
+        users,
+        connected_peak,
+        sent: c.sent.load(Ordering::Relaxed),
+        acked: c.acked.load(Ordering::Relaxed),
+        requests: c.requests.load(Ordering::Relaxed),
+        failures: c.failures.load(Ordering::Relaxed),
+        reconnects: c.reconnects.load(Ordering::Relaxed),
+        history_required: c.history_required.load(Ordering::Relaxed),
+        latency: METRICS
+            .iter()
+            .zip(&shared.histograms)
+            .map(|(name, h)| (name.to_string(), Latency::of(&h.lock().expect("histogram lock"))))
+            .collect(),
+        checker: verdict,
+        errors,
+        gateway_cpu_seconds: gateway_pids.iter().filter_map(|&p| cpu_time(p)).sum::<Duration>().saturating_sub(cpu0).as_secs_f64(),
+        nats_cpu_seconds: nats_pid.and_then(cpu_time).unwrap_or_default().saturating_sub(nats0).as_secs_f64(),
+        loadgen_rss_kib: rss_peak,
+        loadgen_bytes_per_user: rss_peak.saturating_sub(rss0) as f64 * 1024.0 / users as f64,
+        gate: None,
+        scenario,
+    };
+    Ok(report)
+}
+
+/// What one virtual user leaves for the checker.
+struct Outcome {
+    index: usize,
+    inbox: Inbox,
+    acked: Vec<(Seq, ChannelId)>,
+}
+
+/// The connection of one virtual user, and what it is waiting for.
+struct Session {
+    client: Client,
+    /// `client_msg_id` → (channel, intended unix µs).
+    pending_sends: HashMap<String, (ChannelId, u64)>,
+    /// read `ref` → sent at.
+    pending_reads: HashMap<String, Instant>,
+}
+
+/// Exponential inter-arrival time for `rate` events per second (never, for 0).
+fn next_after(rng: &mut StdRng, rate: f64) -> Duration {
+    if rate <= 0.0 {
+        return Duration::from_secs(1 << 30);
+    }
+    let u: f64 = rng.random_range(f64::EPSILON..1.0);
+    Duration::from_secs_f64(-u.ln() / rate)
+}
+
+async fn virtual_user(shared: Arc<Shared>, index: usize, identity: Identity, token: String, start: Instant) -> Outcome {
+    let mut rng = StdRng::seed_from_u64(shared.scenario.seed.wrapping_mul(0x9e37_79b9).wrapping_add(index as u64));
+    let mut acked = Vec::new();
+    tokio::time::sleep_until(start).await;
+    let mut gateway = index % shared.urls.len();
+    let Some((mut session, welcome_channels, head)) = connect(&shared, index, gateway, &token, None).await else {
+        let mut inbox = Inbox::new(0, []);
+        inbox.broken_at = Some(0);
+        return Outcome { index, inbox, acked };
+    };
+    shared.counters.connected.fetch_add(1, Ordering::Relaxed);
+    let channels: Vec<ChannelInfo> = welcome_channels;
+    let mut inbox = Inbox::new(head, channels.iter().map(|c| c.id));
+    let s = &shared.scenario;
+    let now = Instant::now();
+    let mut next_msg = now + next_after(&mut rng, s.messages_per_user_second());
+    let mut next_read = now + next_after(&mut rng, s.reads_per_user_second);
+    let mut next_presence = now + next_after(&mut rng, s.presence_changes_per_user_second);
+    let mut next_history = now + next_after(&mut rng, s.history_loads_per_user_second);
+    let mut next_reconnect = now + next_after(&mut rng, s.reconnects_per_user_second);
+    let mut idle = false;
+    let mut sent = 0u64;
+    let settle_end = shared.end + Duration::from_secs(5);
+    loop {
+        let sending = Instant::now() < shared.end;
+        let next_event = next_msg.min(next_read).min(next_presence).min(next_history).min(next_reconnect);
+        let wake = if sending { next_event.min(shared.end) } else { settle_end };
+        tokio::select! {
+            item = session.client.recv(Duration::from_secs(3600)) => {
+                match item {
+                    Ok(Incoming::Frame(frame)) => on_frame(&shared, identity.user, &mut session, &mut inbox, &mut acked, frame),
+                    Ok(other) => {
+                        let what = match &other {
+                            Incoming::Close { code, .. } => format!("close {code}"),
+                            _ => "connection failed".to_owned(),
+                        };
+                        shared.error(what);
+                        // The chain continues on another gateway, resuming from the cursor.
+                        gateway = (gateway + 1) % shared.urls.len();
+                        match reconnect(&shared, identity.user, index, gateway, &token, &mut inbox, &mut session).await {
+                            Ok(()) => {}
+                            Err(()) => break,
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if !sending {
+                    if Instant::now() >= settle_end {
+                        break;
+                    }
+                    continue;
+                }
+                let now = Instant::now();
+                if now >= next_msg {
+                    let intended = unix_micros().saturating_sub(now.duration_since(next_msg).as_micros() as u64);
+                    next_msg += next_after(&mut rng, s.messages_per_user_second());
+                    if let Some(channel) = pick_channel(&mut rng, &channels) {
+                        if rng.random_bool(s.typing_share) {
+                            shared.typing.lock().expect("typing lock").insert((identity.user, channel), unix_micros());
+                            let _ = session.client.send(&ClientFrame::Typing { channel }).await;
+                        }
+                        let id = format!("lg{index}x{sent}y{:x}", shared.scenario.seed);
+                        sent += 1;
+                        session.pending_sends.insert(id.clone(), (channel, intended));
+                        shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+                        shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+                        let frame = ClientFrame::Send { reference: id.clone(), channel, client_msg_id: id, body: format!("lg:{intended}") };
+                        let _ = session.client.send(&frame).await;
+                    }
+                }
+                if now >= next_read {
+                    next_read += next_after(&mut rng, s.reads_per_user_second);
+                    if let Some((channel, seq)) = inbox.latest_in_random_channel(&mut rng) {
+                        let reference = format!("rd{}", rng.random::<u32>());
+                        session.pending_reads.insert(reference.clone(), Instant::now());
+                        shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+                        let _ = session.client.send(&ClientFrame::Read { reference, channel, seq }).await;
+                    }
+                }
+                if now >= next_presence {
+                    next_presence += next_after(&mut rng, s.presence_changes_per_user_second);
+                    idle = !idle;
+                    let (status, seen) = if idle { (ClientStatus::Idle, PresenceStatus::Idle) } else { (ClientStatus::Online, PresenceStatus::Online) };
+                    shared.presence.lock().expect("presence lock").insert(identity.user, (seen, unix_micros()));
+                    let _ = session.client.send(&ClientFrame::Presence { status }).await;
+                }
+                if now >= next_history {
+                    next_history += next_after(&mut rng, s.history_loads_per_user_second);
+                    if let Some(channel) = pick_channel(&mut rng, &channels) {
+                        history_page(&shared, gateway, &token, channel).await;
+                    }
+                }
+                if now >= next_reconnect {
+                    next_reconnect += next_after(&mut rng, s.reconnects_per_user_second);
+                    let _ = session.client.close(close_code::NORMAL).await;
+                    gateway = (gateway + 1) % shared.urls.len();
+                    if reconnect(&shared, identity.user, index, gateway, &token, &mut inbox, &mut session).await.is_err() {
+                        break;
+                    }
+                    idle = false;
+                }
+            }
+        }
+    }
+    shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
+    if inbox.broken_at.is_none() && Instant::now() < settle_end {
+        inbox.broken_at = Some(inbox.cursor());
+    }
+    let _ = session.client.close(close_code::NORMAL).await;
+    Outcome { index, inbox, acked }
+}
+
+/// Channel choice: DMs and group DMs a third of the time, else any channel.
+fn pick_channel(rng: &mut StdRng, channels: &[ChannelInfo]) -> Option<ChannelId> {
+    if channels.is_empty() {
+        return None;
+    }
+    use threadspace_protocol::frames::ChannelKind;
+    let direct: Vec<&ChannelInfo> =
+        channels.iter().filter(|c| matches!(c.kind, ChannelKind::Dm | ChannelKind::GroupDm)).collect();
+    if !direct.is_empty() && rng.random_bool(1.0 / 3.0) {
+        return Some(direct[rng.random_range(0..direct.len())].id);
+    }
+    Some(channels[rng.random_range(0..channels.len())].id)
+}
+
+fn on_frame(
+    shared: &Shared,
+    me: UserId,
+    session: &mut Session,
+    inbox: &mut Inbox,
+    acked: &mut Vec<(Seq, ChannelId)>,
+    frame: ServerFrame,
+) {
+    match frame {
+        ServerFrame::Msg(message) => {
+            inbox.receive(message.seq, message.channel);
+            if let Some(intended) = message.body.strip_prefix("lg:").and_then(|t| t.parse::<u64>().ok()) {
+                shared.record(3, unix_micros().saturating_sub(intended));
+                shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        ServerFrame::Ack { client_msg_id, seq, duplicate, .. } => {
+            if let Some((channel, intended)) = session.pending_sends.remove(&client_msg_id) {
+                shared.record(2, unix_micros().saturating_sub(intended));
+                shared.counters.acked.fetch_add(1, Ordering::Relaxed);
+                if !duplicate {
+                    acked.push((seq, channel));
+                }
+            }
+        }
+        ServerFrame::Presence { users } => {
+            let now = unix_micros();
+            let pending = shared.presence.lock().expect("presence lock");
+            for entry in users {
+                if entry.user == me {
+                    continue;
+                }
+                if let Some((status, at)) = pending.get(&entry.user) {
+                    if *status == entry.status {
+                        shared.record(4, now.saturating_sub(*at));
+                    }
+                }
+            }
+        }
+        ServerFrame::Typing { channel, user, .. } => {
+            if let Some(at) = shared.typing.lock().expect("typing lock").get(&(user, channel)) {
+                shared.record(5, unix_micros().saturating_sub(*at));
+            }
+        }
+        ServerFrame::ReadAck { reference, .. } => {
+            if let Some(at) = session.pending_reads.remove(&reference) {
+                shared.record(6, at.elapsed().as_micros() as u64);
+            }
+        }
+        ServerFrame::Error { code, reference, .. } => {
+            shared.error(format!("error {}", code.as_str()));
+            shared.counters.failures.fetch_add(1, Ordering::Relaxed);
+            if let Some(reference) = reference {
+                session.pending_sends.remove(&reference);
+                session.pending_reads.remove(&reference);
+            }
+        }
+        ServerFrame::HistoryRequired { .. } => {
+            shared.counters.history_required.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+}
+
+/// Connects (and resumes from `resume`); the session, the welcome's channels and head.
+async fn connect(
+    shared: &Shared,
+    index: usize,
+    gateway: usize,
+    token: &str,
+    resume: Option<Seq>,
+) -> Option<(Session, Vec<ChannelInfo>, Seq)> {
+    let mut options = ConnectOptions::new(shared.urls[gateway].clone());
+    options.queue = 64;
+    if shared.source_ips > 0 {
+        options.local_addr =
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (index % shared.source_ips as usize) as u8)));
+    }
+    shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut client = match Client::connect(&options).await {
+        Ok(client) => client,
+        Err(error) => {
+            shared.error(format!("connect: {}", error_kind(&error.to_string())));
+            shared.counters.failures.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    };
+    shared.record(0, started.elapsed().as_micros() as u64);
+    let hello_at = Instant::now();
+    match client.hello(token, resume.map(|last_seq| Resume { last_seq }), Duration::from_secs(30)).await {
+        Ok(welcome) => {
+            shared.record(1, hello_at.elapsed().as_micros() as u64);
+            let session = Session { client, pending_sends: HashMap::new(), pending_reads: HashMap::new() };
+            Some((session, welcome.channels, welcome.head_seq))
+        }
+        Err(error) => {
+            shared.error(format!("hello: {}", error_kind(&error.to_string())));
+            shared.counters.failures.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// The first words of an error, as a bounded label.
+fn error_kind(text: &str) -> String {
+    text.split(':').next().unwrap_or(text).chars().take(60).collect()
+}
+
+/// Reconnects with the inbox's cursor and waits for `resumed` (replayed messages are checked
+/// like live ones). Err if it cannot (three attempts): the chain is broken.
+async fn reconnect(
+    shared: &Shared,
+    me: UserId,
+    index: usize,
+    first_gateway: usize,
+    token: &str,
+    inbox: &mut Inbox,
+    session: &mut Session,
+) -> Result<(), ()> {
+    shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    for attempt in 0..3 {
+        let gateway = (first_gateway + attempt) % shared.urls.len();
+        let cursor = inbox.cursor();
+        let Some((mut next, _, _)) = connect(shared, index, gateway, token, Some(cursor)).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        // Sends still waiting for an ack are abandoned with the old connection (a real client
+        // would retry them with the same id; the checker only counts acked messages).
+        let mut unused = Vec::new();
+        loop {
+            match next.client.recv(Duration::from_secs(30)).await {
+                Ok(Incoming::Frame(ServerFrame::Resumed { .. })) => {
+                    shared.record(8, started.elapsed().as_micros() as u64);
+                    *session = next;
+                    return Ok(());
+                }
+                Ok(Incoming::Frame(ServerFrame::HistoryRequired { .. })) => {
+                    shared.counters.history_required.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Incoming::Frame(frame)) => on_frame(shared, me, &mut next, inbox, &mut unused, frame),
+                _ => break,
+            }
+        }
+    }
+    inbox.broken_at = Some(inbox.cursor());
+    shared.error("reconnect failed".into());
+    Err(())
+}
+
+/// Loads the newest page of a channel over REST.
+async fn history_page(shared: &Shared, gateway: usize, token: &str, channel: ChannelId) {
+    let port = shared.http_ports[gateway];
+    let path = format!("/v1/channels/{channel}/messages?limit=50");
+    shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    match http_request(port, "GET", &path, Some(token)).await {
+        Some((200, _)) => shared.record(7, started.elapsed().as_micros() as u64),
+        Some((status, _)) => {
+            shared.error(format!("history http {status}"));
+            shared.counters.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        None => {
+            shared.error("history unreachable".into());
+            shared.counters.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Report {
+    /// Checks the thresholds; records and returns the result.
+    pub fn gate(&mut self, gate: &Gate) -> &GateResult {
+        let mut failures = Vec::new();
+        let p99 = |name: &str| self.latency.get(name).map_or(0.0, |l| l.p99_ms);
+        let delivery = p99("send_deliver");
+        if delivery > gate.max_delivery_p99.as_secs_f64() * 1000.0 {
+            failures.push(format!(
+                "delivery p99 {delivery:.1} ms is over {} ms",
+                gate.max_delivery_p99.as_millis()
+            ));
+        }
+        let presence = p99("presence");
+        if presence > gate.max_presence_p99.as_secs_f64() * 1000.0 {
+            failures.push(format!(
+                "presence p99 {presence:.1} ms is over {} ms",
+                gate.max_presence_p99.as_millis()
+            ));
+        }
+        let c = &self.checker;
+        if c.lost > 0 {
+            failures.push(format!("{} deliveries lost (e.g. user#, seq: {:?})", c.lost, c.lost_examples));
+        }
+        if c.duplicated > 0 {
+            failures.push(format!("{} deliveries duplicated", c.duplicated));
+        }
+        if c.out_of_order > 0 {
+            failures.push(format!("{} deliveries out of order", c.out_of_order));
+        }
+        if c.unexpected > 0 {
+            failures.push(format!("{} deliveries to non-members", c.unexpected));
+        }
+        if c.expected == 0 {
+            failures.push("no deliveries were expected: the run measured nothing".into());
+        }
+        let rate = self.failures as f64 / self.requests.max(1) as f64;
+        if rate > gate.max_error_rate {
+            failures.push(format!(
+                "error rate {:.3} % is over {:.3} % ({} of {} requests; {:?})",
+                rate * 100.0,
+                gate.max_error_rate * 100.0,
+                self.failures,
+                self.requests,
+                self.errors
+            ));
+        }
+        self.gate = Some(GateResult { thresholds: gate.clone(), passed: failures.is_empty(), failures });
+        self.gate.as_ref().expect("just set")
+    }
+
+    pub fn print(&self) {
+        println!(
+            "\n{}: {} users (peak {} connected), {:.0} s; sent {} acked {}; {} reconnects; {} failures of {} requests",
+            self.scenario.name,
+            self.users,
+            self.connected_peak,
+            self.wall_seconds,
+            self.sent,
+            self.acked,
+            self.reconnects,
+            self.failures,
+            self.requests
+        );
+        for (name, l) in &self.latency {
+            if l.count == 0 {
+                println!("  {name:<18} no samples");
+            } else {
+                println!(
+                    "  {name:<18} n={:<8} p50={:>8.2} p90={:>8.2} p99={:>8.2} p999={:>8.2} max={:>8.2} ms",
+                    l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+                );
+            }
+        }
+        let c = &self.checker;
+        println!(
+            "  checker: {} of {} owed deliveries; lost {}, duplicated {}, out of order {}, unexpected {}",
+            c.delivered, c.expected, c.lost, c.duplicated, c.out_of_order, c.unexpected
+        );
+        if !self.errors.is_empty() {
+            println!("  errors and closes: {:?}", self.errors);
+        }
+        println!(
+            "  CPU: gateways {:.1} s, nats-server {:.1} s; loadgen RSS {} KiB ({:.0} bytes per simulated user)",
+            self.gateway_cpu_seconds, self.nats_cpu_seconds, self.loadgen_rss_kib, self.loadgen_bytes_per_user
+        );
+        if let Some(gate) = &self.gate {
+            if gate.passed {
+                println!("  gate: passed");
+            } else {
+                for failure in &gate.failures {
+                    println!("  gate FAILED: {failure}");
+                }
+            }
+        }
+    }
+}
