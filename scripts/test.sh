@@ -24,3 +24,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+step "load gate: loadgen run --preset smoke against its own stack (alone, after the tests)"
+mkdir -p target/reports
+target/debug/loadgen run --own-stack --preset smoke --gate \
+  --max-delivery-p99 500ms --max-presence-p99 10s --report target/reports/smoke.json

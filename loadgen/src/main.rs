@@ -306,7 +306,7 @@ async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::
         run::own_site(&scenario, gateways as usize, &gateway_args).await?
     } else {
         anyhow::ensure!(gateway_args.is_empty(), "--gateway-arg needs --own-stack");
-        run::Site::Existing(Target::open(stack_dir)?)
+        run::Site::Existing(Box::new(Target::open(stack_dir)?))
     };
     let options = run::RunOptions {
         scenario,

@@ -32,7 +32,7 @@ use crate::{cpu_time, latency_histogram, rss_kib};
 /// Where the run goes: its own stack, or one started by `./threadspace up`.
 pub enum Site {
     Own(Box<Stack>),
-    Existing(Target),
+    Existing(Box<Target>),
 }
 
 impl Site {
@@ -359,7 +359,12 @@ pub async fn run(site: &Site, options: &RunOptions) -> anyhow::Result<Report> {
             .collect(),
         checker: verdict,
         errors,
-        gateway_cpu_seconds: gateway_pids.iter().filter_map(|&p| cpu_time(p)).sum::<Duration>().saturating_sub(cpu0).as_secs_f64(),
+        gateway_cpu_seconds: gateway_pids
+            .iter()
+            .filter_map(|&p| cpu_time(p))
+            .sum::<Duration>()
+            .saturating_sub(cpu0)
+            .as_secs_f64(),
         nats_cpu_seconds: nats_pid.and_then(cpu_time).unwrap_or_default().saturating_sub(nats0).as_secs_f64(),
         loadgen_rss_kib: rss_peak,
         loadgen_bytes_per_user: rss_peak.saturating_sub(rss0) as f64 * 1024.0 / users as f64,
@@ -394,12 +399,20 @@ fn next_after(rng: &mut StdRng, rate: f64) -> Duration {
     Duration::from_secs_f64(-u.ln() / rate)
 }
 
-async fn virtual_user(shared: Arc<Shared>, index: usize, identity: Identity, token: String, start: Instant) -> Outcome {
-    let mut rng = StdRng::seed_from_u64(shared.scenario.seed.wrapping_mul(0x9e37_79b9).wrapping_add(index as u64));
+async fn virtual_user(
+    shared: Arc<Shared>,
+    index: usize,
+    identity: Identity,
+    token: String,
+    start: Instant,
+) -> Outcome {
+    let mut rng =
+        StdRng::seed_from_u64(shared.scenario.seed.wrapping_mul(0x9e37_79b9).wrapping_add(index as u64));
     let mut acked = Vec::new();
     tokio::time::sleep_until(start).await;
     let mut gateway = index % shared.urls.len();
-    let Some((mut session, welcome_channels, head)) = connect(&shared, index, gateway, &token, None).await else {
+    let Some((mut session, welcome_channels, head)) = connect(&shared, index, gateway, &token, None).await
+    else {
         let mut inbox = Inbox::new(0, []);
         inbox.broken_at = Some(0);
         return Outcome { index, inbox, acked };
@@ -431,6 +444,7 @@ async fn virtual_user(shared: Arc<Shared>, index: usize, identity: Identity, tok
                             _ => "connection failed".to_owned(),
                         };
                         shared.error(what);
+                        shared.presence.lock().expect("presence lock").remove(&identity.user);
                         // The chain continues on another gateway, resuming from the cursor.
                         gateway = (gateway + 1) % shared.urls.len();
                         match reconnect(&shared, identity.user, index, gateway, &token, &mut inbox, &mut session).await {
@@ -491,6 +505,9 @@ async fn virtual_user(shared: Arc<Shared>, index: usize, identity: Identity, tok
                 if now >= next_reconnect {
                     next_reconnect += next_after(&mut rng, s.reconnects_per_user_second);
                     let _ = session.client.close(close_code::NORMAL).await;
+                    // The reconnect supersedes any pending presence change: its flap must not
+                    // be taken for that change arriving late.
+                    shared.presence.lock().expect("presence lock").remove(&identity.user);
                     gateway = (gateway + 1) % shared.urls.len();
                     if reconnect(&shared, identity.user, index, gateway, &token, &mut inbox, &mut session).await.is_err() {
                         break;

@@ -120,8 +120,9 @@ impl Scenario {
         for (key, field) in fields {
             merged[key] = field.clone();
         }
-        let scenario: Self = serde_json::from_value(merged)
-            .map_err(|e| anyhow::anyhow!("scenario file {}: {e}", path.display()))?;
+        let scenario: Self = serde_path_to_error::deserialize(merged).map_err(|e| {
+            anyhow::anyhow!("scenario file {}: field `{}`: {}", path.display(), e.path(), e.inner())
+        })?;
         scenario.validate()?;
         Ok(scenario)
     }
@@ -131,7 +132,10 @@ impl Scenario {
         anyhow::ensure!((2..=200_000).contains(&self.users), "`users` must be between 2 and 200000");
         anyhow::ensure!((2..=500).contains(&self.org_size), "`org_size` must be between 2 and 500");
         anyhow::ensure!(!self.duration.is_zero(), "`duration` must be positive");
-        anyhow::ensure!(self.connect_rate > 0.0 && self.connect_rate.is_finite(), "`connect_rate` must be positive");
+        anyhow::ensure!(
+            self.connect_rate > 0.0 && self.connect_rate.is_finite(),
+            "`connect_rate` must be positive"
+        );
         anyhow::ensure!(
             self.load_factor > 0.0 && self.load_factor <= 100_000.0,
             "`load_factor` must be in (0, 100000]"
