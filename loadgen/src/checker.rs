@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use threadspace_protocol::{ChannelId, Seq};
 
 /// What one virtual user received over its connections.
@@ -77,7 +77,7 @@ impl Inbox {
 }
 
 /// The verdict over all users.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     /// Deliveries owed.
     pub expected: u64,
@@ -91,6 +91,18 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Adds another process's verdict (its users are disjoint from ours).
+    pub fn merge(&mut self, other: &Self) {
+        self.expected += other.expected;
+        self.delivered += other.delivered;
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.out_of_order += other.out_of_order;
+        self.unexpected += other.unexpected;
+        let room = 10usize.saturating_sub(self.lost_examples.len());
+        self.lost_examples.extend(other.lost_examples.iter().take(room).copied());
+    }
+
     pub fn is_clean(&self) -> bool {
         self.lost == 0 && self.duplicated == 0 && self.out_of_order == 0 && self.unexpected == 0
     }

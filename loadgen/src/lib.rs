@@ -5,6 +5,7 @@
 //! crash to thousands of observers, presence CPU and heartbeat bytes) and `writer` (the bridge's Postgres write path against
 //! binary COPY). The full traffic model, agents, checker and gates are issue 5.
 
+pub mod agents;
 pub mod bench;
 pub mod checker;
 pub mod idle;

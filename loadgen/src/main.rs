@@ -76,6 +76,10 @@ enum Command {
         /// of using the one `./threadspace up` started.
         #[arg(long)]
         own_stack: bool,
+        /// Play the users in this many child processes (user i in agent i mod N); needed above
+        /// ~15,000 users (the per-process file limit).
+        #[arg(long, default_value = "1", value_parser = clap::value_parser!(u64).range(1..=64))]
+        agents: u64,
         /// Gateways of the private stack.
         #[arg(long, default_value = "2", value_parser = clap::value_parser!(u64).range(1..=8))]
         gateways: u64,
@@ -97,6 +101,16 @@ enum Command {
         /// Largest failed share of requests, 0 to 1.
         #[arg(long, default_value = "0.001")]
         max_error_rate: f64,
+    },
+    /// One agent of a `run --agents N` (started by the coordinator; not for direct use).
+    #[command(hide = true)]
+    Agent {
+        #[arg(long)]
+        index: usize,
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Presence propagation (connect, idle, active, disconnect, gateway crash) to every other
     /// member of the org, and presence CPU and heartbeat bytes (starts its own stack).
@@ -204,6 +218,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         report.print();
         return report.gate(&options).map_err(|reason| anyhow::anyhow!("gate failed: {reason}"));
     }
+    if let Command::Agent { index, plan, out } = &cli.command {
+        return threadspace_loadgen::agents::agent(*index, plan, out).await;
+    }
     if let Command::Run { .. } = &cli.command {
         return run_scenario(cli.command, &cli.stack_dir).await;
     }
@@ -239,7 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let target = Target::open(&cli.stack_dir)?;
     match cli.command {
-        Command::Writer { .. } | Command::Presence { .. } | Command::Run { .. } => {
+        Command::Writer { .. } | Command::Presence { .. } | Command::Run { .. } | Command::Agent { .. } => {
             unreachable!("handled above")
         }
         Command::Idle { connections, users, gateway, concurrency, source_ips, hold } => {
@@ -269,6 +286,7 @@ async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::
         duration,
         seed,
         own_stack,
+        agents,
         gateways,
         gateway_args,
         source_ips,
@@ -315,7 +333,19 @@ async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::
         progress_every: Duration::from_secs(5),
         settle: Duration::from_secs(5),
     };
-    let mut result = run::run(&site, &options).await?;
+    let mut result = if agents > 1 {
+        let plan = run::plan(&site, &options).await?;
+        let (gateway_pids, nats_pid) = site.pids();
+        let work = tempfile::tempdir()?;
+        let work_path = work.path().to_path_buf();
+        let agents = agents as usize;
+        tokio::task::spawn_blocking(move || {
+            threadspace_loadgen::agents::coordinate(plan, agents, &work_path, &gateway_pids, nats_pid)
+        })
+        .await??
+    } else {
+        run::run(&site, &options).await?
+    };
     let thresholds = run::Gate { max_delivery_p99, max_presence_p99, max_error_rate };
     let passed = result.gate(&thresholds).passed;
     result.print();

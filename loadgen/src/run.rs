@@ -3,7 +3,7 @@
 //! (no coordinated omission), checks every delivery ([`crate::checker`]), prints live progress,
 //! writes a JSON report and gates on SLO thresholds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use threadspace_devstack::stack::{http_request, Stack, StackOptions};
 use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{
@@ -51,7 +51,7 @@ impl Site {
     }
 
     /// Gateway and nats-server pids, for CPU and memory figures.
-    fn pids(&self) -> (Vec<u32>, Option<u32>) {
+    pub fn pids(&self) -> (Vec<u32>, Option<u32>) {
         match self {
             Self::Own(stack) => (
                 stack.gateways.iter().filter_map(|g| g.process.as_ref().map(|p| p.pid())).collect(),
@@ -134,7 +134,7 @@ pub struct RunOptions {
 }
 
 /// Latencies measured, by name.
-const METRICS: [&str; 9] = [
+pub const METRICS: [&str; 9] = [
     "connect",
     "hello_welcome",
     "send_ack",
@@ -194,7 +194,7 @@ fn unix_micros() -> u64 {
 }
 
 /// One latency's figures, in milliseconds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Latency {
     pub count: u64,
     pub p50_ms: f64,
@@ -225,6 +225,8 @@ pub struct Report {
     pub started_unix_ms: u64,
     pub wall_seconds: f64,
     pub users: usize,
+    /// Processes that played the users (1 without `--agents`).
+    pub agents: usize,
     pub connected_peak: u64,
     pub sent: u64,
     pub acked: u64,
@@ -232,9 +234,9 @@ pub struct Report {
     pub failures: u64,
     pub reconnects: u64,
     pub history_required: u64,
-    pub latency: std::collections::BTreeMap<String, Latency>,
+    pub latency: BTreeMap<String, Latency>,
     pub checker: Verdict,
-    pub errors: std::collections::BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
     pub gateway_cpu_seconds: f64,
     pub nats_cpu_seconds: f64,
     pub loadgen_rss_kib: u64,
@@ -249,8 +251,83 @@ pub struct GateResult {
     pub failures: Vec<String>,
 }
 
-/// Runs the scenario against `site`.
-pub async fn run(site: &Site, options: &RunOptions) -> anyhow::Result<Report> {
+/// One simulated user as a process runs it: its global index (which fixes its ramp slot and
+/// random schedule), identity and token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlannedUser {
+    pub index: usize,
+    pub identity: Identity,
+    pub token: String,
+}
+
+/// Everything one process (the single-process run, or one agent) needs to play its users.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Plan {
+    pub scenario: Scenario,
+    /// Wall-clock start of the ramp, shared by every agent so their users interleave.
+    pub start_unix_ms: u64,
+    pub ws_urls: Vec<String>,
+    pub http_ports: Vec<u16>,
+    pub source_ips: u8,
+    pub settle_ms: u64,
+    pub progress_ms: u64,
+    pub users: Vec<PlannedUser>,
+}
+
+impl Plan {
+    /// The ramp: `ramp_up`, or longer if `connect_rate` needs it.
+    pub fn ramp(&self) -> Duration {
+        let s = &self.scenario;
+        s.ramp_up.max(Duration::from_secs_f64(s.users as f64 / s.connect_rate))
+    }
+}
+
+/// Counters of one process, summed over processes.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub connected_peak: u64,
+    pub sent: u64,
+    pub acked: u64,
+    pub requests: u64,
+    pub failures: u64,
+    pub reconnects: u64,
+    pub history_required: u64,
+}
+
+impl Totals {
+    fn add(&mut self, other: &Self) {
+        self.connected_peak += other.connected_peak;
+        self.sent += other.sent;
+        self.acked += other.acked;
+        self.requests += other.requests;
+        self.failures += other.failures;
+        self.reconnects += other.reconnects;
+        self.history_required += other.history_required;
+    }
+}
+
+/// What one process measured (an agent's file, or the single process's result).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Part {
+    pub users: usize,
+    pub totals: Totals,
+    /// Per metric of [`METRICS`]: `(value µs, count)` of every recorded bucket.
+    pub histograms: Vec<Vec<(u64, u64)>>,
+    pub errors: BTreeMap<String, u64>,
+    pub rss_peak_kib: u64,
+    pub rss_growth_kib: u64,
+    pub verdict: Verdict,
+}
+
+/// A process's users' results before the delivery check.
+pub struct Played {
+    pub part: Part,
+    pub acked: Vec<(Seq, ChannelId)>,
+    pub inboxes: Vec<Inbox>,
+}
+
+/// Builds the plan of a whole run on `site` (every user, tokens minted).
+pub async fn plan(site: &Site, options: &RunOptions) -> anyhow::Result<Plan> {
     let scenario = options.scenario.clone();
     let identities = site.users(scenario.users).await?;
     anyhow::ensure!(
@@ -259,18 +336,89 @@ pub async fn run(site: &Site, options: &RunOptions) -> anyhow::Result<Report> {
         identities.len(),
         scenario.users
     );
-    let (gateway_pids, nats_pid) = site.pids();
-    let cpu0: Duration = gateway_pids.iter().filter_map(|&p| cpu_time(p)).sum();
-    let nats0 = nats_pid.and_then(cpu_time).unwrap_or_default();
-    let rss0 = rss_kib(std::process::id()).unwrap_or(0);
-    let started_unix_ms = unix_micros() / 1000;
-    let t0 = Instant::now();
-    let ramp = scenario.ramp_up.max(Duration::from_secs_f64(scenario.users as f64 / scenario.connect_rate));
-    let end = t0 + ramp + scenario.duration;
-    let shared = Arc::new(Shared {
-        urls: site.ws_urls(),
+    let users = identities
+        .into_iter()
+        .enumerate()
+        .map(|(index, identity)| PlannedUser { index, identity, token: site.token(identity) })
+        .collect();
+    Ok(Plan {
+        scenario,
+        // A moment to spawn agents and open their plans before the first connection is due.
+        start_unix_ms: unix_micros() / 1000 + 2_000,
+        ws_urls: site.ws_urls(),
         http_ports: site.http_ports(),
         source_ips: options.source_ips,
+        settle_ms: options.settle.as_millis() as u64,
+        progress_ms: options.progress_every.as_millis() as u64,
+        users,
+    })
+}
+
+/// Runs the scenario in this process against `site`.
+pub async fn run(site: &Site, options: &RunOptions) -> anyhow::Result<Report> {
+    let plan = plan(site, options).await?;
+    let (gateway_pids, nats_pid) = site.pids();
+    let usage = Usage::start(&gateway_pids, nats_pid);
+    let started_unix_ms = plan.start_unix_ms;
+    let played = play(&plan, "").await?;
+    let mut part = played.part;
+    part.verdict = check(&played.acked, &played.inboxes);
+    Ok(Report::assemble(plan.scenario, started_unix_ms, vec![part], usage.finish(&gateway_pids, nats_pid)))
+}
+
+/// CPU of the system under test over a run.
+pub struct Usage {
+    gateway_cpu: Duration,
+    nats_cpu: Duration,
+    started: std::time::Instant,
+}
+
+/// What [`Usage`] measured.
+pub struct Used {
+    pub gateway_cpu_seconds: f64,
+    pub nats_cpu_seconds: f64,
+    pub wall_seconds: f64,
+}
+
+impl Usage {
+    pub fn start(gateway_pids: &[u32], nats_pid: Option<u32>) -> Self {
+        Self {
+            gateway_cpu: gateway_pids.iter().filter_map(|&p| cpu_time(p)).sum(),
+            nats_cpu: nats_pid.and_then(cpu_time).unwrap_or_default(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub fn finish(self, gateway_pids: &[u32], nats_pid: Option<u32>) -> Used {
+        Used {
+            gateway_cpu_seconds: gateway_pids
+                .iter()
+                .filter_map(|&p| cpu_time(p))
+                .sum::<Duration>()
+                .saturating_sub(self.gateway_cpu)
+                .as_secs_f64(),
+            nats_cpu_seconds: nats_pid
+                .and_then(cpu_time)
+                .unwrap_or_default()
+                .saturating_sub(self.nats_cpu)
+                .as_secs_f64(),
+            wall_seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// Plays the plan's users in this process; `prefix` marks its progress lines.
+pub async fn play(plan: &Plan, prefix: &str) -> anyhow::Result<Played> {
+    let scenario = plan.scenario.clone();
+    let rss0 = rss_kib(std::process::id()).unwrap_or(0);
+    let wait_ms = plan.start_unix_ms.saturating_sub(unix_micros() / 1000);
+    let t0 = Instant::now() + Duration::from_millis(wait_ms);
+    let ramp = plan.ramp();
+    let end = t0 + ramp + scenario.duration;
+    let shared = Arc::new(Shared {
+        urls: plan.ws_urls.clone(),
+        http_ports: plan.http_ports.clone(),
+        source_ips: plan.source_ips,
         histograms: METRICS.iter().map(|_| Mutex::new(latency_histogram())).collect(),
         counters: Counters::default(),
         errors: Mutex::default(),
@@ -280,8 +428,9 @@ pub async fn run(site: &Site, options: &RunOptions) -> anyhow::Result<Report> {
         scenario: scenario.clone(),
     });
     println!(
-        "{}: {} users over {} gateways, ramp {:?}, then {:?} at {:.1} msg/s (seed {})",
+        "{prefix}{}: {} of {} users over {} gateways, ramp {:?}, then {:?} at {:.1} msg/s overall (seed {})",
         scenario.name,
+        plan.users.len(),
         scenario.users,
         shared.urls.len(),
         ramp,
@@ -290,19 +439,26 @@ pub async fn run(site: &Site, options: &RunOptions) -> anyhow::Result<Report> {
         scenario.seed
     );
     let mut tasks = tokio::task::JoinSet::new();
-    let mut jitter = StdRng::seed_from_u64(scenario.seed);
-    for (index, identity) in identities.into_iter().enumerate() {
-        let slot = ramp.as_secs_f64() / scenario.users as f64;
-        let at = slot * index as f64 + jitter.random_range(0.0..slot.max(1e-9));
-        let token = site.token(identity);
+    let slot = ramp.as_secs_f64() / scenario.users as f64;
+    for user in &plan.users {
+        // The jitter derives from the seed and the global index: any split over agents gives
+        // every user the same start.
+        let mut jitter = StdRng::seed_from_u64(scenario.seed ^ (user.index as u64).wrapping_mul(0x2545_f491));
+        let at = slot * user.index as f64 + jitter.random_range(0.0..slot.max(1e-9));
         let shared = shared.clone();
-        tasks.spawn(virtual_user(shared, index, identity, token, t0 + Duration::from_secs_f64(at)));
+        tasks.spawn(virtual_user(
+            shared,
+            user.index,
+            user.identity,
+            user.token.clone(),
+            t0 + Duration::from_secs_f64(at),
+        ));
     }
     let mut rss_peak = rss0;
     let mut connected_peak = 0;
-    let mut ticker = tokio::time::interval(options.progress_every);
+    let mut ticker = tokio::time::interval(Duration::from_millis(plan.progress_ms.max(100)));
     ticker.tick().await;
-    let deadline = end + options.settle;
+    let deadline = end + Duration::from_millis(plan.settle_ms);
     let mut outcomes = Vec::new();
     loop {
         tokio::select! {
@@ -316,8 +472,8 @@ pub async fn run(site: &Site, options: &RunOptions) -> anyhow::Result<Report> {
                 connected_peak = connected_peak.max(connected);
                 rss_peak = rss_peak.max(rss_kib(std::process::id()).unwrap_or(0));
                 println!(
-                    "  t={:>5.0}s connected={connected} sent={} acked={} delivered={} failures={} reconnects={} | p99 deliver {:.1} ms, ack {:.1} ms, presence {:.1} ms",
-                    t0.elapsed().as_secs_f64(),
+                    "{prefix}  t={:>5.0}s connected={connected} sent={} acked={} delivered={} failures={} reconnects={} | p99 deliver {:.1} ms, ack {:.1} ms, presence {:.1} ms",
+                    Instant::now().saturating_duration_since(t0).as_secs_f64(),
                     c.sent.load(Ordering::Relaxed),
                     c.acked.load(Ordering::Relaxed),
                     c.delivered.load(Ordering::Relaxed),
@@ -336,15 +492,8 @@ pub async fn run(site: &Site, options: &RunOptions) -> anyhow::Result<Report> {
     outcomes.sort_unstable_by_key(|o| o.index);
     let acked: Vec<(Seq, ChannelId)> = outcomes.iter().flat_map(|o| o.acked.iter().copied()).collect();
     let inboxes: Vec<Inbox> = outcomes.into_iter().map(|o| o.inbox).collect();
-    let verdict = check(&acked, &inboxes);
     let c = &shared.counters;
-    let users = scenario.users;
-    let errors: std::collections::BTreeMap<String, u64> =
-        shared.errors.lock().expect("errors lock").iter().map(|(k, v)| (k.clone(), *v)).collect();
-    let report = Report {
-        started_unix_ms,
-        wall_seconds: t0.elapsed().as_secs_f64(),
-        users,
+    let totals = Totals {
         connected_peak,
         sent: c.sent.load(Ordering::Relaxed),
         acked: c.acked.load(Ordering::Relaxed),
@@ -352,26 +501,26 @@ pub async fn run(site: &Site, options: &RunOptions) -> anyhow::Result<Report> {
         failures: c.failures.load(Ordering::Relaxed),
         reconnects: c.reconnects.load(Ordering::Relaxed),
         history_required: c.history_required.load(Ordering::Relaxed),
-        latency: METRICS
-            .iter()
-            .zip(&shared.histograms)
-            .map(|(name, h)| (name.to_string(), Latency::of(&h.lock().expect("histogram lock"))))
-            .collect(),
-        checker: verdict,
-        errors,
-        gateway_cpu_seconds: gateway_pids
-            .iter()
-            .filter_map(|&p| cpu_time(p))
-            .sum::<Duration>()
-            .saturating_sub(cpu0)
-            .as_secs_f64(),
-        nats_cpu_seconds: nats_pid.and_then(cpu_time).unwrap_or_default().saturating_sub(nats0).as_secs_f64(),
-        loadgen_rss_kib: rss_peak,
-        loadgen_bytes_per_user: rss_peak.saturating_sub(rss0) as f64 * 1024.0 / users as f64,
-        gate: None,
-        scenario,
     };
-    Ok(report)
+    let histograms = shared
+        .histograms
+        .iter()
+        .map(|h| {
+            let h = h.lock().expect("histogram lock");
+            h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect()
+        })
+        .collect();
+    let errors = shared.errors.lock().expect("errors lock").iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let part = Part {
+        users: plan.users.len(),
+        totals,
+        histograms,
+        errors,
+        rss_peak_kib: rss_peak,
+        rss_growth_kib: rss_peak.saturating_sub(rss0),
+        verdict: Verdict::default(),
+    };
+    Ok(Played { part, acked, inboxes })
 }
 
 /// What one virtual user leaves for the checker.
@@ -711,6 +860,56 @@ async fn history_page(shared: &Shared, gateway: usize, token: &str, channel: Cha
 }
 
 impl Report {
+    /// Merges the parts of every process into one report.
+    pub fn assemble(scenario: Scenario, started_unix_ms: u64, parts: Vec<Part>, used: Used) -> Self {
+        let mut totals = Totals::default();
+        let mut histograms: Vec<Histogram<u64>> = METRICS.iter().map(|_| latency_histogram()).collect();
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        let mut checker = Verdict::default();
+        let (mut rss_peak, mut rss_growth, mut users) = (0, 0, 0);
+        for part in &parts {
+            totals.add(&part.totals);
+            for (h, values) in histograms.iter_mut().zip(&part.histograms) {
+                for &(value, count) in values {
+                    let _ = h.record_n(value.max(1), count);
+                }
+            }
+            for (k, v) in &part.errors {
+                *errors.entry(k.clone()).or_default() += v;
+            }
+            checker.merge(&part.verdict);
+            rss_peak += part.rss_peak_kib;
+            rss_growth += part.rss_growth_kib;
+            users += part.users;
+        }
+        Self {
+            started_unix_ms,
+            wall_seconds: used.wall_seconds,
+            users,
+            agents: parts.len(),
+            connected_peak: totals.connected_peak,
+            sent: totals.sent,
+            acked: totals.acked,
+            requests: totals.requests,
+            failures: totals.failures,
+            reconnects: totals.reconnects,
+            history_required: totals.history_required,
+            latency: METRICS
+                .iter()
+                .zip(&histograms)
+                .map(|(name, h)| (name.to_string(), Latency::of(h)))
+                .collect(),
+            checker,
+            errors,
+            gateway_cpu_seconds: used.gateway_cpu_seconds,
+            nats_cpu_seconds: used.nats_cpu_seconds,
+            loadgen_rss_kib: rss_peak,
+            loadgen_bytes_per_user: rss_growth as f64 * 1024.0 / users.max(1) as f64,
+            gate: None,
+            scenario,
+        }
+    }
+
     /// Checks the thresholds; records and returns the result.
     pub fn gate(&mut self, gate: &Gate) -> &GateResult {
         let mut failures = Vec::new();

@@ -34,7 +34,7 @@ pub struct Claims {
 }
 
 /// Who a verified token speaks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     pub user: UserId,
     pub org: OrgId,

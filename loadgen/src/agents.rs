@@ -1,0 +1,143 @@
+//! Several agent processes for one run: a process may hold at most ~15,000 connections (the
+//! per-process file limit is 20,000), so `loadgen run --agents N` splits the users (user *i*
+//! to agent *i mod N*) over N child processes of `loadgen agent` on this host.
+//!
+//! Protocol, over files in a work directory and one line each way on stdio:
+//! 1. the coordinator writes `plan-<k>.json` (the scenario, the shared wall-clock start, the
+//!    gateways, agent *k*'s users with tokens) and starts `loadgen agent --plan … --out …`;
+//! 2. each agent plays its users, writes `acked-<k>.json` (its acknowledged `(seq, channel)`s)
+//!    and prints `ACKED`;
+//! 3. once all have, the coordinator merges them into `acked.json` and writes `CHECK` to every
+//!    agent's stdin; each checks its own users against every acknowledged message, writes
+//!    `part-<k>.json` and prints `DONE`;
+//! 4. the coordinator merges the parts into one report.
+//!
+//! Every agent prints its own progress lines, prefixed `[agent k]`. Presence and typing
+//! latencies are observed between users of the same agent (the time of a change is known only
+//! in the process that made it); deliveries carry their send time and are measured everywhere.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+
+use threadspace_protocol::ChannelId;
+
+use crate::checker::check;
+use crate::run::{play, Part, Plan, Report, Usage};
+
+/// Runs `plan` over `agents` child processes of this executable.
+pub fn coordinate(
+    plan: Plan,
+    agents: usize,
+    work: &Path,
+    gateway_pids: &[u32],
+    nats_pid: Option<u32>,
+) -> anyhow::Result<Report> {
+    let exe = std::env::current_exe()?;
+    let usage = Usage::start(gateway_pids, nats_pid);
+    let mut children: Vec<(Child, ChildStdin)> = Vec::new();
+    let (lines_tx, lines_rx) = mpsc::channel::<(usize, String)>();
+    for k in 0..agents {
+        let mut slice = plan.clone();
+        slice.users = plan.users.iter().filter(|u| u.index % agents == k).cloned().collect();
+        let plan_path = work.join(format!("plan-{k}.json"));
+        std::fs::write(&plan_path, serde_json::to_vec(&slice)?)?;
+        let mut child = Command::new(&exe)
+            .args(["agent", "--index", &k.to_string(), "--plan"])
+            .arg(&plan_path)
+            .arg("--out")
+            .arg(work)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start agent {k} ({}): {e}", exe.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stdin = child.stdin.take().expect("piped");
+        let tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send((k, line)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send((k, "EXITED".into()));
+        });
+        children.push((child, stdin));
+    }
+    drop(lines_tx);
+    let wait_for = |word: &str| -> anyhow::Result<()> {
+        let mut waiting: Vec<bool> = vec![true; agents];
+        while waiting.iter().any(|w| *w) {
+            let (k, line) =
+                lines_rx.recv().map_err(|_| anyhow::anyhow!("every agent ended before {word}"))?;
+            if line == word {
+                waiting[k] = false;
+            } else if line == "EXITED" {
+                anyhow::bail!("agent {k} exited before {word} (its output is above)");
+            } else {
+                println!("[agent {k}] {line}");
+            }
+        }
+        Ok(())
+    };
+    let result = (|| -> anyhow::Result<Vec<Part>> {
+        wait_for("ACKED")?;
+        let mut acked: Vec<(u64, ChannelId)> = Vec::new();
+        for k in 0..agents {
+            let bytes = std::fs::read(work.join(format!("acked-{k}.json")))?;
+            acked.extend(serde_json::from_slice::<Vec<(u64, ChannelId)>>(&bytes)?);
+        }
+        std::fs::write(work.join("acked.json"), serde_json::to_vec(&acked)?)?;
+        for (_, stdin) in &mut children {
+            writeln!(stdin, "CHECK")?;
+            stdin.flush()?;
+        }
+        wait_for("DONE")?;
+        let mut parts = Vec::new();
+        for k in 0..agents {
+            let bytes = std::fs::read(work.join(format!("part-{k}.json")))?;
+            parts.push(serde_json::from_slice::<Part>(&bytes)?);
+        }
+        Ok(parts)
+    })();
+    for (child, _) in &mut children {
+        if result.is_err() {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+    let parts = result?;
+    Ok(Report::assemble(
+        plan.scenario.clone(),
+        plan.start_unix_ms,
+        parts,
+        usage.finish(gateway_pids, nats_pid),
+    ))
+}
+
+/// The agent side: plays the plan's users, then checks them (see the module docs).
+pub async fn agent(index: usize, plan_path: &Path, out: &Path) -> anyhow::Result<()> {
+    let plan: Plan = serde_json::from_slice(
+        &std::fs::read(plan_path)
+            .map_err(|e| anyhow::anyhow!("cannot read plan {}: {e}", plan_path.display()))?,
+    )
+    .map_err(|e| anyhow::anyhow!("plan {} is not a plan: {e}", plan_path.display()))?;
+    let played = play(&plan, "").await?;
+    let file = |name: &str| -> PathBuf { out.join(format!("{name}-{index}.json")) };
+    std::fs::write(file("acked"), serde_json::to_vec(&played.acked)?)?;
+    println!("ACKED");
+    let mut line = String::new();
+    tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line).map(|_| line))
+        .await??
+        .trim()
+        .eq("CHECK")
+        .then_some(())
+        .ok_or_else(|| anyhow::anyhow!("the coordinator did not ask for the check"))?;
+    let acked: Vec<(u64, ChannelId)> = serde_json::from_slice(&std::fs::read(out.join("acked.json"))?)?;
+    let mut part = played.part;
+    part.verdict = check(&acked, &played.inboxes);
+    std::fs::write(file("part"), serde_json::to_vec(&part)?)?;
+    println!("DONE");
+    Ok(())
+}
