@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod bench;
+pub mod capacity;
 pub mod checker;
 pub mod idle;
 pub mod presence;

@@ -13,6 +13,110 @@ use threadspace_loadgen::scenario::Scenario;
 use threadspace_loadgen::target::Target;
 use threadspace_loadgen::writer::{self, WriterOptions};
 
+/// What to play and where (shared by `run` and `capacity`).
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// Preset: smoke (CI: 2,000 users, ~1 min), threadspace-75k, burst.
+    #[arg(long, default_value = "smoke")]
+    preset: String,
+    /// Scenario file (JSON; fields over a `base` preset; see docs/loadgen.md).
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Override the scenario's user count.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=200_000))]
+    users: Option<u64>,
+    /// Override the measured duration.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Override the random seed (same seed, same schedule).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Start a private stack (nats-server, PostgreSQL, --gateways gateways, seeded) instead
+    /// of using the one `./threadspace up` started.
+    #[arg(long)]
+    own_stack: bool,
+    /// Gateways of the private stack.
+    #[arg(long, default_value = "2", value_parser = clap::value_parser!(u64).range(1..=8))]
+    gateways: u64,
+    /// Extra flag for the private stack's gateways, repeatable.
+    #[arg(long = "gateway-arg", allow_hyphen_values = true)]
+    gateway_args: Vec<String>,
+    /// Spread connections over 127.0.0.2 … 127.0.0.(1+N); 0 uses the default address.
+    #[arg(long, default_value = "4")]
+    source_ips: u8,
+}
+
+/// SLO thresholds (shared by `run` and `capacity`).
+#[derive(Debug, clap::Args)]
+struct GateArgs {
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    max_delivery_p99: Duration,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    max_presence_p99: Duration,
+    /// Largest failed share of requests, 0 to 1.
+    #[arg(long, default_value = "0.001")]
+    max_error_rate: f64,
+}
+
+impl GateArgs {
+    fn gate(&self) -> anyhow::Result<run::Gate> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.max_error_rate),
+            "--max-error-rate must be between 0 and 1, got {}",
+            self.max_error_rate
+        );
+        Ok(run::Gate {
+            max_delivery_p99: self.max_delivery_p99,
+            max_presence_p99: self.max_presence_p99,
+            max_error_rate: self.max_error_rate,
+        })
+    }
+}
+
+impl LoadArgs {
+    /// The scenario with the overrides applied, and where to play it.
+    async fn resolve(&self, stack_dir: &std::path::Path) -> anyhow::Result<(Scenario, run::Site)> {
+        let mut scenario = match &self.scenario {
+            Some(path) => Scenario::load(path)?,
+            None => Scenario::preset(&self.preset).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown --preset `{}`; presets: {}",
+                    self.preset,
+                    Scenario::PRESETS.join(", ")
+                )
+            })?,
+        };
+        if let Some(users) = self.users {
+            scenario.users = users as usize;
+        }
+        if let Some(duration) = self.duration {
+            scenario.duration = duration;
+        }
+        if let Some(seed) = self.seed {
+            scenario.seed = seed;
+        }
+        scenario.validate()?;
+        let site = if self.own_stack {
+            println!("starting a private stack with {} gateways…", self.gateways);
+            run::own_site(&scenario, self.gateways as usize, &self.gateway_args).await?
+        } else {
+            anyhow::ensure!(self.gateway_args.is_empty(), "--gateway-arg needs --own-stack");
+            run::Site::Existing(Box::new(Target::open(stack_dir)?))
+        };
+        Ok((scenario, site))
+    }
+
+    fn options(&self, scenario: Scenario, report: Option<PathBuf>) -> run::RunOptions {
+        run::RunOptions {
+            scenario,
+            source_ips: self.source_ips,
+            report,
+            progress_every: Duration::from_secs(5),
+            settle: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Drives real ThreadSpace WebSocket clients against a stack started by `./threadspace up`.
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version)]
@@ -57,50 +161,39 @@ enum Command {
     /// Replay a traffic scenario (preset or file) over real WebSockets, check every delivery,
     /// report latencies, and gate on SLOs.
     Run {
-        /// Preset: smoke (CI: 2,000 users, ~1 min), threadspace-75k, burst.
-        #[arg(long, default_value = "smoke")]
-        preset: String,
-        /// Scenario file (JSON; fields over a `base` preset; see docs/loadgen.md).
-        #[arg(long, conflicts_with = "preset")]
-        scenario: Option<PathBuf>,
-        /// Override the scenario's user count.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(2..=200_000))]
-        users: Option<u64>,
-        /// Override the measured duration.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        duration: Option<Duration>,
-        /// Override the random seed (same seed, same schedule).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Start a private stack (nats-server, PostgreSQL, --gateways gateways, seeded) instead
-        /// of using the one `./threadspace up` started.
-        #[arg(long)]
-        own_stack: bool,
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        thresholds: GateArgs,
         /// Play the users in this many child processes (user i in agent i mod N); needed above
         /// ~15,000 users (the per-process file limit).
         #[arg(long, default_value = "1", value_parser = clap::value_parser!(u64).range(1..=64))]
         agents: u64,
-        /// Gateways of the private stack.
-        #[arg(long, default_value = "2", value_parser = clap::value_parser!(u64).range(1..=8))]
-        gateways: u64,
-        /// Extra flag for the private stack's gateways, repeatable.
-        #[arg(long = "gateway-arg", allow_hyphen_values = true)]
-        gateway_args: Vec<String>,
-        #[arg(long, default_value = "4")]
-        source_ips: u8,
         /// Write the JSON report here.
         #[arg(long)]
         report: Option<PathBuf>,
         /// Exit non-zero if a threshold is broken.
         #[arg(long)]
         gate: bool,
-        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
-        max_delivery_p99: Duration,
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        max_presence_p99: Duration,
-        /// Largest failed share of requests, 0 to 1.
-        #[arg(long, default_value = "0.001")]
-        max_error_rate: f64,
+    },
+    /// Raise the scenario's message rate step by step until a threshold breaks, bisect, and
+    /// report the highest sustainable rate.
+    Capacity {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        thresholds: GateArgs,
+        /// Each step multiplies the load factor by this.
+        #[arg(long, default_value = "1.6")]
+        growth: f64,
+        #[arg(long, default_value = "8", value_parser = clap::value_parser!(u64).range(1..=30))]
+        max_steps: u64,
+        /// Bisection steps between the last pass and the first failure.
+        #[arg(long, default_value = "2", value_parser = clap::value_parser!(u64).range(0..=10))]
+        refine: u64,
+        /// Write the JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// One agent of a `run --agents N` (started by the coordinator; not for direct use).
     #[command(hide = true)]
@@ -221,7 +314,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Agent { index, plan, out } = &cli.command {
         return threadspace_loadgen::agents::agent(*index, plan, out).await;
     }
-    if let Command::Run { .. } = &cli.command {
+    if let Command::Run { .. } | Command::Capacity { .. } = &cli.command {
         return run_scenario(cli.command, &cli.stack_dir).await;
     }
     if let Command::Presence {
@@ -256,7 +349,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let target = Target::open(&cli.stack_dir)?;
     match cli.command {
-        Command::Writer { .. } | Command::Presence { .. } | Command::Run { .. } | Command::Agent { .. } => {
+        Command::Writer { .. }
+        | Command::Presence { .. }
+        | Command::Run { .. }
+        | Command::Capacity { .. }
+        | Command::Agent { .. } => {
             unreachable!("handled above")
         }
         Command::Idle { connections, users, gateway, concurrency, source_ips, hold } => {
@@ -279,84 +376,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::Result<()> {
-    let Command::Run {
-        preset,
-        scenario,
-        users,
-        duration,
-        seed,
-        own_stack,
-        agents,
-        gateways,
-        gateway_args,
-        source_ips,
-        report,
-        gate,
-        max_delivery_p99,
-        max_presence_p99,
-        max_error_rate,
-    } = command
-    else {
-        unreachable!("called for run only")
-    };
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&max_error_rate),
-        "--max-error-rate must be between 0 and 1, got {max_error_rate}"
-    );
-    let mut scenario = match &scenario {
-        Some(path) => Scenario::load(path)?,
-        None => Scenario::preset(&preset).ok_or_else(|| {
-            anyhow::anyhow!("unknown --preset `{preset}`; presets: {}", Scenario::PRESETS.join(", "))
-        })?,
-    };
-    if let Some(users) = users {
-        scenario.users = users as usize;
+    match command {
+        Command::Run { load, thresholds, agents, report, gate } => {
+            let thresholds = thresholds.gate()?;
+            let (scenario, site) = load.resolve(stack_dir).await?;
+            let options = load.options(scenario, report.clone());
+            let mut result = if agents > 1 {
+                let plan = run::plan(&site, &options).await?;
+                let (gateway_pids, nats_pid) = site.pids();
+                let work = tempfile::tempdir()?;
+                let work_path = work.path().to_path_buf();
+                let agents = agents as usize;
+                tokio::task::spawn_blocking(move || {
+                    threadspace_loadgen::agents::coordinate(plan, agents, &work_path, &gateway_pids, nats_pid)
+                })
+                .await??
+            } else {
+                run::run(&site, &options).await?
+            };
+            let passed = result.gate(&thresholds).passed;
+            result.print();
+            write_report(report.as_deref(), &result)?;
+            if gate && !passed {
+                let reasons = result.gate.as_ref().map(|g| g.failures.join("; ")).unwrap_or_default();
+                anyhow::bail!("gate failed: {reasons}");
+            }
+            Ok(())
+        }
+        Command::Capacity { load, thresholds, growth, max_steps, refine, report } => {
+            let thresholds = thresholds.gate()?;
+            anyhow::ensure!(
+                growth.is_finite() && growth > 1.0 && growth <= 10.0,
+                "--growth must be in (1, 10]"
+            );
+            let (scenario, site) = load.resolve(stack_dir).await?;
+            let options = load.options(scenario, None);
+            let result = threadspace_loadgen::capacity::search(
+                &site,
+                &options,
+                &thresholds,
+                growth,
+                max_steps as usize,
+                refine as usize,
+            )
+            .await?;
+            write_report(report.as_deref(), &result)
+        }
+        _ => unreachable!("called for run and capacity only"),
     }
-    if let Some(duration) = duration {
-        scenario.duration = duration;
-    }
-    if let Some(seed) = seed {
-        scenario.seed = seed;
-    }
-    scenario.validate()?;
-    let site = if own_stack {
-        println!("starting a private stack with {gateways} gateways…");
-        run::own_site(&scenario, gateways as usize, &gateway_args).await?
-    } else {
-        anyhow::ensure!(gateway_args.is_empty(), "--gateway-arg needs --own-stack");
-        run::Site::Existing(Box::new(Target::open(stack_dir)?))
-    };
-    let options = run::RunOptions {
-        scenario,
-        source_ips,
-        report: report.clone(),
-        progress_every: Duration::from_secs(5),
-        settle: Duration::from_secs(5),
-    };
-    let mut result = if agents > 1 {
-        let plan = run::plan(&site, &options).await?;
-        let (gateway_pids, nats_pid) = site.pids();
-        let work = tempfile::tempdir()?;
-        let work_path = work.path().to_path_buf();
-        let agents = agents as usize;
-        tokio::task::spawn_blocking(move || {
-            threadspace_loadgen::agents::coordinate(plan, agents, &work_path, &gateway_pids, nats_pid)
-        })
-        .await??
-    } else {
-        run::run(&site, &options).await?
-    };
-    let thresholds = run::Gate { max_delivery_p99, max_presence_p99, max_error_rate };
-    let passed = result.gate(&thresholds).passed;
-    result.print();
-    if let Some(path) = &report {
-        std::fs::write(path, serde_json::to_vec_pretty(&result)?)
+}
+
+fn write_report(path: Option<&std::path::Path>, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_vec_pretty(report)?)
             .map_err(|e| anyhow::anyhow!("cannot write the report to {}: {e}", path.display()))?;
         println!("report written to {}", path.display());
-    }
-    if gate && !passed {
-        let reasons = result.gate.as_ref().map(|g| g.failures.join("; ")).unwrap_or_default();
-        anyhow::bail!("gate failed: {reasons}");
     }
     Ok(())
 }
