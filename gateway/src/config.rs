@@ -33,7 +33,8 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_GATEWAY_POSTGRES_POOL", default_value = "16")]
     pub postgres_pool: NonZeroUsize,
 
-    /// Postgres connections for history pages and search (separate from the directory's).
+    /// Postgres connections for history pages, search and read markers (separate from the
+    /// directory pool that hellos use).
     #[arg(long, env = "THREADSPACE_GATEWAY_HISTORY_POOL", default_value = "8")]
     pub history_pool: NonZeroUsize,
 

@@ -325,6 +325,16 @@ impl Hub {
         delivered
     }
 
+    /// Queues an ephemeral frame to every local connection of `user`. Returns how many.
+    pub fn deliver_user(&self, user: UserId, frame: &Bytes) -> usize {
+        let item: Outbound = Arc::new(OutFrame::Frame(frame.clone()));
+        let inner = self.inner.read().expect("hub lock is never poisoned");
+        inner
+            .users
+            .get(&user)
+            .map_or(0, |entry| entry.conns.iter().filter(|conn| conn.push(item.clone())).count())
+    }
+
     /// Queues a presence frame to every local connection of `org`. Returns how many.
     pub fn deliver_org(&self, org: OrgId, frame: &Bytes) -> usize {
         let item: Outbound = Arc::new(OutFrame::Frame(frame.clone()));

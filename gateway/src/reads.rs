@@ -33,7 +33,7 @@ pub async fn mark(state: &State, handle: &ConnHandle, reference: String, channel
         let message = format!("you are not a member of channel {channel}");
         return error(handle, ErrorCode::NotMember, reference, message);
     }
-    let (stored, moved) = match state.directory.mark_read(handle.user, channel, seq).await {
+    let (stored, moved, direct) = match state.markers.mark_read(handle.user, channel, seq).await {
         Ok(outcome) => outcome,
         Err(e) => {
             metrics::counter!(m::READS, "result" => "failed").increment(1);
@@ -45,8 +45,8 @@ pub async fn mark(state: &State, handle: &ConnHandle, reference: String, channel
     metrics::counter!(m::READS, "result" => if moved { "moved" } else { "stale" }).increment(1);
     handle.push_frame(&ServerFrame::ReadAck { reference, channel, seq: stored });
     if moved {
-        let payload =
-            serde_json::to_vec(&ReadEvent { user: handle.user, seq: stored }).expect("events serialize");
+        let payload = serde_json::to_vec(&ReadEvent { user: handle.user, seq: stored, direct })
+            .expect("events serialize");
         if let Err(e) = state.nats.publish(read_subject(handle.org, channel), payload.into()).await {
             warn!(error = %e, "read marker announcement not published");
         }
@@ -62,8 +62,12 @@ pub async fn subscribe(state: Arc<State>, shutdown: CancellationToken) {
             warn!(subject = %message.subject, "undecodable read marker announcement");
             return;
         };
-        let frame = ServerFrame::Read { channel, user: event.user, seq: event.seq };
-        state.hub.deliver_ephemeral(channel, None, &Bytes::from(frame.encode()));
+        let frame = Bytes::from(ServerFrame::Read { channel, user: event.user, seq: event.seq }.encode());
+        if event.direct {
+            state.hub.deliver_ephemeral(channel, None, &frame);
+        } else {
+            state.hub.deliver_user(event.user, &frame);
+        }
     })
     .await;
 }

@@ -25,6 +25,9 @@ pub struct State {
     pub directory: Directory,
     /// Pool for history pages and search.
     pub history: threadspace_store::Pool,
+    /// Read-marker writes, on the history pool: hellos keep the directory pool to themselves,
+    /// so a flood of read markers can never starve connects.
+    pub markers: Directory,
     pub metrics: Option<PrometheusHandle>,
     /// Parent of every connection's cancellation token.
     pub connections: CancellationToken,
@@ -71,6 +74,7 @@ impl State {
             nats: parts.nats,
             jetstream,
             directory: parts.directory,
+            markers: Directory::new(parts.history.clone()),
             history: parts.history,
             metrics: parts.metrics,
             connections: CancellationToken::new(),

@@ -53,6 +53,11 @@ pub struct MembershipEvent {
 pub struct ReadEvent {
     pub user: UserId,
     pub seq: crate::ids::Seq,
+    /// A DM or group DM: every member is told (to show "seen"). In a channel only the
+    /// reader's own sessions are (read state syncs across devices; a 500-member channel does
+    /// not hear each member's every read).
+    #[serde(default)]
+    pub direct: bool,
 }
 
 /// A typing indicator, published on `typing.<org>.<channel>` (core NATS, never stored).

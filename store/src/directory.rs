@@ -100,13 +100,14 @@ impl Directory {
     }
 
     /// Moves `user`'s read marker in `channel` forward to `seq` (never back). Returns the marker
-    /// now stored and whether this call moved it. Committed before it returns.
+    /// now stored, whether this call moved it, and whether the channel is a DM or group DM
+    /// (whose other members are told). Committed before it returns.
     pub async fn mark_read(
         &self,
         user: UserId,
         channel: ChannelId,
         seq: u64,
-    ) -> Result<(u64, bool), DirectoryError> {
+    ) -> Result<(u64, bool, bool), DirectoryError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
@@ -115,10 +116,12 @@ impl Directory {
                      ON CONFLICT (user_id, channel_id) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
                          WHERE r.seq < EXCLUDED.seq
                      RETURNING seq)
-                 SELECT seq, true FROM moved
-                 UNION ALL
-                 SELECT seq, false FROM read_markers WHERE user_id = $1 AND channel_id = $2
-                     AND NOT EXISTS (SELECT 1 FROM moved)",
+                 SELECT m.seq, m.moved, c.kind IN ('dm', 'group_dm')
+                 FROM (SELECT seq, true AS moved FROM moved
+                       UNION ALL
+                       SELECT seq, false FROM read_markers WHERE user_id = $1 AND channel_id = $2
+                           AND NOT EXISTS (SELECT 1 FROM moved)) m
+                 CROSS JOIN channels c WHERE c.id = $2",
             )
             .await
             .map_err(DirectoryError::Query)?;
@@ -126,7 +129,7 @@ impl Directory {
             .query_one(&statement, &[&user.0, &channel.0, &(seq as i64)])
             .await
             .map_err(DirectoryError::Query)?;
-        Ok((row.get::<_, i64>(0) as u64, row.get(1)))
+        Ok((row.get::<_, i64>(0) as u64, row.get(1), row.get(2)))
     }
 
     /// A channel by id.

@@ -1,11 +1,12 @@
-//! Read markers against real servers: stored before `read_ack`, announced to the channel's
-//! members on every gateway (never to non-members or another org), carried in `welcome` across
-//! reconnects and gateway restarts, and never moved back by a stale marker.
+//! Read markers against real servers: stored before `read_ack`, announced on every gateway —
+//! in a DM to its members (to show "seen"), in a channel only to the reader's own sessions,
+//! never to anyone else or another org — carried in `welcome` across reconnects and gateway
+//! restarts, and never moved back by a stale marker.
 
 use std::time::Duration;
 
 use threadspace_protocol::client::{Client, Incoming};
-use threadspace_protocol::frames::{ClientFrame, ErrorCode, ServerFrame, Welcome};
+use threadspace_protocol::frames::{ChannelKind, ClientFrame, ErrorCode, ServerFrame, Welcome};
 use threadspace_protocol::{ChannelId, Seq, UserId};
 use threadspace_tests::{frames_within, recv_until, send_and_ack, Fixture};
 
@@ -40,7 +41,8 @@ fn last_read(welcome: &Welcome, channel: ChannelId) -> Seq {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_markers_are_announced_to_members_survive_restarts_and_never_move_back() -> anyhow::Result<()> {
+async fn read_markers_sync_devices_show_seen_in_dms_survive_restarts_and_never_move_back(
+) -> anyhow::Result<()> {
     let mut fx = Fixture::start(2, &[]).await?;
     let (mallory, other_org) = threadspace_tests::seed_other_org(&fx.stack).await?;
     // `random`: alice, carol, erin are members; bob is not.
@@ -61,10 +63,28 @@ async fn read_markers_are_announced_to_members_survive_restarts_and_never_move_b
     assert_eq!(mark_read(&mut alice, random, seqs[2], "r1").await?, seqs[2]);
     let expected = vec![(random, fx.user("alice"), seqs[2])];
     let window = Duration::from_millis(1500);
-    assert_eq!(announcements(&mut carol, window).await, expected, "a member on the other gateway sees it");
-    assert_eq!(announcements(&mut alice_phone, window).await, expected, "so does the reader's other device");
+    assert_eq!(announcements(&mut alice_phone, window).await, expected, "the reader's other device syncs");
+    assert!(
+        announcements(&mut carol, Duration::from_millis(500)).await.is_empty(),
+        "a channel's other members do not hear each read"
+    );
     assert!(announcements(&mut bob, Duration::from_millis(300)).await.is_empty(), "not a member");
     assert!(announcements(&mut outsider, Duration::from_millis(300)).await.is_empty(), "another org");
+
+    // In a DM the other member is told, on the other gateway: that is "seen". (The seeded
+    // layout pairs each user with the next one: alice and bob share a DM.)
+    let (mut bob_dm, bob_welcome) = fx.connect("bob", 1).await?;
+    let dm = welcome
+        .channels
+        .iter()
+        .find(|c| c.kind == ChannelKind::Dm && bob_welcome.channels.iter().any(|b| b.id == c.id))
+        .expect("alice and bob share a DM")
+        .id;
+    let (dm_seq, _, _) = send_and_ack(&mut bob_dm, dm, "dm1", "lunch?").await?;
+    assert_eq!(mark_read(&mut alice, dm, dm_seq, "r-dm").await?, dm_seq);
+    let seen = vec![(dm, fx.user("alice"), dm_seq)];
+    assert_eq!(announcements(&mut bob_dm, window).await, seen, "bob sees alice saw it");
+    assert!(announcements(&mut carol, Duration::from_millis(300)).await.is_empty(), "not in the DM");
 
     // A stale marker does not move it back, and is not announced.
     assert_eq!(
@@ -72,7 +92,10 @@ async fn read_markers_are_announced_to_members_survive_restarts_and_never_move_b
         seqs[2],
         "the ack names the marker in force"
     );
-    assert!(announcements(&mut carol, Duration::from_millis(500)).await.is_empty());
+    assert!(
+        announcements(&mut alice_phone, Duration::from_millis(500)).await.is_empty(),
+        "a stale marker is not announced"
+    );
 
     // Reconnect, and restart both gateways: welcome carries the marker.
     drop(alice);
