@@ -15,7 +15,7 @@ use threadspace_protocol::frames::ServerFrame;
 use threadspace_protocol::stored::StoredMessage;
 use threadspace_protocol::subjects::{parse_message_subject, MESSAGES_STREAM, MESSAGES_SUBJECTS};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::metrics as m;
 use crate::state::{anyhow_chain, State};
@@ -82,6 +82,14 @@ async fn consume(state: &State, start: u64, shutdown: &CancellationToken) -> Res
             },
         };
         let seq = message.info()?.stream_sequence;
+        if seq <= state.hub.head_seq() {
+            // Already fanned out: an ordered consumer that reset itself under load can hand
+            // back a message it delivered before. Delivering it again would duplicate it for
+            // every member.
+            metrics::counter!(m::FANOUT_REDELIVERED).increment(1);
+            debug!(seq, head = state.hub.head_seq(), "fanout skipped a message it had already delivered");
+            continue;
+        }
         if !state.config.fault_fanout_delay.is_zero() {
             tokio::time::sleep(state.config.fault_fanout_delay).await;
         }

@@ -16,6 +16,7 @@ pub const FANOUT_MESSAGES: &str = "threadspace_gateway_fanout_messages_total";
 pub const FANOUT_DELIVERIES: &str = "threadspace_gateway_fanout_deliveries_total";
 /// Gateway time at fanout minus the message's publish time.
 pub const FANOUT_LAG: &str = "threadspace_gateway_fanout_lag_seconds";
+pub const FANOUT_REDELIVERED: &str = "threadspace_gateway_fanout_redelivered_total";
 pub const FANOUT_UNDECODABLE: &str = "threadspace_gateway_fanout_undecodable_total";
 /// Label `result`: `fresh`, `replayed`, `history_required`.
 pub const RESUMES: &str = "threadspace_gateway_resumes_total";
@@ -67,6 +68,10 @@ pub fn describe() {
     describe_counter!(FANOUT_MESSAGES, "Stored messages read by this gateway's fanout consumer");
     describe_counter!(FANOUT_DELIVERIES, "Message frames queued to local connections");
     describe_histogram!(FANOUT_LAG, Unit::Seconds, "Publish time to fanout time");
+    describe_counter!(
+        FANOUT_REDELIVERED,
+        "Stream records the fanout had already delivered (skipped, not duplicated)"
+    );
     describe_counter!(FANOUT_UNDECODABLE, "Stream records the fanout could not decode");
     describe_counter!(RESUMES, "Hellos by resume outcome");
     describe_counter!(REPLAYED_MESSAGES, "Messages replayed to resuming clients");

@@ -28,8 +28,12 @@ pub struct WriteFailed;
 /// How long to wait for the next replayed message before giving up on the rest.
 const NEXT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Replays `(last_seq, head_seq]` and returns `head_seq`: every message at or below it has been
-/// replayed or announced as a history gap, so live frames at or below it are skipped.
+/// Replays `(last_seq, head_seq]` and returns `max(last_seq, head_seq)`: every message at or
+/// below it has been replayed, announced as a history gap, or already seen by the client, so
+/// live frames at or below it are skipped. (A client can be *ahead* of this gateway: it comes
+/// from a gateway whose fanout was further along. Without the `max`, the live frames between
+/// this gateway's head and the client's cursor would reach it a second time — the loadgen
+/// checker caught exactly that under overload.)
 pub async fn replay(
     state: &State,
     write: &mut WsWrite,
@@ -58,7 +62,7 @@ pub async fn replay(
     metrics::counter!(m::REPLAYED_MESSAGES).increment(replayed);
     send(state, write, &ServerFrame::Resumed { replayed, through_seq: head_seq }).await?;
     debug!(conn_id = handle.id, last_seq, head_seq, replayed, "resume replay done");
-    Ok(head_seq)
+    Ok(head_seq.max(last_seq))
 }
 
 enum Stop {

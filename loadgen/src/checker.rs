@@ -23,6 +23,12 @@ pub struct Inbox {
     received: HashSet<Seq>,
     last_in_channel: HashMap<ChannelId, Seq>,
     pub duplicates: u64,
+    /// The first few duplicated seqs, with the connection number (0 = first) of each copy.
+    pub duplicate_examples: Vec<(Seq, u32, u32)>,
+    /// Which connection of the chain received each seq (for duplicate examples).
+    received_on: HashMap<Seq, u32>,
+    /// Connections opened so far, minus one.
+    pub connection: u32,
     pub out_of_order: u64,
     pub unexpected: u64,
     /// Owed messages end here if the chain broke (`None`: connected to the end).
@@ -42,7 +48,14 @@ impl Inbox {
         }
         if !self.received.insert(seq) {
             self.duplicates += 1;
+            if self.duplicate_examples.len() < 3 {
+                let first = self.received_on.get(&seq).copied().unwrap_or(u32::MAX);
+                self.duplicate_examples.push((seq, first, self.connection));
+            }
             return;
+        }
+        if self.connection > 0 || self.received_on.len() < 4096 {
+            self.received_on.insert(seq, self.connection);
         }
         let last = self.last_in_channel.entry(channel).or_insert(0);
         if seq < *last {
@@ -88,6 +101,9 @@ pub struct Verdict {
     pub unexpected: u64,
     /// A few lost deliveries as `(user index, seq)`, to start an investigation from.
     pub lost_examples: Vec<(usize, Seq)>,
+    /// A few duplicates as `(seq, connection of the first copy, connection of the second)`.
+    #[serde(default)]
+    pub duplicate_examples: Vec<(Seq, u32, u32)>,
 }
 
 impl Verdict {
@@ -101,6 +117,8 @@ impl Verdict {
         self.unexpected += other.unexpected;
         let room = 10usize.saturating_sub(self.lost_examples.len());
         self.lost_examples.extend(other.lost_examples.iter().take(room).copied());
+        let room = 10usize.saturating_sub(self.duplicate_examples.len());
+        self.duplicate_examples.extend(other.duplicate_examples.iter().take(room).copied());
     }
 
     pub fn is_clean(&self) -> bool {
@@ -136,6 +154,9 @@ pub fn check(acked: &[(Seq, ChannelId)], inboxes: &[Inbox]) -> Verdict {
     }
     for inbox in inboxes {
         verdict.duplicated += inbox.duplicates;
+        if verdict.duplicate_examples.len() < 10 {
+            verdict.duplicate_examples.extend(inbox.duplicate_examples.iter().copied());
+        }
         verdict.out_of_order += inbox.out_of_order;
         verdict.unexpected += inbox.unexpected;
     }

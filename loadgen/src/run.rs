@@ -813,6 +813,7 @@ async fn reconnect(
     for attempt in 0..3 {
         let gateway = (first_gateway + attempt) % shared.urls.len();
         let cursor = inbox.cursor();
+        inbox.connection += 1;
         let Some((mut next, _, _)) = connect(shared, index, gateway, token, Some(cursor)).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -933,7 +934,10 @@ impl Report {
             failures.push(format!("{} deliveries lost (e.g. user#, seq: {:?})", c.lost, c.lost_examples));
         }
         if c.duplicated > 0 {
-            failures.push(format!("{} deliveries duplicated", c.duplicated));
+            failures.push(format!(
+                "{} deliveries duplicated (e.g. seq, connection of each copy: {:?})",
+                c.duplicated, c.duplicate_examples
+            ));
         }
         if c.out_of_order > 0 {
             failures.push(format!("{} deliveries out of order", c.out_of_order));
