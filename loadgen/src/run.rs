@@ -227,13 +227,8 @@ pub struct Report {
     pub users: usize,
     /// Processes that played the users (1 without `--agents`).
     pub agents: usize,
-    pub connected_peak: u64,
-    pub sent: u64,
-    pub acked: u64,
-    pub requests: u64,
-    pub failures: u64,
-    pub reconnects: u64,
-    pub history_required: u64,
+    #[serde(flatten)]
+    pub totals: Totals,
     pub latency: BTreeMap<String, Latency>,
     pub checker: Verdict,
     pub errors: BTreeMap<String, u64>,
@@ -888,13 +883,7 @@ impl Report {
             wall_seconds: used.wall_seconds,
             users,
             agents: parts.len(),
-            connected_peak: totals.connected_peak,
-            sent: totals.sent,
-            acked: totals.acked,
-            requests: totals.requests,
-            failures: totals.failures,
-            reconnects: totals.reconnects,
-            history_required: totals.history_required,
+            totals,
             latency: METRICS
                 .iter()
                 .zip(&histograms)
@@ -948,14 +937,14 @@ impl Report {
         if c.expected == 0 {
             failures.push("no deliveries were expected: the run measured nothing".into());
         }
-        let rate = self.failures as f64 / self.requests.max(1) as f64;
+        let rate = self.totals.failures as f64 / self.totals.requests.max(1) as f64;
         if rate > gate.max_error_rate {
             failures.push(format!(
                 "error rate {:.3} % is over {:.3} % ({} of {} requests; {:?})",
                 rate * 100.0,
                 gate.max_error_rate * 100.0,
-                self.failures,
-                self.requests,
+                self.totals.failures,
+                self.totals.requests,
                 self.errors
             ));
         }
@@ -968,13 +957,13 @@ impl Report {
             "\n{}: {} users (peak {} connected), {:.0} s; sent {} acked {}; {} reconnects; {} failures of {} requests",
             self.scenario.name,
             self.users,
-            self.connected_peak,
+            self.totals.connected_peak,
             self.wall_seconds,
-            self.sent,
-            self.acked,
-            self.reconnects,
-            self.failures,
-            self.requests
+            self.totals.sent,
+            self.totals.acked,
+            self.totals.reconnects,
+            self.totals.failures,
+            self.totals.requests
         );
         for (name, l) in &self.latency {
             if l.count == 0 {
