@@ -84,6 +84,7 @@ async fn read_markers_sync_devices_show_seen_in_dms_survive_restarts_and_never_m
     assert_eq!(mark_read(&mut alice, dm, dm_seq, "r-dm").await?, dm_seq);
     let seen = vec![(dm, fx.user("alice"), dm_seq)];
     assert_eq!(announcements(&mut bob_dm, window).await, seen, "bob sees alice saw it");
+    assert_eq!(announcements(&mut alice_phone, window).await, seen, "and alice's other device syncs");
     assert!(announcements(&mut carol, Duration::from_millis(300)).await.is_empty(), "not in the DM");
 
     // A stale marker does not move it back, and is not announced.
