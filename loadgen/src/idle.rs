@@ -1,7 +1,6 @@
 //! `idle`: open many authenticated connections and hold them, to measure what an idle
 //! connection costs a gateway (RSS growth ÷ connections).
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,10 +71,7 @@ pub async fn run(target: &Target, options: &IdleOptions) -> anyhow::Result<IdleR
         let permit = permits.clone().acquire_owned().await?;
         let mut connect = ConnectOptions::new(gateway.url.clone());
         connect.queue = 64;
-        if options.source_ips > 0 {
-            connect.local_addr =
-                Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % options.source_ips as usize) as u8)));
-        }
+        connect.local_addr = crate::source_addr(i, options.source_ips);
         let token = tokens[i % tokens.len()].clone();
         let (clients, histogram, failed) = (clients.clone(), histogram.clone(), failed.clone());
         tasks.spawn(async move {

@@ -20,6 +20,14 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+/// The source address of connection `n` when spreading over `source_ips` loopback addresses
+/// 127.0.0.2 … 127.0.0.(1+source_ips); `None` (the default address) for 0.
+pub fn source_addr(n: usize, source_ips: u8) -> Option<std::net::IpAddr> {
+    (source_ips > 0).then(|| {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2 + (n % source_ips as usize) as u8))
+    })
+}
+
 /// A latency histogram in microseconds, 1 µs to 5 min, 3 significant digits.
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 300_000_000, 3).expect("static bounds are valid")

@@ -97,7 +97,6 @@ impl LoadArgs {
         }
         scenario.validate()?;
         let site = if self.own_stack {
-            println!("starting a private stack with {} gateways…", self.gateways);
             run::own_site(&scenario, self.gateways as usize, &self.gateway_args).await?
         } else {
             anyhow::ensure!(self.gateway_args.is_empty(), "--gateway-arg needs --own-stack");

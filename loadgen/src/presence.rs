@@ -13,17 +13,15 @@
 //! SIGKILLed and every member on the surviving gateways must see each of its users go offline.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use threadspace_devstack::stack::{metric_sum, Stack, StackOptions};
+use threadspace_devstack::stack::{metric_sum, Stack};
 use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{close_code, ClientFrame, ClientStatus, PresenceStatus, ServerFrame};
 use threadspace_protocol::{OrgId, UserId};
-use threadspace_store::seed::SeedSpec;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::{cpu_time, latency_histogram, summary};
@@ -121,29 +119,20 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
         options.changes,
         options.users
     );
-    let orgs = options.users.div_ceil(options.org_size);
-    let mut stack_options = StackOptions::for_tests(options.gateways);
-    stack_options.gateway_args = options.gateway_args.clone();
-    stack_options.gateway_args.extend(["--max-connections".into(), "19000".into()]);
-    println!("starting nats-server, PostgreSQL and {} gateways…", options.gateways);
-    let mut stack = Stack::start(stack_options).await?;
-    let seeded = Instant::now();
-    stack
-        .seed(&SeedSpec {
-            orgs: orgs as u32,
-            users_per_org: options.org_size as u32,
-            slug_prefix: "presence".into(),
-            seed: 7,
-        })
-        .await?;
-    println!("seeded {orgs} orgs × {} users in {:.1} s", options.org_size, seeded.elapsed().as_secs_f64());
-    let rows = stack
-        .pool
-        .get()
+    let mut stack = crate::target::seeded_stack(
+        options.gateways,
+        &options.gateway_args,
+        options.users,
+        options.org_size,
+        "presence",
+        7,
+    )
+    .await?;
+    let users: Vec<(UserId, OrgId)> = crate::target::first_users(&*stack.pool.get().await?, options.users)
         .await?
-        .query("SELECT id, org_id FROM users ORDER BY id LIMIT $1", &[&(options.users as i64)])
-        .await?;
-    let users: Vec<(UserId, OrgId)> = rows.iter().map(|r| (UserId(r.get(0)), OrgId(r.get(1)))).collect();
+        .into_iter()
+        .map(|i| (i.user, i.org))
+        .collect();
     // Subjects: every k-th user, so they spread over orgs and gateways.
     let stride = users.len() / options.changes.max(1);
     let subjects: Vec<(UserId, OrgId)> =
@@ -356,9 +345,7 @@ async fn open(
 ) -> anyhow::Result<Conn> {
     let mut connect = ConnectOptions::new(url);
     connect.queue = 256;
-    if source_ips > 0 {
-        connect.local_addr = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (n % source_ips as usize) as u8)));
-    }
+    connect.local_addr = crate::source_addr(n, source_ips);
     let mut client = Client::connect(&connect).await?;
     client.hello(&token, None, Duration::from_secs(60)).await?;
     let (commands, rx) = mpsc::channel(4);

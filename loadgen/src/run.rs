@@ -4,7 +4,6 @@
 //! writes a JSON report and gates on SLO thresholds.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,14 +13,13 @@ use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
-use threadspace_devstack::stack::{http_request, Stack, StackOptions};
+use threadspace_devstack::stack::{http_request, Stack};
 use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{
     close_code, ChannelInfo, ClientFrame, ClientStatus, PresenceStatus, Resume, ServerFrame,
 };
 use threadspace_protocol::token::Identity;
-use threadspace_protocol::{ChannelId, OrgId, Seq, UserId};
-use threadspace_store::seed::SeedSpec;
+use threadspace_protocol::{ChannelId, Seq, UserId};
 use tokio::time::Instant;
 
 use crate::checker::{check, Inbox, Verdict};
@@ -73,34 +71,22 @@ impl Site {
     async fn users(&self, n: usize) -> anyhow::Result<Vec<Identity>> {
         match self {
             Self::Existing(target) => target.users(n).await,
-            Self::Own(stack) => {
-                let rows = stack
-                    .pool
-                    .get()
-                    .await?
-                    .query("SELECT id, org_id FROM users ORDER BY id LIMIT $1", &[&(n as i64)])
-                    .await?;
-                Ok(rows.iter().map(|r| Identity { user: UserId(r.get(0)), org: OrgId(r.get(1)) }).collect())
-            }
+            Self::Own(stack) => crate::target::first_users(&*stack.pool.get().await?, n).await,
         }
     }
 }
 
 /// Starts a stack of `gateways` gateways (with `gateway_args`) seeded for `scenario`.
 pub async fn own_site(scenario: &Scenario, gateways: usize, gateway_args: &[String]) -> anyhow::Result<Site> {
-    let mut options = StackOptions::for_tests(gateways);
-    options.gateway_args = gateway_args.to_vec();
-    options.gateway_args.extend(["--max-connections".into(), "19000".into()]);
-    let stack = Stack::start(options).await?;
-    let orgs = scenario.users.div_ceil(scenario.org_size);
-    stack
-        .seed(&SeedSpec {
-            orgs: orgs as u32,
-            users_per_org: scenario.org_size as u32,
-            slug_prefix: "load".into(),
-            seed: scenario.seed,
-        })
-        .await?;
+    let stack = crate::target::seeded_stack(
+        gateways,
+        gateway_args,
+        scenario.users,
+        scenario.org_size,
+        "load",
+        scenario.seed,
+    )
+    .await?;
     Ok(Site::Own(Box::new(stack)))
 }
 
@@ -757,10 +743,7 @@ async fn connect(
 ) -> Option<(Session, Vec<ChannelInfo>, Seq)> {
     let mut options = ConnectOptions::new(shared.urls[gateway].clone());
     options.queue = 64;
-    if shared.source_ips > 0 {
-        options.local_addr =
-            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (index % shared.source_ips as usize) as u8)));
-    }
+    options.local_addr = crate::source_addr(index, shared.source_ips);
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let mut client = match Client::connect(&options).await {
