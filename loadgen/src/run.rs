@@ -541,7 +541,7 @@ async fn virtual_user(
     let mut acked = Vec::new();
     tokio::time::sleep_until(start).await;
     let mut gateway = index % shared.urls.len();
-    let Some((mut session, welcome_channels, head)) = connect(&shared, index, gateway, &token, None).await
+    let Some((mut session, welcome_channels, head)) = Box::pin(connect(&shared, index, gateway, &token, None)).await
     else {
         let mut inbox = Inbox::new(0, []);
         inbox.broken_at = Some(0);
@@ -577,7 +577,7 @@ async fn virtual_user(
                         shared.presence.lock().expect("presence lock").remove(&identity.user);
                         // The chain continues on another gateway, resuming from the cursor.
                         gateway = (gateway + 1) % shared.urls.len();
-                        match reconnect(&shared, identity.user, index, gateway, &token, &mut inbox, &mut session).await {
+                        match Box::pin(reconnect(&shared, identity.user, index, gateway, &token, &mut inbox, &mut session)).await {
                             Ok(()) => {}
                             Err(()) => break,
                         }
@@ -629,7 +629,7 @@ async fn virtual_user(
                 if now >= next_history {
                     next_history += next_after(&mut rng, s.history_loads_per_user_second);
                     if let Some(channel) = pick_channel(&mut rng, &channels) {
-                        history_page(&shared, gateway, &token, channel).await;
+                        Box::pin(history_page(&shared, gateway, &token, channel)).await;
                     }
                 }
                 if now >= next_reconnect {
@@ -639,7 +639,7 @@ async fn virtual_user(
                     // be taken for that change arriving late.
                     shared.presence.lock().expect("presence lock").remove(&identity.user);
                     gateway = (gateway + 1) % shared.urls.len();
-                    if reconnect(&shared, identity.user, index, gateway, &token, &mut inbox, &mut session).await.is_err() {
+                    if Box::pin(reconnect(&shared, identity.user, index, gateway, &token, &mut inbox, &mut session)).await.is_err() {
                         break;
                     }
                     idle = false;

@@ -70,8 +70,12 @@ impl Scenario {
             "smoke" => smoke,
             "threadspace-75k" => Self {
                 name: name.into(),
+                // DESIGN.md's population is 5,000 orgs × 50 users with 30 % online, so an org
+                // has ~15 members online on average. Every simulated user is online, so orgs of
+                // 50 fully online are already 3× the design's presence and channel fanout.
+                // (Orgs of 250 made every presence change 250 frames: 5× this preset's traffic.)
                 users: 75_000,
-                org_size: 250,
+                org_size: 50,
                 duration: Duration::from_secs(300),
                 // 250 hellos/s: each is a directory query, and on this 2-core box 625/s
                 // starved Postgres (and with it every hello).
