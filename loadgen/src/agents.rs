@@ -24,18 +24,13 @@ use std::sync::mpsc;
 use threadspace_protocol::ChannelId;
 
 use crate::checker::check;
-use crate::run::{play, Part, Plan, Report, Usage};
+use crate::run::{play, Part, Plan, Report};
+use crate::usage::{Processes, Usage};
 
 /// Runs `plan` over `agents` child processes of this executable.
-pub fn coordinate(
-    plan: Plan,
-    agents: usize,
-    work: &Path,
-    gateway_pids: &[u32],
-    nats_pid: Option<u32>,
-) -> anyhow::Result<Report> {
+pub fn coordinate(plan: Plan, agents: usize, work: &Path, processes: Processes) -> anyhow::Result<Report> {
     let exe = std::env::current_exe()?;
-    let usage = Usage::start(gateway_pids, nats_pid);
+    let usage = Usage::start(processes);
     let mut children: Vec<(Child, ChildStdin)> = Vec::new();
     let (lines_tx, lines_rx) = mpsc::channel::<(usize, String)>();
     for k in 0..agents {
@@ -108,12 +103,7 @@ pub fn coordinate(
         let _ = child.wait();
     }
     let parts = result?;
-    Ok(Report::assemble(
-        plan.scenario.clone(),
-        plan.start_unix_ms,
-        parts,
-        usage.finish(gateway_pids, nats_pid),
-    ))
+    Ok(Report::assemble(plan.scenario.clone(), plan.start_unix_ms, parts, usage.finish()))
 }
 
 /// The agent side: plays the plan's users, then checks them (see the module docs).

@@ -14,6 +14,7 @@ pub mod presence;
 pub mod run;
 pub mod scenario;
 pub mod target;
+pub mod usage;
 pub mod writer;
 
 use std::time::Duration;

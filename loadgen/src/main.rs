@@ -382,12 +382,12 @@ async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::
             let options = load.options(scenario, report.clone());
             let mut result = if agents > 1 {
                 let plan = run::plan(&site, &options).await?;
-                let (gateway_pids, nats_pid) = site.pids();
+                let processes = site.processes();
                 let work = tempfile::tempdir()?;
                 let work_path = work.path().to_path_buf();
                 let agents = agents as usize;
                 tokio::task::spawn_blocking(move || {
-                    threadspace_loadgen::agents::coordinate(plan, agents, &work_path, &gateway_pids, nats_pid)
+                    threadspace_loadgen::agents::coordinate(plan, agents, &work_path, processes)
                 })
                 .await??
             } else {

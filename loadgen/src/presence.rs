@@ -122,6 +122,7 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
     let mut stack = crate::target::seeded_stack(
         options.gateways,
         &options.gateway_args,
+        0,
         options.users,
         options.org_size,
         "presence",

@@ -25,7 +25,8 @@ use tokio::time::Instant;
 use crate::checker::{check, Inbox, Verdict};
 use crate::scenario::Scenario;
 use crate::target::Target;
-use crate::{cpu_time, latency_histogram, rss_kib};
+use crate::usage::{ComponentUsage, Processes, Usage, Used};
+use crate::{latency_histogram, rss_kib};
 
 /// Where the run goes: its own stack, or one started by `./threadspace up`.
 pub enum Site {
@@ -48,16 +49,21 @@ impl Site {
         }
     }
 
-    /// Gateway and nats-server pids, for CPU and memory figures.
-    pub fn pids(&self) -> (Vec<u32>, Option<u32>) {
+    /// The processes under test, for CPU and memory figures.
+    pub fn processes(&self) -> Processes {
         match self {
-            Self::Own(stack) => (
-                stack.gateways.iter().filter_map(|g| g.process.as_ref().map(|p| p.pid())).collect(),
-                Some(stack.nats.process.pid()),
-            ),
-            Self::Existing(target) => {
-                (target.state.gateways.iter().map(|g| g.pid).collect(), Some(target.state.nats.pid))
-            }
+            Self::Own(stack) => Processes {
+                gateways: stack.gateways.iter().filter_map(|g| g.process.as_ref().map(|p| p.pid())).collect(),
+                nats: Some(stack.nats.process.pid()),
+                postgres: Some(stack.postgres.process.pid()),
+                bridges: stack.bridges.iter().filter_map(|b| b.process.as_ref().map(|p| p.pid())).collect(),
+            },
+            Self::Existing(target) => Processes {
+                gateways: target.state.gateways.iter().map(|g| g.pid).collect(),
+                nats: Some(target.state.nats.pid),
+                postgres: Some(target.state.postgres.pid),
+                bridges: target.state.bridges.iter().map(|b| b.pid).collect(),
+            },
         }
     }
 
@@ -78,9 +84,11 @@ impl Site {
 
 /// Starts a stack of `gateways` gateways (with `gateway_args`) seeded for `scenario`.
 pub async fn own_site(scenario: &Scenario, gateways: usize, gateway_args: &[String]) -> anyhow::Result<Site> {
+    // The whole platform: the bridge archives what is sent, as history pages read it back.
     let stack = crate::target::seeded_stack(
         gateways,
         gateway_args,
+        1,
         scenario.users,
         scenario.org_size,
         "load",
@@ -218,9 +226,13 @@ pub struct Report {
     pub latency: BTreeMap<String, Latency>,
     pub checker: Verdict,
     pub errors: BTreeMap<String, u64>,
-    pub gateway_cpu_seconds: f64,
-    pub nats_cpu_seconds: f64,
+    /// CPU and memory by component (gateways, nats-server, postgres, bridge, loadgen).
+    pub usage: BTreeMap<String, ComponentUsage>,
+    /// Gateways' resident memory growth over the run per connection at the peak.
+    pub gateway_bytes_per_connection: f64,
+    /// Peak resident memory of the processes that played the users.
     pub loadgen_rss_kib: u64,
+    /// Their growth over the run per simulated user.
     pub loadgen_bytes_per_user: f64,
     pub gate: Option<GateResult>,
 }
@@ -338,54 +350,12 @@ pub async fn plan(site: &Site, options: &RunOptions) -> anyhow::Result<Plan> {
 /// Runs the scenario in this process against `site`.
 pub async fn run(site: &Site, options: &RunOptions) -> anyhow::Result<Report> {
     let plan = plan(site, options).await?;
-    let (gateway_pids, nats_pid) = site.pids();
-    let usage = Usage::start(&gateway_pids, nats_pid);
+    let usage = Usage::start(site.processes());
     let started_unix_ms = plan.start_unix_ms;
     let played = play(&plan, "").await?;
     let mut part = played.part;
     part.verdict = check(&played.acked, &played.inboxes);
-    Ok(Report::assemble(plan.scenario, started_unix_ms, vec![part], usage.finish(&gateway_pids, nats_pid)))
-}
-
-/// CPU of the system under test over a run.
-pub struct Usage {
-    gateway_cpu: Duration,
-    nats_cpu: Duration,
-    started: std::time::Instant,
-}
-
-/// What [`Usage`] measured.
-pub struct Used {
-    pub gateway_cpu_seconds: f64,
-    pub nats_cpu_seconds: f64,
-    pub wall_seconds: f64,
-}
-
-impl Usage {
-    pub fn start(gateway_pids: &[u32], nats_pid: Option<u32>) -> Self {
-        Self {
-            gateway_cpu: gateway_pids.iter().filter_map(|&p| cpu_time(p)).sum(),
-            nats_cpu: nats_pid.and_then(cpu_time).unwrap_or_default(),
-            started: std::time::Instant::now(),
-        }
-    }
-
-    pub fn finish(self, gateway_pids: &[u32], nats_pid: Option<u32>) -> Used {
-        Used {
-            gateway_cpu_seconds: gateway_pids
-                .iter()
-                .filter_map(|&p| cpu_time(p))
-                .sum::<Duration>()
-                .saturating_sub(self.gateway_cpu)
-                .as_secs_f64(),
-            nats_cpu_seconds: nats_pid
-                .and_then(cpu_time)
-                .unwrap_or_default()
-                .saturating_sub(self.nats_cpu)
-                .as_secs_f64(),
-            wall_seconds: self.started.elapsed().as_secs_f64(),
-        }
-    }
+    Ok(Report::assemble(plan.scenario, started_unix_ms, vec![part], usage.finish()))
 }
 
 /// Plays the plan's users in this process; `prefix` marks its progress lines.
@@ -874,8 +844,10 @@ impl Report {
                 .collect(),
             checker,
             errors,
-            gateway_cpu_seconds: used.gateway_cpu_seconds,
-            nats_cpu_seconds: used.nats_cpu_seconds,
+            gateway_bytes_per_connection: used.components.get("gateways").map_or(0.0, |g| {
+                g.rss_peak_kib.saturating_sub(g.rss_start_kib) as f64 * 1024.0 / totals.connected_peak.max(1) as f64
+            }),
+            usage: used.components,
             loadgen_rss_kib: rss_peak,
             loadgen_bytes_per_user: rss_growth as f64 * 1024.0 / users.max(1) as f64,
             gate: None,
@@ -966,9 +938,15 @@ impl Report {
         if !self.errors.is_empty() {
             println!("  errors and closes: {:?}", self.errors);
         }
+        for (name, u) in &self.usage {
+            println!(
+                "  {name:<12} CPU {:>7.1} s ({:.2} cores), RSS {} → peak {} KiB",
+                u.cpu_seconds, u.cores, u.rss_start_kib, u.rss_peak_kib
+            );
+        }
         println!(
-            "  CPU: gateways {:.1} s, nats-server {:.1} s; loadgen RSS {} KiB ({:.0} bytes per simulated user)",
-            self.gateway_cpu_seconds, self.nats_cpu_seconds, self.loadgen_rss_kib, self.loadgen_bytes_per_user
+            "  memory: gateways {:.0} bytes per connection; loadgen {:.0} bytes per simulated user (peak RSS of its players {} KiB)",
+            self.gateway_bytes_per_connection, self.loadgen_bytes_per_user, self.loadgen_rss_kib
         );
         if let Some(gate) = &self.gate {
             if gate.passed {

@@ -49,10 +49,12 @@ pub async fn first_users(client: &tokio_postgres::Client, n: usize) -> anyhow::R
 }
 
 /// Starts a private stack of `gateways` gateways (with `gateway_args`, room for 19,000
-/// connections each) seeded with `users` users in orgs of `org_size`.
+/// connections each) and `bridges` broker-bridges, seeded with `users` users in orgs of
+/// `org_size`.
 pub async fn seeded_stack(
     gateways: usize,
     gateway_args: &[String],
+    bridges: usize,
     users: usize,
     org_size: usize,
     slug_prefix: &str,
@@ -61,7 +63,8 @@ pub async fn seeded_stack(
     let mut options = StackOptions::for_tests(gateways);
     options.gateway_args = gateway_args.to_vec();
     options.gateway_args.extend(["--max-connections".into(), "19000".into()]);
-    println!("starting nats-server, PostgreSQL and {gateways} gateways…");
+    options.bridges = bridges;
+    println!("starting nats-server, PostgreSQL, {gateways} gateways and {bridges} bridges…");
     let stack = Stack::start(options).await?;
     let orgs = users.div_ceil(org_size);
     let started = std::time::Instant::now();
