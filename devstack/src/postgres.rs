@@ -59,11 +59,16 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> PostgresError + '_ {
     move |source| PostgresError::Io { path: path.display().to_string(), source }
 }
 
-/// Runs a PostgreSQL binary as the right user.
-fn command(bin: &Path, as_postgres: Option<(u32, u32)>) -> Command {
+/// Runs a PostgreSQL binary as the right user. Changing credentials clears a parent-death
+/// signal set before it, so an attached server gets it again after the switch.
+fn command(bin: &Path, as_postgres: Option<(u32, u32)>, lifetime: Lifetime) -> Command {
     let command = Command::new(bin);
+    let mut args = vec!["--reuid=postgres", "--regid=postgres", "--init-groups"];
+    if lifetime == Lifetime::Attached {
+        args.extend(["--pdeathsig", "KILL"]);
+    }
     match as_postgres {
-        Some(_) => wrap(command, &["--reuid=postgres", "--regid=postgres", "--init-groups"]),
+        Some(_) => wrap(command, &args),
         None => command,
     }
 }
@@ -149,7 +154,7 @@ impl Postgres {
                 .map_err(|e| PostgresError::Io { path: data_dir.display().to_string(), source: e.into() })?;
         }
         let password = std::fs::read_to_string(self.dir.join("pg-password")).map_err(io(&self.dir))?;
-        let mut backup = command(&self.bindir.join("pg_basebackup"), self.as_postgres);
+        let mut backup = command(&self.bindir.join("pg_basebackup"), self.as_postgres, Lifetime::Detached);
         backup
             .arg("-D")
             .arg(&data_dir)
@@ -242,7 +247,7 @@ fn spawn_server(
     log: &Path,
     lifetime: Lifetime,
 ) -> Result<ManagedProcess, PostgresError> {
-    let mut server = command(&bindir.join("postgres"), as_postgres);
+    let mut server = command(&bindir.join("postgres"), as_postgres, lifetime);
     server.arg("-D").arg(data_dir);
     for setting in [
         "listen_addresses=127.0.0.1".to_owned(),
@@ -274,7 +279,7 @@ fn initdb(
         nix::unistd::chown(data_dir, Some(uid.into()), Some(gid.into()))
             .map_err(|e| PostgresError::Io { path: data_dir.display().to_string(), source: e.into() })?;
     }
-    let mut init = command(&bindir.join("initdb"), as_postgres);
+    let mut init = command(&bindir.join("initdb"), as_postgres, Lifetime::Detached);
     init.arg("-D")
         .arg(data_dir)
         .arg("-U")
