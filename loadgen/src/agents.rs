@@ -25,10 +25,17 @@ use threadspace_protocol::ChannelId;
 
 use crate::checker::check;
 use crate::run::{play, Part, Plan, Report};
+use crate::script::{write_recording, UserRecord};
 use crate::usage::{Processes, Usage};
 
 /// Runs `plan` over `agents` child processes of this executable.
-pub fn coordinate(plan: Plan, agents: usize, work: &Path, processes: Processes) -> anyhow::Result<Report> {
+pub fn coordinate(
+    plan: Plan,
+    agents: usize,
+    work: &Path,
+    processes: Processes,
+    record: Option<&Path>,
+) -> anyhow::Result<Report> {
     let exe = std::env::current_exe()?;
     let usage = Usage::start(processes);
     let mut children: Vec<(Child, ChildStdin)> = Vec::new();
@@ -36,9 +43,24 @@ pub fn coordinate(plan: Plan, agents: usize, work: &Path, processes: Processes) 
     for k in 0..agents {
         let mut slice = plan.clone();
         slice.users = plan.users.iter().filter(|u| u.index % agents == k).cloned().collect();
+        slice.agent = Some(k);
+        // Each agent is its own scrape target, as agents on several hosts would be.
+        slice.metrics_addr = plan.metrics_addr.map(|mut addr| {
+            addr.set_port(addr.port() + k as u16);
+            addr
+        });
         let plan_path = work.join(format!("plan-{k}.json"));
         std::fs::write(&plan_path, serde_json::to_vec(&slice)?)?;
-        let mut child = Command::new(&exe)
+        // A parent-death signal (through setpriv, like the stack's processes): an interrupted
+        // coordinator leaves no agent behind.
+        let mut command = if Path::new("/usr/bin/setpriv").exists() {
+            let mut c = Command::new("/usr/bin/setpriv");
+            c.args(["--pdeathsig", "KILL"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let mut child = command
             .args(["agent", "--index", &k.to_string(), "--plan"])
             .arg(&plan_path)
             .arg("--out")
@@ -94,6 +116,16 @@ pub fn coordinate(plan: Plan, agents: usize, work: &Path, processes: Processes) 
             let bytes = std::fs::read(work.join(format!("part-{k}.json")))?;
             parts.push(serde_json::from_slice::<Part>(&bytes)?);
         }
+        if let Some(path) = record {
+            let mut records: Vec<UserRecord> = Vec::new();
+            for k in 0..agents {
+                let bytes = std::fs::read(work.join(format!("records-{k}.json")))?;
+                records.extend(serde_json::from_slice::<Vec<UserRecord>>(&bytes)?);
+            }
+            records.sort_unstable_by_key(|r| r.user);
+            write_recording(path, &plan.scenario, &records)?;
+            println!("recording written to {}", path.display());
+        }
         Ok(parts)
     })();
     for (child, _) in &mut children {
@@ -115,6 +147,9 @@ pub async fn agent(index: usize, plan_path: &Path, out: &Path) -> anyhow::Result
     .map_err(|e| anyhow::anyhow!("plan {} is not a plan: {e}", plan_path.display()))?;
     let played = play(&plan, "").await?;
     let file = |name: &str| -> PathBuf { out.join(format!("{name}-{index}.json")) };
+    if plan.record {
+        std::fs::write(file("records"), serde_json::to_vec(&played.records)?)?;
+    }
     std::fs::write(file("acked"), serde_json::to_vec(&played.acked)?)?;
     println!("ACKED");
     let mut line = String::new();

@@ -70,6 +70,11 @@ impl Inbox {
         self.received.iter().copied().max().unwrap_or(self.start_seq).max(self.start_seq)
     }
 
+    /// The newest seq received in `channel`.
+    pub fn latest_in(&self, channel: ChannelId) -> Option<Seq> {
+        self.last_in_channel.get(&channel).copied()
+    }
+
     /// A random channel with something received, and the newest seq in it (for a read marker).
     pub fn latest_in_random_channel(&self, rng: &mut impl rand::Rng) -> Option<(ChannelId, Seq)> {
         use rand::RngExt as _;

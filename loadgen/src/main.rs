@@ -44,9 +44,13 @@ struct LoadArgs {
     /// Spread connections over 127.0.0.2 … 127.0.0.(1+N); 0 uses the default address.
     #[arg(long, default_value = "4")]
     source_ips: u8,
+    /// Serve Prometheus metrics (connected, counters, last interval's p50/p99 by metric) on
+    /// this address while the run lasts; with --agents N, agent k serves on port + k.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
-/// SLO thresholds (shared by `run` and `capacity`).
+/// SLO thresholds (shared by `run` and `capacity`): flags, or a thresholds file.
 #[derive(Debug, clap::Args)]
 struct GateArgs {
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
@@ -56,27 +60,37 @@ struct GateArgs {
     /// Largest failed share of requests, 0 to 1.
     #[arg(long, default_value = "0.001")]
     max_error_rate: f64,
+    /// Thresholds file (JSON: max_delivery_p99, max_presence_p99, max_error_rate, and
+    /// max_p99 per metric; see docs/loadgen.md) instead of the three flags above.
+    #[arg(long, conflicts_with_all = ["max_delivery_p99", "max_presence_p99", "max_error_rate"])]
+    thresholds: Option<PathBuf>,
 }
 
 impl GateArgs {
     fn gate(&self) -> anyhow::Result<run::Gate> {
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&self.max_error_rate),
-            "--max-error-rate must be between 0 and 1, got {}",
-            self.max_error_rate
-        );
-        Ok(run::Gate {
+        if let Some(path) = &self.thresholds {
+            return run::Gate::load(path);
+        }
+        let gate = run::Gate {
             max_delivery_p99: self.max_delivery_p99,
             max_presence_p99: self.max_presence_p99,
             max_error_rate: self.max_error_rate,
-        })
+            max_p99: Default::default(),
+        };
+        gate.validate().map_err(|e| anyhow::anyhow!("{}", e.to_string().replace('`', "--").replace('_', "-")))?;
+        Ok(gate)
     }
 }
 
 impl LoadArgs {
     /// The scenario with the overrides applied, and where to play it.
-    async fn resolve(&self, stack_dir: &std::path::Path) -> anyhow::Result<(Scenario, run::Site)> {
+    async fn resolve(
+        &self,
+        stack_dir: &std::path::Path,
+        recorded: Option<Scenario>,
+    ) -> anyhow::Result<(Scenario, run::Site)> {
         let mut scenario = match &self.scenario {
+            _ if recorded.is_some() => recorded.expect("checked"),
             Some(path) => Scenario::load(path)?,
             None => Scenario::preset(&self.preset).ok_or_else(|| {
                 anyhow::anyhow!(
@@ -112,6 +126,9 @@ impl LoadArgs {
             report,
             progress_every: Duration::from_secs(5),
             settle: Duration::from_secs(5),
+            record: None,
+            replay: None,
+            metrics_addr: self.metrics_addr,
         }
     }
 }
@@ -171,6 +188,20 @@ enum Command {
         /// Write the JSON report here.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Write an HdrHistogram interval log here (one histogram per metric and progress
+        /// interval, tagged with the metric, values in µs).
+        #[arg(long)]
+        hdr_log: Option<PathBuf>,
+        /// Write an HTML report with latency-by-percentile and time-series plots here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Record what every user did (connect time, each action resolved) to this file.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Replay a recording (its scenario and every user's actions at the same offsets)
+        /// against a stack seeded the same way.
+        #[arg(long, conflicts_with_all = ["preset", "scenario", "users", "duration", "seed", "record"])]
+        replay: Option<PathBuf>,
         /// Exit non-zero if a threshold is broken.
         #[arg(long)]
         gate: bool,
@@ -193,6 +224,9 @@ enum Command {
         /// Write the JSON report here.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Write an HTML page with the knee plotted here.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
     /// One agent of a `run --agents N` (started by the coordinator; not for direct use).
     #[command(hide = true)]
@@ -281,12 +315,37 @@ fn main() -> ExitCode {
     }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime builds");
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = run(cli) => Some(outcome),
+            signal = interrupted() => {
+                // The run's future is dropped here: its private stack stops with it, and the
+                // agents get their parent-death signal when this process exits.
+                eprintln!("loadgen: {signal}: stopped the run and everything it started");
+                None
+            }
+        }
+    });
+    match outcome {
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(error)) => {
             eprintln!("loadgen: {error:#}");
             ExitCode::FAILURE
         }
+        // Not a return: dropping the runtime would wait for a coordinator's blocking thread.
+        None => std::process::exit(130),
+    }
+}
+
+/// The first SIGINT or SIGTERM, named.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "interrupted (SIGINT)",
+        _ = term.recv() => "terminated (SIGTERM)",
     }
 }
 
@@ -376,10 +435,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::Result<()> {
     match command {
-        Command::Run { load, thresholds, agents, report, gate } => {
+        Command::Run { load, thresholds, agents, report, hdr_log, html, record, replay, gate } => {
             let thresholds = thresholds.gate()?;
-            let (scenario, site) = load.resolve(stack_dir).await?;
-            let options = load.options(scenario, report.clone());
+            for path in [&report, &hdr_log, &html, &record].into_iter().flatten() {
+                check_writable(path)?;
+            }
+            let replay = replay.as_deref().map(threadspace_loadgen::script::read_recording).transpose()?;
+            let (scenario, site) = load.resolve(stack_dir, replay.as_ref().map(|r| r.0.clone())).await?;
+            let mut options = load.options(scenario, report.clone());
+            options.record = record.clone();
+            options.replay = replay.map(|r| r.1);
             let mut result = if agents > 1 {
                 let plan = run::plan(&site, &options).await?;
                 let processes = site.processes();
@@ -387,7 +452,7 @@ async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::
                 let work_path = work.path().to_path_buf();
                 let agents = agents as usize;
                 tokio::task::spawn_blocking(move || {
-                    threadspace_loadgen::agents::coordinate(plan, agents, &work_path, processes)
+                    threadspace_loadgen::agents::coordinate(plan, agents, &work_path, processes, record.as_deref())
                 })
                 .await??
             } else {
@@ -396,19 +461,30 @@ async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::
             let passed = result.gate(&thresholds).passed;
             result.print();
             write_report(report.as_deref(), &result)?;
+            if let Some(path) = &hdr_log {
+                threadspace_loadgen::output::write_hdr_log(&result, path)?;
+                println!("HDR histogram log written to {}", path.display());
+            }
+            if let Some(path) = &html {
+                threadspace_loadgen::output::write_html(&result, path)?;
+                println!("HTML report written to {}", path.display());
+            }
             if gate && !passed {
                 let reasons = result.gate.as_ref().map(|g| g.failures.join("; ")).unwrap_or_default();
                 anyhow::bail!("gate failed: {reasons}");
             }
             Ok(())
         }
-        Command::Capacity { load, thresholds, growth, max_steps, refine, report } => {
+        Command::Capacity { load, thresholds, growth, max_steps, refine, report, html } => {
             let thresholds = thresholds.gate()?;
+            for path in [&report, &html].into_iter().flatten() {
+                check_writable(path)?;
+            }
             anyhow::ensure!(
                 growth.is_finite() && growth > 1.0 && growth <= 10.0,
                 "--growth must be in (1, 10]"
             );
-            let (scenario, site) = load.resolve(stack_dir).await?;
+            let (scenario, site) = load.resolve(stack_dir, None).await?;
             let options = load.options(scenario, None);
             let result = threadspace_loadgen::capacity::search(
                 &site,
@@ -419,10 +495,29 @@ async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::
                 refine as usize,
             )
             .await?;
+            if let Some(path) = &html {
+                threadspace_loadgen::output::write_capacity_html(
+                    &result,
+                    thresholds.max_delivery_p99.as_secs_f64() * 1000.0,
+                    path,
+                )?;
+                println!("HTML page written to {}", path.display());
+            }
             write_report(report.as_deref(), &result)
         }
         _ => unreachable!("called for run and capacity only"),
     }
+}
+
+/// Fails before a long run, not after it, when an output file cannot be written.
+fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    anyhow::ensure!(dir.is_dir(), "cannot write {}: directory {} does not exist", path.display(), dir.display());
+    anyhow::ensure!(!path.is_dir(), "cannot write {}: it is a directory", path.display());
+    Ok(())
 }
 
 fn write_report(path: Option<&std::path::Path>, report: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -158,6 +158,11 @@ impl Scenario {
         Ok(())
     }
 
+    /// The ramp: `ramp_up`, or longer if `connect_rate` needs it.
+    pub fn ramp(&self) -> Duration {
+        self.ramp_up.max(Duration::from_secs_f64(self.users as f64 / self.connect_rate))
+    }
+
     /// Messages per second per connected user.
     pub fn messages_per_user_second(&self) -> f64 {
         PEAK_MESSAGES_PER_USER * self.load_factor
@@ -170,7 +175,7 @@ impl Scenario {
 }
 
 /// `humantime` (de)serialisation of durations in scenario files ("45s", "5m").
-mod humantime_serde {
+pub(crate) mod humantime_serde {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -54,11 +54,20 @@ fn parent_of(pid: u32) -> Option<u32> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Proportional set size (shared pages split among the processes mapping them), so that
-/// PostgreSQL's shared buffers count once, not once per backend.
-fn pss_kib(pid: u32) -> Option<u64> {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    rollup.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+/// A field of `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Resident memory of a group of processes: their private pages plus their shared memory
+/// once (PostgreSQL's backends all map the same shared buffers; summing their RSS counts those
+/// once per backend). Read from `status`, not `smaps`: walking page tables every few seconds
+/// costs real CPU at 75,000 connections.
+fn group_kib(pids: &[u32]) -> u64 {
+    let private: u64 = pids.iter().filter_map(|&p| Some(status_kib(p, "RssAnon:")? + status_kib(p, "RssFile:")?)).sum();
+    let shared = pids.iter().filter_map(|&p| status_kib(p, "RssShmem:")).max().unwrap_or(0);
+    private + shared
 }
 
 /// One component's figures over a run.
@@ -69,7 +78,7 @@ pub struct ComponentUsage {
     /// Average cores used (`cpu_seconds` / wall time).
     pub cores: f64,
     /// Resident memory when the run started and its peak, summed over the component's processes
-    /// (PostgreSQL's as PSS, so its shared buffers count once, not once per backend).
+    /// (PostgreSQL's shared buffers counted once, not once per backend).
     pub rss_start_kib: u64,
     pub rss_peak_kib: u64,
 }
@@ -105,10 +114,11 @@ impl Usage {
             move || {
                 let mut rss = rss.lock().expect("rss lock");
                 for (name, pids) in processes.by_component() {
-                    // PSS walks the page tables (costly with 75k connections): only where
-                    // processes share memory.
-                    let size = |p: u32| if name == "postgres" { pss_kib(p) } else { rss_kib(p) };
-                    let now: u64 = pids.iter().filter_map(|&p| size(p)).sum();
+                    let now = if name == "postgres" {
+                        group_kib(&pids)
+                    } else {
+                        pids.iter().filter_map(|&p| rss_kib(p)).sum()
+                    };
                     let entry = rss.entry(name).or_insert((now, now));
                     entry.1 = entry.1.max(now);
                 }
@@ -177,6 +187,7 @@ mod tests {
         assert!(me.cpu_seconds > 0.0, "{me:?}");
         assert!(!used.components.contains_key("gateways"), "{:?}", used.components.keys());
         assert!(parent_of(std::process::id()).is_some());
-        assert!(pss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+        let me = std::process::id();
+        assert!(group_kib(&[me]) > 0 && group_kib(&[me]) <= rss_kib(me).expect("rss") + 64);
     }
 }
