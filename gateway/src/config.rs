@@ -151,6 +151,11 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_GATEWAY_MAX_CONNECTIONS", default_value = "18000")]
     pub max_connections: NonZeroUsize,
 
+    /// Runtime worker threads (default: one per CPU). Match it to the CPU limit; several
+    /// gateways sharing few cores run better with 1 each (fewer cross-thread wake-ups).
+    #[arg(long, env = "THREADSPACE_GATEWAY_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: Option<u16>,
+
     /// Messages replayed to one resuming client before it is told to page history instead.
     #[arg(long, env = "THREADSPACE_GATEWAY_MAX_REPLAY", default_value = "10000")]
     pub max_replay: NonZeroUsize,

@@ -32,6 +32,7 @@ use crate::usage::{Processes, Usage};
 pub fn coordinate(
     plan: Plan,
     agents: usize,
+    threads: u16,
     work: &Path,
     processes: Processes,
     record: Option<&Path>,
@@ -61,7 +62,7 @@ pub fn coordinate(
             Command::new(&exe)
         };
         let mut child = command
-            .args(["agent", "--index", &k.to_string(), "--plan"])
+            .args(["agent", "--index", &k.to_string(), "--threads", &threads.to_string(), "--plan"])
             .arg(&plan_path)
             .arg("--out")
             .arg(work)

@@ -41,6 +41,10 @@ struct LoadArgs {
     /// Extra flag for the private stack's gateways, repeatable.
     #[arg(long = "gateway-arg", allow_hyphen_values = true)]
     gateway_args: Vec<String>,
+    /// Message-stream partitions of the private stack (default: the stack's 16). Each is a
+    /// durable consumer per sink whose state nats-server writes and fsyncs on every ack burst.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: Option<u32>,
     /// Spread connections over 127.0.0.2 … 127.0.0.(1+N); 0 uses the default address.
     #[arg(long, default_value = "4")]
     source_ips: u8,
@@ -111,9 +115,10 @@ impl LoadArgs {
         }
         scenario.validate()?;
         let site = if self.own_stack {
-            run::own_site(&scenario, self.gateways as usize, &self.gateway_args).await?
+            run::own_site(&scenario, self.gateways as usize, &self.gateway_args, self.partitions).await?
         } else {
             anyhow::ensure!(self.gateway_args.is_empty(), "--gateway-arg needs --own-stack");
+            anyhow::ensure!(self.partitions.is_none(), "--partitions needs --own-stack");
             run::Site::Existing(Box::new(Target::open(stack_dir)?))
         };
         Ok((scenario, site))
@@ -185,6 +190,10 @@ enum Command {
         /// ~15,000 users (the per-process file limit).
         #[arg(long, default_value = "1", value_parser = clap::value_parser!(u64).range(1..=64))]
         agents: u64,
+        /// Runtime worker threads of each agent (with --agents): one each keeps several agents
+        /// on few cores from waking each other's threads.
+        #[arg(long, default_value = "1", value_parser = clap::value_parser!(u16).range(1..=64))]
+        agent_threads: u16,
         /// Write the JSON report here.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -233,6 +242,9 @@ enum Command {
     Agent {
         #[arg(long)]
         index: usize,
+        /// Runtime worker threads.
+        #[arg(long, default_value = "1", value_parser = clap::value_parser!(u16).range(1..=64))]
+        threads: u16,
         #[arg(long)]
         plan: PathBuf,
         #[arg(long)]
@@ -313,8 +325,11 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     }
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime builds");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Agent { threads, .. } = &cli.command {
+        builder.worker_threads((*threads).into());
+    }
+    let runtime = builder.enable_all().build().expect("tokio runtime builds");
     let outcome = runtime.block_on(async {
         tokio::select! {
             outcome = run(cli) => Some(outcome),
@@ -369,7 +384,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         report.print();
         return report.gate(&options).map_err(|reason| anyhow::anyhow!("gate failed: {reason}"));
     }
-    if let Command::Agent { index, plan, out } = &cli.command {
+    if let Command::Agent { index, plan, out, .. } = &cli.command {
         return threadspace_loadgen::agents::agent(*index, plan, out).await;
     }
     if let Command::Run { .. } | Command::Capacity { .. } = &cli.command {
@@ -435,7 +450,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::Result<()> {
     match command {
-        Command::Run { load, thresholds, agents, report, hdr_log, html, record, replay, gate } => {
+        Command::Run { load, thresholds, agents, agent_threads, report, hdr_log, html, record, replay, gate } => {
             let thresholds = thresholds.gate()?;
             for path in [&report, &hdr_log, &html, &record].into_iter().flatten() {
                 check_writable(path)?;
@@ -452,7 +467,14 @@ async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::
                 let work_path = work.path().to_path_buf();
                 let agents = agents as usize;
                 tokio::task::spawn_blocking(move || {
-                    threadspace_loadgen::agents::coordinate(plan, agents, &work_path, processes, record.as_deref())
+                    threadspace_loadgen::agents::coordinate(
+                        plan,
+                        agents,
+                        agent_threads,
+                        &work_path,
+                        processes,
+                        record.as_deref(),
+                    )
                 })
                 .await??
             } else {

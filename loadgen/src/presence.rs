@@ -123,6 +123,7 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
         options.gateways,
         &options.gateway_args,
         0,
+        None,
         options.users,
         options.org_size,
         "presence",

@@ -86,12 +86,18 @@ impl Site {
 }
 
 /// Starts a stack of `gateways` gateways (with `gateway_args`) seeded for `scenario`.
-pub async fn own_site(scenario: &Scenario, gateways: usize, gateway_args: &[String]) -> anyhow::Result<Site> {
+pub async fn own_site(
+    scenario: &Scenario,
+    gateways: usize,
+    gateway_args: &[String],
+    partitions: Option<u32>,
+) -> anyhow::Result<Site> {
     // The whole platform: the bridge archives what is sent, as history pages read it back.
     let stack = crate::target::seeded_stack(
         gateways,
         gateway_args,
         1,
+        partitions,
         scenario.users,
         scenario.org_size,
         "load",

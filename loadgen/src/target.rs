@@ -55,6 +55,7 @@ pub async fn seeded_stack(
     gateways: usize,
     gateway_args: &[String],
     bridges: usize,
+    partitions: Option<u32>,
     users: usize,
     org_size: usize,
     slug_prefix: &str,
@@ -64,6 +65,9 @@ pub async fn seeded_stack(
     options.gateway_args = gateway_args.to_vec();
     options.gateway_args.extend(["--max-connections".into(), "19000".into()]);
     options.bridges = bridges;
+    if let Some(partitions) = partitions {
+        options.partitions = partitions;
+    }
     println!("starting nats-server, PostgreSQL, {gateways} gateways and {bridges} bridges…");
     let stack = Stack::start(options).await?;
     let orgs = users.div_ceil(org_size);

@@ -27,9 +27,17 @@ impl Processes {
     /// Every pid of every component, now (Postgres backends come and go).
     fn by_component(&self) -> Vec<(&'static str, Vec<u32>)> {
         let me = std::process::id();
-        let mut loadgen = vec![me];
-        loadgen.extend(children_of(me));
         let postgres = self.postgres.map(|p| [vec![p], children_of(p)].concat()).unwrap_or_default();
+        // This process and its agents; a private stack's servers are children too, but count
+        // as themselves.
+        let theirs: Vec<u32> = [&self.gateways, &postgres, &self.bridges]
+            .into_iter()
+            .flatten()
+            .copied()
+            .chain(self.nats)
+            .collect();
+        let mut loadgen = vec![me];
+        loadgen.extend(children_of(me).into_iter().filter(|p| !theirs.contains(p)));
         vec![
             ("gateways", self.gateways.clone()),
             ("nats-server", self.nats.into_iter().collect()),
