@@ -422,3 +422,118 @@ pub fn write_capacity_html(report: &CapacityReport, slo_ms: f64, path: &Path) ->
     html.push_str("</table></body></html>\n");
     std::fs::write(path, html).map_err(|e| anyhow::anyhow!("cannot write the HTML page to {}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+
+    use super::*;
+    use crate::run::{Part, Tick, Totals};
+    use crate::scenario::Scenario;
+
+    /// Two agents' parts over two 5 s intervals: deliveries of 10 ms and 30 ms.
+    fn report() -> Report {
+        let tick = |at_s: f64, delivered: u64, micros: u64| Tick {
+            at_s,
+            connected: 10,
+            sent: delivered,
+            acked: delivered,
+            delivered,
+            failures: 0,
+            reconnects: 0,
+            histograms: METRICS.iter().map(|m| if *m == "send_deliver" { vec![(micros, 5)] } else { vec![] }).collect(),
+        };
+        let part = || Part {
+            users: 10,
+            totals: Totals { connected_peak: 10, sent: 10, acked: 10, requests: 10, ..Totals::default() },
+            histograms: METRICS.iter().map(|m| if *m == "send_deliver" { vec![(10_000, 5), (30_000, 5)] } else { vec![] }).collect(),
+            errors: Default::default(),
+            rss_peak_kib: 1,
+            rss_growth_kib: 1,
+            verdict: crate::checker::Verdict { expected: 10, delivered: 10, ..Default::default() },
+            timeline: vec![tick(5.0, 5, 10_000), tick(10.0, 10, 30_000)],
+        };
+        let scenario = Scenario { users: 20, ramp_up: Duration::from_secs(5), ..Scenario::default() };
+        let mut report = Report::assemble(scenario, 1_700_000_000_000, vec![part(), part()], Default::default());
+        report.gate(&crate::run::Gate::default());
+        report
+    }
+
+    #[test]
+    fn the_timeline_merges_agents_interval_by_interval() {
+        let report = report();
+        assert_eq!(report.totals.connected_peak, 20, "concurrent peak, not a sum of peaks");
+        assert_eq!(report.timeline.len(), 2);
+        assert_eq!(report.timeline[1].connected, 20);
+        assert!((report.timeline[1].delivered_per_s - 2.0).abs() < 1e-9, "{:?}", report.timeline[1]);
+        // The second interval began at the end of the 5 s ramp: only its 30 ms samples are steady.
+        let steady = &report.steady_latency["send_deliver"];
+        assert_eq!(steady.count, 10);
+        assert!((29.0..31.0).contains(&steady.p50_ms), "{steady:?}");
+        assert_eq!(report.latency["send_deliver"].count, 20);
+    }
+
+    #[test]
+    fn the_hdr_log_reads_back_as_tagged_interval_histograms() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run.hlog");
+        write_hdr_log(&report(), &path).expect("writes");
+        let bytes = std::fs::read(&path).expect("read");
+        let mut deserializer = Deserializer::new();
+        let mut total = 0;
+        let mut intervals = 0;
+        for entry in IntervalLogIterator::new(&bytes) {
+            if let Ok(LogEntry::Interval(interval)) = entry {
+                assert_eq!(interval.tag().map(|t| t.as_str()), Some("send_deliver"));
+                let encoded = base64_decode(interval.encoded_histogram());
+                let h: Histogram<u64> = deserializer.deserialize(&mut encoded.as_slice()).expect("decodes");
+                total += h.len();
+                intervals += 1;
+            }
+        }
+        assert_eq!((intervals, total), (2, 20));
+    }
+
+    fn base64_decode(text: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+    }
+
+    #[test]
+    fn the_html_report_has_its_plots_and_tables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run.html");
+        write_html(&report(), &path).expect("writes");
+        let html = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(html.matches("<svg").count(), 4, "percentiles, connected, throughput, p99 over time");
+        for expected in ["Gate passed", "send_deliver", "Latency after the 5 s ramp", "lost 0"] {
+            assert!(html.contains(expected), "missing {expected}");
+        }
+    }
+
+    #[test]
+    fn the_capacity_page_plots_the_knee() {
+        let step = |rate: f64, p99: f64, passed: bool| crate::capacity::Step {
+            load_factor: rate / 10.0,
+            messages_per_second: rate,
+            delivery_p50_ms: p99 / 4.0,
+            delivery_p99_ms: p99,
+            presence_p99_ms: 300.0,
+            lost: 0,
+            passed,
+            failures: if passed { vec![] } else { vec!["delivery p99 900.0 ms is over 500 ms".into()] },
+        };
+        let report = CapacityReport {
+            steps: vec![step(100.0, 20.0, true), step(160.0, 60.0, true), step(256.0, 900.0, false)],
+            sustainable_messages_per_second: Some(160.0),
+            breaking_messages_per_second: Some(256.0),
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("capacity.html");
+        write_capacity_html(&report, 500.0, &path).expect("writes");
+        let html = std::fs::read_to_string(&path).expect("read");
+        assert!(html.contains("<svg") && html.contains("highest sustainable: 160 msg/s"), "{html}");
+        assert!(html.contains("delivery p99 900.0 ms is over 500 ms"));
+    }
+}

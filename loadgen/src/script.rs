@@ -289,7 +289,7 @@ mod tests {
             id: ChannelId(1),
             kind: ChannelKind::Public,
             name: Some("general".into()),
-            members: 2,
+            last_read: 0,
         }];
         let inbox = Inbox::new(0, [ChannelId(1)]);
         let draw = || {

@@ -48,6 +48,24 @@ impl Processes {
     }
 }
 
+/// CPU time of a component's processes. loadgen's agents have exited (and been waited for) by
+/// the end of a run, so loadgen counts this process plus its reaped children; the private
+/// stack's servers are still running then and are not among them.
+fn component_cpu(name: &str, pids: &[u32]) -> Duration {
+    if name == "loadgen" {
+        return cpu_time_with_reaped_children(std::process::id()).unwrap_or_default();
+    }
+    pids.iter().filter_map(|&p| cpu_time(p)).sum()
+}
+
+/// utime + stime + cutime + cstime of a process.
+fn cpu_time_with_reaped_children(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<u64> =
+        stat.rsplit_once(')')?.1.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
+    (fields.len() == 4).then(|| Duration::from_secs_f64(fields.iter().sum::<u64>() as f64 / 100.0))
+}
+
 /// Pids whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
@@ -110,11 +128,7 @@ pub struct Used {
 
 impl Usage {
     pub fn start(processes: Processes) -> Self {
-        let cpu_start = processes
-            .by_component()
-            .into_iter()
-            .map(|(name, pids)| (name, pids.iter().filter_map(|&p| cpu_time(p)).sum()))
-            .collect();
+        let cpu_start = processes.by_component().into_iter().map(|(name, pids)| (name, component_cpu(name, &pids))).collect();
         let rss = Arc::new(Mutex::new(BTreeMap::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let sample = {
@@ -158,8 +172,9 @@ impl Usage {
             .into_iter()
             .filter(|(name, pids)| !pids.is_empty() || rss.get(name).is_some_and(|r| r.1 > 0))
             .map(|(name, pids)| {
-                let cpu: Duration = pids.iter().filter_map(|&p| cpu_time(p)).sum();
-                let cpu = cpu.saturating_sub(self.cpu_start.get(name).copied().unwrap_or_default()).as_secs_f64();
+                let cpu = component_cpu(name, &pids)
+                    .saturating_sub(self.cpu_start.get(name).copied().unwrap_or_default())
+                    .as_secs_f64();
                 let (rss_start_kib, rss_peak_kib) = rss.get(name).copied().unwrap_or_default();
                 let usage = ComponentUsage { cpu_seconds: cpu, cores: cpu / wall.max(1e-9), rss_start_kib, rss_peak_kib };
                 (name.to_owned(), usage)
@@ -193,6 +208,11 @@ mod tests {
         let me = used.components.get("loadgen").expect("loadgen measured");
         assert!(me.rss_peak_kib > 0 && me.rss_peak_kib >= me.rss_start_kib, "{me:?}");
         assert!(me.cpu_seconds > 0.0, "{me:?}");
+        let child = std::process::Command::new("sh").args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"]).status();
+        assert!(child.is_ok_and(|s| s.success()));
+        let own = cpu_time(std::process::id()).expect("own cpu");
+        let with_children = cpu_time_with_reaped_children(std::process::id()).expect("cpu");
+        assert!(with_children > own, "a waited-for child's CPU counts: {with_children:?} vs {own:?}");
         assert!(!used.components.contains_key("gateways"), "{:?}", used.components.keys());
         assert!(parent_of(std::process::id()).is_some());
         let me = std::process::id();
