@@ -60,9 +60,10 @@ pub async fn replay(
         }
     }
     metrics::counter!(m::REPLAYED_MESSAGES).increment(replayed);
-    send(state, write, &ServerFrame::Resumed { replayed, through_seq: head_seq }).await?;
+    let through_seq = head_seq.max(last_seq);
+    send(state, write, &ServerFrame::Resumed { replayed, through_seq }).await?;
     debug!(conn_id = handle.id, last_seq, head_seq, replayed, "resume replay done");
-    Ok(head_seq.max(last_seq))
+    Ok(through_seq)
 }
 
 enum Stop {

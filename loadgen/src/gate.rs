@@ -95,7 +95,7 @@ impl Report {
         for (metric, label, max) in ceilings {
             let value = p99(metric);
             if value > max.as_secs_f64() * 1000.0 {
-                failures.push(format!("{label} p99 {value:.1} ms is over {} ms", max.as_millis()));
+                failures.push(format!("{label} p99 {value:.1} ms is over {}", humantime::format_duration(max)));
             }
         }
         let c = &self.checker;

@@ -522,7 +522,7 @@ mod tests {
             presence_p99_ms: 300.0,
             lost: 0,
             passed,
-            failures: if passed { vec![] } else { vec!["delivery p99 900.0 ms is over 500 ms".into()] },
+            failures: if passed { vec![] } else { vec!["delivery p99 900.0 ms is over 500ms".into()] },
         };
         let report = CapacityReport {
             steps: vec![step(100.0, 20.0, true), step(160.0, 60.0, true), step(256.0, 900.0, false)],
@@ -534,6 +534,6 @@ mod tests {
         write_capacity_html(&report, 500.0, &path).expect("writes");
         let html = std::fs::read_to_string(&path).expect("read");
         assert!(html.contains("<svg") && html.contains("highest sustainable: 160 msg/s"), "{html}");
-        assert!(html.contains("delivery p99 900.0 ms is over 500 ms"));
+        assert!(html.contains("delivery p99 900.0 ms is over 500ms"));
     }
 }

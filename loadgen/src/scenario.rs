@@ -207,6 +207,19 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_scenario_files_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).expect("scenarios directory") {
+            let path = entry.expect("entry").path();
+            let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(path.to_string_lossy().contains(&scenario.name), "{} names itself", path.display());
+            loaded += 1;
+        }
+        assert!(loaded >= 1);
+    }
+
+    #[test]
     fn a_file_overrides_its_base_and_errors_name_the_field() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.json");

@@ -1,6 +1,7 @@
 //! The load gate can fail: `loadgen run` against a stack whose gateways hold every delivery
-//! (test-only fault injection) exits non-zero and names the broken SLO. The passing run of the
-//! `smoke` preset is its own step of `./threadspace test` (scripts/test.sh), where it runs alone.
+//! (test-only fault injection) exits non-zero and names the broken SLO. A recorded run replays
+//! the same actions, and a thresholds file gates it. The passing run of the `smoke` preset is
+//! its own step of `./threadspace test` (scripts/test.sh), where it runs alone.
 
 use std::process::Command;
 
@@ -20,7 +21,7 @@ fn a_degraded_gateway_fails_the_gate_with_a_clear_reason() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the gate passed a degraded stack:\n{stdout}\n{stderr}");
     assert!(stderr.contains("gate failed") && stderr.contains("delivery p99"), "{stderr}");
-    assert!(stderr.contains("over 500 ms"), "the reason names the threshold: {stderr}");
+    assert!(stderr.contains("over 500ms"), "the reason names the threshold: {stderr}");
     // The report is written even when the gate fails, and says why.
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).expect("report written")).expect("report is JSON");
@@ -29,18 +30,87 @@ fn a_degraded_gateway_fails_the_gate_with_a_clear_reason() {
     assert!(report["checker"]["expected"].as_u64().expect("expected") > 0, "{report}");
 }
 
+fn report(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("report written")).expect("report is JSON")
+}
+
+#[test]
+fn a_recorded_run_replays_its_actions_and_a_thresholds_file_gates_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let loadgen = threadspace_devstack::tools::threadspace_bindir().join("loadgen");
+    let (recording, first, second) =
+        (dir.path().join("run.rec"), dir.path().join("first.json"), dir.path().join("second.json"));
+    let output = Command::new(&loadgen)
+        .args(["run", "--own-stack", "--preset", "smoke", "--users", "200", "--duration", "8s", "--seed", "5"])
+        .arg("--record")
+        .arg(&recording)
+        .arg("--report")
+        .arg(&first)
+        .output()
+        .expect("loadgen runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = std::fs::read_to_string(&recording).expect("recording written");
+    let sends = text.matches("\"send\"").count() as u64;
+    assert_eq!(text.lines().count(), 201, "a header and one line per user");
+    assert_eq!(report(&first)["sent"].as_u64(), Some(sends), "the recording holds every send");
+    assert!(sends > 20, "{sends} sends recorded");
+
+    // A ceiling no real stack meets, from a thresholds file: the replay's gate must name it.
+    let thresholds = dir.path().join("slo.json");
+    std::fs::write(&thresholds, r#"{"max_p99": {"send_ack": "1us"}}"#).expect("write");
+    let (hlog, html) = (dir.path().join("second.hlog"), dir.path().join("second.html"));
+    let output = Command::new(&loadgen)
+        .args(["run", "--own-stack", "--gate"])
+        .arg("--replay")
+        .arg(&recording)
+        .arg("--thresholds")
+        .arg(&thresholds)
+        .arg("--report")
+        .arg(&second)
+        .arg("--hdr-log")
+        .arg(&hlog)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .expect("loadgen runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "an impossible send_ack ceiling passed");
+    assert!(stderr.contains("send_ack p99") && stderr.contains("over 1us"), "{stderr}");
+    let replayed = report(&second);
+    let sent = replayed["sent"].as_u64().expect("sent");
+    // An action due in the last instant before the end may miss it on a busy machine.
+    assert!(sent <= sends && sent + 2 >= sends, "replayed {sent} of {sends} recorded sends");
+    assert_eq!(replayed["scenario"]["seed"], 5, "the recording's scenario is used");
+    assert_eq!(replayed["checker"]["lost"], 0);
+    assert_eq!(replayed["gate"]["thresholds"]["max_p99"]["send_ack"], "1us");
+    assert!(std::fs::read_to_string(&hlog).expect("hlog").contains("send_deliver"));
+    assert!(std::fs::read_to_string(&html).expect("html").contains("<svg"));
+}
+
 #[test]
 fn bad_scenarios_and_flags_are_refused_naming_what_is_wrong() {
     let loadgen = threadspace_devstack::tools::threadspace_bindir().join("loadgen");
     let dir = tempfile::tempdir().expect("tempdir");
     let scenario = dir.path().join("s.json");
     std::fs::write(&scenario, r#"{"users": 1}"#).expect("write");
+    let thresholds = dir.path().join("t.json");
+    std::fs::write(&thresholds, r#"{"max_p99": {"sendack": "1s"}}"#).expect("write");
+    let recording = dir.path().join("r.rec");
+    std::fs::write(&recording, "not json\n").expect("write");
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    let missing_dir = dir.path().join("no-such-dir").join("r.html");
     for (args, named) in [
-        (vec!["run", "--preset", "nope"], "--preset"),
-        (vec!["run", "--users", "1"], "--users"),
-        (vec!["run", "--max-error-rate", "2"], "--max-error-rate"),
-        (vec!["run", "--scenario", scenario.to_str().expect("utf-8")], "users"),
-        (vec!["run", "--gateway-arg=--x"], "--own-stack"),
+        (vec!["run".to_owned(), "--preset".into(), "nope".into()], "--preset"),
+        (vec!["run".into(), "--users".into(), "1".into()], "--users"),
+        (vec!["run".into(), "--max-error-rate".into(), "2".into()], "--max-error-rate"),
+        (vec!["run".into(), "--scenario".into(), path(&scenario)], "users"),
+        (vec!["run".into(), "--gateway-arg=--x".into()], "--own-stack"),
+        (vec!["run".into(), "--thresholds".into(), path(&thresholds)], "sendack"),
+        (vec!["run".into(), "--thresholds".into(), path(&thresholds), "--max-delivery-p99".into(), "1s".into()], "--thresholds"),
+        (vec!["run".into(), "--replay".into(), path(&recording)], "line 1"),
+        (vec!["run".into(), "--replay".into(), path(&recording), "--preset".into(), "burst".into()], "--replay"),
+        (vec!["run".into(), "--html".into(), path(&missing_dir)], "does not exist"),
+        (vec!["run".into(), "--metrics-addr".into(), "nowhere".into()], "--metrics-addr"),
     ] {
         let output = Command::new(&loadgen)
             .args(&args)
