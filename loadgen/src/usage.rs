@@ -86,14 +86,16 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// Resident memory of a group of processes: their private pages plus their shared memory
+/// Resident memory of a group of processes: their private pages plus their shared pages
 /// once (PostgreSQL's backends all map the same shared buffers; summing their RSS counts those
 /// once per backend). Read from `status`, not `smaps`: walking page tables every few seconds
 /// costs real CPU at 75,000 connections.
 fn group_kib(pids: &[u32]) -> u64 {
-    let private: u64 = pids.iter().filter_map(|&p| Some(status_kib(p, "RssAnon:")? + status_kib(p, "RssFile:")?)).sum();
-    let shared = pids.iter().filter_map(|&p| status_kib(p, "RssShmem:")).max().unwrap_or(0);
-    private + shared
+    let private: u64 = pids.iter().filter_map(|&p| status_kib(p, "RssAnon:")).sum();
+    // File pages (the binary, its libraries) and shared memory are mapped by every process of
+    // the group: once each.
+    let max = |field: &str| pids.iter().filter_map(|&p| status_kib(p, field)).max().unwrap_or(0);
+    private + max("RssFile:") + max("RssShmem:")
 }
 
 /// One component's figures over a run.
