@@ -66,7 +66,8 @@ impl Gate {
             "`max_error_rate` must be between 0 and 1, got {}",
             self.max_error_rate
         );
-        for (name, value) in [("max_delivery_p99", self.max_delivery_p99), ("max_presence_p99", self.max_presence_p99)]
+        for (name, value) in
+            [("max_delivery_p99", self.max_delivery_p99), ("max_presence_p99", self.max_presence_p99)]
         {
             anyhow::ensure!(!value.is_zero(), "`{name}` must be positive");
         }
@@ -95,7 +96,8 @@ impl Report {
         for (metric, label, max) in ceilings {
             let value = p99(metric);
             if value > max.as_secs_f64() * 1000.0 {
-                failures.push(format!("{label} p99 {value:.1} ms is over {}", humantime::format_duration(max)));
+                failures
+                    .push(format!("{label} p99 {value:.1} ms is over {}", humantime::format_duration(max)));
             }
         }
         let c = &self.checker;
@@ -167,7 +169,8 @@ mod tests {
     fn a_thresholds_file_overrides_defaults_and_errors_name_the_field() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.json");
-        std::fs::write(&path, r#"{"max_delivery_p99":"250ms","max_p99":{"send_ack":"300ms"}}"#).expect("write");
+        std::fs::write(&path, r#"{"max_delivery_p99":"250ms","max_p99":{"send_ack":"300ms"}}"#)
+            .expect("write");
         let gate = Gate::load(&path).expect("loads");
         assert_eq!(gate.max_delivery_p99, Duration::from_millis(250));
         assert_eq!(gate.max_presence_p99, Gate::default().max_presence_p99);

@@ -35,8 +35,16 @@ pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
         Unit::Seconds,
         "Median latency over the last progress interval, by metric."
     );
-    describe_gauge!("loadgen_latency_p99_seconds", Unit::Seconds, "p99 latency over the last progress interval, by metric.");
-    describe_gauge!("loadgen_latency_max_seconds", Unit::Seconds, "Largest latency in the last progress interval, by metric.");
+    describe_gauge!(
+        "loadgen_latency_p99_seconds",
+        Unit::Seconds,
+        "p99 latency over the last progress interval, by metric."
+    );
+    describe_gauge!(
+        "loadgen_latency_max_seconds",
+        Unit::Seconds,
+        "Largest latency in the last progress interval, by metric."
+    );
     let _ = SERVING.set(addr);
     Ok(())
 }
@@ -60,8 +68,10 @@ pub fn publish(agent: &str, tick: &Tick) {
         let h = crate::run::from_buckets([buckets]);
         let seconds = |micros: u64| micros as f64 / 1e6;
         let metric = || (*name).to_owned();
-        gauge!("loadgen_latency_p50_seconds", "agent" => a(), "metric" => metric()).set(seconds(h.value_at_quantile(0.5)));
-        gauge!("loadgen_latency_p99_seconds", "agent" => a(), "metric" => metric()).set(seconds(h.value_at_quantile(0.99)));
+        gauge!("loadgen_latency_p50_seconds", "agent" => a(), "metric" => metric())
+            .set(seconds(h.value_at_quantile(0.5)));
+        gauge!("loadgen_latency_p99_seconds", "agent" => a(), "metric" => metric())
+            .set(seconds(h.value_at_quantile(0.99)));
         gauge!("loadgen_latency_max_seconds", "agent" => a(), "metric" => metric()).set(seconds(h.max()));
     }
 }

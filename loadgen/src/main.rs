@@ -80,7 +80,9 @@ impl GateArgs {
             "--max-error-rate must be between 0 and 1, got {}",
             self.max_error_rate
         );
-        for (flag, value) in [("--max-delivery-p99", self.max_delivery_p99), ("--max-presence-p99", self.max_presence_p99)] {
+        for (flag, value) in
+            [("--max-delivery-p99", self.max_delivery_p99), ("--max-presence-p99", self.max_presence_p99)]
+        {
             anyhow::ensure!(!value.is_zero(), "{flag} must be positive");
         }
         Ok(run::Gate {
@@ -361,7 +363,8 @@ fn main() -> ExitCode {
 /// The first SIGINT or SIGTERM, named.
 async fn interrupted() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
         return std::future::pending().await;
     };
     tokio::select! {
@@ -456,7 +459,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::Result<()> {
     match command {
-        Command::Run { load, thresholds, agents, agent_threads, report, hdr_log, html, record, replay, gate } => {
+        Command::Run {
+            load,
+            thresholds,
+            agents,
+            agent_threads,
+            report,
+            hdr_log,
+            html,
+            record,
+            replay,
+            gate,
+        } => {
             let thresholds = thresholds.gate()?;
             for path in [&report, &hdr_log, &html, &record].into_iter().flatten() {
                 check_writable(path)?;
@@ -543,7 +557,12 @@ fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => std::path::Path::new("."),
     };
-    anyhow::ensure!(dir.is_dir(), "cannot write {}: directory {} does not exist", path.display(), dir.display());
+    anyhow::ensure!(
+        dir.is_dir(),
+        "cannot write {}: directory {} does not exist",
+        path.display(),
+        dir.display()
+    );
     anyhow::ensure!(!path.is_dir(), "cannot write {}: it is a directory", path.display());
     Ok(())
 }

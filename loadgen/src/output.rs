@@ -47,7 +47,8 @@ pub fn write_hdr_log(report: &Report, path: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    std::fs::write(path, out).map_err(|e| anyhow::anyhow!("cannot write the HDR log to {}: {e}", path.display()))
+    std::fs::write(path, out)
+        .map_err(|e| anyhow::anyhow!("cannot write the HDR log to {}: {e}", path.display()))
 }
 
 /// Metrics drawn, with their colours.
@@ -63,6 +64,9 @@ const DRAWN: [(&str, RGBColor); 8] = [
 ];
 
 type Draw<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// A plotted line: its legend, colour and points.
+type Series = (String, RGBColor, Vec<(f64, f64)>);
 
 fn svg(width: u32, height: u32, draw: impl FnOnce(&Draw) -> anyhow::Result<()>) -> anyhow::Result<String> {
     let mut text = String::new();
@@ -81,7 +85,7 @@ fn plot_error(e: impl std::fmt::Display) -> anyhow::Error {
 
 /// Latency by percentile, HdrHistogram style: x is `-log10(1 - q)` (0 = p0, 2 = p99, 3 = p99.9).
 fn percentile_plot(histograms: &[(&str, RGBColor, &Histogram<u64>)], slo_ms: f64) -> anyhow::Result<String> {
-    let series: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = histograms
+    let series: Vec<Series> = histograms
         .iter()
         .filter(|(_, _, h)| !h.is_empty())
         .map(|(name, colour, h)| {
@@ -90,7 +94,7 @@ fn percentile_plot(histograms: &[(&str, RGBColor, &Histogram<u64>)], slo_ms: f64
                 .filter(|x| 10f64.powf(*x) <= h.len() as f64 * 10.0)
                 .map(|x| (x, (h.value_at_quantile(1.0 - 10f64.powf(-x)) as f64 / 1000.0).max(0.001)))
                 .collect();
-            (*name, *colour, points)
+            (name.to_string(), *colour, points)
         })
         .collect();
     let max_x = series.iter().flat_map(|s| s.2.iter().map(|p| p.0)).fold(2.0, f64::max);
@@ -115,7 +119,7 @@ fn percentile_plot(histograms: &[(&str, RGBColor, &Histogram<u64>)], slo_ms: f64
             chart
                 .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
                 .map_err(plot_error)?
-                .label(*name)
+                .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
         }
         chart
@@ -161,7 +165,7 @@ fn time_plot(
     caption: &str,
     y_desc: &str,
     log: bool,
-    series: &[(String, RGBColor, Vec<(f64, f64)>)],
+    series: &[Series],
     marker: Option<(f64, &str)>,
 ) -> anyhow::Result<String> {
     let max_x = series.iter().flat_map(|s| s.2.iter().map(|p| p.0)).fold(1.0, f64::max);
@@ -172,20 +176,34 @@ fn time_plot(
         macro_rules! draw {
             ($chart:expr, $ceiling:expr) => {{
                 let mut chart = $chart;
-                chart.configure_mesh().x_desc("seconds since the ramp began").y_desc(y_desc).draw().map_err(plot_error)?;
+                chart
+                    .configure_mesh()
+                    .x_desc("seconds since the ramp began")
+                    .y_desc(y_desc)
+                    .draw()
+                    .map_err(plot_error)?;
                 for (name, colour, points) in series {
                     chart
                         .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
                         .map_err(plot_error)?
                         .label(name.as_str())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+                        });
                 }
                 if let Some((at, label)) = marker {
+                    // Purple, so it does not vanish into a grid line at a round number.
+                    let purple = RGBColor(148, 103, 189);
                     chart
-                        .draw_series(LineSeries::new([(at, $ceiling.0), (at, $ceiling.1)], BLACK.mix(0.5)))
+                        .draw_series(LineSeries::new(
+                            [(at, $ceiling.0), (at, $ceiling.1)],
+                            purple.stroke_width(2),
+                        ))
                         .map_err(plot_error)?
                         .label(label)
-                        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.mix(0.5)));
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 16, y)], purple.stroke_width(2))
+                        });
                 }
                 chart
                     .configure_series_labels()
@@ -198,7 +216,10 @@ fn time_plot(
         }
         if log {
             let (lo, hi) = bounds(values());
-            draw!(builder.build_cartesian_2d(0f64..max_x, (lo..hi).log_scale()).map_err(plot_error)?, (lo, hi));
+            draw!(
+                builder.build_cartesian_2d(0f64..max_x, (lo..hi).log_scale()).map_err(plot_error)?,
+                (lo, hi)
+            );
         } else {
             let hi = values().fold(1.0, f64::max) * 1.1;
             draw!(builder.build_cartesian_2d(0f64..max_x, 0f64..hi).map_err(plot_error)?, (0.0, hi));
@@ -263,25 +284,36 @@ pub fn write_html(report: &Report, path: &Path) -> anyhow::Result<()> {
         report.totals.failures,
         report.totals.requests
     );
-    let latency_table = |html: &mut String, title: &str, latency: &std::collections::BTreeMap<String, crate::run::Latency>| {
-        let _ = write!(html, "<h2>{title}</h2><table><tr><th>metric</th><th>n</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr>");
-        for (name, l) in latency {
-            let _ = write!(
+    let latency_table =
+        |html: &mut String,
+         title: &str,
+         latency: &std::collections::BTreeMap<String, crate::run::Latency>| {
+            let _ = write!(html, "<h2>{title}</h2><table><tr><th>metric</th><th>n</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr>");
+            for (name, l) in latency {
+                let _ = write!(
                 html,
                 "<tr><td>{name}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>",
                 l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
             );
-        }
-        html.push_str("</table>");
-    };
+            }
+            html.push_str("</table>");
+        };
     latency_table(&mut html, "Latency, whole run (ramp included; the gate judges these)", &report.latency);
     if !report.steady_latency.is_empty() {
-        latency_table(&mut html, &format!("Latency after the {:.0} s ramp", report.ramp_seconds), &report.steady_latency);
+        latency_table(
+            &mut html,
+            &format!("Latency after the {:.0} s ramp", report.ramp_seconds),
+            &report.steady_latency,
+        );
     }
     let drawn: Vec<(&str, RGBColor, &Histogram<u64>)> = DRAWN
         .iter()
         .filter_map(|(name, colour)| {
-            METRICS.iter().position(|m| m == name).and_then(|i| report.histograms.get(i)).map(|h| (*name, *colour, h))
+            METRICS
+                .iter()
+                .position(|m| m == name)
+                .and_then(|i| report.histograms.get(i))
+                .map(|h| (*name, *colour, h))
         })
         .collect();
     let slo = report.gate.as_ref().map_or(500.0, |g| g.thresholds.max_delivery_p99.as_secs_f64() * 1000.0);
@@ -309,7 +341,7 @@ pub fn write_html(report: &Report, path: &Path) -> anyhow::Result<()> {
         ],
         ramp_marker,
     )?);
-    let p99_series: Vec<(String, RGBColor, Vec<(f64, f64)>)> = DRAWN
+    let p99_series: Vec<Series> = DRAWN
         .iter()
         .take(4)
         .map(|(name, colour)| (format!("{name} p99"), *colour, points(&|p| p.p99_ms.get(*name).copied())))
@@ -337,7 +369,8 @@ pub fn write_html(report: &Report, path: &Path) -> anyhow::Result<()> {
         html.push_str("</table>");
     }
     html.push_str("</body></html>\n");
-    std::fs::write(path, html).map_err(|e| anyhow::anyhow!("cannot write the HTML report to {}: {e}", path.display()))
+    std::fs::write(path, html)
+        .map_err(|e| anyhow::anyhow!("cannot write the HTML report to {}: {e}", path.display()))
 }
 
 /// The HTML page of a capacity search: delivery p99 against the message rate, the SLO line and
@@ -358,13 +391,19 @@ pub fn write_capacity_html(report: &CapacityReport, slo_ms: f64, path: &Path) ->
         chart.configure_mesh().x_desc("messages per second").y_desc("ms (log)").draw().map_err(plot_error)?;
         let blue = RGBColor(31, 119, 180);
         chart
-            .draw_series(LineSeries::new(steps.iter().map(|s| (s.messages_per_second, s.delivery_p99_ms)), blue.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                steps.iter().map(|s| (s.messages_per_second, s.delivery_p99_ms)),
+                blue.stroke_width(2),
+            ))
             .map_err(plot_error)?
             .label("delivery p99")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue.stroke_width(2)));
         let grey = RGBColor(127, 127, 127);
         chart
-            .draw_series(LineSeries::new(steps.iter().map(|s| (s.messages_per_second, s.delivery_p50_ms)), grey))
+            .draw_series(LineSeries::new(
+                steps.iter().map(|s| (s.messages_per_second, s.delivery_p50_ms)),
+                grey,
+            ))
             .map_err(plot_error)?
             .label("delivery p50")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
@@ -420,7 +459,8 @@ pub fn write_capacity_html(report: &CapacityReport, slo_ms: f64, path: &Path) ->
         );
     }
     html.push_str("</table></body></html>\n");
-    std::fs::write(path, html).map_err(|e| anyhow::anyhow!("cannot write the HTML page to {}: {e}", path.display()))
+    std::fs::write(path, html)
+        .map_err(|e| anyhow::anyhow!("cannot write the HTML page to {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -442,12 +482,18 @@ mod tests {
             delivered,
             failures: 0,
             reconnects: 0,
-            histograms: METRICS.iter().map(|m| if *m == "send_deliver" { vec![(micros, 5)] } else { vec![] }).collect(),
+            histograms: METRICS
+                .iter()
+                .map(|m| if *m == "send_deliver" { vec![(micros, 5)] } else { vec![] })
+                .collect(),
         };
         let part = || Part {
             users: 10,
             totals: Totals { connected_peak: 10, sent: 10, acked: 10, requests: 10, ..Totals::default() },
-            histograms: METRICS.iter().map(|m| if *m == "send_deliver" { vec![(10_000, 5), (30_000, 5)] } else { vec![] }).collect(),
+            histograms: METRICS
+                .iter()
+                .map(|m| if *m == "send_deliver" { vec![(10_000, 5), (30_000, 5)] } else { vec![] })
+                .collect(),
             errors: Default::default(),
             rss_peak_kib: 1,
             rss_growth_kib: 1,
@@ -455,7 +501,8 @@ mod tests {
             timeline: vec![tick(5.0, 5, 10_000), tick(10.0, 10, 30_000)],
         };
         let scenario = Scenario { users: 20, ramp_up: Duration::from_secs(5), ..Scenario::default() };
-        let mut report = Report::assemble(scenario, 1_700_000_000_000, vec![part(), part()], Default::default());
+        let mut report =
+            Report::assemble(scenario, 1_700_000_000_000, vec![part(), part()], Default::default());
         report.gate(&crate::run::Gate::default());
         report
     }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use threadspace_devstack::stack::{metric_sum, Stack};
+use threadspace_devstack::stack::{metric_sum, Stack, StackOptions};
 use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{close_code, ClientFrame, ClientStatus, PresenceStatus, ServerFrame};
 use threadspace_protocol::{OrgId, UserId};
@@ -119,17 +119,10 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
         options.changes,
         options.users
     );
-    let mut stack = crate::target::seeded_stack(
-        options.gateways,
-        &options.gateway_args,
-        0,
-        None,
-        options.users,
-        options.org_size,
-        "presence",
-        7,
-    )
-    .await?;
+    let mut stack_options = StackOptions::for_tests(options.gateways);
+    stack_options.gateway_args = options.gateway_args.clone();
+    let mut stack =
+        crate::target::seeded_stack(stack_options, options.users, options.org_size, "presence", 7).await?;
     let users: Vec<(UserId, OrgId)> = crate::target::first_users(&*stack.pool.get().await?, options.users)
         .await?
         .into_iter()

@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
-use threadspace_devstack::stack::{http_request, Stack};
+use threadspace_devstack::stack::{http_request, Stack, StackOptions};
 use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{
     close_code, ChannelInfo, ClientFrame, ClientStatus, PresenceStatus, Resume, ServerFrame,
@@ -24,9 +24,9 @@ use threadspace_protocol::{ChannelId, Seq, UserId};
 use tokio::time::Instant;
 
 use crate::checker::{check, Inbox, Verdict};
-use crate::script::{Action, Script, Timed, UserRecord};
 pub use crate::gate::{Gate, GateResult};
 use crate::scenario::Scenario;
+use crate::script::{Action, Script, Timed, UserRecord};
 use crate::target::Target;
 use crate::usage::{ComponentUsage, Processes, Usage, Used};
 use crate::{latency_histogram, rss_kib};
@@ -93,17 +93,15 @@ pub async fn own_site(
     partitions: Option<u32>,
 ) -> anyhow::Result<Site> {
     // The whole platform: the bridge archives what is sent, as history pages read it back.
-    let stack = crate::target::seeded_stack(
-        gateways,
-        gateway_args,
-        1,
-        partitions,
-        scenario.users,
-        scenario.org_size,
-        "load",
-        scenario.seed,
-    )
-    .await?;
+    let mut options = StackOptions::for_tests(gateways);
+    options.gateway_args = gateway_args.to_vec();
+    options.bridges = 1;
+    if let Some(partitions) = partitions {
+        options.partitions = partitions;
+    }
+    let stack =
+        crate::target::seeded_stack(options, scenario.users, scenario.org_size, "load", scenario.seed)
+            .await?;
     Ok(Site::Own(Box::new(stack)))
 }
 
@@ -192,7 +190,6 @@ impl Shared {
     fn error(&self, what: String) {
         *self.errors.lock().expect("errors lock").entry(what).or_default() += 1;
     }
-
 }
 
 /// Every recorded `(value µs, count)` of a histogram.
@@ -521,7 +518,8 @@ pub async fn play(plan: &Plan, prefix: &str) -> anyhow::Result<Played> {
         // The jitter derives from the seed and the global index: any split over agents gives
         // every user the same start.
         let mut jitter = StdRng::seed_from_u64(scenario.seed ^ (user.index as u64).wrapping_mul(0x2545_f491));
-        let mut at = Duration::from_secs_f64(slot * user.index as f64 + jitter.random_range(0.0..slot.max(1e-9)));
+        let mut at =
+            Duration::from_secs_f64(slot * user.index as f64 + jitter.random_range(0.0..slot.max(1e-9)));
         let mut recorded = None;
         if let Some((connect_ms, actions)) = &user.recorded {
             at = Duration::from_millis(*connect_ms);
@@ -586,7 +584,8 @@ pub async fn play(plan: &Plan, prefix: &str) -> anyhow::Result<Played> {
         reconnects: c.reconnects.load(Ordering::Relaxed),
         history_required: c.history_required.load(Ordering::Relaxed),
     };
-    let histograms = shared.histograms.iter().map(|h| buckets(&h.lock().expect("histogram lock").0)).collect();
+    let histograms =
+        shared.histograms.iter().map(|h| buckets(&h.lock().expect("histogram lock").0)).collect();
     let errors = shared.errors.lock().expect("errors lock").iter().map(|(k, v)| (k.clone(), *v)).collect();
     let part = Part {
         users: plan.users.len(),
@@ -625,8 +624,9 @@ fn merge_timelines(parts: &[Part]) -> (Vec<TimelinePoint>, Vec<(f64, f64, Vec<Hi
         };
         let seconds = (at_s - previous.at_s).max(1e-3);
         let per_s = |now: u64, before: u64| now.saturating_sub(before) as f64 / seconds;
-        let histograms: Vec<Histogram<u64>> =
-            (0..METRICS.len()).map(|m| from_buckets(ticks.iter().filter_map(|t| t.histograms.get(m)))).collect();
+        let histograms: Vec<Histogram<u64>> = (0..METRICS.len())
+            .map(|m| from_buckets(ticks.iter().filter_map(|t| t.histograms.get(m))))
+            .collect();
         let quantile = |q: f64| -> BTreeMap<String, f64> {
             METRICS
                 .iter()
@@ -688,7 +688,8 @@ async fn virtual_user(
         actions: Vec::new(),
     });
     let mut gateway = index % shared.urls.len();
-    let Some((mut session, welcome_channels, head)) = Box::pin(connect(&shared, index, gateway, &token, None)).await
+    let Some((mut session, welcome_channels, head)) =
+        Box::pin(connect(&shared, index, gateway, &token, None)).await
     else {
         let mut inbox = Inbox::new(0, []);
         inbox.broken_at = Some(0);
@@ -981,18 +982,23 @@ impl Report {
             rss_growth += part.rss_growth_kib;
             users += part.users;
         }
-        let histograms: Vec<Histogram<u64>> =
-            (0..METRICS.len()).map(|m| from_buckets(parts.iter().filter_map(|p| p.histograms.get(m)))).collect();
+        let histograms: Vec<Histogram<u64>> = (0..METRICS.len())
+            .map(|m| from_buckets(parts.iter().filter_map(|p| p.histograms.get(m))))
+            .collect();
         let (timeline, intervals) = merge_timelines(&parts);
         if let Some(peak) = timeline.iter().map(|t| t.connected).max() {
             // Agents peak at different moments: the sum of their peaks overstates it.
-            totals.connected_peak = peak.max(parts.iter().map(|p| p.totals.connected_peak).max().unwrap_or(0));
+            totals.connected_peak =
+                peak.max(parts.iter().map(|p| p.totals.connected_peak).max().unwrap_or(0));
         }
         let ramp_seconds = scenario.ramp().as_secs_f64();
         let steady_latency = {
             let period = intervals.first().map_or(0.0, |(start, end, _)| end - start);
-            let steady: Vec<&Vec<Histogram<u64>>> =
-                intervals.iter().filter(|(start, _, _)| *start >= ramp_seconds - 0.01 * period).map(|i| &i.2).collect();
+            let steady: Vec<&Vec<Histogram<u64>>> = intervals
+                .iter()
+                .filter(|(start, _, _)| *start >= ramp_seconds - 0.01 * period)
+                .map(|i| &i.2)
+                .collect();
             if steady.is_empty() {
                 BTreeMap::new()
             } else {
@@ -1015,11 +1021,16 @@ impl Report {
             users,
             agents: parts.len(),
             totals,
-            latency: METRICS.iter().zip(&histograms).map(|(name, h)| (name.to_string(), Latency::of(h))).collect(),
+            latency: METRICS
+                .iter()
+                .zip(&histograms)
+                .map(|(name, h)| (name.to_string(), Latency::of(h)))
+                .collect(),
             checker,
             errors,
             gateway_bytes_per_connection: used.components.get("gateways").map_or(0.0, |g| {
-                g.rss_peak_kib.saturating_sub(g.rss_start_kib) as f64 * 1024.0 / totals.connected_peak.max(1) as f64
+                g.rss_peak_kib.saturating_sub(g.rss_start_kib) as f64 * 1024.0
+                    / totals.connected_peak.max(1) as f64
             }),
             usage: used.components,
             loadgen_rss_kib: rss_peak,

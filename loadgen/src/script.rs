@@ -100,9 +100,9 @@ pub fn read_recording(path: &Path) -> anyhow::Result<(Scenario, Vec<UserRecord>)
         let line = line.map_err(|e| anyhow::anyhow!("{}: {e}", at(n + 2)))?;
         let record: UserRecord =
             serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("{}: {e}", at(n + 2)))?;
-        let slot = users
-            .get_mut(record.user)
-            .ok_or_else(|| anyhow::anyhow!("{}: user {} is outside the {} users", at(n + 2), record.user, header.users))?;
+        let slot = users.get_mut(record.user).ok_or_else(|| {
+            anyhow::anyhow!("{}: user {} is outside the {} users", at(n + 2), record.user, header.users)
+        })?;
         anyhow::ensure!(slot.is_none(), "{}: user {} appears twice", at(n + 2), record.user);
         anyhow::ensure!(
             record.actions.windows(2).all(|w| w[0].0 <= w[1].0),
@@ -146,7 +146,8 @@ pub struct RandomScript {
 impl Script {
     /// The random script of user `index`, starting `now`.
     pub fn random(scenario: &Scenario, index: usize, now: Instant) -> Self {
-        let mut rng = StdRng::seed_from_u64(scenario.seed.wrapping_mul(0x9e37_79b9).wrapping_add(index as u64));
+        let mut rng =
+            StdRng::seed_from_u64(scenario.seed.wrapping_mul(0x9e37_79b9).wrapping_add(index as u64));
         let rates = [
             scenario.messages_per_user_second(),
             scenario.reads_per_user_second,
@@ -155,7 +156,13 @@ impl Script {
             scenario.reconnects_per_user_second,
         ];
         let next = rates.map(|rate| now + next_after(&mut rng, rate));
-        Self::Random(Box::new(RandomScript { rng, next, rates, typing_share: scenario.typing_share, idle: false }))
+        Self::Random(Box::new(RandomScript {
+            rng,
+            next,
+            rates,
+            typing_share: scenario.typing_share,
+            idle: false,
+        }))
     }
 
     /// When the next action is due (`None`: nothing more to do).
@@ -246,8 +253,14 @@ mod tests {
         let path = dir.path().join("run.jsonl");
         let scenario = Scenario { users: 2, ..Scenario::default() };
         let users = vec![
-            record(0, vec![(5, Action::Send { channel: ChannelId(3), typing: true }), (9, Action::Reconnect)]),
-            record(1, vec![(7, Action::Presence { idle: true }), (8, Action::History { channel: ChannelId(4) })]),
+            record(
+                0,
+                vec![(5, Action::Send { channel: ChannelId(3), typing: true }), (9, Action::Reconnect)],
+            ),
+            record(
+                1,
+                vec![(7, Action::Presence { idle: true }), (8, Action::History { channel: ChannelId(4) })],
+            ),
         ];
         write_recording(&path, &scenario, &users).expect("writes");
         let (read_scenario, read_users) = read_recording(&path).expect("reads");
@@ -265,14 +278,24 @@ mod tests {
             users: 2,
         })
         .expect("json");
-        let user = |u: usize, actions: &str| format!(r#"{{"user":{u},"id":1,"connect_ms":0,"actions":{actions}}}"#);
+        let user =
+            |u: usize, actions: &str| format!(r#"{{"user":{u},"id":1,"connect_ms":0,"actions":{actions}}}"#);
         for (text, named) in [
             (String::new(), "line 1: empty".to_owned()),
             ("{}".to_owned(), "line 1".to_owned()),
-            (format!("{header}\n{}\n{}", user(0, "[]"), user(0, "[]")), "line 3: user 0 appears twice".to_owned()),
-            (format!("{header}\n{}\n{}", user(0, "[]"), user(5, "[]")), "line 3: user 5 is outside".to_owned()),
+            (
+                format!("{header}\n{}\n{}", user(0, "[]"), user(0, "[]")),
+                "line 3: user 0 appears twice".to_owned(),
+            ),
+            (
+                format!("{header}\n{}\n{}", user(0, "[]"), user(5, "[]")),
+                "line 3: user 5 is outside".to_owned(),
+            ),
             (format!("{header}\n{}", user(0, "[]")), "user 1 is missing".to_owned()),
-            (format!("{header}\n{}\n{}", user(0, r#"[[9,"reconnect"],[3,"reconnect"]]"#), user(1, "[]")), "not in time order".to_owned()),
+            (
+                format!("{header}\n{}\n{}", user(0, r#"[[9,"reconnect"],[3,"reconnect"]]"#), user(1, "[]")),
+                "not in time order".to_owned(),
+            ),
             (format!("{header}\n{}\n{}", user(0, r#"[[1,{"fly":{}}]]"#), user(1, "[]")), "line 2".to_owned()),
         ] {
             std::fs::write(&path, text.as_bytes()).expect("write");
@@ -305,11 +328,17 @@ mod tests {
 
         let mut recorded = Script::Recorded {
             t0: now,
-            actions: VecDeque::from(vec![(5, Action::Read { channel: ChannelId(1) }), (6, Action::Reconnect)]),
+            actions: VecDeque::from(vec![
+                (5, Action::Read { channel: ChannelId(1) }),
+                (6, Action::Reconnect),
+            ]),
         };
         assert_eq!(recorded.due(), Some(now + Duration::from_millis(5)));
         assert_eq!(recorded.take(&channels, &inbox), None, "a read of nothing received is skipped");
-        assert_eq!(recorded.take(&channels, &inbox), Some((now + Duration::from_millis(6), Action::Reconnect)));
+        assert_eq!(
+            recorded.take(&channels, &inbox),
+            Some((now + Duration::from_millis(6), Action::Reconnect))
+        );
         assert_eq!(recorded.due(), None);
     }
 }

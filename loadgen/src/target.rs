@@ -48,27 +48,20 @@ pub async fn first_users(client: &tokio_postgres::Client, n: usize) -> anyhow::R
     Ok(rows.iter().map(|r| Identity { user: UserId(r.get(0)), org: OrgId(r.get(1)) }).collect())
 }
 
-/// Starts a private stack of `gateways` gateways (with `gateway_args`, room for 19,000
-/// connections each) and `bridges` broker-bridges, seeded with `users` users in orgs of
-/// `org_size`.
+/// Starts a private stack (`options`, with room for 19,000 connections per gateway) seeded
+/// with `users` users in orgs of `org_size`.
 pub async fn seeded_stack(
-    gateways: usize,
-    gateway_args: &[String],
-    bridges: usize,
-    partitions: Option<u32>,
+    mut options: StackOptions,
     users: usize,
     org_size: usize,
     slug_prefix: &str,
     seed: u64,
 ) -> anyhow::Result<Stack> {
-    let mut options = StackOptions::for_tests(gateways);
-    options.gateway_args = gateway_args.to_vec();
     options.gateway_args.extend(["--max-connections".into(), "19000".into()]);
-    options.bridges = bridges;
-    if let Some(partitions) = partitions {
-        options.partitions = partitions;
-    }
-    println!("starting nats-server, PostgreSQL, {gateways} gateways and {bridges} bridges…");
+    println!(
+        "starting nats-server, PostgreSQL, {} gateways and {} bridges…",
+        options.gateways, options.bridges
+    );
     let stack = Stack::start(options).await?;
     let orgs = users.div_ceil(org_size);
     let started = std::time::Instant::now();

@@ -130,7 +130,11 @@ pub struct Used {
 
 impl Usage {
     pub fn start(processes: Processes) -> Self {
-        let cpu_start = processes.by_component().into_iter().map(|(name, pids)| (name, component_cpu(name, &pids))).collect();
+        let cpu_start = processes
+            .by_component()
+            .into_iter()
+            .map(|(name, pids)| (name, component_cpu(name, &pids)))
+            .collect();
         let rss = Arc::new(Mutex::new(BTreeMap::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let sample = {
@@ -178,7 +182,12 @@ impl Usage {
                     .saturating_sub(self.cpu_start.get(name).copied().unwrap_or_default())
                     .as_secs_f64();
                 let (rss_start_kib, rss_peak_kib) = rss.get(name).copied().unwrap_or_default();
-                let usage = ComponentUsage { cpu_seconds: cpu, cores: cpu / wall.max(1e-9), rss_start_kib, rss_peak_kib };
+                let usage = ComponentUsage {
+                    cpu_seconds: cpu,
+                    cores: cpu / wall.max(1e-9),
+                    rss_start_kib,
+                    rss_peak_kib,
+                };
                 (name.to_owned(), usage)
             })
             .collect();
@@ -210,7 +219,9 @@ mod tests {
         let me = used.components.get("loadgen").expect("loadgen measured");
         assert!(me.rss_peak_kib > 0 && me.rss_peak_kib >= me.rss_start_kib, "{me:?}");
         assert!(me.cpu_seconds > 0.0, "{me:?}");
-        let child = std::process::Command::new("sh").args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"]).status();
+        let child = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .status();
         assert!(child.is_ok_and(|s| s.success()));
         let own = cpu_time(std::process::id()).expect("own cpu");
         let with_children = cpu_time_with_reaped_children(std::process::id()).expect("cpu");

@@ -147,7 +147,11 @@ impl Client {
         let stream = upgrade(stream, &format!("{host}:{port}"), path, options.origin.as_deref())
             .await
             .map_err(|reason| ClientError::Upgrade { url: options.url.clone(), reason })?;
-        Ok(Self::from_websocket(WebSocket::after_handshake(stream, Role::Client), options.queue, options.auto_pong))
+        Ok(Self::from_websocket(
+            WebSocket::after_handshake(stream, Role::Client),
+            options.queue,
+            options.auto_pong,
+        ))
     }
 
     fn from_websocket(ws: WebSocket<TcpStream>, queue: usize, auto_pong: bool) -> Self {
@@ -268,7 +272,12 @@ impl Drop for Client {
 /// The client half of the WebSocket upgrade (RFC 6455 §4.1) on a fresh TCP stream: writes the
 /// request, reads the response headers and checks that they switch protocols. The server speaks
 /// only after the client's `hello`, so bytes after the headers are a protocol error.
-async fn upgrade(mut stream: TcpStream, host: &str, path: &str, origin: Option<&str>) -> Result<TcpStream, String> {
+async fn upgrade(
+    mut stream: TcpStream,
+    host: &str,
+    path: &str,
+    origin: Option<&str>,
+) -> Result<TcpStream, String> {
     let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n",

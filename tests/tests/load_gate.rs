@@ -41,7 +41,18 @@ fn a_recorded_run_replays_its_actions_and_a_thresholds_file_gates_it() {
     let (recording, first, second) =
         (dir.path().join("run.rec"), dir.path().join("first.json"), dir.path().join("second.json"));
     let output = Command::new(&loadgen)
-        .args(["run", "--own-stack", "--preset", "smoke", "--users", "200", "--duration", "8s", "--seed", "5"])
+        .args([
+            "run",
+            "--own-stack",
+            "--preset",
+            "smoke",
+            "--users",
+            "200",
+            "--duration",
+            "8s",
+            "--seed",
+            "5",
+        ])
         .arg("--record")
         .arg(&recording)
         .arg("--report")
@@ -106,9 +117,21 @@ fn bad_scenarios_and_flags_are_refused_naming_what_is_wrong() {
         (vec!["run".into(), "--scenario".into(), path(&scenario)], "users"),
         (vec!["run".into(), "--gateway-arg=--x".into()], "--own-stack"),
         (vec!["run".into(), "--thresholds".into(), path(&thresholds)], "sendack"),
-        (vec!["run".into(), "--thresholds".into(), path(&thresholds), "--max-delivery-p99".into(), "1s".into()], "--thresholds"),
+        (
+            vec![
+                "run".into(),
+                "--thresholds".into(),
+                path(&thresholds),
+                "--max-delivery-p99".into(),
+                "1s".into(),
+            ],
+            "--thresholds",
+        ),
         (vec!["run".into(), "--replay".into(), path(&recording)], "line 1"),
-        (vec!["run".into(), "--replay".into(), path(&recording), "--preset".into(), "burst".into()], "--replay"),
+        (
+            vec!["run".into(), "--replay".into(), path(&recording), "--preset".into(), "burst".into()],
+            "--replay",
+        ),
         (vec!["run".into(), "--html".into(), path(&missing_dir)], "does not exist"),
         (vec!["run".into(), "--metrics-addr".into(), "nowhere".into()], "--metrics-addr"),
     ] {
