@@ -10,6 +10,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::capacity::CapacityReport;
@@ -68,6 +70,35 @@ type Draw<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 /// A plotted line: its legend, colour and points.
 type Series = (String, RGBColor, Vec<(f64, f64)>);
 
+/// A chart over seconds, percentiles or rates (x) and a linear or log y axis.
+type Chart<'a, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>;
+
+/// Draws one line with its legend entry.
+fn line<Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'_, Y>,
+    points: impl IntoIterator<Item = (f64, f64)>,
+    style: ShapeStyle,
+    label: &str,
+) -> anyhow::Result<()> {
+    chart
+        .draw_series(LineSeries::new(points, style))
+        .map_err(plot_error)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+    Ok(())
+}
+
+/// The legend box, top left.
+fn legend<Y: Ranged<ValueType = f64>>(chart: &mut Chart<'_, Y>) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(plot_error)
+}
+
 fn svg(width: u32, height: u32, draw: impl FnOnce(&Draw) -> anyhow::Result<()>) -> anyhow::Result<String> {
     let mut text = String::new();
     {
@@ -116,25 +147,11 @@ fn percentile_plot(histograms: &[(&str, RGBColor, &Histogram<u64>)], slo_ms: f64
             .draw()
             .map_err(plot_error)?;
         for (name, colour, points) in &series {
-            chart
-                .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
-                .map_err(plot_error)?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
+            line(&mut chart, points.iter().copied(), colour.stroke_width(2), name)?;
         }
-        chart
-            .draw_series(LineSeries::new([(0.0, slo_ms), (max_x, slo_ms)], BLACK.stroke_width(1)))
-            .map_err(plot_error)?
-            .label(format!("delivery SLO {slo_ms} ms"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(plot_error)?;
-        Ok(())
+        let slo = format!("delivery SLO {slo_ms} ms");
+        line(&mut chart, [(0.0, slo_ms), (max_x, slo_ms)], BLACK.stroke_width(1), &slo)?;
+        legend(&mut chart)
     })
 }
 
@@ -173,59 +190,43 @@ fn time_plot(
     svg(900, 320, |area| {
         let mut builder = ChartBuilder::on(area);
         builder.caption(caption, ("sans-serif", 18)).margin(12).x_label_area_size(36).y_label_area_size(64);
-        macro_rules! draw {
-            ($chart:expr, $ceiling:expr) => {{
-                let mut chart = $chart;
-                chart
-                    .configure_mesh()
-                    .x_desc("seconds since the ramp began")
-                    .y_desc(y_desc)
-                    .draw()
-                    .map_err(plot_error)?;
-                for (name, colour, points) in series {
-                    chart
-                        .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
-                        .map_err(plot_error)?
-                        .label(name.as_str())
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
-                        });
-                }
-                if let Some((at, label)) = marker {
-                    // Purple, so it does not vanish into a grid line at a round number.
-                    let purple = RGBColor(148, 103, 189);
-                    chart
-                        .draw_series(LineSeries::new(
-                            [(at, $ceiling.0), (at, $ceiling.1)],
-                            purple.stroke_width(2),
-                        ))
-                        .map_err(plot_error)?
-                        .label(label)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 16, y)], purple.stroke_width(2))
-                        });
-                }
-                chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.8))
-                    .border_style(BLACK)
-                    .position(SeriesLabelPosition::UpperLeft)
-                    .draw()
-                    .map_err(plot_error)?;
-            }};
-        }
         if log {
             let (lo, hi) = bounds(values());
-            draw!(
-                builder.build_cartesian_2d(0f64..max_x, (lo..hi).log_scale()).map_err(plot_error)?,
-                (lo, hi)
-            );
+            let chart = builder.build_cartesian_2d(0f64..max_x, (lo..hi).log_scale()).map_err(plot_error)?;
+            draw_time(chart, y_desc, series, marker, (lo, hi))
         } else {
             let hi = values().fold(1.0, f64::max) * 1.1;
-            draw!(builder.build_cartesian_2d(0f64..max_x, 0f64..hi).map_err(plot_error)?, (0.0, hi));
+            let chart = builder.build_cartesian_2d(0f64..max_x, 0f64..hi).map_err(plot_error)?;
+            draw_time(chart, y_desc, series, marker, (0.0, hi))
         }
-        Ok(())
     })
+}
+
+/// The mesh, lines, marker and legend of a [`time_plot`]; `(low, high)` spans the marker.
+fn draw_time<Y>(
+    mut chart: Chart<'_, Y>,
+    y_desc: &str,
+    series: &[Series],
+    marker: Option<(f64, &str)>,
+    (low, high): (f64, f64),
+) -> anyhow::Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the ramp began")
+        .y_desc(y_desc)
+        .draw()
+        .map_err(plot_error)?;
+    for (name, colour, points) in series {
+        line(&mut chart, points.iter().copied(), colour.stroke_width(2), name)?;
+    }
+    if let Some((at, label)) = marker {
+        // Purple, so it does not vanish into a grid line at a round number.
+        line(&mut chart, [(at, low), (at, high)], RGBColor(148, 103, 189).stroke_width(2), label)?;
+    }
+    legend(&mut chart)
 }
 
 fn escape(text: &str) -> String {
@@ -389,50 +390,27 @@ pub fn write_capacity_html(report: &CapacityReport, slo_ms: f64, path: &Path) ->
             .build_cartesian_2d(0f64..max_x, (lo..hi).log_scale())
             .map_err(plot_error)?;
         chart.configure_mesh().x_desc("messages per second").y_desc("ms (log)").draw().map_err(plot_error)?;
-        let blue = RGBColor(31, 119, 180);
-        chart
-            .draw_series(LineSeries::new(
-                steps.iter().map(|s| (s.messages_per_second, s.delivery_p99_ms)),
-                blue.stroke_width(2),
-            ))
-            .map_err(plot_error)?
-            .label("delivery p99")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue.stroke_width(2)));
-        let grey = RGBColor(127, 127, 127);
-        chart
-            .draw_series(LineSeries::new(
-                steps.iter().map(|s| (s.messages_per_second, s.delivery_p50_ms)),
-                grey,
-            ))
-            .map_err(plot_error)?
-            .label("delivery p50")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
+        let p99 = steps.iter().map(|s| (s.messages_per_second, s.delivery_p99_ms));
+        line(&mut chart, p99, RGBColor(31, 119, 180).stroke_width(2), "delivery p99")?;
+        let p50 = steps.iter().map(|s| (s.messages_per_second, s.delivery_p50_ms));
+        line(&mut chart, p50, RGBColor(127, 127, 127).stroke_width(1), "delivery p50")?;
         chart
             .draw_series(steps.iter().map(|s| {
                 let colour = if s.passed { GREEN } else { RED };
                 Circle::new((s.messages_per_second, s.delivery_p99_ms), 5, colour.filled())
             }))
             .map_err(plot_error)?;
-        chart
-            .draw_series(LineSeries::new([(0.0, slo_ms), (max_x, slo_ms)], BLACK))
-            .map_err(plot_error)?
-            .label(format!("SLO {slo_ms} ms"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+        line(
+            &mut chart,
+            [(0.0, slo_ms), (max_x, slo_ms)],
+            BLACK.stroke_width(1),
+            &format!("SLO {slo_ms} ms"),
+        )?;
         if let Some(knee) = report.sustainable_messages_per_second {
-            chart
-                .draw_series(LineSeries::new([(knee, lo), (knee, hi)], GREEN.stroke_width(2)))
-                .map_err(plot_error)?
-                .label(format!("highest sustainable: {knee:.0} msg/s"))
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], GREEN.stroke_width(2)));
+            let label = format!("highest sustainable: {knee:.0} msg/s");
+            line(&mut chart, [(knee, lo), (knee, hi)], GREEN.stroke_width(2), &label)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(plot_error)?;
-        Ok(())
+        legend(&mut chart)
     })?;
     let mut html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>loadgen capacity</title><style>{STYLE}</style></head><body>\
