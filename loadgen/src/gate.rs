@@ -61,15 +61,21 @@ impl Gate {
 
     /// Checks ranges and metric names; the error names the field.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.validate_as(|field| format!("`{field}`"))
+    }
+
+    /// [`Gate::validate`], naming a field as `name` says (a file's field, or the flag that set it).
+    pub fn validate_as(&self, name: impl Fn(&str) -> String) -> anyhow::Result<()> {
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.max_error_rate),
-            "`max_error_rate` must be between 0 and 1, got {}",
+            "{} must be between 0 and 1, got {}",
+            name("max_error_rate"),
             self.max_error_rate
         );
-        for (name, value) in
+        for (field, value) in
             [("max_delivery_p99", self.max_delivery_p99), ("max_presence_p99", self.max_presence_p99)]
         {
-            anyhow::ensure!(!value.is_zero(), "`{name}` must be positive");
+            anyhow::ensure!(!value.is_zero(), "{} must be positive", name(field));
         }
         for (metric, value) in &self.max_p99 {
             anyhow::ensure!(

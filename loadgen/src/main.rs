@@ -75,22 +75,14 @@ impl GateArgs {
         if let Some(path) = &self.thresholds {
             return run::Gate::load(path);
         }
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&self.max_error_rate),
-            "--max-error-rate must be between 0 and 1, got {}",
-            self.max_error_rate
-        );
-        for (flag, value) in
-            [("--max-delivery-p99", self.max_delivery_p99), ("--max-presence-p99", self.max_presence_p99)]
-        {
-            anyhow::ensure!(!value.is_zero(), "{flag} must be positive");
-        }
-        Ok(run::Gate {
+        let gate = run::Gate {
             max_delivery_p99: self.max_delivery_p99,
             max_presence_p99: self.max_presence_p99,
             max_error_rate: self.max_error_rate,
             max_p99: Default::default(),
-        })
+        };
+        gate.validate_as(|field| format!("--{}", field.replace('_', "-")))?;
+        Ok(gate)
     }
 }
 

@@ -73,6 +73,13 @@ type Series = (String, RGBColor, Vec<(f64, f64)>);
 /// A chart over seconds, percentiles or rates (x) and a linear or log y axis.
 type Chart<'a, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>;
 
+/// A chart builder with the captions, margins and label areas every plot here shares.
+fn chart_builder<'a, 'b>(area: &'a Draw<'b>, caption: &str) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder.caption(caption, ("sans-serif", 18)).margin(12).x_label_area_size(36).y_label_area_size(64);
+    builder
+}
+
 /// Draws one line with its legend entry.
 fn line<Y: Ranged<ValueType = f64>>(
     chart: &mut Chart<'_, Y>,
@@ -131,11 +138,7 @@ fn percentile_plot(histograms: &[(&str, RGBColor, &Histogram<u64>)], slo_ms: f64
     let max_x = series.iter().flat_map(|s| s.2.iter().map(|p| p.0)).fold(2.0, f64::max);
     let (lo, hi) = bounds(series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).chain([slo_ms]));
     svg(900, 420, |area| {
-        let mut chart = ChartBuilder::on(area)
-            .caption("Latency by percentile (whole run)", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(64)
+        let mut chart = chart_builder(area, "Latency by percentile (whole run)")
             .build_cartesian_2d(0f64..max_x, (lo..hi).log_scale())
             .map_err(plot_error)?;
         chart
@@ -188,8 +191,7 @@ fn time_plot(
     let max_x = series.iter().flat_map(|s| s.2.iter().map(|p| p.0)).fold(1.0, f64::max);
     let values = || series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
     svg(900, 320, |area| {
-        let mut builder = ChartBuilder::on(area);
-        builder.caption(caption, ("sans-serif", 18)).margin(12).x_label_area_size(36).y_label_area_size(64);
+        let mut builder = chart_builder(area, caption);
         if log {
             let (lo, hi) = bounds(values());
             let chart = builder.build_cartesian_2d(0f64..max_x, (lo..hi).log_scale()).map_err(plot_error)?;
@@ -382,11 +384,7 @@ pub fn write_capacity_html(report: &CapacityReport, slo_ms: f64, path: &Path) ->
     let max_x = steps.iter().map(|s| s.messages_per_second).fold(1.0, f64::max) * 1.1;
     let (lo, hi) = bounds(steps.iter().flat_map(|s| [s.delivery_p99_ms, s.delivery_p50_ms]).chain([slo_ms]));
     let plot = svg(900, 420, |area| {
-        let mut chart = ChartBuilder::on(area)
-            .caption("Capacity search: delivery latency against message rate", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(64)
+        let mut chart = chart_builder(area, "Capacity search: delivery latency against message rate")
             .build_cartesian_2d(0f64..max_x, (lo..hi).log_scale())
             .map_err(plot_error)?;
         chart.configure_mesh().x_desc("messages per second").y_desc("ms (log)").draw().map_err(plot_error)?;
