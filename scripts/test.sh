@@ -9,6 +9,10 @@ export THREADSPACE_NATS_SERVER="${THREADSPACE_NATS_SERVER:-$PWD/.threadspace/too
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "alert rules: promtool check and unit tests (prometheus/)"
+promtool check rules prometheus/rules.yaml
+promtool test rules prometheus/rules_test.yaml
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
@@ -25,7 +29,8 @@ else
   cargo test --workspace --no-fail-fast "$@"
 fi
 
-step "load gate: loadgen run --preset smoke against its own stack (alone, after the tests)"
+step "load gate: loadgen run --preset smoke over 2 agents against its own stack (alone, after the tests)"
 mkdir -p target/reports
-target/debug/loadgen run --own-stack --preset smoke --gate \
+# Two agent processes, so the coordinator (split, merge, check) is what CI gates too.
+target/debug/loadgen run --own-stack --preset smoke --agents 2 --gate \
   --max-delivery-p99 500ms --max-presence-p99 10s --report target/reports/smoke.json

@@ -98,8 +98,16 @@ pub struct Config {
 pub struct ConfigError(pub String);
 
 impl Config {
-    /// Cross-field checks that clap cannot express.
+    /// Cross-field checks that clap cannot express, and the URLs and files the binary needs,
+    /// checked before anything starts (each error names its flag; the binary exits 64).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        threadspace_store::check_url(&self.postgres_url)
+            .map_err(|e| ConfigError(format!("--postgres-url is not a PostgreSQL URL: {e}")))?;
+        for url in self.nats_url.split(',') {
+            url.trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| ConfigError(format!("--nats-url {url:?} is not a NATS URL: {e}")))?;
+        }
         if self.sinks.is_empty() {
             return Err(ConfigError("--sinks must name at least one of archive, search".into()));
         }

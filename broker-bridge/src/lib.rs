@@ -74,6 +74,7 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
 ) -> Result<(), RunError> {
     crate::metrics::describe();
+    crate::metrics::register_zero(&config.sinks, &config.owned_partitions(), config.partitions.get());
     ::metrics::gauge!(crate::metrics::READY).set(0.0);
     let nats = async_nats::ConnectOptions::new()
         .name(format!("threadspace-bridge {}", config.process_index))

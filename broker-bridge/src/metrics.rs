@@ -4,6 +4,8 @@
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
+use crate::Sink;
+
 /// Label `partition`.
 pub const ROWS_WRITTEN: &str = "threadspace_bridge_rows_written_total";
 /// Rows of a batch that already existed (redeliveries after a lost ack or a crash).
@@ -27,6 +29,9 @@ pub const CONSUMERS_CREATED: &str = "threadspace_bridge_consumers_created_total"
 /// Label `partition`: the partition's consumer loop failed and is being reopened.
 pub const CONSUMER_FAILURES: &str = "threadspace_bridge_consumer_failures_total";
 pub const READY: &str = "threadspace_bridge_ready";
+/// The stream's partition count (`--partitions`): with the `LAG_SECONDS` series of the live
+/// bridges, it tells whether every partition has a live writer (the archive-lag alert).
+pub const PARTITIONS: &str = "threadspace_bridge_partitions";
 
 /// Registers descriptions so `/metrics` documents itself.
 pub fn describe() {
@@ -47,4 +52,64 @@ pub fn describe() {
     describe_counter!(CONSUMERS_CREATED, "Durable partition consumers created");
     describe_counter!(CONSUMER_FAILURES, "Partition consumer loops that failed and were reopened");
     describe_gauge!(READY, "1 while the bridge is connected to NATS and not shutting down");
+    describe_gauge!(PARTITIONS, "Stream partitions shared by all bridges (--partitions)");
+}
+
+/// Every `kind` of [`WRITE_ERRORS`] (the writer's fault classes).
+pub const WRITE_ERROR_KINDS: [&str; 3] = ["connection", "retryable", "partition"];
+/// Every `reason` of [`DEAD_LETTERS`].
+pub const DEAD_LETTER_REASONS: [&str; 3] = ["undecodable", "refused", "max_deliveries"];
+
+/// Creates every counter of this process's sinks and partitions at zero, so each series exists
+/// from the first scrape: a labelled counter otherwise appears at its first event, with value
+/// 1, and `increase()` sees no increase from a series' first sample, so the first dead letter
+/// or write error would never alert. Also sets [`PARTITIONS`]. The lag gauges are left to the
+/// partition loops: they appear once the partition's consumer has reported, so a partition
+/// whose consumer never opens counts as not covered.
+pub fn register_zero(sinks: &[Sink], owned: &[u32], partitions: u32) {
+    metrics::gauge!(PARTITIONS).set(f64::from(partitions));
+    for &sink in sinks {
+        let sink = sink.as_str();
+        for name in [ROWS_EXISTING, BATCHES, CONSUMERS_CREATED] {
+            metrics::counter!(name, "sink" => sink).absolute(0);
+        }
+        for kind in WRITE_ERROR_KINDS {
+            metrics::counter!(WRITE_ERRORS, "sink" => sink, "kind" => kind).absolute(0);
+        }
+        for reason in DEAD_LETTER_REASONS {
+            metrics::counter!(DEAD_LETTERS, "sink" => sink, "reason" => reason).absolute(0);
+        }
+        for k in owned {
+            let labels = [("sink", sink.to_owned()), ("partition", k.to_string())];
+            metrics::counter!(ROWS_WRITTEN, &labels).absolute(0);
+            metrics::counter!(CONSUMER_FAILURES, &labels).absolute(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_exported_at_zero_before_their_first_event() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            register_zero(&[Sink::Archive, Sink::Search], &[1, 3], 4);
+        });
+        let text = handle.render();
+        for series in [
+            format!("{DEAD_LETTERS}{{sink=\"archive\",reason=\"undecodable\"}} 0"),
+            format!("{DEAD_LETTERS}{{sink=\"search\",reason=\"max_deliveries\"}} 0"),
+            format!("{WRITE_ERRORS}{{sink=\"archive\",kind=\"connection\"}} 0"),
+            format!("{CONSUMER_FAILURES}{{sink=\"archive\",partition=\"3\"}} 0"),
+            format!("{ROWS_WRITTEN}{{sink=\"search\",partition=\"1\"}} 0"),
+            format!("{PARTITIONS} 4"),
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} missing from:\n{text}");
+        }
+        assert!(!text.contains("partition=\"0\""), "only owned partitions: {text}");
+    }
 }

@@ -22,8 +22,8 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::message::{AckKind, Message};
 use futures_util::StreamExt as _;
-use threadspace_protocol::stored::StoredMessage;
-use threadspace_protocol::subjects::{parse_message_subject, MESSAGES_STREAM};
+use threadspace_protocol::stored::{decode_record, Record};
+use threadspace_protocol::subjects::MESSAGES_STREAM;
 use threadspace_store::messages::{self, MessageRow, Sink};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
@@ -207,37 +207,33 @@ struct Pulled {
     row: Result<MessageRow, String>,
 }
 
-fn decode(k: u32, message: Message) -> Result<Pulled, Error> {
+fn decode(k: u32, n_partitions: u32, message: Message) -> Result<Pulled, Error> {
     let info = message.info()?;
     let seq = info.stream_sequence as i64;
     let nanos = info.published.unix_timestamp_nanos();
     let stored_at = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64);
-    let row = decode_row(k, &message.subject, &message.payload, seq, stored_at);
+    let row = decode_row(k, n_partitions, &message.subject, &message.payload, seq, stored_at);
     Ok(Pulled { message, seq, stored_at, row })
 }
 
-/// The row a stream record becomes, or why it cannot become one.
+/// The row a stream record of partition `k` (of `n_partitions`) becomes, or why it cannot
+/// become one.
 pub fn decode_row(
     k: u32,
+    n_partitions: u32,
     subject: &str,
     payload: &[u8],
     seq: i64,
     stored_at: SystemTime,
 ) -> Result<MessageRow, String> {
-    let Some((partition, org, channel)) = parse_message_subject(subject) else {
-        return Err(format!("subject {subject:?} is not msg.<partition>.<org>.<channel>"));
-    };
+    // One rule for the bridge, the gateways' fanout and replay: what is not archived is never
+    // delivered.
+    let Record { partition, message: stored } =
+        decode_record(subject, payload, n_partitions).map_err(|why| why.to_string())?;
     if partition != k {
         return Err(format!("subject {subject:?} is not in partition {k}"));
     }
-    let stored: StoredMessage =
-        serde_json::from_slice(payload).map_err(|e| format!("payload is not a stored message: {e}"))?;
-    if stored.org != org || stored.channel != channel {
-        return Err(format!(
-            "payload names org {} channel {}, its subject org {org} channel {channel}",
-            stored.org, stored.channel
-        ));
-    }
+    let (org, channel) = (stored.org, stored.channel);
     Ok(MessageRow {
         seq,
         org,
@@ -260,7 +256,9 @@ async fn write_and_ack(
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
     let labels = Labels::new(sink, k);
-    let pulled: Vec<Pulled> = pulled.into_iter().map(|m| decode(k, m)).collect::<Result<_, _>>()?;
+    let n_partitions = shared.config.partitions.get();
+    let pulled: Vec<Pulled> =
+        pulled.into_iter().map(|m| decode(k, n_partitions, m)).collect::<Result<_, _>>()?;
     // Each seq once (a redelivery can land in the same pull as its original).
     let mut seen = std::collections::HashSet::new();
     let rows: Vec<MessageRow> = pulled
@@ -271,6 +269,10 @@ async fn write_and_ack(
         .collect();
     let oldest = pulled.iter().map(|p| p.stored_at).min().unwrap_or_else(SystemTime::now);
     let last_seq = pulled.iter().map(|p| p.seq).max().unwrap_or(0);
+    // Lag: every earlier message of the partition is committed (one batch at a time), so the
+    // oldest message of this batch is the oldest uncommitted one.
+    let age = SystemTime::now().duration_since(oldest).unwrap_or_default();
+    metrics::gauge!(m::LAG_SECONDS, &labels.pairs()).set(age.as_secs_f64());
 
     // Hand the batch to the sink's committer (which merges concurrent partitions' batches
     // into one transaction) and wait for the commit, keeping the messages in progress.
@@ -304,7 +306,18 @@ async fn write_and_ack(
         let lag = committed_at.duration_since(p.stored_at).unwrap_or_default();
         metrics::histogram!(m::STORED_TO_COMMITTED, "sink" => sink.as_str()).record(lag.as_secs_f64());
     }
-    metrics::gauge!(m::LAG_SECONDS, &labels.pairs()).set(0.0);
+    // Lag after the commit: the age of the next pending message, not 0 — else an archive
+    // hours behind but draining in quick batches would read 0 at every scrape. That message is
+    // not pulled yet, but it was stored after this batch's newest one, whose age bounds it from
+    // above (the next batch sets the exact value as soon as it is pulled). 0 only when nothing
+    // was pending behind this batch (JetStream's `pending` of its newest delivery).
+    let newest = pulled.iter().max_by_key(|p| p.seq);
+    let pending = newest.and_then(|p| p.message.info().ok()).map_or(0, |info| info.pending);
+    let lag = match newest {
+        Some(p) if pending > 0 => committed_at.duration_since(p.stored_at).unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    metrics::gauge!(m::LAG_SECONDS, &labels.pairs()).set(lag.as_secs_f64());
 
     // Dead letters: stored (PubAck) before their originals are acked.
     for p in &pulled {
@@ -663,7 +676,7 @@ mod tests {
 
     #[test]
     fn records_decode_only_when_subject_and_payload_agree() {
-        let stored = StoredMessage {
+        let stored = threadspace_protocol::stored::StoredMessage {
             org: threadspace_protocol::OrgId(5),
             channel: threadspace_protocol::ChannelId(9),
             sender: threadspace_protocol::UserId(2),
@@ -675,18 +688,20 @@ mod tests {
         let k = crate::partition_for(stored.org, 16);
         let subject = format!("msg.{k}.5.9");
         let now = SystemTime::now();
-        let row = decode_row(k, &subject, &payload, 42, now).expect("decodes");
+        let row = decode_row(k, 16, &subject, &payload, 42, now).expect("decodes");
         assert_eq!((row.seq, row.body.as_str(), row.stored_at), (42, "hello", now));
         assert_eq!(row.sent_at, messages::time_from_ms(1_700_000_000_123));
         let other = (k + 1) % 16;
         assert!(
-            decode_row(other, &subject, &payload, 42, now).is_err(),
+            decode_row(other, 16, &subject, &payload, 42, now).is_err(),
             "a record outside the consumer's partition"
         );
-        assert!(decode_row(k, &format!("msg.{k}.5.10"), &payload, 42, now)
+        assert!(decode_row(k, 16, &format!("msg.{k}.5.10"), &payload, 42, now)
             .expect_err("wrong channel")
             .contains("channel"));
-        assert!(decode_row(k, &subject, b"{not json", 42, now).expect_err("bad json").contains("payload"));
-        assert!(decode_row(k, "msg.x", &payload, 42, now).is_err());
+        assert!(decode_row(k, 16, &subject, b"{not json", 42, now)
+            .expect_err("bad json")
+            .contains("payload"));
+        assert!(decode_row(k, 16, "msg.x", &payload, 42, now).is_err());
     }
 }

@@ -97,6 +97,12 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_GATEWAY_PRESENCE_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub presence_interval: Duration,
 
+    /// How long a user whose last connection here closed still counts as present before this
+    /// gateway announces them offline: a reconnect within it (a page reload, a network blip)
+    /// is never announced. It delays a real departure's `offline` by as much (at most 2s).
+    #[arg(long, env = "THREADSPACE_GATEWAY_OFFLINE_GRACE", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub offline_grace: Duration,
+
     /// A connection with no `send`, `typing`, `read` or `presence online` for this long counts
     /// as idle.
     #[arg(long, env = "THREADSPACE_GATEWAY_IDLE_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
@@ -147,7 +153,8 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_GATEWAY_FLOOD_STRIKES", default_value = "50")]
     pub flood_strikes: NonZeroU32,
 
-    /// Concurrent connections accepted; more are refused with 503. Keep below the file limit.
+    /// Concurrent connections accepted; the TCP connection of any beyond it is closed at once,
+    /// before a byte of HTTP is read (refusing costs nothing). Keep below the file limit.
     #[arg(long, env = "THREADSPACE_GATEWAY_MAX_CONNECTIONS", default_value = "18000")]
     pub max_connections: NonZeroUsize,
 
@@ -187,8 +194,25 @@ pub struct Config {
 pub struct ConfigError(pub String);
 
 impl Config {
-    /// Cross-field checks that clap cannot express.
+    /// Cross-field checks that clap cannot express, and the URLs and files the binary needs,
+    /// checked before anything starts (each error names its flag; the binary exits 64).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        threadspace_store::check_url(&self.postgres_url)
+            .map_err(|e| ConfigError(format!("--postgres-url is not a PostgreSQL URL: {e}")))?;
+        for url in self.nats_url.split(',') {
+            url.trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| ConfigError(format!("--nats-url {url:?} is not a NATS URL: {e}")))?;
+        }
+        // The key set is re-read when it changes; it must be usable at start.
+        threadspace_protocol::token::KeySet::load(&self.jwks, &self.token_issuer, &self.token_audience)
+            .map_err(|e| {
+                ConfigError(format!(
+                    "--jwks {}: {}",
+                    self.jwks.display(),
+                    threadspace_protocol::error_chain(&e)
+                ))
+            })?;
         if self.max_message_bytes < self.max_frame_bytes {
             return Err(ConfigError("--max-message-bytes must be at least --max-frame-bytes".into()));
         }
@@ -217,6 +241,12 @@ impl Config {
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.presence_interval) {
             return Err(ConfigError("--presence-interval must be between 100ms and 60s".into()));
+        }
+        if self.offline_grace > Duration::from_secs(2) {
+            return Err(ConfigError(
+                "--offline-grace must be at most 2s (it delays every offline under the 10 s presence SLO)"
+                    .into(),
+            ));
         }
         if self.idle_after < Duration::from_secs(1) {
             return Err(ConfigError("--idle-after must be at least 1s".into()));
@@ -247,14 +277,26 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// A JWKS file that exists for the life of the test process (validate reads it).
+    fn jwks() -> &'static str {
+        static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        PATH.get_or_init(|| {
+            let path =
+                std::env::temp_dir().join(format!("threadspace-gateway-config-{}.json", std::process::id()));
+            let key = threadspace_protocol::token::SigningKey::generate("config-test");
+            threadspace_protocol::token::write_key_set(&path, &[&key]).expect("a temporary JWKS is written");
+            path.to_string_lossy().into_owned()
+        })
+    }
+
+    /// The required flags (unless `extra` gives its own) and `extra`.
     fn parse(extra: &[&str]) -> Result<Config, clap::Error> {
-        let mut args = vec![
-            "threadspace-gateway",
-            "--postgres-url",
-            "postgres://x@127.0.0.1/db",
-            "--jwks",
-            "/tmp/k.json",
-        ];
+        let mut args = vec!["threadspace-gateway"];
+        for (flag, value) in [("--postgres-url", "postgres://x@127.0.0.1/db"), ("--jwks", jwks())] {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
         args.extend_from_slice(extra);
         Config::try_parse_from(args)
     }
@@ -289,5 +331,14 @@ mod tests {
             assert!(error.to_string().contains(named), "{flags:?}: {error}");
         }
         parse(&["--gateway-id", "gw-2_a"]).expect("parses").validate().expect("a valid id");
+        for (flags, named) in [
+            (&["--jwks", "/nonexistent/jwks.json"][..], "--jwks"),
+            (&["--postgres-url", "postgres://127.0.0.1:notaport/db"], "--postgres-url"),
+            (&["--nats-url", "nats://[::1"], "--nats-url"),
+            (&["--offline-grace", "3s"], "--offline-grace"),
+        ] {
+            let error = parse(flags).expect("parses").validate().expect_err("invalid");
+            assert!(error.to_string().contains(named), "{flags:?}: {error}");
+        }
     }
 }

@@ -10,16 +10,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketWrite};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use threadspace_protocol::frames::{
-    close_code, decode_client_frame, ClientFrame, ClientStatus, ErrorCode, Limits, Resume, ServerFrame,
-    Welcome,
+    close_code, decode_client_frame, is_hello_without_token, ClientFrame, ClientStatus, ErrorCode, Limits,
+    PresenceEntry, PresenceStatus, Resume, ServerFrame, Welcome,
 };
 use threadspace_protocol::stored::StoredMessage;
-use threadspace_protocol::subjects::message_subject;
 use threadspace_protocol::{ChannelId, Seq};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::OwnedSemaphorePermit;
@@ -30,6 +28,7 @@ use crate::frame_reader::{FrameReader, InFrame, ReadError};
 use crate::hub::{ConnHandle, OutFrame, Outbound};
 use crate::limits::{Strikes, TokenBucket};
 use crate::metrics as m;
+use crate::publish::Published;
 use crate::replay;
 use crate::state::{anyhow_chain, State};
 
@@ -52,23 +51,55 @@ pub async fn serve(
         return;
     };
     read_loop(&state, &mut read, &handle, assembler).await;
-    // The reader is done: make sure the writer ends too, then give it a moment to write its
-    // close frame.
+    // The reader is done: make sure the writer ends too.
     handle.kill(ABNORMAL);
-    if tokio::time::timeout(state.config.write_timeout + Duration::from_secs(1), writer).await.is_err() {
-        debug!(conn_id = handle.id, "writer did not finish in time");
+    let mut writer = writer;
+    let code = handle.close_code();
+    if code == ABNORMAL || code == close_code::NORMAL {
+        // The client is gone or closed itself: the writer only answers its close.
+        if tokio::time::timeout(state.config.write_timeout + Duration::from_secs(1), &mut writer)
+            .await
+            .is_err()
+        {
+            debug!(conn_id = handle.id, "writer did not finish in time");
+        }
+    } else {
+        // Lingering close: after a deliberate close, keep reading and discarding what the
+        // client sends while the writer gets the close frame out, and until the client closes.
+        // Closing a socket with unread client data makes the kernel send a reset, which
+        // destroys the close frame (and whatever the client had not read yet) before the client
+        // reads it — a slow consumer that keeps sending would see a reset, not 4008.
+        let deadline = Instant::now() + state.config.write_timeout + CLOSING_LINGER + Duration::from_secs(1);
+        let linger = async {
+            let _ = tokio::join!(&mut writer, until_client_close(&mut read));
+        };
+        if tokio::time::timeout_at(deadline, linger).await.is_err() {
+            debug!(conn_id = handle.id, code, "closing connection lingered to its deadline");
+        }
     }
-    // Lingering close: after a deliberate close, read and discard until the client closes (or
-    // a second passes). Closing a socket with unread client data makes the kernel send a reset,
-    // which can destroy our close frame before the client reads it.
-    if handle.close_code() != ABNORMAL && handle.close_code() != close_code::NORMAL {
-        let _ = tokio::time::timeout(LINGER, async { while read.read_frame().await.is_ok() {} }).await;
-    }
+    writer.abort();
     closed(&state, &handle);
 }
 
-/// How long a deliberately closed connection keeps draining client data.
-const LINGER: Duration = Duration::from_secs(1);
+/// Reads and discards client frames until the client's close frame (the closing handshake is
+/// complete once ours is written too) or the end of the stream. A reader cancelled mid-frame
+/// leaves the stream misaligned: on the first frame that does not parse, the rest is discarded
+/// as raw bytes until the client closes.
+async fn until_client_close(read: &mut WsRead) {
+    loop {
+        match read.read_frame().await {
+            Ok(frame) if frame.opcode == OpCode::Close => return,
+            Ok(_) => {}
+            Err(ReadError::Eof | ReadError::Io(_)) => return,
+            Err(_) => return read.discard_until_eof().await,
+        }
+    }
+}
+
+/// How long a deliberately closed connection waits for its client to read what is pending and
+/// the close frame (a slow consumer must read to see its 4008), and keeps draining what the
+/// client sends until the client closes.
+const CLOSING_LINGER: Duration = Duration::from_secs(10);
 
 /// A connection past its welcome: what the reader keeps, and the writer task.
 struct Opened {
@@ -112,7 +143,12 @@ async fn open(state: &Arc<State>, upgrade: fastwebsockets::upgrade::UpgradeFut) 
     let handle = registration.handle;
     state.presence.touched(handle.user);
     // Read after registering: a change from here on also reaches this connection.
-    let presence = state.presence.snapshot(handle.org);
+    let mut presence = state.presence.snapshot(handle.org);
+    // The user is online through this very connection, whether or not the merged table has
+    // heard of it yet (it hears within a tick): the snapshot says so (protocol.md, welcome).
+    presence.retain(|entry| entry.user != handle.user);
+    presence.push(PresenceEntry { user: handle.user, status: PresenceStatus::Online });
+    presence.sort_unstable_by_key(|entry| entry.user);
     let welcome = ServerFrame::Welcome(Welcome {
         user: session.user,
         session_id: handle.id,
@@ -185,7 +221,8 @@ async fn await_hello(
             }
             OpCode::Pong => {}
             OpCode::Close => {
-                close_early(state, write, close_code::NORMAL, "").await;
+                let code = close_reply(&frame.payload);
+                close_early(state, write, code, m::close_reason(code)).await;
                 return None;
             }
             _ => match assembler.push(frame) {
@@ -207,11 +244,24 @@ async fn await_hello(
                             .await;
                             None
                         }
+                        Err(_) if is_hello_without_token(&bytes) => {
+                            reject_token(state, write, "hello has no token (a string)").await;
+                            None
+                        }
                         Err(error) => {
+                            // Not JSON, or not a known op: not a hello (protocol.md). A hello
+                            // with another bad field names it.
+                            let (code, message) = match error.code {
+                                ErrorCode::BadJson | ErrorCode::UnknownOp => (
+                                    ErrorCode::HelloRequired,
+                                    format!("the first frame must be hello ({})", error.message),
+                                ),
+                                code => (code, error.message),
+                            };
                             refuse(
                                 state,
                                 write,
-                                ServerFrame::error(error.code, error.reference, error.message),
+                                ServerFrame::error(code, error.reference, message),
                                 close_code::HELLO_REQUIRED,
                             )
                             .await;
@@ -248,7 +298,7 @@ async fn authenticate(
         Ok(identity) => identity,
         Err(error) => {
             debug!(error = %anyhow_chain(&error), "token rejected");
-            reject_token(state, write).await;
+            reject_token(state, write, "token rejected").await;
             return None;
         }
     };
@@ -259,7 +309,7 @@ async fn authenticate(
         }
         Ok(_) => {
             debug!(user = %identity.user, "token names an unknown, moved or deactivated user");
-            reject_token(state, write).await;
+            reject_token(state, write, "token rejected").await;
             None
         }
         Err(error) => {
@@ -278,9 +328,9 @@ async fn authenticate(
 
 /// Refuses a hello whose token (or the user it names) is not acceptable. The client learns
 /// only `auth_failed`; the log says why.
-async fn reject_token(state: &State, write: &mut WsWrite) {
+async fn reject_token(state: &State, write: &mut WsWrite, message: &str) {
     metrics::counter!(m::AUTH, "result" => "rejected").increment(1);
-    let error = ServerFrame::error(ErrorCode::AuthFailed, None, "token rejected");
+    let error = ServerFrame::error(ErrorCode::AuthFailed, None, message);
     refuse(state, write, error, close_code::AUTH_FAILED).await;
 }
 
@@ -311,6 +361,26 @@ async fn write_bytes(state: &State, write: &mut WsWrite, bytes: &[u8]) -> Result
     {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
+    }
+}
+
+/// The close code that answers a client's close frame: 1000 for a valid one, 1002 for a
+/// payload RFC 6455 forbids (§5.5.1, §7.4: a 1-byte payload, a code no endpoint may send —
+/// below 1000, 1004–1006, 1015, 1016–2999, 5000 and up — or a reason that is not UTF-8).
+fn close_reply(payload: &[u8]) -> u16 {
+    let valid = match payload {
+        [] => true,
+        [_] => false,
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            let allowed = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+            allowed && std::str::from_utf8(reason).is_ok()
+        }
+    };
+    if valid {
+        close_code::NORMAL
+    } else {
+        close_code::PROTOCOL_ERROR
     }
 }
 
@@ -371,7 +441,7 @@ async fn read_loop(state: &State, read: &mut WsRead, handle: &Arc<ConnHandle>, m
         }
         match frame.opcode {
             OpCode::Close => {
-                handle.kill(close_code::NORMAL);
+                handle.kill(close_reply(&frame.payload));
                 return;
             }
             OpCode::Ping => {
@@ -515,47 +585,27 @@ async fn handle_send(
     }
     let stored =
         StoredMessage { org: handle.org, channel, sender: handle.user, client_msg_id, body, ts: unix_ms() };
-    let dedup_id = stored.dedup_id();
-    let payload = Bytes::from(serde_json::to_vec(&stored).expect("stored messages serialize"));
-    let subject = message_subject(state.config.partitions.get(), handle.org, channel);
-    let started = Instant::now();
-    let publish = async {
-        let message =
-            async_nats::jetstream::message::PublishMessage::build().payload(payload).message_id(dedup_id);
-        let ack = state.jetstream.send_publish(subject, message).await?;
-        ack.await
-    };
-    match tokio::time::timeout(state.config.publish_timeout, publish).await {
-        Ok(Ok(ack)) => {
-            metrics::histogram!(m::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
-            let result = if ack.duplicate { "duplicate" } else { "ok" };
-            metrics::counter!(m::PUBLISHED, "result" => result).increment(1);
-            handle.push_frame(&ServerFrame::Ack {
-                reference,
-                client_msg_id: stored.client_msg_id,
-                seq: ack.sequence,
-                duplicate: ack.duplicate,
-            });
+    match crate::publish::publish(state, &stored).await {
+        Published::Stored { seq, duplicate } => {
+            handle.push_frame(&ServerFrame::Ack { reference, client_msg_id: stored.client_msg_id, seq, duplicate });
         }
-        Ok(Err(error)) => {
-            metrics::counter!(m::PUBLISHED, "result" => "failed").increment(1);
-            warn!(conn_id = handle.id, error = %anyhow_chain(&error), "publish failed");
-            push_error(
-                handle,
-                ErrorCode::Unavailable,
-                Some(reference),
-                "message not stored; retry with the same client_msg_id".into(),
-            );
-        }
-        Err(_) => {
-            metrics::counter!(m::PUBLISHED, "result" => "failed").increment(1);
-            warn!(conn_id = handle.id, "publish timed out");
-            push_error(
-                handle,
-                ErrorCode::Unavailable,
-                Some(reference),
-                "message not confirmed in time; retry with the same client_msg_id".into(),
-            );
+        Published::IdReused { seq } => push_error(
+            handle,
+            ErrorCode::IdReused,
+            Some(reference),
+            format!(
+                "client_msg_id {} was already used for a different message (seq {seq}); nothing was stored: send it under a new client_msg_id",
+                stored.client_msg_id
+            ),
+        ),
+        Published::Unavailable { timed_out } => {
+            debug!(conn_id = handle.id, timed_out, "send not confirmed");
+            let message = if timed_out {
+                "message not confirmed in time; retry with the same client_msg_id"
+            } else {
+                "message not stored; retry with the same client_msg_id"
+            };
+            push_error(handle, ErrorCode::Unavailable, Some(reference), message.into());
         }
     }
     Ok(())
@@ -625,13 +675,17 @@ async fn write_loop(
             }
         };
         // Boxed: a timed write holds a timer, and the idle writer should not reserve room for it.
-        match Box::pin(tokio::time::timeout(state.config.write_timeout, write.write_frame(frame))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
+        match Box::pin(timed_write(&state, &mut write, frame)).await {
+            Written::Done => {}
+            Written::Failed => {
                 handle.kill(ABNORMAL);
                 return;
             }
-            Err(_) => {
+            Written::Late => {
+                handle.kill(close_code::SLOW_CONSUMER);
+                break;
+            }
+            Written::Stuck => {
                 handle.kill(close_code::SLOW_CONSUMER);
                 return;
             }
@@ -643,6 +697,33 @@ async fn write_loop(
         finish(&state, &mut write, &handle).await;
     })
     .await;
+}
+
+/// How a frame write ended.
+enum Written {
+    Done,
+    /// The socket failed: the client is gone.
+    Failed,
+    /// The client stopped reading for `--write-timeout`, then read again while the connection
+    /// lingered: the frame is out whole and a close frame can follow it.
+    Late,
+    /// The client did not read again: the frame may be half written, so nothing can follow it.
+    Stuck,
+}
+
+/// Writes one frame; a write that outlasts `--write-timeout` marks a slow consumer but is not
+/// cancelled — a cancelled write could leave a torn frame on the wire, and then the 4008 close
+/// frame behind it could never be read.
+async fn timed_write(state: &State, write: &mut WsWrite, frame: Frame<'_>) -> Written {
+    let mut writing = std::pin::pin!(write.write_frame(frame));
+    match tokio::time::timeout(state.config.write_timeout, &mut writing).await {
+        Ok(Ok(())) => Written::Done,
+        Ok(Err(_)) => Written::Failed,
+        Err(_) => match tokio::time::timeout(CLOSING_LINGER, writing).await {
+            Ok(Ok(())) => Written::Late,
+            _ => Written::Stuck,
+        },
+    }
 }
 
 /// Before a deliberate close, writes what is already queued (acks, errors, messages), so the
@@ -684,7 +765,7 @@ async fn finish(state: &State, write: &mut WsWrite, handle: &ConnHandle) {
     }
     let reason = m::close_reason(code);
     let _ = tokio::time::timeout(
-        Duration::from_secs(1),
+        state.config.write_timeout,
         write.write_frame(Frame::close(code, reason.as_bytes())),
     )
     .await;

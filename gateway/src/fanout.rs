@@ -12,8 +12,8 @@ use async_nats::jetstream::stream::{self, StorageType};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use threadspace_protocol::frames::ServerFrame;
-use threadspace_protocol::stored::StoredMessage;
-use threadspace_protocol::subjects::{parse_message_subject, MESSAGES_STREAM, MESSAGES_SUBJECTS};
+use threadspace_protocol::stored::{decode_record, Record};
+use threadspace_protocol::subjects::{MESSAGES_STREAM, MESSAGES_SUBJECTS};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -94,19 +94,21 @@ async fn consume(state: &State, start: u64, shutdown: &CancellationToken) -> Res
             tokio::time::sleep(state.config.fault_fanout_delay).await;
         }
         metrics::counter!(m::FANOUT_MESSAGES).increment(1);
-        let channel = parse_message_subject(&message.subject).map(|(_, _, channel)| channel);
-        match serde_json::from_slice::<StoredMessage>(&message.payload) {
-            Ok(stored) if channel == Some(stored.channel) => {
+        // The bridge's own rule: a record it would dead-letter is never delivered, so what
+        // members receive is exactly what the archive keeps.
+        match decode_record(&message.subject, &message.payload, state.config.partitions.get()) {
+            Ok(Record { message: stored, .. }) => {
                 let lag_ms = unix_ms().saturating_sub(stored.ts).max(0);
                 metrics::histogram!(m::FANOUT_LAG).record(lag_ms as f64 / 1000.0);
+                let channel = stored.channel;
                 let frame = Bytes::from(ServerFrame::Msg(stored.into_frame(seq)).encode());
-                let delivered = state.hub.deliver(seq, channel, &frame);
+                let delivered = state.hub.deliver(seq, Some(channel), &frame);
                 metrics::counter!(m::FANOUT_DELIVERIES).increment(delivered as u64);
             }
-            _ => {
+            Err(why) => {
                 // Still advance the head, so resume ranges stay exact.
                 metrics::counter!(m::FANOUT_UNDECODABLE).increment(1);
-                warn!(seq, subject = %message.subject, "stream record is not a message of its subject's channel; skipped");
+                warn!(seq, subject = %message.subject, %why, "stream record is not a valid message; not delivered");
                 state.hub.deliver(seq, None, &Bytes::new());
             }
         }

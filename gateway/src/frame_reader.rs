@@ -58,6 +58,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Self { io, max_frame }
     }
 
+    /// Reads and discards raw bytes until the peer closes or the read fails. Used while a
+    /// closing connection lingers: after a cancelled `read_frame` the stream may be mid-frame,
+    /// so the bytes are not parsed as frames.
+    pub async fn discard_until_eof(&mut self) {
+        let _ = tokio::io::copy(&mut self.io, &mut tokio::io::sink()).await;
+    }
+
     /// Reads the next frame. Not cancel-safe: a cancelled read leaves the stream mid-frame, so
     /// callers cancel only when they are abandoning the connection.
     pub async fn read_frame(&mut self) -> Result<InFrame, ReadError> {

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod membership;
 pub mod metrics;
 pub mod presence;
+pub mod publish;
 pub mod reads;
 pub mod replay;
 pub mod state;
@@ -59,6 +60,17 @@ pub enum RunError {
     Store(#[from] threadspace_store::StoreError),
 }
 
+impl RunError {
+    /// The process exit code: 64 for configuration (the key set or a URL became unusable
+    /// between validation and use), 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Keys(_) | Self::Store(threadspace_store::StoreError::Url(_)) => 64,
+            _ => 1,
+        }
+    }
+}
+
 /// Runs the gateway on `listener` until `shutdown` fires, then drains.
 pub async fn run(
     config: Config,
@@ -67,6 +79,7 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
 ) -> Result<(), RunError> {
     crate::metrics::describe();
+    crate::metrics::register_zero();
     ::metrics::gauge!(crate::metrics::READY).set(0.0);
     let keys = KeySet::load(&config.jwks, &config.token_issuer, &config.token_audience)?;
     let gateway_id = config.gateway_id();
@@ -99,6 +112,16 @@ pub async fn run(
     let state =
         State::new(StateParts { config, hub, nats, directory: Directory::new(pool), history, metrics, keys });
     info!(gateway_id = %state.gateway_id, head_seq, "gateway started");
+    // Markers stored beyond the stream's newest message (possible before `read` was clamped)
+    // would hide every later message as read: repair them before serving. Best effort: a
+    // Postgres outage at start must not keep the chat path down.
+    match state.markers.clamp_read_markers(head_seq).await {
+        Ok(0) => {}
+        Ok(moved) => {
+            warn!(moved, head_seq, "read markers beyond the stream's newest message were lowered to it")
+        }
+        Err(error) => warn!(error = %state::anyhow_chain(&error), "read markers not checked at start"),
+    }
 
     let background = CancellationToken::new();
     let fanout_task = tokio::spawn(fanout::run(state.clone(), background.clone()));

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(error = %threadspace_gateway::state::anyhow_chain(&error), "gateway failed");
-                ExitCode::FAILURE
+                ExitCode::from(error.exit_code())
             }
         }
     })

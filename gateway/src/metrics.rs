@@ -9,7 +9,7 @@ pub const CONNECTIONS_REFUSED: &str = "threadspace_gateway_connections_refused_t
 pub const CONNECTIONS_CLOSED: &str = "threadspace_gateway_connections_closed_total";
 /// Label `code`: an [`threadspace_protocol::ErrorCode`] string.
 pub const ERRORS: &str = "threadspace_gateway_errors_total";
-/// Label `result`: `ok`, `duplicate`, `failed`.
+/// Label `result`: `ok`, `duplicate`, `id_reused`, `failed`.
 pub const PUBLISHED: &str = "threadspace_gateway_messages_published_total";
 pub const PUBLISH_DURATION: &str = "threadspace_gateway_publish_duration_seconds";
 pub const FANOUT_MESSAGES: &str = "threadspace_gateway_fanout_messages_total";
@@ -94,6 +94,68 @@ pub fn describe() {
     describe_gauge!(READY, "1 while the gateway accepts connections, 0 while starting or draining");
 }
 
+/// Every value [`close_reason`] returns (the `reason` label of [`CONNECTIONS_CLOSED`]).
+pub const CLOSE_REASONS: [&str; 12] = [
+    "normal",
+    "draining",
+    "protocol_error",
+    "too_large",
+    "internal",
+    "idle_timeout",
+    "auth_failed",
+    "hello_timeout",
+    "hello_required",
+    "slow_consumer",
+    "rate_limited",
+    "disconnected",
+];
+
+/// Creates every counter at zero, with every value of its bounded label set, so each series
+/// exists from the first scrape. A labelled counter otherwise appears at its first event, with
+/// value 1, and `rate()`/`increase()` see no increase from a series' first sample: the first
+/// failed publish or slow-consumer close would be invisible to the alerts. (`ERRORS`, labelled
+/// by the protocol's error codes, appears on first use.)
+pub fn register_zero() {
+    for name in [
+        CONNECTIONS_ACCEPTED,
+        CONNECTIONS_REFUSED,
+        FANOUT_MESSAGES,
+        FANOUT_DELIVERIES,
+        FANOUT_REDELIVERED,
+        FANOUT_UNDECODABLE,
+        REPLAYED_MESSAGES,
+        MEMBERSHIP_EVENTS,
+        TYPING_DELIVERIES,
+        PRESENCE_BEAT_BYTES_SENT,
+        PRESENCE_BEAT_BYTES_RECEIVED,
+        PRESENCE_BEAT_GAPS,
+        PRESENCE_EXPIRIES,
+        PRESENCE_EXPIRED_USERS,
+        PRESENCE_LOCAL_CHANGES,
+        PRESENCE_COALESCED,
+        PRESENCE_FRAMES,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    let labelled: [(&'static str, &'static str, &[&'static str]); 10] = [
+        (CONNECTIONS_CLOSED, "reason", &CLOSE_REASONS),
+        (PUBLISHED, "result", &["ok", "duplicate", "id_reused", "failed"]),
+        (RESUMES, "result", &["fresh", "replayed", "history_required"]),
+        (AUTH, "result", &["ok", "rejected"]),
+        (READS, "result", &["moved", "stale", "not_member", "failed"]),
+        (TYPING, "result", &["published", "throttled", "not_member"]),
+        (PRESENCE_BEATS_SENT, "kind", &["delta", "full", "bye"]),
+        (PRESENCE_BEATS_RECEIVED, "kind", &["delta", "full", "bye"]),
+        (PRESENCE_CHANGES, "status", &["online", "idle", "offline"]),
+        (PRESENCE_SIGNALS, "status", &["online", "idle"]),
+    ];
+    for (name, label, values) in labelled {
+        for &value in values {
+            metrics::counter!(name, label => value).absolute(0);
+        }
+    }
+}
+
 /// Bounded label for a close code.
 pub fn close_reason(code: u16) -> &'static str {
     use threadspace_protocol::frames::close_code as c;
@@ -110,5 +172,36 @@ pub fn close_reason(code: u16) -> &'static str {
         c::SLOW_CONSUMER => "slow_consumer",
         c::RATE_LIMITED => "rate_limited",
         _ => "disconnected",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_lists_every_reason() {
+        for code in 0..=u16::MAX {
+            assert!(CLOSE_REASONS.contains(&close_reason(code)), "{code} → {}", close_reason(code));
+        }
+    }
+
+    #[test]
+    fn counters_are_exported_at_zero_before_their_first_event() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            register_zero();
+        });
+        let text = handle.render();
+        for series in [
+            format!("{PUBLISHED}{{result=\"failed\"}} 0"),
+            format!("{CONNECTIONS_CLOSED}{{reason=\"slow_consumer\"}} 0"),
+            format!("{CONNECTIONS_REFUSED} 0"),
+            format!("{AUTH}{{result=\"rejected\"}} 0"),
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} missing from:\n{text}");
+        }
     }
 }

@@ -94,23 +94,39 @@ impl Presence {
 struct Local {
     published: HashMap<UserId, (OrgId, PresenceStatus)>,
     dirty: HashSet<UserId>,
+    /// Users whose last connection closed, with the time (ms) their `offline` is due. Until
+    /// then they stay published as they were, so a quick reconnect is no change at all.
+    leaving: HashMap<UserId, u64>,
 }
 
 impl Local {
     /// Differences between the hub and what was published (and records them as published).
-    /// Looks at the touched users, or at everyone when `full_scan`.
-    fn changes(&mut self, hub: &Hub, now_ms: u64, idle_after_ms: u64, full_scan: bool) -> Vec<Entry> {
+    /// Looks at the touched users and those whose offline grace ran out, or at everyone when
+    /// `full_scan`. A user left without connections is announced offline only once
+    /// `offline_grace_ms` passed without a new one.
+    fn changes(
+        &mut self,
+        hub: &Hub,
+        now_ms: u64,
+        idle_after_ms: u64,
+        offline_grace_ms: u64,
+        full_scan: bool,
+    ) -> Vec<Entry> {
         let mut candidates: Vec<UserId> = self.dirty.drain().collect();
+        candidates.extend(self.leaving.iter().filter(|(_, due)| **due <= now_ms).map(|(user, _)| *user));
         if full_scan {
-            candidates = hub.local_users();
+            candidates.extend(hub.local_users());
             candidates.extend(self.published.keys().copied());
-            candidates.sort_unstable();
-            candidates.dedup();
         }
+        candidates.sort_unstable();
+        candidates.dedup();
         let mut changes = Vec::new();
         for user in candidates {
             let now = hub.local_status(user, now_ms, idle_after_ms);
             let before = self.published.get(&user).copied();
+            if now.is_some() {
+                self.leaving.remove(&user);
+            }
             match (before, now) {
                 (Some(before), Some(now)) if before == now => {}
                 (None, None) => {}
@@ -119,12 +135,21 @@ impl Local {
                     changes.push((org, user, status));
                 }
                 (Some((org, _)), None) => {
-                    self.published.remove(&user);
-                    changes.push((org, user, PresenceStatus::Offline));
+                    let due = *self.leaving.entry(user).or_insert(now_ms + offline_grace_ms);
+                    if due <= now_ms {
+                        self.leaving.remove(&user);
+                        self.published.remove(&user);
+                        changes.push((org, user, PresenceStatus::Offline));
+                    }
                 }
             }
         }
         changes
+    }
+
+    /// When the next offline grace runs out (ms), if anyone is leaving.
+    fn next_due(&self) -> Option<u64> {
+        self.leaving.values().copied().min()
     }
 
     /// The complete table in parts.
@@ -420,12 +445,19 @@ async fn publish_loop(state: &State, shutdown: &CancellationToken) {
     let mut last_beat: Option<Instant> = None;
     let mut last_publish: Option<Instant> = None;
     let mut last_scan = Instant::now();
+    let offline_grace_ms = state.config.offline_grace.as_millis() as u64;
     loop {
         let beat_at = last_beat.map_or_else(Instant::now, |at| at + interval);
+        let mut wake = beat_at.min(last_scan + SCAN_EVERY);
+        let next_due = state.presence.local.lock().expect("presence lock is never poisoned").next_due();
+        if let Some(due_ms) = next_due {
+            let in_ms = due_ms.saturating_sub(state.now_ms());
+            wake = wake.min(Instant::now() + Duration::from_millis(in_ms));
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = state.presence.local_changed.notified() => {}
-            _ = tokio::time::sleep_until(beat_at.min(last_scan + SCAN_EVERY)) => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
         if let Some(at) = last_publish {
             tokio::select! {
@@ -441,7 +473,8 @@ async fn publish_loop(state: &State, shutdown: &CancellationToken) {
         let beat_due = last_beat.is_none_or(|at| now.duration_since(at) >= interval);
         let (changes, full) = {
             let mut local = state.presence.local.lock().expect("presence lock is never poisoned");
-            let changes = local.changes(&state.hub, state.now_ms(), idle_after_ms, full_scan);
+            let changes =
+                local.changes(&state.hub, state.now_ms(), idle_after_ms, offline_grace_ms, full_scan);
             let full = (beat_due && beats_since_full >= FULL_EVERY).then(|| local.full());
             (changes, full)
         };
@@ -713,21 +746,57 @@ mod tests {
         let a1 = hub.register(UserId(1), ORG, &channels, &root, 0).handle;
         let a2 = hub.register(UserId(1), ORG, &channels, &root, 0).handle;
         local.dirty.insert(UserId(1));
-        assert_eq!(local.changes(&hub, 10, 1_000, false), vec![(ORG, UserId(1), Online)]);
-        assert!(local.changes(&hub, 20, 1_000, true).is_empty(), "nothing changed");
+        assert_eq!(local.changes(&hub, 10, 1_000, 0, false), vec![(ORG, UserId(1), Online)]);
+        assert!(local.changes(&hub, 20, 1_000, 0, true).is_empty(), "nothing changed");
         assert!(a1.mark_idle());
         local.dirty.insert(UserId(1));
-        assert!(local.changes(&hub, 30, 1_000, false).is_empty(), "the other connection is active");
+        assert!(local.changes(&hub, 30, 1_000, 0, false).is_empty(), "the other connection is active");
         // Inactivity makes the second connection idle; only a scan notices.
-        assert!(local.changes(&hub, 1_500, 1_000, false).is_empty());
-        assert_eq!(local.changes(&hub, 1_500, 1_000, true), vec![(ORG, UserId(1), Idle)]);
+        assert!(local.changes(&hub, 1_500, 1_000, 0, false).is_empty());
+        assert_eq!(local.changes(&hub, 1_500, 1_000, 0, true), vec![(ORG, UserId(1), Idle)]);
         assert!(a2.mark_active(1_600, 1_000), "was idle by inactivity");
         local.dirty.insert(UserId(1));
-        assert_eq!(local.changes(&hub, 1_600, 1_000, false), vec![(ORG, UserId(1), Online)]);
+        assert_eq!(local.changes(&hub, 1_600, 1_000, 0, false), vec![(ORG, UserId(1), Online)]);
         hub.deregister(&a1);
         hub.deregister(&a2);
         local.dirty.insert(UserId(1));
-        assert_eq!(local.changes(&hub, 1_700, 1_000, false), vec![(ORG, UserId(1), Offline)]);
+        assert_eq!(local.changes(&hub, 1_700, 1_000, 0, false), vec![(ORG, UserId(1), Offline)]);
         assert_eq!(local.full(), vec![Vec::<Entry>::new()], "an empty snapshot is one empty part");
+    }
+
+    #[test]
+    fn a_reconnect_within_the_offline_grace_is_no_change_and_a_departure_waits_for_it() {
+        use threadspace_protocol::frames::{ChannelInfo, ChannelKind};
+        let hub =
+            Hub::new(0, crate::hub::HubLimits { outbound_queue: 8, sends_per_second: 1, send_burst: 1 });
+        let root = CancellationToken::new();
+        let channels = [ChannelInfo {
+            id: threadspace_protocol::ChannelId(1),
+            kind: ChannelKind::Public,
+            name: None,
+            last_read: 0,
+        }];
+        let mut local = Local::default();
+        let first = hub.register(UserId(1), ORG, &channels, &root, 0).handle;
+        local.dirty.insert(UserId(1));
+        assert_eq!(local.changes(&hub, 10, 60_000, 2_000, false), vec![(ORG, UserId(1), Online)]);
+        // Drop and come back 3 ms later: nothing to tell anyone.
+        hub.deregister(&first);
+        local.dirty.insert(UserId(1));
+        assert!(local.changes(&hub, 100, 60_000, 2_000, false).is_empty(), "offline is held");
+        assert_eq!(local.next_due(), Some(2_100));
+        assert_eq!(local.full(), vec![vec![(ORG, UserId(1), Online)]], "still published while held");
+        let again = hub.register(UserId(1), ORG, &channels, &root, 103).handle;
+        local.dirty.insert(UserId(1));
+        assert!(local.changes(&hub, 103, 60_000, 2_000, false).is_empty(), "a reconnect is no change");
+        assert_eq!(local.next_due(), None, "the reconnect cancelled the pending offline");
+        assert!(local.changes(&hub, 5_000, 60_000, 2_000, false).is_empty());
+        // A real departure: offline once the grace ran out, found without any new touch.
+        hub.deregister(&again);
+        local.dirty.insert(UserId(1));
+        assert!(local.changes(&hub, 6_000, 60_000, 2_000, false).is_empty());
+        assert!(local.changes(&hub, 7_999, 60_000, 2_000, false).is_empty(), "not before the grace ran out");
+        assert_eq!(local.changes(&hub, 8_000, 60_000, 2_000, false), vec![(ORG, UserId(1), Offline)]);
+        assert_eq!(local.next_due(), None);
     }
 }

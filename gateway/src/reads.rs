@@ -33,6 +33,16 @@ pub async fn mark(state: &State, handle: &ConnHandle, reference: String, channel
         let message = format!("you are not a member of channel {channel}");
         return error(handle, ErrorCode::NotMember, reference, message);
     }
+    // Never past the newest message in the stream (this gateway's head): a marker there would
+    // count messages not sent yet as read, forever, since markers never move back. Clamped, not
+    // refused — a client that read everything and sends a generous `seq` gets what it meant.
+    let seq = seq.min(state.hub.head_seq());
+    if seq == 0 {
+        // The stream holds no message yet: nothing to mark.
+        metrics::counter!(m::READS, "result" => "stale").increment(1);
+        handle.push_frame(&ServerFrame::ReadAck { reference, channel, seq: 0 });
+        return;
+    }
     let (stored, moved, direct) = match state.markers.mark_read(handle.user, channel, seq).await {
         Ok(outcome) => outcome,
         Err(e) => {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures_util::StreamExt as _;
 use threadspace_protocol::frames::ServerFrame;
-use threadspace_protocol::stored::StoredMessage;
-use threadspace_protocol::subjects::{org_message_filter, parse_message_subject, MESSAGES_STREAM};
+use threadspace_protocol::stored::{decode_record, Record};
+use threadspace_protocol::subjects::{org_message_filter, MESSAGES_STREAM};
 use threadspace_protocol::Seq;
 use tracing::{debug, warn};
 
@@ -131,9 +131,10 @@ async fn replay_range(
         if seq > head_seq {
             return Ok(());
         }
-        let channel = parse_message_subject(&message.subject).map(|(_, _, channel)| channel);
-        if channel.is_some_and(|c| channels.contains(&c)) {
-            if let Ok(stored) = serde_json::from_slice::<StoredMessage>(&message.payload) {
+        // The fanout's and the bridge's rule: replay only what the archive keeps.
+        let record = decode_record(&message.subject, &message.payload, state.config.partitions.get());
+        if let Ok(Record { message: stored, .. }) = record {
+            if channels.contains(&stored.channel) {
                 if *replayed >= state.config.max_replay.get() as u64 {
                     return Err(Stop::Gap { after_seq: last_done });
                 }

@@ -84,42 +84,63 @@ pub fn coordinate(
         children.push((child, stdin));
     }
     drop(lines_tx);
-    let wait_for = |word: &str| -> anyhow::Result<()> {
-        let mut waiting: Vec<bool> = vec![true; agents];
+    // Agents that died, with how: they are left out of every later step, and the report of
+    // what the others did is still assembled, marked failed.
+    let mut dead: Vec<Option<String>> = vec![None; agents];
+    let wait_for = |word: &str, dead: &mut Vec<Option<String>>, children: &mut [(Child, ChildStdin)]| {
+        let mut waiting: Vec<bool> = dead.iter().map(Option::is_none).collect();
         while waiting.iter().any(|w| *w) {
-            let (k, line) =
-                lines_rx.recv().map_err(|_| anyhow::anyhow!("every agent ended before {word}"))?;
+            let Ok((k, line)) = lines_rx.recv() else {
+                // Every reader thread ended: no agent can still answer.
+                for k in (0..agents).filter(|k| waiting[*k]) {
+                    dead[k] = Some(format!("agent {k} ended before {word} without a word"));
+                }
+                return;
+            };
             if line == word {
                 waiting[k] = false;
             } else if line == "EXITED" {
-                anyhow::bail!("agent {k} exited before {word} (its output is above)");
+                // An agent that already said `word` may exit (after DONE it does): only one we
+                // still wait for has died.
+                if waiting[k] {
+                    waiting[k] = false;
+                    let how = children[k]
+                        .0
+                        .wait()
+                        .map_or_else(|e| format!("could not be waited for ({e})"), describe_exit);
+                    let failure = format!("agent {k} {how} before {word}");
+                    eprintln!("loadgen: {failure}; the report will cover the other agents");
+                    dead[k] = Some(failure);
+                }
             } else {
                 println!("[agent {k}] {line}");
             }
         }
-        Ok(())
     };
+    let alive =
+        |dead: &[Option<String>]| -> Vec<usize> { (0..agents).filter(|k| dead[*k].is_none()).collect() };
     let result = (|| -> anyhow::Result<Vec<Part>> {
-        wait_for("ACKED")?;
+        wait_for("ACKED", &mut dead, &mut children);
         let mut acked: Vec<(u64, ChannelId)> = Vec::new();
-        for k in 0..agents {
+        for k in alive(&dead) {
             let bytes = std::fs::read(work.join(format!("acked-{k}.json")))?;
             acked.extend(serde_json::from_slice::<Vec<(u64, ChannelId)>>(&bytes)?);
         }
         std::fs::write(work.join("acked.json"), serde_json::to_vec(&acked)?)?;
-        for (_, stdin) in &mut children {
+        for k in alive(&dead) {
+            let stdin = &mut children[k].1;
             writeln!(stdin, "CHECK")?;
             stdin.flush()?;
         }
-        wait_for("DONE")?;
+        wait_for("DONE", &mut dead, &mut children);
         let mut parts = Vec::new();
-        for k in 0..agents {
+        for k in alive(&dead) {
             let bytes = std::fs::read(work.join(format!("part-{k}.json")))?;
             parts.push(serde_json::from_slice::<Part>(&bytes)?);
         }
         if let Some(path) = record {
             let mut records: Vec<UserRecord> = Vec::new();
-            for k in 0..agents {
+            for k in alive(&dead) {
                 let bytes = std::fs::read(work.join(format!("records-{k}.json")))?;
                 records.extend(serde_json::from_slice::<Vec<UserRecord>>(&bytes)?);
             }
@@ -136,7 +157,30 @@ pub fn coordinate(
         let _ = child.wait();
     }
     let parts = result?;
-    Ok(Report::assemble(plan.scenario.clone(), plan.start_unix_ms, parts, usage.finish()))
+    let mut report = Report::assemble(plan.scenario.clone(), plan.start_unix_ms, parts, usage.finish());
+    report.failures = dead.into_iter().flatten().collect();
+    if !report.failures.is_empty() {
+        // The dead agents' users are missing, and the survivors received messages those users
+        // sent that nobody recorded as acknowledged: the checker's figures are partial.
+        report.failures.push(format!(
+            "the report covers {} of {agents} agents; the checker's figures are partial",
+            report.agents
+        ));
+    }
+    Ok(report)
+}
+
+/// How a child process ended, for people: "exited with status 3", "was killed by SIGKILL".
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => match nix::sys::signal::Signal::try_from(signal) {
+            Ok(signal) => format!("was killed by {signal}"),
+            Err(_) => format!("was killed by signal {signal}"),
+        },
+        (None, None) => "ended".into(),
+    }
 }
 
 /// The agent side: plays the plan's users, then checks them (see the module docs).

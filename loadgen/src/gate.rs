@@ -92,7 +92,7 @@ impl Gate {
 impl Report {
     /// Checks the thresholds; records and returns the result.
     pub fn gate(&mut self, gate: &Gate) -> &GateResult {
-        let mut failures = Vec::new();
+        let mut failures = self.failures.clone();
         let p99 = |name: &str| self.latency.get(name).map_or(0.0, |l| l.p99_ms);
         let mut ceilings = vec![
             ("send_deliver", "delivery", gate.max_delivery_p99),

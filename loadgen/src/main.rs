@@ -503,6 +503,9 @@ async fn run_scenario(command: Command, stack_dir: &std::path::Path) -> anyhow::
                 threadspace_loadgen::output::write_html(&result, path)?;
                 println!("HTML report written to {}", path.display());
             }
+            if !result.failures.is_empty() {
+                anyhow::bail!("run failed: {}", result.failures.join("; "));
+            }
             if gate && !passed {
                 let reasons = result.gate.as_ref().map(|g| g.failures.join("; ")).unwrap_or_default();
                 anyhow::bail!("gate failed: {reasons}");

@@ -265,6 +265,10 @@ pub struct Report {
     /// Their growth over the run per simulated user.
     pub loadgen_bytes_per_user: f64,
     pub gate: Option<GateResult>,
+    /// Why the run itself failed (an agent died): the report covers what the rest did. Any
+    /// entry fails the run, gate or no gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
     /// Length of the ramp; `steady_latency` counts only intervals that began after it.
     pub ramp_seconds: f64,
     /// Latencies once every user had connected (empty if no interval began after the ramp).
@@ -1036,6 +1040,7 @@ impl Report {
             loadgen_rss_kib: rss_peak,
             loadgen_bytes_per_user: rss_growth as f64 * 1024.0 / users.max(1) as f64,
             gate: None,
+            failures: Vec::new(),
             scenario,
             ramp_seconds,
             steady_latency,

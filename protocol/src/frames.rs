@@ -293,6 +293,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The message could not be stored (JetStream unavailable); retry with the same id.
     Unavailable,
+    /// The `client_msg_id` was already used, within the dedup window, for a different message
+    /// (another channel or body): nothing was stored; send it again under a new id.
+    IdReused,
     /// A bug or an unexpected failure on the gateway.
     Internal,
 }
@@ -312,6 +315,7 @@ impl ErrorCode {
             Self::BodyTooLarge => "body_too_large",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
+            Self::IdReused => "id_reused",
             Self::Internal => "internal",
         }
     }
@@ -489,9 +493,8 @@ pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
         if channel.0 <= 0 {
             return Err(fail(ErrorCode::InvalidField, "field `channel` must be positive".into()));
         }
-        // Postgres text cannot hold U+0000: such a message could be acked but never archived.
-        if body.contains('\0') {
-            return Err(fail(ErrorCode::InvalidField, "field `body` must not contain U+0000 (NUL)".into()));
+        if let Err(why) = valid_body(body) {
+            return Err(fail(ErrorCode::InvalidField, format!("field `body` {why}")));
         }
         if !valid_client_msg_id(client_msg_id) {
             return Err(fail(
@@ -501,6 +504,24 @@ pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
         }
     }
     Ok(frame)
+}
+
+/// For a first frame that did not decode: whether it is a `hello` whose `token` is missing or
+/// not a string. That is an authentication failure (`auth_failed`, close 4001), not a malformed
+/// frame: the client simply has no credentials to offer.
+pub fn is_hello_without_token(text: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        op: Option<serde_json::Value>,
+        token: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Probe>(text) {
+        Ok(probe) => {
+            probe.op.as_ref().and_then(serde_json::Value::as_str) == Some("hello")
+                && !matches!(probe.token, Some(serde_json::Value::String(_)))
+        }
+        Err(_) => false,
+    }
 }
 
 /// The `ref` of a client frame, if its envelope is readable: lets a refusal name the request
@@ -514,6 +535,15 @@ pub fn reference_of(text: &[u8]) -> Option<String> {
         serde_json::Value::String(s) if !s.is_empty() && s.len() <= MAX_ID_LEN => Some(s),
         _ => None,
     }
+}
+
+/// A body the archive can store: Postgres text cannot hold U+0000, so such a message could be
+/// acked but never archived. The reason completes "field `body` …".
+pub fn valid_body(body: &str) -> Result<(), &'static str> {
+    if body.contains('\0') {
+        return Err("must not contain U+0000 (NUL)");
+    }
+    Ok(())
 }
 
 /// `client_msg_id` becomes part of the JetStream `Nats-Msg-Id` header: keep it to a safe alphabet.

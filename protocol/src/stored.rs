@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::frames::MessageFrame;
+use crate::frames::{valid_body, valid_client_msg_id, MessageFrame};
 use crate::ids::{ChannelId, OrgId, Seq, UserId};
+use crate::subjects::{parse_message_subject, partition_of};
 
 /// JetStream payload of one chat message (JSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,7 +19,77 @@ pub struct StoredMessage {
     pub ts: i64,
 }
 
+/// Largest body a stored record may carry, in bytes: the archive's `CHECK` on `messages.body`.
+/// Gateways refuse bodies far smaller (`--max-body-bytes`, 16 KiB by default).
+pub const MAX_STORED_BODY_BYTES: usize = 65_536;
+
+/// A stream record that is well formed: its subject, partition and payload agree, and every
+/// field is one the archive can store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub partition: u32,
+    pub message: StoredMessage,
+}
+
+/// Why a stream record is not a message: the one rule the gateway's fanout and replay and the
+/// broker-bridge all apply, so what is delivered live is exactly what the archive keeps
+/// ("delivered implies durable", ARCHITECTURE.md). The text names what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRecord(pub String);
+
+/// Decodes and validates the stream record `payload` stored under `subject`, in a stream
+/// split into `n_partitions` partitions.
+pub fn decode_record(subject: &str, payload: &[u8], n_partitions: u32) -> Result<Record, InvalidRecord> {
+    let Some((partition, org, channel)) = parse_message_subject(subject) else {
+        return Err(InvalidRecord(format!("subject {subject:?} is not msg.<partition>.<org>.<channel>")));
+    };
+    let expected = partition_of(org, n_partitions);
+    if partition != expected {
+        return Err(InvalidRecord(format!(
+            "subject {subject:?} is in partition {partition}, but org {org} belongs to partition {expected}"
+        )));
+    }
+    let message: StoredMessage = serde_json::from_slice(payload)
+        .map_err(|e| InvalidRecord(format!("payload is not a stored message: {e}")))?;
+    if message.org != org || message.channel != channel {
+        return Err(InvalidRecord(format!(
+            "payload names org {} channel {}, its subject org {org} channel {channel}",
+            message.org, message.channel
+        )));
+    }
+    message.validate()?;
+    Ok(Record { partition, message })
+}
+
 impl StoredMessage {
+    /// The field rules the archive enforces (ids positive, `client_msg_id` of the wire
+    /// alphabet, body without U+0000 and within [`MAX_STORED_BODY_BYTES`]).
+    pub fn validate(&self) -> Result<(), InvalidRecord> {
+        if self.org.0 <= 0 || self.channel.0 <= 0 || self.sender.0 <= 0 {
+            return Err(InvalidRecord(format!(
+                "org {}, channel {} and sender {} must all be positive",
+                self.org, self.channel, self.sender
+            )));
+        }
+        if !valid_client_msg_id(&self.client_msg_id) {
+            return Err(InvalidRecord(format!(
+                "client_msg_id {:?} is not 1 to 64 characters of [A-Za-z0-9_-]",
+                self.client_msg_id.chars().take(80).collect::<String>()
+            )));
+        }
+        if let Err(why) = valid_body(&self.body) {
+            return Err(InvalidRecord(why.into()));
+        }
+        if self.body.len() > MAX_STORED_BODY_BYTES {
+            return Err(InvalidRecord(format!(
+                "body is {} bytes; a stored body holds at most {MAX_STORED_BODY_BYTES}",
+                self.body.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// The `Nats-Msg-Id` that makes retries idempotent: scoped by sender, so two users can
     /// never collide on a client-chosen id.
     pub fn dedup_id(&self) -> String {

@@ -132,6 +132,25 @@ impl Directory {
         Ok((row.get::<_, i64>(0) as u64, row.get(1), row.get(2)))
     }
 
+    /// Lowers every read marker above the newest message to it; returns how many moved. The
+    /// newest message is the higher of `stream_head` (the stream's last seq) and the archive's
+    /// newest row, so a gateway pointed at an empty or wrong stream cannot lower real markers.
+    /// Markers past every message would mark messages not yet sent as read; the gateway clamps
+    /// new ones, and runs this at start to repair any stored before it did.
+    pub async fn clamp_read_markers(&self, stream_head: u64) -> Result<u64, DirectoryError> {
+        let client = self.client().await?;
+        let head = i64::try_from(stream_head).unwrap_or(i64::MAX);
+        client
+            .execute(
+                "WITH newest AS (SELECT GREATEST($1, (SELECT coalesce(max(seq), 0) FROM messages)) AS seq)
+                 UPDATE read_markers r SET seq = newest.seq, updated_at = now()
+                 FROM newest WHERE newest.seq > 0 AND r.seq > newest.seq",
+                &[&head],
+            )
+            .await
+            .map_err(DirectoryError::Query)
+    }
+
     /// A channel by id.
     pub async fn channel(&self, channel: ChannelId) -> Result<Option<Channel>, DirectoryError> {
         let client = self.client().await?;

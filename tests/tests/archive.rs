@@ -188,9 +188,13 @@ async fn postgres_down_for_30s_live_delivery_continues_and_the_table_catches_up(
 async fn poison_messages_are_dead_lettered_and_their_partition_keeps_flowing() -> anyhow::Result<()> {
     let fx = fixture(&["--batch-wait", "300ms"]).await?;
     let general = fx.channel("general").await;
+    // bob watches #general live: he must receive exactly what the archive keeps.
+    let (mut bob, _) = fx.connect("bob", 0).await?;
     let nats = async_nats::connect(fx.stack.nats.url.as_str()).await?;
     let jetstream = async_nats::jetstream::new(nats);
     let subject = threadspace_protocol::subjects::message_subject(16, fx.org, general);
+    let partition = threadspace_protocol::subjects::partition_of(fx.org, 16);
+    let wrong_partition = format!("msg.{}.{}.{}", (partition + 1) % 16, fx.org, general);
     let record = |id: &str, body: &str| StoredMessage {
         org: fx.org,
         channel: general,
@@ -200,32 +204,38 @@ async fn poison_messages_are_dead_lettered_and_their_partition_keeps_flowing() -
         ts: 1_700_000_000_000,
     };
     let mut seqs = Vec::new();
-    // In one batch: good, undecodable, refused by Postgres (NUL), refused by a CHECK, good.
-    let payloads: Vec<Vec<u8>> = vec![
-        serde_json::to_vec(&record("good-1", "fine"))?,
-        b"{this is not json".to_vec(),
-        serde_json::to_vec(&record("nul", "a\0b"))?,
-        serde_json::to_vec(&record(&"x".repeat(65), "id too long for the table"))?,
-        serde_json::to_vec(&record("good-2", "also fine"))?,
+    // In one batch: good, undecodable, a NUL Postgres cannot store, an id longer than the
+    // table allows, good; then a well-formed record on another partition's subject.
+    let records: Vec<(&str, Vec<u8>)> = vec![
+        (&subject, serde_json::to_vec(&record("good-1", "fine"))?),
+        (&subject, b"{this is not json".to_vec()),
+        (&subject, serde_json::to_vec(&record("nul", "a\0b"))?),
+        (&subject, serde_json::to_vec(&record(&"x".repeat(65), "id too long for the table"))?),
+        (&subject, serde_json::to_vec(&record("good-2", "also fine"))?),
+        (&wrong_partition, serde_json::to_vec(&record("elsewhere", "not this org's partition"))?),
     ];
-    for payload in payloads {
-        seqs.push(jetstream.publish(subject.clone(), payload.into()).await?.await?.sequence);
+    for (subject, payload) in records {
+        seqs.push(jetstream.publish(subject.to_owned(), payload.into()).await?.await?.sequence);
     }
     // The partition keeps flowing for later messages sent through a gateway.
     let (mut alice, _) = fx.connect("alice", 0).await?;
     let (after, _, _) = send_and_ack(&mut alice, general, "after-poison", "after the poison").await?;
 
     let rows = wait_archived(&fx.stack, 3, Duration::from_secs(30)).await?;
-    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![seqs[0], seqs[4], after]);
+    let archived: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(archived, vec![seqs[0], seqs[4], after]);
+    // Delivered implies durable: the gateway refuses exactly what the bridge refuses.
+    let delivered: Vec<u64> = recv_messages(&mut bob, 3).await?.iter().map(|m| m.seq).collect();
+    assert_eq!(delivered, archived, "bob received records the archive refused");
+    threadspace_tests::expect_no_message(&mut bob, Duration::from_millis(500)).await?;
 
     let mut dlq = jetstream.get_stream(dead_letter::STREAM).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    // Archive: undecodable, NUL, long id. Search index: undecodable, NUL (it stores no id).
-    while dlq.info().await?.state.messages < 5 && tokio::time::Instant::now() < deadline {
+    // Each sink files the four invalid records.
+    while dlq.info().await?.state.messages < 8 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(dlq.info().await?.state.messages, 5, "five dead letters, once each");
-    // The archive files three; the search index files its own for what it cannot take.
+    assert_eq!(dlq.info().await?.state.messages, 8, "four dead letters per sink, once each");
     let mut letters = BTreeMap::new();
     for n in 1..=dlq.info().await?.state.messages {
         let letter = dlq.get_raw_message(n).await?;
@@ -238,18 +248,19 @@ async fn poison_messages_are_dead_lettered_and_their_partition_keeps_flowing() -
             (header(dead_letter::KIND_HEADER), header(dead_letter::REASON_HEADER)),
         );
     }
-    assert_eq!(letters.keys().copied().collect::<Vec<_>>(), vec![seqs[1], seqs[2], seqs[3]]);
-    assert_eq!(letters[&seqs[1]].0, "undecodable");
-    assert_eq!(letters[&seqs[2]].0, "refused");
-    assert_eq!(letters[&seqs[3]].0, "refused");
-    assert!(
-        letters[&seqs[3]].1.contains("check constraint"),
-        "the reason names the constraint: {:?}",
-        letters[&seqs[3]]
-    );
+    assert_eq!(letters.keys().copied().collect::<Vec<_>>(), vec![seqs[1], seqs[2], seqs[3], seqs[5]]);
+    for (seq, why) in [
+        (seqs[1], "not a stored message"),
+        (seqs[2], "U+0000"),
+        (seqs[3], "client_msg_id"),
+        (seqs[5], "partition"),
+    ] {
+        assert_eq!(letters[&seq].0, "undecodable", "seq {seq}: {:?}", letters[&seq]);
+        assert!(letters[&seq].1.contains(why), "seq {seq}: the reason names {why:?}: {:?}", letters[&seq]);
+    }
     let port = fx.stack.bridges[0].port;
-    assert_eq!(metric(port, "threadspace_bridge_dead_letters_total", "sink=\"archive\"").await?, 3.0);
-    assert_eq!(metric(port, "threadspace_bridge_dead_letters_total", "sink=\"search\"").await?, 2.0);
+    assert_eq!(metric(port, "threadspace_bridge_dead_letters_total", "sink=\"archive\"").await?, 4.0);
+    assert_eq!(metric(port, "threadspace_bridge_dead_letters_total", "sink=\"search\"").await?, 4.0);
     let log = fx.stack.bridges[0].log_tail(200);
     assert!(
         log.contains(&format!("seq={}", seqs[1])) && log.contains("dead-letter"),

@@ -76,3 +76,60 @@ async fn up_prints_a_working_stack_and_down_stops_it() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Runs one of the workspace's binaries to its end (killed after 20 s): exit code and stderr.
+fn run_binary(binary: &str, args: &[&str]) -> anyhow::Result<(Option<i32>, String)> {
+    let mut child = Command::new(tools::threadspace_bindir().join(binary))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill()?;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output()?;
+    Ok((output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned()))
+}
+
+#[test]
+fn configuration_errors_exit_64_and_name_the_flag() -> anyhow::Result<()> {
+    let temp = tempfile::Builder::new().prefix("threadspace-config-").tempdir()?;
+    let keys = threadspace_devstack::keys::Keys::load_or_create(temp.path())?;
+    let jwks = keys.jwks.to_str().expect("temporary paths are UTF-8");
+    let pg = "postgres://127.0.0.1:1/threadspace";
+    let nats = "nats://127.0.0.1:1";
+    let cases: &[(&str, Vec<&str>, &str)] = &[
+        (
+            "threadspace-gateway",
+            vec!["--nats-url", nats, "--postgres-url", pg, "--jwks", "/nonexistent/jwks.json"],
+            "--jwks",
+        ),
+        (
+            "threadspace-gateway",
+            vec!["--nats-url", nats, "--postgres-url", "postgres://127.0.0.1:notaport/x", "--jwks", jwks],
+            "--postgres-url",
+        ),
+        (
+            "threadspace-gateway",
+            vec!["--nats-url", "nats://[::1", "--postgres-url", pg, "--jwks", jwks],
+            "--nats-url",
+        ),
+        (
+            "threadspace-bridge",
+            vec!["--nats-url", nats, "--postgres-url", "postgres://127.0.0.1:notaport/x"],
+            "--postgres-url",
+        ),
+        ("threadspace-bridge", vec!["--nats-url", "nats://[::1", "--postgres-url", pg], "--nats-url"),
+    ];
+    for (binary, args, flag) in cases {
+        let (code, stderr) = run_binary(binary, args)?;
+        assert_eq!(code, Some(64), "{binary} {args:?}: a configuration error exits 64; stderr:\n{stderr}");
+        assert!(stderr.contains(flag), "{binary} {args:?}: the error names {flag}; stderr:\n{stderr}");
+    }
+    Ok(())
+}

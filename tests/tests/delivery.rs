@@ -1,7 +1,8 @@
 //! Delivery across gateways: acked once with a seq, received by every online member exactly
 //! once and in seq order; idempotent retries; resume after a gateway is SIGKILLed.
 
-use threadspace_tests::{recv_messages, send_and_ack, Fixture};
+use threadspace_protocol::frames::{ClientFrame, ServerFrame};
+use threadspace_tests::{recv_messages, send_and_ack, Fixture, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_on_two_gateways_receive_every_message_once_in_order() -> anyhow::Result<()> {
@@ -58,6 +59,30 @@ async fn retry_on_the_other_gateway_returns_the_same_seq_and_stores_once() -> an
     let (again, duplicate, _) = send_and_ack(&mut alice, general, "retry-1", "only once").await?;
     assert_eq!(again, seq, "a retry of the same client_msg_id returns the same seq");
     assert!(duplicate, "the ack says it was a duplicate");
+
+    // The same id with another body is not a retry: refused with its own code, nothing stored.
+    alice
+        .send(&ClientFrame::Send {
+            reference: "changed".into(),
+            channel: general,
+            client_msg_id: "retry-1".into(),
+            body: "a different body".into(),
+        })
+        .await?;
+    let answer = loop {
+        match alice.recv_frame(WAIT).await? {
+            ServerFrame::Presence { .. } | ServerFrame::Msg(_) => continue,
+            other => break other,
+        }
+    };
+    match answer {
+        ServerFrame::Error { code, reference, message } => {
+            assert_eq!(code.as_str(), "id_reused", "{message}");
+            assert_eq!(reference.as_deref(), Some("changed"));
+            assert!(message.contains("retry-1") && message.contains(&seq.to_string()), "{message}");
+        }
+        other => panic!("the same client_msg_id with another body was answered {other:?}"),
+    }
 
     // Another user may use the same client id: it is scoped by sender, so it is a new message.
     let (mut carol, _) = fx.connect("carol", 0).await?;

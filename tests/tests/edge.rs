@@ -206,12 +206,90 @@ async fn non_members_cannot_send_and_bad_tokens_are_refused() -> anyhow::Result<
     rude.send_text(r#"{"op":"ping"}"#).await?;
     expect_error(&mut rude, ErrorCode::HelloRequired).await?;
     expect_close(&mut rude, close_code::HELLO_REQUIRED).await?;
-
     // A browser from a foreign origin cannot even upgrade.
     let mut options = ConnectOptions::new(url);
     options.origin = Some("https://evil.example".into());
     assert!(Client::connect(&options).await.is_err(), "a foreign Origin is refused");
     by.still_served().await?;
+    Ok(())
+}
+
+/// Runs `check` and records its failure under `what` instead of stopping at the first one.
+async fn collect(
+    failures: &mut Vec<String>,
+    what: &str,
+    check: impl std::future::Future<Output = anyhow::Result<()>>,
+) {
+    if let Err(e) = check.await {
+        failures.push(format!("{what}: {e:#}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_corners_and_close_codes_follow_the_protocol_doc() -> anyhow::Result<()> {
+    let fx = Fixture::start(1, LIMITS).await?;
+    let url = fx.stack.ws_url(0);
+    let mut failures = Vec::new();
+    // A first frame that is not JSON at all is not a hello either (protocol.md: hello_required).
+    collect(&mut failures, "non-JSON first frame", async {
+        let mut garbled = Client::connect(&ConnectOptions::new(url.clone())).await?;
+        garbled.send_text("{not json").await?;
+        expect_error(&mut garbled, ErrorCode::HelloRequired).await?;
+        expect_close(&mut garbled, close_code::HELLO_REQUIRED).await
+    })
+    .await;
+    // A hello without a token, or with a token that is not a string, is an authentication
+    // failure: auth_failed and 4001, like any rejected token.
+    for hello in [r#"{"op":"hello"}"#, r#"{"op":"hello","token":42}"#] {
+        collect(&mut failures, hello, async {
+            let mut tokenless = Client::connect(&ConnectOptions::new(url.clone())).await?;
+            tokenless.send_text(hello).await?;
+            let (_, message) = expect_error(&mut tokenless, ErrorCode::AuthFailed).await?;
+            anyhow::ensure!(message.contains("token"), "the error names the token: {message}");
+            expect_close(&mut tokenless, close_code::AUTH_FAILED).await
+        })
+        .await;
+    }
+    // A client close with a code no endpoint may send (999) is a protocol error: RFC 6455
+    // §7.4 — answered with 1002, not echoed as a normal closure.
+    collect(&mut failures, "close 999", async {
+        let (mut client, _) = fx.connect("frank", 0).await?;
+        client.send_raw(OpCode::Close, true, 999u16.to_be_bytes().to_vec()).await?;
+        expect_close(&mut client, close_code::PROTOCOL_ERROR).await
+    })
+    .await;
+    // A valid code with a reason is a normal closure: answered 1000 (protocol.md, close codes).
+    collect(&mut failures, "close 4000", async {
+        let (mut client, _) = fx.connect("frank", 0).await?;
+        let mut payload = 4000u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"bye");
+        client.send_raw(OpCode::Close, true, payload).await?;
+        expect_close(&mut client, close_code::NORMAL).await
+    })
+    .await;
+    // session_id names the connection on its gateway: two sessions of one user differ.
+    collect(&mut failures, "session ids", async {
+        let (_, first) = fx.connect("heidi", 0).await?;
+        let (_, second) = fx.connect("heidi", 0).await?;
+        anyhow::ensure!(first.session_id != second.session_id, "two connections share a session_id");
+        let me = threadspace_protocol::frames::PresenceEntry {
+            user: fx.user("heidi"),
+            status: threadspace_protocol::frames::PresenceStatus::Online,
+        };
+        anyhow::ensure!(
+            first.presence.contains(&me),
+            "the welcome snapshot lists the user themself: {:?}",
+            first.presence
+        );
+        Ok(())
+    })
+    .await;
+    assert!(
+        failures.is_empty(),
+        "{} corners differ from protocol.md:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     Ok(())
 }
 
@@ -312,6 +390,61 @@ async fn a_client_that_never_reads_is_closed_as_slow_consumer() -> anyhow::Resul
                 break;
             }
             Incoming::Failed(e) => anyhow::bail!("expected close 4008, got failure {e}"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_sending_but_never_reads_gets_a_readable_slow_consumer_close(
+) -> anyhow::Result<()> {
+    let mut args: Vec<&str> = Vec::new();
+    for pair in LIMITS.chunks(2) {
+        if !matches!(pair[0], "--sends-per-second" | "--send-burst" | "--frames-per-second" | "--frame-burst")
+        {
+            args.extend_from_slice(pair);
+        }
+    }
+    args.extend_from_slice(threadspace_tests::NO_RATE_LIMITS);
+    let fx = Fixture::start(1, &args).await?;
+    let general = fx.channel("general").await;
+    let mut options = ConnectOptions::new(fx.stack.ws_url(0));
+    options.queue = 1;
+    options.recv_buffer = Some(4096);
+    let (mut grace, _) = fx.connect_with("grace", 0, None, options).await?;
+    let (mut heidi, _) = fx.connect("heidi", 0).await?;
+
+    // heidi floods #general while grace, who reads nothing, keeps sending pings — before, during
+    // and after the moment her queue overflows.
+    let body = "z".repeat(1500);
+    let mut pinged = 0;
+    let ping = |n: u32| serde_json::json!({"op":"ping","ref":format!("p{n}")}).to_string();
+    for i in 0..150 {
+        send_and_ack(&mut heidi, general, &format!("h{i}"), &body).await?;
+        if grace.send_text(&ping(pinged)).await.is_ok() {
+            pinged += 1;
+        }
+    }
+    // Longer than the old one-second linger after the three-second write timeout.
+    let until = tokio::time::Instant::now() + Duration::from_secs(6);
+    while tokio::time::Instant::now() < until {
+        if grace.send_text(&ping(pinged)).await.is_ok() {
+            pinged += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // grace reads at last: what was buffered, then a close frame she can read — not a reset.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no slow-consumer close");
+        match grace.recv(WAIT).await? {
+            Incoming::Close { code, .. } => {
+                assert_eq!(code, close_code::SLOW_CONSUMER, "after {pinged} pings");
+                break;
+            }
+            Incoming::Failed(e) => anyhow::bail!("expected close 4008 after {pinged} pings, got failure {e}"),
             _ => {}
         }
     }

@@ -145,3 +145,96 @@ fn bad_scenarios_and_flags_are_refused_naming_what_is_wrong() {
         assert!(stderr.contains(named), "{args:?}: {stderr}");
     }
 }
+
+/// The pid of the running `loadgen agent --index <index>` whose parent is `parent`.
+fn agent_pid(parent: u32, index: usize) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> =
+            cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let is_agent = args.iter().any(|a| a == "agent")
+            && args.windows(2).any(|w| w[0] == "--index" && w[1] == index.to_string());
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Field 4 of /proc/<pid>/stat, after the parenthesised command name.
+        let ppid =
+            stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if is_agent && ppid == Some(parent) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn agents_that_finish_at_different_times_pass_and_a_dead_agent_still_leaves_a_failed_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let loadgen = threadspace_devstack::tools::threadspace_bindir().join("loadgen");
+    // Three agents end one after another: the coordinator must not take a finished agent's exit
+    // for a failure.
+    let ok = dir.path().join("ok.json");
+    let output = Command::new(&loadgen)
+        .args([
+            "run",
+            "--own-stack",
+            "--preset",
+            "smoke",
+            "--users",
+            "150",
+            "--duration",
+            "5s",
+            "--agents",
+            "3",
+            "--gate",
+        ])
+        .arg("--report")
+        .arg(&ok)
+        .output()
+        .expect("loadgen runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "three agents, nothing wrong, yet: {stderr}");
+    assert_eq!(report(&ok)["agents"], 3);
+
+    // Agent 1 is SIGKILLed half-way: the run fails, naming it and the signal, and the report of
+    // what the other agents did is written all the same.
+    let failed = dir.path().join("failed.json");
+    let child = Command::new(&loadgen)
+        .args([
+            "run",
+            "--own-stack",
+            "--preset",
+            "smoke",
+            "--users",
+            "150",
+            "--duration",
+            "20s",
+            "--agents",
+            "2",
+        ])
+        .arg("--report")
+        .arg(&failed)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("loadgen starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let victim = loop {
+        assert!(std::time::Instant::now() < deadline, "agent 1 never started");
+        if let Some(pid) = agent_pid(child.id(), 1) {
+            break pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let killed = Command::new("kill").args(["-KILL", &victim.to_string()]).status().expect("kill runs");
+    assert!(killed.success(), "agent 1 (pid {victim}) is killed");
+    let output = child.wait_with_output().expect("loadgen ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a run that lost an agent must fail");
+    assert!(stderr.contains("agent 1") && stderr.contains("SIGKILL"), "{stderr}");
+    let report = report(&failed);
+    let failures = report["failures"].to_string();
+    assert!(failures.contains("agent 1") && failures.contains("SIGKILL"), "{report}");
+    assert_eq!(report["agents"], 1, "the surviving agent's part is in the report");
+    assert!(report["sent"].as_u64().unwrap_or(0) > 0, "{report}");
+}

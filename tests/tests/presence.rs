@@ -258,3 +258,31 @@ async fn a_drained_gateway_says_goodbye_instead_of_being_expired() -> anyhow::Re
     assert_eq!(expired, 0.0, "a drained gateway is not mistaken for a dead one");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_reconnect_to_the_same_gateway_is_not_announced() -> anyhow::Result<()> {
+    let fx = Fixture::start(2, &[]).await?;
+    let dave = fx.user("dave");
+    let mut carol = Watcher::new(fx.connect("carol", 1).await?.0);
+    for trial in 0..3 {
+        let (conn, _) = fx.connect("dave", 0).await?;
+        wait_presence(&mut carol, dave, Online, SLO).await?;
+        // Let a beat pass, then drop and come straight back on the same gateway.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        conn.close(close_code::NORMAL).await?;
+        drop(conn);
+        let (again, _) = fx.connect("dave", 0).await?;
+        let seen = presence_of(&mut carol, dave, Duration::from_secs(3)).await;
+        assert!(
+            !seen.contains(&Offline),
+            "trial {trial}: dave reconnected at once, yet carol (another gateway) saw {seen:?}"
+        );
+        // A real departure is still announced: within the grace period plus propagation.
+        again.close(close_code::NORMAL).await?;
+        drop(again);
+        let took = wait_presence(&mut carol, dave, Offline, SLO).await?;
+        println!("trial {trial}: a clean disconnect was seen offline after {took:?}");
+        assert!(took < Duration::from_secs(5), "a departure is announced within seconds ({took:?})");
+    }
+    Ok(())
+}

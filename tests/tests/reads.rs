@@ -141,3 +141,47 @@ async fn bad_read_markers_are_refused_and_store_nothing() -> anyhow::Result<()> 
     assert_eq!(stored, 0, "nothing was stored");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_past_the_newest_message_is_clamped_and_stored_ones_are_repaired() -> anyhow::Result<()> {
+    let mut fx = Fixture::start(1, &[]).await?;
+    let random = fx.channel("random").await;
+    let (mut alice, _) = fx.connect("alice", 0).await?;
+    let (newest, _, early) = send_and_ack(&mut alice, random, "clamp-1", "the newest message").await?;
+    // Once alice has it, the gateway's fanout has passed it (the marker is clamped to that head).
+    if !early.iter().any(|f| matches!(f, ServerFrame::Msg(m) if m.seq == newest)) {
+        threadspace_tests::recv_messages(&mut alice, 1).await?;
+    }
+
+    // 2^53: far past every message. Accepting it would mark the channel read forever.
+    let far = 1u64 << 53;
+    let marker = mark_read(&mut alice, random, far, "far").await?;
+    assert_eq!(marker, newest, "a marker past the stream's newest message is clamped to it");
+    let (_, welcome) = fx.connect("alice", 0).await?;
+    assert_eq!(last_read(&welcome, random), newest, "what was stored is the clamped marker");
+    // A later message is unread.
+    let (later, _, _) = send_and_ack(&mut alice, random, "clamp-2", "a later message").await?;
+    assert!(later > last_read(&welcome, random), "the next message counts as unread");
+
+    // A marker stored beyond the stream by an older gateway is repaired when a gateway starts.
+    let carol = fx.user("carol");
+    fx.stack
+        .pool
+        .get()
+        .await?
+        .execute(
+            "INSERT INTO read_markers (user_id, channel_id, seq) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, channel_id) DO UPDATE SET seq = EXCLUDED.seq",
+            &[&carol.0, &random.0, &(far as i64)],
+        )
+        .await?;
+    fx.stack.kill_gateway(0);
+    fx.stack.start_gateway(0).await?;
+    let (_, welcome) = fx.connect("carol", 0).await?;
+    let repaired = last_read(&welcome, random);
+    assert!(
+        (later..far).contains(&repaired),
+        "carol's stored marker {far} is repaired to the stream's newest seq ({later}), got {repaired}"
+    );
+    Ok(())
+}

@@ -64,6 +64,7 @@ fn every_metric_in_dashboards_and_alerts_exists_in_code() {
     let mut sources = Vec::new();
     files_under(&root().join("dashboards"), "json", &mut sources);
     files_under(&root().join("k8s"), "yaml", &mut sources);
+    files_under(&root().join("prometheus"), "yaml", &mut sources);
     let mut used = BTreeSet::new();
     for path in &sources {
         used.extend(metric_names(&std::fs::read_to_string(path).expect("readable")));
@@ -89,6 +90,52 @@ fn every_alert_has_a_runbook() {
         assert!(
             alerts.contains(&format!("runbook_url: runbooks/{name}.md")),
             "alert {name} links its runbook"
+        );
+    }
+}
+
+/// The rule lines (comments and blank lines dropped) of the `groups:` list starting at line
+/// `start`, dedented by `indent`.
+fn group_lines(lines: &[&str], start: usize, indent: usize, file: &str) -> Vec<String> {
+    lines[start..]
+        .iter()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|l| {
+            let (pad, rest) = l.split_at(indent.min(l.len()));
+            assert!(pad.trim().is_empty(), "{file}: {l:?} is not inside its groups list");
+            rest.to_owned()
+        })
+        .collect()
+}
+
+/// promtool cannot read PrometheusRule CRDs, so the rules are tested as the plain rule file
+/// prometheus/rules.yaml; k8s/alerts.yaml deploys them and must say the same.
+#[test]
+fn alert_crd_matches_the_promtool_rule_file() {
+    let plain = read("prometheus/rules.yaml");
+    let plain_lines: Vec<&str> = plain.lines().collect();
+    let start = plain_lines.iter().position(|l| *l == "groups:").expect("prometheus/rules.yaml has groups:");
+    let expected = group_lines(&plain_lines, start + 1, 0, "prometheus/rules.yaml");
+    let crd = read("k8s/alerts.yaml");
+    let mut actual = Vec::new();
+    for doc in crd.split("\n---\n") {
+        let lines: Vec<&str> = doc.lines().collect();
+        assert!(doc.contains("kind: PrometheusRule"), "k8s/alerts.yaml: every document is a PrometheusRule");
+        let start = lines.iter().position(|l| *l == "  groups:").expect("a CRD document has spec.groups");
+        let group = group_lines(&lines, start + 1, 2, "k8s/alerts.yaml");
+        let name = group.first().and_then(|l| l.strip_prefix("  - name: ")).expect("a group");
+        assert!(
+            doc.contains(&format!("metadata:\n  name: {name}\n")),
+            "the CRD is named after its group {name}"
+        );
+        actual.extend(group);
+    }
+    if let Some(i) = (0..expected.len().max(actual.len())).find(|&i| expected.get(i) != actual.get(i)) {
+        panic!(
+            "k8s/alerts.yaml differs from prometheus/rules.yaml at rule line {i}:\n  rules.yaml: {:?}\n  alerts.yaml: {:?}\n\
+             (the CRD's spec.groups must be rules.yaml's groups, indented two more spaces)",
+            expected.get(i),
+            actual.get(i)
         );
     }
 }
@@ -157,4 +204,68 @@ fn every_error_code_is_documented() {
         assert!(doc.contains(&format!("| {code} |")), "close code {code} undocumented");
         assert!(frames.contains(code), "close code {code} in docs but not in code");
     }
+}
+
+/// The names of ThreadSpace's binaries: every `[[bin]]` and `src/bin/*.rs` of the workspace.
+fn workspace_binaries() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let manifest = read("Cargo.toml");
+    let members = manifest.split("members = [").nth(1).and_then(|m| m.split(']').next()).expect("members");
+    for member in members.split(',').map(|m| m.trim().trim_matches('"')).filter(|m| !m.is_empty()) {
+        let cargo = read(&format!("{member}/Cargo.toml"));
+        for block in cargo.split("[[bin]]").skip(1) {
+            if let Some(name) = block.lines().find_map(|l| l.trim().strip_prefix("name = ")) {
+                names.insert(name.trim_matches('"').to_owned());
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(root().join(member).join("src/bin")) {
+            for entry in entries.flatten() {
+                if let Some(stem) = entry.path().file_stem() {
+                    names.insert(stem.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_run_command_builds_every_binary_the_local_stack_starts() {
+    let binaries = workspace_binaries();
+    assert!(binaries.contains("threadspace-gateway"), "binaries found: {binaries:?}");
+    // What devstack starts: every binary name quoted in its sources.
+    let mut sources = Vec::new();
+    files_under(&root().join("devstack/src"), "rs", &mut sources);
+    let mut started = BTreeSet::new();
+    for path in &sources {
+        if path.ends_with("threadspace-dev.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).expect("readable");
+        for name in &binaries {
+            if text.contains(&format!("\"{name}\"")) {
+                started.insert(name.clone());
+            }
+        }
+    }
+    assert!(started.contains("threadspace-gateway"), "devstack starts gateways: {started:?}");
+    // What `./threadspace up` builds before it runs threadspace-dev.
+    let script = read("threadspace");
+    let build = script
+        .lines()
+        .find(|l| l.trim_start().starts_with("cargo build --release"))
+        .expect("the run command builds in release");
+    let built: BTreeSet<String> = build
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "--bin")
+        .map(|w| w[1].to_owned())
+        .collect();
+    assert!(built.contains("threadspace-dev"), "the run command builds threadspace-dev: {build}");
+    let missing: Vec<_> = started.difference(&built).collect();
+    assert!(
+        missing.is_empty(),
+        "the local stack starts {missing:?}, which `./threadspace up` does not build ({build})"
+    );
 }

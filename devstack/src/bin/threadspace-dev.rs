@@ -51,6 +51,11 @@ enum Command {
         /// Users in the demo org.
         #[arg(long, default_value = "20", value_parser = clap::value_parser!(u32).range(2..=500))]
         demo_users: u32,
+        /// Browser origins the gateways accept WebSocket upgrades from (comma-separated, e.g.
+        /// `http://localhost:18090`). The default `*` accepts every origin: fine on loopback,
+        /// never in production. Clients that send no Origin are always accepted.
+        #[arg(long, default_value = "*", value_delimiter = ',', value_parser = parse_origin)]
+        allowed_origins: Vec<String>,
     },
     /// Stop every process of the stack (data is kept).
     Down,
@@ -125,8 +130,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = absolute(&cli.dir)?;
     match cli.command {
-        Command::Up { gateways, nats_port, postgres_port, gateway_port, demo_users } => {
-            up(&dir, gateways as usize, [nats_port, postgres_port, gateway_port], demo_users).await
+        Command::Up { gateways, nats_port, postgres_port, gateway_port, demo_users, allowed_origins } => {
+            let ports = [nats_port, postgres_port, gateway_port];
+            up(&dir, gateways as usize, ports, demo_users, &allowed_origins).await
         }
         Command::Down => down(&dir),
         Command::Status => status(&dir).await,
@@ -187,6 +193,7 @@ async fn up(
     gateways: usize,
     [nats_port, postgres_port, gateway_port]: [u16; 3],
     demo_users: u32,
+    allowed_origins: &[String],
 ) -> anyhow::Result<()> {
     if let Some(state) = read_state(dir) {
         if alive(state.nats.pid) || alive(state.postgres.pid) || state.gateways.iter().any(|g| alive(g.pid)) {
@@ -200,9 +207,14 @@ async fn up(
     println!(
         "Starting nats-server (JetStream, sync_interval: always), PostgreSQL, {gateways} gateway(s) and the broker-bridge…"
     );
+    if allowed_origins.iter().any(|o| o == "*") {
+        println!("The gateways accept WebSocket upgrades from every browser origin (--allowed-origins to restrict).");
+    } else {
+        println!("The gateways accept browser origins: {}", allowed_origins.join(", "));
+    }
     let stack = Stack::start(StackOptions {
         gateways,
-        gateway_args: vec!["--allowed-origins".into(), "*".into()],
+        gateway_args: vec!["--allowed-origins".into(), allowed_origins.join(",")],
         dir: Some(dir.to_owned()),
         lifetime: Lifetime::Detached,
         nats_port: nonzero(nats_port),
@@ -246,6 +258,22 @@ async fn up(
         "Stop: ./threadspace down   Status: ./threadspace status   Wipe everything: ./threadspace clean"
     );
     Ok(())
+}
+
+/// An `--allowed-origins` entry: `*`, or a scheme and host (and port) as a browser sends it.
+fn parse_origin(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value == "*" {
+        return Ok(value.to_owned());
+    }
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or_else(|| format!("{value:?} is not an origin: expected http(s)://host[:port] or *"))?;
+    if rest.is_empty() || rest.contains(['/', ' ', '?', '#']) {
+        return Err(format!("{value:?} is not an origin: expected http(s)://host[:port], no path"));
+    }
+    Ok(value.to_owned())
 }
 
 fn print_endpoints(state: &StackState) {
@@ -502,5 +530,17 @@ mod tests {
         assert!(Cli::try_parse_from(["threadspace-dev", "token", "--ttl", "soon"]).is_err());
         assert!(Cli::try_parse_from(["threadspace-dev", "seed"]).is_err());
         assert!(Cli::try_parse_from(["threadspace-dev", "up"]).is_ok());
+        assert!(Cli::try_parse_from([
+            "threadspace-dev",
+            "up",
+            "--allowed-origins",
+            "http://localhost:3000,https://chat.example"
+        ])
+        .is_ok());
+        for bad in ["localhost:3000", "http://localhost:3000/app", "ftp://x"] {
+            let error =
+                Cli::try_parse_from(["threadspace-dev", "up", "--allowed-origins", bad]).expect_err(bad);
+            assert!(error.to_string().contains("--allowed-origins"), "{bad}: {error}");
+        }
     }
 }
