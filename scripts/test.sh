@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-scripts/bootstrap.sh
+scripts/bootstrap.sh --for-tests
 export THREADSPACE_NATS_SERVER="${THREADSPACE_NATS_SERVER:-$PWD/.threadspace/tools/venv/bin/nats-server}"
 
 step() { printf '\n== %s\n' "$*"; }

@@ -1,5 +1,5 @@
 //! broker-bridge: moves every stored message from the JetStream `MESSAGES` stream into the
-//! partitioned Postgres `messages` table (DESIGN §3–5). One durable pull consumer per stream
+//! partitioned Postgres `messages` table (docs/design.md §5, §7.2). One durable pull consumer per stream
 //! partition (`writer-p<k>`, filter `msg.<k>.>`); several bridge processes share the
 //! partitions (`--processes`, `--process-index`). Each batch is one idempotent statement plus
 //! a checkpoint, committed before JetStream is acked ([`writer`] holds the invariants).

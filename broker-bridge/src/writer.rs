@@ -487,7 +487,7 @@ pub enum ErrorClass {
     Retry,
 }
 
-/// Classifies a Postgres error (DESIGN §5: drop pooled connections on 25006, 57P0x, 08xxx).
+/// Classifies a Postgres error (docs/design.md §7.2: drop pooled connections on 25006, 57P0x, 08xxx).
 pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
     if error.is_closed() {
         return ErrorClass::Connection;

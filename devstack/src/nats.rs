@@ -1,5 +1,5 @@
 //! A `nats-server` with JetStream on loopback, configured for durability: `sync_interval:
-//! always`, so a PubAck means the message is on disk (DESIGN §5, the Jepsen 2025 finding).
+//! always`, so a PubAck means the message is on disk (docs/design.md §7.1, the Jepsen 2025 finding).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! The fanout: one ordered JetStream consumer per gateway process reads every stored message
 //! in stream order and hands each, encoded once, to the hub.
 //!
-//! **Invariant:** a client only ever receives messages that JetStream has stored (DESIGN §4.5),
+//! **Invariant:** a client only ever receives messages that JetStream has stored (docs/design.md §4.2),
 //! because fanout reads the stream rather than relaying what clients sent.
 
 use std::sync::Arc;

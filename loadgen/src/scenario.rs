@@ -1,5 +1,5 @@
 //! The traffic model of `loadgen run`: presets and scenario files (JSON, documented in
-//! `docs/loadgen.md`). Rates are per connected user and derive from the workload in DESIGN.md:
+//! `docs/loadgen.md`). Rates are per connected user and derive from the workload in docs/design.md §2:
 //! 5 M messages/day is ≈ 110/s over business hours and ≈ 300/s at the peak, from 75,000
 //! connected users: 0.004 messages/s per connected user at the peak (`load_factor` 1).
 
@@ -70,7 +70,7 @@ impl Scenario {
             "smoke" => smoke,
             "threadspace-75k" => Self {
                 name: name.into(),
-                // DESIGN.md's population is 5,000 orgs × 50 users with 30 % online, so an org
+                // The docs/design.md §2 population is 5,000 orgs × 50 users with 30 % online, so an org
                 // has ~15 members online on average. Every simulated user is online, so orgs of
                 // 50 fully online are already 3× the design's presence and channel fanout.
                 // (Orgs of 250 made every presence change 250 frames: 5× this preset's traffic.)

@@ -1,6 +1,6 @@
 //! Id newtypes, so that a channel id can never be passed where a user id is expected.
 //! All ids are positive 63-bit integers assigned by the store; `Seq` is the JetStream stream
-//! sequence of a message, which is its global id (DESIGN §4.3).
+//! sequence of a message, which is its global id (docs/design.md §4.3).
 
 use std::fmt;
 

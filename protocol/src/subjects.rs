@@ -1,7 +1,7 @@
 //! NATS subject layout and partition routing.
 //!
 //! Messages live on `msg.<partition>.<org>.<channel>`; the partition is a stable hash of the
-//! org, so a partition is a set of whole orgs (DESIGN §5). The hash must never change: stored
+//! org, so a partition is a set of whole orgs (docs/design.md §6). The hash must never change: stored
 //! subjects and durable consumer filters depend on it.
 
 use crate::ids::{ChannelId, OrgId};
