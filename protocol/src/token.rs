@@ -112,9 +112,15 @@ impl KeySet {
         let display = path.display().to_string();
         let text =
             std::fs::read(path).map_err(|source| KeyFileError::Read { path: display.clone(), source })?;
-        let set: JwkSet = serde_json::from_slice(&text)
-            .map_err(|source| KeyFileError::Parse { path: display.clone(), source })?;
-        Self::from_jwks(&set, issuer, audience, &display)
+        Self::parse(&text, &display, issuer, audience)
+    }
+
+    /// Parses JWKS text; `origin` names where it came from in errors (a path, usually). Public
+    /// so the fuzz harness (`fuzz/src/harness.rs`) can feed it bytes without a file.
+    pub fn parse(text: &[u8], origin: &str, issuer: &str, audience: &str) -> Result<Self, KeyFileError> {
+        let set: JwkSet = serde_json::from_slice(text)
+            .map_err(|source| KeyFileError::Parse { path: origin.to_owned(), source })?;
+        Self::from_jwks(&set, issuer, audience, origin)
     }
 
     fn from_jwks(set: &JwkSet, issuer: &str, audience: &str, path: &str) -> Result<Self, KeyFileError> {
@@ -131,9 +137,12 @@ impl KeySet {
             if okp.curve != EllipticCurve::Ed25519 {
                 return Err(KeyFileError::NotEd25519 { path: path.to_owned(), kid });
             }
-            let key = DecodingKey::from_ed_components(&okp.x)
-                .map_err(|_| KeyFileError::NotEd25519 { path: path.to_owned(), kid: kid.clone() })?;
-            keys.insert(kid, key);
+            // jsonwebtoken takes any `x` here and, at verify time, panics on one shorter than
+            // 32 bytes and cuts a longer one: check it is a usable Ed25519 public key now.
+            let Some(public) = ed25519_public_key(&okp.x) else {
+                return Err(KeyFileError::NotEd25519 { path: path.to_owned(), kid });
+            };
+            keys.insert(kid, DecodingKey::from_ed_der(&public));
         }
         if keys.is_empty() {
             return Err(KeyFileError::Empty { path: path.to_owned() });
@@ -162,6 +171,14 @@ impl KeySet {
         }
         Ok(Identity { user: UserId(user), org: data.claims.org })
     }
+}
+
+/// The 32 bytes of a JWK's `x` if it is an Ed25519 public key: base64url, 32 bytes, a point on
+/// the curve, and not of small order (a weak key lets anyone forge signatures).
+fn ed25519_public_key(x: &str) -> Option<[u8; 32]> {
+    let bytes: [u8; 32] = URL_SAFE_NO_PAD.decode(x).ok()?.try_into().ok()?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()?;
+    (!key.is_weak()).then_some(bytes)
 }
 
 /// A private key that mints tokens.
@@ -408,6 +425,41 @@ mod tests {
         let set = key_set(&[&old, &new], dir.path());
         assert!(set.verify(&old.mint(request(Duration::from_secs(60)))).is_ok());
         assert!(set.verify(&new.mint(request(Duration::from_secs(60)))).is_ok());
+    }
+
+    /// Fuzz finding (jwks target): a JWKS key whose `x` decodes to fewer than 32 bytes loaded,
+    /// and then every token naming its kid panicked inside jsonwebtoken's EdDSA verifier
+    /// (`range end index 32 out of range`); longer keys were silently cut to 32 bytes.
+    #[test]
+    fn a_key_of_the_wrong_length_is_refused_at_load() {
+        let key = SigningKey::generate("k1");
+        let token = key.mint(request(Duration::from_secs(60)));
+        let x = URL_SAFE_NO_PAD.encode(key.public);
+        let long = URL_SAFE_NO_PAD.encode([&key.public[..], &[0u8]].concat());
+        for bad_x in [&x[..20], "", long.as_str()] {
+            let jwks = format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"{bad_x}"}}]}}"#);
+            match KeySet::parse(jwks.as_bytes(), "test", ISS, AUD) {
+                Err(error) => assert!(matches!(error, KeyFileError::NotEd25519 { .. }), "{error:?}"),
+                Ok(set) => {
+                    panic!("key of {} base64 chars loaded; verify gave {:?}", bad_x.len(), set.verify(&token))
+                }
+            }
+        }
+    }
+
+    /// A small-order ("weak") public key lets anyone forge signatures: refused at load.
+    #[test]
+    fn a_weak_key_is_refused_at_load() {
+        let mut identity_point = [0u8; 32];
+        identity_point[0] = 1;
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"{}"}}]}}"#,
+            URL_SAFE_NO_PAD.encode(identity_point)
+        );
+        assert!(matches!(
+            KeySet::parse(jwks.as_bytes(), "test", ISS, AUD),
+            Err(KeyFileError::NotEd25519 { .. })
+        ));
     }
 
     #[test]
