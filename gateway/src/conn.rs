@@ -51,9 +51,15 @@ pub async fn serve(
         return;
     };
     read_loop(&state, &mut read, &handle, assembler).await;
-    // The reader is done: make sure the writer ends too.
+    // The reader is done: make sure the writer ends too. Boxed: the closing futures are cold and
+    // must not size the task every idle connection keeps.
     handle.kill(ABNORMAL);
-    let mut writer = writer;
+    Box::pin(close(&state, &handle, read, writer)).await;
+    closed(&state, &handle);
+}
+
+/// Waits for the writer to finish the connection, lingering after a deliberate close.
+async fn close(state: &State, handle: &ConnHandle, mut read: WsRead, mut writer: tokio::task::JoinHandle<()>) {
     let code = handle.close_code();
     if code == ABNORMAL || code == close_code::NORMAL {
         // The client is gone or closed itself: the writer only answers its close.
@@ -78,7 +84,6 @@ pub async fn serve(
         }
     }
     writer.abort();
-    closed(&state, &handle);
 }
 
 /// Reads and discards client frames until the client's close frame (the closing handshake is
