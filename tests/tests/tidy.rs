@@ -206,6 +206,42 @@ fn every_error_code_is_documented() {
     }
 }
 
+#[test]
+fn every_http_error_the_gateway_answers_is_documented_with_its_status() {
+    let doc = read("docs/protocol.md");
+    let mut answered = BTreeSet::new();
+    for file in ["gateway/src/http.rs", "gateway/src/history.rs", "gateway/src/membership.rs"] {
+        let code = read(file).split_whitespace().collect::<Vec<_>>().join(" ");
+        // `error(StatusCode::FORBIDDEN, "origin_not_allowed", …)`, formatting folded.
+        for call in code.split("error( StatusCode::").chain(code.split("error(StatusCode::")).skip(1) {
+            let Some((status, rest)) = call.split_once(',') else { continue };
+            let Some(name) = rest.trim_start().strip_prefix('"').and_then(|r| r.split('"').next()) else {
+                continue;
+            };
+            let numeric = match status.trim() {
+                "BAD_REQUEST" => "400",
+                "UNAUTHORIZED" => "401",
+                "FORBIDDEN" => "403",
+                "NOT_FOUND" => "404",
+                "METHOD_NOT_ALLOWED" => "405",
+                "CONFLICT" => "409",
+                "SERVICE_UNAVAILABLE" => "503",
+                other => panic!("{file}: status {other} has no entry in this test"),
+            };
+            answered.insert((numeric, name.to_owned()));
+        }
+    }
+    assert!(answered.len() >= 8, "error answers found: {answered:?}");
+    let undocumented: Vec<_> = answered
+        .iter()
+        .filter(|(status, name)| {
+            // Documented means: the code appears on a line (table row or sentence) with its status.
+            !doc.lines().any(|l| l.contains(&format!("`{name}`")) && l.contains(*status))
+        })
+        .collect();
+    assert!(undocumented.is_empty(), "docs/protocol.md lacks these (status, code) answers: {undocumented:?}");
+}
+
 /// The names of ThreadSpace's binaries: every `[[bin]]` and `src/bin/*.rs` of the workspace.
 fn workspace_binaries() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
