@@ -59,7 +59,12 @@ pub async fn serve(
 }
 
 /// Waits for the writer to finish the connection, lingering after a deliberate close.
-async fn close(state: &State, handle: &ConnHandle, mut read: WsRead, mut writer: tokio::task::JoinHandle<()>) {
+async fn close(
+    state: &State,
+    handle: &ConnHandle,
+    mut read: WsRead,
+    mut writer: tokio::task::JoinHandle<()>,
+) {
     let code = handle.close_code();
     if code == ABNORMAL || code == close_code::NORMAL {
         // The client is gone or closed itself: the writer only answers its close.
