@@ -216,6 +216,12 @@ impl Config {
         if self.max_message_bytes < self.max_frame_bytes {
             return Err(ConfigError("--max-message-bytes must be at least --max-frame-bytes".into()));
         }
+        let stored_max = threadspace_protocol::stored::MAX_STORED_BODY_BYTES;
+        if self.max_body_bytes.get() > stored_max {
+            return Err(ConfigError(format!(
+                "--max-body-bytes must be at most {stored_max} (the archive's limit: a longer body could be acked but never stored)"
+            )));
+        }
         if self.max_body_bytes.get() + 1024 > self.max_message_bytes.get() {
             return Err(ConfigError(
                 "--max-body-bytes must leave 1024 bytes of --max-message-bytes for the frame envelope".into(),
@@ -336,6 +342,10 @@ mod tests {
             (&["--postgres-url", "postgres://127.0.0.1:notaport/db"], "--postgres-url"),
             (&["--nats-url", "nats://[::1"], "--nats-url"),
             (&["--offline-grace", "3s"], "--offline-grace"),
+            (
+                &["--max-body-bytes", "70000", "--max-message-bytes", "80000", "--max-frame-bytes", "80000"],
+                "--max-body-bytes",
+            ),
         ] {
             let error = parse(flags).expect("parses").validate().expect_err("invalid");
             assert!(error.to_string().contains(named), "{flags:?}: {error}");

@@ -14,8 +14,8 @@ use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketWrite};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use threadspace_protocol::frames::{
-    close_code, decode_client_frame, is_hello_without_token, ClientFrame, ClientStatus, ErrorCode, Limits,
-    PresenceEntry, PresenceStatus, Resume, ServerFrame, Welcome,
+    close_code, decode_client_frame, is_hello, is_hello_without_token, ClientFrame, ClientStatus, ErrorCode,
+    Limits, PresenceEntry, PresenceStatus, Resume, ServerFrame, Welcome,
 };
 use threadspace_protocol::stored::StoredMessage;
 use threadspace_protocol::{ChannelId, Seq};
@@ -51,11 +51,12 @@ pub async fn serve(
         return;
     };
     read_loop(&state, &mut read, &handle, assembler).await;
-    // The reader is done: make sure the writer ends too. Boxed: the closing futures are cold and
-    // must not size the task every idle connection keeps.
+    // The reader is done: make sure the writer ends too. The connection leaves the hub (and
+    // presence) now, not after the closing handshake: a lingering socket is no longer a session.
     handle.kill(ABNORMAL);
-    Box::pin(close(&state, &handle, read, writer)).await;
     closed(&state, &handle);
+    // Boxed: the closing futures are cold and must not size the task every idle connection keeps.
+    Box::pin(close(&state, &handle, read, writer)).await;
 }
 
 /// Waits for the writer to finish the connection, lingering after a deliberate close.
@@ -80,16 +81,33 @@ async fn close(
         // Closing a socket with unread client data makes the kernel send a reset, which
         // destroys the close frame (and whatever the client had not read yet) before the client
         // reads it — a slow consumer that keeps sending would see a reset, not 4008.
-        let deadline = Instant::now() + state.config.write_timeout + CLOSING_LINGER + Duration::from_secs(1);
-        let linger = async {
-            let _ = tokio::join!(&mut writer, until_client_close(&mut read));
+        // The writer may take long only for a slow consumer (its last frame waits for the
+        // client to read); once the close frame is out, the client gets AFTER_CLOSE_LINGER to
+        // answer it.
+        let deadline = Instant::now() + 2 * state.config.write_timeout + CLOSING_LINGER;
+        let drain = until_client_close(&mut read);
+        tokio::pin!(drain);
+        let client_closed = tokio::select! {
+            _ = &mut writer => false,
+            _ = &mut drain => true,
+            _ = tokio::time::sleep_until(deadline) => {
+                debug!(conn_id = handle.id, code, "the writer did not finish closing in time");
+                writer.abort();
+                return;
+            }
         };
-        if tokio::time::timeout_at(deadline, linger).await.is_err() {
-            debug!(conn_id = handle.id, code, "closing connection lingered to its deadline");
+        if client_closed {
+            // The client closed first: only our side of the handshake is left to write.
+            let _ = tokio::time::timeout_at(deadline, &mut writer).await;
+        } else if tokio::time::timeout(AFTER_CLOSE_LINGER, &mut drain).await.is_err() {
+            debug!(conn_id = handle.id, code, "the client did not answer the close in time");
         }
     }
     writer.abort();
 }
+
+/// After the gateway's close frame is out, how long it keeps reading for the client's answer.
+const AFTER_CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Reads and discards client frames until the client's close frame (the closing handshake is
 /// complete once ours is written too) or the end of the stream. A reader cancelled mid-frame
@@ -106,9 +124,8 @@ async fn until_client_close(read: &mut WsRead) {
     }
 }
 
-/// How long a deliberately closed connection waits for its client to read what is pending and
-/// the close frame (a slow consumer must read to see its 4008), and keeps draining what the
-/// client sends until the client closes.
+/// How long a write that outlasted `--write-timeout` may still take to finish: the client of a
+/// slow-consumer close must read again within it to see its 4008.
 const CLOSING_LINGER: Duration = Duration::from_secs(10);
 
 /// A connection past its welcome: what the reader keeps, and the writer task.
@@ -259,14 +276,15 @@ async fn await_hello(
                             None
                         }
                         Err(error) => {
-                            // Not JSON, or not a known op: not a hello (protocol.md). A hello
-                            // with another bad field names it.
-                            let (code, message) = match error.code {
-                                ErrorCode::BadJson | ErrorCode::UnknownOp => (
+                            // Anything but a hello (another op, or not JSON at all) is not a
+                            // hello (protocol.md); a hello with another bad field names it.
+                            let (code, message) = if is_hello(&bytes) {
+                                (error.code, error.message)
+                            } else {
+                                (
                                     ErrorCode::HelloRequired,
                                     format!("the first frame must be hello ({})", error.message),
-                                ),
-                                code => (code, error.message),
+                                )
                             };
                             refuse(
                                 state,
@@ -685,7 +703,7 @@ async fn write_loop(
             }
         };
         // Boxed: a timed write holds a timer, and the idle writer should not reserve room for it.
-        match Box::pin(timed_write(&state, &mut write, frame)).await {
+        match Box::pin(timed_write(&state, &handle, &mut write, frame)).await {
             Written::Done => {}
             Written::Failed => {
                 handle.kill(ABNORMAL);
@@ -724,15 +742,19 @@ enum Written {
 /// Writes one frame; a write that outlasts `--write-timeout` marks a slow consumer but is not
 /// cancelled — a cancelled write could leave a torn frame on the wire, and then the 4008 close
 /// frame behind it could never be read.
-async fn timed_write(state: &State, write: &mut WsWrite, frame: Frame<'_>) -> Written {
+async fn timed_write(state: &State, handle: &ConnHandle, write: &mut WsWrite, frame: Frame<'_>) -> Written {
     let mut writing = std::pin::pin!(write.write_frame(frame));
     match tokio::time::timeout(state.config.write_timeout, &mut writing).await {
         Ok(Ok(())) => Written::Done,
         Ok(Err(_)) => Written::Failed,
-        Err(_) => match tokio::time::timeout(CLOSING_LINGER, writing).await {
-            Ok(Ok(())) => Written::Late,
-            _ => Written::Stuck,
-        },
+        Err(_) => {
+            // A slow consumer from this moment: the reader stops and nothing more is queued.
+            handle.kill(close_code::SLOW_CONSUMER);
+            match tokio::time::timeout(CLOSING_LINGER, writing).await {
+                Ok(Ok(())) => Written::Late,
+                _ => Written::Stuck,
+            }
+        }
     }
 }
 

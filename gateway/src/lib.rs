@@ -84,6 +84,7 @@ pub async fn run(
     let keys = KeySet::load(&config.jwks, &config.token_issuer, &config.token_audience)?;
     let gateway_id = config.gateway_id();
     let nats = connect_nats(&config, &gateway_id).await?;
+    let head_read_at = std::time::SystemTime::now();
     let jetstream = async_nats::jetstream::new(nats.clone());
     let head_seq = fanout::ensure_stream(&jetstream, config.stream_replicas.get(), config.stream_max_age)
         .await
@@ -115,7 +116,7 @@ pub async fn run(
     // Markers stored beyond the stream's newest message (possible before `read` was clamped)
     // would hide every later message as read: repair them before serving. Best effort: a
     // Postgres outage at start must not keep the chat path down.
-    match state.markers.clamp_read_markers(head_seq).await {
+    match state.markers.clamp_read_markers(head_seq, head_read_at).await {
         Ok(0) => {}
         Ok(moved) => {
             warn!(moved, head_seq, "read markers beyond the stream's newest message were lowered to it")

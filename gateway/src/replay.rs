@@ -12,7 +12,7 @@ use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures_util::StreamExt as _;
 use threadspace_protocol::frames::ServerFrame;
 use threadspace_protocol::stored::{decode_record, Record};
-use threadspace_protocol::subjects::{org_message_filter, MESSAGES_STREAM};
+use threadspace_protocol::subjects::{org_message_filter, parse_message_subject, MESSAGES_STREAM};
 use threadspace_protocol::Seq;
 use tracing::{debug, warn};
 
@@ -131,10 +131,13 @@ async fn replay_range(
         if seq > head_seq {
             return Ok(());
         }
-        // The fanout's and the bridge's rule: replay only what the archive keeps.
-        let record = decode_record(&message.subject, &message.payload, state.config.partitions.get());
-        if let Ok(Record { message: stored, .. }) = record {
-            if channels.contains(&stored.channel) {
+        // Only the user's channels (read from the subject, so other channels' records are not
+        // parsed), and only what the archive keeps: the fanout's and the bridge's rule.
+        let wanted = parse_message_subject(&message.subject).is_some_and(|(_, _, c)| channels.contains(&c));
+        let record =
+            wanted.then(|| decode_record(&message.subject, &message.payload, state.config.partitions.get()));
+        if let Some(Ok(Record { message: stored, .. })) = record {
+            {
                 if *replayed >= state.config.max_replay.get() as u64 {
                     return Err(Stop::Gap { after_seq: last_done });
                 }

@@ -129,8 +129,17 @@ pub fn coordinate(
         std::fs::write(work.join("acked.json"), serde_json::to_vec(&acked)?)?;
         for k in alive(&dead) {
             let stdin = &mut children[k].1;
-            writeln!(stdin, "CHECK")?;
-            stdin.flush()?;
+            // An agent that exited right after ACKED cannot take the question: it is dead, the
+            // others go on.
+            if let Err(error) = writeln!(stdin, "CHECK").and_then(|()| stdin.flush()) {
+                let how = children[k]
+                    .0
+                    .wait()
+                    .map_or_else(|e| format!("could not be waited for ({e})"), describe_exit);
+                let failure = format!("agent {k} {how} after ACKED, before CHECK ({error})");
+                eprintln!("loadgen: {failure}; the report will cover the other agents");
+                dead[k] = Some(failure);
+            }
         }
         wait_for("DONE", &mut dead, &mut children);
         let mut parts = Vec::new();

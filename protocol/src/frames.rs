@@ -524,6 +524,16 @@ pub fn is_hello_without_token(text: &[u8]) -> bool {
     }
 }
 
+/// Whether a client frame's `op` is `hello`, whatever else is wrong with it.
+pub fn is_hello(text: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        op: Option<serde_json::Value>,
+    }
+    serde_json::from_slice::<Probe>(text)
+        .is_ok_and(|probe| probe.op.as_ref().and_then(serde_json::Value::as_str) == Some("hello"))
+}
+
 /// The `ref` of a client frame, if its envelope is readable: lets a refusal name the request
 /// without decoding the whole frame (used when a frame is dropped by the rate limiter).
 pub fn reference_of(text: &[u8]) -> Option<String> {

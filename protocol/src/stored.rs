@@ -23,6 +23,10 @@ pub struct StoredMessage {
 /// Gateways refuse bodies far smaller (`--max-body-bytes`, 16 KiB by default).
 pub const MAX_STORED_BODY_BYTES: usize = 65_536;
 
+/// Latest `ts` a stored record may carry: the last millisecond of the year 9999 (Postgres
+/// `timestamptz` and the archive's conversion hold it; far larger values overflow).
+pub const MAX_STORED_TS_MS: i64 = 253_402_300_799_999;
+
 /// A stream record that is well formed: its subject, partition and payload agree, and every
 /// field is one the archive can store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +68,8 @@ pub fn decode_record(subject: &str, payload: &[u8], n_partitions: u32) -> Result
 
 impl StoredMessage {
     /// The field rules the archive enforces (ids positive, `client_msg_id` of the wire
-    /// alphabet, body without U+0000 and within [`MAX_STORED_BODY_BYTES`]).
+    /// alphabet, `ts` within [`MAX_STORED_TS_MS`], body without U+0000 and within
+    /// [`MAX_STORED_BODY_BYTES`]).
     pub fn validate(&self) -> Result<(), InvalidRecord> {
         if self.org.0 <= 0 || self.channel.0 <= 0 || self.sender.0 <= 0 {
             return Err(InvalidRecord(format!(
@@ -80,6 +85,9 @@ impl StoredMessage {
         }
         if let Err(why) = valid_body(&self.body) {
             return Err(InvalidRecord(why.into()));
+        }
+        if !(0..=MAX_STORED_TS_MS).contains(&self.ts) {
+            return Err(InvalidRecord(format!("ts {} is outside 1970 to 9999", self.ts)));
         }
         if self.body.len() > MAX_STORED_BODY_BYTES {
             return Err(InvalidRecord(format!(

@@ -133,19 +133,27 @@ impl Directory {
     }
 
     /// Lowers every read marker above the newest message to it; returns how many moved. The
-    /// newest message is the higher of `stream_head` (the stream's last seq) and the archive's
-    /// newest row, so a gateway pointed at an empty or wrong stream cannot lower real markers.
-    /// Markers past every message would mark messages not yet sent as read; the gateway clamps
-    /// new ones, and runs this at start to repair any stored before it did.
-    pub async fn clamp_read_markers(&self, stream_head: u64) -> Result<u64, DirectoryError> {
+    /// newest message is the higher of `stream_head` (the stream's last seq, read at
+    /// `head_read_at`) and the archive's newest row, so a gateway pointed at an empty or wrong
+    /// stream cannot lower real markers. Only markers last written a minute or more before
+    /// `head_read_at` are touched: a newer one may come from a gateway whose head is already
+    /// past ours (a rolling restart), and gateways clamp what they store. Markers past every
+    /// message would mark messages not yet sent as read; the gateway runs this at start to
+    /// repair any stored before `read` was clamped.
+    pub async fn clamp_read_markers(
+        &self,
+        stream_head: u64,
+        head_read_at: std::time::SystemTime,
+    ) -> Result<u64, DirectoryError> {
         let client = self.client().await?;
         let head = i64::try_from(stream_head).unwrap_or(i64::MAX);
+        let written_before = head_read_at - std::time::Duration::from_secs(60);
         client
             .execute(
                 "WITH newest AS (SELECT GREATEST($1, (SELECT coalesce(max(seq), 0) FROM messages)) AS seq)
                  UPDATE read_markers r SET seq = newest.seq, updated_at = now()
-                 FROM newest WHERE newest.seq > 0 AND r.seq > newest.seq",
-                &[&head],
+                 FROM newest WHERE newest.seq > 0 AND r.seq > newest.seq AND r.updated_at < $2",
+                &[&head, &written_before],
             )
             .await
             .map_err(DirectoryError::Query)

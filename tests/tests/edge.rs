@@ -238,6 +238,14 @@ async fn hello_corners_and_close_codes_follow_the_protocol_doc() -> anyhow::Resu
         expect_close(&mut garbled, close_code::HELLO_REQUIRED).await
     })
     .await;
+    // Another op is not a hello, even when it is malformed too.
+    collect(&mut failures, "malformed read as first frame", async {
+        let mut early = Client::connect(&ConnectOptions::new(url.clone())).await?;
+        early.send_text(r#"{"op":"read","ref":"r","channel":1,"seq":-1}"#).await?;
+        expect_error(&mut early, ErrorCode::HelloRequired).await?;
+        expect_close(&mut early, close_code::HELLO_REQUIRED).await
+    })
+    .await;
     // A hello without a token, or with a token that is not a string, is an authentication
     // failure: auth_failed and 4001, like any rejected token.
     for hello in [r#"{"op":"hello"}"#, r#"{"op":"hello","token":42}"#] {
