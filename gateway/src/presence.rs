@@ -730,18 +730,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn local_changes_follow_connections_and_activity() {
+    /// A hub, the token its connections hang off, and one public channel to register them in.
+    fn hub_with_one_channel() -> (Hub, CancellationToken, [threadspace_protocol::frames::ChannelInfo; 1]) {
         use threadspace_protocol::frames::{ChannelInfo, ChannelKind};
         let hub =
             Hub::new(0, crate::hub::HubLimits { outbound_queue: 8, sends_per_second: 1, send_burst: 1 });
-        let root = CancellationToken::new();
-        let channels = [ChannelInfo {
+        let channel = ChannelInfo {
             id: threadspace_protocol::ChannelId(1),
             kind: ChannelKind::Public,
             name: None,
             last_read: 0,
-        }];
+        };
+        (hub, CancellationToken::new(), [channel])
+    }
+
+    #[test]
+    fn local_changes_follow_connections_and_activity() {
+        let (hub, root, channels) = hub_with_one_channel();
         let mut local = Local::default();
         let a1 = hub.register(UserId(1), ORG, &channels, &root, 0).handle;
         let a2 = hub.register(UserId(1), ORG, &channels, &root, 0).handle;
@@ -766,16 +771,7 @@ mod tests {
 
     #[test]
     fn a_reconnect_within_the_offline_grace_is_no_change_and_a_departure_waits_for_it() {
-        use threadspace_protocol::frames::{ChannelInfo, ChannelKind};
-        let hub =
-            Hub::new(0, crate::hub::HubLimits { outbound_queue: 8, sends_per_second: 1, send_burst: 1 });
-        let root = CancellationToken::new();
-        let channels = [ChannelInfo {
-            id: threadspace_protocol::ChannelId(1),
-            kind: ChannelKind::Public,
-            name: None,
-            last_read: 0,
-        }];
+        let (hub, root, channels) = hub_with_one_channel();
         let mut local = Local::default();
         let first = hub.register(UserId(1), ORG, &channels, &root, 0).handle;
         local.dirty.insert(UserId(1));

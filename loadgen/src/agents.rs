@@ -104,13 +104,7 @@ pub fn coordinate(
                 // still wait for has died.
                 if waiting[k] {
                     waiting[k] = false;
-                    let how = children[k]
-                        .0
-                        .wait()
-                        .map_or_else(|e| format!("could not be waited for ({e})"), describe_exit);
-                    let failure = format!("agent {k} {how} before {word}");
-                    eprintln!("loadgen: {failure}; the report will cover the other agents");
-                    dead[k] = Some(failure);
+                    dead[k] = Some(death(k, &mut children[k].0, &format!("before {word}")));
                 }
             } else {
                 println!("[agent {k}] {line}");
@@ -132,13 +126,8 @@ pub fn coordinate(
             // An agent that exited right after ACKED cannot take the question: it is dead, the
             // others go on.
             if let Err(error) = writeln!(stdin, "CHECK").and_then(|()| stdin.flush()) {
-                let how = children[k]
-                    .0
-                    .wait()
-                    .map_or_else(|e| format!("could not be waited for ({e})"), describe_exit);
-                let failure = format!("agent {k} {how} after ACKED, before CHECK ({error})");
-                eprintln!("loadgen: {failure}; the report will cover the other agents");
-                dead[k] = Some(failure);
+                let when = format!("after ACKED, before CHECK ({error})");
+                dead[k] = Some(death(k, &mut children[k].0, &when));
             }
         }
         wait_for("DONE", &mut dead, &mut children);
@@ -177,6 +166,15 @@ pub fn coordinate(
         ));
     }
     Ok(report)
+}
+
+/// Reaps agent `k`, which has ended, and says (on stderr and in the returned failure) how and
+/// `when` it ended.
+fn death(k: usize, child: &mut Child, when: &str) -> String {
+    let how = child.wait().map_or_else(|e| format!("could not be waited for ({e})"), describe_exit);
+    let failure = format!("agent {k} {how} {when}");
+    eprintln!("loadgen: {failure}; the report will cover the other agents");
+    failure
 }
 
 /// How a child process ended, for people: "exited with status 3", "was killed by SIGKILL".

@@ -38,6 +38,48 @@ const LIMITS: &[&str] = &[
     "3s",
 ];
 
+/// LIMITS with the send and frame rate limits lifted, so one client can flood.
+fn flood_limits() -> Vec<&'static str> {
+    let mut args: Vec<&str> = Vec::new();
+    for pair in LIMITS.chunks(2) {
+        if !matches!(pair[0], "--sends-per-second" | "--send-burst" | "--frames-per-second" | "--frame-burst")
+        {
+            args.extend_from_slice(pair);
+        }
+    }
+    args.extend_from_slice(threadspace_tests::NO_RATE_LIMITS);
+    args
+}
+
+/// Connects `handle` to gateway 0 as a client that stops reading at once: its reader queue
+/// holds one frame and its socket a 4 KiB receive buffer.
+async fn connect_non_reader(fx: &Fixture, handle: &str) -> anyhow::Result<Client> {
+    let mut options = ConnectOptions::new(fx.stack.ws_url(0));
+    options.queue = 1;
+    options.recv_buffer = Some(4096);
+    Ok(fx.connect_with(handle, 0, None, options).await?.0)
+}
+
+/// Reads what a client that stopped reading has buffered, then requires the 4008 close frame
+/// (not a reset or an end of stream); `context` is added to the failure message.
+async fn read_until_slow_consumer_close(client: &mut Client, context: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no slow-consumer close{context}");
+        match client.recv(WAIT).await? {
+            Incoming::Close { code, .. } => {
+                anyhow::ensure!(
+                    code == close_code::SLOW_CONSUMER,
+                    "expected close 4008{context}, got {code}"
+                );
+                return Ok(());
+            }
+            Incoming::Failed(e) => anyhow::bail!("expected close 4008{context}, got failure {e}"),
+            _ => {}
+        }
+    }
+}
+
 /// alice sends to #general and bob must receive it: proves the gateway still serves others.
 struct Bystander {
     alice: Client,
@@ -357,23 +399,11 @@ async fn oversized_frames_fragment_floods_and_send_floods_are_closed() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_as_slow_consumer() -> anyhow::Result<()> {
     // LIMITS with a generous send rate, so heidi can flood.
-    let mut args: Vec<&str> = Vec::new();
-    for pair in LIMITS.chunks(2) {
-        if !matches!(pair[0], "--sends-per-second" | "--send-burst" | "--frames-per-second" | "--frame-burst")
-        {
-            args.extend_from_slice(pair);
-        }
-    }
-    args.extend_from_slice(threadspace_tests::NO_RATE_LIMITS);
-    let fx = Fixture::start(1, &args).await?;
+    let fx = Fixture::start(1, &flood_limits()).await?;
     let mut by = Bystander::new(&fx).await?;
     let general = fx.channel("general").await;
 
-    // grace holds its reader queue at one frame and a 4 KiB receive buffer: it stops reading.
-    let mut options = ConnectOptions::new(fx.stack.ws_url(0));
-    options.queue = 1;
-    options.recv_buffer = Some(4096);
-    let (mut grace, _) = fx.connect_with("grace", 0, None, options).await?;
+    let mut grace = connect_non_reader(&fx, "grace").await?;
 
     // heidi floods #general with 1.5 KiB messages: grace's queue fills up.
     let (mut heidi, _) = fx.connect("heidi", 0).await?;
@@ -389,38 +419,15 @@ async fn a_client_that_never_reads_is_closed_as_slow_consumer() -> anyhow::Resul
     by.still_served().await?;
 
     // grace finally reads: whatever was buffered, then the slow-consumer close.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no slow-consumer close");
-        match grace.recv(WAIT).await? {
-            Incoming::Close { code, .. } => {
-                assert_eq!(code, close_code::SLOW_CONSUMER);
-                break;
-            }
-            Incoming::Failed(e) => anyhow::bail!("expected close 4008, got failure {e}"),
-            _ => {}
-        }
-    }
-    Ok(())
+    read_until_slow_consumer_close(&mut grace, "").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_keeps_sending_but_never_reads_gets_a_readable_slow_consumer_close(
 ) -> anyhow::Result<()> {
-    let mut args: Vec<&str> = Vec::new();
-    for pair in LIMITS.chunks(2) {
-        if !matches!(pair[0], "--sends-per-second" | "--send-burst" | "--frames-per-second" | "--frame-burst")
-        {
-            args.extend_from_slice(pair);
-        }
-    }
-    args.extend_from_slice(threadspace_tests::NO_RATE_LIMITS);
-    let fx = Fixture::start(1, &args).await?;
+    let fx = Fixture::start(1, &flood_limits()).await?;
     let general = fx.channel("general").await;
-    let mut options = ConnectOptions::new(fx.stack.ws_url(0));
-    options.queue = 1;
-    options.recv_buffer = Some(4096);
-    let (mut grace, _) = fx.connect_with("grace", 0, None, options).await?;
+    let mut grace = connect_non_reader(&fx, "grace").await?;
     let (mut heidi, _) = fx.connect("heidi", 0).await?;
 
     // heidi floods #general while grace, who reads nothing, keeps sending pings — before, during
@@ -444,19 +451,7 @@ async fn a_client_that_keeps_sending_but_never_reads_gets_a_readable_slow_consum
     }
 
     // grace reads at last: what was buffered, then a close frame she can read — not a reset.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no slow-consumer close");
-        match grace.recv(WAIT).await? {
-            Incoming::Close { code, .. } => {
-                assert_eq!(code, close_code::SLOW_CONSUMER, "after {pinged} pings");
-                break;
-            }
-            Incoming::Failed(e) => anyhow::bail!("expected close 4008 after {pinged} pings, got failure {e}"),
-            _ => {}
-        }
-    }
-    Ok(())
+    read_until_slow_consumer_close(&mut grace, &format!(" after {pinged} pings")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

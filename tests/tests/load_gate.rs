@@ -166,6 +166,22 @@ fn agent_pid(parent: u32, index: usize) -> Option<i32> {
     None
 }
 
+/// `loadgen run` of a 150-user smoke over `agents` agents for `duration`, reporting to `report`.
+fn smoke_over_agents(
+    loadgen: &std::path::Path,
+    duration: &str,
+    agents: u32,
+    report: &std::path::Path,
+) -> Command {
+    let mut command = Command::new(loadgen);
+    command
+        .args(["run", "--own-stack", "--preset", "smoke", "--users", "150", "--duration", duration])
+        .args(["--agents", &agents.to_string()])
+        .arg("--report")
+        .arg(report);
+    command
+}
+
 #[test]
 fn agents_that_finish_at_different_times_pass_and_a_dead_agent_still_leaves_a_failed_report() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -173,24 +189,7 @@ fn agents_that_finish_at_different_times_pass_and_a_dead_agent_still_leaves_a_fa
     // Three agents end one after another: the coordinator must not take a finished agent's exit
     // for a failure.
     let ok = dir.path().join("ok.json");
-    let output = Command::new(&loadgen)
-        .args([
-            "run",
-            "--own-stack",
-            "--preset",
-            "smoke",
-            "--users",
-            "150",
-            "--duration",
-            "5s",
-            "--agents",
-            "3",
-            "--gate",
-        ])
-        .arg("--report")
-        .arg(&ok)
-        .output()
-        .expect("loadgen runs");
+    let output = smoke_over_agents(&loadgen, "5s", 3, &ok).arg("--gate").output().expect("loadgen runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "three agents, nothing wrong, yet: {stderr}");
     assert_eq!(report(&ok)["agents"], 3);
@@ -198,21 +197,7 @@ fn agents_that_finish_at_different_times_pass_and_a_dead_agent_still_leaves_a_fa
     // Agent 1 is SIGKILLed half-way: the run fails, naming it and the signal, and the report of
     // what the other agents did is written all the same.
     let failed = dir.path().join("failed.json");
-    let child = Command::new(&loadgen)
-        .args([
-            "run",
-            "--own-stack",
-            "--preset",
-            "smoke",
-            "--users",
-            "150",
-            "--duration",
-            "20s",
-            "--agents",
-            "2",
-        ])
-        .arg("--report")
-        .arg(&failed)
+    let child = smoke_over_agents(&loadgen, "20s", 2, &failed)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
