@@ -139,6 +139,7 @@ pub async fn run(
     let grace = state.config.shutdown_grace;
     state.start_draining();
     ::metrics::gauge!(crate::metrics::READY).set(0.0);
+    let drain_started = tokio::time::Instant::now();
     let n = state.hub.kill_all(close_code::GOING_AWAY);
     info!(connections = n, grace = ?grace, "draining");
     state.connections.cancel();
@@ -146,6 +147,11 @@ pub async fn run(
     if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
         warn!(remaining = state.hub.len(), "grace period over with connections still open");
     }
+    // Presence says `bye` only once every client could have reconnected elsewhere (they were
+    // told to within --reconnect-spread), so users who moved are never shown offline. Bounded
+    // by the grace period, which the config keeps longer than the spread.
+    let moved_by = drain_started + state.config.reconnect_spread + presence::DRAIN_MARGIN;
+    let _ = tokio::time::timeout_at(drain_started + grace, tokio::time::sleep_until(moved_by)).await;
     background.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = fanout_task.await;

@@ -45,6 +45,9 @@ pub const TICK: Duration = Duration::from_millis(200);
 pub const FULL_EVERY: u32 = 5;
 /// Users per part of a full snapshot (keeps each beat far below the NATS payload limit).
 pub const FULL_PART: usize = 2_000;
+/// Beyond --reconnect-spread, how long a draining gateway keeps its departed users present:
+/// time for the last reconnect to reach another gateway and its beat to reach everyone.
+pub const DRAIN_MARGIN: Duration = Duration::from_secs(1);
 /// How often every local user is re-examined for inactivity (changes are found at once).
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 
@@ -446,6 +449,11 @@ async fn publish_loop(state: &State, shutdown: &CancellationToken) {
     let mut last_publish: Option<Instant> = None;
     let mut last_scan = Instant::now();
     let offline_grace_ms = state.config.offline_grace.as_millis() as u64;
+    // While draining, clients were told to reconnect elsewhere within --reconnect-spread: their
+    // departure from here is held that long (and `bye` waits for it, lib.rs), so a rolling
+    // restart does not show them offline and back.
+    let drain_grace_ms =
+        offline_grace_ms.max((state.config.reconnect_spread + DRAIN_MARGIN).as_millis() as u64);
     loop {
         let beat_at = last_beat.map_or_else(Instant::now, |at| at + interval);
         let mut wake = beat_at.min(last_scan + SCAN_EVERY);
@@ -473,8 +481,8 @@ async fn publish_loop(state: &State, shutdown: &CancellationToken) {
         let beat_due = last_beat.is_none_or(|at| now.duration_since(at) >= interval);
         let (changes, full) = {
             let mut local = state.presence.local.lock().expect("presence lock is never poisoned");
-            let changes =
-                local.changes(&state.hub, state.now_ms(), idle_after_ms, offline_grace_ms, full_scan);
+            let grace_ms = if state.is_draining() { drain_grace_ms } else { offline_grace_ms };
+            let changes = local.changes(&state.hub, state.now_ms(), idle_after_ms, grace_ms, full_scan);
             let full = (beat_due && beats_since_full >= FULL_EVERY).then(|| local.full());
             (changes, full)
         };

@@ -286,3 +286,29 @@ async fn a_quick_reconnect_to_the_same_gateway_is_not_announced() -> anyhow::Res
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_moved_by_a_rolling_restart_are_not_shown_offline() -> anyhow::Result<()> {
+    let fx = Fixture::start(2, &["--reconnect-spread", "4s"]).await?;
+    let alice = fx.user("alice");
+    let mut bob = Watcher::new(fx.connect("bob", 1).await?.0);
+    let (mut alice_conn, _) = fx.connect("alice", 0).await?;
+    wait_presence(&mut bob, alice, Online, SLO).await?;
+
+    // Gateway 0 drains (SIGTERM): alice is told to reconnect elsewhere within the spread.
+    let pid = fx.stack.gateways[0].process.as_ref().expect("gateway 0 runs").pid();
+    let sent = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    assert!(sent.success(), "SIGTERM sent to gateway 0 (pid {pid})");
+    recv_until(&mut alice_conn, "reconnect", |i| matches!(i, Incoming::Frame(ServerFrame::Reconnect { .. })))
+        .await?;
+    drop(alice_conn);
+    // She takes 3 s: longer than the 2 s offline grace, within the 4 s spread.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_alice_again, _) = fx.connect("alice", 1).await?;
+    let seen = presence_of(&mut bob, alice, Duration::from_secs(6)).await;
+    assert!(
+        !seen.contains(&Offline),
+        "alice moved to gateway 1 within the reconnect spread, yet bob saw {seen:?}"
+    );
+    Ok(())
+}
