@@ -309,33 +309,42 @@ fn down(dir: &Path) -> anyhow::Result<()> {
         println!("no local stack recorded in {}", dir.display());
         return Ok(());
     };
-    // Gateways first (they drain clients), then bridges, NATS, PostgreSQL (fast shutdown).
-    let mut order: Vec<(String, u32, Signal)> = state
+    // Gateways first (they drain clients, all at once: each waits out --reconnect-spread), then
+    // the bridges (they finish their in-flight batch), NATS, PostgreSQL (fast shutdown).
+    let gateways: Vec<(String, u32, Signal)> = state
         .gateways
         .iter()
         .enumerate()
         .map(|(i, g)| (format!("gateway {}", i + 1), g.pid, Signal::SIGTERM))
         .collect();
-    // Bridges next: they finish their in-flight batch.
-    for (i, b) in state.bridges.iter().enumerate() {
-        order.push((format!("bridge {}", i + 1), b.pid, Signal::SIGTERM));
-    }
-    order.push(("nats-server".into(), state.nats.pid, Signal::SIGTERM));
-    order.push(("postgres".into(), state.postgres.pid, Signal::SIGINT));
-    for (name, pid, signal) in order {
-        if pid == 0 || !alive(pid) {
-            continue;
+    let bridges: Vec<(String, u32, Signal)> = state
+        .bridges
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("bridge {}", i + 1), b.pid, Signal::SIGTERM))
+        .collect();
+    let stages = [
+        gateways,
+        bridges,
+        vec![("nats-server".into(), state.nats.pid, Signal::SIGTERM)],
+        vec![("postgres".into(), state.postgres.pid, Signal::SIGINT)],
+    ];
+    for stage in stages {
+        let stage: Vec<_> = stage.into_iter().filter(|(_, pid, _)| *pid != 0 && alive(*pid)).collect();
+        for (_, pid, signal) in &stage {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), *signal);
         }
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
         let deadline = Instant::now() + Duration::from_secs(25);
-        while alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if alive(pid) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
-            println!("stopped {name} (pid {pid}) with SIGKILL after 25 s");
-        } else {
-            println!("stopped {name} (pid {pid})");
+        for (name, pid, _) in stage {
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if alive(pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+                println!("stopped {name} (pid {pid}) with SIGKILL after 25 s");
+            } else {
+                println!("stopped {name} (pid {pid})");
+            }
         }
     }
     let _ = std::fs::remove_file(dir.join("stack.json"));
