@@ -14,8 +14,8 @@ use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketWrite};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use threadspace_protocol::frames::{
-    close_code, decode_client_frame, is_hello, is_hello_without_token, ClientFrame, ClientStatus, ErrorCode,
-    Limits, PresenceEntry, PresenceStatus, Resume, ServerFrame, Welcome,
+    close_code, decode_client_frame, hello_shape, ClientFrame, ClientStatus, ErrorCode, HelloShape, Limits,
+    PresenceEntry, PresenceStatus, Resume, ServerFrame, Welcome,
 };
 use threadspace_protocol::stored::StoredMessage;
 use threadspace_protocol::{ChannelId, Seq};
@@ -271,20 +271,20 @@ async fn await_hello(
                             .await;
                             None
                         }
-                        Err(_) if is_hello_without_token(&bytes) => {
-                            reject_token(state, write, "hello has no token (a string)").await;
-                            None
-                        }
                         Err(error) => {
-                            // Anything but a hello (another op, or not JSON at all) is not a
-                            // hello (protocol.md); a hello with another bad field names it.
-                            let (code, message) = if is_hello(&bytes) {
-                                (error.code, error.message)
-                            } else {
-                                (
+                            // protocol.md: anything but a hello (another op, or not JSON at all)
+                            // is hello_required; a hello without a token is an auth failure; a
+                            // hello with another bad field names it.
+                            let (code, message) = match hello_shape(&bytes) {
+                                HelloShape::NoToken => {
+                                    reject_token(state, write, "hello has no token (a string)").await;
+                                    return None;
+                                }
+                                HelloShape::Hello => (error.code, error.message),
+                                HelloShape::NotHello => (
                                     ErrorCode::HelloRequired,
                                     format!("the first frame must be hello ({})", error.message),
-                                )
+                                ),
                             };
                             refuse(
                                 state,
@@ -709,14 +709,9 @@ async fn write_loop(
                 handle.kill(ABNORMAL);
                 return;
             }
-            Written::Late => {
-                handle.kill(close_code::SLOW_CONSUMER);
-                break;
-            }
-            Written::Stuck => {
-                handle.kill(close_code::SLOW_CONSUMER);
-                return;
-            }
+            // timed_write already killed the connection as a slow consumer.
+            Written::Late => break,
+            Written::Stuck => return,
         }
     }
     // Boxed, like the replay: cold code should not size the idle writer's state machine.

@@ -137,15 +137,11 @@ async fn replay_range(
         let record =
             wanted.then(|| decode_record(&message.subject, &message.payload, state.config.partitions.get()));
         if let Some(Ok(Record { message: stored, .. })) = record {
-            {
-                if *replayed >= state.config.max_replay.get() as u64 {
-                    return Err(Stop::Gap { after_seq: last_done });
-                }
-                send(state, write, &ServerFrame::Msg(stored.into_frame(seq)))
-                    .await
-                    .map_err(|_| Stop::Write)?;
-                *replayed += 1;
+            if *replayed >= state.config.max_replay.get() as u64 {
+                return Err(Stop::Gap { after_seq: last_done });
             }
+            send(state, write, &ServerFrame::Msg(stored.into_frame(seq))).await.map_err(|_| Stop::Write)?;
+            *replayed += 1;
         }
         last_done = seq;
         if seq == head_seq || pending == 0 {

@@ -506,32 +506,34 @@ pub fn decode_client_frame(text: &[u8]) -> Result<ClientFrame, DecodeError> {
     Ok(frame)
 }
 
-/// For a first frame that did not decode: whether it is a `hello` whose `token` is missing or
-/// not a string. That is an authentication failure (`auth_failed`, close 4001), not a malformed
-/// frame: the client simply has no credentials to offer.
-pub fn is_hello_without_token(text: &[u8]) -> bool {
+/// What a first frame that did not decode was meant to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HelloShape {
+    /// Another op, or not a JSON object at all: `hello_required`.
+    NotHello,
+    /// A `hello` whose `token` is missing or not a string: an authentication failure
+    /// (`auth_failed`, close 4001) — the client has no credentials to offer.
+    NoToken,
+    /// A `hello` with a token and some other bad field.
+    Hello,
+}
+
+/// Reads only `op` and `token` of a frame that failed to decode, to answer it as protocol.md says.
+pub fn hello_shape(text: &[u8]) -> HelloShape {
     #[derive(Deserialize)]
     struct Probe {
         op: Option<serde_json::Value>,
         token: Option<serde_json::Value>,
     }
     match serde_json::from_slice::<Probe>(text) {
-        Ok(probe) => {
-            probe.op.as_ref().and_then(serde_json::Value::as_str) == Some("hello")
-                && !matches!(probe.token, Some(serde_json::Value::String(_)))
+        Ok(probe) if probe.op.as_ref().and_then(serde_json::Value::as_str) == Some("hello") => {
+            match probe.token {
+                Some(serde_json::Value::String(_)) => HelloShape::Hello,
+                _ => HelloShape::NoToken,
+            }
         }
-        Err(_) => false,
+        _ => HelloShape::NotHello,
     }
-}
-
-/// Whether a client frame's `op` is `hello`, whatever else is wrong with it.
-pub fn is_hello(text: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Probe {
-        op: Option<serde_json::Value>,
-    }
-    serde_json::from_slice::<Probe>(text)
-        .is_ok_and(|probe| probe.op.as_ref().and_then(serde_json::Value::as_str) == Some("hello"))
 }
 
 /// The `ref` of a client frame, if its envelope is readable: lets a refusal name the request

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
 use threadspace_devstack::keys::Keys;
 use threadspace_devstack::process::alive;
-use threadspace_devstack::stack::{http_request, http_status, read_state, StackState};
+use threadspace_devstack::stack::{http_request, http_status, read_state, ProcessState, StackState};
 use threadspace_devstack::{Lifetime, Stack, StackOptions};
 use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{ClientFrame, ServerFrame};
@@ -311,21 +311,13 @@ fn down(dir: &Path) -> anyhow::Result<()> {
     };
     // Gateways first (they drain clients, all at once: each waits out --reconnect-spread), then
     // the bridges (they finish their in-flight batch), NATS, PostgreSQL (fast shutdown).
-    let gateways: Vec<(String, u32, Signal)> = state
-        .gateways
-        .iter()
-        .enumerate()
-        .map(|(i, g)| (format!("gateway {}", i + 1), g.pid, Signal::SIGTERM))
-        .collect();
-    let bridges: Vec<(String, u32, Signal)> = state
-        .bridges
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (format!("bridge {}", i + 1), b.pid, Signal::SIGTERM))
-        .collect();
+    let terminate = |kind: &str, processes: &[ProcessState]| -> Vec<(String, u32, Signal)> {
+        let named = processes.iter().enumerate().map(|(i, p)| (format!("{kind} {}", i + 1), p.pid));
+        named.map(|(name, pid)| (name, pid, Signal::SIGTERM)).collect()
+    };
     let stages = [
-        gateways,
-        bridges,
+        terminate("gateway", &state.gateways),
+        terminate("bridge", &state.bridges),
         vec![("nats-server".into(), state.nats.pid, Signal::SIGTERM)],
         vec![("postgres".into(), state.postgres.pid, Signal::SIGINT)],
     ];
