@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         match run(config, listener, shutdown, metrics).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                tracing::error!(error = %threadspace_broker_bridge::writer::chain(&error), "bridge failed");
+                tracing::error!(error = %threadspace_protocol::error_chain(&error), "bridge failed");
                 ExitCode::FAILURE
             }
         }

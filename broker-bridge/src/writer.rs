@@ -22,6 +22,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::message::{AckKind, Message};
 use futures_util::StreamExt as _;
+use threadspace_protocol::error_chain;
 use threadspace_protocol::stored::{decode_record, Record};
 use threadspace_protocol::subjects::MESSAGES_STREAM;
 use threadspace_store::messages::{self, MessageRow, Sink};
@@ -88,7 +89,7 @@ pub async fn run_partition(
             Ok(()) => return,
             Err(error) => {
                 metrics::counter!(m::CONSUMER_FAILURES, &labels.pairs()).increment(1);
-                warn!(sink = sink.as_str(), partition = k, error = %chain(error.as_ref()), "partition consumer failed; reopening");
+                warn!(sink = sink.as_str(), partition = k, error = %error_chain(error.as_ref()), "partition consumer failed; reopening");
             }
         }
         tokio::select! {
@@ -446,7 +447,7 @@ async fn commit_with_retries(
                 metrics::counter!(m::WRITE_ERRORS, "sink" => sink.as_str(), "kind" => fault.kind)
                     .increment(1);
                 if failures == 1 || failures.is_multiple_of(20) {
-                    warn!(sink = sink.as_str(), failures, kind = fault.kind, error = %chain(fault.error.as_ref()), "batch write failed; retrying (messages stay unacked in JetStream)");
+                    warn!(sink = sink.as_str(), failures, kind = fault.kind, error = %error_chain(fault.error.as_ref()), "batch write failed; retrying (messages stay unacked in JetStream)");
                 }
             }
         }
@@ -633,9 +634,6 @@ impl Backoff {
         current.mul_f64(rand::random_range(0.5..1.0))
     }
 }
-
-/// An error with its sources, `a: b: c` (the same formatting as the gateway's logs).
-pub use threadspace_protocol::error_chain as chain;
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,5 @@
-//! A whole ThreadSpace stack: nats-server, PostgreSQL (migrated), token keys, N gateways.
+//! A whole ThreadSpace stack: nats-server, PostgreSQL (migrated), token keys, N gateways, the
+//! api service, and optionally broker-bridges.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -6,10 +7,10 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
+use threadspace_client::rest::http_status;
 use threadspace_protocol::token::Identity;
 use threadspace_protocol::{OrgId, UserId};
 use threadspace_store::seed::{SeedReport, SeedSpec};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::keys::{Keys, AUDIENCE, ISSUER};
 use crate::nats::NatsServer;
@@ -31,6 +32,8 @@ pub struct StackOptions {
     pub postgres_port: Option<u16>,
     /// First gateway port; gateway i listens on `first + i`.
     pub gateway_port: Option<u16>,
+    /// The api service's port.
+    pub api_port: Option<u16>,
     pub partitions: u32,
     /// broker-bridge processes (they share the partitions).
     pub bridges: usize,
@@ -49,6 +52,7 @@ impl StackOptions {
             nats_port: None,
             postgres_port: None,
             gateway_port: None,
+            api_port: None,
             partitions: 16,
             bridges: 0,
             bridge_args: Vec::new(),
@@ -110,6 +114,27 @@ impl GatewayHandle {
     }
 }
 
+/// The api service of the stack (the REST API).
+#[derive(Debug)]
+pub struct ApiHandle {
+    pub port: u16,
+    /// `None` while stopped.
+    pub process: Option<ManagedProcess>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl ApiHandle {
+    /// The HTTP base URL.
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        crate::process::tail(&self.log, n)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
     #[error("cannot create the stack directory")]
@@ -128,6 +153,8 @@ pub enum StackError {
     Spawn(#[from] crate::process::SpawnError),
     #[error("gateway {index} did not become ready on port {port}; log tail:\n{log}")]
     GatewayNotReady { index: usize, port: u16, log: String },
+    #[error("the api service did not become ready on port {port}; log tail:\n{log}")]
+    ApiNotReady { port: u16, log: String },
     #[error("bridge {index} did not become ready on port {port}; log tail:\n{log}")]
     BridgeNotReady { index: usize, port: u16, log: String },
     #[error(transparent)]
@@ -139,6 +166,7 @@ pub enum StackError {
 #[derive(Debug)]
 pub struct Stack {
     pub gateways: Vec<GatewayHandle>,
+    pub api: ApiHandle,
     pub bridges: Vec<BridgeHandle>,
     pub nats: NatsServer,
     pub postgres: Postgres,
@@ -158,6 +186,8 @@ pub struct StackState {
     pub gateways: Vec<ProcessState>,
     #[serde(default)]
     pub bridges: Vec<ProcessState>,
+    #[serde(default)]
+    pub api: Option<ProcessState>,
 }
 
 /// One detached process.
@@ -195,8 +225,16 @@ impl Stack {
         threadspace_store::migrate(&mut client).await?;
         let pool = threadspace_store::pool(&postgres.url, 4)?;
         let keys = Keys::load_or_create(&dir.join("keys"))?;
+        let api_port = port(options.api_port)?;
+        let api = ApiHandle {
+            port: api_port,
+            process: None,
+            args: api_args(api_port, &nats.url, &postgres.url, &keys),
+            log: dir.join("api.log"),
+        };
         let mut stack = Self {
             gateways: Vec::new(),
+            api,
             bridges: Vec::new(),
             nats,
             postgres,
@@ -215,6 +253,7 @@ impl Stack {
             stack.gateways.push(handle);
             stack.start_gateway(index).await?;
         }
+        stack.start_api().await?;
         for index in 0..options.bridges {
             let port = free_port().map_err(StackError::Port)?;
             let handle = stack.bridge_handle(index, port, &options.bridge_args);
@@ -222,6 +261,24 @@ impl Stack {
             stack.start_bridge(index).await?;
         }
         Ok(stack)
+    }
+
+    /// Starts (or restarts) the api service and waits for its `/readyz`.
+    pub async fn start_api(&mut self) -> Result<(), StackError> {
+        let port = self.api.port;
+        let not_ready = |log| StackError::ApiNotReady { port, log };
+        let process = spawn_ready(
+            "threadspace-api",
+            "api",
+            &self.api.args,
+            &self.api.log,
+            port,
+            self.options.lifetime,
+            not_ready,
+        )
+        .await?;
+        self.api.process = Some(process);
+        Ok(())
     }
 
     fn bridge_handle(&self, index: usize, port: u16, extra: &[String]) -> BridgeHandle {
@@ -395,15 +452,42 @@ impl Stack {
                 url: format!("http://127.0.0.1:{}/metrics", b.port),
             })
             .collect();
+        let api = self.api.process.take().map(|p| ProcessState {
+            pid: p.detach(),
+            port: self.api.port,
+            url: self.api.http_url(),
+        });
         let Self { nats, postgres, dir, .. } = self;
         StackState {
             bridges,
+            api,
             dir,
             nats: ProcessState { pid: nats.process.detach(), port: nats.port, url: nats.url },
             postgres: ProcessState { pid: postgres.process.detach(), port: postgres.port, url: postgres.url },
             gateways,
         }
     }
+}
+
+/// The api service's flags: the stack's NATS, PostgreSQL and token keys.
+fn api_args(port: u16, nats_url: &str, postgres_url: &str, keys: &Keys) -> Vec<String> {
+    [
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--nats-url",
+        nats_url,
+        "--postgres-url",
+        postgres_url,
+        "--jwks",
+        &keys.jwks.display().to_string(),
+        "--token-issuer",
+        ISSUER,
+        "--token-audience",
+        AUDIENCE,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Spawns one of the workspace's binaries and waits (30 s) for its `/readyz` on `port`; if it
@@ -432,52 +516,6 @@ async fn spawn_ready(
         return Err(not_ready(crate::process::tail(log, 30)));
     }
     Ok(process)
-}
-
-/// `GET path` on 127.0.0.1:port; the status code, or `None` if unreachable.
-pub async fn http_status(port: u16, path: &str) -> Option<u16> {
-    http_get(port, path).await.map(|(status, _)| status)
-}
-
-/// A minimal HTTP/1.0 GET (readiness probes need nothing more); status and body.
-pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    http_request(port, "GET", path, None).await
-}
-
-/// The sum of every series of metric `name` on `127.0.0.1:port/metrics` whose labels contain
-/// `labels` (e.g. `kind="full"`; empty for all); `None` if the endpoint is unreachable.
-pub async fn metric_sum(port: u16, name: &str, labels: &str) -> Option<f64> {
-    let (_, body) = http_get(port, "/metrics").await?;
-    Some(
-        body.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-            .filter(|l| l.split(' ').next().is_some_and(|series| series.contains(labels)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
-}
-
-/// A minimal HTTP/1.0 request with an optional bearer token; status and body.
-pub async fn http_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-) -> Option<(u16, String)> {
-    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let fetch = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let request =
-            format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-        Some((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), fetch).await.ok().flatten()
 }
 
 /// Reads a detached stack's state file.

@@ -22,7 +22,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ed25519_dalek::Signer as _;
 use fastwebsockets::OpCode;
-use threadspace_gateway::frame_reader::{FrameReader, ReadError};
+use threadspace_gateway::edge::frame_reader::{FrameReader, ReadError};
 use threadspace_protocol::frames::{
     decode_client_frame, reference_of, valid_client_msg_id, ClientFrame, ErrorCode, MAX_ID_LEN,
 };

@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         match run(config, listener, shutdown, metrics).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                tracing::error!(error = %threadspace_gateway::state::anyhow_chain(&error), "gateway failed");
+                tracing::error!(error = %threadspace_protocol::error_chain(&error), "gateway failed");
                 ExitCode::from(error.exit_code())
             }
         }

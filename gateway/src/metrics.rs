@@ -24,8 +24,6 @@ pub const REPLAYED_MESSAGES: &str = "threadspace_gateway_replayed_messages_total
 /// Label `result`: `ok`, `rejected`.
 pub const AUTH: &str = "threadspace_gateway_auth_total";
 pub const MEMBERSHIP_EVENTS: &str = "threadspace_gateway_membership_events_total";
-/// Label `kind`: `page` or `search`.
-pub const HISTORY_DURATION: &str = "threadspace_gateway_history_duration_seconds";
 /// Label `result`: `moved`, `stale`, `not_member`, `failed`.
 pub const READS: &str = "threadspace_gateway_read_markers_total";
 /// Label `result`: `published`, `throttled`, `not_member`.
@@ -58,7 +56,6 @@ pub fn describe() {
     describe_counter!(READS, "Read markers from local clients, by result");
     describe_counter!(TYPING, "Typing indicators from local clients, by result");
     describe_counter!(TYPING_DELIVERIES, "Typing indicators queued to local connections");
-    describe_histogram!(HISTORY_DURATION, Unit::Seconds, "Postgres time of a history page or search");
     describe_counter!(CONNECTIONS_ACCEPTED, "WebSocket connections upgraded");
     describe_counter!(CONNECTIONS_REFUSED, "TCP connections refused at the connection limit");
     describe_counter!(CONNECTIONS_CLOSED, "WebSocket connections closed, by reason");

@@ -190,8 +190,23 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// The flags of `loadgen agent`, which [`coordinate`] passes to each agent it starts.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    #[arg(long)]
+    pub index: usize,
+    /// Runtime worker threads.
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+    #[arg(long)]
+    pub plan: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 /// The agent side: plays the plan's users, then checks them (see the module docs).
-pub async fn agent(index: usize, plan_path: &Path, out: &Path) -> anyhow::Result<()> {
+pub async fn agent(args: &AgentArgs) -> anyhow::Result<()> {
+    let AgentArgs { index, plan: plan_path, out, .. } = args;
     let plan: Plan = serde_json::from_slice(
         &std::fs::read(plan_path)
             .map_err(|e| anyhow::anyhow!("cannot read plan {}: {e}", plan_path.display()))?,

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::builder::TypedValueParser as _;
 use hdrhistogram::Histogram;
 use rand::RngExt as _;
-use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
+use threadspace_client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{ClientFrame, ServerFrame};
 use threadspace_protocol::ChannelId;
 use tokio::sync::mpsc;
@@ -17,13 +18,26 @@ use tokio::sync::mpsc;
 use crate::target::Target;
 use crate::{cpu_time, latency_histogram, summary};
 
-#[derive(Clone, Debug)]
+/// The flags of `loadgen bench`. (A field's `//` comment stays out of `--help`, where a doc
+/// comment would be its help text.)
+#[derive(Clone, Debug, clap::Args)]
 pub struct BenchOptions {
-    /// Users connected (round-robin over the gateways).
+    // Users connected (round-robin over the gateways).
+    #[arg(long, default_value = "2000", value_parser = clap::value_parser!(u32).range(2..=19_000).map(|n| n as usize))]
     pub users: usize,
-    /// Messages per second, all senders together.
+    /// Messages per second over all senders.
+    #[arg(long, default_value = "300")]
     pub rate: f64,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+}
+
+impl BenchOptions {
+    /// Why `--rate` cannot be played, if it cannot (clap checks no range of a float).
+    pub fn rate_error(&self) -> Option<&'static str> {
+        let playable = self.rate.is_finite() && self.rate > 0.0 && self.rate <= 100_000.0;
+        (!playable).then_some("--rate must be between 0 and 100000 messages per second")
+    }
 }
 
 #[derive(Debug)]

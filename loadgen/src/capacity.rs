@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::run::{self, Gate, RunOptions, Site};
+use crate::run::{self, Gate, RunOptions, Series, Site};
 
 /// One step of the search.
 #[derive(Clone, Debug, Serialize)]
@@ -102,13 +102,14 @@ async fn measure(
     );
     let mut report = run::run(site, &step_options).await?;
     let result = report.gate(gate).clone();
-    let latency = |name: &str, pick: fn(&run::Latency) -> f64| report.latency.get(name).map_or(0.0, pick);
+    let latency =
+        |series: Series, pick: fn(&run::Latency) -> f64| report.latency.get(series.name()).map_or(0.0, pick);
     let step = Step {
         load_factor: factor,
         messages_per_second: step_options.scenario.message_rate(),
-        delivery_p50_ms: latency("send_deliver", |l| l.p50_ms),
-        delivery_p99_ms: latency("send_deliver", |l| l.p99_ms),
-        presence_p99_ms: latency("presence", |l| l.p99_ms),
+        delivery_p50_ms: latency(Series::SendDeliver, |l| l.p50_ms),
+        delivery_p99_ms: latency(Series::SendDeliver, |l| l.p99_ms),
+        presence_p99_ms: latency(Series::Presence, |l| l.p99_ms),
         lost: report.checker.lost,
         passed: result.passed,
         failures: result.failures,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::run::{Report, METRICS};
+use crate::run::{Report, Series};
 use crate::scenario::humantime_serde;
 
 /// Thresholds `gate` checks. Lost, duplicated, out-of-order and unexpected deliveries are
@@ -21,7 +21,7 @@ pub struct Gate {
     pub max_presence_p99: Duration,
     /// Largest share of requests (sends, reads, history, hellos) that may fail.
     pub max_error_rate: f64,
-    /// Further p99 ceilings by metric (any of [`METRICS`]), e.g. `"send_ack": "300ms"`.
+    /// Further p99 ceilings by metric (any [`Series`] name), e.g. `"send_ack": "300ms"`.
     #[serde(with = "duration_map")]
     pub max_p99: BTreeMap<String, Duration>,
 }
@@ -79,9 +79,9 @@ impl Gate {
         }
         for (metric, value) in &self.max_p99 {
             anyhow::ensure!(
-                METRICS.contains(&metric.as_str()),
+                Series::named(metric).is_some(),
                 "`max_p99` names unknown metric `{metric}`; metrics: {}",
-                METRICS.join(", ")
+                Series::names().join(", ")
             );
             anyhow::ensure!(!value.is_zero(), "`max_p99.{metric}` must be positive");
         }
@@ -95,8 +95,8 @@ impl Report {
         let mut failures = self.failures.clone();
         let p99 = |name: &str| self.latency.get(name).map_or(0.0, |l| l.p99_ms);
         let mut ceilings = vec![
-            ("send_deliver", "delivery", gate.max_delivery_p99),
-            ("presence", "presence", gate.max_presence_p99),
+            (Series::SendDeliver.name(), "delivery", gate.max_delivery_p99),
+            (Series::Presence.name(), "presence", gate.max_presence_p99),
         ];
         ceilings.extend(gate.max_p99.iter().map(|(metric, max)| (metric.as_str(), metric.as_str(), *max)));
         for (metric, label, max) in ceilings {

@@ -5,25 +5,33 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use threadspace_protocol::client::{Client, ConnectOptions};
+use clap::builder::TypedValueParser as _;
+use threadspace_client::{Client, ConnectOptions};
 use tokio::sync::Semaphore;
 
 use crate::target::Target;
 use crate::{latency_histogram, rss_kib, summary};
 
-/// What to do.
-#[derive(Clone, Debug)]
+/// What to do: the flags of `loadgen idle`. (A field's `//` comment stays out of `--help`,
+/// where a doc comment would be its help text.)
+#[derive(Clone, Debug, clap::Args)]
 pub struct IdleOptions {
+    #[arg(long, default_value = "15000", value_parser = clap::value_parser!(u32).range(1..=19_000).map(|n| n as usize))]
     pub connections: usize,
-    /// Distinct users to connect as (connections cycle over them).
+    /// Distinct users (connections cycle over them).
+    #[arg(long, default_value = "15000", value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub users: usize,
-    /// Gateway index (0-based) every connection goes to.
+    /// Gateway number (1-based).
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub gateway: usize,
-    /// Connections opened at the same time.
+    // Connections opened at the same time.
+    #[arg(long, default_value = "200", value_parser = clap::value_parser!(u32).range(1..=5000).map(|n| n as usize))]
     pub concurrency: usize,
-    /// Source addresses 127.0.0.2 … 127.0.0.(1+n) to spread connections over.
+    /// Spread connections over 127.0.0.2 … 127.0.0.(1+N); 0 uses the default address.
+    #[arg(long, default_value = "4")]
     pub source_ips: u8,
-    /// How long to hold the connections once all are open.
+    // How long to hold the connections once all are open.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub hold: Duration,
 }
 
@@ -44,21 +52,18 @@ impl IdleReport {
 }
 
 pub async fn run(target: &Target, options: &IdleOptions) -> anyhow::Result<IdleReport> {
-    let gateway = target
-        .state
-        .gateways
-        .get(options.gateway)
-        .ok_or_else(|| anyhow::anyhow!("no gateway {}", options.gateway + 1))?;
+    let gateway = options
+        .gateway
+        .checked_sub(1)
+        .and_then(|index| target.state.gateways.get(index))
+        .ok_or_else(|| anyhow::anyhow!("no gateway {}", options.gateway))?;
     let identities = target.users(options.users.min(options.connections)).await?;
     let tokens: Vec<String> = identities.iter().map(|&i| target.token(i)).collect();
     let rss_before_kib =
         rss_kib(gateway.pid).ok_or_else(|| anyhow::anyhow!("cannot read gateway pid {}", gateway.pid))?;
     println!(
         "gateway {} pid {}: RSS before {} KiB; opening {} connections…",
-        options.gateway + 1,
-        gateway.pid,
-        rss_before_kib,
-        options.connections
+        options.gateway, gateway.pid, rss_before_kib, options.connections
     );
 
     let clients = Arc::new(Mutex::new(Vec::with_capacity(options.connections)));

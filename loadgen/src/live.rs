@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
-use crate::run::{Tick, METRICS};
+use crate::run::{from_buckets, Tick};
 
 static SERVING: OnceLock<SocketAddr> = OnceLock::new();
 
@@ -61,13 +61,13 @@ pub fn publish(agent: &str, tick: &Tick) {
     counter!("loadgen_deliveries_total", "agent" => a()).absolute(tick.delivered);
     counter!("loadgen_failures_total", "agent" => a()).absolute(tick.failures);
     counter!("loadgen_reconnects_total", "agent" => a()).absolute(tick.reconnects);
-    for (name, buckets) in METRICS.iter().zip(&tick.histograms) {
+    for (series, buckets) in tick.histograms.iter() {
         if buckets.is_empty() {
             continue;
         }
-        let h = crate::run::from_buckets([buckets]);
+        let h = from_buckets([buckets]);
         let seconds = |micros: u64| micros as f64 / 1e6;
-        let metric = || (*name).to_owned();
+        let metric = || series.name().to_owned();
         gauge!("loadgen_latency_p50_seconds", "agent" => a(), "metric" => metric())
             .set(seconds(h.value_at_quantile(0.5)));
         gauge!("loadgen_latency_p99_seconds", "agent" => a(), "metric" => metric())

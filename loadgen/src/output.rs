@@ -15,7 +15,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::capacity::CapacityReport;
-use crate::run::{Report, METRICS};
+use crate::run::{Report, Series};
 
 /// Writes every metric's interval histograms (tagged with the metric's name, values in µs) as
 /// an HdrHistogram interval log.
@@ -29,16 +29,17 @@ pub fn write_hdr_log(report: &Report, path: &Path) -> anyhow::Result<()> {
                 "loadgen run `{}`: {} users, seed {}; one histogram per metric and interval, values in microseconds",
                 report.scenario.name, report.users, report.scenario.seed
             ))
-            .add_comment(&format!("metrics (tags): {}", METRICS.join(", ")))
+            .add_comment(&format!("metrics (tags): {}", Series::names().join(", ")))
             .with_start_time(start)
             .with_base_time(start)
             .with_max_value_divisor(1000.0)
             .begin_log_with(&mut out, &mut serializer)?;
         for (from, to, histograms) in &report.intervals {
-            for (name, h) in METRICS.iter().zip(histograms) {
+            for (series, h) in histograms.iter() {
                 if h.is_empty() {
                     continue;
                 }
+                let name = series.name();
                 log.write_histogram(
                     h,
                     Duration::from_secs_f64(from.max(0.0)),
@@ -53,22 +54,22 @@ pub fn write_hdr_log(report: &Report, path: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot write the HDR log to {}: {e}", path.display()))
 }
 
-/// Metrics drawn, with their colours.
-const DRAWN: [(&str, RGBColor); 8] = [
-    ("send_deliver", RGBColor(31, 119, 180)),
-    ("send_ack", RGBColor(255, 127, 14)),
-    ("presence", RGBColor(44, 160, 44)),
-    ("typing", RGBColor(214, 39, 40)),
-    ("read_ack", RGBColor(148, 103, 189)),
-    ("history_page", RGBColor(140, 86, 75)),
-    ("reconnect_resumed", RGBColor(227, 119, 194)),
-    ("hello_welcome", RGBColor(127, 127, 127)),
+/// Series drawn, with their colours.
+const DRAWN: [(Series, RGBColor); 8] = [
+    (Series::SendDeliver, RGBColor(31, 119, 180)),
+    (Series::SendAck, RGBColor(255, 127, 14)),
+    (Series::Presence, RGBColor(44, 160, 44)),
+    (Series::Typing, RGBColor(214, 39, 40)),
+    (Series::ReadAck, RGBColor(148, 103, 189)),
+    (Series::HistoryPage, RGBColor(140, 86, 75)),
+    (Series::ReconnectResumed, RGBColor(227, 119, 194)),
+    (Series::HelloWelcome, RGBColor(127, 127, 127)),
 ];
 
 type Draw<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 /// A plotted line: its legend, colour and points.
-type Series = (String, RGBColor, Vec<(f64, f64)>);
+type Line = (String, RGBColor, Vec<(f64, f64)>);
 
 /// A chart over seconds, percentiles or rates (x) and a linear or log y axis.
 type Chart<'a, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>;
@@ -123,7 +124,7 @@ fn plot_error(e: impl std::fmt::Display) -> anyhow::Error {
 
 /// Latency by percentile, HdrHistogram style: x is `-log10(1 - q)` (0 = p0, 2 = p99, 3 = p99.9).
 fn percentile_plot(histograms: &[(&str, RGBColor, &Histogram<u64>)], slo_ms: f64) -> anyhow::Result<String> {
-    let series: Vec<Series> = histograms
+    let series: Vec<Line> = histograms
         .iter()
         .filter(|(_, _, h)| !h.is_empty())
         .map(|(name, colour, h)| {
@@ -185,7 +186,7 @@ fn time_plot(
     caption: &str,
     y_desc: &str,
     log: bool,
-    series: &[Series],
+    series: &[Line],
     marker: Option<(f64, &str)>,
 ) -> anyhow::Result<String> {
     let max_x = series.iter().flat_map(|s| s.2.iter().map(|p| p.0)).fold(1.0, f64::max);
@@ -208,7 +209,7 @@ fn time_plot(
 fn draw_time<Y>(
     mut chart: Chart<'_, Y>,
     y_desc: &str,
-    series: &[Series],
+    series: &[Line],
     marker: Option<(f64, &str)>,
     (low, high): (f64, f64),
 ) -> anyhow::Result<()>
@@ -309,16 +310,8 @@ pub fn write_html(report: &Report, path: &Path) -> anyhow::Result<()> {
             &report.steady_latency,
         );
     }
-    let drawn: Vec<(&str, RGBColor, &Histogram<u64>)> = DRAWN
-        .iter()
-        .filter_map(|(name, colour)| {
-            METRICS
-                .iter()
-                .position(|m| m == name)
-                .and_then(|i| report.histograms.get(i))
-                .map(|h| (*name, *colour, h))
-        })
-        .collect();
+    let drawn: Vec<(&str, RGBColor, &Histogram<u64>)> =
+        DRAWN.iter().map(|&(series, colour)| (series.name(), colour, &report.histograms[series])).collect();
     let slo = report.gate.as_ref().map_or(500.0, |g| g.thresholds.max_delivery_p99.as_secs_f64() * 1000.0);
     html.push_str(&percentile_plot(&drawn, slo)?);
     let ramp_marker = Some((report.ramp_seconds, "end of ramp"));
@@ -344,10 +337,13 @@ pub fn write_html(report: &Report, path: &Path) -> anyhow::Result<()> {
         ],
         ramp_marker,
     )?);
-    let p99_series: Vec<Series> = DRAWN
+    let p99_series: Vec<Line> = DRAWN
         .iter()
         .take(4)
-        .map(|(name, colour)| (format!("{name} p99"), *colour, points(&|p| p.p99_ms.get(*name).copied())))
+        .map(|&(series, colour)| {
+            let name = series.name();
+            (format!("{name} p99"), colour, points(&|p| p.p99_ms.get(name).copied()))
+        })
         .filter(|s| !s.2.is_empty())
         .collect();
     html.push_str(&time_plot("p99 per interval", "ms (log)", true, &p99_series, ramp_marker)?);
@@ -445,7 +441,7 @@ mod tests {
     use hdrhistogram::serialization::Deserializer;
 
     use super::*;
-    use crate::run::{Part, Tick, Totals};
+    use crate::run::{Part, PerSeries, Tick, Totals};
     use crate::scenario::Scenario;
 
     /// Two agents' parts over two 5 s intervals: deliveries of 10 ms and 30 ms.
@@ -458,18 +454,24 @@ mod tests {
             delivered,
             failures: 0,
             reconnects: 0,
-            histograms: METRICS
-                .iter()
-                .map(|m| if *m == "send_deliver" { vec![(micros, 5)] } else { vec![] })
-                .collect(),
+            histograms: PerSeries::from_fn(|series| {
+                if series == Series::SendDeliver {
+                    vec![(micros, 5)]
+                } else {
+                    vec![]
+                }
+            }),
         };
         let part = || Part {
             users: 10,
             totals: Totals { connected_peak: 10, sent: 10, acked: 10, requests: 10, ..Totals::default() },
-            histograms: METRICS
-                .iter()
-                .map(|m| if *m == "send_deliver" { vec![(10_000, 5), (30_000, 5)] } else { vec![] })
-                .collect(),
+            histograms: PerSeries::from_fn(|series| {
+                if series == Series::SendDeliver {
+                    vec![(10_000, 5), (30_000, 5)]
+                } else {
+                    vec![]
+                }
+            }),
             errors: Default::default(),
             rss_peak_kib: 1,
             rss_growth_kib: 1,
@@ -491,10 +493,10 @@ mod tests {
         assert_eq!(report.timeline[1].connected, 20);
         assert!((report.timeline[1].delivered_per_s - 2.0).abs() < 1e-9, "{:?}", report.timeline[1]);
         // The second interval began at the end of the 5 s ramp: only its 30 ms samples are steady.
-        let steady = &report.steady_latency["send_deliver"];
+        let steady = &report.steady_latency[Series::SendDeliver.name()];
         assert_eq!(steady.count, 10);
         assert!((29.0..31.0).contains(&steady.p50_ms), "{steady:?}");
-        assert_eq!(report.latency["send_deliver"].count, 20);
+        assert_eq!(report.latency[Series::SendDeliver.name()].count, 20);
     }
 
     #[test]

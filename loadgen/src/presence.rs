@@ -17,36 +17,60 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::builder::TypedValueParser as _;
 use hdrhistogram::Histogram;
-use threadspace_devstack::stack::{metric_sum, Stack, StackOptions};
-use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
+use threadspace_client::rest::metric_sum;
+use threadspace_client::{Client, ConnectOptions, Incoming};
+use threadspace_devstack::stack::{Stack, StackOptions};
 use threadspace_protocol::frames::{close_code, ClientFrame, ClientStatus, PresenceStatus, ServerFrame};
 use threadspace_protocol::{OrgId, UserId};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::{cpu_time, latency_histogram, summary};
 
-#[derive(Clone, Debug)]
+/// The flags of `loadgen presence`. (A field's `//` comment stays out of `--help`, where a doc
+/// comment would be its help text.)
+#[derive(Clone, Debug, clap::Args)]
 pub struct PresenceOptions {
-    /// Users connected at the start of the steady phase.
+    /// Users connected (seeded in orgs of --org-size).
+    #[arg(long, default_value = "10000", value_parser = clap::value_parser!(u64).range(10..=18_000).map(|n| n as usize))]
     pub users: usize,
+    #[arg(long, default_value = "250", value_parser = clap::value_parser!(u64).range(2..=500).map(|n| n as usize))]
     pub org_size: usize,
+    #[arg(long, default_value = "3", value_parser = clap::value_parser!(u64).range(2..=8).map(|n| n as usize))]
     pub gateways: usize,
     /// Subjects per change phase.
+    #[arg(long, default_value = "400", value_parser = clap::value_parser!(u64).range(1..=5_000).map(|n| n as usize))]
     pub changes: usize,
-    /// Changes per second in a change phase.
+    /// Changes per second within a phase.
+    #[arg(long, default_value = "40")]
     pub change_rate: f64,
-    /// Length of the steady (no change) measurement.
+    /// How long the steady (no change) phase measures CPU and heartbeat bytes.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub steady: Duration,
-    pub crash: bool,
-    /// Spread client connections over 127.0.0.2 … 127.0.0.(1+n).
+    /// Skip the gateway-crash phase.
+    #[arg(long)]
+    pub no_crash: bool,
+    // Spread client connections over 127.0.0.2 … 127.0.0.(1+n).
+    #[arg(long, default_value = "4")]
     pub source_ips: u8,
-    /// Extra flags for every gateway (e.g. `--presence-interval 1s`).
+    /// Extra gateway flag, repeatable (e.g. --gateway-arg=--presence-interval=1s).
+    #[arg(long = "gateway-arg", allow_hyphen_values = true)]
     pub gateway_args: Vec<String>,
-    /// Exit non-zero if a change phase's p99 exceeds this, or anything is missing.
+    /// Exit non-zero if a change phase's p99 is above this (or anything is missing).
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub max_change_p99: Option<Duration>,
-    /// Exit non-zero if the crash phase's p99 exceeds this.
+    /// Exit non-zero if the crash phase's p99 is above this.
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub max_crash_p99: Option<Duration>,
+}
+
+impl PresenceOptions {
+    /// Why `--change-rate` cannot be played, if it cannot (clap checks no range of a float).
+    pub fn change_rate_error(&self) -> Option<&'static str> {
+        let playable = self.change_rate.is_finite() && self.change_rate > 0.0 && self.change_rate <= 10_000.0;
+        (!playable).then_some("--change-rate must be between 0 and 10000 changes per second")
+    }
 }
 
 /// One phase's result.
@@ -196,7 +220,7 @@ pub async fn run(options: &PresenceOptions) -> anyhow::Result<PresenceReport> {
     conns.retain(|c| !subject_set.contains(&c.user));
 
     // crash
-    if options.crash {
+    if !options.no_crash {
         let phase = begin(&shared, "crash");
         let victims: Vec<(UserId, OrgId)> =
             conns.iter().filter(|c| c.gateway == 0).map(|c| (c.user, c.org)).collect();

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use clap::builder::TypedValueParser as _;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
@@ -18,16 +19,23 @@ use threadspace_store::messages::{self, MessageRow, Sink};
 
 use crate::{latency_histogram, summary};
 
-#[derive(Clone, Debug)]
+/// The flags of `loadgen writer`.
+#[derive(Clone, Debug, clap::Args)]
 pub struct WriterOptions {
+    #[arg(long, default_value = "300000", value_parser = clap::value_parser!(u64).range(5_000..=10_000_000).map(|n| n as usize))]
     pub rows: usize,
-    /// Concurrent writers (connections), each with its own share of the rows, as bridge
-    /// partitions write concurrently; COPY runs with the same number of streams.
+    /// Concurrent writers (bridge partitions write concurrently); COPY uses as many streams.
+    // Each writer is a connection with its own share of the rows.
+    #[arg(long, default_value = "2", value_parser = clap::value_parser!(u64).range(1..=64).map(|n| n as usize))]
     pub writers: usize,
+    /// Batch sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000", value_parser = clap::value_parser!(u64).range(1..=50_000).map(|n| n as usize))]
     pub batch_sizes: Vec<usize>,
-    /// Fail unless every batch size reaches this share of COPY's rows/s …
+    /// Exit non-zero unless every batch size reaches this fraction of COPY's rows/s (e.g. 0.5).
+    #[arg(long)]
     pub min_copy_ratio: Option<f64>,
-    /// … and this many rows/s.
+    /// Exit non-zero unless every batch size reaches this many rows/s.
+    #[arg(long)]
     pub min_rows_per_second: Option<f64>,
 }
 

@@ -1,9 +1,10 @@
 //! Everything that crosses a ThreadSpace process boundary: the WebSocket frames (`frames`), the
 //! record stored in JetStream (`stored`), the token format (`token`), the subject layout and
-//! partition routing (`subjects`), and a reference client (`client`) used by loadgen, the tests
-//! and the local-stack demo. Nothing else is shared between processes.
+//! partition routing (`subjects`). Nothing else is shared between processes.
+//!
+//! This crate is pure protocol: its only dependencies are serde and the token code's crypto
+//! (no async runtime, no HTTP, no sockets). The reference client lives in `threadspace-client`.
 
-pub mod client;
 pub mod frames;
 pub mod ids;
 pub mod stored;

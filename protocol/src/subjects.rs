@@ -92,6 +92,26 @@ pub fn membership_subject(org: OrgId) -> String {
     format!("{MEMBERSHIP_PREFIX}.{org}")
 }
 
+/// Every org's typing indicators (a gateway's subscription).
+pub fn all_typing() -> String {
+    format!("{TYPING_PREFIX}.>")
+}
+
+/// Every org's read-marker announcements (a gateway's subscription).
+pub fn all_reads() -> String {
+    format!("{READ_PREFIX}.>")
+}
+
+/// Every org's membership changes (a gateway's subscription).
+pub fn all_membership() -> String {
+    format!("{MEMBERSHIP_PREFIX}.>")
+}
+
+/// Every gateway's presence heartbeats.
+pub fn all_heartbeats() -> String {
+    format!("{HEARTBEAT_PREFIX}.*")
+}
+
 /// Parses `msg.<partition>.<org>.<channel>` into its parts; `None` for any other shape.
 pub fn parse_message_subject(subject: &str) -> Option<(u32, OrgId, ChannelId)> {
     let mut parts = subject.split('.');

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use threadspace_client::{Client, ConnectOptions, Incoming};
 use threadspace_devstack::{Stack, StackOptions};
-use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{ClientFrame, MessageFrame, ServerFrame, Welcome};
 use threadspace_protocol::{ChannelId, OrgId, UserId};
 use threadspace_store::seed::SeedSpec;
@@ -282,26 +282,132 @@ pub async fn wait_indexed(stack: &Stack, count: i64, timeout: Duration) -> anyho
     }
 }
 
-/// `GET path` on gateway `gateway` with a bearer token: status and parsed JSON body.
+/// `GET path` on the stack's api service with a bearer token: status and parsed JSON body,
+/// checked against the served OpenAPI document (see [`rest`]).
 pub async fn get_json(
     stack: &Stack,
-    gateway: usize,
     path: &str,
     token: Option<&str>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    let (status, body) =
-        threadspace_devstack::stack::http_request(stack.gateways[gateway].port, "GET", path, token)
-            .await
-            .ok_or_else(|| anyhow::anyhow!("GET {path}: no response"))?;
-    let value =
-        serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("GET {path}: {status} {body:?}: {e}"))?;
+    rest(stack, "GET", path, token).await
+}
+
+/// A REST request to the stack's api service: status and parsed JSON body. Every answer is
+/// checked against the OpenAPI document the service serves (`/v1/openapi.json`): the status
+/// must be documented for the route and method, and the body must match its schema. Answers
+/// for routes or methods the document does not have (404, 405) must have the error shape.
+pub async fn rest(
+    stack: &Stack,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let port = stack.api.port;
+    let (status, body) = threadspace_client::rest::http_request(port, method, path, token)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("{method} {path}: no response from the api service"))?;
+    let value: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| anyhow::anyhow!("{method} {path}: {status} {body:?}: {e}"))?;
+    let (_, document) = threadspace_client::rest::http_get(port, "/v1/openapi.json")
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no OpenAPI document on the api service"))?;
+    let document: serde_json::Value = serde_json::from_str(&document)?;
+    openapi::check(&document, method, path, status, &value).map_err(|e| {
+        anyhow::anyhow!("{method} {path} → {status} {value}: not as the OpenAPI document says: {e}")
+    })?;
     Ok((status, value))
+}
+
+/// Checking responses against an OpenAPI 3.1 document (its schemas are JSON Schema 2020-12).
+pub mod openapi {
+    use serde_json::Value;
+
+    /// Checks one response: `Err` says what does not match.
+    pub fn check(
+        document: &Value,
+        method: &str,
+        path: &str,
+        status: u16,
+        body: &Value,
+    ) -> Result<(), String> {
+        let path = path.split('?').next().unwrap_or(path);
+        let operation = document["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .find(|(template, _)| matches_template(template, path))
+            .and_then(|(_, item)| item.get(method.to_ascii_lowercase()));
+        let schema = match operation {
+            Some(operation) => {
+                let response = operation["responses"]
+                    .get(status.to_string())
+                    .or_else(|| operation["responses"].get("default"))
+                    .ok_or_else(|| format!("status {status} is not documented for this operation"))?;
+                response["content"]["application/json"]["schema"].clone()
+            }
+            // Not a documented operation: only the shared error shape may answer.
+            None if status == 404 || status == 405 => {
+                serde_json::json!({ "$ref": "#/components/schemas/ErrorBody" })
+            }
+            None => return Err(format!("no documented operation, yet status {status}")),
+        };
+        if schema.is_null() {
+            return Err("the documented response has no application/json schema".into());
+        }
+        let mut root = schema;
+        root["components"] = document["components"].clone();
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&root)
+            .map_err(|e| format!("the document's schema does not compile: {e}"))?;
+        let errors: Vec<String> =
+            validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Whether a concrete path matches a template such as `/v1/channels/{channel}/messages`.
+    fn matches_template(template: &str, path: &str) -> bool {
+        let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
+        t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn document() -> Value {
+            serde_json::json!({
+                "paths": { "/v1/things/{id}": { "get": { "responses": {
+                    "200": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Thing" } } } }
+                } } } },
+                "components": { "schemas": {
+                    "Thing": { "type": "object", "required": ["id"], "properties": { "id": { "type": "integer" } } },
+                    "ErrorBody": { "type": "object", "required": ["error"] }
+                } }
+            })
+        }
+
+        #[test]
+        fn a_response_must_match_its_documented_schema_and_status() {
+            let doc = document();
+            assert_eq!(check(&doc, "GET", "/v1/things/3?x=1", 200, &serde_json::json!({ "id": 3 })), Ok(()));
+            assert!(check(&doc, "GET", "/v1/things/3", 200, &serde_json::json!({ "id": "3" })).is_err());
+            assert!(check(&doc, "GET", "/v1/things/3", 500, &serde_json::json!({})).is_err());
+            assert!(check(&doc, "POST", "/v1/things/3", 405, &serde_json::json!({ "error": {} })).is_ok());
+            assert!(check(&doc, "POST", "/v1/things/3", 405, &serde_json::json!({ "oops": 1 })).is_err());
+            assert!(check(&doc, "GET", "/v1/other", 200, &serde_json::json!({})).is_err());
+        }
+    }
 }
 
 /// A metric's value summed over its label sets whose labels contain `labels` (e.g.
 /// `sink="archive"`, or "" for all), from an HTTP `/metrics` on 127.0.0.1:`port`.
 pub async fn metric(port: u16, name: &str, labels: &str) -> anyhow::Result<f64> {
-    threadspace_devstack::stack::metric_sum(port, name, labels)
+    threadspace_client::rest::metric_sum(port, name, labels)
         .await
         .ok_or_else(|| anyhow::anyhow!("no /metrics on port {port}"))
 }

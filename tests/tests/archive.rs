@@ -165,7 +165,7 @@ async fn postgres_down_for_30s_live_delivery_continues_and_the_table_catches_up(
     assert_eq!(live.iter().map(|m| m.seq).collect::<Vec<_>>(), acked, "bob got every message live, in order");
     // History says so clearly while Postgres is away (and comes back with it).
     let path = format!("/v1/channels/{general}/messages?limit=5");
-    let (status, body) = get_json(&fx.stack, 1, &path, Some(&fx.token("bob"))).await?;
+    let (status, body) = get_json(&fx.stack, &path, Some(&fx.token("bob"))).await?;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
     let failures =
         metric(fx.stack.bridges[0].port, "threadspace_bridge_write_errors_total", "sink=\"archive\"").await?;
@@ -178,7 +178,7 @@ async fn postgres_down_for_30s_live_delivery_continues_and_the_table_catches_up(
         acked,
         "the table caught up completely, once each"
     );
-    let (status, page) = get_json(&fx.stack, 1, &path, Some(&fx.token("bob"))).await?;
+    let (status, page) = get_json(&fx.stack, &path, Some(&fx.token("bob"))).await?;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["messages"][4]["seq"].as_u64(), acked.last().copied(), "history is back");
     Ok(())
@@ -312,7 +312,7 @@ async fn page_all(
             (false, Some(before)) => format!("/v1/channels/{channel}/messages?before={before}&limit={limit}"),
             _ => format!("/v1/channels/{channel}/messages?limit={limit}"),
         };
-        let (status, page) = get_json(&fx.stack, 0, &path, Some(token)).await?;
+        let (status, page) = get_json(&fx.stack, &path, Some(token)).await?;
         anyhow::ensure!(status == 200, "{path}: {status} {page}");
         let got: Vec<u64> = page["messages"]
             .as_array()
@@ -360,7 +360,7 @@ async fn history_pages_across_partition_boundaries_are_complete_and_ordered() ->
     assert_eq!(page_all(&fx, &token, general.0, 4, true).await?, in_general, "forward pages");
     // A page's fields are the live frame's.
     let (_, page) =
-        get_json(&fx.stack, 0, &format!("/v1/channels/{general}/messages?limit=1"), Some(&token)).await?;
+        get_json(&fx.stack, &format!("/v1/channels/{general}/messages?limit=1"), Some(&token)).await?;
     let last = &page["messages"][0];
     assert_eq!(
         (last["body"].as_str(), last["sender"].as_i64()),
@@ -371,7 +371,6 @@ async fn history_pages_across_partition_boundaries_are_complete_and_ordered() ->
     let (a, b) = (in_general[3], in_general[9]);
     let (_, page) = get_json(
         &fx.stack,
-        0,
         &format!("/v1/channels/{general}/messages?after={a}&before={b}&limit=200"),
         Some(&token),
     )
@@ -405,7 +404,7 @@ async fn history_pages_across_partition_boundaries_are_complete_and_ordered() ->
         ("/v1/channels/zero/messages".to_owned(), Some(token.clone()), 400, "invalid_parameter", "`channel`"),
     ];
     for (path, token, status, code, mentions) in cases {
-        let (got, body) = get_json(&fx.stack, 0, &path, token.as_deref()).await?;
+        let (got, body) = get_json(&fx.stack, &path, token.as_deref()).await?;
         assert_eq!(got, status, "{path}: {body}");
         assert_eq!(body["error"]["code"], code, "{path}: {body}");
         let message = body["error"]["message"].as_str().unwrap_or_default();
@@ -455,10 +454,9 @@ async fn search_finds_words_respects_membership_and_never_crosses_orgs() -> anyh
         send_and_ack(&mut insider, private, "s4", "secret deploy plans").await?;
         expected_rows += 1;
     }
-    let mut outsider = threadspace_protocol::client::Client::connect(
-        &threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(1)),
-    )
-    .await?;
+    let mut outsider =
+        threadspace_client::Client::connect(&threadspace_client::ConnectOptions::new(fx.stack.ws_url(1)))
+            .await?;
     outsider.hello(&fx.stack.token(mallory, other_org), None, threadspace_tests::WAIT).await?;
     send_and_ack(&mut outsider, other_general, "s5", "deploy in the other org").await?;
     expected_rows += 1;
@@ -466,39 +464,39 @@ async fn search_finds_words_respects_membership_and_never_crosses_orgs() -> anyh
     wait_indexed(&fx.stack, expected_rows as i64, Duration::from_secs(30)).await?;
 
     let token = fx.token("alice");
-    let (status, found) = get_json(&fx.stack, 0, "/v1/search?q=deploy%20pipeline", Some(&token)).await?;
+    let (status, found) = get_json(&fx.stack, "/v1/search?q=deploy%20pipeline", Some(&token)).await?;
     assert_eq!(status, 200, "{found}");
     let seqs = |v: &serde_json::Value| -> Vec<u64> {
         v["hits"].as_array().expect("hits").iter().map(|h| h["seq"].as_u64().expect("seq")).collect()
     };
     assert_eq!(seqs(&found), vec![best], "both words must match (web-search syntax)");
-    let (_, found) = get_json(&fx.stack, 0, "/v1/search?q=deploy", Some(&token)).await?;
+    let (_, found) = get_json(&fx.stack, "/v1/search?q=deploy", Some(&token)).await?;
     assert_eq!(
         seqs(&found).iter().copied().collect::<BTreeSet<_>>(),
         BTreeSet::from([best, second]),
         "stemmed; only alice's channels, only her org: {found}"
     );
     // Pagination through the ranking.
-    let (_, first) = get_json(&fx.stack, 0, "/v1/search?q=deploy&limit=1", Some(&token)).await?;
+    let (_, first) = get_json(&fx.stack, "/v1/search?q=deploy&limit=1", Some(&token)).await?;
     let cursor = first["next_cursor"].as_str().expect("a next page").to_owned();
     let (_, next) =
-        get_json(&fx.stack, 0, &format!("/v1/search?q=deploy&limit=1&cursor={cursor}"), Some(&token)).await?;
+        get_json(&fx.stack, &format!("/v1/search?q=deploy&limit=1&cursor={cursor}"), Some(&token)).await?;
     let mut both = seqs(&first);
     both.extend(seqs(&next));
     assert_eq!(both.iter().copied().collect::<BTreeSet<_>>(), BTreeSet::from([best, second]));
     // One channel only.
     let (_, only) =
-        get_json(&fx.stack, 0, &format!("/v1/search?q=deploy&channel={random}"), Some(&token)).await?;
+        get_json(&fx.stack, &format!("/v1/search?q=deploy&channel={random}"), Some(&token)).await?;
     assert_eq!(seqs(&only), vec![second]);
     // The other org's user finds only their own org's message.
     let (_, theirs) =
-        get_json(&fx.stack, 1, "/v1/search?q=deploy", Some(&fx.stack.token(mallory, other_org))).await?;
+        get_json(&fx.stack, "/v1/search?q=deploy", Some(&fx.stack.token(mallory, other_org))).await?;
     assert_eq!(theirs["hits"].as_array().map(Vec::len), Some(1), "{theirs}");
     assert_eq!(theirs["hits"][0]["channel"].as_i64(), Some(other_general.0));
     if let Some(handle) = &insider_handle {
-        let (_, inside) = get_json(&fx.stack, 1, "/v1/search?q=secret", Some(&fx.token(handle))).await?;
+        let (_, inside) = get_json(&fx.stack, "/v1/search?q=secret", Some(&fx.token(handle))).await?;
         assert_eq!(inside["hits"].as_array().map(Vec::len), Some(1), "members find the private message");
-        let (_, outside) = get_json(&fx.stack, 0, "/v1/search?q=secret", Some(&token)).await?;
+        let (_, outside) = get_json(&fx.stack, "/v1/search?q=secret", Some(&token)).await?;
         assert_eq!(outside["hits"].as_array().map(Vec::len), Some(0), "non-members do not");
     }
 
@@ -513,7 +511,7 @@ async fn search_finds_words_respects_membership_and_never_crosses_orgs() -> anyh
         (format!("/v1/search?q=deploy&channel={private}"), 403, "not_member", "channel"),
     ];
     for (path, status, code, mentions) in cases {
-        let (got, body) = get_json(&fx.stack, 0, &path, Some(&token)).await?;
+        let (got, body) = get_json(&fx.stack, &path, Some(&token)).await?;
         assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{path}: {body}");
         assert!(body["error"]["message"].as_str().unwrap_or_default().contains(mentions), "{path}: {body}");
     }
@@ -522,7 +520,7 @@ async fn search_finds_words_respects_membership_and_never_crosses_orgs() -> anyh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_gap_older_than_the_stream_tail_is_served_by_history() -> anyhow::Result<()> {
-    use threadspace_protocol::client::Incoming;
+    use threadspace_client::Incoming;
     use threadspace_protocol::frames::ServerFrame;
     let fx = fixture(&[]).await?;
     let general = fx.channel("general").await;
@@ -541,12 +539,7 @@ async fn a_resume_gap_older_than_the_stream_tail_is_served_by_history() -> anyho
     stream.purge().sequence(acked[7]).await?;
 
     let (mut bob, _) = fx
-        .connect_with(
-            "bob",
-            1,
-            Some(cursor),
-            threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(1)),
-        )
+        .connect_with("bob", 1, Some(cursor), threadspace_client::ConnectOptions::new(fx.stack.ws_url(1)))
         .await?;
     let mut gap = None;
     let mut replayed = Vec::new();
@@ -565,7 +558,7 @@ async fn a_resume_gap_older_than_the_stream_tail_is_served_by_history() -> anyho
     assert_eq!(replayed, acked[7..].to_vec(), "the retained tail is replayed");
     let path =
         format!("/v1/channels/{general}/messages?after={after_seq}&before={}&limit=200", through_seq + 1);
-    let (status, page) = get_json(&fx.stack, 1, &path, Some(&fx.token("bob"))).await?;
+    let (status, page) = get_json(&fx.stack, &path, Some(&fx.token("bob"))).await?;
     assert_eq!(status, 200, "{page}");
     let from_history: Vec<u64> = page["messages"]
         .as_array()
@@ -713,7 +706,7 @@ async fn a_postgres_switchover_is_followed_and_loses_nothing() -> anyhow::Result
 
 /// Sends until one is acked (the gateway answers `unavailable` while NATS is away).
 async fn send_when_nats_is_back(
-    client: &mut threadspace_protocol::client::Client,
+    client: &mut threadspace_client::Client,
     channel: threadspace_protocol::ChannelId,
     id: &str,
 ) -> anyhow::Result<u64> {

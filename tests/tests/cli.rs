@@ -4,10 +4,10 @@
 use std::process::Command;
 use std::time::Duration;
 
+use threadspace_client::{Client, ConnectOptions};
 use threadspace_devstack::process::alive;
 use threadspace_devstack::stack::read_state;
 use threadspace_devstack::tools;
-use threadspace_protocol::client::{Client, ConnectOptions};
 use threadspace_tests::{recv_messages, send_and_ack, WAIT};
 
 /// Stops the stack even if the test fails half-way.
@@ -34,7 +34,19 @@ async fn up_prints_a_working_stack_and_down_stops_it() -> anyhow::Result<()> {
     let _down = Down(dir.clone());
     let up = dev(
         &dir,
-        &["up", "--nats-port", "0", "--postgres-port", "0", "--gateway-port", "0", "--gateways", "2"],
+        &[
+            "up",
+            "--nats-port",
+            "0",
+            "--postgres-port",
+            "0",
+            "--gateway-port",
+            "0",
+            "--api-port",
+            "0",
+            "--gateways",
+            "2",
+        ],
     )?;
     let stdout = String::from_utf8_lossy(&up.stdout);
     assert!(up.status.success(), "up failed:\n{stdout}\n{}", String::from_utf8_lossy(&up.stderr));
@@ -67,11 +79,19 @@ async fn up_prints_a_working_stack_and_down_stops_it() -> anyhow::Result<()> {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no user `nobody`"));
 
+    // The REST API the output points at answers, and serves its OpenAPI document.
     let state = read_state(&dir).expect("state recorded");
+    let api = state.api.as_ref().expect("the stack runs the api service");
+    assert!(stdout.contains(&format!("{}/v1/openapi.json", api.url)), "{stdout}");
+    let (status, document) =
+        threadspace_client::rest::http_get(api.port, "/v1/openapi.json").await.expect("the api answers");
+    assert_eq!(status, 200);
+    assert!(document.contains("/v1/search"), "{document}");
+
     let down = dev(&dir, &["down"])?;
     assert!(down.status.success());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    for pid in state.gateways.iter().map(|g| g.pid).chain([state.nats.pid, state.postgres.pid]) {
+    for pid in state.gateways.iter().map(|g| g.pid).chain([api.pid, state.nats.pid, state.postgres.pid]) {
         assert!(!alive(pid), "pid {pid} still running after down");
     }
     Ok(())
@@ -125,6 +145,26 @@ fn configuration_errors_exit_64_and_name_the_flag() -> anyhow::Result<()> {
             "--postgres-url",
         ),
         ("threadspace-bridge", vec!["--nats-url", "nats://[::1", "--postgres-url", pg], "--nats-url"),
+        (
+            "threadspace-api",
+            vec!["--nats-url", nats, "--postgres-url", pg, "--jwks", "/nonexistent/jwks.json"],
+            "--jwks",
+        ),
+        (
+            "threadspace-api",
+            vec!["--nats-url", nats, "--postgres-url", "postgres://127.0.0.1:notaport/x", "--jwks", jwks],
+            "--postgres-url",
+        ),
+        (
+            "threadspace-api",
+            vec!["--nats-url", "nats://[::1", "--postgres-url", pg, "--jwks", jwks],
+            "--nats-url",
+        ),
+        (
+            "threadspace-api",
+            vec!["--postgres-url", pg, "--jwks", jwks, "--history-pool", "0"],
+            "--history-pool",
+        ),
     ];
     for (binary, args, flag) in cases {
         let (code, stderr) = run_binary(binary, args)?;

@@ -101,7 +101,7 @@ async fn retry_on_the_other_gateway_returns_the_same_seq_and_stores_once() -> an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_a_sigkilled_gateway_resume_elsewhere_without_gaps_or_duplicates() -> anyhow::Result<()> {
-    use threadspace_protocol::client::{ConnectOptions, Incoming};
+    use threadspace_client::{ConnectOptions, Incoming};
     use threadspace_protocol::frames::ServerFrame;
 
     // alice sends ~100+ frames per second: over the default send and frame limits.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fastwebsockets::OpCode;
-use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
+use threadspace_client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{close_code, ErrorCode, ServerFrame};
 use threadspace_protocol::token::{Claims, Identity, SigningKey, TokenRequest};
 use threadspace_protocol::ChannelId;

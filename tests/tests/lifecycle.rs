@@ -3,10 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use threadspace_devstack::stack::http_request;
-use threadspace_protocol::client::Incoming;
+use threadspace_client::Incoming;
 use threadspace_protocol::frames::{close_code, ErrorCode, MemberChange, ServerFrame};
-use threadspace_tests::{expect_no_message, recv_messages, recv_until, send_and_ack, Fixture};
+use threadspace_tests::{expect_no_message, recv_messages, recv_until, rest, send_and_ack, Fixture};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_sends_reconnect_closes_1001_and_exits_zero_within_grace() -> anyhow::Result<()> {
@@ -30,10 +29,7 @@ async fn sigterm_sends_reconnect_closes_1001_and_exits_zero_within_grace() -> an
         let close = recv_until(client, "close", |i| matches!(i, Incoming::Close { .. })).await?;
         assert_eq!(close, Incoming::Close { code: close_code::GOING_AWAY, reason: "draining".into() });
     }
-    assert!(
-        threadspace_devstack::stack::http_status(port, "/readyz").await.is_none(),
-        "the listener is closed"
-    );
+    assert!(threadspace_client::rest::http_status(port, "/readyz").await.is_none(), "the listener is closed");
     // The other gateway still serves.
     let (mut carol, _) = fx.connect("carol", 1).await?;
     let general = fx.channel("general").await;
@@ -50,10 +46,9 @@ async fn membership_changes_reach_live_connections_on_every_gateway() -> anyhow:
     let (outsider, _) = directory.user_by_handle("test-1", "mallory").await?.expect("seeded");
     assert!(!directory.is_member(team, outsider).await?);
     let outsider_token = fx.stack.token(outsider, fx.org);
-    let mut out_client = threadspace_protocol::client::Client::connect(
-        &threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(1)),
-    )
-    .await?;
+    let mut out_client =
+        threadspace_client::Client::connect(&threadspace_client::ConnectOptions::new(fx.stack.ws_url(1)))
+            .await?;
     out_client.hello(&outsider_token, None, threadspace_tests::WAIT).await?;
     let (mut alice, _) = fx.connect("alice", 0).await?;
 
@@ -69,11 +64,11 @@ async fn membership_changes_reach_live_connections_on_every_gateway() -> anyhow:
     })
     .await?;
 
-    // Joining a public channel is allowed for oneself; the gateway on the other side learns it.
-    let port = fx.stack.gateways[0].port;
+    // Joining a public channel is allowed for oneself (over the api service); the gateway on
+    // the other side learns it.
+    let stack = &fx.stack;
     let path = format!("/v1/channels/{team}/members/{outsider}");
-    let (status, body) =
-        http_request(port, "PUT", &path, Some(&outsider_token)).await.expect("gateway answers");
+    let (status, body) = rest(stack, "PUT", &path, Some(&outsider_token)).await?;
     assert_eq!(status, 200, "{body}");
     recv_until(&mut out_client, "member joined", |i| {
         matches!(i, Incoming::Frame(ServerFrame::Member { change: MemberChange::Joined, .. }))
@@ -89,10 +84,10 @@ async fn membership_changes_reach_live_connections_on_every_gateway() -> anyhow:
 
     // carol (a plain member; bob is the seeded admin) may not remove someone else; the user may leave.
     let carol_token = fx.token("carol");
-    let (status, body) = http_request(port, "DELETE", &path, Some(&carol_token)).await.expect("answers");
+    let (status, body) = rest(stack, "DELETE", &path, Some(&carol_token)).await?;
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("forbidden"));
-    let (status, _) = http_request(port, "DELETE", &path, Some(&outsider_token)).await.expect("answers");
+    assert!(body.to_string().contains("forbidden"));
+    let (status, _) = rest(stack, "DELETE", &path, Some(&outsider_token)).await?;
     assert_eq!(status, 200);
     recv_until(&mut out_client, "member left", |i| {
         matches!(i, Incoming::Frame(ServerFrame::Member { change: MemberChange::Left, .. }))
@@ -102,20 +97,16 @@ async fn membership_changes_reach_live_connections_on_every_gateway() -> anyhow:
     expect_no_message(&mut out_client, Duration::from_millis(500)).await?;
 
     // Bad REST input says what was wrong.
-    let (status, body) = http_request(port, "PUT", "/v1/channels/abc/members/1", Some(&outsider_token))
-        .await
-        .expect("answers");
+    let (status, body) = rest(stack, "PUT", "/v1/channels/abc/members/1", Some(&outsider_token)).await?;
     assert_eq!(status, 400);
-    assert!(body.contains("channel"), "{body}");
-    let (status, _) = http_request(port, "PUT", &path, None).await.expect("answers");
+    assert!(body.to_string().contains("channel"), "{body}");
+    let (status, _) = rest(stack, "PUT", &path, None).await?;
     assert_eq!(status, 401);
-    let (status, _) = http_request(port, "PUT", &path, Some("garbage")).await.expect("answers");
+    let (status, _) = rest(stack, "PUT", &path, Some("garbage")).await?;
     assert_eq!(status, 401);
-    let (status, _) = http_request(port, "PUT", "/v1/channels/999999/members/1", Some(&outsider_token))
-        .await
-        .expect("answers");
+    let (status, _) = rest(stack, "PUT", "/v1/channels/999999/members/1", Some(&outsider_token)).await?;
     assert_eq!(status, 404);
-    let (status, _) = http_request(port, "POST", &path, Some(&outsider_token)).await.expect("answers");
+    let (status, _) = rest(stack, "POST", &path, Some(&outsider_token)).await?;
     assert_eq!(status, 405);
     Ok(())
 }
@@ -132,12 +123,7 @@ async fn resume_beyond_the_replay_limit_says_history_is_required() -> anyhow::Re
     }
     // bob was away since `cursor`: 12 missed, 5 may be replayed.
     let (mut bob, _) = fx
-        .connect_with(
-            "bob",
-            0,
-            Some(cursor),
-            threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(0)),
-        )
+        .connect_with("bob", 0, Some(cursor), threadspace_client::ConnectOptions::new(fx.stack.ws_url(0)))
         .await?;
     let mut replayed = Vec::new();
     loop {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
+use threadspace_client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{
     close_code, ClientFrame, ClientStatus, ErrorCode, PresenceEntry, PresenceStatus, ServerFrame,
 };

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use threadspace_protocol::client::{Client, Incoming};
+use threadspace_client::{Client, Incoming};
 use threadspace_protocol::frames::{ChannelKind, ClientFrame, ErrorCode, ServerFrame, Welcome};
 use threadspace_protocol::{ChannelId, Seq, UserId};
 use threadspace_tests::{frames_within, recv_until, send_and_ack, Fixture};
@@ -52,8 +52,7 @@ async fn read_markers_sync_devices_show_seen_in_dms_survive_restarts_and_never_m
     let (mut alice_phone, _) = fx.connect("alice", 1).await?;
     let (mut carol, _) = fx.connect("carol", 1).await?;
     let (mut bob, _) = fx.connect("bob", 0).await?;
-    let mut outsider =
-        Client::connect(&threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(1))).await?;
+    let mut outsider = Client::connect(&threadspace_client::ConnectOptions::new(fx.stack.ws_url(1))).await?;
     outsider.hello(&fx.stack.token(mallory, other_org), None, threadspace_tests::WAIT).await?;
 
     let mut seqs = Vec::new();

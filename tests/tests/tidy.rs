@@ -1,6 +1,6 @@
 //! Tidy checks: the dashboards, alerts, manifests and docs agree with the code.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
@@ -49,7 +49,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 }
 
 fn declared_metrics() -> BTreeSet<String> {
-    let code = read("gateway/src/metrics.rs") + &read("broker-bridge/src/metrics.rs");
+    let code =
+        read("gateway/src/metrics.rs") + &read("broker-bridge/src/metrics.rs") + &read("api/src/metrics.rs");
     code.lines()
         .filter_map(|l| l.trim().strip_prefix("pub const "))
         .filter_map(|l| l.split('"').nth(1))
@@ -145,6 +146,7 @@ fn every_env_var_in_k8s_is_a_real_option() {
     for (config, manifest, prefix) in [
         ("gateway/src/config.rs", "k8s/gateway.yaml", "THREADSPACE_GATEWAY_"),
         ("broker-bridge/src/config.rs", "k8s/bridge.yaml", "THREADSPACE_BRIDGE_"),
+        ("api/src/config.rs", "k8s/api.yaml", "THREADSPACE_API_"),
         ("store/src/bin/threadspace-store.rs", "k8s/bridge.yaml", "THREADSPACE_POSTGRES_"),
     ] {
         let code = read(config);
@@ -206,19 +208,19 @@ fn every_error_code_is_documented() {
     }
 }
 
-#[test]
-fn every_http_error_the_gateway_answers_is_documented_with_its_status() {
-    let doc = read("docs/protocol.md");
+/// Every `(status, code)` error answer constructed in `files`: calls of the form
+/// `…(StatusCode::FORBIDDEN, "origin_not_allowed", …)`, formatting folded.
+fn error_answers(files: &[&str]) -> BTreeSet<(&'static str, String)> {
     let mut answered = BTreeSet::new();
-    for file in ["gateway/src/http.rs", "gateway/src/history.rs", "gateway/src/membership.rs"] {
+    for file in files {
         let code = read(file).split_whitespace().collect::<Vec<_>>().join(" ");
-        // `error(StatusCode::FORBIDDEN, "origin_not_allowed", …)`, formatting folded.
-        for call in code.split("error( StatusCode::").chain(code.split("error(StatusCode::")).skip(1) {
+        for call in code.split("(StatusCode::").skip(1).chain(code.split("( StatusCode::").skip(1)) {
             let Some((status, rest)) = call.split_once(',') else { continue };
             let Some(name) = rest.trim_start().strip_prefix('"').and_then(|r| r.split('"').next()) else {
                 continue;
             };
             let numeric = match status.trim() {
+                "OK" => continue,
                 "BAD_REQUEST" => "400",
                 "UNAUTHORIZED" => "401",
                 "FORBIDDEN" => "403",
@@ -231,15 +233,338 @@ fn every_http_error_the_gateway_answers_is_documented_with_its_status() {
             answered.insert((numeric, name.to_owned()));
         }
     }
-    assert!(answered.len() >= 8, "error answers found: {answered:?}");
-    let undocumented: Vec<_> = answered
+    answered
+}
+
+/// The answers in `answered` that `doc` does not list: documented means the code appears on a
+/// line (table row or sentence) with its status.
+fn undocumented<'a>(
+    doc: &str,
+    answered: &'a BTreeSet<(&'static str, String)>,
+) -> Vec<&'a (&'static str, String)> {
+    answered
         .iter()
         .filter(|(status, name)| {
-            // Documented means: the code appears on a line (table row or sentence) with its status.
             !doc.lines().any(|l| l.contains(&format!("`{name}`")) && l.contains(*status))
         })
+        .collect()
+}
+
+#[test]
+fn every_http_error_the_gateway_answers_is_documented_with_its_status() {
+    let answered = error_answers(&["gateway/src/edge/http.rs"]);
+    assert!(answered.len() >= 5, "error answers found: {answered:?}");
+    let missing = undocumented(&read("docs/protocol.md"), &answered);
+    assert!(missing.is_empty(), "docs/protocol.md lacks these (status, code) answers: {missing:?}");
+}
+
+#[test]
+fn every_error_the_api_answers_is_documented_with_its_status() {
+    let mut files = Vec::new();
+    files_under(&root().join("api/src"), "rs", &mut files);
+    let files: Vec<String> =
+        files.iter().map(|f| f.strip_prefix(root()).expect("under the root").display().to_string()).collect();
+    let answered = error_answers(&files.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(answered.len() >= 8, "error answers found: {answered:?}");
+    let missing = undocumented(&read("docs/api.md"), &answered);
+    assert!(missing.is_empty(), "docs/api.md lacks these (status, code) answers: {missing:?}");
+}
+
+#[test]
+fn the_committed_openapi_document_is_the_one_the_api_serves() {
+    let generated = threadspace_api::openapi_document().to_pretty_json().expect("serializes");
+    let committed = read("docs/openapi.json");
+    assert!(
+        committed.trim_end() == generated.trim_end(),
+        "docs/openapi.json is stale: regenerate it with `cargo run -q --bin threadspace-api -- openapi > docs/openapi.json`"
+    );
+}
+
+/// The module graph of one crate: `crate::…`, `super::…` and `self::…` paths in each file
+/// (outside comments and unit tests), resolved to the deepest module that exists (an item of
+/// the crate root, such as a re-export, is an edge to the root). Edges to oneself are
+/// dropped; `mod x;` declarations are not edges.
+fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    files_under(src, "rs", &mut files);
+    let module_of = |file: &Path| -> Option<String> {
+        let rel = file.strip_prefix(src).ok()?.with_extension("");
+        let parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        match parts.as_slice() {
+            [only] if only == "main" => None,
+            [first, ..] if first == "bin" => None,
+            [only] if only == "lib" => Some("crate".to_owned()),
+            [.., last] if last == "mod" => Some(format!("crate::{}", parts[..parts.len() - 1].join("::"))),
+            _ => Some(format!("crate::{}", parts.join("::"))),
+        }
+    };
+    let modules: BTreeMap<String, PathBuf> =
+        files.iter().filter_map(|f| Some((module_of(f)?, f.clone()))).collect();
+    let resolve = |path: &str| -> Option<String> {
+        let mut segments: Vec<&str> = path.split("::").collect();
+        while !segments.is_empty() {
+            let candidate = segments.join("::");
+            if modules.contains_key(&candidate) {
+                return Some(candidate);
+            }
+            segments.pop();
+        }
+        None
+    };
+    let mut graph = BTreeMap::new();
+    for (module, file) in &modules {
+        let text = std::fs::read_to_string(file).expect("readable");
+        // Unit tests (`#[cfg(test)] mod tests { use super::*; }`, by convention at the end)
+        // see their own module as `super`: they are not part of the module graph.
+        let text = text.split("#[cfg(test)]").next().unwrap_or("");
+        let mut edges = BTreeSet::new();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for (prefix, base) in [
+                ("crate::", "crate".to_owned()),
+                ("super::", module.rsplit_once("::").map_or("crate".to_owned(), |(p, _)| p.to_owned())),
+                ("self::", module.clone()),
+            ] {
+                let mut rest = line;
+                while let Some(at) = rest.find(prefix) {
+                    let preceded =
+                        rest[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_');
+                    rest = &rest[at + prefix.len()..];
+                    if preceded {
+                        continue;
+                    }
+                    let tail: String =
+                        rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+                    let full = format!("{base}::{}", tail.trim_end_matches(':'));
+                    // `crate::{a, b}` and `super::{x, y}` groups: each item is an edge.
+                    let targets: Vec<String> = if rest[tail.len()..].starts_with('{') || tail.ends_with("::")
+                    {
+                        let group = rest[tail.len()..].trim_start_matches('{');
+                        let group = group.split('}').next().unwrap_or("");
+                        group
+                            .split(',')
+                            .map(|item| format!("{}::{}", full.trim_end_matches("::"), item.trim()))
+                            .collect()
+                    } else {
+                        vec![full]
+                    };
+                    for target in targets {
+                        if let Some(to) = resolve(&target) {
+                            if &to != module {
+                                edges.insert(to);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        graph.insert(module.clone(), edges);
+    }
+    graph
+}
+
+/// A cycle in `graph`, if there is one (as the list of modules around it).
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        done: &mut BTreeSet<String>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = stack.iter().position(|n| n == node) {
+            let mut cycle = stack[at..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        stack.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, done, stack) {
+                return Some(cycle);
+            }
+        }
+        stack.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph.keys().find_map(|node| visit(node, graph, &mut done, &mut Vec::new()))
+}
+
+/// The crates of the workspace (directories with a `Cargo.toml` and a `src/`).
+fn workspace_crates() -> Vec<PathBuf> {
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(root())
+        .expect("the root is readable")
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.join("Cargo.toml").is_file() && p.join("src").is_dir())
         .collect();
-    assert!(undocumented.is_empty(), "docs/protocol.md lacks these (status, code) answers: {undocumented:?}");
+    crates.sort();
+    crates
+}
+
+#[test]
+fn no_crate_has_an_import_cycle_between_its_modules() {
+    let crates = workspace_crates();
+    assert!(crates.len() >= 8, "crates found: {crates:?}");
+    for krate in crates {
+        let graph = module_graph(&krate.join("src"));
+        if let Some(cycle) = find_cycle(&graph) {
+            panic!("{}: modules import each other in a cycle: {}", krate.display(), cycle.join(" → "));
+        }
+        // Folders too: the parts of a crate form layers (e.g. the gateway's edge → events →
+        // delivery), so no folder reaches back into one that uses it.
+        let mut folders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let top = |m: &str| m.split("::").take(2).collect::<Vec<_>>().join("::");
+        for (from, tos) in &graph {
+            for to in tos {
+                if top(from) != top(to) {
+                    folders.entry(top(from)).or_default().insert(top(to));
+                }
+            }
+        }
+        if let Some(cycle) = find_cycle(&folders) {
+            panic!(
+                "{}: top-level modules import each other in a cycle: {}",
+                krate.display(),
+                cycle.join(" → ")
+            );
+        }
+    }
+}
+
+#[test]
+fn the_cycle_finder_finds_cycles() {
+    let graph = |edges: &[(&str, &str)]| {
+        let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in edges {
+            g.entry((*a).to_owned()).or_default().insert((*b).to_owned());
+            g.entry((*b).to_owned()).or_default();
+        }
+        g
+    };
+    assert_eq!(find_cycle(&graph(&[("a", "b"), ("b", "c")])), None);
+    let cycle = find_cycle(&graph(&[("a", "b"), ("b", "c"), ("c", "a")])).expect("a cycle");
+    assert_eq!(cycle.first(), cycle.last());
+    assert_eq!(cycle.len(), 4, "{cycle:?}");
+    // And the parser sees `use` lines, groups and `super::`: this very crate's tests dir is not
+    // a crate, so check a small tree written for the purpose.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let src = dir.path();
+    std::fs::create_dir_all(src.join("a")).expect("mkdir");
+    std::fs::write(src.join("lib.rs"), "//! x\nmod a;\nmod b;\n").expect("write");
+    std::fs::write(src.join("a/mod.rs"), "//! x\nmod inner;\nuse crate::{b::Thing, b::Other};\n")
+        .expect("write");
+    std::fs::write(src.join("a/inner.rs"), "//! x\nuse super::Y;\n").expect("write");
+    std::fs::write(
+        src.join("b.rs"),
+        "//! x\n// use crate::a; (a comment is not an edge)\npub fn f() { crate::a::inner::g() }\n",
+    )
+    .expect("write");
+    let graph = module_graph(src);
+    assert_eq!(graph["crate::a"], BTreeSet::from(["crate::b".to_owned()]));
+    assert_eq!(graph["crate::a::inner"], BTreeSet::from(["crate::a".to_owned()]));
+    assert_eq!(graph["crate::b"], BTreeSet::from(["crate::a::inner".to_owned()]));
+    let cycle = find_cycle(&graph).expect("a → b → a::inner → a");
+    assert!(cycle.contains(&"crate::b".to_owned()), "{cycle:?}");
+}
+
+#[test]
+fn only_the_wiring_sees_the_whole_configuration_and_no_handler_takes_the_whole_service() {
+    // The gateway: no god object, and only the wiring (lib.rs) and main.rs read `Config`;
+    // every part gets its own settings and handles.
+    let mut files = Vec::new();
+    files_under(&root().join("gateway/src"), "rs", &mut files);
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable");
+        let name = file.strip_prefix(root()).expect("under the root").display().to_string();
+        assert!(!text.contains("struct State"), "{name}: a shared State struct is back");
+        if !["gateway/src/lib.rs", "gateway/src/main.rs", "gateway/src/config.rs"].contains(&name.as_str()) {
+            let code: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect();
+            // The word `Config` (not `stream::Config` or `OrderedConfig` of another crate).
+            let mentions = code.match_indices("Config").any(|(at, _)| {
+                let before = code[..at].chars().next_back();
+                let after = code[at + "Config".len()..].chars().next();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+                    && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            });
+            assert!(!mentions, "{name} reads the whole gateway Config; pass it what it needs");
+        }
+    }
+    // The api service: handlers extract their parts (`State<Auth>`, `State<Archive>`…), never
+    // the whole `Parts`.
+    let mut files = Vec::new();
+    files_under(&root().join("api/src"), "rs", &mut files);
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable");
+        assert!(!text.contains("State<Parts>"), "{}: a handler takes the whole service", file.display());
+    }
+}
+
+#[test]
+fn protocol_has_no_runtime_dependencies() {
+    let lock = read("Cargo.lock");
+    let entry = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"threadspace-protocol\""))
+        .expect("threadspace-protocol is in Cargo.lock");
+    for forbidden in ["tokio", "hyper", "nix", "fastwebsockets", "httparse", "async-nats"] {
+        assert!(
+            !entry.lines().any(|l| l.trim().trim_matches(['"', ',']).split(' ').next() == Some(forbidden)),
+            "threadspace-protocol depends on {forbidden} (ARCHITECTURE.md: the protocol crate is pure)"
+        );
+    }
+}
+
+#[test]
+fn the_code_map_names_every_crate_and_every_part_and_nothing_that_is_gone() {
+    let architecture = read("ARCHITECTURE.md");
+    let map = architecture
+        .split("## Code map")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("ARCHITECTURE.md has a Code map section");
+    // Every crate, and every folder or file directly under a server crate's src/, is named.
+    for krate in workspace_crates() {
+        let name = krate.file_name().expect("a name").to_string_lossy().into_owned();
+        assert!(map.contains(&format!("`{name}/`")), "the code map does not name the crate `{name}/`");
+        if ["gateway", "api"].contains(&name.as_str()) {
+            for entry in std::fs::read_dir(krate.join("src")).expect("readable").flatten() {
+                let part = entry.file_name().to_string_lossy().into_owned();
+                let shown = if entry.path().is_dir() { format!("`{part}/`") } else { format!("`{part}`") };
+                assert!(map.contains(&shown), "the code map does not name {name}/src/{part} (as {shown})");
+            }
+        }
+    }
+    // Every path it names exists: `crate/…` paths, and `file.rs`/`folder/` names under the crate
+    // whose bullet they are in.
+    for bullet in map.split("\n- ").skip(1) {
+        let Some(krate) = bullet.strip_prefix('`').and_then(|b| b.split('/').next()) else { continue };
+        for quoted in bullet.split('`').skip(1).step_by(2) {
+            let is_path = quoted.ends_with(".rs") || quoted.ends_with('/');
+            if !is_path || quoted.contains(' ') {
+                continue;
+            }
+            let candidates = [
+                root().join(quoted),
+                root().join(krate).join(quoted),
+                root().join(krate).join("src").join(quoted),
+            ];
+            let exists = candidates.iter().any(|p| p.exists())
+                || files_named(&root().join(krate), quoted.trim_end_matches('/'));
+            assert!(exists, "the code map names `{quoted}` (under `{krate}/`), which does not exist");
+        }
+    }
+}
+
+/// Whether a file or folder called `name` exists anywhere under `dir`.
+fn files_named(dir: &Path, name: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        e.file_name().to_string_lossy() == name
+            || (path.is_dir() && !path.ends_with("target") && files_named(&path, name))
+    })
 }
 
 /// The names of ThreadSpace's binaries: every `[[bin]]` and `src/bin/*.rs` of the workspace.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use threadspace_protocol::client::{Client, Incoming};
+use threadspace_client::{Client, Incoming};
 use threadspace_protocol::frames::{ClientFrame, ErrorCode, ServerFrame, TYPING_EXPIRES_MS};
 use threadspace_protocol::{ChannelId, UserId};
 use threadspace_tests::{frames_within, recv_until, Fixture};
@@ -35,8 +35,7 @@ async fn typing_reaches_the_other_members_only_and_is_throttled() -> anyhow::Res
     let (mut erin, _) = fx.connect("erin", 1).await?;
     let (mut bob, _) = fx.connect("bob", 0).await?;
     let (mut dave, _) = fx.connect("dave", 1).await?;
-    let mut outsider =
-        Client::connect(&threadspace_protocol::client::ConnectOptions::new(fx.stack.ws_url(1))).await?;
+    let mut outsider = Client::connect(&threadspace_client::ConnectOptions::new(fx.stack.ws_url(1))).await?;
     outsider.hello(&fx.stack.token(mallory, other_org), None, threadspace_tests::WAIT).await?;
 
     // A burst of ten: the others see exactly one (throttled), the typist's sessions none.

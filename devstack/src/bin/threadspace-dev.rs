@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
+use threadspace_client::rest::{http_request, http_status};
+use threadspace_client::{Client, ConnectOptions, Incoming};
 use threadspace_devstack::keys::Keys;
 use threadspace_devstack::process::alive;
-use threadspace_devstack::stack::{http_request, http_status, read_state, ProcessState, StackState};
+use threadspace_devstack::stack::{read_state, ProcessState, StackState};
 use threadspace_devstack::{Lifetime, Stack, StackOptions};
-use threadspace_protocol::client::{Client, ConnectOptions, Incoming};
 use threadspace_protocol::frames::{ClientFrame, ServerFrame};
 use threadspace_protocol::token::Identity;
 use threadspace_protocol::{ChannelId, OrgId, UserId};
@@ -48,6 +49,9 @@ enum Command {
         /// First gateway port; gateway i listens on this + i (0 picks free ones).
         #[arg(long, default_value = "18080")]
         gateway_port: u16,
+        /// The api service's port (REST API and its OpenAPI document; 0 picks a free one).
+        #[arg(long, default_value = "18090")]
+        api_port: u16,
         /// Users in the demo org.
         #[arg(long, default_value = "20", value_parser = clap::value_parser!(u32).range(2..=500))]
         demo_users: u32,
@@ -130,8 +134,16 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = absolute(&cli.dir)?;
     match cli.command {
-        Command::Up { gateways, nats_port, postgres_port, gateway_port, demo_users, allowed_origins } => {
-            let ports = [nats_port, postgres_port, gateway_port];
+        Command::Up {
+            gateways,
+            nats_port,
+            postgres_port,
+            gateway_port,
+            api_port,
+            demo_users,
+            allowed_origins,
+        } => {
+            let ports = [nats_port, postgres_port, gateway_port, api_port];
             up(&dir, gateways as usize, ports, demo_users, &allowed_origins).await
         }
         Command::Down => down(&dir),
@@ -191,7 +203,7 @@ fn running(dir: &Path) -> anyhow::Result<StackState> {
 async fn up(
     dir: &Path,
     gateways: usize,
-    [nats_port, postgres_port, gateway_port]: [u16; 3],
+    [nats_port, postgres_port, gateway_port, api_port]: [u16; 4],
     demo_users: u32,
     allowed_origins: &[String],
 ) -> anyhow::Result<()> {
@@ -205,7 +217,7 @@ async fn up(
     let nonzero = |p: u16| (p != 0).then_some(p);
     let started = Instant::now();
     println!(
-        "Starting nats-server (JetStream, sync_interval: always), PostgreSQL, {gateways} gateway(s) and the broker-bridge…"
+        "Starting nats-server (JetStream, sync_interval: always), PostgreSQL, {gateways} gateway(s), the api service and the broker-bridge…"
     );
     if allowed_origins.iter().any(|o| o == "*") {
         println!("The gateways accept WebSocket upgrades from every browser origin (--allowed-origins to restrict).");
@@ -220,6 +232,7 @@ async fn up(
         nats_port: nonzero(nats_port),
         postgres_port: nonzero(postgres_port),
         gateway_port: nonzero(gateway_port),
+        api_port: nonzero(api_port),
         partitions: 16,
         bridges: 1,
         bridge_args: Vec::new(),
@@ -254,6 +267,11 @@ async fn up(
         "  ws://127.0.0.1:{}/v1/ws  then send {{\"op\":\"hello\",\"token\":\"$TOKEN\"}}  (docs/protocol.md)",
         state.gateways[0].port
     );
+    if let Some(api) = &state.api {
+        println!("The REST API (history, search, membership), described by its OpenAPI document:");
+        println!("  curl -H \"Authorization: Bearer $TOKEN\" '{}/v1/search?q=hello'", api.url);
+        println!("  curl {}/v1/openapi.json", api.url);
+    }
     println!(
         "Stop: ./threadspace down   Status: ./threadspace status   Wipe everything: ./threadspace clean"
     );
@@ -289,6 +307,12 @@ fn print_endpoints(state: &StackState) {
             g.pid
         );
     }
+    if let Some(api) = &state.api {
+        println!(
+            "  api         {}/v1 (OpenAPI: {}/v1/openapi.json)   metrics {}/metrics   (pid {})",
+            api.url, api.url, api.url, api.pid
+        );
+    }
     for b in &state.bridges {
         println!("  bridge      JetStream → Postgres   metrics {}   (pid {})", b.url, b.pid);
     }
@@ -309,14 +333,17 @@ fn down(dir: &Path) -> anyhow::Result<()> {
         println!("no local stack recorded in {}", dir.display());
         return Ok(());
     };
-    // Gateways first (they drain clients, all at once: each waits out --reconnect-spread), then
-    // the bridges (they finish their in-flight batch), NATS, PostgreSQL (fast shutdown).
+    // Gateways and the api service first (they drain clients, all at once: each gateway waits
+    // out --reconnect-spread), then the bridges (they finish their in-flight batch), NATS,
+    // PostgreSQL (fast shutdown).
     let terminate = |kind: &str, processes: &[ProcessState]| -> Vec<(String, u32, Signal)> {
         let named = processes.iter().enumerate().map(|(i, p)| (format!("{kind} {}", i + 1), p.pid));
         named.map(|(name, pid)| (name, pid, Signal::SIGTERM)).collect()
     };
+    let mut front = terminate("gateway", &state.gateways);
+    front.extend(state.api.iter().map(|api| ("api".to_owned(), api.pid, Signal::SIGTERM)));
     let stages = [
-        terminate("gateway", &state.gateways),
+        front,
         terminate("bridge", &state.bridges),
         vec![("nats-server".into(), state.nats.pid, Signal::SIGTERM)],
         vec![("postgres".into(), state.postgres.pid, Signal::SIGINT)],
@@ -358,6 +385,14 @@ async fn status(dir: &Path) -> anyhow::Result<()> {
             None => "unreachable",
         };
         println!("gateway {}    {}  {}  {ready}", i + 1, word(alive(g.pid)), g.url);
+    }
+    if let Some(api) = &state.api {
+        let ready = match http_status(api.port, "/readyz").await {
+            Some(200) => "ready",
+            Some(_) => "not ready",
+            None => "unreachable",
+        };
+        println!("api          {}  {}  {ready}", word(alive(api.pid)), api.url);
     }
     for (i, b) in state.bridges.iter().enumerate() {
         let ready = match http_status(b.port, "/readyz").await {
@@ -430,17 +465,17 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
                     "Demo: alice on {} said {:?} in #general; JetStream stored it as seq {}; bob on {} received it {} ms after the send.",
                     state.gateways[0].url, m.body, m.seq, bob_gateway.url, sent.elapsed().as_millis()
                 );
-                if !state.bridges.is_empty() {
+                if let (false, Some(api)) = (state.bridges.is_empty(), &state.api) {
                     let token = keys.token(bob, Duration::from_secs(300));
                     let path = format!("/v1/channels/{general}/messages?after={}&limit=1", m.seq - 1);
                     let deadline = Instant::now() + wait;
                     while Instant::now() < deadline {
-                        let page = http_request(bob_gateway.port, "GET", &path, Some(&token)).await;
+                        let page = http_request(api.port, "GET", &path, Some(&token)).await;
                         if page.is_some_and(|(status, body)| status == 200 && body.contains(&id)) {
                             println!(
-                                "      The broker-bridge archived it in Postgres within {} ms: GET {}{path} returns it.",
+                                "      The broker-bridge archived it in Postgres within {} ms: GET {}{path} (the api service) returns it.",
                                 sent.elapsed().as_millis(),
-                                bob_gateway.url.replace("ws://", "http://").trim_end_matches("/v1/ws")
+                                api.url
                             );
                             return Ok(());
                         }

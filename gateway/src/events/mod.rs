@@ -1,5 +1,11 @@
-//! Core-NATS event subscriptions (membership changes, typing indicators, read markers): one
-//! loop that hands each message to a handler until shutdown.
+//! Events: what travels between gateways on core NATS beside the message stream — presence
+//! heartbeats, typing indicators, read-marker announcements and membership changes — and how
+//! each reaches local connections through the hub. None of it is stored in the stream.
+
+pub mod membership;
+pub mod presence;
+pub mod reads;
+pub mod typing;
 
 use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;

@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use threadspace_protocol::frames::{ErrorCode, ServerFrame, TYPING_EXPIRES_MS, TYPING_THROTTLE_MS};
 use threadspace_protocol::stored::TypingEvent;
-use threadspace_protocol::subjects::{parse_typing_subject, typing_subject, TYPING_PREFIX};
+use threadspace_protocol::subjects::{all_typing, parse_typing_subject, typing_subject};
 use threadspace_protocol::{ChannelId, UserId};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::hub::ConnHandle;
+use crate::delivery::hub::{ConnHandle, Hub};
 use crate::metrics as m;
-use crate::state::State;
 
 /// When each (user, channel) last had a `typing` forwarded by this gateway. Holds only recent
 /// typists: [`Throttle::prune`] drops entries older than the throttle window.
@@ -60,7 +59,13 @@ impl Throttle {
 }
 
 /// A client's `typing {channel}`.
-pub async fn publish(state: &State, handle: &ConnHandle, channel: ChannelId) {
+/// A connection's way to announce typing: the per-gateway throttle and the NATS client.
+pub struct Typing {
+    pub throttle: std::sync::Arc<Throttle>,
+    pub nats: async_nats::Client,
+}
+
+pub async fn publish(typing: &Typing, handle: &ConnHandle, channel: ChannelId) {
     if !handle.is_member(channel) {
         metrics::counter!(m::TYPING, "result" => "not_member").increment(1);
         metrics::counter!(m::ERRORS, "code" => ErrorCode::NotMember.as_str()).increment(1);
@@ -71,29 +76,28 @@ pub async fn publish(state: &State, handle: &ConnHandle, channel: ChannelId) {
         });
         return;
     }
-    if !state.typing.admit(handle.user, channel, Instant::now()) {
+    if !typing.throttle.admit(handle.user, channel, Instant::now()) {
         metrics::counter!(m::TYPING, "result" => "throttled").increment(1);
         return;
     }
     metrics::counter!(m::TYPING, "result" => "published").increment(1);
     let payload = serde_json::to_vec(&TypingEvent { user: handle.user }).expect("events serialize");
-    if let Err(error) = state.nats.publish(typing_subject(handle.org, channel), payload.into()).await {
+    if let Err(error) = typing.nats.publish(typing_subject(handle.org, channel), payload.into()).await {
         // Ephemeral by design: a lost indicator is not worth an error to the client.
         warn!(%error, "typing indicator not published");
     }
 }
 
 /// Hands typing indicators from every gateway to local members until `shutdown`.
-pub async fn subscribe(state: std::sync::Arc<State>, shutdown: CancellationToken) {
-    let subject = format!("{TYPING_PREFIX}.>");
-    crate::events::on_each(&state.nats, subject, "typing indicators", shutdown, |message| {
+pub async fn subscribe(hub: std::sync::Arc<Hub>, nats: async_nats::Client, shutdown: CancellationToken) {
+    super::on_each(&nats, all_typing(), "typing indicators", shutdown, |message| {
         let event = serde_json::from_slice::<TypingEvent>(&message.payload);
         let (Some((_, channel)), Ok(event)) = (parse_typing_subject(&message.subject), event) else {
             warn!(subject = %message.subject, "undecodable typing indicator");
             return;
         };
         let frame = ServerFrame::Typing { channel, user: event.user, expires_ms: TYPING_EXPIRES_MS };
-        let delivered = state.hub.deliver_ephemeral(channel, Some(event.user), &Bytes::from(frame.encode()));
+        let delivered = hub.deliver_ephemeral(channel, Some(event.user), &Bytes::from(frame.encode()));
         metrics::counter!(m::TYPING_DELIVERIES).increment(delivered as u64);
     })
     .await;

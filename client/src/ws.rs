@@ -22,7 +22,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 
-use crate::frames::{ClientFrame, Resume, ServerFrame, Welcome};
+use threadspace_protocol::frames::{ClientFrame, Resume, ServerFrame, Welcome};
 
 /// How to connect.
 #[derive(Clone, Debug)]

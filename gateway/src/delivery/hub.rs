@@ -185,6 +185,10 @@ pub struct Hub {
     head_seq: AtomicU64,
     next_conn_id: AtomicU64,
     limits: HubLimits,
+    /// Set when the gateway starts draining: no new connections, presence holds departures.
+    draining: AtomicBool,
+    /// The time base of every connection's activity stamps (`now_ms`).
+    epoch: Instant,
 }
 
 impl std::fmt::Debug for Hub {
@@ -208,7 +212,22 @@ impl Hub {
             head_seq: AtomicU64::new(head_seq),
             next_conn_id: AtomicU64::new(1),
             limits,
+            draining: AtomicBool::new(false),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Milliseconds since the hub was created (monotonic): the clock of activity stamps.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     pub fn head_seq(&self) -> Seq {

@@ -16,14 +16,34 @@ use threadspace_protocol::subjects::{org_message_filter, parse_message_subject, 
 use threadspace_protocol::Seq;
 use tracing::{debug, warn};
 
-use crate::conn::WsWrite;
-use crate::hub::ConnHandle;
+use threadspace_protocol::error_chain;
+use tokio::sync::Semaphore;
+
+use crate::delivery::hub::ConnHandle;
 use crate::metrics as m;
-use crate::state::{anyhow_chain, State};
 
 /// The client socket failed during replay.
 #[derive(Debug)]
 pub struct WriteFailed;
+
+/// Where the replay writes: the connection's socket, before its writer takes the queue. The
+/// edge implements it (with its write timeout); a failed write ends the replay.
+pub trait FrameSink {
+    fn send(
+        &mut self,
+        frame: &ServerFrame,
+    ) -> impl std::future::Future<Output = Result<(), WriteFailed>> + Send;
+}
+
+/// What a replay reads from, and how much of it at once.
+pub struct Replayer {
+    pub jetstream: async_nats::jetstream::Context,
+    pub partitions: u32,
+    /// `--max-replay`: the most messages one resume replays before `history_required`.
+    pub max_replay: u64,
+    /// `--replay-concurrency` permits: bounds concurrent replays.
+    pub permits: Semaphore,
+}
 
 /// How long to wait for the next replayed message before giving up on the rest.
 const NEXT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,8 +55,8 @@ const NEXT_TIMEOUT: Duration = Duration::from_secs(5);
 /// this gateway's head and the client's cursor would reach it a second time — the loadgen
 /// checker caught exactly that under overload.)
 pub async fn replay(
-    state: &State,
-    write: &mut WsWrite,
+    replayer: &Replayer,
+    write: &mut impl FrameSink,
     handle: &ConnHandle,
     last_seq: Seq,
     head_seq: Seq,
@@ -44,24 +64,23 @@ pub async fn replay(
     let mut replayed = 0u64;
     if last_seq < head_seq {
         let permit = tokio::select! {
-            permit = state.replay_permits.acquire() => permit,
+            permit = replayer.permits.acquire() => permit,
             _ = handle.cancel.cancelled() => return Err(WriteFailed),
         };
-        let outcome = replay_range(state, write, handle, last_seq, head_seq, &mut replayed).await;
+        let outcome = replay_range(replayer, write, handle, last_seq, head_seq, &mut replayed).await;
         drop(permit);
         match outcome {
             Ok(()) => {}
             Err(Stop::Write) => return Err(WriteFailed),
             Err(Stop::Gap { after_seq }) => {
                 metrics::counter!(m::RESUMES, "result" => "history_required").increment(1);
-                send(state, write, &ServerFrame::HistoryRequired { after_seq, through_seq: head_seq })
-                    .await?;
+                write.send(&ServerFrame::HistoryRequired { after_seq, through_seq: head_seq }).await?;
             }
         }
     }
     metrics::counter!(m::REPLAYED_MESSAGES).increment(replayed);
     let through_seq = head_seq.max(last_seq);
-    send(state, write, &ServerFrame::Resumed { replayed, through_seq }).await?;
+    write.send(&ServerFrame::Resumed { replayed, through_seq }).await?;
     debug!(conn_id = handle.id, last_seq, head_seq, replayed, "resume replay done");
     Ok(through_seq)
 }
@@ -75,15 +94,15 @@ enum Stop {
 }
 
 async fn replay_range(
-    state: &State,
-    write: &mut WsWrite,
+    replayer: &Replayer,
+    write: &mut impl FrameSink,
     handle: &ConnHandle,
     last_seq: Seq,
     head_seq: Seq,
     replayed: &mut u64,
 ) -> Result<(), Stop> {
-    let stream = state.jetstream.get_stream(MESSAGES_STREAM).await.map_err(|error| {
-        warn!(error = %anyhow_chain(&error), "replay cannot read the stream");
+    let stream = replayer.jetstream.get_stream(MESSAGES_STREAM).await.map_err(|error| {
+        warn!(error = %error_chain(&error), "replay cannot read the stream");
         Stop::Gap { after_seq: last_seq }
     })?;
     let first_seq = stream.cached_info().state.first_sequence;
@@ -91,7 +110,8 @@ async fn replay_range(
     if from < first_seq {
         // Older than the retained tail: that part lives only in Postgres now.
         metrics::counter!(m::RESUMES, "result" => "history_required").increment(1);
-        send(state, write, &ServerFrame::HistoryRequired { after_seq: last_seq, through_seq: first_seq - 1 })
+        write
+            .send(&ServerFrame::HistoryRequired { after_seq: last_seq, through_seq: first_seq - 1 })
             .await
             .map_err(|_| Stop::Write)?;
         from = first_seq;
@@ -100,7 +120,7 @@ async fn replay_range(
         return Ok(());
     }
     let config = pull::OrderedConfig {
-        filter_subject: org_message_filter(state.config.partitions.get(), handle.org),
+        filter_subject: org_message_filter(replayer.partitions, handle.org),
         deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
         ..Default::default()
     };
@@ -134,28 +154,17 @@ async fn replay_range(
         // Only the user's channels (read from the subject, so other channels' records are not
         // parsed), and only what the archive keeps: the fanout's and the bridge's rule.
         let wanted = parse_message_subject(&message.subject).is_some_and(|(_, _, c)| channels.contains(&c));
-        let record =
-            wanted.then(|| decode_record(&message.subject, &message.payload, state.config.partitions.get()));
+        let record = wanted.then(|| decode_record(&message.subject, &message.payload, replayer.partitions));
         if let Some(Ok(Record { message: stored, .. })) = record {
-            if *replayed >= state.config.max_replay.get() as u64 {
+            if *replayed >= replayer.max_replay {
                 return Err(Stop::Gap { after_seq: last_done });
             }
-            send(state, write, &ServerFrame::Msg(stored.into_frame(seq))).await.map_err(|_| Stop::Write)?;
+            write.send(&ServerFrame::Msg(stored.into_frame(seq))).await.map_err(|_| Stop::Write)?;
             *replayed += 1;
         }
         last_done = seq;
         if seq == head_seq || pending == 0 {
             return Ok(());
         }
-    }
-}
-
-async fn send(state: &State, write: &mut WsWrite, frame: &ServerFrame) -> Result<(), WriteFailed> {
-    let bytes = frame.encode();
-    let write_frame =
-        write.write_frame(fastwebsockets::Frame::text(fastwebsockets::Payload::Borrowed(&bytes)));
-    match tokio::time::timeout(state.config.write_timeout, write_frame).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(WriteFailed),
     }
 }

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::metrics as m;
-use crate::state::{anyhow_chain, State};
+use threadspace_protocol::error_chain;
+
+use crate::delivery::hub::Hub;
 
 /// Dedup window of the stream: a retry within it returns the original seq.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -46,13 +48,22 @@ pub async fn ensure_stream(
 }
 
 /// Runs the fanout until `shutdown`, recreating the consumer after failures.
-pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
+/// What the fanout reads and where it delivers.
+pub struct Fanout {
+    pub hub: Arc<Hub>,
+    pub jetstream: async_nats::jetstream::Context,
+    pub partitions: u32,
+    /// `--fault-fanout-delay`: a test-only pause before each delivery.
+    pub fault_delay: Duration,
+}
+
+pub async fn run(fanout: Fanout, shutdown: CancellationToken) {
     loop {
-        let start = state.hub.head_seq() + 1;
-        match consume(&state, start, &shutdown).await {
+        let start = fanout.hub.head_seq() + 1;
+        match consume(&fanout, start, &shutdown).await {
             Ok(()) => return,
             Err(error) => {
-                warn!(error = %anyhow_chain(error.as_ref()), start, "fanout consumer failed; recreating")
+                warn!(error = %error_chain(error.as_ref()), start, "fanout consumer failed; recreating")
             }
         }
         tokio::select! {
@@ -62,8 +73,8 @@ pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
     }
 }
 
-async fn consume(state: &State, start: u64, shutdown: &CancellationToken) -> Result<(), async_nats::Error> {
-    let stream = state.jetstream.get_stream(MESSAGES_STREAM).await?;
+async fn consume(fanout: &Fanout, start: u64, shutdown: &CancellationToken) -> Result<(), async_nats::Error> {
+    let stream = fanout.jetstream.get_stream(MESSAGES_STREAM).await?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
@@ -82,34 +93,34 @@ async fn consume(state: &State, start: u64, shutdown: &CancellationToken) -> Res
             },
         };
         let seq = message.info()?.stream_sequence;
-        if seq <= state.hub.head_seq() {
+        if seq <= fanout.hub.head_seq() {
             // Already fanned out: an ordered consumer that reset itself under load can hand
             // back a message it delivered before. Delivering it again would duplicate it for
             // every member.
             metrics::counter!(m::FANOUT_REDELIVERED).increment(1);
-            debug!(seq, head = state.hub.head_seq(), "fanout skipped a message it had already delivered");
+            debug!(seq, head = fanout.hub.head_seq(), "fanout skipped a message it had already delivered");
             continue;
         }
-        if !state.config.fault_fanout_delay.is_zero() {
-            tokio::time::sleep(state.config.fault_fanout_delay).await;
+        if !fanout.fault_delay.is_zero() {
+            tokio::time::sleep(fanout.fault_delay).await;
         }
         metrics::counter!(m::FANOUT_MESSAGES).increment(1);
         // The bridge's own rule: a record it would dead-letter is never delivered, so what
         // members receive is exactly what the archive keeps.
-        match decode_record(&message.subject, &message.payload, state.config.partitions.get()) {
+        match decode_record(&message.subject, &message.payload, fanout.partitions) {
             Ok(Record { message: stored, .. }) => {
                 let lag_ms = unix_ms().saturating_sub(stored.ts).max(0);
                 metrics::histogram!(m::FANOUT_LAG).record(lag_ms as f64 / 1000.0);
                 let channel = stored.channel;
                 let frame = Bytes::from(ServerFrame::Msg(stored.into_frame(seq)).encode());
-                let delivered = state.hub.deliver(seq, Some(channel), &frame);
+                let delivered = fanout.hub.deliver(seq, Some(channel), &frame);
                 metrics::counter!(m::FANOUT_DELIVERIES).increment(delivered as u64);
             }
             Err(why) => {
                 // Still advance the head, so resume ranges stay exact.
                 metrics::counter!(m::FANOUT_UNDECODABLE).increment(1);
                 warn!(seq, subject = %message.subject, %why, "stream record is not a valid message; not delivered");
-                state.hub.deliver(seq, None, &Bytes::new());
+                fanout.hub.deliver(seq, None, &Bytes::new());
             }
         }
     }

@@ -28,16 +28,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use threadspace_protocol::frames::{PresenceEntry, PresenceStatus, ServerFrame};
 use threadspace_protocol::stored::{BeatKind, PresenceBeat, HEARTBEAT_MISSES};
-use threadspace_protocol::subjects::{heartbeat_subject, HEARTBEAT_PREFIX};
+use threadspace_protocol::subjects::{all_heartbeats, heartbeat_subject};
 use threadspace_protocol::{OrgId, UserId};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::hub::Hub;
+use crate::delivery::hub::Hub;
 use crate::metrics as m;
-use crate::state::State;
 
 /// Local changes are published, and merged changes sent to clients, at most this often.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -427,44 +426,60 @@ impl Table {
     }
 }
 
+/// What the presence loops need.
+pub struct PresenceTask {
+    pub presence: Arc<Presence>,
+    pub hub: Arc<Hub>,
+    pub nats: async_nats::Client,
+    pub gateway_id: String,
+    /// `--presence-interval`: the heartbeat period.
+    pub interval: Duration,
+    /// `--idle-after`: inactivity after which a connection counts as idle.
+    pub idle_after: Duration,
+    /// `--offline-grace`: how long a departure is held in case the user reconnects.
+    pub offline_grace: Duration,
+    /// `--reconnect-spread`: while draining, departures are held this long (plus a margin).
+    pub reconnect_spread: Duration,
+}
+
 /// Publishes this gateway's beats, applies everyone's, expires silent gateways and sends the
 /// coalesced changes to local clients, until `shutdown`; then says `bye`.
-pub async fn run(state: Arc<State>, shutdown: CancellationToken) {
-    let receiver = tokio::spawn(receive(state.clone(), shutdown.clone()));
-    let flusher = tokio::spawn(flush_loop(state.clone(), shutdown.clone()));
-    publish_loop(&state, &shutdown).await;
+pub async fn run(task: PresenceTask, shutdown: CancellationToken) {
+    let task = Arc::new(task);
+    let receiver = tokio::spawn(receive(task.clone(), shutdown.clone()));
+    let flusher = tokio::spawn(flush_loop(task.clone(), shutdown.clone()));
+    publish_loop(&task, &shutdown).await;
     let _ = flusher.await;
     receiver.abort();
 }
 
 /// Publishes local changes (at most once per [`TICK`], so a burst goes out as one beat), a
 /// liveness beat every interval and a full snapshot every [`FULL_EVERY`] intervals.
-async fn publish_loop(state: &State, shutdown: &CancellationToken) {
-    let interval = state.config.presence_interval;
-    let idle_after_ms = state.config.idle_after.as_millis() as u64;
-    let subject = heartbeat_subject(&state.gateway_id);
+async fn publish_loop(task: &PresenceTask, shutdown: &CancellationToken) {
+    let interval = task.interval;
+    let idle_after_ms = task.idle_after.as_millis() as u64;
+    let subject = heartbeat_subject(&task.gateway_id);
     let mut seq = 0u64;
     let mut beats_since_full = FULL_EVERY; // the first beat is a full snapshot
     let mut last_beat: Option<Instant> = None;
     let mut last_publish: Option<Instant> = None;
     let mut last_scan = Instant::now();
-    let offline_grace_ms = state.config.offline_grace.as_millis() as u64;
+    let offline_grace_ms = task.offline_grace.as_millis() as u64;
     // While draining, clients were told to reconnect elsewhere within --reconnect-spread: their
     // departure from here is held that long (and `bye` waits for it, lib.rs), so a rolling
     // restart does not show them offline and back.
-    let drain_grace_ms =
-        offline_grace_ms.max((state.config.reconnect_spread + DRAIN_MARGIN).as_millis() as u64);
+    let drain_grace_ms = offline_grace_ms.max((task.reconnect_spread + DRAIN_MARGIN).as_millis() as u64);
     loop {
         let beat_at = last_beat.map_or_else(Instant::now, |at| at + interval);
         let mut wake = beat_at.min(last_scan + SCAN_EVERY);
-        let next_due = state.presence.local.lock().expect("presence lock is never poisoned").next_due();
+        let next_due = task.presence.local.lock().expect("presence lock is never poisoned").next_due();
         if let Some(due_ms) = next_due {
-            let in_ms = due_ms.saturating_sub(state.now_ms());
+            let in_ms = due_ms.saturating_sub(task.hub.now_ms());
             wake = wake.min(Instant::now() + Duration::from_millis(in_ms));
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = state.presence.local_changed.notified() => {}
+            _ = task.presence.local_changed.notified() => {}
             _ = tokio::time::sleep_until(wake) => {}
         }
         if let Some(at) = last_publish {
@@ -480,9 +495,9 @@ async fn publish_loop(state: &State, shutdown: &CancellationToken) {
         }
         let beat_due = last_beat.is_none_or(|at| now.duration_since(at) >= interval);
         let (changes, full) = {
-            let mut local = state.presence.local.lock().expect("presence lock is never poisoned");
-            let grace_ms = if state.is_draining() { drain_grace_ms } else { offline_grace_ms };
-            let changes = local.changes(&state.hub, state.now_ms(), idle_after_ms, grace_ms, full_scan);
+            let mut local = task.presence.local.lock().expect("presence lock is never poisoned");
+            let grace_ms = if task.hub.is_draining() { drain_grace_ms } else { offline_grace_ms };
+            let changes = local.changes(&task.hub, task.hub.now_ms(), idle_after_ms, grace_ms, full_scan);
             let full = (beat_due && beats_since_full >= FULL_EVERY).then(|| local.full());
             (changes, full)
         };
@@ -491,12 +506,11 @@ async fn publish_loop(state: &State, shutdown: &CancellationToken) {
             // The snapshot already includes this round's changes.
             let count = parts.len() as u32;
             for (part, users) in parts.into_iter().enumerate() {
-                publish(state, &subject, seq, BeatKind::Full { part: part as u32, parts: count }, users)
-                    .await;
+                publish(task, &subject, seq, BeatKind::Full { part: part as u32, parts: count }, users).await;
             }
             beats_since_full = 1;
         } else if beat_due || !changes.is_empty() {
-            publish(state, &subject, seq, BeatKind::Delta, changes).await;
+            publish(task, &subject, seq, BeatKind::Delta, changes).await;
             if beat_due {
                 beats_since_full += 1;
             }
@@ -509,18 +523,18 @@ async fn publish_loop(state: &State, shutdown: &CancellationToken) {
             last_beat = Some(now);
         }
     }
-    publish(state, &subject, seq, BeatKind::Bye, Vec::new()).await;
-    let _ = state.nats.flush().await;
+    publish(task, &subject, seq, BeatKind::Bye, Vec::new()).await;
+    let _ = task.nats.flush().await;
 }
 
 /// Sends merged changes to local clients at most once per [`TICK`] (changes in between are
 /// coalesced), and expires silent gateways.
-async fn flush_loop(state: Arc<State>, shutdown: CancellationToken) {
+async fn flush_loop(task: Arc<PresenceTask>, shutdown: CancellationToken) {
     let mut last_flush = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = state.presence.table_changed.notified() => {}
+            _ = task.presence.table_changed.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
         }
         tokio::select! {
@@ -528,23 +542,23 @@ async fn flush_loop(state: Arc<State>, shutdown: CancellationToken) {
             _ = tokio::time::sleep_until(last_flush + TICK) => {}
         }
         last_flush = Instant::now();
-        flush_to_clients(&state, last_flush);
+        flush_to_clients(&task, last_flush);
     }
 }
 
-async fn publish(state: &State, subject: &str, seq: u64, kind: BeatKind, users: Vec<Entry>) {
+async fn publish(task: &PresenceTask, subject: &str, seq: u64, kind: BeatKind, users: Vec<Entry>) {
     let beat = PresenceBeat {
-        gateway: state.gateway_id.clone(),
-        instance: state.presence.instance,
+        gateway: task.gateway_id.clone(),
+        instance: task.presence.instance,
         seq,
-        interval_ms: state.config.presence_interval.as_millis() as u64,
+        interval_ms: task.interval.as_millis() as u64,
         kind,
         users,
     };
     let payload = serde_json::to_vec(&beat).expect("beats serialize");
     metrics::counter!(m::PRESENCE_BEATS_SENT, "kind" => kind_label(kind)).increment(1);
     metrics::counter!(m::PRESENCE_BEAT_BYTES_SENT).increment(payload.len() as u64);
-    if let Err(error) = state.nats.publish(subject.to_owned(), payload.into()).await {
+    if let Err(error) = task.nats.publish(subject.to_owned(), payload.into()).await {
         // The next full snapshot repairs whatever this beat would have said.
         warn!(%error, "presence heartbeat not published");
     }
@@ -559,9 +573,8 @@ fn kind_label(kind: BeatKind) -> &'static str {
 }
 
 /// Applies every gateway's beats to the table.
-async fn receive(state: Arc<State>, shutdown: CancellationToken) {
-    let subject = format!("{HEARTBEAT_PREFIX}.*");
-    crate::events::on_each(&state.nats, subject, "presence heartbeats", shutdown, |message| {
+async fn receive(task: Arc<PresenceTask>, shutdown: CancellationToken) {
+    super::on_each(&task.nats, all_heartbeats(), "presence heartbeats", shutdown, |message| {
         metrics::counter!(m::PRESENCE_BEAT_BYTES_RECEIVED).increment(message.payload.len() as u64);
         let beat = match serde_json::from_slice::<PresenceBeat>(&message.payload) {
             Ok(beat) => beat,
@@ -573,10 +586,10 @@ async fn receive(state: Arc<State>, shutdown: CancellationToken) {
         metrics::counter!(m::PRESENCE_BEATS_RECEIVED, "kind" => kind_label(beat.kind)).increment(1);
         let gateway = beat.gateway.clone();
         let applied = {
-            let mut table = state.presence.table();
+            let mut table = task.presence.table();
             let applied = table.apply(beat, Instant::now());
             if !table.changed.is_empty() {
-                state.presence.table_changed.notify_one();
+                task.presence.table_changed.notify_one();
             }
             applied
         };
@@ -594,9 +607,9 @@ async fn receive(state: Arc<State>, shutdown: CancellationToken) {
 }
 
 /// Expires silent gateways and sends the merged changes to local connections.
-fn flush_to_clients(state: &State, now: Instant) {
+fn flush_to_clients(task: &PresenceTask, now: Instant) {
     let (expired, (changes, coalesced), (online, idle, peers)) = {
-        let mut table = state.presence.table();
+        let mut table = task.presence.table();
         let expired = table.expire(now);
         (expired, table.take_changes(), table.sizes())
     };
@@ -614,7 +627,7 @@ fn flush_to_clients(state: &State, now: Instant) {
             metrics::counter!(m::PRESENCE_CHANGES, "status" => entry.status.as_str()).increment(1);
         }
         let frame = Bytes::from(ServerFrame::Presence { users }.encode());
-        let queued = state.hub.deliver_org(org, &frame);
+        let queued = task.hub.deliver_org(org, &frame);
         metrics::counter!(m::PRESENCE_FRAMES).increment(queued as u64);
     }
 }
@@ -741,8 +754,10 @@ mod tests {
     /// A hub, the token its connections hang off, and one public channel to register them in.
     fn hub_with_one_channel() -> (Hub, CancellationToken, [threadspace_protocol::frames::ChannelInfo; 1]) {
         use threadspace_protocol::frames::{ChannelInfo, ChannelKind};
-        let hub =
-            Hub::new(0, crate::hub::HubLimits { outbound_queue: 8, sends_per_second: 1, send_burst: 1 });
+        let hub = Hub::new(
+            0,
+            crate::delivery::hub::HubLimits { outbound_queue: 8, sends_per_second: 1, send_burst: 1 },
+        );
         let channel = ChannelInfo {
             id: threadspace_protocol::ChannelId(1),
             kind: ChannelKind::Public,

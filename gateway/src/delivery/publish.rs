@@ -3,7 +3,7 @@
 //!
 //! **Invariant:** a send is acknowledged only after JetStream's PubAck (ARCHITECTURE.md). A
 //! PubAck that says `duplicate` means JetStream already holds a record under this sender's
-//! `client_msg_id` within the dedup window ([`crate::fanout::DUPLICATE_WINDOW`]); it is a retry
+//! `client_msg_id` within the dedup window ([`crate::delivery::fanout::DUPLICATE_WINDOW`]); it is a retry
 //! only if that record is the same message (same channel and body). Otherwise the client reused
 //! an id for a different message, which stored nothing: it gets `id_reused`, never an `ack`
 //! that would let it believe the new body was kept.
@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::metrics as m;
-use crate::state::{anyhow_chain, State};
+use threadspace_protocol::error_chain;
 
 /// What became of a publish.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,22 +30,31 @@ pub enum Published {
 }
 
 /// Publishes `stored` and waits (up to `--publish-timeout`) for the outcome.
-pub async fn publish(state: &State, stored: &StoredMessage) -> Published {
+/// Where sends are published: the MESSAGES stream, under its partitioned subjects.
+#[derive(Clone)]
+pub struct Publisher {
+    pub jetstream: async_nats::jetstream::Context,
+    pub partitions: u32,
+    /// `--publish-timeout`: how long a send may wait for its PubAck.
+    pub timeout: std::time::Duration,
+}
+
+pub async fn publish(publisher: &Publisher, stored: &StoredMessage) -> Published {
     let dedup_id = stored.dedup_id();
     let payload = Bytes::from(serde_json::to_vec(stored).expect("stored messages serialize"));
-    let subject = message_subject(state.config.partitions.get(), stored.org, stored.channel);
+    let subject = message_subject(publisher.partitions, stored.org, stored.channel);
     let started = Instant::now();
     let publish = async {
         let message =
             async_nats::jetstream::message::PublishMessage::build().payload(payload).message_id(dedup_id);
-        let ack = state.jetstream.send_publish(subject, message).await?;
+        let ack = publisher.jetstream.send_publish(subject, message).await?;
         ack.await
     };
-    let ack = match tokio::time::timeout(state.config.publish_timeout, publish).await {
+    let ack = match tokio::time::timeout(publisher.timeout, publish).await {
         Ok(Ok(ack)) => ack,
         Ok(Err(error)) => {
             metrics::counter!(m::PUBLISHED, "result" => "failed").increment(1);
-            warn!(error = %anyhow_chain(&error), "publish failed");
+            warn!(error = %error_chain(&error), "publish failed");
             return Published::Unavailable { timed_out: false };
         }
         Err(_) => {
@@ -60,7 +69,7 @@ pub async fn publish(state: &State, stored: &StoredMessage) -> Published {
         return Published::Stored { seq: ack.sequence, duplicate: false };
     }
     // Rare (a retry), so one direct read of the stored record is cheap.
-    match same_as_stored(state, ack.sequence, stored).await {
+    match same_as_stored(publisher, ack.sequence, stored).await {
         Ok(true) => {
             metrics::counter!(m::PUBLISHED, "result" => "duplicate").increment(1);
             Published::Stored { seq: ack.sequence, duplicate: true }
@@ -81,9 +90,13 @@ pub async fn publish(state: &State, stored: &StoredMessage) -> Published {
 
 /// Whether the record stored under `seq` is the message `stored` (a true retry). The
 /// timestamp differs between attempts by design, so only channel and body count.
-async fn same_as_stored(state: &State, seq: Seq, stored: &StoredMessage) -> Result<bool, async_nats::Error> {
-    let stream = state.jetstream.get_stream_no_info(MESSAGES_STREAM).await?;
-    let record = tokio::time::timeout(state.config.publish_timeout, stream.direct_get(seq)).await??;
+async fn same_as_stored(
+    publisher: &Publisher,
+    seq: Seq,
+    stored: &StoredMessage,
+) -> Result<bool, async_nats::Error> {
+    let stream = publisher.jetstream.get_stream_no_info(MESSAGES_STREAM).await?;
+    let record = tokio::time::timeout(publisher.timeout, stream.direct_get(seq)).await??;
     let original: StoredMessage = serde_json::from_slice(&record.payload)?;
     Ok(original.channel == stored.channel && original.body == stored.body)
 }

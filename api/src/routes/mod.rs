@@ -1,0 +1,114 @@
+//! The REST routes and the OpenAPI document generated from them. Every route that clients use
+//! is registered through `utoipa_axum::routes!`, so the document cannot miss one; the
+//! operational endpoints (`/healthz`, `/readyz`, `/metrics`) are plain routes outside it.
+//!
+//! Handlers take only the parts of the service they use (axum `State` sub-states built by
+//! [`crate::parts::Parts`]), never the whole.
+
+pub mod history;
+pub mod membership;
+pub mod ops;
+pub mod query;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::metrics as m;
+use crate::parts::Parts;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ThreadSpace API",
+        description = "The REST API of ThreadSpace: channel history, search and membership. \
+            Authenticate with `Authorization: Bearer <access token>` (the same token as the \
+            WebSocket's `hello`). Every error is `{\"error\":{\"code\":…,\"message\":…}}`. \
+            The real-time protocol is docs/protocol.md.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "history", description = "Channel history pages and full-text search"),
+        (name = "membership", description = "Joining, leaving, adding and removing channel members"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the `bearer` security scheme the routes require.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The client-facing routes, each registered with its OpenAPI operation.
+pub fn api_routes() -> OpenApiRouter<Parts> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(history::messages))
+        .routes(routes!(history::search))
+        .routes(routes!(membership::add_member, membership::remove_member))
+}
+
+/// The service's router and the OpenAPI document of its REST routes.
+pub fn router(parts: Parts) -> (Router, utoipa::openapi::OpenApi) {
+    let (api_router, openapi) = api_routes().split_for_parts();
+    let document = openapi.clone();
+    let router = api_router
+        .route("/v1/openapi.json", get(move || async move { Json(document) }))
+        .route("/healthz", get(ops::health))
+        .route("/readyz", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(count))
+        .with_state(parts);
+    (router, openapi)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Counts and times every request by route template and status class.
+async fn count(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await.into_response();
+    let class = match response.status().as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!(m::REQUESTS, "route" => route.clone(), "method" => method, "status" => class)
+        .increment(1);
+    metrics::histogram!(m::REQUEST_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
+    response
+}

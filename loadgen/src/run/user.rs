@@ -1,0 +1,382 @@
+//! One simulated user of `loadgen run` ([`virtual_user`]): connects at its ramp slot, plays its
+//! script, answers and records every frame, reconnects and resumes; and [`Shared`], what the
+//! users of one process share (counters, histograms, pending presence and typing).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use threadspace_client::rest::http_request;
+use threadspace_client::{Client, ConnectOptions, Incoming};
+use threadspace_protocol::frames::{
+    close_code, ChannelInfo, ClientFrame, ClientStatus, PresenceStatus, Resume, ServerFrame,
+};
+use threadspace_protocol::token::Identity;
+use threadspace_protocol::{ChannelId, Seq, UserId};
+use tokio::time::Instant;
+
+use super::series::{Recorder, Series};
+use super::unix_micros;
+use crate::checker::Inbox;
+use crate::scenario::Scenario;
+use crate::script::{Action, Script, Timed, UserRecord};
+
+/// What the users of one process count, read at every progress tick.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) connected: AtomicU64,
+    pub(super) sent: AtomicU64,
+    pub(super) acked: AtomicU64,
+    pub(super) delivered: AtomicU64,
+    pub(super) requests: AtomicU64,
+    pub(super) failures: AtomicU64,
+    pub(super) reconnects: AtomicU64,
+    pub(super) history_required: AtomicU64,
+}
+
+/// What the users of one process share.
+pub(super) struct Shared {
+    pub(super) scenario: Scenario,
+    pub(super) urls: Vec<String>,
+    pub(super) api_port: u16,
+    pub(super) source_ips: u8,
+    pub(super) histograms: Recorder,
+    pub(super) counters: Counters,
+    /// Error codes and close codes seen, by name.
+    pub(super) errors: Mutex<HashMap<String, u64>>,
+    /// Pending presence changes: user → (status, unix µs when made).
+    pub(super) presence: Mutex<HashMap<UserId, (PresenceStatus, u64)>>,
+    /// Latest typing per (user, channel), unix µs.
+    pub(super) typing: Mutex<HashMap<(UserId, ChannelId), u64>>,
+    /// Start of the ramp (shared by every agent).
+    pub(super) t0: Instant,
+    /// Sending stops here.
+    pub(super) end: Instant,
+    /// Keep what every user does, for `--record`.
+    pub(super) record: bool,
+}
+
+impl Shared {
+    fn record(&self, series: Series, micros: u64) {
+        self.histograms.record(series, micros);
+    }
+
+    fn error(&self, what: String) {
+        *self.errors.lock().expect("errors lock").entry(what).or_default() += 1;
+    }
+}
+
+/// What one virtual user leaves for the checker.
+pub(super) struct Outcome {
+    pub(super) index: usize,
+    pub(super) inbox: Inbox,
+    pub(super) acked: Vec<(Seq, ChannelId)>,
+    /// What the user did, when the run is recorded.
+    pub(super) record: Option<UserRecord>,
+}
+
+/// The connection of one virtual user, and what it is waiting for.
+struct Session {
+    client: Client,
+    /// `client_msg_id` → (channel, intended unix µs).
+    pending_sends: HashMap<String, (ChannelId, u64)>,
+    /// read `ref` → sent at.
+    pending_reads: HashMap<String, Instant>,
+}
+
+/// One simulated user: connects at `start`, then plays its script (random or recorded) until
+/// the run's end, answering and checking every frame it receives.
+pub(super) async fn virtual_user(
+    shared: Arc<Shared>,
+    index: usize,
+    identity: Identity,
+    token: String,
+    start: Instant,
+    recorded: Option<Vec<Timed>>,
+) -> Outcome {
+    let mut acked = Vec::new();
+    tokio::time::sleep_until(start).await;
+    let mut record = shared.record.then(|| UserRecord {
+        user: index,
+        id: identity.user.0,
+        connect_ms: start.saturating_duration_since(shared.t0).as_millis() as u64,
+        actions: Vec::new(),
+    });
+    let mut gateway = index % shared.urls.len();
+    let Some((mut session, welcome_channels, head)) =
+        Box::pin(connect(&shared, index, gateway, &token, None)).await
+    else {
+        let mut inbox = Inbox::new(0, []);
+        inbox.broken_at = Some(0);
+        return Outcome { index, inbox, acked, record };
+    };
+    shared.counters.connected.fetch_add(1, Ordering::Relaxed);
+    let channels: Vec<ChannelInfo> = welcome_channels;
+    let mut inbox = Inbox::new(head, channels.iter().map(|c| c.id));
+    let mut script = match recorded {
+        Some(actions) => Script::Recorded { t0: shared.t0, actions: actions.into() },
+        None => Script::random(&shared.scenario, index, Instant::now()),
+    };
+    let (mut sent, mut reads) = (0u64, 0u64);
+    let settle_end = shared.end + Duration::from_secs(5);
+    loop {
+        let sending = Instant::now() < shared.end;
+        let wake = match script.due() {
+            Some(due) if sending => due.min(shared.end),
+            _ => settle_end,
+        };
+        tokio::select! {
+            item = session.client.recv(Duration::from_secs(3600)) => {
+                match item {
+                    Ok(Incoming::Frame(frame)) => on_frame(&shared, identity.user, &mut session, &mut inbox, &mut acked, frame),
+                    Ok(other) => {
+                        let what = match &other {
+                            Incoming::Close { code, .. } => format!("close {code}"),
+                            _ => "connection failed".to_owned(),
+                        };
+                        shared.error(what);
+                        shared.presence.lock().expect("presence lock").remove(&identity.user);
+                        // The chain continues on another gateway, resuming from the cursor.
+                        gateway = (gateway + 1) % shared.urls.len();
+                        match Box::pin(reconnect(&shared, identity.user, index, gateway, &token, &mut inbox, &mut session)).await {
+                            Ok(()) => script.reconnected(),
+                            Err(()) => break,
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if !sending || script.due().is_none_or(|due| due > Instant::now()) {
+                    if Instant::now() >= settle_end {
+                        break;
+                    }
+                    continue;
+                }
+                let Some((at, action)) = script.take(&channels, &inbox) else { continue };
+                if let Some(record) = &mut record {
+                    record.actions.push((at.saturating_duration_since(shared.t0).as_millis() as u64, action));
+                }
+                match action {
+                    Action::Send { channel, typing } => {
+                        // Latency counts from when the message was due, not when it went out.
+                        let intended = unix_micros().saturating_sub(Instant::now().saturating_duration_since(at).as_micros() as u64);
+                        if typing {
+                            shared.typing.lock().expect("typing lock").insert((identity.user, channel), unix_micros());
+                            let _ = session.client.send(&ClientFrame::Typing { channel }).await;
+                        }
+                        let id = format!("lg{index}x{sent}y{:x}", shared.scenario.seed);
+                        sent += 1;
+                        session.pending_sends.insert(id.clone(), (channel, intended));
+                        shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+                        shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+                        let frame = ClientFrame::Send { reference: id.clone(), channel, client_msg_id: id, body: format!("lg:{intended}") };
+                        let _ = session.client.send(&frame).await;
+                    }
+                    Action::Read { channel } => {
+                        if let Some(seq) = inbox.latest_in(channel) {
+                            let reference = format!("rd{index}x{reads}");
+                            reads += 1;
+                            session.pending_reads.insert(reference.clone(), Instant::now());
+                            shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+                            let _ = session.client.send(&ClientFrame::Read { reference, channel, seq }).await;
+                        }
+                    }
+                    Action::Presence { idle } => {
+                        let (status, seen) = if idle { (ClientStatus::Idle, PresenceStatus::Idle) } else { (ClientStatus::Online, PresenceStatus::Online) };
+                        shared.presence.lock().expect("presence lock").insert(identity.user, (seen, unix_micros()));
+                        let _ = session.client.send(&ClientFrame::Presence { status }).await;
+                    }
+                    Action::History { channel } => Box::pin(history_page(&shared, &token, channel)).await,
+                    Action::Reconnect => {
+                        let _ = session.client.close(close_code::NORMAL).await;
+                        // The reconnect supersedes any pending presence change: its flap must not
+                        // be taken for that change arriving late.
+                        shared.presence.lock().expect("presence lock").remove(&identity.user);
+                        gateway = (gateway + 1) % shared.urls.len();
+                        if Box::pin(reconnect(&shared, identity.user, index, gateway, &token, &mut inbox, &mut session)).await.is_err() {
+                            break;
+                        }
+                        script.reconnected();
+                    }
+                }
+            }
+        }
+    }
+    shared.counters.connected.fetch_sub(1, Ordering::Relaxed);
+    if inbox.broken_at.is_none() && Instant::now() < settle_end {
+        inbox.broken_at = Some(inbox.cursor());
+    }
+    let _ = session.client.close(close_code::NORMAL).await;
+    Outcome { index, inbox, acked, record }
+}
+
+fn on_frame(
+    shared: &Shared,
+    me: UserId,
+    session: &mut Session,
+    inbox: &mut Inbox,
+    acked: &mut Vec<(Seq, ChannelId)>,
+    frame: ServerFrame,
+) {
+    match frame {
+        ServerFrame::Msg(message) => {
+            inbox.receive(message.seq, message.channel);
+            if let Some(intended) = message.body.strip_prefix("lg:").and_then(|t| t.parse::<u64>().ok()) {
+                shared.record(Series::SendDeliver, unix_micros().saturating_sub(intended));
+                shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        ServerFrame::Ack { client_msg_id, seq, duplicate, .. } => {
+            if let Some((channel, intended)) = session.pending_sends.remove(&client_msg_id) {
+                shared.record(Series::SendAck, unix_micros().saturating_sub(intended));
+                shared.counters.acked.fetch_add(1, Ordering::Relaxed);
+                if !duplicate {
+                    acked.push((seq, channel));
+                }
+            }
+        }
+        ServerFrame::Presence { users } => {
+            let now = unix_micros();
+            let pending = shared.presence.lock().expect("presence lock");
+            for entry in users {
+                if entry.user == me {
+                    continue;
+                }
+                if let Some((status, at)) = pending.get(&entry.user) {
+                    if *status == entry.status {
+                        shared.record(Series::Presence, now.saturating_sub(*at));
+                    }
+                }
+            }
+        }
+        ServerFrame::Typing { channel, user, .. } => {
+            if let Some(at) = shared.typing.lock().expect("typing lock").get(&(user, channel)) {
+                shared.record(Series::Typing, unix_micros().saturating_sub(*at));
+            }
+        }
+        ServerFrame::ReadAck { reference, .. } => {
+            if let Some(at) = session.pending_reads.remove(&reference) {
+                shared.record(Series::ReadAck, at.elapsed().as_micros() as u64);
+            }
+        }
+        ServerFrame::Error { code, reference, .. } => {
+            shared.error(format!("error {}", code.as_str()));
+            shared.counters.failures.fetch_add(1, Ordering::Relaxed);
+            if let Some(reference) = reference {
+                session.pending_sends.remove(&reference);
+                session.pending_reads.remove(&reference);
+            }
+        }
+        ServerFrame::HistoryRequired { .. } => {
+            shared.counters.history_required.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+}
+
+/// Connects (and resumes from `resume`); the session, the welcome's channels and head.
+async fn connect(
+    shared: &Shared,
+    index: usize,
+    gateway: usize,
+    token: &str,
+    resume: Option<Seq>,
+) -> Option<(Session, Vec<ChannelInfo>, Seq)> {
+    let mut options = ConnectOptions::new(shared.urls[gateway].clone());
+    options.queue = 64;
+    options.local_addr = crate::source_addr(index, shared.source_ips);
+    shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut client = match Client::connect(&options).await {
+        Ok(client) => client,
+        Err(error) => {
+            shared.error(format!("connect: {}", error_kind(&error.to_string())));
+            shared.counters.failures.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    };
+    shared.record(Series::Connect, started.elapsed().as_micros() as u64);
+    let hello_at = Instant::now();
+    match client.hello(token, resume.map(|last_seq| Resume { last_seq }), Duration::from_secs(30)).await {
+        Ok(welcome) => {
+            shared.record(Series::HelloWelcome, hello_at.elapsed().as_micros() as u64);
+            let session = Session { client, pending_sends: HashMap::new(), pending_reads: HashMap::new() };
+            Some((session, welcome.channels, welcome.head_seq))
+        }
+        Err(error) => {
+            shared.error(format!("hello: {}", error_kind(&error.to_string())));
+            shared.counters.failures.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// The first words of an error, as a bounded label.
+fn error_kind(text: &str) -> String {
+    text.split(':').next().unwrap_or(text).chars().take(60).collect()
+}
+
+/// Reconnects with the inbox's cursor and waits for `resumed` (replayed messages are checked
+/// like live ones). Err if it cannot (three attempts): the chain is broken.
+async fn reconnect(
+    shared: &Shared,
+    me: UserId,
+    index: usize,
+    first_gateway: usize,
+    token: &str,
+    inbox: &mut Inbox,
+    session: &mut Session,
+) -> Result<(), ()> {
+    shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    for attempt in 0..3 {
+        let gateway = (first_gateway + attempt) % shared.urls.len();
+        let cursor = inbox.cursor();
+        inbox.connection += 1;
+        let Some((mut next, _, _)) = connect(shared, index, gateway, token, Some(cursor)).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        // Sends still waiting for an ack are abandoned with the old connection (a real client
+        // would retry them with the same id; the checker only counts acked messages).
+        let mut unused = Vec::new();
+        loop {
+            match next.client.recv(Duration::from_secs(30)).await {
+                Ok(Incoming::Frame(ServerFrame::Resumed { .. })) => {
+                    shared.record(Series::ReconnectResumed, started.elapsed().as_micros() as u64);
+                    *session = next;
+                    return Ok(());
+                }
+                Ok(Incoming::Frame(ServerFrame::HistoryRequired { .. })) => {
+                    shared.counters.history_required.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Incoming::Frame(frame)) => on_frame(shared, me, &mut next, inbox, &mut unused, frame),
+                _ => break,
+            }
+        }
+    }
+    inbox.broken_at = Some(inbox.cursor());
+    shared.error("reconnect failed".into());
+    Err(())
+}
+
+/// Loads the newest page of a channel over REST.
+async fn history_page(shared: &Shared, token: &str, channel: ChannelId) {
+    let port = shared.api_port;
+    let path = format!("/v1/channels/{channel}/messages?limit=50");
+    shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    match http_request(port, "GET", &path, Some(token)).await {
+        Some((200, _)) => shared.record(Series::HistoryPage, started.elapsed().as_micros() as u64),
+        Some((status, _)) => {
+            shared.error(format!("history http {status}"));
+            shared.counters.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        None => {
+            shared.error("history unreachable".into());
+            shared.counters.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
