@@ -3,7 +3,7 @@
 //! REST route of the api service call [`authenticate`]; neither re-implements any part of it.
 //!
 //! [`Keys`] is the verifying key set of a process, re-read when the JWKS file changes so that
-//! keys rotate without a restart (docs/operations.md).
+//! keys rotate without a restart (README.md, "Running a gateway").
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};

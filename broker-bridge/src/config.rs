@@ -149,7 +149,7 @@ impl Config {
 
     /// The partitions this process owns.
     pub fn owned_partitions(&self) -> Vec<u32> {
-        crate::owned_partitions(self.process_index, self.processes.get(), self.partitions.get())
+        crate::partitions::owned_partitions(self.process_index, self.processes.get(), self.partitions.get())
     }
 }
 

@@ -4,7 +4,7 @@
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
-use crate::Sink;
+use threadspace_store::messages::Sink;
 
 /// Label `partition`.
 pub const ROWS_WRITTEN: &str = "threadspace_bridge_rows_written_total";

@@ -24,7 +24,7 @@ use async_nats::jetstream::message::{AckKind, Message};
 use futures_util::StreamExt as _;
 use threadspace_protocol::error_chain;
 use threadspace_protocol::stored::{decode_record, Record};
-use threadspace_protocol::subjects::MESSAGES_STREAM;
+use threadspace_protocol::subjects::{partition_filter, MESSAGES_STREAM};
 use threadspace_store::messages::{self, MessageRow, Sink};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
@@ -34,7 +34,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::dead_letter::{self, DeadLetter};
 use crate::metrics as m;
-use crate::{consumer_name, partition_filter};
+use crate::partitions::consumer_name;
 
 /// Metric labels of one writer loop.
 struct Labels {
@@ -683,7 +683,7 @@ mod tests {
             ts: 1_700_000_000_123,
         };
         let payload = serde_json::to_vec(&stored).expect("serializes");
-        let k = crate::partition_for(stored.org, 16);
+        let k = crate::partitions::partition_for(stored.org, 16);
         let subject = format!("msg.{k}.5.9");
         let now = SystemTime::now();
         let row = decode_row(k, 16, &subject, &payload, 42, now).expect("decodes");

@@ -33,12 +33,14 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_GATEWAY_POSTGRES_POOL", default_value = "16")]
     pub postgres_pool: NonZeroUsize,
 
-    /// Postgres connections for history pages, search and read markers (separate from the
-    /// directory pool that hellos use).
+    /// Postgres connections for read-marker writes (separate from the directory pool that
+    /// hellos use, so a flood of markers cannot starve connects). The flag keeps its name from
+    /// when the gateway also served history; history is the api service's now.
     #[arg(long, env = "THREADSPACE_GATEWAY_HISTORY_POOL", default_value = "8")]
     pub history_pool: NonZeroUsize,
 
-    /// A history or search query running longer than this is cancelled (503 to the client).
+    /// A read-marker write running longer than this is cancelled (the client gets `unavailable`
+    /// and retries).
     #[arg(long, env = "THREADSPACE_GATEWAY_HISTORY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub history_timeout: Duration,
 

@@ -9,9 +9,7 @@ pub mod agents;
 pub mod bench;
 pub mod capacity;
 pub mod checker;
-pub mod gate;
 pub mod idle;
-pub mod live;
 pub mod output;
 pub mod presence;
 pub mod run;
@@ -77,6 +75,15 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 fn nix_clock_ticks() -> u64 {
     // USER_HZ is 100 on every Linux this runs on.
     100
+}
+
+/// Wall-clock microseconds since the Unix epoch (the clock intended times are on, shared by
+/// every agent).
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -92,6 +92,11 @@ pub fn membership_subject(org: OrgId) -> String {
     format!("{MEMBERSHIP_PREFIX}.{org}")
 }
 
+/// Every message of partition `k` (a broker-bridge consumer's filter): `msg.<k>.>`.
+pub fn partition_filter(partition: u32) -> String {
+    format!("msg.{partition}.>")
+}
+
 /// Every org's typing indicators (a gateway's subscription).
 pub fn all_typing() -> String {
     format!("{TYPING_PREFIX}.>")

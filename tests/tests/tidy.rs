@@ -219,6 +219,10 @@ fn error_answers(files: &[&str]) -> BTreeSet<(&'static str, String)> {
             let Some(name) = rest.trim_start().strip_prefix('"').and_then(|r| r.split('"').next()) else {
                 continue;
             };
+            // Error codes are snake_case words; plain-text bodies such as "draining\n" are not codes.
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                continue;
+            }
             let numeric = match status.trim() {
                 "OK" => continue,
                 "BAD_REQUEST" => "400",

@@ -52,7 +52,7 @@ impl std::fmt::Debug for Edge {
     }
 }
 
-/// The connection limits and timings, from the gateway's flags (docs/operations.md).
+/// The connection limits and timings, from the gateway's flags (`threadspace-gateway --help`).
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub allowed_origins: Vec<String>,

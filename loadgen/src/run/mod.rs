@@ -8,6 +8,8 @@
 //! interval. The simulated user is in `user`, the named latencies in `series`, the report in
 //! `report`.
 
+pub mod gate;
+pub mod live;
 mod report;
 mod series;
 mod user;
@@ -16,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
@@ -26,18 +28,17 @@ use threadspace_protocol::token::Identity;
 use threadspace_protocol::{ChannelId, Seq};
 use tokio::time::Instant;
 
+pub use self::gate::{Gate, GateResult};
 pub use self::report::{Interval, Latency, Part, Report, Tick, TimelinePoint, Totals};
-pub(crate) use self::series::from_buckets;
 use self::series::{p99_ms, Recorder};
 pub use self::series::{Buckets, PerSeries, Series};
 use self::user::{virtual_user, Counters, Shared};
 use crate::checker::{check, Inbox, Verdict};
-pub use crate::gate::{Gate, GateResult};
-use crate::rss_kib;
 use crate::scenario::Scenario;
 use crate::script::{Timed, UserRecord};
 use crate::target::Target;
 use crate::usage::{Processes, Usage};
+use crate::{rss_kib, unix_micros};
 
 /// Where the run goes: its own stack, or one started by `./threadspace up`.
 pub enum Site {
@@ -143,10 +144,6 @@ pub struct RunOptions {
     pub record: Option<PathBuf>,
     /// Play these users' recorded actions instead of the scenario's random ones.
     pub replay: Option<Vec<UserRecord>>,
-}
-
-fn unix_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// One simulated user as a process runs it: its global index (which fixes its ramp slot and
@@ -283,7 +280,7 @@ pub async fn play(plan: &Plan, prefix: &str) -> anyhow::Result<Played> {
         scenario: scenario.clone(),
     });
     if let Some(addr) = plan.metrics_addr {
-        crate::live::serve(addr)?;
+        live::serve(addr)?;
         println!("{prefix}Prometheus metrics on http://{addr}/metrics");
     }
     let agent_label = plan.agent.map_or_else(|| "0".to_owned(), |k| k.to_string());
@@ -346,7 +343,7 @@ pub async fn play(plan: &Plan, prefix: &str) -> anyhow::Result<Played> {
                     p99_ms(&tick.histograms[Series::SendAck]),
                     p99_ms(&tick.histograms[Series::Presence]),
                 );
-                crate::live::publish(&agent_label, &tick);
+                live::publish(&agent_label, &tick);
                 timeline.push(tick);
             }
             _ = tokio::time::sleep_until(deadline + Duration::from_secs(30)) => {

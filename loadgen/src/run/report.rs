@@ -1,15 +1,15 @@
 //! What a run measured: each process's [`Part`] and progress [`Tick`]s, and the [`Report`]
 //! merged from them (its JSON form, the printed summary, and the timeline and histograms the
-//! HDR log and HTML report draw). Checking it against thresholds is [`crate::gate`].
+//! HDR log and HTML report draw). Checking it against thresholds (`gate`) is [`Report::gate`]; the thresholds are [`super::gate`].
 
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::gate::{Gate, GateResult};
 use super::series::{from_buckets, Buckets, PerSeries, Series};
 use crate::checker::Verdict;
-use crate::gate::GateResult;
 use crate::latency_histogram;
 use crate::scenario::Scenario;
 use crate::usage::{ComponentUsage, Used};
@@ -336,5 +336,57 @@ impl Report {
                 }
             }
         }
+    }
+}
+
+impl Report {
+    /// Checks the thresholds; records and returns the result.
+    pub fn gate(&mut self, gate: &Gate) -> &GateResult {
+        let mut failures = self.failures.clone();
+        let p99 = |name: &str| self.latency.get(name).map_or(0.0, |l| l.p99_ms);
+        let mut ceilings = vec![
+            (Series::SendDeliver.name(), "delivery", gate.max_delivery_p99),
+            (Series::Presence.name(), "presence", gate.max_presence_p99),
+        ];
+        ceilings.extend(gate.max_p99.iter().map(|(metric, max)| (metric.as_str(), metric.as_str(), *max)));
+        for (metric, label, max) in ceilings {
+            let value = p99(metric);
+            if value > max.as_secs_f64() * 1000.0 {
+                failures
+                    .push(format!("{label} p99 {value:.1} ms is over {}", humantime::format_duration(max)));
+            }
+        }
+        let c = &self.checker;
+        if c.lost > 0 {
+            failures.push(format!("{} deliveries lost (e.g. user#, seq: {:?})", c.lost, c.lost_examples));
+        }
+        if c.duplicated > 0 {
+            failures.push(format!(
+                "{} deliveries duplicated (e.g. seq, connection of each copy: {:?})",
+                c.duplicated, c.duplicate_examples
+            ));
+        }
+        if c.out_of_order > 0 {
+            failures.push(format!("{} deliveries out of order", c.out_of_order));
+        }
+        if c.unexpected > 0 {
+            failures.push(format!("{} deliveries to non-members", c.unexpected));
+        }
+        if c.expected == 0 {
+            failures.push("no deliveries were expected: the run measured nothing".into());
+        }
+        let rate = self.totals.failures as f64 / self.totals.requests.max(1) as f64;
+        if rate > gate.max_error_rate {
+            failures.push(format!(
+                "error rate {:.3} % is over {:.3} % ({} of {} requests; {:?})",
+                rate * 100.0,
+                gate.max_error_rate * 100.0,
+                self.totals.failures,
+                self.totals.requests,
+                self.errors
+            ));
+        }
+        self.gate = Some(GateResult { thresholds: gate.clone(), passed: failures.is_empty(), failures });
+        self.gate.as_ref().expect("just set")
     }
 }

@@ -17,10 +17,10 @@ use threadspace_protocol::{ChannelId, Seq, UserId};
 use tokio::time::Instant;
 
 use super::series::{Recorder, Series};
-use super::unix_micros;
 use crate::checker::Inbox;
 use crate::scenario::Scenario;
 use crate::script::{Action, Script, Timed, UserRecord};
+use crate::unix_micros;
 
 /// What the users of one process count, read at every progress tick.
 #[derive(Default)]

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
-use crate::run::{from_buckets, Tick};
+use super::report::Tick;
+use super::series::from_buckets;
 
 static SERVING: OnceLock<SocketAddr> = OnceLock::new();
 

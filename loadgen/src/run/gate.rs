@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::run::{Report, Series};
+use super::series::Series;
 use crate::scenario::humantime_serde;
 
 /// Thresholds `gate` checks. Lost, duplicated, out-of-order and unexpected deliveries are
@@ -86,58 +86,6 @@ impl Gate {
             anyhow::ensure!(!value.is_zero(), "`max_p99.{metric}` must be positive");
         }
         Ok(())
-    }
-}
-
-impl Report {
-    /// Checks the thresholds; records and returns the result.
-    pub fn gate(&mut self, gate: &Gate) -> &GateResult {
-        let mut failures = self.failures.clone();
-        let p99 = |name: &str| self.latency.get(name).map_or(0.0, |l| l.p99_ms);
-        let mut ceilings = vec![
-            (Series::SendDeliver.name(), "delivery", gate.max_delivery_p99),
-            (Series::Presence.name(), "presence", gate.max_presence_p99),
-        ];
-        ceilings.extend(gate.max_p99.iter().map(|(metric, max)| (metric.as_str(), metric.as_str(), *max)));
-        for (metric, label, max) in ceilings {
-            let value = p99(metric);
-            if value > max.as_secs_f64() * 1000.0 {
-                failures
-                    .push(format!("{label} p99 {value:.1} ms is over {}", humantime::format_duration(max)));
-            }
-        }
-        let c = &self.checker;
-        if c.lost > 0 {
-            failures.push(format!("{} deliveries lost (e.g. user#, seq: {:?})", c.lost, c.lost_examples));
-        }
-        if c.duplicated > 0 {
-            failures.push(format!(
-                "{} deliveries duplicated (e.g. seq, connection of each copy: {:?})",
-                c.duplicated, c.duplicate_examples
-            ));
-        }
-        if c.out_of_order > 0 {
-            failures.push(format!("{} deliveries out of order", c.out_of_order));
-        }
-        if c.unexpected > 0 {
-            failures.push(format!("{} deliveries to non-members", c.unexpected));
-        }
-        if c.expected == 0 {
-            failures.push("no deliveries were expected: the run measured nothing".into());
-        }
-        let rate = self.totals.failures as f64 / self.totals.requests.max(1) as f64;
-        if rate > gate.max_error_rate {
-            failures.push(format!(
-                "error rate {:.3} % is over {:.3} % ({} of {} requests; {:?})",
-                rate * 100.0,
-                gate.max_error_rate * 100.0,
-                self.totals.failures,
-                self.totals.requests,
-                self.errors
-            ));
-        }
-        self.gate = Some(GateResult { thresholds: gate.clone(), passed: failures.is_empty(), failures });
-        self.gate.as_ref().expect("just set")
     }
 }
 
