@@ -14,13 +14,13 @@ use crate::metrics as m;
 
 /// What authentication needs: the verifying keys and the directory.
 #[derive(Clone)]
-pub struct Auth {
+pub(crate) struct Auth {
     pub keys: Arc<Keys>,
     pub directory: Directory,
 }
 
 /// The caller's session, from `Authorization: Bearer <token>`.
-pub async fn caller(auth: &Auth, headers: &HeaderMap) -> Result<Session, ApiError> {
+pub(crate) async fn caller(auth: &Auth, headers: &HeaderMap) -> Result<Session, ApiError> {
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())

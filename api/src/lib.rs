@@ -6,12 +6,12 @@
 //! This file is the wiring: it builds the service's parts from the configuration and gives
 //! each handler only the parts it extracts (see [`Parts`]).
 
-pub mod caller;
+mod caller;
 pub mod config;
-pub mod error;
-pub mod metrics;
-pub mod parts;
-pub mod routes;
+mod error;
+mod metrics;
+mod parts;
+mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,20 +4,20 @@
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Labels `route` (template, or `unmatched`), `method`, `status` (the code's class: `2xx`…).
-pub const REQUESTS: &str = "threadspace_api_requests_total";
+pub(crate) const REQUESTS: &str = "threadspace_api_requests_total";
 /// Label `route`.
-pub const REQUEST_DURATION: &str = "threadspace_api_request_duration_seconds";
+pub(crate) const REQUEST_DURATION: &str = "threadspace_api_request_duration_seconds";
 /// Label `kind`: `page` or `search`.
-pub const HISTORY_DURATION: &str = "threadspace_api_history_duration_seconds";
+pub(crate) const HISTORY_DURATION: &str = "threadspace_api_history_duration_seconds";
 /// Label `result`: `ok`, `rejected`.
-pub const AUTH: &str = "threadspace_api_auth_total";
+pub(crate) const AUTH: &str = "threadspace_api_auth_total";
 /// Label `change`: `joined`, `left`.
-pub const MEMBERSHIP_CHANGES: &str = "threadspace_api_membership_changes_total";
-pub const READY: &str = "threadspace_api_ready";
+pub(crate) const MEMBERSHIP_CHANGES: &str = "threadspace_api_membership_changes_total";
+pub(crate) const READY: &str = "threadspace_api_ready";
 
 /// Registers descriptions so `/metrics` documents itself, and creates the counters at zero so
 /// `rate()` sees their first event.
-pub fn describe() {
+pub(crate) fn describe() {
     describe_counter!(REQUESTS, "REST requests answered, by route, method and status class");
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Time to answer a REST request, by route");
     describe_histogram!(HISTORY_DURATION, Unit::Seconds, "Postgres time of a history page or search");

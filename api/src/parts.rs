@@ -9,24 +9,24 @@ use crate::caller::Auth;
 
 /// The pool for history and search (its connections carry a statement timeout).
 #[derive(Clone)]
-pub struct Archive(pub threadspace_store::Pool);
+pub(crate) struct Archive(pub threadspace_store::Pool);
 
 /// The announcing side of membership changes (core NATS).
 #[derive(Clone)]
-pub struct Announcer(pub async_nats::Client);
+pub(crate) struct Announcer(pub async_nats::Client);
 
 /// The Prometheus handle, when a recorder is installed.
 #[derive(Clone)]
-pub struct Telemetry(pub Option<PrometheusHandle>);
+pub(crate) struct Telemetry(pub Option<PrometheusHandle>);
 
 /// Cancelled when the service starts draining.
 #[derive(Clone)]
-pub struct Draining(pub CancellationToken);
+pub(crate) struct Draining(pub CancellationToken);
 
 /// The service's parts. Handlers extract the ones they use (`State<Auth>`, `State<Archive>`…);
 /// none takes the whole.
 #[derive(Clone)]
-pub struct Parts {
+pub(crate) struct Parts {
     pub auth: Auth,
     pub archive: Archive,
     pub announcer: Announcer,

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Serves until `stop`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     nats: async_nats::Client,
     metrics: Option<PrometheusHandle>,

@@ -12,9 +12,9 @@
 pub mod config;
 pub mod dead_letter;
 mod http;
-pub mod metrics;
-pub mod partitions;
-pub mod writer;
+mod metrics;
+mod partitions;
+mod writer;
 
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;

@@ -7,34 +7,34 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use threadspace_store::messages::Sink;
 
 /// Label `partition`.
-pub const ROWS_WRITTEN: &str = "threadspace_bridge_rows_written_total";
+pub(crate) const ROWS_WRITTEN: &str = "threadspace_bridge_rows_written_total";
 /// Rows of a batch that already existed (redeliveries after a lost ack or a crash).
-pub const ROWS_EXISTING: &str = "threadspace_bridge_rows_existing_total";
-pub const BATCHES: &str = "threadspace_bridge_batches_total";
-pub const BATCH_ROWS: &str = "threadspace_bridge_batch_rows";
+pub(crate) const ROWS_EXISTING: &str = "threadspace_bridge_rows_existing_total";
+pub(crate) const BATCHES: &str = "threadspace_bridge_batches_total";
+pub(crate) const BATCH_ROWS: &str = "threadspace_bridge_batch_rows";
 /// Insert + checkpoint + commit of one batch.
-pub const COMMIT_DURATION: &str = "threadspace_bridge_commit_duration_seconds";
+pub(crate) const COMMIT_DURATION: &str = "threadspace_bridge_commit_duration_seconds";
 /// JetStream stored time → Postgres commit, per row.
-pub const STORED_TO_COMMITTED: &str = "threadspace_bridge_stored_to_committed_seconds";
+pub(crate) const STORED_TO_COMMITTED: &str = "threadspace_bridge_stored_to_committed_seconds";
 /// Label `partition`: messages the partition's consumer has not had acked yet.
-pub const LAG_MESSAGES: &str = "threadspace_bridge_lag_messages";
+pub(crate) const LAG_MESSAGES: &str = "threadspace_bridge_lag_messages";
 /// Label `partition`: age of the oldest message not yet committed (0 when caught up).
-pub const LAG_SECONDS: &str = "threadspace_bridge_lag_seconds";
+pub(crate) const LAG_SECONDS: &str = "threadspace_bridge_lag_seconds";
 /// Label `kind`: `connection` (connection dropped), `retryable`, `partition`.
-pub const WRITE_ERRORS: &str = "threadspace_bridge_write_errors_total";
+pub(crate) const WRITE_ERRORS: &str = "threadspace_bridge_write_errors_total";
 /// Label `reason`: `undecodable`, `refused`, `max_deliveries`.
-pub const DEAD_LETTERS: &str = "threadspace_bridge_dead_letters_total";
+pub(crate) const DEAD_LETTERS: &str = "threadspace_bridge_dead_letters_total";
 /// Durable consumers created (first start, or recreated after deletion).
-pub const CONSUMERS_CREATED: &str = "threadspace_bridge_consumers_created_total";
+pub(crate) const CONSUMERS_CREATED: &str = "threadspace_bridge_consumers_created_total";
 /// Label `partition`: the partition's consumer loop failed and is being reopened.
-pub const CONSUMER_FAILURES: &str = "threadspace_bridge_consumer_failures_total";
-pub const READY: &str = "threadspace_bridge_ready";
+pub(crate) const CONSUMER_FAILURES: &str = "threadspace_bridge_consumer_failures_total";
+pub(crate) const READY: &str = "threadspace_bridge_ready";
 /// The stream's partition count (`--partitions`): with the `LAG_SECONDS` series of the live
 /// bridges, it tells whether every partition has a live writer (the archive-lag alert).
-pub const PARTITIONS: &str = "threadspace_bridge_partitions";
+pub(crate) const PARTITIONS: &str = "threadspace_bridge_partitions";
 
 /// Registers descriptions so `/metrics` documents itself.
-pub fn describe() {
+pub(crate) fn describe() {
     describe_counter!(ROWS_WRITTEN, "Rows newly inserted into messages");
     describe_counter!(ROWS_EXISTING, "Rows of committed batches that already existed (redeliveries)");
     describe_counter!(BATCHES, "Batches committed");
@@ -56,9 +56,9 @@ pub fn describe() {
 }
 
 /// Every `kind` of [`WRITE_ERRORS`] (the writer's fault classes).
-pub const WRITE_ERROR_KINDS: [&str; 3] = ["connection", "retryable", "partition"];
+pub(crate) const WRITE_ERROR_KINDS: [&str; 3] = ["connection", "retryable", "partition"];
 /// Every `reason` of [`DEAD_LETTERS`].
-pub const DEAD_LETTER_REASONS: [&str; 3] = ["undecodable", "refused", "max_deliveries"];
+pub(crate) const DEAD_LETTER_REASONS: [&str; 3] = ["undecodable", "refused", "max_deliveries"];
 
 /// Creates every counter of this process's sinks and partitions at zero, so each series exists
 /// from the first scrape: a labelled counter otherwise appears at its first event, with value
@@ -66,7 +66,7 @@ pub const DEAD_LETTER_REASONS: [&str; 3] = ["undecodable", "refused", "max_deliv
 /// or write error would never alert. Also sets [`PARTITIONS`]. The lag gauges are left to the
 /// partition loops: they appear once the partition's consumer has reported, so a partition
 /// whose consumer never opens counts as not covered.
-pub fn register_zero(sinks: &[Sink], owned: &[u32], partitions: u32) {
+pub(crate) fn register_zero(sinks: &[Sink], owned: &[u32], partitions: u32) {
     metrics::gauge!(PARTITIONS).set(f64::from(partitions));
     for &sink in sinks {
         let sink = sink.as_str();

@@ -1,13 +1,11 @@
 //! Partitions: which bridge process owns which stream partitions, and the durable consumer
 //! each sink keeps per partition (docs/design.md §5).
 
-use threadspace_protocol::subjects::partition_of;
-use threadspace_protocol::OrgId;
 use threadspace_store::messages::Sink;
 
 /// Durable consumer name of `sink` in partition `k`: `writer-p<k>` (archive) or
 /// `indexer-p<k>` (search index).
-pub fn consumer_name(sink: Sink, partition: u32) -> String {
+pub(crate) fn consumer_name(sink: Sink, partition: u32) -> String {
     match sink {
         Sink::Archive => format!("writer-p{partition}"),
         Sink::Search => format!("indexer-p{partition}"),
@@ -16,20 +14,15 @@ pub fn consumer_name(sink: Sink, partition: u32) -> String {
 
 /// The partitions a bridge process owns when `n_processes` share `n_partitions`:
 /// process `index` takes every partition `k` with `k % n_processes == index`.
-pub fn owned_partitions(index: u32, n_processes: u32, n_partitions: u32) -> Vec<u32> {
+pub(crate) fn owned_partitions(index: u32, n_processes: u32, n_partitions: u32) -> Vec<u32> {
     (0..n_partitions).filter(|k| n_processes > 0 && k % n_processes == index).collect()
-}
-
-/// Which partition (and so which consumer) an org's messages go through.
-pub fn partition_for(org: OrgId, n_partitions: u32) -> u32 {
-    partition_of(org, n_partitions)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use threadspace_protocol::subjects::{message_subject, partition_filter};
-    use threadspace_protocol::ChannelId;
+    use threadspace_protocol::subjects::{message_subject, partition_filter, partition_of};
+    use threadspace_protocol::{ChannelId, OrgId};
 
     #[test]
     fn processes_share_partitions_without_overlap_or_gap() {
@@ -45,7 +38,7 @@ mod tests {
     fn an_orgs_messages_match_its_partition_filter() {
         for org in 1..200 {
             let subject = message_subject(16, OrgId(org), ChannelId(7));
-            let filter = partition_filter(partition_for(OrgId(org), 16));
+            let filter = partition_filter(partition_of(OrgId(org), 16));
             assert!(subject.starts_with(filter.trim_end_matches('>')), "{subject} vs {filter}");
         }
         assert_eq!(consumer_name(Sink::Archive, 3), "writer-p3");

@@ -53,7 +53,7 @@ impl Labels {
 }
 
 /// What every partition task shares.
-pub struct Shared {
+pub(crate) struct Shared {
     pub config: Config,
     pub jetstream: async_nats::jetstream::Context,
     pub pool: threadspace_store::Pool,
@@ -65,7 +65,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs partition `k`'s writer until `shutdown`, reopening its consumer after any failure.
 /// (`sink` is the table it writes.)
-pub async fn run_partition(
+pub(crate) async fn run_partition(
     shared: Arc<Shared>,
     committer: mpsc::Sender<Job>,
     sink: Sink,
@@ -219,7 +219,7 @@ fn decode(k: u32, n_partitions: u32, message: Message) -> Result<Pulled, Error> 
 
 /// The row a stream record of partition `k` (of `n_partitions`) becomes, or why it cannot
 /// become one.
-pub fn decode_row(
+pub(crate) fn decode_row(
     k: u32,
     n_partitions: u32,
     subject: &str,
@@ -350,7 +350,7 @@ async fn write_and_ack(
 }
 
 /// One partition's batch, handed to its sink's committer.
-pub struct Job {
+pub(crate) struct Job {
     partition: u32,
     rows: Vec<MessageRow>,
     last_seq: i64,
@@ -376,7 +376,7 @@ struct Merged<'a> {
 /// one transaction with a checkpoint per partition, and retries until the commit succeeds.
 /// One commit serves many partitions, so commits per second stay low at any partition count.
 /// Ends when every partition task has ended.
-pub async fn run_committer(
+pub(crate) async fn run_committer(
     shared: Arc<Shared>,
     sink: Sink,
     mut jobs: mpsc::Receiver<Job>,
@@ -478,7 +478,7 @@ impl From<tokio_postgres::Error> for PgFault {
 
 /// How a Postgres error is handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorClass {
+pub(crate) enum ErrorClass {
     /// The connection is unusable or points at a server that cannot take writes (read-only
     /// after a switchover, shutting down): drop it from the pool, reconnect.
     Connection,
@@ -489,7 +489,7 @@ pub enum ErrorClass {
 }
 
 /// Classifies a Postgres error (docs/design.md §7.2: drop pooled connections on 25006, 57P0x, 08xxx).
-pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
+pub(crate) fn classify(error: &tokio_postgres::Error) -> ErrorClass {
     if error.is_closed() {
         return ErrorClass::Connection;
     }
@@ -501,7 +501,7 @@ pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
 }
 
 /// [`classify`] for a known SQLSTATE.
-pub fn classify_code(code: &SqlState) -> ErrorClass {
+pub(crate) fn classify_code(code: &SqlState) -> ErrorClass {
     let text = code.code();
     if *code == SqlState::UNIQUE_VIOLATION {
         // Another writer inserted the same seq at the same moment: the retry finds it.
@@ -683,7 +683,7 @@ mod tests {
             ts: 1_700_000_000_123,
         };
         let payload = serde_json::to_vec(&stored).expect("serializes");
-        let k = crate::partitions::partition_for(stored.org, 16);
+        let k = threadspace_protocol::subjects::partition_of(stored.org, 16);
         let subject = format!("msg.{k}.5.9");
         let now = SystemTime::now();
         let row = decode_row(k, 16, &subject, &payload, 42, now).expect("decodes");

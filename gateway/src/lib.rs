@@ -14,11 +14,11 @@
 //! period → the fanout and NATS connection stop.
 
 pub mod config;
-pub mod delivery;
-pub mod edge;
-pub mod events;
-pub mod limits;
-pub mod metrics;
+mod delivery;
+mod edge;
+mod events;
+mod limits;
+mod metrics;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +37,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::Config;
+/// The buffer-less client frame reader, for the fuzz targets (docs/fuzzing.md).
+pub use edge::frame_reader::{FrameReader, ReadError};
 
 use crate::delivery::fanout::{self, Fanout};
 use crate::delivery::hub::{Hub, HubLimits};

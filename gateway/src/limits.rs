@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 /// A classic token bucket: `rate` tokens per second, at most `burst` stored.
 #[derive(Clone, Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -16,13 +16,13 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         Self { rate: f64::from(rate), burst, tokens: burst, updated: now }
     }
 
     /// Takes one token if there is one.
-    pub fn try_take(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.updated = now;
@@ -37,7 +37,7 @@ impl TokenBucket {
 
 /// Counts rate-limit strikes in a sliding 10 s window; too many means the client is flooding.
 #[derive(Clone, Debug)]
-pub struct Strikes {
+pub(crate) struct Strikes {
     limit: u32,
     count: u32,
     window_start: Instant,
@@ -46,12 +46,12 @@ pub struct Strikes {
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 
 impl Strikes {
-    pub fn new(limit: u32, now: Instant) -> Self {
+    pub(crate) fn new(limit: u32, now: Instant) -> Self {
         Self { limit, count: 0, window_start: now }
     }
 
     /// Records a strike; true when the limit is exceeded.
-    pub fn strike(&mut self, now: Instant) -> bool {
+    pub(crate) fn strike(&mut self, now: Instant) -> bool {
         if now.saturating_duration_since(self.window_start) > STRIKE_WINDOW {
             self.window_start = now;
             self.count = 0;

@@ -2,56 +2,57 @@
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
-pub const CONNECTIONS: &str = "threadspace_gateway_connections";
-pub const CONNECTIONS_ACCEPTED: &str = "threadspace_gateway_connections_accepted_total";
-pub const CONNECTIONS_REFUSED: &str = "threadspace_gateway_connections_refused_total";
+pub(crate) const CONNECTIONS: &str = "threadspace_gateway_connections";
+pub(crate) const CONNECTIONS_ACCEPTED: &str = "threadspace_gateway_connections_accepted_total";
+pub(crate) const CONNECTIONS_REFUSED: &str = "threadspace_gateway_connections_refused_total";
 /// Label `reason`: a close reason from [`close_reason`].
-pub const CONNECTIONS_CLOSED: &str = "threadspace_gateway_connections_closed_total";
+pub(crate) const CONNECTIONS_CLOSED: &str = "threadspace_gateway_connections_closed_total";
 /// Label `code`: an [`threadspace_protocol::ErrorCode`] string.
-pub const ERRORS: &str = "threadspace_gateway_errors_total";
+pub(crate) const ERRORS: &str = "threadspace_gateway_errors_total";
 /// Label `result`: `ok`, `duplicate`, `id_reused`, `failed`.
-pub const PUBLISHED: &str = "threadspace_gateway_messages_published_total";
-pub const PUBLISH_DURATION: &str = "threadspace_gateway_publish_duration_seconds";
-pub const FANOUT_MESSAGES: &str = "threadspace_gateway_fanout_messages_total";
-pub const FANOUT_DELIVERIES: &str = "threadspace_gateway_fanout_deliveries_total";
+pub(crate) const PUBLISHED: &str = "threadspace_gateway_messages_published_total";
+pub(crate) const PUBLISH_DURATION: &str = "threadspace_gateway_publish_duration_seconds";
+pub(crate) const FANOUT_MESSAGES: &str = "threadspace_gateway_fanout_messages_total";
+pub(crate) const FANOUT_DELIVERIES: &str = "threadspace_gateway_fanout_deliveries_total";
 /// Gateway time at fanout minus the message's publish time.
-pub const FANOUT_LAG: &str = "threadspace_gateway_fanout_lag_seconds";
-pub const FANOUT_REDELIVERED: &str = "threadspace_gateway_fanout_redelivered_total";
-pub const FANOUT_UNDECODABLE: &str = "threadspace_gateway_fanout_undecodable_total";
+pub(crate) const FANOUT_LAG: &str = "threadspace_gateway_fanout_lag_seconds";
+pub(crate) const FANOUT_REDELIVERED: &str = "threadspace_gateway_fanout_redelivered_total";
+pub(crate) const FANOUT_UNDECODABLE: &str = "threadspace_gateway_fanout_undecodable_total";
 /// Label `result`: `fresh`, `replayed`, `history_required`.
-pub const RESUMES: &str = "threadspace_gateway_resumes_total";
-pub const REPLAYED_MESSAGES: &str = "threadspace_gateway_replayed_messages_total";
+pub(crate) const RESUMES: &str = "threadspace_gateway_resumes_total";
+pub(crate) const REPLAYED_MESSAGES: &str = "threadspace_gateway_replayed_messages_total";
 /// Label `result`: `ok`, `rejected`.
-pub const AUTH: &str = "threadspace_gateway_auth_total";
-pub const MEMBERSHIP_EVENTS: &str = "threadspace_gateway_membership_events_total";
+pub(crate) const AUTH: &str = "threadspace_gateway_auth_total";
+pub(crate) const MEMBERSHIP_EVENTS: &str = "threadspace_gateway_membership_events_total";
 /// Label `result`: `moved`, `stale`, `not_member`, `failed`.
-pub const READS: &str = "threadspace_gateway_read_markers_total";
+pub(crate) const READS: &str = "threadspace_gateway_read_markers_total";
 /// Label `result`: `published`, `throttled`, `not_member`.
-pub const TYPING: &str = "threadspace_gateway_typing_total";
-pub const TYPING_DELIVERIES: &str = "threadspace_gateway_typing_deliveries_total";
+pub(crate) const TYPING: &str = "threadspace_gateway_typing_total";
+pub(crate) const TYPING_DELIVERIES: &str = "threadspace_gateway_typing_deliveries_total";
 /// Label `kind`: `delta`, `full`, `bye`.
-pub const PRESENCE_BEATS_SENT: &str = "threadspace_gateway_presence_beats_sent_total";
-pub const PRESENCE_BEAT_BYTES_SENT: &str = "threadspace_gateway_presence_beat_bytes_sent_total";
+pub(crate) const PRESENCE_BEATS_SENT: &str = "threadspace_gateway_presence_beats_sent_total";
+pub(crate) const PRESENCE_BEAT_BYTES_SENT: &str = "threadspace_gateway_presence_beat_bytes_sent_total";
 /// Label `kind`: `delta`, `full`, `bye`.
-pub const PRESENCE_BEATS_RECEIVED: &str = "threadspace_gateway_presence_beats_received_total";
-pub const PRESENCE_BEAT_BYTES_RECEIVED: &str = "threadspace_gateway_presence_beat_bytes_received_total";
-pub const PRESENCE_BEAT_GAPS: &str = "threadspace_gateway_presence_beat_gaps_total";
-pub const PRESENCE_EXPIRIES: &str = "threadspace_gateway_presence_gateway_expiries_total";
-pub const PRESENCE_EXPIRED_USERS: &str = "threadspace_gateway_presence_expired_users_total";
-pub const PRESENCE_LOCAL_CHANGES: &str = "threadspace_gateway_presence_local_changes_total";
+pub(crate) const PRESENCE_BEATS_RECEIVED: &str = "threadspace_gateway_presence_beats_received_total";
+pub(crate) const PRESENCE_BEAT_BYTES_RECEIVED: &str =
+    "threadspace_gateway_presence_beat_bytes_received_total";
+pub(crate) const PRESENCE_BEAT_GAPS: &str = "threadspace_gateway_presence_beat_gaps_total";
+pub(crate) const PRESENCE_EXPIRIES: &str = "threadspace_gateway_presence_gateway_expiries_total";
+pub(crate) const PRESENCE_EXPIRED_USERS: &str = "threadspace_gateway_presence_expired_users_total";
+pub(crate) const PRESENCE_LOCAL_CHANGES: &str = "threadspace_gateway_presence_local_changes_total";
 /// Label `status`: `online`, `idle`, `offline`.
-pub const PRESENCE_CHANGES: &str = "threadspace_gateway_presence_changes_total";
-pub const PRESENCE_COALESCED: &str = "threadspace_gateway_presence_coalesced_total";
-pub const PRESENCE_FRAMES: &str = "threadspace_gateway_presence_frames_total";
+pub(crate) const PRESENCE_CHANGES: &str = "threadspace_gateway_presence_changes_total";
+pub(crate) const PRESENCE_COALESCED: &str = "threadspace_gateway_presence_coalesced_total";
+pub(crate) const PRESENCE_FRAMES: &str = "threadspace_gateway_presence_frames_total";
 /// Label `status`: `online`, `idle`.
-pub const PRESENCE_USERS: &str = "threadspace_gateway_presence_users";
-pub const PRESENCE_GATEWAYS: &str = "threadspace_gateway_presence_gateways";
+pub(crate) const PRESENCE_USERS: &str = "threadspace_gateway_presence_users";
+pub(crate) const PRESENCE_GATEWAYS: &str = "threadspace_gateway_presence_gateways";
 /// Label `status`: `online`, `idle`.
-pub const PRESENCE_SIGNALS: &str = "threadspace_gateway_presence_signals_total";
-pub const READY: &str = "threadspace_gateway_ready";
+pub(crate) const PRESENCE_SIGNALS: &str = "threadspace_gateway_presence_signals_total";
+pub(crate) const READY: &str = "threadspace_gateway_ready";
 
 /// Registers descriptions so `/metrics` documents itself.
-pub fn describe() {
+pub(crate) fn describe() {
     describe_gauge!(CONNECTIONS, "Open client WebSocket connections");
     describe_counter!(READS, "Read markers from local clients, by result");
     describe_counter!(TYPING, "Typing indicators from local clients, by result");
@@ -92,7 +93,7 @@ pub fn describe() {
 }
 
 /// Every value [`close_reason`] returns (the `reason` label of [`CONNECTIONS_CLOSED`]).
-pub const CLOSE_REASONS: [&str; 12] = [
+pub(crate) const CLOSE_REASONS: [&str; 12] = [
     "normal",
     "draining",
     "protocol_error",
@@ -112,7 +113,7 @@ pub const CLOSE_REASONS: [&str; 12] = [
 /// value 1, and `rate()`/`increase()` see no increase from a series' first sample: the first
 /// failed publish or slow-consumer close would be invisible to the alerts. (`ERRORS`, labelled
 /// by the protocol's error codes, appears on first use.)
-pub fn register_zero() {
+pub(crate) fn register_zero() {
     for name in [
         CONNECTIONS_ACCEPTED,
         CONNECTIONS_REFUSED,
@@ -154,7 +155,7 @@ pub fn register_zero() {
 }
 
 /// Bounded label for a close code.
-pub fn close_reason(code: u16) -> &'static str {
+pub(crate) fn close_reason(code: u16) -> &'static str {
     use threadspace_protocol::frames::close_code as c;
     match code {
         c::NORMAL => "normal",

@@ -147,3 +147,56 @@ async fn resume_beyond_the_replay_limit_says_history_is_required() -> anyhow::Re
     assert_eq!(recv_messages(&mut bob, 1).await?[0].seq, seq);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_api_is_the_api_services_and_its_document_lists_every_route() -> anyhow::Result<()> {
+    let fx = Fixture::start(1, &[]).await?;
+    let token = fx.token("alice");
+
+    // The document the api serves names every client route with its methods, and the bearer
+    // scheme they require.
+    let (status, document) = threadspace_client::rest::http_get(fx.stack.api.port, "/v1/openapi.json")
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the api service does not answer"))?;
+    assert_eq!(status, 200, "{document}");
+    let document: serde_json::Value = serde_json::from_str(&document)?;
+    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", document["openapi"]);
+    let operations: Vec<(String, String)> = document["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(path, item)| {
+            item.as_object().into_iter().flatten().map(move |(method, _)| (method.clone(), path.clone()))
+        })
+        .collect();
+    for expected in [
+        ("get", "/v1/channels/{channel}/messages"),
+        ("get", "/v1/search"),
+        ("put", "/v1/channels/{channel}/members/{user}"),
+        ("delete", "/v1/channels/{channel}/members/{user}"),
+    ] {
+        assert!(
+            operations.iter().any(|(m, p)| (m.as_str(), p.as_str()) == expected),
+            "{expected:?} missing from {operations:?}"
+        );
+    }
+    assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+
+    // Unknown routes and methods answer in the API's one error shape (checked by `rest`).
+    let (status, body) = rest(&fx.stack, "GET", "/v1/nothing-here", Some(&token)).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, body) = rest(&fx.stack, "POST", "/v1/search?q=x", Some(&token)).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (405, Some("method_not_allowed")), "{body}");
+
+    // The gateway keeps only the WebSocket edge: REST paths are not found there, and the answer
+    // says where the API lives.
+    let gateway = fx.stack.gateways[0].port;
+    let (status, body) =
+        threadspace_client::rest::http_request(gateway, "GET", "/v1/search?q=x", Some(&token))
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the gateway does not answer"))?;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("threadspace-api"), "{body}");
+    assert_eq!(threadspace_client::rest::http_status(gateway, "/readyz").await, Some(200));
+    Ok(())
+}

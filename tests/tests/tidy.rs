@@ -52,7 +52,9 @@ fn declared_metrics() -> BTreeSet<String> {
     let code =
         read("gateway/src/metrics.rs") + &read("broker-bridge/src/metrics.rs") + &read("api/src/metrics.rs");
     code.lines()
-        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| {
+            l.trim().strip_prefix("pub(crate) const ").or_else(|| l.trim().strip_prefix("pub const "))
+        })
         .filter_map(|l| l.split('"').nth(1))
         .map(str::to_owned)
         .collect()
@@ -74,7 +76,7 @@ fn every_metric_in_dashboards_and_alerts_exists_in_code() {
     let unknown: Vec<_> = used.difference(&declared).collect();
     assert!(
         unknown.is_empty(),
-        "used but not declared in gateway/ or broker-bridge/src/metrics.rs: {unknown:?}"
+        "used but not declared in gateway/, broker-bridge/ or api/src/metrics.rs: {unknown:?}"
     );
     let bridge: Vec<_> = used.iter().filter(|m| m.starts_with("threadspace_bridge_")).collect();
     assert!(bridge.len() >= 4, "the bridge is graphed and alerted on: {bridge:?}");

@@ -18,18 +18,18 @@ use crate::metrics as m;
 use crate::parts::Archive;
 
 /// Default history page.
-pub const DEFAULT_PAGE: i64 = 50;
+pub(crate) const DEFAULT_PAGE: i64 = 50;
 /// Default and largest search page.
-pub const DEFAULT_HITS: i64 = 20;
-pub const MAX_HITS: i64 = 100;
+pub(crate) const DEFAULT_HITS: i64 = 20;
+pub(crate) const MAX_HITS: i64 = 100;
 /// Deepest a search may page (ranked results further down are noise).
-pub const MAX_SEARCH_OFFSET: i64 = 1_000;
+pub(crate) const MAX_SEARCH_OFFSET: i64 = 1_000;
 /// Longest search query, in characters.
-pub const MAX_QUERY_CHARS: usize = 256;
+pub(crate) const MAX_QUERY_CHARS: usize = 256;
 
 /// A stored message, as the WebSocket's `msg` frame carries it (docs/protocol.md).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Message {
+pub(crate) struct Message {
     /// Stream sequence: the message's position in the global order.
     pub seq: u64,
     pub channel: i64,
@@ -56,7 +56,7 @@ impl From<MessageFrame> for Message {
 
 /// One page of a channel's history, oldest first.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct HistoryPage {
+pub(crate) struct HistoryPage {
     pub channel: i64,
     pub messages: Vec<Message>,
     /// More messages exist beyond this page in the direction asked for.
@@ -65,7 +65,7 @@ pub struct HistoryPage {
 
 /// A search hit: the message and its rank (higher is better).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SearchHit {
+pub(crate) struct SearchHit {
     pub seq: u64,
     pub channel: i64,
     pub sender: i64,
@@ -77,7 +77,7 @@ pub struct SearchHit {
 
 /// A page of search hits, best first.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SearchResults {
+pub(crate) struct SearchResults {
     pub hits: Vec<SearchHit>,
     /// Pass as `cursor` for the next page; null when there is none.
     pub next_cursor: Option<String>,
@@ -111,7 +111,7 @@ fn history_unavailable(what: &str, error: &(dyn std::error::Error + 'static)) ->
     ),
     security(("bearer" = []))
 )]
-pub async fn messages(
+pub(crate) async fn messages(
     State(auth): State<Auth>,
     State(archive): State<Archive>,
     Path(channel): Path<String>,
@@ -170,7 +170,7 @@ pub async fn messages(
     ),
     security(("bearer" = []))
 )]
-pub async fn search(
+pub(crate) async fn search(
     State(auth): State<Auth>,
     State(archive): State<Archive>,
     RawQuery(query): RawQuery,

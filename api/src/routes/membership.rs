@@ -26,7 +26,7 @@ use crate::parts::Announcer;
 
 /// What a membership request did.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct MembershipChange {
+pub(crate) struct MembershipChange {
     pub channel: i64,
     pub user: i64,
     pub change: Change,
@@ -36,7 +36,7 @@ pub struct MembershipChange {
 
 #[derive(Clone, Copy, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Change {
+pub(crate) enum Change {
     Joined,
     Left,
 }
@@ -58,7 +58,7 @@ pub enum Change {
     ),
     security(("bearer" = []))
 )]
-pub async fn add_member(
+pub(crate) async fn add_member(
     State(auth): State<Auth>,
     State(announcer): State<Announcer>,
     Path((channel, user)): Path<(String, String)>,
@@ -84,7 +84,7 @@ pub async fn add_member(
     ),
     security(("bearer" = []))
 )]
-pub async fn remove_member(
+pub(crate) async fn remove_member(
     State(auth): State<Auth>,
     State(announcer): State<Announcer>,
     Path((channel, user)): Path<(String, String)>,

@@ -5,10 +5,10 @@
 //! Handlers take only the parts of the service they use (axum `State` sub-states built by
 //! [`crate::parts::Parts`]), never the whole.
 
-pub mod history;
-pub mod membership;
-pub mod ops;
-pub mod query;
+pub(crate) mod history;
+pub(crate) mod membership;
+pub(crate) mod ops;
+pub(crate) mod query;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode, Uri};
@@ -57,7 +57,7 @@ impl Modify for BearerAuth {
 }
 
 /// The client-facing routes, each registered with its OpenAPI operation.
-pub fn api_routes() -> OpenApiRouter<Parts> {
+pub(crate) fn api_routes() -> OpenApiRouter<Parts> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(history::messages))
         .routes(routes!(history::search))
@@ -65,7 +65,7 @@ pub fn api_routes() -> OpenApiRouter<Parts> {
 }
 
 /// The service's router and the OpenAPI document of its REST routes.
-pub fn router(parts: Parts) -> (Router, utoipa::openapi::OpenApi) {
+pub(crate) fn router(parts: Parts) -> (Router, utoipa::openapi::OpenApi) {
     let (api_router, openapi) = api_routes().split_for_parts();
     let document = openapi.clone();
     let router = api_router

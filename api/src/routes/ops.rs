@@ -8,12 +8,12 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-pub async fn health() -> &'static str {
+pub(crate) async fn health() -> &'static str {
     "ok\n"
 }
 
 /// 200 while the service can answer: not draining, NATS connected (membership changes need it).
-pub async fn ready(
+pub(crate) async fn ready(
     State(draining): State<Draining>,
     State(announcer): State<Announcer>,
 ) -> (StatusCode, &'static str) {
@@ -26,7 +26,7 @@ pub async fn ready(
     }
 }
 
-pub async fn metrics(State(telemetry): State<Telemetry>) -> Response {
+pub(crate) async fn metrics(State(telemetry): State<Telemetry>) -> Response {
     match telemetry.0 {
         Some(handle) => ([(CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
         None => ApiError::not_found("metrics are not enabled").into_response(),

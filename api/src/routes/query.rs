@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 /// Parses a query string into parameters, refusing unknown and repeated ones.
-pub fn params(query: Option<&str>, allowed: &[&str]) -> Result<HashMap<String, String>, String> {
+pub(crate) fn params(query: Option<&str>, allowed: &[&str]) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
     for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if !allowed.contains(&key.as_ref()) {
@@ -18,7 +18,7 @@ pub fn params(query: Option<&str>, allowed: &[&str]) -> Result<HashMap<String, S
 }
 
 /// An integer parameter within `range`, or `None` when absent.
-pub fn int_param(
+pub(crate) fn int_param(
     params: &HashMap<String, String>,
     name: &str,
     range: std::ops::RangeInclusive<i64>,
@@ -35,7 +35,7 @@ pub fn int_param(
 }
 
 /// A positive integer path parameter, or a message naming it.
-pub fn path_id(name: &str, raw: &str) -> Result<i64, String> {
+pub(crate) fn path_id(name: &str, raw: &str) -> Result<i64, String> {
     match raw.parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),
         _ => Err(format!("path parameter `{name}` must be a positive integer, got {raw:?}")),

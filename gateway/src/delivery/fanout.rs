@@ -23,10 +23,10 @@ use threadspace_protocol::error_chain;
 use crate::delivery::hub::Hub;
 
 /// Dedup window of the stream: a retry within it returns the original seq.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// Creates the MESSAGES stream if it does not exist; returns its last sequence.
-pub async fn ensure_stream(
+pub(crate) async fn ensure_stream(
     jetstream: &async_nats::jetstream::Context,
     replicas: usize,
     max_age: Duration,
@@ -49,7 +49,7 @@ pub async fn ensure_stream(
 
 /// Runs the fanout until `shutdown`, recreating the consumer after failures.
 /// What the fanout reads and where it delivers.
-pub struct Fanout {
+pub(crate) struct Fanout {
     pub hub: Arc<Hub>,
     pub jetstream: async_nats::jetstream::Context,
     pub partitions: u32,
@@ -57,7 +57,7 @@ pub struct Fanout {
     pub fault_delay: Duration,
 }
 
-pub async fn run(fanout: Fanout, shutdown: CancellationToken) {
+pub(crate) async fn run(fanout: Fanout, shutdown: CancellationToken) {
     loop {
         let start = fanout.hub.head_seq() + 1;
         match consume(&fanout, start, &shutdown).await {

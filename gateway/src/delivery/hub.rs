@@ -23,11 +23,11 @@ use crate::metrics as m;
 /// What the writer task of a connection sends. One pointer wide: tokio allocates each queue's
 /// first block of 32 slots up front, so slot size is per-connection memory. A message frame is
 /// one `Arc` shared by every recipient.
-pub type Outbound = Arc<OutFrame>;
+pub(crate) type Outbound = Arc<OutFrame>;
 
 /// A frame queued for a connection.
 #[derive(Debug)]
-pub enum OutFrame {
+pub(crate) enum OutFrame {
     /// A message frame; skipped if `seq` was already replayed.
     Msg { seq: Seq, frame: Bytes },
     /// Any other encoded server frame.
@@ -38,7 +38,7 @@ pub enum OutFrame {
 
 /// A connection as the hub and other tasks see it.
 #[derive(Debug)]
-pub struct ConnHandle {
+pub(crate) struct ConnHandle {
     pub id: u64,
     pub user: UserId,
     pub org: OrgId,
@@ -67,18 +67,18 @@ pub struct ConnHandle {
 
 impl ConnHandle {
     /// Ends the connection with `code` (the first caller's code wins).
-    pub fn kill(&self, code: u16) {
+    pub(crate) fn kill(&self, code: u16) {
         let _ = self.close_code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
         self.cancel.cancel();
     }
 
-    pub fn close_code(&self) -> u16 {
+    pub(crate) fn close_code(&self) -> u16 {
         self.close_code.load(Ordering::Acquire)
     }
 
     /// Queues a frame; a full queue kills the connection as a slow consumer. False if the
     /// frame was not queued (full, or the connection is ending).
-    pub fn push(&self, item: Outbound) -> bool {
+    pub(crate) fn push(&self, item: Outbound) -> bool {
         if self.cancel.is_cancelled() {
             return false;
         }
@@ -95,7 +95,7 @@ impl ConnHandle {
     }
 
     /// Takes the next queued frame. An emptied queue gives back memory a burst made it grow.
-    pub fn pop(&self) -> Option<Outbound> {
+    pub(crate) fn pop(&self) -> Option<Outbound> {
         let mut queue = self.queue.lock().expect("queue lock is never poisoned");
         let item = queue.pop_front();
         if queue.is_empty() && queue.capacity() > 16 {
@@ -105,32 +105,32 @@ impl ConnHandle {
     }
 
     /// Number of queued frames.
-    pub fn queued_len(&self) -> usize {
+    pub(crate) fn queued_len(&self) -> usize {
         self.queue.lock().expect("queue lock is never poisoned").len()
     }
 
     /// Resolves after the next push (immediately if one happened since the last wait).
-    pub async fn wait_queued(&self) {
+    pub(crate) async fn wait_queued(&self) {
         self.queued.notified().await;
     }
 
     /// Queues an encoded server frame.
-    pub fn push_frame(&self, frame: &ServerFrame) -> bool {
+    pub(crate) fn push_frame(&self, frame: &ServerFrame) -> bool {
         self.push(Arc::new(OutFrame::Frame(Bytes::from(frame.encode()))))
     }
 
     /// Records that the client sent something at `now_ms`.
-    pub fn touch(&self, now_ms: u64) {
+    pub(crate) fn touch(&self, now_ms: u64) {
         self.last_rx_ms.store(now_ms, Ordering::Relaxed);
     }
 
-    pub fn last_rx_ms(&self) -> u64 {
+    pub(crate) fn last_rx_ms(&self) -> u64 {
         self.last_rx_ms.load(Ordering::Relaxed)
     }
 
     /// Records activity at `now_ms`; true if the connection counted as idle until now
     /// (by the client's word or by `idle_after_ms` of inactivity).
-    pub fn mark_active(&self, now_ms: u64, idle_after_ms: u64) -> bool {
+    pub(crate) fn mark_active(&self, now_ms: u64, idle_after_ms: u64) -> bool {
         let was_idle = self.is_idle(now_ms, idle_after_ms);
         self.client_idle.store(false, Ordering::Relaxed);
         self.last_active_ms.store(now_ms, Ordering::Relaxed);
@@ -138,22 +138,22 @@ impl ConnHandle {
     }
 
     /// The client says it is idle; true if that changed anything.
-    pub fn mark_idle(&self) -> bool {
+    pub(crate) fn mark_idle(&self) -> bool {
         !self.client_idle.swap(true, Ordering::Relaxed)
     }
 
     /// Idle by the client's word or after `idle_after_ms` without activity.
-    pub fn is_idle(&self, now_ms: u64, idle_after_ms: u64) -> bool {
+    pub(crate) fn is_idle(&self, now_ms: u64, idle_after_ms: u64) -> bool {
         self.client_idle.load(Ordering::Relaxed)
             || now_ms.saturating_sub(self.last_active_ms.load(Ordering::Relaxed)) >= idle_after_ms
     }
 
-    pub fn is_member(&self, channel: ChannelId) -> bool {
+    pub(crate) fn is_member(&self, channel: ChannelId) -> bool {
         self.channels.lock().expect("channel set lock is never poisoned").contains(&channel)
     }
 
     /// A snapshot of the connection's channels (for replay filtering).
-    pub fn channel_set(&self) -> HashSet<ChannelId> {
+    pub(crate) fn channel_set(&self) -> HashSet<ChannelId> {
         self.channels.lock().expect("channel set lock is never poisoned").clone()
     }
 }
@@ -173,14 +173,14 @@ struct Inner {
 
 /// Limits applied to new registrations.
 #[derive(Clone, Copy, Debug)]
-pub struct HubLimits {
+pub(crate) struct HubLimits {
     pub outbound_queue: usize,
     pub sends_per_second: u32,
     pub send_burst: u32,
 }
 
 /// The registry of local connections.
-pub struct Hub {
+pub(crate) struct Hub {
     inner: RwLock<Inner>,
     head_seq: AtomicU64,
     next_conn_id: AtomicU64,
@@ -199,14 +199,14 @@ impl std::fmt::Debug for Hub {
 
 /// A registered connection: its handle and the head of the stream at registration.
 #[derive(Debug)]
-pub struct Registration {
+pub(crate) struct Registration {
     pub handle: Arc<ConnHandle>,
     pub head_seq: Seq,
 }
 
 impl Hub {
     /// A hub whose fanout starts after `head_seq`.
-    pub fn new(head_seq: Seq, limits: HubLimits) -> Self {
+    pub(crate) fn new(head_seq: Seq, limits: HubLimits) -> Self {
         Self {
             inner: RwLock::new(Inner::default()),
             head_seq: AtomicU64::new(head_seq),
@@ -218,24 +218,24 @@ impl Hub {
     }
 
     /// Milliseconds since the hub was created (monotonic): the clock of activity stamps.
-    pub fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
 
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
 
-    pub fn head_seq(&self) -> Seq {
+    pub(crate) fn head_seq(&self) -> Seq {
         self.head_seq.load(Ordering::Acquire)
     }
 
     /// Registers a connection of `user` in `channels`.
-    pub fn register(
+    pub(crate) fn register(
         &self,
         user: UserId,
         org: OrgId,
@@ -282,7 +282,7 @@ impl Hub {
     }
 
     /// Removes a connection from every index.
-    pub fn deregister(&self, handle: &ConnHandle) {
+    pub(crate) fn deregister(&self, handle: &ConnHandle) {
         let channels = handle.channel_set();
         let mut inner = self.inner.write().expect("hub lock is never poisoned");
         for channel in channels {
@@ -311,7 +311,7 @@ impl Hub {
 
     /// Delivers one stored message to the channel's local members and advances the head.
     /// Returns how many connections it was queued to.
-    pub fn deliver(&self, seq: Seq, channel: Option<ChannelId>, frame: &Bytes) -> usize {
+    pub(crate) fn deliver(&self, seq: Seq, channel: Option<ChannelId>, frame: &Bytes) -> usize {
         let item: Outbound = Arc::new(OutFrame::Msg { seq, frame: frame.clone() });
         let inner = self.inner.read().expect("hub lock is never poisoned");
         let mut delivered = 0;
@@ -330,7 +330,12 @@ impl Hub {
     /// Queues an ephemeral frame (typing, read markers) to the channel's local members, except
     /// `except`'s connections; a connection whose queue is over half full misses it (it is not
     /// worth a disconnect). Returns how many connections it was queued to.
-    pub fn deliver_ephemeral(&self, channel: ChannelId, except: Option<UserId>, frame: &Bytes) -> usize {
+    pub(crate) fn deliver_ephemeral(
+        &self,
+        channel: ChannelId,
+        except: Option<UserId>,
+        frame: &Bytes,
+    ) -> usize {
         let item: Outbound = Arc::new(OutFrame::Frame(frame.clone()));
         let inner = self.inner.read().expect("hub lock is never poisoned");
         let mut delivered = 0;
@@ -345,7 +350,7 @@ impl Hub {
     }
 
     /// Queues an ephemeral frame to every local connection of `user`. Returns how many.
-    pub fn deliver_user(&self, user: UserId, frame: &Bytes) -> usize {
+    pub(crate) fn deliver_user(&self, user: UserId, frame: &Bytes) -> usize {
         let item: Outbound = Arc::new(OutFrame::Frame(frame.clone()));
         let inner = self.inner.read().expect("hub lock is never poisoned");
         inner
@@ -355,7 +360,7 @@ impl Hub {
     }
 
     /// Queues a presence frame to every local connection of `org`. Returns how many.
-    pub fn deliver_org(&self, org: OrgId, frame: &Bytes) -> usize {
+    pub(crate) fn deliver_org(&self, org: OrgId, frame: &Bytes) -> usize {
         let item: Outbound = Arc::new(OutFrame::Frame(frame.clone()));
         let inner = self.inner.read().expect("hub lock is never poisoned");
         inner.orgs.get(&org).map_or(0, |conns| conns.iter().filter(|conn| conn.push(item.clone())).count())
@@ -363,7 +368,7 @@ impl Hub {
 
     /// The presence of a user's local connections: `None` without any, `Online` if one of
     /// them is active, else `Idle`.
-    pub fn local_status(
+    pub(crate) fn local_status(
         &self,
         user: UserId,
         now_ms: u64,
@@ -381,12 +386,12 @@ impl Hub {
     }
 
     /// Every user with a local connection.
-    pub fn local_users(&self) -> Vec<UserId> {
+    pub(crate) fn local_users(&self) -> Vec<UserId> {
         self.inner.read().expect("hub lock is never poisoned").users.keys().copied().collect()
     }
 
     /// Applies a membership change to the user's local connections and tells them.
-    pub fn apply_membership(&self, user: UserId, channel: ChannelId, change: MemberChange) -> usize {
+    pub(crate) fn apply_membership(&self, user: UserId, channel: ChannelId, change: MemberChange) -> usize {
         let mut inner = self.inner.write().expect("hub lock is never poisoned");
         let Some(entry) = inner.users.get(&user) else { return 0 };
         let conns = entry.conns.clone();
@@ -416,7 +421,7 @@ impl Hub {
     }
 
     /// Kills every connection with `code` (used by the drain).
-    pub fn kill_all(&self, code: u16) -> usize {
+    pub(crate) fn kill_all(&self, code: u16) -> usize {
         let inner = self.inner.read().expect("hub lock is never poisoned");
         let mut n = 0;
         for entry in inner.users.values() {
@@ -429,13 +434,9 @@ impl Hub {
     }
 
     /// Number of registered connections.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         let inner = self.inner.read().expect("hub lock is never poisoned");
         inner.users.values().map(|e| e.conns.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -500,7 +501,7 @@ mod tests {
         while a.handle.pop().is_some() {}
         assert_eq!(hub.deliver(12, Some(ChannelId(9)), &Bytes::from_static(b"x")), 0);
         hub.deregister(&a.handle);
-        assert!(hub.is_empty());
+        assert_eq!(hub.len(), 0);
         assert_eq!(hub.deliver(13, Some(ChannelId(5)), &Bytes::from_static(b"x")), 0);
     }
 

@@ -5,7 +5,7 @@
 //! Delivery knows nothing of sockets or of the client protocol's ops: the edge hands it a
 //! connection handle and, for replay, somewhere to write frames ([`replay::FrameSink`]).
 
-pub mod fanout;
-pub mod hub;
-pub mod publish;
-pub mod replay;
+pub(crate) mod fanout;
+pub(crate) mod hub;
+pub(crate) mod publish;
+pub(crate) mod replay;

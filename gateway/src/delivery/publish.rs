@@ -20,7 +20,7 @@ use threadspace_protocol::error_chain;
 
 /// What became of a publish.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Published {
+pub(crate) enum Published {
     /// Stored under `seq` (`duplicate`: by an earlier send of the same message).
     Stored { seq: Seq, duplicate: bool },
     /// The id was already used for another message, stored under `seq`; nothing was stored.
@@ -32,14 +32,14 @@ pub enum Published {
 /// Publishes `stored` and waits (up to `--publish-timeout`) for the outcome.
 /// Where sends are published: the MESSAGES stream, under its partitioned subjects.
 #[derive(Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     pub jetstream: async_nats::jetstream::Context,
     pub partitions: u32,
     /// `--publish-timeout`: how long a send may wait for its PubAck.
     pub timeout: std::time::Duration,
 }
 
-pub async fn publish(publisher: &Publisher, stored: &StoredMessage) -> Published {
+pub(crate) async fn publish(publisher: &Publisher, stored: &StoredMessage) -> Published {
     let dedup_id = stored.dedup_id();
     let payload = Bytes::from(serde_json::to_vec(stored).expect("stored messages serialize"));
     let subject = message_subject(publisher.partitions, stored.org, stored.channel);

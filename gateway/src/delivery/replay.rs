@@ -24,11 +24,11 @@ use crate::metrics as m;
 
 /// The client socket failed during replay.
 #[derive(Debug)]
-pub struct WriteFailed;
+pub(crate) struct WriteFailed;
 
 /// Where the replay writes: the connection's socket, before its writer takes the queue. The
 /// edge implements it (with its write timeout); a failed write ends the replay.
-pub trait FrameSink {
+pub(crate) trait FrameSink {
     fn send(
         &mut self,
         frame: &ServerFrame,
@@ -36,7 +36,7 @@ pub trait FrameSink {
 }
 
 /// What a replay reads from, and how much of it at once.
-pub struct Replayer {
+pub(crate) struct Replayer {
     pub jetstream: async_nats::jetstream::Context,
     pub partitions: u32,
     /// `--max-replay`: the most messages one resume replays before `history_required`.
@@ -54,7 +54,7 @@ const NEXT_TIMEOUT: Duration = Duration::from_secs(5);
 /// from a gateway whose fanout was further along. Without the `max`, the live frames between
 /// this gateway's head and the client's cursor would reach it a second time — the loadgen
 /// checker caught exactly that under overload.)
-pub async fn replay(
+pub(crate) async fn replay(
     replayer: &Replayer,
     write: &mut impl FrameSink,
     handle: &ConnHandle,

@@ -7,7 +7,7 @@ use crate::edge::frame_reader::InFrame;
 
 /// Why a fragment sequence was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AssembleError {
+pub(crate) enum AssembleError {
     /// The assembled message would exceed the cap.
     TooLarge,
     /// A continuation without a start, or a new message inside a fragmented one.
@@ -15,14 +15,14 @@ pub enum AssembleError {
 }
 
 impl AssembleError {
-    pub fn close_code(self) -> u16 {
+    pub(crate) fn close_code(self) -> u16 {
         match self {
             Self::TooLarge => close_code::TOO_LARGE,
             Self::Protocol => close_code::PROTOCOL_ERROR,
         }
     }
 
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Self::TooLarge => "message too large",
             Self::Protocol => "invalid fragment sequence",
@@ -33,25 +33,25 @@ impl AssembleError {
 /// Assembles fragmented messages with a cap on the assembled size (fastwebsockets caps only
 /// single frames).
 #[derive(Debug)]
-pub struct Assembler {
+pub(crate) struct Assembler {
     cap: usize,
     opcode: Option<OpCode>,
     buffer: Vec<u8>,
 }
 
 impl Assembler {
-    pub fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Self { cap, opcode: None, buffer: Vec::new() }
     }
 
     /// Drops any partial message.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.opcode = None;
         self.buffer = Vec::new();
     }
 
     /// Feeds one data frame; returns a complete message when `fin` ends one.
-    pub fn push(&mut self, frame: InFrame) -> Result<Option<(OpCode, Vec<u8>)>, AssembleError> {
+    pub(crate) fn push(&mut self, frame: InFrame) -> Result<Option<(OpCode, Vec<u8>)>, AssembleError> {
         match (frame.opcode, self.opcode) {
             (OpCode::Text | OpCode::Binary, None) => {
                 if frame.payload.len() > self.cap {

@@ -23,7 +23,7 @@ use crate::edge::wire::{WsRead, ABNORMAL, CLOSING_LINGER};
 use crate::edge::Edge;
 
 /// Serves one upgraded connection until it ends.
-pub async fn serve(
+pub(crate) async fn serve(
     edge: Arc<Edge>,
     upgrade: fastwebsockets::upgrade::UpgradeFut,
     permit: Option<OwnedSemaphorePermit>,

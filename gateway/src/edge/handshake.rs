@@ -23,7 +23,7 @@ use crate::edge::Edge;
 use crate::metrics as m;
 
 /// A connection past its welcome: what the reader keeps, and the writer task.
-pub struct Opened {
+pub(crate) struct Opened {
     pub read: WsRead,
     pub handle: Arc<ConnHandle>,
     pub assembler: Assembler,
@@ -31,7 +31,7 @@ pub struct Opened {
 }
 
 /// Upgrade, hello, authentication, registration, welcome; then spawns the writer.
-pub async fn open(edge: &Arc<Edge>, upgrade: fastwebsockets::upgrade::UpgradeFut) -> Option<Opened> {
+pub(crate) async fn open(edge: &Arc<Edge>, upgrade: fastwebsockets::upgrade::UpgradeFut) -> Option<Opened> {
     let io = match upgrade.await {
         Ok(ws) => ws.into_inner(),
         Err(error) => {
@@ -106,7 +106,7 @@ pub async fn open(edge: &Arc<Edge>, upgrade: fastwebsockets::upgrade::UpgradeFut
 }
 
 /// Removes an ended connection from the hub and counts why it ended.
-pub fn closed(edge: &Edge, handle: &ConnHandle) {
+pub(crate) fn closed(edge: &Edge, handle: &ConnHandle) {
     edge.hub.deregister(handle);
     edge.presence.touched(handle.user);
     let code = handle.close_code();

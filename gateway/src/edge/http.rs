@@ -16,10 +16,10 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::edge::{conn, Edge};
 
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 /// What the routes need: the edge for upgrades, NATS for readiness, the metrics handle.
-pub struct Routes {
+pub(crate) struct Routes {
     pub edge: Arc<Edge>,
     pub nats: async_nats::Client,
     pub metrics: Option<PrometheusHandle>,
@@ -27,12 +27,12 @@ pub struct Routes {
 
 /// Per-TCP-connection context: the connection-limit permit moves into the WebSocket task on
 /// upgrade, so the limit counts WebSockets, not just HTTP exchanges.
-pub struct ConnContext {
+pub(crate) struct ConnContext {
     pub permit: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 /// Handles one HTTP request.
-pub async fn handle(
+pub(crate) async fn handle(
     routes: Arc<Routes>,
     ctx: Arc<ConnContext>,
     request: Request<Incoming>,

@@ -3,14 +3,14 @@
 //! and message assembly. Everything a connection needs is in [`Edge`], built once by the
 //! wiring (lib.rs) and shared by every connection.
 
-pub mod assembler;
-pub mod conn;
-pub mod frame_reader;
-pub mod handshake;
-pub mod http;
-pub mod read;
-pub mod wire;
-pub mod write;
+pub(crate) mod assembler;
+pub(crate) mod conn;
+pub(crate) mod frame_reader;
+pub(crate) mod handshake;
+pub(crate) mod http;
+pub(crate) mod read;
+pub(crate) mod wire;
+pub(crate) mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,7 @@ use crate::events::reads::Reads;
 use crate::events::typing::Typing;
 
 /// What every connection shares: its limits, and a handle on each part it talks to.
-pub struct Edge {
+pub(crate) struct Edge {
     pub settings: Settings,
     /// Verifying keys, reloaded by the wiring's housekeeping.
     pub keys: Arc<Keys>,
@@ -54,7 +54,7 @@ impl std::fmt::Debug for Edge {
 
 /// The connection limits and timings, from the gateway's flags (`threadspace-gateway --help`).
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub allowed_origins: Vec<String>,
     pub max_frame_bytes: usize,
     pub max_message_bytes: usize,

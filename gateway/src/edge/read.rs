@@ -24,7 +24,12 @@ use crate::limits::{Strikes, TokenBucket};
 use crate::metrics as m;
 
 /// Reads client frames until the connection ends or is killed.
-pub async fn read_loop(edge: &Edge, read: &mut WsRead, handle: &Arc<ConnHandle>, mut assembler: Assembler) {
+pub(crate) async fn read_loop(
+    edge: &Edge,
+    read: &mut WsRead,
+    handle: &Arc<ConnHandle>,
+    mut assembler: Assembler,
+) {
     let config = &edge.settings;
     let mut frames = TokenBucket::new(config.frames_per_second, config.frame_burst, Instant::now());
     let mut strikes = Strikes::new(config.flood_strikes, Instant::now());

@@ -12,26 +12,26 @@ use tokio::io::{ReadHalf, WriteHalf};
 use crate::edge::frame_reader::{FrameReader, ReadError};
 use crate::metrics as m;
 
-pub type WsRead = FrameReader<ReadHalf<TokioIo<Upgraded>>>;
-pub type WsWrite = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+pub(crate) type WsRead = FrameReader<ReadHalf<TokioIo<Upgraded>>>;
+pub(crate) type WsWrite = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
 
 /// Internal marker: the socket is gone, so no close frame is written. Never sent on the wire.
-pub const ABNORMAL: u16 = 1006;
+pub(crate) const ABNORMAL: u16 = 1006;
 
 /// How long a write that outlasted `--write-timeout` may still take to finish: the client of a
 /// slow-consumer close must read again within it to see its 4008.
-pub const CLOSING_LINGER: Duration = Duration::from_secs(10);
+pub(crate) const CLOSING_LINGER: Duration = Duration::from_secs(10);
 
 /// Writes a close frame during the handshake (before the connection is registered) and
 /// counts why.
-pub async fn close_early(write_timeout: Duration, write: &mut WsWrite, code: u16, reason: &str) {
+pub(crate) async fn close_early(write_timeout: Duration, write: &mut WsWrite, code: u16, reason: &str) {
     metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => m::close_reason(code)).increment(1);
     let _ =
         tokio::time::timeout(write_timeout, write.write_frame(Frame::close(code, reason.as_bytes()))).await;
 }
 
 /// Writes one text frame within `write_timeout`.
-pub async fn write_text(write_timeout: Duration, write: &mut WsWrite, bytes: &[u8]) -> Result<(), ()> {
+pub(crate) async fn write_text(write_timeout: Duration, write: &mut WsWrite, bytes: &[u8]) -> Result<(), ()> {
     match tokio::time::timeout(write_timeout, write.write_frame(Frame::text(Payload::Borrowed(bytes)))).await
     {
         Ok(Ok(())) => Ok(()),
@@ -42,7 +42,7 @@ pub async fn write_text(write_timeout: Duration, write: &mut WsWrite, bytes: &[u
 /// The close code that answers a client's close frame: 1000 for a valid one, 1002 for a
 /// payload RFC 6455 forbids (§5.5.1, §7.4: a 1-byte payload, a code no endpoint may send —
 /// below 1000, 1004–1006, 1015, 1016–2999, 5000 and up — or a reason that is not UTF-8).
-pub fn close_reply(payload: &[u8]) -> u16 {
+pub(crate) fn close_reply(payload: &[u8]) -> u16 {
     let valid = match payload {
         [] => true,
         [_] => false,
@@ -60,7 +60,7 @@ pub fn close_reply(payload: &[u8]) -> u16 {
 }
 
 /// The close code for a WebSocket-level read error.
-pub fn close_for(error: &ReadError) -> u16 {
+pub(crate) fn close_for(error: &ReadError) -> u16 {
     match error {
         ReadError::TooLarge { .. } => close_code::TOO_LARGE,
         ReadError::Eof | ReadError::Io(_) => ABNORMAL,

@@ -36,7 +36,7 @@ enum Next {
 }
 
 /// Owns the write half: replay, then queued frames and pings, then the close frame.
-pub async fn write_loop(
+pub(crate) async fn write_loop(
     edge: Arc<Edge>,
     mut write: WsWrite,
     handle: Arc<ConnHandle>,

@@ -13,7 +13,7 @@ use crate::delivery::hub::Hub;
 use crate::metrics as m;
 
 /// Applies announced membership changes until `shutdown`.
-pub async fn subscribe(hub: Arc<Hub>, nats: async_nats::Client, shutdown: CancellationToken) {
+pub(crate) async fn subscribe(hub: Arc<Hub>, nats: async_nats::Client, shutdown: CancellationToken) {
     super::on_each(&nats, all_membership(), "membership events", shutdown, |message| {
         match serde_json::from_slice::<MembershipEvent>(&message.payload) {
             Ok(event) => {

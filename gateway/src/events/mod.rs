@@ -2,10 +2,10 @@
 //! heartbeats, typing indicators, read-marker announcements and membership changes — and how
 //! each reaches local connections through the hub. None of it is stored in the stream.
 
-pub mod membership;
-pub mod presence;
-pub mod reads;
-pub mod typing;
+pub(crate) mod membership;
+pub(crate) mod presence;
+pub(crate) mod reads;
+pub(crate) mod typing;
 
 use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +13,7 @@ use tracing::warn;
 
 /// Calls `handle` for every message on `subject` until `shutdown` (or the subscription ends).
 /// `what` names the events in the log line if subscribing fails.
-pub async fn on_each(
+pub(crate) async fn on_each(
     nats: &async_nats::Client,
     subject: String,
     what: &str,

@@ -39,14 +39,14 @@ use crate::delivery::hub::Hub;
 use crate::metrics as m;
 
 /// Local changes are published, and merged changes sent to clients, at most this often.
-pub const TICK: Duration = Duration::from_millis(200);
+pub(crate) const TICK: Duration = Duration::from_millis(200);
 /// A full snapshot every this many heartbeat intervals.
-pub const FULL_EVERY: u32 = 5;
+pub(crate) const FULL_EVERY: u32 = 5;
 /// Users per part of a full snapshot (keeps each beat far below the NATS payload limit).
-pub const FULL_PART: usize = 2_000;
+pub(crate) const FULL_PART: usize = 2_000;
 /// Beyond --reconnect-spread, how long a draining gateway keeps its departed users present:
 /// time for the last reconnect to reach another gateway and its beat to reach everyone.
-pub const DRAIN_MARGIN: Duration = Duration::from_secs(1);
+pub(crate) const DRAIN_MARGIN: Duration = Duration::from_secs(1);
 /// How often every local user is re-examined for inactivity (changes are found at once).
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 
@@ -54,7 +54,7 @@ type Entry = (OrgId, UserId, PresenceStatus);
 
 /// Both halves of presence on one gateway.
 #[derive(Debug)]
-pub struct Presence {
+pub(crate) struct Presence {
     pub instance: u64,
     local: Mutex<Local>,
     table: Mutex<Table>,
@@ -65,7 +65,7 @@ pub struct Presence {
 }
 
 impl Presence {
-    pub fn new(instance: u64) -> Self {
+    pub(crate) fn new(instance: u64) -> Self {
         Self {
             instance,
             local: Mutex::default(),
@@ -76,13 +76,13 @@ impl Presence {
     }
 
     /// A local connection of `user` opened, closed or changed its activity: look again.
-    pub fn touched(&self, user: UserId) {
+    pub(crate) fn touched(&self, user: UserId) {
         self.local.lock().expect("presence lock is never poisoned").dirty.insert(user);
         self.local_changed.notify_one();
     }
 
     /// The org's users who are online or idle, by user id.
-    pub fn snapshot(&self, org: OrgId) -> Vec<PresenceEntry> {
+    pub(crate) fn snapshot(&self, org: OrgId) -> Vec<PresenceEntry> {
         self.table.lock().expect("presence lock is never poisoned").snapshot(org)
     }
 
@@ -212,7 +212,7 @@ struct Pending {
 
 /// What applying a beat found out.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// A beat (or a snapshot part) was missing before this one.
     pub gap: bool,
     /// The gateway came back as a new instance: its old table was dropped.
@@ -223,7 +223,7 @@ pub struct Applied {
 
 /// Every gateway's users, merged per user.
 #[derive(Debug, Default)]
-pub struct Table {
+pub(crate) struct Table {
     peers: HashMap<String, Peer>,
     merged: HashMap<OrgId, HashMap<UserId, Counts>>,
     /// Users whose merged status may have changed since the last flush, with the status
@@ -281,7 +281,7 @@ fn replace(
 
 impl Table {
     /// Applies one gateway's beat received at `now`.
-    pub fn apply(&mut self, beat: PresenceBeat, now: Instant) -> Applied {
+    pub(crate) fn apply(&mut self, beat: PresenceBeat, now: Instant) -> Applied {
         let mut applied = Applied::default();
         let Self { peers, merged, changed } = self;
         if let Some(peer) = peers.get_mut(&beat.gateway) {
@@ -357,7 +357,7 @@ impl Table {
 
     /// Forgets gateways silent for [`HEARTBEAT_MISSES`] of their intervals; returns each one's
     /// id and how many users it took offline (or idle, where another gateway still has them).
-    pub fn expire(&mut self, now: Instant) -> Vec<(String, usize)> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(String, usize)> {
         let misses = HEARTBEAT_MISSES as u32;
         let dead: Vec<String> = self
             .peers
@@ -378,7 +378,7 @@ impl Table {
 
     /// The merged changes since the last call, per org (users sorted), and how many changes
     /// cancelled out within the window.
-    pub fn take_changes(&mut self) -> (Vec<(OrgId, Vec<PresenceEntry>)>, usize) {
+    pub(crate) fn take_changes(&mut self) -> (Vec<(OrgId, Vec<PresenceEntry>)>, usize) {
         let mut by_org: HashMap<OrgId, Vec<PresenceEntry>> = HashMap::new();
         let mut coalesced = 0;
         for (user, (org, before)) in self.changed.drain() {
@@ -401,7 +401,7 @@ impl Table {
     }
 
     /// The org's online and idle users, by user id.
-    pub fn snapshot(&self, org: OrgId) -> Vec<PresenceEntry> {
+    pub(crate) fn snapshot(&self, org: OrgId) -> Vec<PresenceEntry> {
         let mut users: Vec<PresenceEntry> = self
             .merged
             .get(&org)
@@ -427,7 +427,7 @@ impl Table {
 }
 
 /// What the presence loops need.
-pub struct PresenceTask {
+pub(crate) struct PresenceTask {
     pub presence: Arc<Presence>,
     pub hub: Arc<Hub>,
     pub nats: async_nats::Client,
@@ -444,7 +444,7 @@ pub struct PresenceTask {
 
 /// Publishes this gateway's beats, applies everyone's, expires silent gateways and sends the
 /// coalesced changes to local clients, until `shutdown`; then says `bye`.
-pub async fn run(task: PresenceTask, shutdown: CancellationToken) {
+pub(crate) async fn run(task: PresenceTask, shutdown: CancellationToken) {
     let task = Arc::new(task);
     let receiver = tokio::spawn(receive(task.clone(), shutdown.clone()));
     let flusher = tokio::spawn(flush_loop(task.clone(), shutdown.clone()));

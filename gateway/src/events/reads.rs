@@ -31,12 +31,12 @@ fn error(handle: &ConnHandle, code: ErrorCode, reference: String, message: Strin
 /// A client's `read {ref, channel, seq}`.
 /// Where read markers go: Postgres (on the history pool, so a flood of markers never starves
 /// hellos of directory connections) and the announcement on core NATS.
-pub struct Reads {
+pub(crate) struct Reads {
     pub markers: Directory,
     pub nats: async_nats::Client,
 }
 
-pub async fn mark(
+pub(crate) async fn mark(
     reads: &Reads,
     hub: &Hub,
     handle: &ConnHandle,
@@ -80,7 +80,7 @@ pub async fn mark(
 }
 
 /// Hands read-marker announcements from every gateway to local members until `shutdown`.
-pub async fn subscribe(hub: Arc<Hub>, nats: async_nats::Client, shutdown: CancellationToken) {
+pub(crate) async fn subscribe(hub: Arc<Hub>, nats: async_nats::Client, shutdown: CancellationToken) {
     super::on_each(&nats, all_reads(), "read markers", shutdown, |message| {
         let event = serde_json::from_slice::<ReadEvent>(&message.payload);
         let (Some((_, channel)), Ok(event)) = (parse_read_subject(&message.subject), event) else {

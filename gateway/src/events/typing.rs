@@ -22,13 +22,13 @@ use crate::metrics as m;
 /// When each (user, channel) last had a `typing` forwarded by this gateway. Holds only recent
 /// typists: [`Throttle::prune`] drops entries older than the throttle window.
 #[derive(Debug, Default)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     last: Mutex<HashMap<(UserId, ChannelId), Instant>>,
 }
 
 impl Throttle {
     /// True if this `typing` may be forwarded now (and records it).
-    pub fn admit(&self, user: UserId, channel: ChannelId, now: Instant) -> bool {
+    pub(crate) fn admit(&self, user: UserId, channel: ChannelId, now: Instant) -> bool {
         let window = Duration::from_millis(TYPING_THROTTLE_MS);
         let mut last = self.last.lock().expect("throttle lock is never poisoned");
         match last.get(&(user, channel)) {
@@ -41,7 +41,7 @@ impl Throttle {
     }
 
     /// Forgets entries older than the window.
-    pub fn prune(&self, now: Instant) {
+    pub(crate) fn prune(&self, now: Instant) {
         let window = Duration::from_millis(TYPING_THROTTLE_MS);
         self.last
             .lock()
@@ -49,23 +49,25 @@ impl Throttle {
             .retain(|_, at| now.duration_since(*at) < window);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.last.lock().expect("throttle lock is never poisoned").len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 /// A client's `typing {channel}`.
 /// A connection's way to announce typing: the per-gateway throttle and the NATS client.
-pub struct Typing {
+pub(crate) struct Typing {
     pub throttle: std::sync::Arc<Throttle>,
     pub nats: async_nats::Client,
 }
 
-pub async fn publish(typing: &Typing, handle: &ConnHandle, channel: ChannelId) {
+pub(crate) async fn publish(typing: &Typing, handle: &ConnHandle, channel: ChannelId) {
     if !handle.is_member(channel) {
         metrics::counter!(m::TYPING, "result" => "not_member").increment(1);
         metrics::counter!(m::ERRORS, "code" => ErrorCode::NotMember.as_str()).increment(1);
@@ -89,7 +91,11 @@ pub async fn publish(typing: &Typing, handle: &ConnHandle, channel: ChannelId) {
 }
 
 /// Hands typing indicators from every gateway to local members until `shutdown`.
-pub async fn subscribe(hub: std::sync::Arc<Hub>, nats: async_nats::Client, shutdown: CancellationToken) {
+pub(crate) async fn subscribe(
+    hub: std::sync::Arc<Hub>,
+    nats: async_nats::Client,
+    shutdown: CancellationToken,
+) {
     super::on_each(&nats, all_typing(), "typing indicators", shutdown, |message| {
         let event = serde_json::from_slice::<TypingEvent>(&message.payload);
         let (Some((_, channel)), Ok(event)) = (parse_typing_subject(&message.subject), event) else {
