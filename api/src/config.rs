@@ -72,19 +72,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         threadspace_store::check_url(&self.postgres_url)
             .map_err(|e| ConfigError(format!("--postgres-url is not a PostgreSQL URL: {e}")))?;
-        for url in self.nats_url.split(',') {
-            url.trim()
-                .parse::<async_nats::ServerAddr>()
-                .map_err(|e| ConfigError(format!("--nats-url {url:?} is not a NATS URL: {e}")))?;
-        }
-        threadspace_protocol::token::KeySet::load(&self.jwks, &self.token_issuer, &self.token_audience)
-            .map_err(|e| {
-                ConfigError(format!(
-                    "--jwks {}: {}",
-                    self.jwks.display(),
-                    threadspace_protocol::error_chain(&e)
-                ))
-            })?;
+        threadspace_service::check_nats_urls(&self.nats_url).map_err(ConfigError)?;
+        // The key set is re-read when it changes; it must be usable at start.
+        threadspace_service::check_jwks(&self.jwks, &self.token_issuer, &self.token_audience)
+            .map_err(ConfigError)?;
         if self.history_timeout.is_zero() {
             return Err(ConfigError("--history-timeout must be greater than zero".into()));
         }

@@ -45,11 +45,14 @@ pub enum RunError {
     Serve(#[source] std::io::Error),
 }
 
-impl RunError {
-    /// The process exit code: 64 for configuration, 1 for everything else.
-    pub fn exit_code(&self) -> u8 {
+impl threadspace_service::Failure for RunError {
+    /// 64 for configuration (the key set or a URL became unusable between validation and
+    /// use), 1 for everything else.
+    fn exit_code(&self) -> u8 {
         match self {
-            Self::Keys(_) | Self::Store(threadspace_store::StoreError::Url(_)) => 64,
+            Self::Keys(_) | Self::Store(threadspace_store::StoreError::Url(_)) => {
+                threadspace_service::EXIT_CONFIG
+            }
             _ => 1,
         }
     }

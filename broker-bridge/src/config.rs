@@ -103,11 +103,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         threadspace_store::check_url(&self.postgres_url)
             .map_err(|e| ConfigError(format!("--postgres-url is not a PostgreSQL URL: {e}")))?;
-        for url in self.nats_url.split(',') {
-            url.trim()
-                .parse::<async_nats::ServerAddr>()
-                .map_err(|e| ConfigError(format!("--nats-url {url:?} is not a NATS URL: {e}")))?;
-        }
+        threadspace_service::check_nats_urls(&self.nats_url).map_err(ConfigError)?;
         if self.sinks.is_empty() {
             return Err(ConfigError("--sinks must name at least one of archive, search".into()));
         }

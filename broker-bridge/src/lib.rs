@@ -47,6 +47,8 @@ pub enum RunError {
     Store(#[from] threadspace_store::StoreError),
 }
 
+impl threadspace_service::Failure for RunError {}
+
 /// Runs the bridge until `shutdown`, then lets in-flight batches commit (up to the grace).
 pub async fn run(
     config: Config,

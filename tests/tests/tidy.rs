@@ -51,11 +51,12 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 fn declared_metrics() -> BTreeSet<String> {
     let code =
         read("gateway/src/metrics.rs") + &read("broker-bridge/src/metrics.rs") + &read("api/src/metrics.rs");
-    code.lines()
-        .filter_map(|l| {
-            l.trim().strip_prefix("pub(crate) const ").or_else(|| l.trim().strip_prefix("pub const "))
-        })
-        .filter_map(|l| l.split('"').nth(1))
+    // `pub(crate) const NAME: &str = "…";`, possibly wrapped by rustfmt.
+    code.split("const ")
+        .skip(1)
+        .filter_map(|declaration| declaration.split(';').next())
+        .filter(|declaration| declaration.contains(": &str ="))
+        .filter_map(|declaration| declaration.split('"').nth(1))
         .map(str::to_owned)
         .collect()
 }
