@@ -5,6 +5,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use clap::Parser;
+use threadspace_service::check_connections;
 use threadspace_store::messages::Sink;
 
 fn parse_sink(text: &str) -> Result<Sink, String> {
@@ -92,18 +93,13 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
-/// A configuration value that parses but makes no sense.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(pub String);
+pub use threadspace_service::ConfigError;
 
 impl Config {
     /// Cross-field checks that clap cannot express, and the URLs and files the binary needs,
     /// checked before anything starts (each error names its flag; the binary exits 64).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        threadspace_store::check_url(&self.postgres_url)
-            .map_err(|e| ConfigError(format!("--postgres-url is not a PostgreSQL URL: {e}")))?;
-        threadspace_service::check_nats_urls(&self.nats_url).map_err(ConfigError)?;
+        check_connections(&self.postgres_url, &self.nats_url, None)?;
         if self.sinks.is_empty() {
             return Err(ConfigError("--sinks must name at least one of archive, search".into()));
         }

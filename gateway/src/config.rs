@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use threadspace_service::{check_connections, Jwks};
 
 /// ThreadSpace gateway: terminates client WebSockets and the REST API, publishes messages to
 /// JetStream and fans stored messages out to connected members.
@@ -190,21 +191,14 @@ pub struct Config {
     pub socket_send_buffer: Option<u32>,
 }
 
-/// A configuration value that parses but makes no sense.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(pub String);
+pub use threadspace_service::ConfigError;
 
 impl Config {
     /// Cross-field checks that clap cannot express, and the URLs and files the binary needs,
     /// checked before anything starts (each error names its flag; the binary exits 64).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        threadspace_store::check_url(&self.postgres_url)
-            .map_err(|e| ConfigError(format!("--postgres-url is not a PostgreSQL URL: {e}")))?;
-        threadspace_service::check_nats_urls(&self.nats_url).map_err(ConfigError)?;
-        // The key set is re-read when it changes; it must be usable at start.
-        threadspace_service::check_jwks(&self.jwks, &self.token_issuer, &self.token_audience)
-            .map_err(ConfigError)?;
+        let jwks = Jwks { path: &self.jwks, issuer: &self.token_issuer, audience: &self.token_audience };
+        check_connections(&self.postgres_url, &self.nats_url, Some(jwks))?;
         if self.max_message_bytes < self.max_frame_bytes {
             return Err(ConfigError("--max-message-bytes must be at least --max-frame-bytes".into()));
         }

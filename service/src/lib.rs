@@ -143,35 +143,60 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// Checks `--nats-url` (comma-separated URLs); the error names the flag and the bad URL.
-pub fn check_nats_urls(urls: &str) -> Result<(), String> {
-    for url in urls.split(',') {
-        url.trim()
-            .parse::<async_nats::ServerAddr>()
-            .map_err(|e| format!("--nats-url {url:?} is not a NATS URL: {e}"))?;
-    }
-    Ok(())
+/// A flag value that parses but cannot be used; the message names the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The verifying keys a server loads: `--jwks` with the issuer and audience tokens must carry.
+#[derive(Clone, Copy, Debug)]
+pub struct Jwks<'a> {
+    pub path: &'a std::path::Path,
+    pub issuer: &'a str,
+    pub audience: &'a str,
 }
 
-/// Checks that `--jwks` is a usable key set for the issuer and audience; the error names the
-/// flag, the file and why.
-pub fn check_jwks(path: &std::path::Path, issuer: &str, audience: &str) -> Result<(), String> {
-    threadspace_protocol::token::KeySet::load(path, issuer, audience)
-        .map(|_| ())
-        .map_err(|e| format!("--jwks {}: {}", path.display(), error_chain(&e)))
+/// Checks what every server connects to before it starts: `--postgres-url`, `--nats-url`
+/// (comma-separated) and, for the servers that verify tokens, `--jwks` (it is re-read when it
+/// changes, but must be usable at start). Each error names its flag and the bad value.
+pub fn check_connections(
+    postgres_url: &str,
+    nats_urls: &str,
+    jwks: Option<Jwks<'_>>,
+) -> Result<(), ConfigError> {
+    threadspace_store::check_url(postgres_url)
+        .map_err(|e| ConfigError(format!("--postgres-url is not a PostgreSQL URL: {e}")))?;
+    for url in nats_urls.split(',') {
+        url.trim()
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|e| ConfigError(format!("--nats-url {url:?} is not a NATS URL: {e}")))?;
+    }
+    if let Some(Jwks { path, issuer, audience }) = jwks {
+        threadspace_protocol::token::KeySet::load(path, issuer, audience)
+            .map_err(|e| ConfigError(format!("--jwks {}: {}", path.display(), error_chain(&e))))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const PG: &str = "postgres://u@127.0.0.1:5432/db";
+
     #[test]
-    fn url_and_key_checks_name_the_flag_and_the_value() {
-        assert_eq!(check_nats_urls("nats://127.0.0.1:4222, nats://127.0.0.2:4222"), Ok(()));
-        let error = check_nats_urls("nats://127.0.0.1:4222,nats://[::1").expect_err("a bad second URL");
-        assert!(error.starts_with("--nats-url \"nats://[::1\""), "{error}");
+    fn connection_checks_name_the_flag_and_the_value() {
+        assert!(check_connections(PG, "nats://127.0.0.1:4222, nats://127.0.0.2:4222", None).is_ok());
         let error =
-            check_jwks(std::path::Path::new("/nonexistent/jwks.json"), "iss", "aud").expect_err("no file");
-        assert!(error.starts_with("--jwks /nonexistent/jwks.json: "), "{error}");
+            check_connections(PG, "nats://127.0.0.1:4222,nats://[::1", None).expect_err("a bad second URL");
+        assert!(error.0.starts_with("--nats-url \"nats://[::1\""), "{error}");
+        let error = check_connections("postgres://127.0.0.1:notaport/x", "nats://127.0.0.1", None)
+            .expect_err("a bad port");
+        assert!(error.0.starts_with("--postgres-url "), "{error}");
+        let jwks =
+            Jwks { path: std::path::Path::new("/nonexistent/jwks.json"), issuer: "iss", audience: "aud" };
+        let error = check_connections(PG, "nats://127.0.0.1", Some(jwks)).expect_err("no file");
+        assert!(error.0.starts_with("--jwks /nonexistent/jwks.json: "), "{error}");
+        assert!(error.to_string().starts_with("invalid configuration: --jwks"), "{error}");
     }
 }
