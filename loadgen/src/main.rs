@@ -238,13 +238,9 @@ impl Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match threadspace_service::parse_cli() {
         Ok(cli) => cli,
-        Err(error) if !error.use_stderr() => error.exit(),
-        Err(error) => {
-            let _ = error.print();
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
     if let Some(error) = cli.command.usage_error() {
         eprintln!("loadgen: {error}");

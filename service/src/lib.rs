@@ -1,5 +1,6 @@
 //! How every ThreadSpace server (`threadspace-gateway`, `threadspace-api`,
-//! `threadspace-bridge`) starts and stops, in one place (README.md, "Running a gateway"):
+//! `threadspace-bridge`) starts and stops, in one place (README.md, "Running a gateway"), and
+//! how the command-line tools parse flags and log ([`parse_cli`], [`init_cli_logs`]):
 //!
 //! - flags: `--help`/`--version` exit 0; a flag clap refuses, or one the binary's own
 //!   validation refuses, prints what was wrong and exits **64**;
@@ -54,6 +55,25 @@ pub fn configure<C: clap::Parser, E: Display>(
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }
+}
+
+/// Parses a command-line tool's flags (`threadspace-dev`, `threadspace-store`, `loadgen`):
+/// `--help`/`--version` exit 0, a flag clap refuses prints why and leaves with 64.
+pub fn parse_cli<C: clap::Parser>() -> Result<C, ExitCode> {
+    configure::<C, std::convert::Infallible>("", |_| Ok(()))
+}
+
+/// A command-line tool's logs: to stderr (stdout is the tool's output), filtered by
+/// `RUST_LOG` or else `default_filter`, colours only on a terminal.
+pub fn init_cli_logs(default_filter: &str) {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// What differs between the servers' start-ups.
@@ -164,7 +184,8 @@ pub fn check_connections(
     nats_urls: &str,
     jwks: Option<Jwks<'_>>,
 ) -> Result<(), ConfigError> {
-    threadspace_store::check_url(postgres_url)
+    postgres_url
+        .parse::<tokio_postgres::Config>()
         .map_err(|e| ConfigError(format!("--postgres-url is not a PostgreSQL URL: {e}")))?;
     for url in nats_urls.split(',') {
         url.trim()

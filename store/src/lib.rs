@@ -32,13 +32,6 @@ pub enum StoreError {
     Migrate(#[source] refinery::Error),
 }
 
-/// Checks that `url` is a PostgreSQL connection URL (or key=value string), without
-/// connecting; the error says what is wrong with it. Binaries call it while validating their
-/// flags, so a typo exits 64 before anything starts.
-pub fn check_url(url: &str) -> Result<(), String> {
-    url.parse::<tokio_postgres::Config>().map(|_| ()).map_err(|e| e.to_string())
-}
-
 /// Connects one plain client (for migrations, seeding and tools); the connection task runs on
 /// the current runtime and ends when the client is dropped.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, StoreError> {

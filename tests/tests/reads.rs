@@ -40,6 +40,17 @@ fn last_read(welcome: &Welcome, channel: ChannelId) -> Seq {
     welcome.channels.iter().find(|c| c.id == channel).map_or(0, |c| c.last_read)
 }
 
+/// Waits until `client` has received the message `seq` (other frames are skipped).
+async fn seen_by(client: &mut Client, seq: Seq) -> anyhow::Result<()> {
+    recv_until(
+        client,
+        &format!("message {seq}"),
+        |i| matches!(i, Incoming::Frame(ServerFrame::Msg(m)) if m.seq == seq),
+    )
+    .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_markers_sync_devices_show_seen_in_dms_survive_restarts_and_never_move_back(
 ) -> anyhow::Result<()> {
@@ -59,6 +70,9 @@ async fn read_markers_sync_devices_show_seen_in_dms_survive_restarts_and_never_m
     for i in 0..3 {
         seqs.push(send_and_ack(&mut carol, random, &format!("m{i}"), "news").await?.0);
     }
+    // A client marks what it has shown: alice's gateway delivered it, so its head is there (a
+    // marker beyond the gateway's head is clamped to it, protocol.md).
+    seen_by(&mut alice, seqs[2]).await?;
     assert_eq!(mark_read(&mut alice, random, seqs[2], "r1").await?, seqs[2]);
     let expected = vec![(random, fx.user("alice"), seqs[2])];
     let window = Duration::from_millis(1500);
@@ -80,6 +94,7 @@ async fn read_markers_sync_devices_show_seen_in_dms_survive_restarts_and_never_m
         .expect("alice and bob share a DM")
         .id;
     let (dm_seq, _, _) = send_and_ack(&mut bob_dm, dm, "dm1", "lunch?").await?;
+    seen_by(&mut alice, dm_seq).await?;
     assert_eq!(mark_read(&mut alice, dm, dm_seq, "r-dm").await?, dm_seq);
     let seen = vec![(dm, fx.user("alice"), dm_seq)];
     assert_eq!(announcements(&mut bob_dm, window).await, seen, "bob sees alice saw it");

@@ -53,23 +53,11 @@ fn parse_keep(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match threadspace_service::parse_cli() {
         Ok(cli) => cli,
-        Err(error) if !error.use_stderr() => error.exit(),
-        Err(error) => {
-            let _ = error.print();
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        // Colours only on a terminal: log files stay greppable.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    threadspace_service::init_cli_logs("info");
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime builds");
     match runtime.block_on(run(cli)) {
