@@ -26,7 +26,10 @@ pub(crate) async fn caller(auth: &Auth, headers: &HeaderMap) -> Result<Session, 
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim)
-        .ok_or_else(|| ApiError::auth_failed("missing `Authorization: Bearer <token>` header"))?;
+        .ok_or_else(|| {
+            metrics::counter!(m::AUTH, "result" => "rejected").increment(1);
+            ApiError::auth_failed("missing `Authorization: Bearer <token>` header")
+        })?;
     match authenticate(&auth.keys.current(), &auth.directory, token).await {
         Ok(session) => {
             metrics::counter!(m::AUTH, "result" => "ok").increment(1);

@@ -14,7 +14,11 @@ use threadspace_service::{check_connections, Jwks};
 /// OpenAPI document at /v1/openapi.json. Clients authenticate with the same bearer tokens as
 /// on the WebSocket.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "threadspace-api", version)]
+#[command(
+    name = "threadspace-api",
+    version,
+    after_help = "`threadspace-api openapi` prints the OpenAPI document (docs/openapi.json) and exits."
+)]
 pub struct Config {
     /// Address to listen on for HTTP.
     #[arg(long, env = "THREADSPACE_API_LISTEN", default_value = "127.0.0.1:8090")]

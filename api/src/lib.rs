@@ -73,6 +73,13 @@ pub async fn run(
         .name("threadspace-api")
         .ping_interval(Duration::from_secs(5))
         .connection_timeout(Duration::from_secs(5))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => info!("nats connected"),
+                async_nats::Event::Disconnected => warn!("nats disconnected"),
+                other => info!(event = %other, "nats event"),
+            }
+        })
         .connect(config.nats_url.as_str())
         .await
         .map_err(|source| RunError::Nats { url: config.nats_url.clone(), source })?;
@@ -95,7 +102,7 @@ pub async fn run(
         telemetry: Telemetry(metrics.clone()),
         draining: Draining(draining.clone()),
     };
-    let (router, _) = routes::router(parts);
+    let router = routes::router(parts);
     let background = CancellationToken::new();
     let housekeeping = tokio::spawn(housekeeping(keys, metrics, background.clone()));
     ::metrics::gauge!(crate::metrics::READY).set(1.0);

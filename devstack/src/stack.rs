@@ -16,7 +16,7 @@ use crate::keys::{Keys, AUDIENCE, ISSUER};
 use crate::nats::NatsServer;
 use crate::postgres::Postgres;
 use crate::process::ManagedProcess;
-use crate::{free_port, tools, wait_for, Lifetime};
+use crate::{free_port, tools, Lifetime};
 
 /// How to start a stack.
 #[derive(Clone, Debug)]
@@ -225,13 +225,8 @@ impl Stack {
         threadspace_store::migrate(&mut client).await?;
         let pool = threadspace_store::pool(&postgres.url, 4)?;
         let keys = Keys::load_or_create(&dir.join("keys"))?;
-        let api_port = port(options.api_port)?;
-        let api = ApiHandle {
-            port: api_port,
-            process: None,
-            args: api_args(api_port, &nats.url, &postgres.url, &keys),
-            log: dir.join("api.log"),
-        };
+        // Its port is picked (or checked) once the gateways have theirs: see `start`'s end.
+        let api = ApiHandle { port: 0, process: None, args: Vec::new(), log: dir.join("api.log") };
         let mut stack = Self {
             gateways: Vec::new(),
             api,
@@ -253,6 +248,9 @@ impl Stack {
             stack.gateways.push(handle);
             stack.start_gateway(index).await?;
         }
+        let api_port = port(options.api_port)?;
+        stack.api.port = api_port;
+        stack.api.args = api_args(api_port, &stack.nats.url, &stack.postgres.url, &stack.keys);
         stack.start_api().await?;
         for index in 0..options.bridges {
             let port = free_port().map_err(StackError::Port)?;
@@ -507,13 +505,22 @@ async fn spawn_ready(
         command.env("RUST_LOG", "info");
     }
     let mut process = ManagedProcess::spawn(name, command, log, lifetime)?;
-    let ready = wait_for(Duration::from_secs(30), || async move {
-        http_status(port, "/readyz").await.filter(|s| *s == 200).ok_or(())
-    })
-    .await;
-    if ready.is_err() {
-        process.kill();
-        return Err(not_ready(crate::process::tail(log, 30)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // A process that exited (e.g. its port was taken) is not ready, even if something
+        // else answers on that port.
+        if let Some(status) = process.exited() {
+            let tail = crate::process::tail(log, 30);
+            return Err(not_ready(format!("{name} exited ({status}) before it was ready:\n{tail}")));
+        }
+        if http_status(port, "/readyz").await == Some(200) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            process.kill();
+            return Err(not_ready(crate::process::tail(log, 30)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(process)
 }

@@ -8,6 +8,9 @@
 //! the fuzz crate and the gateway's tests have: the gateway, the protocol crate, base64,
 //! ed25519-dalek, fastwebsockets, serde, serde_json and tokio.
 
+// The entry points are `pub` for the fuzz binaries (fuzz/fuzz_targets, their own workspace);
+// gateway/tests/fuzz_corpus.rs includes this file as a private module, where they look unused.
+#![allow(unreachable_pub)]
 // Not every helper is used by both includers.
 #![allow(dead_code)]
 
@@ -29,10 +32,10 @@ use threadspace_protocol::frames::{
 use threadspace_protocol::token::KeySet;
 
 /// The fuzz targets, by corpus directory name.
-pub(crate) const TARGETS: [&str; 4] = ["frame_reader", "client_frame", "token", "jwks"];
+pub const TARGETS: [&str; 4] = ["frame_reader", "client_frame", "token", "jwks"];
 
 /// Runs `target`'s harness on `data`.
-pub(crate) fn run(target: &str, data: &[u8]) {
+pub fn run(target: &str, data: &[u8]) {
     match target {
         "frame_reader" => frame_reader(data),
         "client_frame" => client_frame(data),
@@ -46,11 +49,11 @@ pub(crate) fn run(target: &str, data: &[u8]) {
 // frame_reader: the gateway's client-frame reader over an arbitrary client byte stream.
 
 /// Frame size caps the reader is tried with (the gateway's `max_frame_bytes` is at least 1).
-pub(crate) const FRAME_CAPS: [usize; 5] = [1, 125, 126, 4096, 65_536];
+pub const FRAME_CAPS: [usize; 5] = [1, 125, 126, 4096, 65_536];
 
 /// Input layout: byte 0 picks the cap (low 3 bits), the read chunk size (bits 4–5) and whether
 /// every other read returns `Pending` first (bit 3); the rest is the client's byte stream.
-pub(crate) fn frame_reader(data: &[u8]) {
+pub fn frame_reader(data: &[u8]) {
     let Some((&selector, stream)) = data.split_first() else { return };
     let max = FRAME_CAPS[usize::from(selector & 0x07) % FRAME_CAPS.len()];
     let chunk = [usize::MAX, 1, 3, 7][usize::from((selector >> 4) & 0x03)];
@@ -161,7 +164,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
 /// Decodes `data` as a client frame. An accepted frame must satisfy the per-op rules,
 /// re-serialise to the same op and decode back to itself; `reference_of` must agree with the
 /// `ref` the decoder saw.
-pub(crate) fn client_frame(data: &[u8]) {
+pub fn client_frame(data: &[u8]) {
     let envelope_ref = reference_of(data);
     if let Some(r) = &envelope_ref {
         assert!(!r.is_empty() && r.len() <= MAX_ID_LEN, "reference_of returned a bad ref");
@@ -218,13 +221,13 @@ pub(crate) fn client_frame(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // token and jwks: token verification against a fixed key set, and the key-set parser.
 
-pub(crate) const ISSUER: &str = "threadspace-fuzz";
-pub(crate) const AUDIENCE: &str = "threadspace-gateway";
-pub(crate) const FUZZ_KID: &str = "fuzz-1";
+pub const ISSUER: &str = "threadspace-fuzz";
+pub const AUDIENCE: &str = "threadspace-gateway";
+pub const FUZZ_KID: &str = "fuzz-1";
 /// The fuzz signing key. A test key: it signs only the seed tokens below.
 const FUZZ_SECRET: [u8; 32] = *b"threadspace fuzz key, test only!";
 /// A second kid in the key set, whose key signs nothing.
-pub(crate) const OTHER_KID: &str = "fuzz-2";
+pub const OTHER_KID: &str = "fuzz-2";
 const OTHER_SECRET: [u8; 32] = *b"threadspace fuzz key number two!";
 
 fn signing_key() -> ed25519_dalek::SigningKey {
@@ -232,7 +235,7 @@ fn signing_key() -> ed25519_dalek::SigningKey {
 }
 
 /// The JWKS the token target verifies against: the fuzz key and one more.
-pub(crate) fn fuzz_jwks() -> String {
+pub fn fuzz_jwks() -> String {
     let x = URL_SAFE_NO_PAD.encode(signing_key().verifying_key().to_bytes());
     let other = URL_SAFE_NO_PAD
         .encode(ed25519_dalek::SigningKey::from_bytes(&OTHER_SECRET).verifying_key().to_bytes());
@@ -249,14 +252,14 @@ fn key_set() -> &'static KeySet {
 }
 
 /// Signs `header` and `claims` (JSON text) with the fuzz key, without jsonwebtoken.
-pub(crate) fn sign(header: &str, claims: &str) -> String {
+pub fn sign(header: &str, claims: &str) -> String {
     let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims));
     let signature = signing_key().sign(input.as_bytes());
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
 }
 
 /// A token the fuzz key set accepts until 2100: user 42 of org 7.
-pub(crate) fn valid_token() -> String {
+pub fn valid_token() -> String {
     sign(
         &format!(r#"{{"alg":"EdDSA","typ":"JWT","kid":"{FUZZ_KID}"}}"#),
         &format!(r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","sub":"42","org":7,"iat":1,"exp":4102444800}}"#),
@@ -266,7 +269,7 @@ pub(crate) fn valid_token() -> String {
 /// Verifies `data` (as text) against the fixed key set. A token may be accepted only if the
 /// fuzz key signed it (checked here with ed25519-dalek directly, not through jsonwebtoken) and
 /// its identity is what its claims say.
-pub(crate) fn token(data: &[u8]) {
+pub fn token(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let Ok(identity) = key_set().verify(&text) else { return };
     let (signed, signature) = text.rsplit_once('.').expect("an accepted token has a signature part");
@@ -287,7 +290,7 @@ pub(crate) fn token(data: &[u8]) {
 
 /// Parses `data` as a JWKS. A set that loads must verify tokens without panicking, and may
 /// accept the fuzz key's token only if it holds the fuzz key under the token's kid.
-pub(crate) fn jwks(data: &[u8]) {
+pub fn jwks(data: &[u8]) {
     let Ok(set) = KeySet::parse(data, "fuzz input", ISSUER, AUDIENCE) else { return };
     let valid = valid_token();
     if set.verify(&valid).is_ok() {
@@ -310,7 +313,7 @@ pub(crate) fn jwks(data: &[u8]) {
 // `cargo test -p threadspace-gateway --test fuzz_corpus -- --ignored write_seeds`.
 
 /// Encodes a client frame the way a browser does (masked), with the minimal length encoding.
-pub(crate) fn client_frame_bytes(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+pub fn client_frame_bytes(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = vec![(u8::from(fin) << 7) | opcode];
     match payload.len() {
         n @ 0..=125 => out.push(0x80 | n as u8),
@@ -329,7 +332,7 @@ pub(crate) fn client_frame_bytes(fin: bool, opcode: u8, payload: &[u8], mask: [u
 }
 
 /// Seed inputs for `target`.
-pub(crate) fn seeds(target: &str) -> Vec<Vec<u8>> {
+pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
         "frame_reader" => {
             let hello = br#"{"op":"hello","token":"t"}"#;

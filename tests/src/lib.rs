@@ -331,11 +331,13 @@ pub mod openapi {
         body: &Value,
     ) -> Result<(), String> {
         let path = path.split('?').next().unwrap_or(path);
+        // The most specific template wins: `/v1/search` before `/v1/{anything}`.
         let operation = document["paths"]
             .as_object()
             .into_iter()
             .flatten()
-            .find(|(template, _)| matches_template(template, path))
+            .filter(|(template, _)| matches_template(template, path))
+            .min_by_key(|(template, _)| template.matches('{').count())
             .and_then(|(_, item)| item.get(method.to_ascii_lowercase()));
         let schema = match operation {
             Some(operation) => {
@@ -356,6 +358,9 @@ pub mod openapi {
         }
         let mut root = schema;
         root["components"] = document["components"].clone();
+        // A field the document does not name is a contract break too (utoipa leaves objects
+        // open): close every object schema that lists its properties.
+        close_objects(&mut root);
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .build(&root)
@@ -366,6 +371,21 @@ pub mod openapi {
             Ok(())
         } else {
             Err(errors.join("; "))
+        }
+    }
+
+    /// Sets `additionalProperties: false` on every object schema with `properties` that does
+    /// not say otherwise.
+    fn close_objects(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+                    map.insert("additionalProperties".into(), Value::Bool(false));
+                }
+                map.values_mut().for_each(close_objects);
+            }
+            Value::Array(items) => items.iter_mut().for_each(close_objects),
+            _ => {}
         }
     }
 
@@ -400,6 +420,10 @@ pub mod openapi {
             assert!(check(&doc, "POST", "/v1/things/3", 405, &serde_json::json!({ "error": {} })).is_ok());
             assert!(check(&doc, "POST", "/v1/things/3", 405, &serde_json::json!({ "oops": 1 })).is_err());
             assert!(check(&doc, "GET", "/v1/other", 200, &serde_json::json!({})).is_err());
+            // A field the document does not name fails too.
+            assert!(
+                check(&doc, "GET", "/v1/things/3", 200, &serde_json::json!({ "id": 3, "extra": 1 })).is_err()
+            );
         }
     }
 }

@@ -402,6 +402,8 @@ async fn history_pages_across_partition_boundaries_are_complete_and_ordered() ->
         bad("?limit=5&limit=6", "twice"),
         bad("?page=2", "`page`"),
         ("/v1/channels/zero/messages".to_owned(), Some(token.clone()), 400, "invalid_parameter", "`channel`"),
+        // Not UTF-8 once decoded: still the API's error shape, not the router's plain text.
+        ("/v1/channels/%FF/messages".to_owned(), Some(token.clone()), 400, "invalid_parameter", "path"),
     ];
     for (path, token, status, code, mentions) in cases {
         let (got, body) = get_json(&fx.stack, &path, token.as_deref()).await?;

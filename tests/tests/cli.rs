@@ -97,6 +97,18 @@ async fn up_prints_a_working_stack_and_down_stops_it() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[test]
+fn up_refuses_an_api_port_among_the_gateways_ports() -> anyhow::Result<()> {
+    let temp = tempfile::Builder::new().prefix("threadspace-cli-").tempdir()?;
+    let dir = temp.path().join("local");
+    let up = dev(&dir, &["up", "--gateways", "11", "--gateway-port", "18080", "--api-port", "18090"])?;
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert!(!up.status.success(), "up started a stack whose 11th gateway has the api's port");
+    assert!(stderr.contains("--api-port 18090") && stderr.contains("18080–18090"), "{stderr}");
+    assert!(read_state(&dir).is_none(), "nothing was started");
+    Ok(())
+}
+
 /// Runs one of the workspace's binaries to its end (killed after 20 s): exit code and stderr.
 fn run_binary(binary: &str, args: &[&str]) -> anyhow::Result<(Option<i32>, String)> {
     let mut child = Command::new(tools::threadspace_bindir().join(binary))

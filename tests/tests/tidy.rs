@@ -321,11 +321,19 @@ fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut graph = BTreeMap::new();
     for (module, file) in &modules {
         let text = std::fs::read_to_string(file).expect("readable");
-        // Unit tests (`#[cfg(test)] mod tests { use super::*; }`, by convention at the end)
-        // see their own module as `super`: they are not part of the module graph.
-        let text = text.split("#[cfg(test)]").next().unwrap_or("");
+        // Unit-test modules (`#[cfg(test)] mod tests { use super::*; }`, by convention at the
+        // end) see their own module as `super`: they are not part of the module graph. Other
+        // `#[cfg(test)]` items are.
+        let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        // One line: a `use crate::{…}` group may span several.
+        let code: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .map(|l| format!("{} ", l.trim()))
+            .collect();
         let mut edges = BTreeSet::new();
-        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        {
+            let line = code.as_str();
             for (prefix, base) in [
                 ("crate::", "crate".to_owned()),
                 ("super::", module.rsplit_once("::").map_or("crate".to_owned(), |(p, _)| p.to_owned())),
@@ -498,13 +506,26 @@ fn only_the_wiring_sees_the_whole_configuration_and_no_handler_takes_the_whole_s
             assert!(!mentions, "{name} reads the whole gateway Config; pass it what it needs");
         }
     }
+    // And by the module graph: only the wiring imports the config module.
+    let graph = module_graph(&root().join("gateway/src"));
+    for (module, edges) in &graph {
+        if module != "crate" && module != "crate::config" {
+            assert!(!edges.contains("crate::config"), "{module} imports the gateway's config module");
+        }
+    }
     // The api service: handlers extract their parts (`State<Auth>`, `State<Archive>`…), never
-    // the whole `Parts`.
+    // the whole `Parts`, however it is spelled.
     let mut files = Vec::new();
     files_under(&root().join("api/src"), "rs", &mut files);
     for file in &files {
         let text = std::fs::read_to_string(file).expect("readable");
-        assert!(!text.contains("State<Parts>"), "{}: a handler takes the whole service", file.display());
+        for extracted in text.split("State<").skip(1).filter_map(|rest| rest.split('>').next()) {
+            assert!(
+                !extracted.contains("Parts"),
+                "{}: a handler takes the whole service: State<{extracted}>",
+                file.display()
+            );
+        }
     }
 }
 
@@ -636,4 +657,27 @@ fn the_run_command_builds_every_binary_the_local_stack_starts() {
         missing.is_empty(),
         "the local stack starts {missing:?}, which `./threadspace up` does not build ({build})"
     );
+}
+
+#[test]
+fn every_harness_the_fuzz_targets_call_is_public() {
+    // fuzz/ is its own workspace (AFL++), so the main build does not compile its targets; this
+    // keeps the harness functions they call reachable from them.
+    let harness = read("fuzz/src/harness.rs");
+    let mut targets = Vec::new();
+    files_under(&root().join("fuzz/fuzz_targets"), "rs", &mut targets);
+    assert!(targets.len() >= 4, "fuzz targets found: {targets:?}");
+    for target in targets {
+        let text = std::fs::read_to_string(&target).expect("readable");
+        // The call is the last mention (the module doc names it too).
+        let called = text
+            .rsplit_once("threadspace_fuzz::harness::")
+            .and_then(|(_, rest)| rest.split('(').next())
+            .unwrap_or_else(|| panic!("{} calls no harness", target.display()));
+        assert!(
+            harness.contains(&format!("\npub fn {called}(")),
+            "{} calls harness::{called}, which is not `pub fn` in fuzz/src/harness.rs",
+            target.display()
+        );
+    }
 }

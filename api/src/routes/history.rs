@@ -2,6 +2,7 @@
 //! is a member of, and answer a bad parameter with 400 naming it. They use their own small
 //! pool with a statement timeout, so a heavy search cannot starve authentication.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -11,7 +12,7 @@ use threadspace_protocol::{ChannelId, Seq};
 use threadspace_store::messages::{self, PageRequest, SearchError};
 use utoipa::ToSchema;
 
-use super::query::{int_param, params, path_id};
+use super::query::{bad_path, int_param, params, path_id};
 use crate::caller::{caller, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics as m;
@@ -114,10 +115,11 @@ fn history_unavailable(what: &str, error: &(dyn std::error::Error + 'static)) ->
 pub(crate) async fn messages(
     State(auth): State<Auth>,
     State(archive): State<Archive>,
-    Path(channel): Path<String>,
+    channel: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<HistoryPage>, ApiError> {
+    let Path(channel) = channel.map_err(bad_path)?;
     let channel = ChannelId(path_id("channel", &channel).map_err(ApiError::invalid_parameter)?);
     let params =
         params(query.as_deref(), &["before", "after", "limit"]).map_err(ApiError::invalid_parameter)?;

@@ -7,6 +7,7 @@
 //! anyone. DMs and group DMs have fixed membership; archived channels are read-only. Another
 //! org's channels and users, and private channels the caller is not in, are 404.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -18,7 +19,7 @@ use threadspace_protocol::{ChannelId, UserId};
 use tracing::{info, warn};
 use utoipa::ToSchema;
 
-use super::query::path_id;
+use super::query::{bad_path, path_id};
 use crate::caller::{caller, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics as m;
@@ -61,9 +62,10 @@ pub(crate) enum Change {
 pub(crate) async fn add_member(
     State(auth): State<Auth>,
     State(announcer): State<Announcer>,
-    Path((channel, user)): Path<(String, String)>,
+    ids: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<MembershipChange>, ApiError> {
+    let Path((channel, user)) = ids.map_err(bad_path)?;
     change(&auth, &announcer, &headers, (&channel, &user), true).await
 }
 
@@ -87,9 +89,10 @@ pub(crate) async fn add_member(
 pub(crate) async fn remove_member(
     State(auth): State<Auth>,
     State(announcer): State<Announcer>,
-    Path((channel, user)): Path<(String, String)>,
+    ids: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<MembershipChange>, ApiError> {
+    let Path((channel, user)) = ids.map_err(bad_path)?;
     change(&auth, &announcer, &headers, (&channel, &user), false).await
 }
 

@@ -64,11 +64,11 @@ pub(crate) fn api_routes() -> OpenApiRouter<Parts> {
         .routes(routes!(membership::add_member, membership::remove_member))
 }
 
-/// The service's router and the OpenAPI document of its REST routes.
-pub(crate) fn router(parts: Parts) -> (Router, utoipa::openapi::OpenApi) {
-    let (api_router, openapi) = api_routes().split_for_parts();
-    let document = openapi.clone();
-    let router = api_router
+/// The service's router: the REST routes, their OpenAPI document, and the operational
+/// endpoints.
+pub(crate) fn router(parts: Parts) -> Router {
+    let (api_router, document) = api_routes().split_for_parts();
+    api_router
         .route("/v1/openapi.json", get(move || async move { Json(document) }))
         .route("/healthz", get(ops::health))
         .route("/readyz", get(ops::ready))
@@ -76,8 +76,7 @@ pub(crate) fn router(parts: Parts) -> (Router, utoipa::openapi::OpenApi) {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(count))
-        .with_state(parts);
-    (router, openapi)
+        .with_state(parts)
 }
 
 async fn not_found(uri: Uri) -> ApiError {

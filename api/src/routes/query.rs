@@ -42,6 +42,15 @@ pub(crate) fn path_id(name: &str, raw: &str) -> Result<i64, String> {
     }
 }
 
+/// A path axum could not decode (e.g. percent-encoded bytes that are not UTF-8), in the API's
+/// error shape rather than axum's plain text.
+pub(crate) fn bad_path(rejection: axum::extract::rejection::PathRejection) -> crate::error::ApiError {
+    crate::error::ApiError::invalid_parameter(format!(
+        "the path's parameters cannot be read: {}",
+        rejection.body_text()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,11 +197,20 @@ async fn up(
     allowed_origins: &[String],
 ) -> anyhow::Result<()> {
     if let Some(state) = read_state(dir) {
-        if alive(state.nats.pid) || alive(state.postgres.pid) || state.gateways.iter().any(|g| alive(g.pid)) {
+        let processes = [&state.nats, &state.postgres].into_iter().chain(&state.gateways).chain(&state.api);
+        if processes.chain(&state.bridges).any(|p| alive(p.pid)) {
             println!("A local stack is already running in {}:", dir.display());
             print_endpoints(&state);
             return Ok(());
         }
+    }
+    let gateway_ports = gateway_port..gateway_port.saturating_add(gateways as u16);
+    if gateway_port != 0 && api_port != 0 && gateway_ports.contains(&api_port) {
+        bail!(
+            "--api-port {api_port} is one of the gateways' ports ({}–{}): choose another, or fewer --gateways",
+            gateway_ports.start,
+            gateway_ports.end - 1
+        );
     }
     let nonzero = |p: u16| (p != 0).then_some(p);
     let started = Instant::now();

@@ -32,7 +32,7 @@ pub(crate) struct Edge {
     pub settings: Settings,
     /// Verifying keys, reloaded by the wiring's housekeeping.
     pub keys: Arc<Keys>,
-    /// Sessions at `hello` (its own pool: REST and read markers cannot starve connects).
+    /// Sessions at `hello` (its own pool: read markers cannot starve connects).
     pub directory: Directory,
     pub hub: Arc<Hub>,
     pub publisher: Publisher,

@@ -28,7 +28,6 @@ fn error(handle: &ConnHandle, code: ErrorCode, reference: String, message: Strin
     handle.push_frame(&ServerFrame::Error { code, reference: Some(reference), message });
 }
 
-/// A client's `read {ref, channel, seq}`.
 /// Where read markers go: Postgres (on the history pool, so a flood of markers never starves
 /// hellos of directory connections) and the announcement on core NATS.
 pub(crate) struct Reads {
@@ -36,6 +35,7 @@ pub(crate) struct Reads {
     pub nats: async_nats::Client,
 }
 
+/// A client's `read {ref, channel, seq}`.
 pub(crate) async fn mark(
     reads: &Reads,
     hub: &Hub,

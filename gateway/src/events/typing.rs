@@ -60,13 +60,13 @@ impl Throttle {
     }
 }
 
-/// A client's `typing {channel}`.
 /// A connection's way to announce typing: the per-gateway throttle and the NATS client.
 pub(crate) struct Typing {
     pub throttle: std::sync::Arc<Throttle>,
     pub nats: async_nats::Client,
 }
 
+/// A client's `typing {channel}`.
 pub(crate) async fn publish(typing: &Typing, handle: &ConnHandle, channel: ChannelId) {
     if !handle.is_member(channel) {
         metrics::counter!(m::TYPING, "result" => "not_member").increment(1);

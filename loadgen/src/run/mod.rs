@@ -60,7 +60,7 @@ impl Site {
             Self::Own(stack) => Ok(stack.api.port),
             Self::Existing(target) => target.state.api.as_ref().map(|api| api.port).ok_or_else(|| {
                 anyhow::anyhow!(
-                    "the stack in {} runs no api service: restart it with `./threadspace up`",
+                    "the stack in {} runs no api service: restart it: `./threadspace down && ./threadspace up`",
                     target.state.dir.display()
                 )
             }),
