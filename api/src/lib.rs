@@ -69,17 +69,7 @@ pub async fn run(
     crate::metrics::describe();
     ::metrics::gauge!(crate::metrics::READY).set(0.0);
     let keys = Arc::new(Keys::load(&config.jwks, &config.token_issuer, &config.token_audience)?);
-    let nats = async_nats::ConnectOptions::new()
-        .name("threadspace-api")
-        .ping_interval(Duration::from_secs(5))
-        .connection_timeout(Duration::from_secs(5))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => info!("nats connected"),
-                async_nats::Event::Disconnected => warn!("nats disconnected"),
-                other => info!(event = %other, "nats event"),
-            }
-        })
+    let nats = threadspace_service::nats_options("threadspace-api".to_owned())
         .connect(config.nats_url.as_str())
         .await
         .map_err(|source| RunError::Nats { url: config.nats_url.clone(), source })?;

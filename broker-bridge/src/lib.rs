@@ -59,19 +59,8 @@ pub async fn run(
     crate::metrics::describe();
     crate::metrics::register_zero(&config.sinks, &config.owned_partitions(), config.partitions.get());
     ::metrics::gauge!(crate::metrics::READY).set(0.0);
-    let nats = async_nats::ConnectOptions::new()
-        .name(format!("threadspace-bridge {}", config.process_index))
-        // The default 60 s ping would let a dead server go unnoticed for minutes.
-        .ping_interval(Duration::from_secs(5))
-        .connection_timeout(Duration::from_secs(5))
+    let nats = threadspace_service::nats_options(format!("threadspace-bridge {}", config.process_index))
         .retry_on_initial_connect()
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => info!("nats connected"),
-                async_nats::Event::Disconnected => warn!("nats disconnected"),
-                other => info!(event = %other, "nats event"),
-            }
-        })
         .connect(config.nats_url.as_str())
         .await
         .map_err(|source| RunError::Nats { url: config.nats_url.clone(), source })?;

@@ -237,20 +237,7 @@ fn edge_settings(config: &Config) -> Settings {
 }
 
 async fn connect_nats(config: &Config, gateway_id: &str) -> Result<async_nats::Client, RunError> {
-    let options = async_nats::ConnectOptions::new()
-        .name(format!("threadspace-gateway {gateway_id}"))
-        // The default 60 s ping would let a dead server go unnoticed for minutes.
-        .ping_interval(Duration::from_secs(5))
-        .connection_timeout(Duration::from_secs(5))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => info!("nats connected"),
-                async_nats::Event::Disconnected => warn!("nats disconnected"),
-                async_nats::Event::SlowConsumer(sid) => warn!(sid, "nats slow consumer: messages dropped"),
-                other => info!(event = %other, "nats event"),
-            }
-        });
-    options
+    threadspace_service::nats_options(format!("threadspace-gateway {gateway_id}"))
         .connect(config.nats_url.as_str())
         .await
         .map_err(|source| RunError::Nats { url: config.nats_url.clone(), source })

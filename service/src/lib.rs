@@ -163,6 +163,26 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// How every server connects to NATS: named `name` (it shows in the server's connection
+/// list), pinging every 5 s (the default 60 s would let a dead server go unnoticed for minutes),
+/// giving up a connection attempt after 5 s, and logging connection events.
+pub fn nats_options(name: String) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .ping_interval(std::time::Duration::from_secs(5))
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("nats connected"),
+                async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
+                async_nats::Event::SlowConsumer(sid) => {
+                    tracing::warn!(sid, "nats slow consumer: messages dropped")
+                }
+                other => tracing::info!(event = %other, "nats event"),
+            }
+        })
+}
+
 /// A flag value that parses but cannot be used; the message names the flag.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
