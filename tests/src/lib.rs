@@ -308,14 +308,29 @@ pub async fn rest(
         .ok_or_else(|| anyhow::anyhow!("{method} {path}: no response from the api service"))?;
     let value: serde_json::Value = serde_json::from_str(&body)
         .map_err(|e| anyhow::anyhow!("{method} {path}: {status} {body:?}: {e}"))?;
-    let (_, document) = threadspace_client::rest::http_get(port, "/v1/openapi.json")
-        .await
-        .ok_or_else(|| anyhow::anyhow!("no OpenAPI document on the api service"))?;
-    let document: serde_json::Value = serde_json::from_str(&document)?;
+    let document = served_document(port).await?;
     openapi::check(&document, method, path, status, &value).map_err(|e| {
         anyhow::anyhow!("{method} {path} → {status} {value}: not as the OpenAPI document says: {e}")
     })?;
     Ok((status, value))
+}
+
+/// The OpenAPI document the api service on `port` serves, fetched once per port and test
+/// process (every api binary of a run serves the same one).
+async fn served_document(port: u16) -> anyhow::Result<std::sync::Arc<serde_json::Value>> {
+    static DOCUMENTS: std::sync::Mutex<Vec<(u16, std::sync::Arc<serde_json::Value>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let cached =
+        DOCUMENTS.lock().expect("never poisoned").iter().find(|(p, _)| *p == port).map(|(_, d)| d.clone());
+    if let Some(document) = cached {
+        return Ok(document);
+    }
+    let (_, text) = threadspace_client::rest::http_get(port, "/v1/openapi.json")
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no OpenAPI document on the api service"))?;
+    let document = std::sync::Arc::new(serde_json::from_str::<serde_json::Value>(&text)?);
+    DOCUMENTS.lock().expect("never poisoned").push((port, document.clone()));
+    Ok(document)
 }
 
 /// Checking responses against an OpenAPI 3.1 document (its schemas are JSON Schema 2020-12).
