@@ -57,6 +57,59 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_API_TOKEN_AUDIENCE", default_value = "threadspace-gateway")]
     pub token_audience: String,
 
+    /// Ed25519 signing key (kid + PKCS#8 PEM) the service mints access tokens with at login
+    /// and refresh; its public half must be in the JWKS the gateways and this service read.
+    #[arg(long, env = "THREADSPACE_API_SIGNING_KEY")]
+    pub signing_key: PathBuf,
+
+    /// Number of org partitions of the stream subjects; must match every other component
+    /// (directory events go to the org's partition).
+    #[arg(long, env = "THREADSPACE_API_PARTITIONS", default_value = "16")]
+    pub partitions: std::num::NonZeroU32,
+
+    /// Lifetime of an access token (short: a revoked session's tokens die with it, and the
+    /// directory feed closes its sockets at once).
+    #[arg(long, env = "THREADSPACE_API_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// Lifetime of a login session (its refresh-token family) from login.
+    #[arg(long, env = "THREADSPACE_API_SESSION_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub session_ttl: Duration,
+
+    /// A rotated refresh token presented again within this window gets a successor instead of
+    /// revoking the session (two tabs refreshing at once); after it, reuse revokes the family.
+    #[arg(long, env = "THREADSPACE_API_REFRESH_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub refresh_grace: Duration,
+
+    /// How long an invite link stays valid.
+    #[arg(long, env = "THREADSPACE_API_INVITE_TTL", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub invite_ttl: Duration,
+
+    /// How long a password-reset or sign-up verification token stays valid.
+    #[arg(long, env = "THREADSPACE_API_MAIL_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub mail_token_ttl: Duration,
+
+    /// Where mail goes: a file that receives one JSON line per mail (local stacks, tests). Without
+    /// it, mail is written to the log with its secret link redacted.
+    #[arg(long, env = "THREADSPACE_API_MAIL_FILE")]
+    pub mail_file: Option<PathBuf>,
+
+    /// Base URL of the web client, for links in mail (invites, resets, verifications).
+    #[arg(long, env = "THREADSPACE_API_PUBLIC_URL", default_value = "http://127.0.0.1:8090")]
+    pub public_url: String,
+
+    /// Requests per second each client IP may make (burst: 5 s worth).
+    #[arg(long, env = "THREADSPACE_API_RATE_PER_IP", default_value = "50", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_per_ip: u32,
+
+    /// Requests per second each authenticated user may make (burst: 5 s worth).
+    #[arg(long, env = "THREADSPACE_API_RATE_PER_USER", default_value = "20", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_per_user: u32,
+
+    /// Password hashes computed at once (argon2id is CPU- and memory-bound; default: one per core).
+    #[arg(long, env = "THREADSPACE_API_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub hash_concurrency: Option<u16>,
+
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "THREADSPACE_API_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -77,6 +130,32 @@ impl Config {
         if self.history_timeout.is_zero() {
             return Err(ConfigError("--history-timeout must be greater than zero".into()));
         }
+        threadspace_protocol::token::SigningKey::load(&self.signing_key).map_err(|e| {
+            ConfigError(format!(
+                "--signing-key {}: {}",
+                self.signing_key.display(),
+                threadspace_protocol::error_chain(&e)
+            ))
+        })?;
+        for (flag, value) in [
+            ("--access-token-ttl", self.access_token_ttl),
+            ("--session-ttl", self.session_ttl),
+            ("--invite-ttl", self.invite_ttl),
+            ("--mail-token-ttl", self.mail_token_ttl),
+        ] {
+            if value < Duration::from_secs(60) || value > Duration::from_secs(366 * 86_400) {
+                return Err(ConfigError(format!("{flag} must be between 1 minute and 366 days")));
+            }
+        }
+        if self.refresh_grace > Duration::from_secs(300) {
+            return Err(ConfigError("--refresh-grace must be at most 5 minutes".into()));
+        }
+        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
+            return Err(ConfigError(format!(
+                "--public-url {:?} must start with http:// or https://",
+                self.public_url
+            )));
+        }
         if self.token_issuer.is_empty() || self.token_audience.is_empty() {
             return Err(ConfigError("--token-issuer and --token-audience must not be empty".into()));
         }
@@ -89,7 +168,15 @@ mod tests {
     use super::*;
 
     fn parse(postgres_url: &str, extra: &[&str]) -> Result<Config, clap::Error> {
-        let mut args = vec!["threadspace-api", "--postgres-url", postgres_url, "--jwks", "/nonexistent"];
+        let mut args = vec![
+            "threadspace-api",
+            "--postgres-url",
+            postgres_url,
+            "--jwks",
+            "/nonexistent",
+            "--signing-key",
+            "/nonexistent.key",
+        ];
         args.extend_from_slice(extra);
         Config::try_parse_from(args)
     }

@@ -14,6 +14,8 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for `Retry-After` (429).
+    retry_after: Option<u64>,
 }
 
 /// The body of every error response.
@@ -25,8 +27,11 @@ pub(crate) struct ErrorBody {
 /// What went wrong.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ErrorDetail {
-    /// Stable code: `invalid_parameter`, `auth_failed`, `not_member`, `forbidden`, `not_found`,
-    /// `archived`, `fixed_membership`, `method_not_allowed`, `unavailable`.
+    /// Stable code (docs/api.md, "Errors"): `invalid_parameter`, `invalid_body`,
+    /// `invalid_field`, `unsupported_media_type`, `too_large`, `auth_failed`, `login_failed`,
+    /// `refresh_refused`, `token_invalid`, `not_member`, `forbidden`, `signup_closed`,
+    /// `not_found`, `conflict`, `archived`, `fixed_membership`, `method_not_allowed`,
+    /// `rate_limited`, `unavailable`.
     pub code: String,
     /// What was wrong, for a person.
     pub message: String,
@@ -34,7 +39,33 @@ pub(crate) struct ErrorDetail {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// 429: a rate limit or a failure delay; the client may retry after `wait`.
+    pub(crate) fn rate_limited(what: &str, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: format!("{what}; retry in {seconds} s"),
+            retry_after: Some(seconds),
+        }
+    }
+
+    /// 403: the caller may not do this.
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 503 for a failed directory query; a refused unique key is 409 `conflict` instead.
+    pub(crate) fn directory(error: threadspace_store::directory::DirectoryError) -> Self {
+        match error {
+            threadspace_store::directory::DirectoryError::Conflict { what } => {
+                Self::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
+            }
+            other => Self::unavailable("directory", &other, "directory unavailable; retry later"),
+        }
     }
 
     /// 400: a parameter is missing or malformed; the message names it.
@@ -62,6 +93,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

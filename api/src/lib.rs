@@ -1,17 +1,25 @@
-//! ThreadSpace api service: the REST API (history, search, membership changes) on axum, with
-//! an OpenAPI document generated from the handlers at `GET /v1/openapi.json` (docs/api.md).
-//! It authenticates with the same rule as the gateway (`threadspace_auth`), reads the archive
-//! and directory in Postgres, and announces membership changes on core NATS for the gateways.
+//! ThreadSpace api service: the REST API (accounts and sessions, people, history, search,
+//! membership changes) on axum, with an OpenAPI document generated from the handlers at
+//! `GET /v1/openapi.json` (docs/api.md, docs/accounts.md). It authenticates with the same rule
+//! as the gateway (`threadspace_auth`), owns the token signing key (login, refresh), reads and
+//! writes the directory and reads the archive in Postgres, and publishes directory changes into
+//! the message stream for the gateways (`feed`).
 //!
 //! This file is the wiring: it builds the service's parts from the configuration and gives
 //! each handler only the parts it extracts (see [`Parts`]).
 
+mod body;
 mod caller;
 pub mod config;
 mod error;
+mod feed;
+mod limits;
+mod mail;
 mod metrics;
 mod parts;
+mod policy;
 mod routes;
+mod secrets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +34,11 @@ use tracing::{info, warn};
 pub use config::Config;
 
 use crate::caller::Auth;
-use crate::parts::{Announcer, Archive, Draining, Parts, Telemetry};
+use crate::feed::Feed;
+use crate::limits::{FailureThrottle, RateLimiter};
+use crate::mail::{FileMailer, LogMailer, Mailer};
+use crate::parts::{Archive, Changes, Credentials, Draining, Lifetimes, Minter, Parts, Telemetry};
+use crate::secrets::Passwords;
 
 /// Why the service could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +81,7 @@ pub async fn run(
     crate::metrics::describe();
     ::metrics::gauge!(crate::metrics::READY).set(0.0);
     let keys = Arc::new(Keys::load(&config.jwks, &config.token_issuer, &config.token_audience)?);
+    let signing_key = threadspace_protocol::token::SigningKey::load(&config.signing_key)?;
     let nats = threadspace_service::nats_options("threadspace-api".to_owned())
         .connect(config.nats_url.as_str())
         .await
@@ -84,23 +97,65 @@ pub async fn run(
         Duration::from_secs(2),
         Some(config.history_timeout),
     )?;
+    let accounts_pool = threadspace_store::pool_with_wait(
+        &config.postgres_url,
+        config.postgres_pool.get(),
+        Duration::from_secs(5),
+    )?;
+    let feed = Feed {
+        pool: accounts_pool.clone(),
+        jetstream: async_nats::jetstream::new(nats.clone()),
+        partitions: config.partitions.get(),
+    };
+    let mailer: Arc<dyn Mailer> = match &config.mail_file {
+        Some(path) => Arc::new(FileMailer::new(path.clone())),
+        None => Arc::new(LogMailer),
+    };
+    let hash_concurrency = config.hash_concurrency.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        usize::from,
+    );
     let draining = CancellationToken::new();
     let parts = Parts {
-        auth: Auth { keys: keys.clone(), directory },
+        auth: Auth {
+            keys: keys.clone(),
+            directory,
+            per_user: Arc::new(RateLimiter::new(config.rate_per_user)),
+        },
         archive: Archive(archive),
-        announcer: Announcer(nats.clone()),
+        changes: Changes { store: threadspace_store::Accounts::new(accounts_pool), feed: feed.clone() },
+        credentials: Credentials {
+            passwords: Passwords::new(hash_concurrency),
+            minter: Arc::new(Minter {
+                key: signing_key,
+                issuer: config.token_issuer.clone(),
+                audience: config.token_audience.clone(),
+                ttl: config.access_token_ttl,
+            }),
+            mailer,
+            throttle: Arc::new(FailureThrottle::new()),
+            lifetimes: Lifetimes {
+                session: config.session_ttl,
+                refresh_grace: config.refresh_grace,
+                invite: config.invite_ttl,
+                mail_token: config.mail_token_ttl,
+            },
+            public_url: config.public_url.as_str().into(),
+        },
         telemetry: Telemetry(metrics.clone()),
         draining: Draining(draining.clone()),
     };
-    let router = routes::router(parts);
+    let router = routes::router(parts, Arc::new(RateLimiter::new(config.rate_per_ip)));
     let background = CancellationToken::new();
     let housekeeping = tokio::spawn(housekeeping(keys, metrics, background.clone()));
+    let sweeper = tokio::spawn(feed::sweep(feed, background.clone()));
     ::metrics::gauge!(crate::metrics::READY).set(1.0);
     info!("api service started");
 
     let grace = config.shutdown_grace;
     let stopping = shutdown.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         stopping.cancelled().await;
         draining.cancel();
         ::metrics::gauge!(crate::metrics::READY).set(0.0);
@@ -116,6 +171,7 @@ pub async fn run(
     };
     background.cancel();
     let _ = housekeeping.await;
+    let _ = sweeper.await;
     let _ = tokio::time::timeout(Duration::from_secs(2), nats.drain()).await;
     info!("api service stopped");
     served

@@ -14,6 +14,17 @@ pub(crate) const AUTH: &str = "threadspace_api_auth_total";
 /// Label `change`: `joined`, `left`.
 pub(crate) const MEMBERSHIP_CHANGES: &str = "threadspace_api_membership_changes_total";
 pub(crate) const READY: &str = "threadspace_api_ready";
+/// Label `scope`: `ip`, `user`, `login`.
+pub(crate) const RATE_LIMITED: &str = "threadspace_api_rate_limited_total";
+/// Label `result`: `ok`, `failed`, `throttled`.
+pub(crate) const LOGINS: &str = "threadspace_api_logins_total";
+pub(crate) const PASSWORD_HASH_DURATION: &str = "threadspace_api_password_hash_duration_seconds";
+/// Label `result`: `rotated`, `reused`, `refused`.
+pub(crate) const REFRESHES: &str = "threadspace_api_refreshes_total";
+/// Label `result`: `published`, `swept`.
+pub(crate) const DIRECTORY_EVENTS: &str = "threadspace_api_directory_events_total";
+/// Label `kind`: `invite`, `password_reset`, `signup`.
+pub(crate) const MAILS: &str = "threadspace_api_mails_total";
 
 /// Registers descriptions so `/metrics` documents itself, and creates the counters at zero so
 /// `rate()` sees their first event.
@@ -23,6 +34,31 @@ pub(crate) fn describe() {
     describe_histogram!(HISTORY_DURATION, Unit::Seconds, "Postgres time of a history page or search");
     describe_counter!(AUTH, "Bearer token authentications, by result");
     describe_counter!(MEMBERSHIP_CHANGES, "Membership changes committed, by change");
+    describe_counter!(RATE_LIMITED, "Requests refused with 429, by scope (ip, user, login)");
+    describe_counter!(LOGINS, "Password logins, by result");
+    describe_histogram!(
+        PASSWORD_HASH_DURATION,
+        Unit::Seconds,
+        "Time to hash or verify a password, queueing included"
+    );
+    describe_counter!(REFRESHES, "Refresh-token presentations, by result (reused: the session was revoked)");
+    describe_counter!(
+        DIRECTORY_EVENTS,
+        "Directory events put into the stream, by result (swept: left behind by a failure)"
+    );
+    describe_counter!(MAILS, "Mails handed to the mailer, by kind");
+    for scope in ["ip", "user", "login"] {
+        metrics::counter!(RATE_LIMITED, "scope" => scope).absolute(0);
+    }
+    for result in ["ok", "failed", "throttled"] {
+        metrics::counter!(LOGINS, "result" => result).absolute(0);
+    }
+    for result in ["rotated", "reused", "refused"] {
+        metrics::counter!(REFRESHES, "result" => result).absolute(0);
+    }
+    for result in ["published", "swept"] {
+        metrics::counter!(DIRECTORY_EVENTS, "result" => result).absolute(0);
+    }
     describe_gauge!(READY, "1 while the service answers requests, 0 while starting or draining");
     for result in ["ok", "rejected"] {
         metrics::counter!(AUTH, "result" => result).absolute(0);

@@ -1,19 +1,70 @@
 //! The parts of the api service that handlers extract (axum sub-states): each handler names
 //! the parts it uses — `State<Auth>`, `State<Archive>`… — and never receives the whole.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
+use threadspace_protocol::token::{Identity, SigningKey, TokenRequest};
 use tokio_util::sync::CancellationToken;
 
 use crate::caller::Auth;
+use crate::feed::Feed;
+use crate::limits::FailureThrottle;
+use crate::mail::Mailer;
+use crate::secrets::Passwords;
 
 /// The pool for history and search (its connections carry a statement timeout).
 #[derive(Clone)]
 pub(crate) struct Archive(pub threadspace_store::Pool);
 
-/// The announcing side of membership changes (core NATS).
+/// Where directory changes go: the directory with its outbox, and the feed that publishes it.
 #[derive(Clone)]
-pub(crate) struct Announcer(pub async_nats::Client);
+pub(crate) struct Changes {
+    pub store: threadspace_store::Accounts,
+    pub feed: Feed,
+}
+
+/// Mints access tokens (the service owns the signing key).
+pub(crate) struct Minter {
+    pub key: SigningKey,
+    pub issuer: String,
+    pub audience: String,
+    pub ttl: Duration,
+}
+
+impl Minter {
+    pub(crate) fn mint(&self, identity: Identity) -> String {
+        self.key.mint(TokenRequest {
+            identity,
+            issuer: &self.issuer,
+            audience: &self.audience,
+            ttl: self.ttl,
+        })
+    }
+}
+
+/// Lifetimes of what account routes issue.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lifetimes {
+    pub session: Duration,
+    pub refresh_grace: Duration,
+    pub invite: Duration,
+    pub mail_token: Duration,
+}
+
+/// What the account routes use: passwords, token minting, mail, failure delays.
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    pub passwords: Passwords,
+    pub minter: Arc<Minter>,
+    pub mailer: Arc<dyn Mailer>,
+    pub throttle: Arc<FailureThrottle>,
+    pub lifetimes: Lifetimes,
+    /// Base URL for links in mail.
+    pub public_url: Arc<str>,
+}
 
 /// The Prometheus handle, when a recorder is installed.
 #[derive(Clone)]
@@ -29,7 +80,8 @@ pub(crate) struct Draining(pub CancellationToken);
 pub(crate) struct Parts {
     pub auth: Auth,
     pub archive: Archive,
-    pub announcer: Announcer,
+    pub changes: Changes,
+    pub credentials: Credentials,
     pub telemetry: Telemetry,
     pub draining: Draining,
 }
@@ -45,6 +97,7 @@ macro_rules! part {
 }
 part!(auth: Auth);
 part!(archive: Archive);
-part!(announcer: Announcer);
+part!(changes: Changes);
+part!(credentials: Credentials);
 part!(telemetry: Telemetry);
 part!(draining: Draining);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use threadspace_protocol::token::{KeyFileError, KeySet, VerifyError};
+use threadspace_protocol::token::{Identity, KeyFileError, KeySet, VerifyError};
 use threadspace_protocol::{error_chain, UserId};
 use threadspace_store::directory::{DirectoryError, Session};
 use threadspace_store::Directory;
@@ -20,7 +20,8 @@ pub enum AuthError {
     /// The token does not verify (signature, expiry, issuer, audience, shape).
     #[error("token rejected")]
     Token(#[source] VerifyError),
-    /// The token verifies but names a user who is unknown, in another org, or deactivated.
+    /// The token verifies but names a user who is unknown, in another org, or deactivated, or
+    /// a login session that ended, or was issued before the user's `tokens_not_before`.
     #[error("token names no live session (user {user})")]
     NoSession { user: UserId },
     /// The directory could not be read: the caller may retry.
@@ -37,11 +38,24 @@ impl AuthError {
 }
 
 /// Verifies `token` and loads the caller's session: the user must exist, belong to the org the
-/// token names, and not be deactivated.
-pub async fn authenticate(keys: &KeySet, directory: &Directory, token: &str) -> Result<Session, AuthError> {
+/// token names, and not be deactivated; the token's login session (`sid`), if it names one,
+/// must be live; and the token must not predate the user's `tokens_not_before` (sign out
+/// everywhere, password change). Returns the token's identity with the session.
+pub async fn authenticate(
+    keys: &KeySet,
+    directory: &Directory,
+    token: &str,
+) -> Result<(Identity, Session), AuthError> {
     let identity = keys.verify(token).map_err(AuthError::Token)?;
-    match directory.session(identity.user).await {
-        Ok(Some(session)) if session.user.org == identity.org && !session.deactivated => Ok(session),
+    match directory.session(identity.user, identity.session).await {
+        Ok(Some(session))
+            if session.user.org == identity.org
+                && !session.deactivated
+                && session.session_live
+                && identity.issued_at >= session.tokens_not_before =>
+        {
+            Ok((identity, session))
+        }
         Ok(_) => Err(AuthError::NoSession { user: identity.user }),
         Err(error) => Err(AuthError::Unavailable(error)),
     }

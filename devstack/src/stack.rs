@@ -39,6 +39,8 @@ pub struct StackOptions {
     pub bridges: usize,
     /// Extra flags passed to every bridge.
     pub bridge_args: Vec<String>,
+    /// Extra flags passed to the api service.
+    pub api_args: Vec<String>,
 }
 
 impl StackOptions {
@@ -56,6 +58,7 @@ impl StackOptions {
             partitions: 16,
             bridges: 0,
             bridge_args: Vec::new(),
+            api_args: Vec::new(),
         }
     }
 
@@ -122,6 +125,8 @@ pub struct ApiHandle {
     pub process: Option<ManagedProcess>,
     args: Vec<String>,
     log: PathBuf,
+    /// Where the api service writes mail (invites, resets, sign-up links): one JSON line each.
+    pub mail: PathBuf,
 }
 
 impl ApiHandle {
@@ -226,7 +231,13 @@ impl Stack {
         let pool = threadspace_store::pool(&postgres.url, 4)?;
         let keys = Keys::load_or_create(&dir.join("keys"))?;
         // Its port is picked (or checked) once the gateways have theirs: see `start`'s end.
-        let api = ApiHandle { port: 0, process: None, args: Vec::new(), log: dir.join("api.log") };
+        let api = ApiHandle {
+            port: 0,
+            process: None,
+            args: Vec::new(),
+            log: dir.join("api.log"),
+            mail: dir.join("mail.jsonl"),
+        };
         let mut stack = Self {
             gateways: Vec::new(),
             api,
@@ -250,7 +261,7 @@ impl Stack {
         }
         let api_port = port(options.api_port)?;
         stack.api.port = api_port;
-        stack.api.args = api_args(api_port, &stack.nats.url, &stack.postgres.url, &stack.keys);
+        stack.api.args = api_args(api_port, &stack, &options.api_args);
         stack.start_api().await?;
         for index in 0..options.bridges {
             let port = free_port().map_err(StackError::Port)?;
@@ -419,7 +430,7 @@ impl Stack {
 
     /// A one-hour token for a user.
     pub fn token(&self, user: UserId, org: OrgId) -> String {
-        self.keys.token(Identity { user, org }, Duration::from_secs(3600))
+        self.keys.token(Identity::new(user, org), Duration::from_secs(3600))
     }
 
     /// Seeds orgs and users with the standard layout.
@@ -467,25 +478,39 @@ impl Stack {
     }
 }
 
-/// The api service's flags: the stack's NATS, PostgreSQL and token keys.
-fn api_args(port: u16, nats_url: &str, postgres_url: &str, keys: &Keys) -> Vec<String> {
-    [
+/// The api service's flags: the stack's NATS, PostgreSQL, token keys, partitions and mail file.
+/// Every client of a local stack is 127.0.0.1, so the per-IP request rate is raised (loadgen's
+/// history pages come from there too); `extra` comes last and wins.
+fn api_args(port: u16, stack: &Stack, extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = [
         "--listen",
         &format!("127.0.0.1:{port}"),
         "--nats-url",
-        nats_url,
+        &stack.nats.url,
         "--postgres-url",
-        postgres_url,
+        &stack.postgres.url,
         "--jwks",
-        &keys.jwks.display().to_string(),
+        &stack.keys.jwks.display().to_string(),
+        "--signing-key",
+        &stack.keys.signing_path.display().to_string(),
         "--token-issuer",
         ISSUER,
         "--token-audience",
         AUDIENCE,
+        "--partitions",
+        &stack.options.partitions.to_string(),
+        "--mail-file",
+        &stack.api.mail.display().to_string(),
+        "--rate-per-ip",
+        "100000",
+        "--rate-per-user",
+        "1000",
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    args.extend(extra.iter().cloned());
+    args
 }
 
 /// Spawns one of the workspace's binaries and waits (30 s) for its `/readyz` on `port`; if it

@@ -4,7 +4,7 @@
 //! service's, not the gateway's.
 //!
 //! The parts (ARCHITECTURE.md, "Code map"): `edge` (sockets and the per-connection tasks),
-//! `delivery` (hub, fanout, publish, replay), `events` (presence, typing, reads, membership),
+//! `delivery` (hub, fanout, publish, replay), `events` (presence, typing, reads),
 //! `limits`, `metrics`, `config`. This file is the wiring: it builds each part from the
 //! configuration and hands each task only the parts it uses. It is the only reader of
 //! [`Config`] besides `main.rs` (a tidy test checks it).
@@ -49,7 +49,7 @@ use crate::edge::{Edge, Settings};
 use crate::events::presence::{self, Presence, PresenceTask};
 use crate::events::reads::Reads;
 use crate::events::typing::{Throttle, Typing};
-use crate::events::{membership, reads, typing};
+use crate::events::{reads, typing};
 
 /// Why the gateway could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +161,6 @@ pub async fn run(
         Fanout { hub: hub.clone(), jetstream, partitions, fault_delay: config.fault_fanout_delay },
         background.clone(),
     ));
-    let membership_task = tokio::spawn(membership::subscribe(hub.clone(), nats.clone(), background.clone()));
     let typing_task = tokio::spawn(typing::subscribe(hub.clone(), nats.clone(), background.clone()));
     let reads_task = tokio::spawn(reads::subscribe(hub.clone(), nats.clone(), background.clone()));
     let presence_task = tokio::spawn(presence::run(
@@ -203,7 +202,6 @@ pub async fn run(
     background.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = fanout_task.await;
-        let _ = membership_task.await;
         let _ = typing_task.await;
         let _ = reads_task.await;
         let _ = presence_task.await;

@@ -23,7 +23,8 @@ pub(crate) const RESUMES: &str = "threadspace_gateway_resumes_total";
 pub(crate) const REPLAYED_MESSAGES: &str = "threadspace_gateway_replayed_messages_total";
 /// Label `result`: `ok`, `rejected`.
 pub(crate) const AUTH: &str = "threadspace_gateway_auth_total";
-pub(crate) const MEMBERSHIP_EVENTS: &str = "threadspace_gateway_membership_events_total";
+pub(crate) const HELLO_REREADS: &str = "threadspace_gateway_hello_rereads_total";
+pub(crate) const DIRECTORY_EVENTS: &str = "threadspace_gateway_directory_events_total";
 /// Label `result`: `moved`, `stale`, `not_member`, `failed`.
 pub(crate) const READS: &str = "threadspace_gateway_read_markers_total";
 /// Label `result`: `published`, `throttled`, `not_member`.
@@ -74,7 +75,14 @@ pub(crate) fn describe() {
     describe_counter!(RESUMES, "Hellos by resume outcome");
     describe_counter!(REPLAYED_MESSAGES, "Messages replayed to resuming clients");
     describe_counter!(AUTH, "Token verifications, by result");
-    describe_counter!(MEMBERSHIP_EVENTS, "Membership change events applied");
+    describe_counter!(
+        HELLO_REREADS,
+        "Hellos whose directory read predated a directory event already applied, read again"
+    );
+    describe_counter!(
+        DIRECTORY_EVENTS,
+        "Directory events read from the stream, by change (member, role, deactivated, reactivated, sessions_ended; repeated: a version applied before)"
+    );
     describe_counter!(PRESENCE_BEATS_SENT, "Presence heartbeats published by this gateway, by kind");
     describe_counter!(PRESENCE_BEAT_BYTES_SENT, "Bytes of presence heartbeats published");
     describe_counter!(PRESENCE_BEATS_RECEIVED, "Presence heartbeats received from all gateways, by kind");
@@ -93,8 +101,9 @@ pub(crate) fn describe() {
 }
 
 /// Every value [`close_reason`] returns (the `reason` label of [`CONNECTIONS_CLOSED`]).
-pub(crate) const CLOSE_REASONS: [&str; 12] = [
+pub(crate) const CLOSE_REASONS: [&str; 13] = [
     "normal",
+    "session_ended",
     "draining",
     "protocol_error",
     "too_large",
@@ -122,7 +131,8 @@ pub(crate) fn register_zero() {
         FANOUT_REDELIVERED,
         FANOUT_UNDECODABLE,
         REPLAYED_MESSAGES,
-        MEMBERSHIP_EVENTS,
+        DIRECTORY_EVENTS,
+        HELLO_REREADS,
         TYPING_DELIVERIES,
         PRESENCE_BEAT_BYTES_SENT,
         PRESENCE_BEAT_BYTES_RECEIVED,
@@ -155,6 +165,18 @@ pub(crate) fn register_zero() {
 }
 
 /// Bounded label for a close code.
+/// The label of a directory change, for `DIRECTORY_EVENTS`.
+pub(crate) fn directory_change(change: &threadspace_protocol::stored::DirectoryChange) -> &'static str {
+    use threadspace_protocol::stored::DirectoryChange as C;
+    match change {
+        C::Member { .. } => "member",
+        C::Role { .. } => "role",
+        C::Deactivated { .. } => "deactivated",
+        C::Reactivated { .. } => "reactivated",
+        C::SessionsEnded { .. } => "sessions_ended",
+    }
+}
+
 pub(crate) fn close_reason(code: u16) -> &'static str {
     use threadspace_protocol::frames::close_code as c;
     match code {
@@ -166,6 +188,7 @@ pub(crate) fn close_reason(code: u16) -> &'static str {
         c::IDLE_TIMEOUT => "idle_timeout",
         c::AUTH_FAILED => "auth_failed",
         c::HELLO_TIMEOUT => "hello_timeout",
+        c::SESSION_ENDED => "session_ended",
         c::HELLO_REQUIRED => "hello_required",
         c::SLOW_CONSUMER => "slow_consumer",
         c::RATE_LIMITED => "rate_limited",

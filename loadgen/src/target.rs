@@ -45,7 +45,7 @@ pub async fn first_users(client: &tokio_postgres::Client, n: usize) -> anyhow::R
         "only {} users exist; seed more with `./threadspace seed --orgs N`",
         rows.len()
     );
-    Ok(rows.iter().map(|r| Identity { user: UserId(r.get(0)), org: OrgId(r.get(1)) }).collect())
+    Ok(rows.iter().map(|r| Identity::new(UserId(r.get(0)), OrgId(r.get(1)))).collect())
 }
 
 /// Starts a private stack (`options`, with room for 19,000 connections per gateway) seeded

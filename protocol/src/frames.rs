@@ -340,6 +340,9 @@ pub mod close_code {
     pub const AUTH_FAILED: u16 = 4001;
     /// No `hello` within the hello deadline.
     pub const HELLO_TIMEOUT: u16 = 4002;
+    /// The session ended: signed out, revoked (refresh reuse, password change, an admin) or the
+    /// user deactivated. The token no longer works; refresh or sign in again.
+    pub const SESSION_ENDED: u16 = 4004;
     /// The first frame was not a valid `hello`.
     pub const HELLO_REQUIRED: u16 = 4003;
     /// The client did not read fast enough and its outbound queue filled.

@@ -117,13 +117,63 @@ impl StoredMessage {
     }
 }
 
-/// A membership change, published on `ctl.membership.<org>` (core NATS) after the directory
-/// committed it, so every gateway updates its connections of that user.
+/// A directory change, stored in the MESSAGES stream on `dir.<partition>.<org>` (the org's
+/// partition) so that every gateway applies it at its place among the org's messages: a message
+/// stored after a member's removal is never delivered to them (docs/accounts.md, "The
+/// directory feed"). `version` counts the org's directory changes (gap-free, in commit order);
+/// a gateway ignores a version it already applied (a republished event).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MembershipEvent {
-    pub channel: ChannelId,
-    pub user: UserId,
-    pub change: crate::frames::MemberChange,
+pub struct DirectoryEvent {
+    pub org: OrgId,
+    pub version: u64,
+    pub change: DirectoryChange,
+}
+
+/// What changed in an org's directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum DirectoryChange {
+    /// `user` joined or left `channel`.
+    Member { channel: ChannelId, user: UserId, change: crate::frames::MemberChange },
+    /// `user`'s role is now `role`.
+    Role { user: UserId, role: String },
+    /// `user` was deactivated: their sockets close (4004) and their tokens stop working.
+    Deactivated { user: UserId },
+    /// `user` was reactivated.
+    Reactivated { user: UserId },
+    /// Sessions of `user` ended: one (`session`), or all of them (`None`, "sign out everywhere",
+    /// a password change). Their sockets close with 4004.
+    SessionsEnded {
+        user: UserId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<i64>,
+    },
+}
+
+/// Decodes a directory event stored under `subject`, checking that subject and payload agree.
+pub fn decode_directory_event(
+    subject: &str,
+    payload: &[u8],
+    n_partitions: u32,
+) -> Result<DirectoryEvent, InvalidRecord> {
+    let Some((partition, org)) = crate::subjects::parse_directory_subject(subject) else {
+        return Err(InvalidRecord(format!("subject {subject:?} is not dir.<partition>.<org>")));
+    };
+    let expected = partition_of(org, n_partitions);
+    if partition != expected {
+        return Err(InvalidRecord(format!(
+            "subject {subject:?} is in partition {partition}, but org {org} belongs to partition {expected}"
+        )));
+    }
+    let event: DirectoryEvent = serde_json::from_slice(payload)
+        .map_err(|e| InvalidRecord(format!("payload is not a directory event: {e}")))?;
+    if event.org != org {
+        return Err(InvalidRecord(format!("payload names org {}, its subject org {org}", event.org)));
+    }
+    if event.version == 0 {
+        return Err(InvalidRecord("directory event version 0 (versions start at 1)".into()));
+    }
+    Ok(event)
 }
 
 /// A read marker that moved forward, published on `read.<org>.<channel>` (core NATS) after

@@ -8,10 +8,11 @@ use crate::ids::{ChannelId, OrgId};
 
 /// Name of the JetStream stream that holds every message.
 pub const MESSAGES_STREAM: &str = "MESSAGES";
-/// Subjects captured by [`MESSAGES_STREAM`].
+/// Message subjects captured by [`MESSAGES_STREAM`].
 pub const MESSAGES_SUBJECTS: &str = "msg.>";
-/// Membership change events for one org: `ctl.membership.<org>`.
-pub const MEMBERSHIP_PREFIX: &str = "ctl.membership";
+/// Directory-event subjects captured by [`MESSAGES_STREAM`] too, so that directory changes
+/// are ordered with the messages they affect: `dir.<partition>.<org>` (docs/accounts.md).
+pub const DIRECTORY_SUBJECTS: &str = "dir.>";
 /// Typing indicators (core NATS, never stored): `typing.<org>.<channel>`.
 pub const TYPING_PREFIX: &str = "typing";
 /// Gateway presence heartbeats (core NATS): `gw.heartbeat.<gateway>`.
@@ -87,9 +88,23 @@ pub fn valid_gateway_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Subject of an org's membership events.
-pub fn membership_subject(org: OrgId) -> String {
-    format!("{MEMBERSHIP_PREFIX}.{org}")
+/// The subject of an org's directory events: `dir.<partition>.<org>`, in the org's partition.
+pub fn directory_subject(n_partitions: u32, org: OrgId) -> String {
+    format!("dir.{}.{}", partition_of(org, n_partitions), org)
+}
+
+/// Parses `dir.<partition>.<org>`; `None` for any other shape.
+pub fn parse_directory_subject(subject: &str) -> Option<(u32, OrgId)> {
+    let mut parts = subject.split('.');
+    if parts.next()? != "dir" {
+        return None;
+    }
+    let partition = parts.next()?.parse().ok()?;
+    let org = OrgId(parts.next()?.parse().ok()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((partition, org))
 }
 
 /// Every message of partition `k` (a broker-bridge consumer's filter): `msg.<k>.>`.
@@ -105,11 +120,6 @@ pub fn all_typing() -> String {
 /// Every org's read-marker announcements (a gateway's subscription).
 pub fn all_reads() -> String {
     format!("{READ_PREFIX}.>")
-}
-
-/// Every org's membership changes (a gateway's subscription).
-pub fn all_membership() -> String {
-    format!("{MEMBERSHIP_PREFIX}.>")
 }
 
 /// Every gateway's presence heartbeats.
@@ -183,6 +193,15 @@ mod tests {
         assert_eq!(parse_typing_subject("typing.4"), None);
         assert_eq!(parse_typing_subject("typing.4.9.1"), None);
         assert_eq!(parse_typing_subject("msg.4.9"), None);
+    }
+
+    #[test]
+    fn directory_subjects_round_trip() {
+        let subject = directory_subject(16, OrgId(3));
+        assert_eq!(parse_directory_subject(&subject), Some((partition_of(OrgId(3), 16), OrgId(3))));
+        assert_eq!(parse_directory_subject("dir.1"), None);
+        assert_eq!(parse_directory_subject("dir.1.2.3"), None);
+        assert_eq!(parse_directory_subject("msg.1.2"), None);
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct Claims {
     pub org: OrgId,
     pub iat: u64,
     pub exp: u64,
+    /// The login session (refresh family) the token belongs to. Absent on operator-minted
+    /// tokens (`threadspace-dev token`), which the user's `tokens_not_before` still bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<i64>,
 }
 
 /// Who a verified token speaks for.
@@ -38,6 +42,19 @@ pub struct Claims {
 pub struct Identity {
     pub user: UserId,
     pub org: OrgId,
+    /// The login session, when the token came from a login (`sid`).
+    #[serde(default)]
+    pub session: Option<i64>,
+    /// When the token was issued (seconds since the Unix epoch).
+    #[serde(default)]
+    pub issued_at: u64,
+}
+
+impl Identity {
+    /// An identity without a login session (operator-minted tokens, tests).
+    pub fn new(user: UserId, org: OrgId) -> Self {
+        Self { user, org, session: None, issued_at: 0 }
+    }
 }
 
 /// Why a token was rejected. The variants are what a caller may want to log or count; the
@@ -169,7 +186,12 @@ impl KeySet {
         if user <= 0 {
             return Err(VerifyError::Subject);
         }
-        Ok(Identity { user: UserId(user), org: data.claims.org })
+        Ok(Identity {
+            user: UserId(user),
+            org: data.claims.org,
+            session: data.claims.sid,
+            issued_at: data.claims.iat,
+        })
     }
 }
 
@@ -289,6 +311,7 @@ impl SigningKey {
             org: claims.identity.org,
             iat: now,
             exp: now.saturating_add(claims.ttl.as_secs()),
+            sid: claims.identity.session,
         };
         self.mint_claims(&body)
     }
@@ -331,7 +354,7 @@ mod tests {
     const AUD: &str = "threadspace-gateway";
 
     fn identity() -> Identity {
-        Identity { user: UserId(42), org: OrgId(7) }
+        Identity::new(UserId(42), OrgId(7))
     }
 
     fn request(ttl: Duration) -> TokenRequest<'static> {
@@ -378,8 +401,15 @@ mod tests {
         assert!(matches!(set.verify(&forged), Err(VerifyError::Invalid(_))));
 
         // Leeway is 30 s: an exp far in the past.
-        let old =
-            Claims { iss: ISS.into(), aud: AUD.into(), sub: "42".into(), org: OrgId(7), iat: 1, exp: 2 };
+        let old = Claims {
+            iss: ISS.into(),
+            aud: AUD.into(),
+            sub: "42".into(),
+            org: OrgId(7),
+            iat: 1,
+            exp: 2,
+            sid: None,
+        };
         assert!(matches!(set.verify(&key.mint_claims(&old)), Err(VerifyError::Invalid(_))));
 
         let wrong_aud = key.mint(TokenRequest { audience: "elsewhere", ..request(Duration::from_secs(60)) });
@@ -409,6 +439,7 @@ mod tests {
             org: OrgId(1),
             iat: unix_now(),
             exp: unix_now() + 60,
+            sid: None,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("k1".into());

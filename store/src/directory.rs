@@ -14,6 +14,20 @@ pub enum DirectoryError {
     Query(#[source] tokio_postgres::Error),
     #[error("stored channel {channel} has unknown kind {kind:?}")]
     BadKind { channel: i64, kind: String },
+    /// A unique constraint refused the write: `what` names it for the caller.
+    #[error("{what} already exists")]
+    Conflict { what: &'static str },
+}
+
+impl DirectoryError {
+    /// Whether Postgres could not be reached (as opposed to a refused or failed statement).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Pool(_) => true,
+            Self::Query(e) => e.as_db_error().is_none(),
+            _ => false,
+        }
+    }
 }
 
 /// What the gateway needs to accept a `hello`.
@@ -22,6 +36,12 @@ pub struct Session {
     pub user: UserInfo,
     pub deactivated: bool,
     pub channels: Vec<ChannelInfo>,
+    /// Access tokens issued before this (seconds since the Unix epoch) are refused.
+    pub tokens_not_before: u64,
+    /// Whether the login session asked about is live (true when none was asked about).
+    pub session_live: bool,
+    /// The org's directory version this read reflects (docs/accounts.md, "The directory feed").
+    pub dir_version: u64,
 }
 
 /// A channel's directory entry.
@@ -59,24 +79,37 @@ impl Directory {
         self.pool.get().await.map_err(DirectoryError::Pool)
     }
 
-    /// The user and their (non-archived) channels; `None` if the user does not exist.
+    /// The user and their (non-archived) channels; `None` if the user does not exist. With
+    /// `login_session`, also whether that login session of the user is live.
     /// One prepared round trip: this runs for every `hello`, including reconnect storms.
-    pub async fn session(&self, user: UserId) -> Result<Option<Session>, DirectoryError> {
+    pub async fn session(
+        &self,
+        user: UserId,
+        login_session: Option<i64>,
+    ) -> Result<Option<Session>, DirectoryError> {
         let client = self.client().await?;
+        // One snapshot: the org's version is read with the memberships it describes.
         let statement = client
             .prepare_cached(
-                "SELECT u.org_id, u.handle, u.display_name, u.role, u.deactivated_at IS NOT NULL,
-                        c.id, c.kind, c.name, coalesce(r.seq, 0)
-                 FROM users u
+                "WITH u AS (
+                     SELECT u.*, o.dir_version,
+                            coalesce(floor(extract(epoch FROM u.tokens_not_before)), 0)::bigint AS not_before,
+                            ($2::bigint IS NULL OR EXISTS (
+                                SELECT 1 FROM auth_sessions s WHERE s.id = $2 AND s.user_id = u.id
+                                    AND s.revoked_at IS NULL AND s.expires_at > now())) AS live
+                     FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.id = $1)
+                 SELECT u.org_id, u.handle, u.display_name, u.role, u.deactivated_at IS NOT NULL,
+                        c.id, c.kind, c.name, coalesce(r.seq, 0), u.not_before, u.live, u.dir_version
+                 FROM u
                  LEFT JOIN channel_members m ON m.user_id = u.id
                  LEFT JOIN channels c ON c.id = m.channel_id AND c.archived_at IS NULL
                  LEFT JOIN read_markers r ON r.user_id = u.id AND r.channel_id = c.id
-                 WHERE u.id = $1
                  ORDER BY c.id",
             )
             .await
             .map_err(DirectoryError::Query)?;
-        let rows = client.query(&statement, &[&user.0]).await.map_err(DirectoryError::Query)?;
+        let rows =
+            client.query(&statement, &[&user.0, &login_session]).await.map_err(DirectoryError::Query)?;
         let Some(first) = rows.first() else { return Ok(None) };
         let info = UserInfo {
             id: user,
@@ -96,7 +129,14 @@ impl Directory {
                 last_read: row.get::<_, i64>(8) as u64,
             });
         }
-        Ok(Some(Session { user: info, deactivated, channels }))
+        Ok(Some(Session {
+            user: info,
+            deactivated,
+            channels,
+            tokens_not_before: first.get::<_, i64>(9).max(0) as u64,
+            session_live: first.get(10),
+            dir_version: first.get::<_, i64>(11) as u64,
+        }))
     }
 
     /// Moves `user`'s read marker in `channel` forward to `seq` (never back). Returns the marker
@@ -202,33 +242,6 @@ impl Directory {
             .await
             .map_err(DirectoryError::Query)?;
         Ok(row.map(|r| OrgId(r.get(0))))
-    }
-
-    /// Adds a member; returns false if they already were one.
-    pub async fn add_member(&self, channel: ChannelId, user: UserId) -> Result<bool, DirectoryError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2)
-                 ON CONFLICT DO NOTHING",
-                &[&channel.0, &user.0],
-            )
-            .await
-            .map_err(DirectoryError::Query)?;
-        Ok(n == 1)
-    }
-
-    /// Removes a member; returns false if they were not one.
-    pub async fn remove_member(&self, channel: ChannelId, user: UserId) -> Result<bool, DirectoryError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2",
-                &[&channel.0, &user.0],
-            )
-            .await
-            .map_err(DirectoryError::Query)?;
-        Ok(n == 1)
     }
 
     /// Looks a user up by org slug and handle (tools and the demo address users by name).

@@ -6,12 +6,14 @@
 //! crate; the gateway reads the directory only when a connection says `hello` and on REST
 //! calls (membership, history, search); only the broker-bridge writes `messages`.
 
+pub mod accounts;
 pub mod directory;
 pub mod messages;
 pub mod seed;
 
 use std::time::Duration;
 
+pub use accounts::Accounts;
 pub use deadpool_postgres::Pool;
 pub use directory::Directory;
 

@@ -391,7 +391,7 @@ async fn history_pages_across_partition_boundaries_are_complete_and_ordered() ->
         (path, Some(token.clone()), 400, "invalid_parameter", mentions)
     };
     let cases: Vec<(String, Option<String>, u16, &str, &str)> = vec![
-        (format!("/v1/channels/{private}/messages"), Some(fx.token("alice")), 403, "not_member", "channel"),
+        (format!("/v1/channels/{private}/messages"), Some(fx.token("alice")), 404, "not_found", "channel"), // a private channel alice is not in: not seen (docs/accounts.md)
         (format!("/v1/channels/{general}/messages"), None, 401, "auth_failed", "Authorization"),
         (format!("/v1/channels/{general}/messages"), Some("garbage".into()), 401, "auth_failed", "token"),
         bad("?before=abc", "`before`"),
@@ -510,7 +510,7 @@ async fn search_finds_words_respects_membership_and_never_crosses_orgs() -> anyh
         ("/v1/search?q=deploy&limit=0".into(), 400, "invalid_parameter", "`limit`"),
         ("/v1/search?q=deploy&cursor=5000".into(), 400, "invalid_parameter", "`cursor`"),
         ("/v1/search?q=deploy&sort=new".into(), 400, "invalid_parameter", "`sort`"),
-        (format!("/v1/search?q=deploy&channel={private}"), 403, "not_member", "channel"),
+        (format!("/v1/search?q=deploy&channel={private}"), 404, "not_found", "channel"),
     ];
     for (path, status, code, mentions) in cases {
         let (got, body) = get_json(&fx.stack, &path, Some(&token)).await?;

@@ -201,7 +201,7 @@ async fn non_members_cannot_send_and_bad_tokens_are_refused() -> anyhow::Result<
     by.still_served().await?;
 
     let url = fx.stack.ws_url(0);
-    let identity = Identity { user: fx.user("erin"), org: fx.org };
+    let identity = Identity::new(fx.user("erin"), fx.org);
     let forger = SigningKey::generate(fx.stack.keys.signing.kid());
     let forged = forger.mint(TokenRequest {
         identity,
@@ -216,6 +216,7 @@ async fn non_members_cannot_send_and_bad_tokens_are_refused() -> anyhow::Result<
         org: identity.org,
         iat: 1,
         exp: 2,
+        sid: None,
     });
     let wrong_audience = fx.stack.keys.signing.mint(TokenRequest {
         identity,
@@ -224,7 +225,7 @@ async fn non_members_cannot_send_and_bad_tokens_are_refused() -> anyhow::Result<
         ttl: Duration::from_secs(60),
     });
     let wrong_org = fx.stack.keys.token(
-        Identity { user: identity.user, org: threadspace_protocol::OrgId(identity.org.0 + 1) },
+        Identity::new(identity.user, threadspace_protocol::OrgId(identity.org.0 + 1)),
         Duration::from_secs(60),
     );
     for (what, token) in [

@@ -17,6 +17,7 @@ use crate::caller::{caller, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics as m;
 use crate::parts::Archive;
+use crate::policy::{sees_channel, Role};
 
 /// Default history page.
 pub(crate) const DEFAULT_PAGE: i64 = 50;
@@ -84,6 +85,28 @@ pub(crate) struct SearchResults {
     pub next_cursor: Option<String>,
 }
 
+/// Why a non-member is refused a channel: 404 if they do not see it (another org's, a private
+/// channel or DM they are not in, anything a guest was not added to), else 403 `not_member`.
+async fn refusal(
+    auth: &Auth,
+    session: &threadspace_store::directory::Session,
+    channel: ChannelId,
+) -> ApiError {
+    let hidden = || ApiError::not_found(format!("no channel {channel} in your org"));
+    match auth.directory.channel(channel).await {
+        Ok(Some(c)) if c.org == session.user.org => {
+            let role = Role::parse(&session.user.role).unwrap_or(Role::Guest);
+            if sees_channel(role, c.kind, false) {
+                not_member(channel)
+            } else {
+                hidden()
+            }
+        }
+        Ok(_) => hidden(),
+        Err(e) => ApiError::unavailable("directory", &e, "directory unavailable; retry later"),
+    }
+}
+
 fn not_member(channel: ChannelId) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "not_member", format!("you are not a member of channel {channel}"))
 }
@@ -107,7 +130,8 @@ fn history_unavailable(what: &str, error: &(dyn std::error::Error + 'static)) ->
         (status = 200, description = "The page, oldest first", body = HistoryPage),
         (status = 400, description = "A parameter is invalid", body = ErrorBody),
         (status = 401, description = "Missing or rejected token", body = ErrorBody),
-        (status = 403, description = "The caller is not a member of the channel", body = ErrorBody),
+        (status = 403, description = "The caller sees the channel (public) but is not a member", body = ErrorBody),
+        (status = 404, description = "No such channel the caller sees (another org's, private or a DM they are not in, or not added to as a guest)", body = ErrorBody),
         (status = 503, description = "The archive is unavailable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -137,7 +161,7 @@ pub(crate) async fn messages(
     .map_err(ApiError::invalid_parameter)?;
     let session = caller(&auth, &headers).await?;
     if !session.channels.iter().any(|c| c.id == channel) {
-        return Err(not_member(channel));
+        return Err(refusal(&auth, &session, channel).await);
     }
     let client = archive.0.get().await.map_err(|e| history_unavailable("history pool", &e))?;
     let started = std::time::Instant::now();
@@ -167,7 +191,8 @@ pub(crate) async fn messages(
         (status = 200, description = "Hits, best first", body = SearchResults),
         (status = 400, description = "A parameter is invalid, or `q` has no searchable words", body = ErrorBody),
         (status = 401, description = "Missing or rejected token", body = ErrorBody),
-        (status = 403, description = "`channel` is one the caller is not a member of", body = ErrorBody),
+        (status = 403, description = "`channel` is a public channel the caller is not a member of", body = ErrorBody),
+        (status = 404, description = "`channel` is not one the caller sees", body = ErrorBody),
         (status = 503, description = "The archive is unavailable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -199,7 +224,7 @@ pub(crate) async fn search(
     let session = caller(&auth, &headers).await?;
     let channels: Vec<ChannelId> = match only {
         Some(channel) if session.channels.iter().any(|c| c.id == channel) => vec![channel],
-        Some(channel) => return Err(not_member(channel)),
+        Some(channel) => return Err(refusal(&auth, &session, channel).await),
         None => session.channels.iter().map(|c| c.id).collect(),
     };
     let client = archive.0.get().await.map_err(|e| history_unavailable("history pool", &e))?;

@@ -1,11 +1,12 @@
-//! Membership changes: commit to the directory, then announce on `ctl.membership.<org>` so
-//! every gateway applies the change to its live connections (sends and fanout follow it
-//! without a reconnect).
+//! Membership changes: committed to the directory with their directory event, then published
+//! into the stream (`crate::feed`), so every gateway applies the change at its place among the
+//! channel's messages (docs/accounts.md, "The directory feed").
 //!
-//! Who may change what (docs/api.md): anyone may join a public channel or leave any channel;
-//! a member may add others to a channel they are in; owners and admins may add or remove
-//! anyone. DMs and group DMs have fixed membership; archived channels are read-only. Another
-//! org's channels and users, and private channels the caller is not in, are 404.
+//! Who may change what is `crate::policy` (docs/accounts.md, "Permission matrix"): owners,
+//! admins and members may join a public channel; anyone may leave; a member may add others to
+//! a channel they are in; owners and admins may add or remove anyone. DMs and group DMs have
+//! fixed membership; archived channels are read-only. Another org's channels and users, and
+//! channels the caller does not see, are 404.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -13,17 +14,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Serialize;
 use threadspace_protocol::frames::{ChannelKind, MemberChange};
-use threadspace_protocol::stored::MembershipEvent;
-use threadspace_protocol::subjects::membership_subject;
 use threadspace_protocol::{ChannelId, UserId};
-use tracing::{info, warn};
+use tracing::info;
 use utoipa::ToSchema;
 
 use super::query::{bad_path, path_id};
 use crate::caller::{caller, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics as m;
-use crate::parts::Announcer;
+use crate::parts::Changes;
+use crate::policy::{may, sees_channel, Action, Role};
 
 /// What a membership request did.
 #[derive(Debug, Serialize, ToSchema)]
@@ -33,6 +33,9 @@ pub(crate) struct MembershipChange {
     pub change: Change,
     /// False when the membership already was as asked (the request is idempotent).
     pub changed: bool,
+    /// The change's position in the stream: messages with a higher `seq` follow the new
+    /// membership. Null when nothing changed (or publishing is delayed; the change stands).
+    pub position: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, ToSchema)]
@@ -61,12 +64,12 @@ pub(crate) enum Change {
 )]
 pub(crate) async fn add_member(
     State(auth): State<Auth>,
-    State(announcer): State<Announcer>,
+    State(changes): State<Changes>,
     ids: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<MembershipChange>, ApiError> {
     let Path((channel, user)) = ids.map_err(bad_path)?;
-    change(&auth, &announcer, &headers, (&channel, &user), true).await
+    change(&auth, &changes, &headers, (&channel, &user), true).await
 }
 
 /// Removes `user` from `channel`.
@@ -88,17 +91,17 @@ pub(crate) async fn add_member(
 )]
 pub(crate) async fn remove_member(
     State(auth): State<Auth>,
-    State(announcer): State<Announcer>,
+    State(changes): State<Changes>,
     ids: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<MembershipChange>, ApiError> {
     let Path((channel, user)) = ids.map_err(bad_path)?;
-    change(&auth, &announcer, &headers, (&channel, &user), false).await
+    change(&auth, &changes, &headers, (&channel, &user), false).await
 }
 
 async fn change(
     auth: &Auth,
-    announcer: &Announcer,
+    changes: &Changes,
     headers: &HeaderMap,
     (channel, user): (&str, &str),
     add: bool,
@@ -118,7 +121,8 @@ async fn change(
         Err(e) => return Err(unavailable(&e)),
     };
     let caller_is_member = caller.channels.iter().any(|c| c.id == channel);
-    if target.kind == ChannelKind::Private && !caller_is_member {
+    let role = Role::parse(&caller.user.role).unwrap_or(Role::Guest);
+    if !sees_channel(role, target.kind, caller_is_member) {
         return Err(not_found());
     }
     if target.archived {
@@ -137,39 +141,33 @@ async fn change(
         Err(e) => return Err(unavailable(&e)),
     }
     let is_self = user == caller.user.id;
-    let is_admin = matches!(caller.user.role.as_str(), "owner" | "admin");
-    let allowed = if add {
-        (target.kind == ChannelKind::Public && is_self) || caller_is_member || is_admin
-    } else {
-        is_self || is_admin
+    let action = match (add, is_self) {
+        (true, true) if caller_is_member => None,
+        (true, true) => Some(Action::JoinPublic),
+        (true, false) => Some(Action::AddMember { caller_is_member }),
+        // Anyone may leave.
+        (false, true) => None,
+        (false, false) => Some(Action::RemoveMember),
     };
-    if !allowed {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "you may not change this membership"));
+    if action.is_some_and(|action| !may(role, action)) {
+        return Err(ApiError::forbidden("you may not change this membership"));
     }
-    let changed = if add {
-        directory.add_member(channel, user).await
-    } else {
-        directory.remove_member(channel, user).await
-    }
-    .map_err(|e| unavailable(&e))?;
-    let (change, label) =
-        if add { (MemberChange::Joined, Change::Joined) } else { (MemberChange::Left, Change::Left) };
-    if changed {
+    let member_change = if add { MemberChange::Joined } else { MemberChange::Left };
+    let event =
+        changes.store.set_member(org, channel, user, member_change).await.map_err(ApiError::directory)?;
+    let label = if add { Change::Joined } else { Change::Left };
+    let mut position = None;
+    if let Some(event) = &event {
         metrics::counter!(m::MEMBERSHIP_CHANGES, "change" => if add { "joined" } else { "left" })
             .increment(1);
-        let event = MembershipEvent { channel, user, change };
-        let payload = serde_json::to_vec(&event).expect("events serialize");
-        // Core NATS is enough: a gateway that misses the event reloads membership at the
-        // user's next hello. Flush so the event is out before we answer.
-        let nats = &announcer.0;
-        let published = nats.publish(membership_subject(org), payload.into()).await;
-        if let Err(e) = published
-            .map_err(async_nats::Error::from)
-            .and(nats.flush().await.map_err(async_nats::Error::from))
-        {
-            warn!(error = %e, "membership event not published");
-        }
-        info!(%channel, %user, by = %caller.user.id, ?change, "membership changed");
+        position = super::accounts::publish(changes, event).await;
+        info!(%channel, %user, by = %caller.user.id, change = ?member_change, ?position, "membership changed");
     }
-    Ok(Json(MembershipChange { channel: channel.0, user: user.0, change: label, changed }))
+    Ok(Json(MembershipChange {
+        channel: channel.0,
+        user: user.0,
+        change: label,
+        changed: event.is_some(),
+        position,
+    }))
 }

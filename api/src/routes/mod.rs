@@ -5,12 +5,17 @@
 //! Handlers take only the parts of the service they use (axum `State` sub-states built by
 //! [`crate::parts::Parts`]), never the whole.
 
+pub(crate) mod accounts;
 pub(crate) mod history;
 pub(crate) mod membership;
 pub(crate) mod ops;
+pub(crate) mod people;
 pub(crate) mod query;
 
-use axum::extract::{MatchedPath, Request};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
+use crate::limits::RateLimiter;
 use crate::metrics as m;
 use crate::parts::Parts;
 
@@ -29,14 +35,17 @@ use crate::parts::Parts;
 #[openapi(
     info(
         title = "ThreadSpace API",
-        description = "The REST API of ThreadSpace: channel history, search and membership. \
+        description = "The REST API of ThreadSpace: accounts and sessions, people, channel \
+            history, search and membership. \
             Authenticate with `Authorization: Bearer <access token>` (the same token as the \
             WebSocket's `hello`). Every error is `{\"error\":{\"code\":…,\"message\":…}}`. \
             The real-time protocol is docs/protocol.md.",
         license(name = "Apache-2.0")
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RateLimited),
     tags(
+        (name = "accounts", description = "Orgs, sign-up, login, sessions and passwords"),
+        (name = "people", description = "Invites, roles, deactivation, the org's sign-up setting"),
         (name = "history", description = "Channel history pages and full-text search"),
         (name = "membership", description = "Joining, leaving, adding and removing channel members"),
     )
@@ -56,18 +65,61 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Adds the `429` every route can answer (per-IP and per-user request rates).
+struct RateLimited;
+
+impl Modify for RateLimited {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{path::HttpMethod, ContentBuilder, Ref, ResponseBuilder};
+        let _ = HttpMethod::Get;
+        let response = ResponseBuilder::new()
+            .description("Too many requests (`rate_limited`); the `Retry-After` header says when to retry")
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
+                .into_iter()
+                .flatten()
+            {
+                operation.responses.responses.insert("429".into(), response.clone().into());
+            }
+        }
+    }
+}
+
 /// The client-facing routes, each registered with its OpenAPI operation.
 pub(crate) fn api_routes() -> OpenApiRouter<Parts> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::create_org))
+        .routes(routes!(accounts::login))
+        .routes(routes!(accounts::refresh))
+        .routes(routes!(accounts::logout))
+        .routes(routes!(accounts::sign_out_everywhere))
+        .routes(routes!(accounts::change_password))
+        .routes(routes!(accounts::request_reset))
+        .routes(routes!(accounts::complete_reset))
+        .routes(routes!(accounts::signup))
+        .routes(routes!(accounts::complete_signup))
+        .routes(routes!(accounts::me))
+        .routes(routes!(people::create_invite))
+        .routes(routes!(people::accept_invite))
+        .routes(routes!(people::set_role))
+        .routes(routes!(people::deactivate))
+        .routes(routes!(people::reactivate))
+        .routes(routes!(people::set_signup_domain))
         .routes(routes!(history::messages))
         .routes(routes!(history::search))
         .routes(routes!(membership::add_member, membership::remove_member))
 }
 
 /// The service's router: the REST routes, their OpenAPI document, and the operational
-/// endpoints.
-pub(crate) fn router(parts: Parts) -> Router {
+/// endpoints. Every REST route is rate-limited per client IP.
+pub(crate) fn router(parts: Parts, per_ip: Arc<RateLimiter<std::net::IpAddr>>) -> Router {
     let (api_router, document) = api_routes().split_for_parts();
+    let api_router = api_router.layer(axum::middleware::from_fn_with_state(per_ip, limit_ip));
     api_router
         .route("/v1/openapi.json", get(move || async move { Json(document) }))
         .route("/healthz", get(ops::health))
@@ -77,6 +129,22 @@ pub(crate) fn router(parts: Parts) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(count))
         .with_state(parts)
+}
+
+/// Refuses a request over its IP's rate with 429 and `Retry-After`.
+async fn limit_ip(
+    State(per_ip): State<Arc<RateLimiter<std::net::IpAddr>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match per_ip.check(peer.ip(), std::time::Instant::now()) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            metrics::counter!(m::RATE_LIMITED, "scope" => "ip").increment(1);
+            ApiError::rate_limited("too many requests from this address", wait).into_response()
+        }
+    }
 }
 
 async fn not_found(uri: Uri) -> ApiError {

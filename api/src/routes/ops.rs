@@ -2,7 +2,7 @@
 //! document (they are for orchestrators and Prometheus, not clients).
 
 use crate::error::ApiError;
-use crate::parts::{Announcer, Draining, Telemetry};
+use crate::parts::{Changes, Draining, Telemetry};
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
@@ -15,11 +15,11 @@ pub(crate) async fn health() -> &'static str {
 /// 200 while the service can answer: not draining, NATS connected (membership changes need it).
 pub(crate) async fn ready(
     State(draining): State<Draining>,
-    State(announcer): State<Announcer>,
+    State(changes): State<Changes>,
 ) -> (StatusCode, &'static str) {
     if draining.0.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else if announcer.0.connection_state() != async_nats::connection::State::Connected {
+    } else if changes.feed.jetstream.client().connection_state() != async_nats::connection::State::Connected {
         (StatusCode::SERVICE_UNAVAILABLE, "nats disconnected\n")
     } else {
         (StatusCode::OK, "ready\n")

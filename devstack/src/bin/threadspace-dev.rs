@@ -234,6 +234,7 @@ async fn up(
         partitions: 16,
         bridges: 1,
         bridge_args: Vec::new(),
+        api_args: Vec::new(),
     })
     .await
     .context("cannot start the local stack (logs are in the data directory)")?;
@@ -425,7 +426,7 @@ async fn lookup(
         ),
         None => None,
     };
-    Ok((Identity { user: user_id, org: org_id }, channel_id))
+    Ok((Identity::new(user_id, org_id), channel_id))
 }
 
 async fn demo(dir: &Path) -> anyhow::Result<()> {
@@ -532,7 +533,7 @@ async fn chat(dir: &Path, user: &str, org: &str, channel: &str, gateway: usize) 
                     let name = match names.get(&m.sender) {
                         Some(name) => String::clone(name),
                         None => {
-                            let session = directory.session(m.sender).await.ok().flatten();
+                            let session = directory.session(m.sender, None).await.ok().flatten();
                             let name = session.map(|s| s.user.handle).unwrap_or_else(|| m.sender.to_string());
                             names.insert(m.sender, name.clone());
                             name

@@ -12,29 +12,31 @@ use async_nats::jetstream::stream::{self, StorageType};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use threadspace_protocol::frames::ServerFrame;
-use threadspace_protocol::stored::{decode_record, Record};
-use threadspace_protocol::subjects::{MESSAGES_STREAM, MESSAGES_SUBJECTS};
+use threadspace_protocol::stored::{decode_directory_event, decode_record, Record};
+use threadspace_protocol::subjects::{DIRECTORY_SUBJECTS, MESSAGES_STREAM, MESSAGES_SUBJECTS};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::metrics as m;
 use threadspace_protocol::error_chain;
 
-use crate::delivery::hub::Hub;
+use crate::delivery::hub::{Applied, Hub};
 
 /// Dedup window of the stream: a retry within it returns the original seq.
 pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// Creates the MESSAGES stream if it does not exist; returns its last sequence.
+/// Creates the MESSAGES stream if it does not exist, and adds the directory-event subjects to
+/// one created before they existed; returns its last sequence.
 pub(crate) async fn ensure_stream(
     jetstream: &async_nats::jetstream::Context,
     replicas: usize,
     max_age: Duration,
 ) -> Result<u64, async_nats::Error> {
+    let subjects = vec![MESSAGES_SUBJECTS.to_owned(), DIRECTORY_SUBJECTS.to_owned()];
     let mut stream = jetstream
         .get_or_create_stream(stream::Config {
             name: MESSAGES_STREAM.to_owned(),
-            subjects: vec![MESSAGES_SUBJECTS.to_owned()],
+            subjects: subjects.clone(),
             storage: StorageType::File,
             num_replicas: replicas,
             max_age,
@@ -44,6 +46,16 @@ pub(crate) async fn ensure_stream(
         })
         .await?;
     let info = stream.info().await?;
+    if !subjects.iter().all(|s| info.config.subjects.contains(s)) {
+        let mut config = info.config.clone();
+        for subject in &subjects {
+            if !config.subjects.contains(subject) {
+                config.subjects.push(subject.clone());
+            }
+        }
+        jetstream.update_stream(&config).await?;
+        info!(subjects = ?config.subjects, "stream now captures directory events");
+    }
     Ok(info.state.last_sequence)
 }
 
@@ -104,6 +116,10 @@ async fn consume(fanout: &Fanout, start: u64, shutdown: &CancellationToken) -> R
         if !fanout.fault_delay.is_zero() {
             tokio::time::sleep(fanout.fault_delay).await;
         }
+        if message.subject.starts_with("dir.") {
+            apply_directory(fanout, seq, &message.subject, &message.payload);
+            continue;
+        }
         metrics::counter!(m::FANOUT_MESSAGES).increment(1);
         // The bridge's own rule: a record it would dead-letter is never delivered, so what
         // members receive is exactly what the archive keeps.
@@ -122,6 +138,30 @@ async fn consume(fanout: &Fanout, start: u64, shutdown: &CancellationToken) -> R
                 warn!(seq, subject = %message.subject, %why, "stream record is not a valid message; not delivered");
                 fanout.hub.deliver(seq, None, &Bytes::new());
             }
+        }
+    }
+}
+
+/// Applies a directory event at its place in the stream (docs/accounts.md, "The directory
+/// feed"); an undecodable one still advances the head.
+fn apply_directory(fanout: &Fanout, seq: u64, subject: &str, payload: &[u8]) {
+    match decode_directory_event(subject, payload, fanout.partitions) {
+        Ok(event) => {
+            let kind = m::directory_change(&event.change);
+            match fanout.hub.apply_directory(seq, &event) {
+                Applied::Changed(connections) => {
+                    metrics::counter!(m::DIRECTORY_EVENTS, "change" => kind).increment(1);
+                    debug!(seq, org = %event.org, version = event.version, kind, connections, "directory event applied");
+                }
+                Applied::Repeated => {
+                    metrics::counter!(m::DIRECTORY_EVENTS, "change" => "repeated").increment(1);
+                }
+            }
+        }
+        Err(why) => {
+            metrics::counter!(m::FANOUT_UNDECODABLE).increment(1);
+            warn!(seq, %subject, %why, "stream record is not a valid directory event; ignored");
+            fanout.hub.deliver(seq, None, &Bytes::new());
         }
     }
 }

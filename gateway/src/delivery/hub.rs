@@ -5,6 +5,13 @@
 //! registers under the write lock; so every message with `seq > head_seq` at registration is
 //! delivered live to that connection, and every message with `seq <= head_seq` is not. Resume
 //! replays exactly `(last_seq, head_seq]` — no gap, no overlap.
+//!
+//! **Invariant:** directory events (docs/accounts.md, "The directory feed") are applied by the
+//! fanout at their place in the stream, under the write lock, and advance `head_seq` there; so
+//! a message stored after a member's removal never reaches that member's connections. A
+//! connection is admitted only if the directory read it was authenticated with is at least as
+//! new as every event this hub applied for its org (`dir_version`); otherwise the hello
+//! re-reads, so no event can fall between the read and the registration.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -12,6 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use threadspace_protocol::frames::{close_code, ChannelInfo, MemberChange, PresenceStatus, ServerFrame};
+use threadspace_protocol::stored::{DirectoryChange, DirectoryEvent};
 use threadspace_protocol::{ChannelId, OrgId, Seq, UserId};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -42,6 +50,9 @@ pub(crate) struct ConnHandle {
     pub id: u64,
     pub user: UserId,
     pub org: OrgId,
+    /// The login session (`sid`) of the token the connection authenticated with; 0 for a
+    /// token without one. Ending that session closes the connection.
+    login_session: i64,
     /// Outbound queue, bounded by `queue_cap`: when it is full the connection is a slow
     /// consumer and is killed. A `VecDeque` rather than a tokio channel because an idle
     /// connection's empty deque allocates nothing, where a channel costs ~1 KiB up front.
@@ -169,6 +180,34 @@ struct Inner {
     users: HashMap<UserId, UserEntry>,
     /// Every connection by org, for presence frames.
     orgs: HashMap<OrgId, Vec<Arc<ConnHandle>>>,
+    /// The newest directory version applied per org (from the stream, since this process
+    /// started).
+    versions: HashMap<OrgId, u64>,
+}
+
+/// Who is being admitted, and how new the directory read behind it is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Admission {
+    pub user: UserId,
+    pub org: OrgId,
+    /// The token's login session; 0 for none.
+    pub login_session: i64,
+    /// The org's directory version the session was read at; `None` admits regardless.
+    pub dir_version: Option<u64>,
+}
+
+/// The directory read behind an admission predates an event this hub already applied:
+/// re-read and try again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stale;
+
+/// What applying a directory event did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Applied; this many local connections were affected.
+    Changed(usize),
+    /// Its version was applied before (a republished event).
+    Repeated,
 }
 
 /// Limits applied to new registrations.
@@ -234,7 +273,8 @@ impl Hub {
         self.head_seq.load(Ordering::Acquire)
     }
 
-    /// Registers a connection of `user` in `channels`.
+    /// Registers a connection regardless of directory versions (tests).
+    #[cfg(test)]
     pub(crate) fn register(
         &self,
         user: UserId,
@@ -243,8 +283,27 @@ impl Hub {
         parent: &CancellationToken,
         now_ms: u64,
     ) -> Registration {
-        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let who = Admission { user, org, login_session: 0, dir_version: None };
+        self.admit(who, channels, parent, now_ms).expect("admission without a version is never stale")
+    }
+
+    /// Registers a connection of `who.user` in `channels`, unless the directory read behind
+    /// it is older than an event already applied for the org ([`Stale`]).
+    pub(crate) fn admit(
+        &self,
+        who: Admission,
+        channels: &[ChannelInfo],
+        parent: &CancellationToken,
+        now_ms: u64,
+    ) -> Result<Registration, Stale> {
+        let Admission { user, org, login_session, dir_version } = who;
         let mut inner = self.inner.write().expect("hub lock is never poisoned");
+        if let Some(read_at) = dir_version {
+            if inner.versions.get(&org).is_some_and(|&applied| applied > read_at) {
+                return Err(Stale);
+            }
+        }
+        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let limits = self.limits;
         let entry = inner.users.entry(user).or_insert_with(|| UserEntry {
             conns: Vec::new(),
@@ -258,6 +317,7 @@ impl Hub {
             id,
             user,
             org,
+            login_session,
             queue: Mutex::new(VecDeque::new()),
             queue_cap: limits.outbound_queue,
             queued: Notify::new(),
@@ -278,7 +338,7 @@ impl Hub {
         let head_seq = self.head_seq();
         drop(inner);
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
-        Registration { handle, head_seq }
+        Ok(Registration { handle, head_seq })
     }
 
     /// Removes a connection from every index.
@@ -390,10 +450,55 @@ impl Hub {
         self.inner.read().expect("hub lock is never poisoned").users.keys().copied().collect()
     }
 
-    /// Applies a membership change to the user's local connections and tells them.
-    pub(crate) fn apply_membership(&self, user: UserId, channel: ChannelId, change: MemberChange) -> usize {
+    /// Applies the directory event stored at `seq` and advances the head past it, under the
+    /// write lock (see the module invariant). A member change updates the indexes and tells
+    /// the user's connections; a deactivation or ended session closes the connections it
+    /// covers with 4004.
+    pub(crate) fn apply_directory(&self, seq: Seq, event: &DirectoryEvent) -> Applied {
         let mut inner = self.inner.write().expect("hub lock is never poisoned");
+        self.head_seq.fetch_max(seq, Ordering::AcqRel);
+        let applied = inner.versions.entry(event.org).or_insert(0);
+        if event.version <= *applied {
+            return Applied::Repeated;
+        }
+        *applied = event.version;
+        let affected = match &event.change {
+            DirectoryChange::Member { channel, user, change } => {
+                let conns = Self::change_membership(&mut inner, *user, *channel, *change);
+                drop(inner);
+                let frame = ServerFrame::Member { channel: *channel, user: *user, change: *change };
+                for conn in &conns {
+                    conn.push_frame(&frame);
+                }
+                conns.len()
+            }
+            DirectoryChange::Deactivated { user } => Self::end(&inner, *user, |_| true),
+            DirectoryChange::SessionsEnded { user, session: None } => Self::end(&inner, *user, |_| true),
+            DirectoryChange::SessionsEnded { user, session: Some(session) } => {
+                Self::end(&inner, *user, |conn| conn.login_session == *session)
+            }
+            DirectoryChange::Role { .. } | DirectoryChange::Reactivated { .. } => 0,
+        };
+        Applied::Changed(affected)
+    }
+
+    fn end(inner: &Inner, user: UserId, covered: impl Fn(&ConnHandle) -> bool) -> usize {
         let Some(entry) = inner.users.get(&user) else { return 0 };
+        let mut n = 0;
+        for conn in entry.conns.iter().filter(|c| covered(c)) {
+            conn.kill(close_code::SESSION_ENDED);
+            n += 1;
+        }
+        n
+    }
+
+    fn change_membership(
+        inner: &mut Inner,
+        user: UserId,
+        channel: ChannelId,
+        change: MemberChange,
+    ) -> Vec<Arc<ConnHandle>> {
+        let Some(entry) = inner.users.get(&user) else { return Vec::new() };
         let conns = entry.conns.clone();
         for conn in &conns {
             let mut set = conn.channels.lock().expect("channel set lock is never poisoned");
@@ -407,17 +512,15 @@ impl Hub {
                     if set.remove(&channel) {
                         if let Some(list) = inner.channels.get_mut(&channel) {
                             list.retain(|c| c.id != conn.id);
+                            if list.is_empty() {
+                                inner.channels.remove(&channel);
+                            }
                         }
                     }
                 }
             }
         }
-        drop(inner);
-        let frame = ServerFrame::Member { channel, user, change };
-        for conn in &conns {
-            conn.push_frame(&frame);
-        }
-        conns.len()
+        conns
     }
 
     /// Kills every connection with `code` (used by the drain).
@@ -487,22 +590,77 @@ mod tests {
         assert_eq!(fast.handle.close_code(), 0);
     }
 
+    fn member(version: u64, channel: i64, change: MemberChange) -> DirectoryEvent {
+        DirectoryEvent {
+            org: OrgId(1),
+            version,
+            change: DirectoryChange::Member { channel: ChannelId(channel), user: UserId(1), change },
+        }
+    }
+
     #[test]
     fn membership_changes_update_index_and_notify() {
         let hub = hub();
         let root = CancellationToken::new();
         let a = hub.register(UserId(1), OrgId(1), &channels(&[5]), &root, 0);
-        assert_eq!(hub.apply_membership(UserId(1), ChannelId(9), MemberChange::Joined), 1);
+        assert_eq!(hub.apply_directory(11, &member(1, 9, MemberChange::Joined)), Applied::Changed(1));
         assert!(a.handle.is_member(ChannelId(9)));
         assert!(matches!(a.handle.pop().as_deref(), Some(OutFrame::Frame(_))));
-        assert_eq!(hub.deliver(11, Some(ChannelId(9)), &Bytes::from_static(b"x")), 1);
-        hub.apply_membership(UserId(1), ChannelId(9), MemberChange::Left);
+        assert_eq!(hub.deliver(12, Some(ChannelId(9)), &Bytes::from_static(b"x")), 1);
+        hub.apply_directory(13, &member(2, 9, MemberChange::Left));
+        assert_eq!(hub.head_seq(), 13);
         assert!(!a.handle.is_member(ChannelId(9)));
         while a.handle.pop().is_some() {}
-        assert_eq!(hub.deliver(12, Some(ChannelId(9)), &Bytes::from_static(b"x")), 0);
+        assert_eq!(hub.deliver(14, Some(ChannelId(9)), &Bytes::from_static(b"x")), 0);
+        // A republished older event changes nothing.
+        assert_eq!(hub.apply_directory(15, &member(1, 9, MemberChange::Joined)), Applied::Repeated);
+        assert!(!a.handle.is_member(ChannelId(9)));
         hub.deregister(&a.handle);
         assert_eq!(hub.len(), 0);
-        assert_eq!(hub.deliver(13, Some(ChannelId(5)), &Bytes::from_static(b"x")), 0);
+        assert_eq!(hub.deliver(16, Some(ChannelId(5)), &Bytes::from_static(b"x")), 0);
+    }
+
+    #[test]
+    fn a_directory_read_older_than_an_applied_event_is_not_admitted() {
+        let hub = hub();
+        let root = CancellationToken::new();
+        hub.apply_directory(11, &member(4, 9, MemberChange::Left));
+        let who = |v| Admission { user: UserId(2), org: OrgId(1), login_session: 0, dir_version: Some(v) };
+        assert_eq!(hub.admit(who(3), &channels(&[9]), &root, 0).err(), Some(Stale));
+        assert!(hub.admit(who(4), &channels(&[9]), &root, 0).is_ok());
+        // Another org's versions do not matter.
+        let other = Admission { org: OrgId(2), ..who(0) };
+        assert!(hub.admit(other, &channels(&[7]), &root, 0).is_ok());
+    }
+
+    #[test]
+    fn ended_sessions_and_deactivation_close_exactly_the_covered_connections() {
+        let hub = hub();
+        let root = CancellationToken::new();
+        let admit = |user, session| {
+            let who =
+                Admission { user: UserId(user), org: OrgId(1), login_session: session, dir_version: None };
+            hub.admit(who, &channels(&[5]), &root, 0).expect("admitted").handle
+        };
+        let (laptop, phone, other) = (admit(1, 10), admit(1, 11), admit(2, 20));
+        let ended = |version, user, session| DirectoryEvent {
+            org: OrgId(1),
+            version,
+            change: DirectoryChange::SessionsEnded { user: UserId(user), session },
+        };
+        assert_eq!(hub.apply_directory(11, &ended(1, 1, Some(10))), Applied::Changed(1));
+        assert_eq!(laptop.close_code(), close_code::SESSION_ENDED);
+        assert_eq!(phone.close_code(), 0);
+        assert_eq!(hub.apply_directory(12, &ended(2, 1, None)), Applied::Changed(2));
+        assert_eq!(phone.close_code(), close_code::SESSION_ENDED);
+        assert_eq!(other.close_code(), 0);
+        let deactivated = DirectoryEvent {
+            org: OrgId(1),
+            version: 3,
+            change: DirectoryChange::Deactivated { user: UserId(2) },
+        };
+        hub.apply_directory(13, &deactivated);
+        assert_eq!(other.close_code(), close_code::SESSION_ENDED);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,11 +10,12 @@ use threadspace_protocol::frames::{
     close_code, decode_client_frame, hello_shape, ClientFrame, ErrorCode, HelloShape, Limits, PresenceEntry,
     PresenceStatus, Resume, ServerFrame, Welcome,
 };
+use threadspace_protocol::token::Identity;
 use threadspace_store::directory::Session;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::delivery::hub::ConnHandle;
+use crate::delivery::hub::{Admission, ConnHandle, Stale};
 use crate::edge::assembler::Assembler;
 use crate::edge::frame_reader::FrameReader;
 use crate::edge::wire::{close_early, close_for, close_reply, write_text, WsRead, WsWrite, ABNORMAL};
@@ -51,16 +52,26 @@ pub(crate) async fn open(edge: &Arc<Edge>, upgrade: fastwebsockets::upgrade::Upg
     let mut assembler = Assembler::new(edge.settings.max_message_bytes);
 
     let (hello, resume) = await_hello(edge, &mut read, &mut write, &mut assembler).await?;
-    let session = authenticated(edge, &hello, &mut write).await?;
+    // A directory read older than an event the hub already applied would miss that event
+    // (hub.rs, module invariant): read again. Changes to one org come at human speed, so a
+    // second read is rare and a third rarer; after that the connection is admitted anyway.
+    let mut attempts = 0;
+    let (session, registration) = loop {
+        attempts += 1;
+        let (identity, session) = authenticated(edge, &hello, &mut write).await?;
+        let who = Admission {
+            user: session.user.id,
+            org: session.user.org,
+            login_session: identity.session.unwrap_or(0),
+            dir_version: (attempts < MAX_ADMISSIONS).then_some(session.dir_version),
+        };
+        match edge.hub.admit(who, &session.channels, &edge.connections, edge.hub.now_ms()) {
+            Ok(registration) => break (session, registration),
+            Err(Stale) => metrics::counter!(m::HELLO_REREADS).increment(1),
+        }
+    };
     drop(hello);
 
-    let registration = edge.hub.register(
-        session.user.id,
-        session.user.org,
-        &session.channels,
-        &edge.connections,
-        edge.hub.now_ms(),
-    );
     let handle = registration.handle;
     edge.presence.touched(handle.user);
     // Read after registering: a change from here on also reaches this connection.
@@ -217,13 +228,16 @@ async fn await_hello(
     }
 }
 
+/// Directory reads a hello makes before it is admitted regardless of newer events.
+const MAX_ADMISSIONS: u32 = 4;
+
 /// Authenticates the hello's token (the one rule, `threadspace_auth::authenticate`); on
 /// failure answers and closes.
-async fn authenticated(edge: &Edge, token: &str, write: &mut WsWrite) -> Option<Session> {
+async fn authenticated(edge: &Edge, token: &str, write: &mut WsWrite) -> Option<(Identity, Session)> {
     match authenticate(&edge.keys.current(), &edge.directory, token).await {
-        Ok(session) => {
+        Ok(authenticated) => {
             metrics::counter!(m::AUTH, "result" => "ok").increment(1);
-            Some(session)
+            Some(authenticated)
         }
         Err(error @ (AuthError::Token(_) | AuthError::NoSession { .. })) => {
             debug!(error = %error_chain(&error), "token rejected");

@@ -1,8 +1,8 @@
 //! Events: what travels between gateways on core NATS beside the message stream — presence
-//! heartbeats, typing indicators, read-marker announcements and membership changes — and how
-//! each reaches local connections through the hub. None of it is stored in the stream.
+//! heartbeats, typing indicators and read-marker announcements — and how each reaches local
+//! connections through the hub. None of it is stored in the stream. (Directory changes are:
+//! the fanout applies them in stream order, `delivery/fanout.rs`.)
 
-pub(crate) mod membership;
 pub(crate) mod presence;
 pub(crate) mod reads;
 pub(crate) mod typing;

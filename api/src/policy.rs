@@ -1,0 +1,93 @@
+//! Who may do what: the one home of the permission matrix (docs/accounts.md, "Permission
+//! matrix"). Handlers ask [`may`] with the caller's role and the action; channel visibility
+//! is [`sees_channel`]. Nothing here crosses orgs: a resource of another org is never found
+//! (404) before these rules are asked.
+
+use threadspace_protocol::frames::ChannelKind;
+
+/// An org role, highest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Role {
+    Guest,
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub(crate) fn parse(role: &str) -> Option<Self> {
+        Some(match role {
+            "owner" => Self::Owner,
+            "admin" => Self::Admin,
+            "member" => Self::Member,
+            "guest" => Self::Guest,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Member => "member",
+            Self::Guest => "guest",
+        }
+    }
+}
+
+/// An action on the org, with the role of the person it targets where that matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Invite someone with this role.
+    Invite(Role),
+    /// Change someone's role from `from` to `to` (never one's own).
+    ChangeRole { from: Role, to: Role },
+    /// Deactivate or reactivate someone with this role (never oneself).
+    SetActive(Role),
+    /// Set or clear the org's sign-up domain.
+    SetSignupDomain,
+    /// Join a public channel.
+    JoinPublic,
+    /// Add someone else to a channel the caller can see.
+    AddMember { caller_is_member: bool },
+    /// Remove someone else from a channel.
+    RemoveMember,
+}
+
+/// Whether `role` may do `action` (docs/accounts.md, "Permission matrix").
+pub(crate) fn may(role: Role, action: Action) -> bool {
+    use Role::{Admin, Guest, Member, Owner};
+    match action {
+        // Owners invite anyone; admins invite members and guests.
+        Action::Invite(invited) => match role {
+            Owner => true,
+            Admin => invited <= Member,
+            Member | Guest => false,
+        },
+        // Owners change anyone's role; admins move people between member and guest only.
+        Action::ChangeRole { from, to } => match role {
+            Owner => true,
+            Admin => from <= Member && to <= Member,
+            Member | Guest => false,
+        },
+        // Owners (de)activate anyone else; admins members and guests.
+        Action::SetActive(target) => match role {
+            Owner => true,
+            Admin => target <= Member,
+            Member | Guest => false,
+        },
+        Action::SetSignupDomain => role == Owner,
+        // Guests see only the channels they were added to.
+        Action::JoinPublic => role >= Member,
+        Action::AddMember { caller_is_member } => role >= Admin || (role == Member && caller_is_member),
+        Action::RemoveMember => role >= Admin,
+    }
+}
+
+/// Whether a caller with `role` sees a channel of `kind` in their own org: members of a
+/// channel always do; otherwise owners, admins and members see public channels, and nobody
+/// sees a private channel, DM or group DM they are not in. Guests see only channels they were
+/// added to. A channel the caller does not see is answered 404, like another org's.
+pub(crate) fn sees_channel(role: Role, kind: ChannelKind, is_member: bool) -> bool {
+    is_member || (kind == ChannelKind::Public && role >= Role::Member)
+}

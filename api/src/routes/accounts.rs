@@ -1,0 +1,759 @@
+//! Accounts and sessions (docs/accounts.md): create an org with its owner, log in, rotate
+//! refresh tokens, log out, sign out everywhere, change and reset a password, sign up by a
+//! verified address at the org's domain, and who am I.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use threadspace_protocol::stored::DirectoryEvent;
+use threadspace_protocol::token::Identity;
+use threadspace_protocol::{OrgId, UserId};
+use threadspace_store::accounts::{EndReason, NewUser, Refresh, TokenKind};
+use tracing::{info, warn};
+use utoipa::ToSchema;
+
+use crate::body::{self, Body};
+use crate::caller::{caller, caller_identity, Auth};
+use crate::error::{ApiError, ErrorBody};
+use crate::mail::Mail;
+use crate::metrics as m;
+use crate::parts::{Changes, Credentials};
+use crate::secrets::{digest, new_secret};
+
+/// A new org and its first owner.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewOrg {
+    /// 1–63 of `a-z 0-9 -`; the org's name in logins and links.
+    pub slug: String,
+    /// 1–200 characters.
+    pub name: String,
+    pub owner: NewAccount,
+}
+
+/// A new account's profile and password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewAccount {
+    pub email: String,
+    /// 1–63 of `a-z 0-9 . _ -`, unique in the org.
+    pub handle: String,
+    /// 1–200 characters.
+    pub display_name: String,
+    /// 8–256 characters.
+    pub password: String,
+}
+
+/// An org.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OrgView {
+    pub id: i64,
+    pub slug: String,
+    pub name: String,
+    /// Addresses at this domain may sign up as members (null: invites only).
+    pub signup_domain: Option<String>,
+}
+
+/// A user as their org sees them.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UserView {
+    pub id: i64,
+    pub org: i64,
+    pub handle: String,
+    pub display_name: String,
+    /// Visible to the user themselves and to owners and admins; null otherwise.
+    pub email: Option<String>,
+    /// `owner`, `admin`, `member` or `guest`.
+    pub role: String,
+    pub deactivated: bool,
+}
+
+/// An org created with its owner.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Created {
+    pub org: OrgView,
+    pub user: UserView,
+}
+
+/// Email and password login into an org.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Login {
+    /// The org's slug.
+    pub org: String,
+    pub email: String,
+    pub password: String,
+}
+
+/// An access token and the refresh token that renews it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Tokens {
+    /// Bearer token for REST and the WebSocket `hello`; short-lived.
+    pub access_token: String,
+    /// Seconds until `access_token` expires.
+    pub expires_in: u64,
+    /// Single-use: `POST /v1/auth/refresh` returns its successor.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    pub user_id: i64,
+    pub org_id: i64,
+    /// The login session; ending it (logout) closes the sockets opened with its tokens.
+    pub session_id: i64,
+}
+
+/// A refresh token to rotate.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// A password change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PasswordChange {
+    pub current_password: String,
+    /// 8–256 characters.
+    pub new_password: String,
+}
+
+/// Who asks for a reset mail, or a sign-up verification mail.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddressInOrg {
+    /// The org's slug.
+    pub org: String,
+    pub email: String,
+}
+
+/// A password reset with the mailed token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetCompletion {
+    pub token: String,
+    /// 8–256 characters.
+    pub new_password: String,
+}
+
+/// A sign-up completed with the mailed verification token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignupCompletion {
+    pub token: String,
+    pub handle: String,
+    pub display_name: String,
+    pub password: String,
+}
+
+/// The caller and their org.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Me {
+    pub user: UserView,
+    pub org: OrgView,
+    /// The login session of the token (null for an operator-minted token).
+    pub session_id: Option<i64>,
+}
+
+fn org_view(org: threadspace_store::accounts::Org) -> OrgView {
+    OrgView { id: org.id.0, slug: org.slug, name: org.name, signup_domain: org.signup_domain }
+}
+
+pub(crate) fn user_view(account: threadspace_store::accounts::Account, show_email: bool) -> UserView {
+    UserView {
+        id: account.user.0,
+        org: account.org.0,
+        handle: account.handle,
+        display_name: account.display_name,
+        email: if show_email { account.email } else { None },
+        role: account.role,
+        deactivated: account.deactivated,
+    }
+}
+
+fn hash_failed(e: crate::secrets::HashError) -> ApiError {
+    ApiError::unavailable("password hashing", &e, "password hashing unavailable; retry later")
+}
+
+/// Publishes a committed directory change; the change stands even if this fails (the
+/// sweeper publishes it within seconds), so a failure is logged, not answered.
+pub(crate) async fn publish(changes: &Changes, event: &DirectoryEvent) -> Option<u64> {
+    match changes.feed.publish(event).await {
+        Ok(seq) => Some(seq),
+        Err(e) => {
+            warn!(org = %event.org, version = event.version, error = %threadspace_protocol::error_chain(&e),
+                  "directory event committed but not yet published; the sweeper will");
+            None
+        }
+    }
+}
+
+/// Hashes a new password, timed.
+async fn hash(credentials: &Credentials, password: &str) -> Result<String, ApiError> {
+    let started = Instant::now();
+    let hashed = credentials.passwords.hash(password.to_owned()).await.map_err(hash_failed);
+    metrics::histogram!(m::PASSWORD_HASH_DURATION).record(started.elapsed().as_secs_f64());
+    hashed
+}
+
+/// Starts a login session and mints its first tokens.
+async fn issue(
+    credentials: &Credentials,
+    changes: &Changes,
+    user: UserId,
+    org: OrgId,
+) -> Result<Tokens, ApiError> {
+    let refresh = new_secret();
+    let session = changes
+        .store
+        .start_session(user, &digest(&refresh), credentials.lifetimes.session)
+        .await
+        .map_err(ApiError::directory)?;
+    Ok(tokens(credentials, user, org, session, refresh))
+}
+
+fn tokens(credentials: &Credentials, user: UserId, org: OrgId, session: i64, refresh: String) -> Tokens {
+    let identity = Identity { user, org, session: Some(session), issued_at: 0 };
+    Tokens {
+        access_token: credentials.minter.mint(identity),
+        expires_in: credentials.minter.ttl.as_secs(),
+        refresh_token: format!("{session}.{refresh}"),
+        token_type: "Bearer".into(),
+        user_id: user.0,
+        org_id: org.0,
+        session_id: session,
+    }
+}
+
+/// Creates an org and its first owner (open to anyone; rate-limited per IP).
+#[utoipa::path(
+    post,
+    path = "/v1/orgs",
+    tag = "accounts",
+    request_body = NewOrg,
+    responses(
+        (status = 201, description = "The org and its owner; log in next", body = Created),
+        (status = 400, description = "A field is missing, malformed or out of range", body = ErrorBody),
+        (status = 409, description = "The slug is taken", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create_org(
+    State(changes): State<Changes>,
+    State(credentials): State<Credentials>,
+    Body(request): Body<NewOrg>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let slug = body::handle("slug", &request.slug, true)?;
+    let name = body::name("name", &request.name)?;
+    let owner = &request.owner;
+    let email = body::email("owner.email", &owner.email)?;
+    let handle = body::handle("owner.handle", &owner.handle, false)?;
+    let display_name = body::name("owner.display_name", &owner.display_name)?;
+    body::password("owner.password", &owner.password)?;
+    let password_hash = hash(&credentials, &owner.password).await?;
+    let new = NewUser { handle, display_name, email: &email, password_hash: &password_hash, role: "owner" };
+    let (org, user) = changes.store.create_org(slug, name, &new).await.map_err(ApiError::directory)?;
+    info!(%org, %user, "org created");
+    let created = Created {
+        org: OrgView { id: org.0, slug: slug.to_owned(), name: name.to_owned(), signup_domain: None },
+        user: UserView {
+            id: user.0,
+            org: org.0,
+            handle: handle.to_owned(),
+            display_name: display_name.to_owned(),
+            email: Some(email),
+            role: "owner".into(),
+            deactivated: false,
+        },
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Logs in with email and password.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "accounts",
+    request_body = Login,
+    responses(
+        (status = 200, description = "Logged in", body = Tokens),
+        (status = 400, description = "A field is missing or malformed", body = ErrorBody),
+        (status = 401, description = "Wrong org, email or password, or a deactivated account (`login_failed`; which one is not said)", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn login(
+    State(changes): State<Changes>,
+    State(credentials): State<Credentials>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Body(request): Body<Login>,
+) -> Result<Json<Tokens>, ApiError> {
+    let email = body::email("email", &request.email)?;
+    let account_key = format!("{}/{}", request.org, email);
+    if let Err(wait) = credentials.throttle.check(&account_key, peer.ip(), Instant::now()) {
+        metrics::counter!(m::LOGINS, "result" => "throttled").increment(1);
+        metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
+        return Err(ApiError::rate_limited("too many failed logins", wait));
+    }
+    let account = changes.store.login_account(&request.org, &email).await.map_err(ApiError::directory)?;
+    let stored = account.as_ref().filter(|a| !a.deactivated).and_then(|a| a.password_hash.clone());
+    let started = Instant::now();
+    let matched = credentials.passwords.verify(request.password, stored).await.map_err(hash_failed)?;
+    metrics::histogram!(m::PASSWORD_HASH_DURATION).record(started.elapsed().as_secs_f64());
+    let Some(account) = account.filter(|_| matched) else {
+        credentials.throttle.failed(&account_key, peer.ip(), Instant::now());
+        metrics::counter!(m::LOGINS, "result" => "failed").increment(1);
+        info!(ip = %peer.ip(), "login failed");
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "login_failed", "wrong org, email or password"));
+    };
+    credentials.throttle.succeeded(&account_key, peer.ip());
+    metrics::counter!(m::LOGINS, "result" => "ok").increment(1);
+    let tokens = issue(&credentials, &changes, account.user, account.org).await?;
+    info!(user = %account.user, session = tokens.session_id, "logged in");
+    Ok(Json(tokens))
+}
+
+/// Trades a refresh token for a new access token and the refresh token's successor.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "accounts",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens; the presented refresh token is used up", body = Tokens),
+        (status = 400, description = "A field is missing or malformed", body = ErrorBody),
+        (status = 401, description = "Unknown, expired or ended (`refresh_refused`), or reused after rotation, which ends the session (`refresh_reused`)", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn refresh(
+    State(changes): State<Changes>,
+    State(credentials): State<Credentials>,
+    Body(request): Body<RefreshRequest>,
+) -> Result<Json<Tokens>, ApiError> {
+    let refused =
+        || ApiError::new(StatusCode::UNAUTHORIZED, "refresh_refused", "the refresh token is not valid");
+    let secret = request.refresh_token.split_once('.').map(|(_, secret)| secret).ok_or_else(refused)?;
+    let successor = new_secret();
+    let outcome = changes
+        .store
+        .refresh(&digest(secret), &digest(&successor), credentials.lifetimes.refresh_grace)
+        .await
+        .map_err(ApiError::directory)?;
+    match outcome {
+        Refresh::Rotated { user, org, session } => {
+            metrics::counter!(m::REFRESHES, "result" => "rotated").increment(1);
+            Ok(Json(tokens(&credentials, user, org, session, successor)))
+        }
+        Refresh::Reused { user, session, event, .. } => {
+            metrics::counter!(m::REFRESHES, "result" => "reused").increment(1);
+            warn!(%user, session, "a rotated refresh token was presented again; session revoked");
+            publish(&changes, &event).await;
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "refresh_reused",
+                "this refresh token was already used; the session has been ended — sign in again",
+            ))
+        }
+        Refresh::Refused => {
+            metrics::counter!(m::REFRESHES, "result" => "refused").increment(1);
+            Err(refused())
+        }
+    }
+}
+
+/// Ends the calling token's login session; its sockets close within seconds.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "accounts",
+    responses(
+        (status = 204, description = "The session ended"),
+        (status = 401, description = "Missing or rejected token", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn logout(
+    State(auth): State<Auth>,
+    State(changes): State<Changes>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let (identity, session) = caller_identity(&auth, &headers).await?;
+    // A token without a session (operator-minted) ends every session, like sign-out everywhere.
+    let reason = if identity.session.is_some() { EndReason::Logout } else { EndReason::SignOutEverywhere };
+    let event = changes
+        .store
+        .end_sessions(session.user.org, session.user.id, identity.session, reason)
+        .await
+        .map_err(ApiError::directory)?;
+    publish(&changes, &event).await;
+    info!(user = %session.user.id, session = ?identity.session, "logged out");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends every session of the caller and refuses every access token issued until now.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/sign-out-everywhere",
+    tag = "accounts",
+    responses(
+        (status = 204, description = "Every session ended"),
+        (status = 401, description = "Missing or rejected token", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn sign_out_everywhere(
+    State(auth): State<Auth>,
+    State(changes): State<Changes>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let session = caller(&auth, &headers).await?;
+    let event = changes
+        .store
+        .end_sessions(session.user.org, session.user.id, None, EndReason::SignOutEverywhere)
+        .await
+        .map_err(ApiError::directory)?;
+    publish(&changes, &event).await;
+    info!(user = %session.user.id, "signed out everywhere");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes the caller's password; every session ends and a new one starts for the caller.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password",
+    tag = "accounts",
+    request_body = PasswordChange,
+    responses(
+        (status = 200, description = "Changed; every other session ended; these are the caller's new tokens", body = Tokens),
+        (status = 400, description = "A field is missing or malformed, or the new password is too short or long", body = ErrorBody),
+        (status = 401, description = "Missing or rejected token", body = ErrorBody),
+        (status = 403, description = "`current_password` is wrong", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn change_password(
+    State(auth): State<Auth>,
+    State(changes): State<Changes>,
+    State(credentials): State<Credentials>,
+    headers: HeaderMap,
+    Body(request): Body<PasswordChange>,
+) -> Result<Json<Tokens>, ApiError> {
+    let session = caller(&auth, &headers).await?;
+    body::password("new_password", &request.new_password)?;
+    let (user, org) = (session.user.id, session.user.org);
+    let stored = changes.store.password_hash(user).await.map_err(ApiError::directory)?;
+    let matched =
+        credentials.passwords.verify(request.current_password, stored).await.map_err(hash_failed)?;
+    if !matched {
+        return Err(ApiError::forbidden("`current_password` is wrong"));
+    }
+    let password_hash = hash(&credentials, &request.new_password).await?;
+    let event = changes
+        .store
+        .set_password(org, user, &password_hash, EndReason::PasswordChanged)
+        .await
+        .map_err(ApiError::directory)?;
+    publish(&changes, &event).await;
+    info!(%user, "password changed");
+    // tokens_not_before is compared in whole seconds, so tokens minted now still pass.
+    Ok(Json(issue(&credentials, &changes, user, org).await?))
+}
+
+/// Mails a password-reset link if the address has an account; always answers 202, so the
+/// answer does not tell whether it does.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password-reset",
+    tag = "accounts",
+    request_body = AddressInOrg,
+    responses(
+        (status = 202, description = "If the account exists, a reset link is on its way"),
+        (status = 400, description = "A field is missing or malformed", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn request_reset(
+    State(changes): State<Changes>,
+    State(credentials): State<Credentials>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Body(request): Body<AddressInOrg>,
+) -> Result<StatusCode, ApiError> {
+    let email = body::email("email", &request.email)?;
+    let key = format!("reset:{}/{}", request.org, email);
+    if let Err(wait) = credentials.throttle.check(&key, peer.ip(), Instant::now()) {
+        metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
+        return Err(ApiError::rate_limited("too many reset requests", wait));
+    }
+    // Every request counts: a reset mail is an annoyance to its recipient if repeated.
+    credentials.throttle.failed(&key, peer.ip(), Instant::now());
+    let account = changes.store.login_account(&request.org, &email).await.map_err(ApiError::directory)?;
+    if let Some(account) = account.filter(|a| !a.deactivated) {
+        let token = new_secret();
+        changes
+            .store
+            .issue_token(
+                &digest(&token),
+                TokenKind::PasswordReset,
+                account.org,
+                None,
+                None,
+                Some(account.user),
+                None,
+                credentials.lifetimes.mail_token,
+            )
+            .await
+            .map_err(ApiError::directory)?;
+        send(&credentials, email, "password_reset", "Reset your ThreadSpace password", "reset", token);
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+pub(crate) fn send(
+    credentials: &Credentials,
+    to: String,
+    kind: &'static str,
+    subject: &str,
+    page: &str,
+    token: String,
+) {
+    let link = format!("{}/#/{page}?token={token}", credentials.public_url.trim_end_matches('/'));
+    metrics::counter!(m::MAILS, "kind" => kind).increment(1);
+    credentials.mailer.send(Mail { to, kind, subject: subject.to_owned(), link, token });
+}
+
+/// Sets a new password with a mailed reset token; every session of the account ends.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password-reset/complete",
+    tag = "accounts",
+    request_body = ResetCompletion,
+    responses(
+        (status = 204, description = "The password is set; sign in with it"),
+        (status = 400, description = "A field is missing or malformed, or the token is unknown, used or expired (`token_invalid`)", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn complete_reset(
+    State(changes): State<Changes>,
+    State(credentials): State<Credentials>,
+    Body(request): Body<ResetCompletion>,
+) -> Result<StatusCode, ApiError> {
+    body::password("new_password", &request.new_password)?;
+    let password_hash = hash(&credentials, &request.new_password).await?;
+    let used = changes
+        .store
+        .use_token(&digest(&request.token), TokenKind::PasswordReset)
+        .await
+        .map_err(ApiError::directory)?;
+    let Some(token) = used else { return Err(token_invalid()) };
+    let user = token.user.ok_or_else(token_invalid)?;
+    let event = changes
+        .store
+        .set_password(token.org, user, &password_hash, EndReason::PasswordReset)
+        .await
+        .map_err(ApiError::directory)?;
+    publish(&changes, &event).await;
+    info!(%user, "password reset");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) fn token_invalid() -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "token_invalid", "the token is unknown, already used or expired")
+}
+
+/// Mails a sign-up verification link to an address at the org's sign-up domain.
+#[utoipa::path(
+    post,
+    path = "/v1/signup",
+    tag = "accounts",
+    request_body = AddressInOrg,
+    responses(
+        (status = 202, description = "A verification link is on its way"),
+        (status = 400, description = "A field is missing or malformed", body = ErrorBody),
+        (status = 403, description = "The org does not allow sign-up from this address's domain (`signup_closed`)", body = ErrorBody),
+        (status = 404, description = "No such org", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn signup(
+    State(changes): State<Changes>,
+    State(credentials): State<Credentials>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Body(request): Body<AddressInOrg>,
+) -> Result<StatusCode, ApiError> {
+    let email = body::email("email", &request.email)?;
+    let key = format!("signup:{}/{}", request.org, email);
+    if let Err(wait) = credentials.throttle.check(&key, peer.ip(), Instant::now()) {
+        metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
+        return Err(ApiError::rate_limited("too many sign-up requests", wait));
+    }
+    credentials.throttle.failed(&key, peer.ip(), Instant::now());
+    let org = changes.store.org_by_slug(&request.org).await.map_err(ApiError::directory)?;
+    let Some(org) = org else { return Err(ApiError::not_found(format!("no org {:?}", request.org))) };
+    let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    if org.signup_domain.as_deref() != Some(domain) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "signup_closed",
+            "this org does not allow sign-up from this address; ask for an invite",
+        ));
+    }
+    let token = new_secret();
+    changes
+        .store
+        .issue_token(
+            &digest(&token),
+            TokenKind::Signup,
+            org.id,
+            Some("member"),
+            Some(&email),
+            None,
+            None,
+            credentials.lifetimes.mail_token,
+        )
+        .await
+        .map_err(ApiError::directory)?;
+    send(&credentials, email, "signup", "Verify your address to join ThreadSpace", "signup", token);
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Creates the account of a verified sign-up.
+#[utoipa::path(
+    post,
+    path = "/v1/signup/complete",
+    tag = "accounts",
+    request_body = SignupCompletion,
+    responses(
+        (status = 201, description = "The account exists; sign in", body = UserView),
+        (status = 400, description = "A field is missing or malformed, or the token is unknown, used or expired (`token_invalid`)", body = ErrorBody),
+        (status = 409, description = "The handle or address is taken", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn complete_signup(
+    State(changes): State<Changes>,
+    State(credentials): State<Credentials>,
+    Body(request): Body<SignupCompletion>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let account = NewAccountRequest {
+        handle: &request.handle,
+        display_name: &request.display_name,
+        password: &request.password,
+    };
+    let user = redeem(&changes, &credentials, &request.token, TokenKind::Signup, None, account).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// The profile part of an invite acceptance or sign-up.
+pub(crate) struct NewAccountRequest<'a> {
+    pub handle: &'a str,
+    pub display_name: &'a str,
+    pub password: &'a str,
+}
+
+/// Consumes an invite or sign-up token and creates the account it allows. The address is the
+/// token's when it names one (verified or invited), else `email`.
+pub(crate) async fn redeem(
+    changes: &Changes,
+    credentials: &Credentials,
+    token: &str,
+    kind: TokenKind,
+    email: Option<&str>,
+    account: NewAccountRequest<'_>,
+) -> Result<UserView, ApiError> {
+    let handle = body::handle("handle", account.handle, false)?;
+    let display_name = body::name("display_name", account.display_name)?;
+    body::password("password", account.password)?;
+    let email = email.map(|e| body::email("email", e)).transpose()?;
+    let password_hash = hash(credentials, account.password).await?;
+    let hashed = digest(token);
+    let used = changes.store.use_token(&hashed, kind).await.map_err(ApiError::directory)?;
+    let Some(grant) = used else { return Err(token_invalid()) };
+    let email = match (grant.email, email) {
+        (Some(granted), Some(given)) if granted != given => {
+            changes.store.unuse_token(&hashed).await.map_err(ApiError::directory)?;
+            return Err(body::invalid("email", "must be the invited address"));
+        }
+        (Some(granted), _) => granted,
+        (None, Some(given)) => given,
+        (None, None) => {
+            changes.store.unuse_token(&hashed).await.map_err(ApiError::directory)?;
+            return Err(body::invalid("email", "is required"));
+        }
+    };
+    let role = grant.role.unwrap_or_else(|| "member".into());
+    let new = NewUser { handle, display_name, email: &email, password_hash: &password_hash, role: &role };
+    let user = match changes.store.create_user(grant.org, &new).await {
+        Ok(user) => user,
+        Err(e) => {
+            // Give the link back: the person can pick another handle.
+            let _ = changes.store.unuse_token(&hashed).await;
+            return Err(ApiError::directory(e));
+        }
+    };
+    info!(%user, org = %grant.org, role, "account created");
+    Ok(UserView {
+        id: user.0,
+        org: grant.org.0,
+        handle: handle.to_owned(),
+        display_name: display_name.to_owned(),
+        email: Some(email),
+        role,
+        deactivated: false,
+    })
+}
+
+/// The caller, their org and their login session.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "Who the token speaks for", body = Me),
+        (status = 401, description = "Missing or rejected token", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn me(
+    State(auth): State<Auth>,
+    State(changes): State<Changes>,
+    headers: HeaderMap,
+) -> Result<Json<Me>, ApiError> {
+    let (identity, session) = caller_identity(&auth, &headers).await?;
+    let (user, org) = (session.user.id, session.user.org);
+    let account = changes.store.account(org, user).await.map_err(ApiError::directory)?;
+    let org_row = changes.store.org(org).await.map_err(ApiError::directory)?;
+    let (Some(account), Some(org_row)) = (account, org_row) else {
+        return Err(ApiError::auth_failed("token rejected"));
+    };
+    Ok(Json(Me { user: user_view(account, true), org: org_view(org_row), session_id: identity.session }))
+}
+
+pub(crate) fn org_of(org: threadspace_store::accounts::Org) -> OrgView {
+    org_view(org)
+}

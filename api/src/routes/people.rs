@@ -1,0 +1,363 @@
+//! Managing people (docs/accounts.md): invites and their acceptance, roles, deactivation and
+//! reactivation, the org's sign-up domain. Who may do each is `crate::policy`.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use threadspace_protocol::UserId;
+use threadspace_store::accounts::TokenKind;
+use threadspace_store::directory::Session;
+use tracing::info;
+use utoipa::ToSchema;
+
+use super::accounts::{org_of, publish, redeem, send, user_view, NewAccountRequest, OrgView, UserView};
+use super::query::{bad_path, path_id};
+use crate::body::{self, Body};
+use crate::caller::{caller, Auth};
+use crate::error::{ApiError, ErrorBody};
+use crate::parts::{Changes, Credentials};
+use crate::policy::{may, Action, Role};
+use crate::secrets::{digest, new_secret};
+
+/// An invite to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewInvite {
+    /// The role the new account gets: `owner`, `admin`, `member` or `guest`.
+    pub role: String,
+    /// Mail the link to this address (and require it at acceptance). Without it the inviter
+    /// shares the link themselves.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// An invite link (single use, expiring). The token is shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Invite {
+    pub token: String,
+    pub link: String,
+    pub role: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// Accepting an invite.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InviteAcceptance {
+    pub token: String,
+    /// Required unless the invite named the address.
+    #[serde(default)]
+    pub email: Option<String>,
+    pub handle: String,
+    pub display_name: String,
+    pub password: String,
+}
+
+/// A role to set.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RoleChange {
+    /// `owner`, `admin`, `member` or `guest`.
+    pub role: String,
+}
+
+/// The org's sign-up domain.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignupDomain {
+    /// A domain (`example.com`) whose verified addresses may sign up as members; null: invites only.
+    pub domain: Option<String>,
+}
+
+fn role_of(session: &Session) -> Role {
+    Role::parse(&session.user.role).unwrap_or(Role::Guest)
+}
+
+fn parse_role(field: &str, value: &str) -> Result<Role, ApiError> {
+    Role::parse(value).ok_or_else(|| body::invalid(field, "must be one of owner, admin, member, guest"))
+}
+
+/// Creates an invite link.
+#[utoipa::path(
+    post,
+    path = "/v1/invites",
+    tag = "people",
+    request_body = NewInvite,
+    responses(
+        (status = 201, description = "The invite; its token is shown only now", body = Invite),
+        (status = 400, description = "A field is missing or malformed", body = ErrorBody),
+        (status = 401, description = "Missing or rejected token", body = ErrorBody),
+        (status = 403, description = "The caller may not invite with this role", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create_invite(
+    State(auth): State<Auth>,
+    State(changes): State<Changes>,
+    State(credentials): State<Credentials>,
+    headers: HeaderMap,
+    Body(request): Body<NewInvite>,
+) -> Result<(StatusCode, Json<Invite>), ApiError> {
+    let session = caller(&auth, &headers).await?;
+    let role = parse_role("role", &request.role)?;
+    let email = request.email.as_deref().map(|e| body::email("email", e)).transpose()?;
+    if !may(role_of(&session), Action::Invite(role)) {
+        return Err(ApiError::forbidden(format!(
+            "a {} may not invite a {}",
+            session.user.role,
+            role.as_str()
+        )));
+    }
+    let token = new_secret();
+    let lifetime = credentials.lifetimes.invite;
+    changes
+        .store
+        .issue_token(
+            &digest(&token),
+            TokenKind::Invite,
+            session.user.org,
+            Some(role.as_str()),
+            email.as_deref(),
+            None,
+            Some(session.user.id),
+            lifetime,
+        )
+        .await
+        .map_err(ApiError::directory)?;
+    let link = format!("{}/#/invite?token={token}", credentials.public_url.trim_end_matches('/'));
+    if let Some(email) = email {
+        send(&credentials, email, "invite", "You are invited to ThreadSpace", "invite", token.clone());
+    }
+    info!(by = %session.user.id, role = role.as_str(), "invite created");
+    let invite = Invite { token, link, role: role.as_str().into(), expires_in: lifetime.as_secs() };
+    Ok((StatusCode::CREATED, Json(invite)))
+}
+
+/// Creates the account an invite allows.
+#[utoipa::path(
+    post,
+    path = "/v1/invites/accept",
+    tag = "people",
+    request_body = InviteAcceptance,
+    responses(
+        (status = 201, description = "The account exists; sign in", body = UserView),
+        (status = 400, description = "A field is missing or malformed, or the token is unknown, used or expired (`token_invalid`)", body = ErrorBody),
+        (status = 409, description = "The handle or address is taken in the org", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn accept_invite(
+    State(changes): State<Changes>,
+    State(credentials): State<Credentials>,
+    Body(request): Body<InviteAcceptance>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let account = NewAccountRequest {
+        handle: &request.handle,
+        display_name: &request.display_name,
+        password: &request.password,
+    };
+    let user =
+        redeem(&changes, &credentials, &request.token, TokenKind::Invite, request.email.as_deref(), account)
+            .await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// The target of a people route: a user of the caller's org other than the caller.
+async fn target(
+    changes: &Changes,
+    session: &Session,
+    user: &str,
+) -> Result<threadspace_store::accounts::Account, ApiError> {
+    let user = UserId(path_id("user", user).map_err(ApiError::invalid_parameter)?);
+    let account = changes.store.account(session.user.org, user).await.map_err(ApiError::directory)?;
+    let account = account.ok_or_else(|| ApiError::not_found(format!("no user {user} in your org")))?;
+    if account.user == session.user.id {
+        return Err(ApiError::forbidden("you may not change your own role or deactivate yourself"));
+    }
+    Ok(account)
+}
+
+/// Sets a user's role.
+#[utoipa::path(
+    put,
+    path = "/v1/users/{user}/role",
+    tag = "people",
+    params(("user" = i64, Path, description = "User id")),
+    request_body = RoleChange,
+    responses(
+        (status = 200, description = "The user with their role", body = UserView),
+        (status = 400, description = "A parameter or field is invalid", body = ErrorBody),
+        (status = 401, description = "Missing or rejected token", body = ErrorBody),
+        (status = 403, description = "The caller may not make this change (or targets themselves)", body = ErrorBody),
+        (status = 404, description = "No such user in the caller's org", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn set_role(
+    State(auth): State<Auth>,
+    State(changes): State<Changes>,
+    user: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    Body(request): Body<RoleChange>,
+) -> Result<Json<UserView>, ApiError> {
+    let Path(user) = user.map_err(bad_path)?;
+    let session = caller(&auth, &headers).await?;
+    let to = parse_role("role", &request.role)?;
+    let mut account = target(&changes, &session, &user).await?;
+    let from = Role::parse(&account.role).unwrap_or(Role::Guest);
+    if !may(role_of(&session), Action::ChangeRole { from, to }) {
+        return Err(ApiError::forbidden(format!(
+            "a {} may not change a {} into a {}",
+            session.user.role,
+            from.as_str(),
+            to.as_str()
+        )));
+    }
+    let event = changes
+        .store
+        .set_role(session.user.org, account.user, to.as_str())
+        .await
+        .map_err(ApiError::directory)?;
+    if let Some(event) = event {
+        publish(&changes, &event).await;
+        info!(user = %account.user, by = %session.user.id, role = to.as_str(), "role changed");
+    }
+    account.role = to.as_str().into();
+    Ok(Json(user_view(account, true)))
+}
+
+/// Deactivates a user: their sessions end, their sockets close within seconds, and they can no
+/// longer sign in. Their messages stay.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{user}/deactivate",
+    tag = "people",
+    params(("user" = i64, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user, deactivated", body = UserView),
+        (status = 400, description = "The path parameter is invalid", body = ErrorBody),
+        (status = 401, description = "Missing or rejected token", body = ErrorBody),
+        (status = 403, description = "The caller may not deactivate this user (or targets themselves)", body = ErrorBody),
+        (status = 404, description = "No such user in the caller's org", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn deactivate(
+    State(auth): State<Auth>,
+    State(changes): State<Changes>,
+    user: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Json<UserView>, ApiError> {
+    let Path(user) = user.map_err(bad_path)?;
+    set_active(&auth, &changes, &headers, &user, false).await
+}
+
+/// Reactivates a user: they can sign in again.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{user}/reactivate",
+    tag = "people",
+    params(("user" = i64, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user, active", body = UserView),
+        (status = 400, description = "The path parameter is invalid", body = ErrorBody),
+        (status = 401, description = "Missing or rejected token", body = ErrorBody),
+        (status = 403, description = "The caller may not reactivate this user (or targets themselves)", body = ErrorBody),
+        (status = 404, description = "No such user in the caller's org", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn reactivate(
+    State(auth): State<Auth>,
+    State(changes): State<Changes>,
+    user: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Json<UserView>, ApiError> {
+    let Path(user) = user.map_err(bad_path)?;
+    set_active(&auth, &changes, &headers, &user, true).await
+}
+
+async fn set_active(
+    auth: &Auth,
+    changes: &Changes,
+    headers: &HeaderMap,
+    user: &str,
+    active: bool,
+) -> Result<Json<UserView>, ApiError> {
+    let session = caller(auth, headers).await?;
+    let mut account = target(changes, &session, user).await?;
+    let role = Role::parse(&account.role).unwrap_or(Role::Guest);
+    if !may(role_of(&session), Action::SetActive(role)) {
+        return Err(ApiError::forbidden(format!(
+            "a {} may not {} a {}",
+            session.user.role,
+            if active { "reactivate" } else { "deactivate" },
+            role.as_str()
+        )));
+    }
+    let event = changes
+        .store
+        .set_active(session.user.org, account.user, active)
+        .await
+        .map_err(ApiError::directory)?;
+    if let Some(event) = event {
+        publish(changes, &event).await;
+        info!(user = %account.user, by = %session.user.id, active, "activation changed");
+    }
+    account.deactivated = !active;
+    Ok(Json(user_view(account, true)))
+}
+
+/// Sets or clears the domain whose verified addresses may sign up.
+#[utoipa::path(
+    put,
+    path = "/v1/org/signup-domain",
+    tag = "people",
+    request_body = SignupDomain,
+    responses(
+        (status = 200, description = "The org with its setting", body = OrgView),
+        (status = 400, description = "A field is missing or malformed", body = ErrorBody),
+        (status = 401, description = "Missing or rejected token", body = ErrorBody),
+        (status = 403, description = "Only owners may", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn set_signup_domain(
+    State(auth): State<Auth>,
+    State(changes): State<Changes>,
+    headers: HeaderMap,
+    Body(request): Body<SignupDomain>,
+) -> Result<Json<OrgView>, ApiError> {
+    let session = caller(&auth, &headers).await?;
+    let domain = request.domain.map(|d| d.trim().to_lowercase());
+    if let Some(domain) = &domain {
+        if domain.len() > 253 || !body::valid_domain(domain) {
+            return Err(body::invalid("domain", "is not a domain name"));
+        }
+    }
+    if !may(role_of(&session), Action::SetSignupDomain) {
+        return Err(ApiError::forbidden("only owners may set the sign-up domain"));
+    }
+    let org = session.user.org;
+    changes.store.set_signup_domain(org, domain.as_deref()).await.map_err(ApiError::directory)?;
+    let row = changes.store.org(org).await.map_err(ApiError::directory)?;
+    let row = row.ok_or_else(|| ApiError::not_found("your org no longer exists"))?;
+    info!(%org, by = %session.user.id, domain = ?domain, "sign-up domain set");
+    Ok(Json(org_of(row)))
+}

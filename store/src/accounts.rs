@@ -1,0 +1,704 @@
+//! Accounts: orgs and their first owner, users, login sessions with rotating refresh tokens,
+//! single-use account tokens (invites, password resets, sign-up verifications), and every
+//! directory change that must reach the gateways, recorded with its directory event in the
+//! same transaction (docs/accounts.md).
+//!
+//! Secrets never reach this module: refresh and account tokens arrive as SHA-256 hashes,
+//! passwords as argon2id PHC strings.
+
+use std::time::Duration;
+
+use threadspace_protocol::frames::MemberChange;
+use threadspace_protocol::stored::{DirectoryChange, DirectoryEvent};
+use threadspace_protocol::{ChannelId, OrgId, UserId};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Transaction;
+
+use crate::directory::DirectoryError;
+use crate::Pool;
+
+/// A new user's profile and credentials.
+#[derive(Clone, Debug)]
+pub struct NewUser<'a> {
+    pub handle: &'a str,
+    pub display_name: &'a str,
+    pub email: &'a str,
+    pub password_hash: &'a str,
+    pub role: &'a str,
+}
+
+/// What a login needs to know about an account.
+#[derive(Clone, Debug)]
+pub struct LoginAccount {
+    pub user: UserId,
+    pub org: OrgId,
+    pub password_hash: Option<String>,
+    pub deactivated: bool,
+}
+
+/// A user as the admin routes see them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub user: UserId,
+    pub org: OrgId,
+    pub handle: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub role: String,
+    pub deactivated: bool,
+}
+
+/// An org's public settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Org {
+    pub id: OrgId,
+    pub slug: String,
+    pub name: String,
+    pub signup_domain: Option<String>,
+}
+
+/// What presenting a refresh token did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refresh {
+    /// The token was current (or rotated within the grace window): its successor is stored.
+    Rotated { user: UserId, org: OrgId, session: i64 },
+    /// The token had been rotated before the grace window: the session is now revoked and the
+    /// returned event must be published.
+    Reused { user: UserId, org: OrgId, session: i64, event: DirectoryEvent },
+    /// Unknown token, ended or expired session, or a deactivated user.
+    Refused,
+}
+
+/// A single-use account token, consumed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountToken {
+    pub org: OrgId,
+    pub role: Option<String>,
+    pub email: Option<String>,
+    pub user: Option<UserId>,
+}
+
+/// The kinds of single-use account token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    Invite,
+    PasswordReset,
+    Signup,
+}
+
+impl TokenKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Invite => "invite",
+            Self::PasswordReset => "password_reset",
+            Self::Signup => "signup",
+        }
+    }
+}
+
+/// Why a session ended (stored with it, for the audit trail).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    Logout,
+    SignOutEverywhere,
+    RefreshReused,
+    PasswordChanged,
+    PasswordReset,
+    Deactivated,
+    Admin,
+}
+
+impl EndReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::SignOutEverywhere => "sign_out_everywhere",
+            Self::RefreshReused => "refresh_reused",
+            Self::PasswordChanged => "password_changed",
+            Self::PasswordReset => "password_reset",
+            Self::Deactivated => "deactivated",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// Account queries over a connection pool.
+#[derive(Clone)]
+pub struct Accounts {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts").finish_non_exhaustive()
+    }
+}
+
+fn query(e: tokio_postgres::Error) -> DirectoryError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        let what = match e.as_db_error().and_then(|d| d.constraint()) {
+            Some("orgs_slug_key") => "an org with this slug",
+            Some("users_org_handle_key") => "a user with this handle",
+            Some("users_org_email") => "an account with this email",
+            _ => "the record",
+        };
+        return DirectoryError::Conflict { what };
+    }
+    DirectoryError::Query(e)
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Records `change` as the org's next directory event, inside `tx`: takes the org row's lock
+/// (held until commit, so versions are assigned in commit order), bumps `dir_version` and
+/// appends the event to the outbox.
+pub(crate) async fn record_event(
+    tx: &Transaction<'_>,
+    org: OrgId,
+    change: DirectoryChange,
+) -> Result<DirectoryEvent, DirectoryError> {
+    let row = tx
+        .query_one(
+            "UPDATE orgs SET dir_version = dir_version + 1 WHERE id = $1 RETURNING dir_version",
+            &[&org.0],
+        )
+        .await
+        .map_err(query)?;
+    let version: i64 = row.get(0);
+    let event = DirectoryEvent { org, version: version as u64, change };
+    let json = serde_json::to_string(&event.change).expect("directory changes serialize");
+    tx.execute(
+        "INSERT INTO directory_events (org_id, version, change) VALUES ($1, $2, $3::text::jsonb)",
+        &[&org.0, &version, &json],
+    )
+    .await
+    .map_err(query)?;
+    Ok(event)
+}
+
+impl Accounts {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, DirectoryError> {
+        self.pool.get().await.map_err(DirectoryError::Pool)
+    }
+
+    /// Creates an org and its first owner.
+    pub async fn create_org(
+        &self,
+        slug: &str,
+        name: &str,
+        owner: &NewUser<'_>,
+    ) -> Result<(OrgId, UserId), DirectoryError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query)?;
+        let org: i64 = tx
+            .query_one("INSERT INTO orgs (slug, name) VALUES ($1, $2) RETURNING id", &[&slug, &name])
+            .await
+            .map_err(query)?
+            .get(0);
+        let user = insert_user(&tx, OrgId(org), owner).await?;
+        tx.commit().await.map_err(query)?;
+        Ok((OrgId(org), user))
+    }
+
+    /// Creates a user in `org` (invite accepted, sign-up verified).
+    pub async fn create_user(&self, org: OrgId, user: &NewUser<'_>) -> Result<UserId, DirectoryError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query)?;
+        let id = insert_user(&tx, org, user).await?;
+        tx.commit().await.map_err(query)?;
+        Ok(id)
+    }
+
+    /// An org by slug.
+    pub async fn org_by_slug(&self, slug: &str) -> Result<Option<Org>, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT id, slug, name, signup_domain FROM orgs WHERE slug = $1", &[&slug])
+            .await
+            .map_err(query)?;
+        Ok(row.map(|r| Org { id: OrgId(r.get(0)), slug: r.get(1), name: r.get(2), signup_domain: r.get(3) }))
+    }
+
+    /// An org by id.
+    pub async fn org(&self, org: OrgId) -> Result<Option<Org>, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT id, slug, name, signup_domain FROM orgs WHERE id = $1", &[&org.0])
+            .await
+            .map_err(query)?;
+        Ok(row.map(|r| Org { id: OrgId(r.get(0)), slug: r.get(1), name: r.get(2), signup_domain: r.get(3) }))
+    }
+
+    /// Sets (or clears) the domain whose verified addresses may sign up.
+    pub async fn set_signup_domain(&self, org: OrgId, domain: Option<&str>) -> Result<(), DirectoryError> {
+        let client = self.client().await?;
+        client
+            .execute("UPDATE orgs SET signup_domain = $2 WHERE id = $1", &[&org.0, &domain])
+            .await
+            .map_err(query)?;
+        Ok(())
+    }
+
+    /// The account a login names: `email` (lower-case) in the org with `slug`.
+    pub async fn login_account(
+        &self,
+        slug: &str,
+        email: &str,
+    ) -> Result<Option<LoginAccount>, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT u.id, u.org_id, u.password_hash, u.deactivated_at IS NOT NULL
+                 FROM users u JOIN orgs o ON o.id = u.org_id WHERE o.slug = $1 AND u.email = $2",
+                &[&slug, &email],
+            )
+            .await
+            .map_err(query)?;
+        Ok(row.map(|r| LoginAccount {
+            user: UserId(r.get(0)),
+            org: OrgId(r.get(1)),
+            password_hash: r.get(2),
+            deactivated: r.get(3),
+        }))
+    }
+
+    /// A user of `org` (`None` for another org's user: cross-org ids do not exist).
+    pub async fn account(&self, org: OrgId, user: UserId) -> Result<Option<Account>, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT handle, display_name, email, role, deactivated_at IS NOT NULL
+                 FROM users WHERE id = $1 AND org_id = $2",
+                &[&user.0, &org.0],
+            )
+            .await
+            .map_err(query)?;
+        Ok(row.map(|r| Account {
+            user,
+            org,
+            handle: r.get(0),
+            display_name: r.get(1),
+            email: r.get(2),
+            role: r.get(3),
+            deactivated: r.get(4),
+        }))
+    }
+
+    /// The user's password hash.
+    pub async fn password_hash(&self, user: UserId) -> Result<Option<String>, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT password_hash FROM users WHERE id = $1", &[&user.0])
+            .await
+            .map_err(query)?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    /// Starts a login session for `user` with its first refresh token.
+    pub async fn start_session(
+        &self,
+        user: UserId,
+        refresh_hash: &[u8],
+        lifetime: Duration,
+    ) -> Result<i64, DirectoryError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query)?;
+        let session: i64 = tx
+            .query_one(
+                "INSERT INTO auth_sessions (user_id, expires_at)
+                 VALUES ($1, now() + make_interval(secs => $2)) RETURNING id",
+                &[&user.0, &secs(lifetime)],
+            )
+            .await
+            .map_err(query)?
+            .get(0);
+        tx.execute(
+            "INSERT INTO refresh_tokens (hash, session_id) VALUES ($1, $2)",
+            &[&refresh_hash, &session],
+        )
+        .await
+        .map_err(query)?;
+        tx.commit().await.map_err(query)?;
+        Ok(session)
+    }
+
+    /// Presents the refresh token hashed as `presented`: rotates it to `successor` if it is
+    /// current or was rotated less than `grace` ago (two tabs refreshing at once); revokes the
+    /// whole session if it was rotated earlier (a stolen token replayed).
+    pub async fn refresh(
+        &self,
+        presented: &[u8],
+        successor: &[u8],
+        grace: Duration,
+    ) -> Result<Refresh, DirectoryError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query)?;
+        let row = tx
+            .query_opt(
+                "SELECT t.session_id, s.user_id, u.org_id,
+                        t.rotated_at IS NOT NULL AND t.rotated_at < now() - make_interval(secs => $2),
+                        s.revoked_at IS NULL AND s.expires_at > now() AND u.deactivated_at IS NULL
+                 FROM refresh_tokens t
+                 JOIN auth_sessions s ON s.id = t.session_id
+                 JOIN users u ON u.id = s.user_id
+                 WHERE t.hash = $1
+                 FOR UPDATE OF t, s",
+                &[&presented, &secs(grace)],
+            )
+            .await
+            .map_err(query)?;
+        let Some(row) = row else { return Ok(Refresh::Refused) };
+        let (session, user, org): (i64, UserId, OrgId) = (row.get(0), UserId(row.get(1)), OrgId(row.get(2)));
+        let (reused, live): (bool, bool) = (row.get(3), row.get(4));
+        if !live {
+            return Ok(Refresh::Refused);
+        }
+        if reused {
+            let event = end_sessions(&tx, org, user, Some(session), EndReason::RefreshReused).await?;
+            tx.commit().await.map_err(query)?;
+            return Ok(Refresh::Reused { user, org, session, event });
+        }
+        tx.execute(
+            "UPDATE refresh_tokens SET rotated_at = coalesce(rotated_at, now()) WHERE hash = $1",
+            &[&presented],
+        )
+        .await
+        .map_err(query)?;
+        tx.execute("INSERT INTO refresh_tokens (hash, session_id) VALUES ($1, $2)", &[&successor, &session])
+            .await
+            .map_err(query)?;
+        tx.execute("UPDATE auth_sessions SET last_used_at = now() WHERE id = $1", &[&session])
+            .await
+            .map_err(query)?;
+        tx.commit().await.map_err(query)?;
+        Ok(Refresh::Rotated { user, org, session })
+    }
+
+    /// Ends one session of `user` (logout), or all of them with `session: None` (sign out
+    /// everywhere: also refuses every access token issued until now). Returns the event to
+    /// publish.
+    pub async fn end_sessions(
+        &self,
+        org: OrgId,
+        user: UserId,
+        session: Option<i64>,
+        reason: EndReason,
+    ) -> Result<DirectoryEvent, DirectoryError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query)?;
+        let event = end_sessions(&tx, org, user, session, reason).await?;
+        tx.commit().await.map_err(query)?;
+        Ok(event)
+    }
+
+    /// Replaces the user's password and ends all their sessions (except `keep`, the session
+    /// that changed it, if any). Returns the event to publish.
+    pub async fn set_password(
+        &self,
+        org: OrgId,
+        user: UserId,
+        password_hash: &str,
+        reason: EndReason,
+    ) -> Result<DirectoryEvent, DirectoryError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query)?;
+        tx.execute("UPDATE users SET password_hash = $2 WHERE id = $1", &[&user.0, &password_hash])
+            .await
+            .map_err(query)?;
+        let event = end_sessions(&tx, org, user, None, reason).await?;
+        tx.commit().await.map_err(query)?;
+        Ok(event)
+    }
+
+    /// Sets a user's role. Returns the event, or `None` if the role already was `role`.
+    pub async fn set_role(
+        &self,
+        org: OrgId,
+        user: UserId,
+        role: &str,
+    ) -> Result<Option<DirectoryEvent>, DirectoryError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query)?;
+        let n = tx
+            .execute(
+                "UPDATE users SET role = $3 WHERE id = $1 AND org_id = $2 AND role <> $3",
+                &[&user.0, &org.0, &role],
+            )
+            .await
+            .map_err(query)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let event = record_event(&tx, org, DirectoryChange::Role { user, role: role.to_owned() }).await?;
+        tx.commit().await.map_err(query)?;
+        Ok(Some(event))
+    }
+
+    /// Deactivates (ending every session) or reactivates a user. Returns the event, or `None`
+    /// if nothing changed.
+    pub async fn set_active(
+        &self,
+        org: OrgId,
+        user: UserId,
+        active: bool,
+    ) -> Result<Option<DirectoryEvent>, DirectoryError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query)?;
+        let n = if active {
+            tx.execute(
+                "UPDATE users SET deactivated_at = NULL WHERE id = $1 AND org_id = $2 AND deactivated_at IS NOT NULL",
+                &[&user.0, &org.0],
+            )
+            .await
+        } else {
+            tx.execute(
+                "UPDATE users SET deactivated_at = now(), tokens_not_before = now()
+                 WHERE id = $1 AND org_id = $2 AND deactivated_at IS NULL",
+                &[&user.0, &org.0],
+            )
+            .await
+        }
+        .map_err(query)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if !active {
+            tx.execute(
+                "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'deactivated'
+                 WHERE user_id = $1 AND revoked_at IS NULL",
+                &[&user.0],
+            )
+            .await
+            .map_err(query)?;
+        }
+        let change = if active {
+            DirectoryChange::Reactivated { user }
+        } else {
+            DirectoryChange::Deactivated { user }
+        };
+        let event = record_event(&tx, org, change).await?;
+        tx.commit().await.map_err(query)?;
+        Ok(Some(event))
+    }
+
+    /// Adds `user` to or removes them from `channel`. Returns the event, or `None` if the
+    /// membership already was as asked.
+    pub async fn set_member(
+        &self,
+        org: OrgId,
+        channel: ChannelId,
+        user: UserId,
+        change: MemberChange,
+    ) -> Result<Option<DirectoryEvent>, DirectoryError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query)?;
+        let n = match change {
+            MemberChange::Joined => {
+                tx.execute(
+                    "INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&channel.0, &user.0],
+                )
+                .await
+            }
+            MemberChange::Left => {
+                tx.execute(
+                    "DELETE FROM channel_members WHERE channel_id = $1 AND user_id = $2",
+                    &[&channel.0, &user.0],
+                )
+                .await
+            }
+        }
+        .map_err(query)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let event = record_event(&tx, org, DirectoryChange::Member { channel, user, change }).await?;
+        tx.commit().await.map_err(query)?;
+        Ok(Some(event))
+    }
+
+    /// Stores a single-use token (hashed) of `kind`, valid for `lifetime`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn issue_token(
+        &self,
+        hash: &[u8],
+        kind: TokenKind,
+        org: OrgId,
+        role: Option<&str>,
+        email: Option<&str>,
+        user: Option<UserId>,
+        created_by: Option<UserId>,
+        lifetime: Duration,
+    ) -> Result<(), DirectoryError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO account_tokens (hash, kind, org_id, role, email, user_id, created_by, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))",
+                &[
+                    &hash,
+                    &kind.as_str(),
+                    &org.0,
+                    &role,
+                    &email,
+                    &user.map(|u| u.0),
+                    &created_by.map(|u| u.0),
+                    &secs(lifetime),
+                ],
+            )
+            .await
+            .map_err(query)?;
+        Ok(())
+    }
+
+    /// Consumes a single-use token of `kind`: `None` if unknown, used or expired.
+    pub async fn use_token(
+        &self,
+        hash: &[u8],
+        kind: TokenKind,
+    ) -> Result<Option<AccountToken>, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE account_tokens SET used_at = now()
+                 WHERE hash = $1 AND kind = $2 AND used_at IS NULL AND expires_at > now()
+                 RETURNING org_id, role, email, user_id",
+                &[&hash, &kind.as_str()],
+            )
+            .await
+            .map_err(query)?;
+        Ok(row.map(|r| AccountToken {
+            org: OrgId(r.get(0)),
+            role: r.get(1),
+            email: r.get(2),
+            user: r.get::<_, Option<i64>>(3).map(UserId),
+        }))
+    }
+
+    /// Gives a consumed token back (the account it would create was refused: a taken handle),
+    /// so the link still works once corrected.
+    pub async fn unuse_token(&self, hash: &[u8]) -> Result<(), DirectoryError> {
+        let client = self.client().await?;
+        client
+            .execute("UPDATE account_tokens SET used_at = NULL WHERE hash = $1", &[&hash])
+            .await
+            .map_err(query)?;
+        Ok(())
+    }
+}
+
+async fn insert_user(tx: &Transaction<'_>, org: OrgId, user: &NewUser<'_>) -> Result<UserId, DirectoryError> {
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO users (org_id, handle, display_name, email, password_hash, role)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[&org.0, &user.handle, &user.display_name, &user.email, &user.password_hash, &user.role],
+        )
+        .await
+        .map_err(query)?
+        .get(0);
+    Ok(UserId(id))
+}
+
+async fn end_sessions(
+    tx: &Transaction<'_>,
+    org: OrgId,
+    user: UserId,
+    session: Option<i64>,
+    reason: EndReason,
+) -> Result<DirectoryEvent, DirectoryError> {
+    match session {
+        Some(session) => {
+            tx.execute(
+                "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = $3
+                 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+                &[&session, &user.0, &reason.as_str()],
+            )
+            .await
+        }
+        None => {
+            tx.execute("UPDATE users SET tokens_not_before = now() WHERE id = $1", &[&user.0])
+                .await
+                .map_err(query)?;
+            tx.execute(
+                "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = $2
+                 WHERE user_id = $1 AND revoked_at IS NULL",
+                &[&user.0, &reason.as_str()],
+            )
+            .await
+        }
+    }
+    .map_err(query)?;
+    record_event(tx, org, DirectoryChange::SessionsEnded { user, session }).await
+}
+
+/// The directory-event outbox, read and stamped by the api service's publisher.
+pub mod outbox {
+    use super::*;
+
+    /// Takes the org's publisher lock for the transaction (one publisher per org at a time, so
+    /// events enter the stream in version order) and returns its unpublished events, oldest first.
+    pub async fn lock_pending(
+        tx: &Transaction<'_>,
+        org: OrgId,
+    ) -> Result<Vec<DirectoryEvent>, DirectoryError> {
+        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('directory-feed', $1))", &[&org.0])
+            .await
+            .map_err(query)?;
+        let rows = tx
+            .query(
+                "SELECT version, change::text FROM directory_events
+                 WHERE org_id = $1 AND published_at IS NULL ORDER BY version",
+                &[&org.0],
+            )
+            .await
+            .map_err(query)?;
+        rows.into_iter()
+            .map(|r| {
+                let version: i64 = r.get(0);
+                let change: String = r.get(1);
+                let change = serde_json::from_str(&change)
+                    .map_err(|_| DirectoryError::Conflict { what: "an undecodable directory event" })?;
+                Ok(DirectoryEvent { org, version: version as u64, change })
+            })
+            .collect()
+    }
+
+    /// Stamps an event published at stream sequence `seq`.
+    pub async fn mark_published(
+        tx: &Transaction<'_>,
+        org: OrgId,
+        version: u64,
+        seq: u64,
+    ) -> Result<(), DirectoryError> {
+        tx.execute(
+            "UPDATE directory_events SET published_at = now(), stream_seq = $3 WHERE org_id = $1 AND version = $2",
+            &[&org.0, &(version as i64), &(seq as i64)],
+        )
+        .await
+        .map_err(query)?;
+        Ok(())
+    }
+
+    /// Orgs with unpublished events older than `age` (left by a crash between commit and publish).
+    pub async fn stale_orgs(
+        client: &tokio_postgres::Client,
+        age: Duration,
+    ) -> Result<Vec<OrgId>, DirectoryError> {
+        let rows = client
+            .query(
+                "SELECT DISTINCT org_id FROM directory_events
+                 WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1)",
+                &[&secs(age)],
+            )
+            .await
+            .map_err(query)?;
+        Ok(rows.into_iter().map(|r| OrgId(r.get(0))).collect())
+    }
+}
