@@ -10,9 +10,9 @@ use std::time::Duration;
 use clap::Parser;
 use threadspace_service::{check_connections, Jwks};
 
-/// ThreadSpace api service: the REST API (history, search, membership changes) and its
-/// OpenAPI document at /v1/openapi.json. Clients authenticate with the same bearer tokens as
-/// on the WebSocket.
+/// ThreadSpace api service: the REST API (accounts and sessions, people, history, search,
+/// membership changes) and its OpenAPI document at /v1/openapi.json. It mints the access tokens
+/// clients use here and on the WebSocket.
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "threadspace-api",
@@ -24,7 +24,8 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_API_LISTEN", default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
 
-    /// NATS server URL(s), comma-separated (membership changes are announced there).
+    /// NATS server URL(s), comma-separated (directory changes are published into the MESSAGES
+    /// stream there).
     #[arg(long, env = "THREADSPACE_API_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
 
@@ -94,7 +95,8 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_API_MAIL_FILE")]
     pub mail_file: Option<PathBuf>,
 
-    /// Base URL of the web client, for links in mail (invites, resets, verifications).
+    /// Base URL of the web client, for links in mail (invites, resets, verifications); the
+    /// default suits a local stack, where the api service serves the client.
     #[arg(long, env = "THREADSPACE_API_PUBLIC_URL", default_value = "http://127.0.0.1:8090")]
     pub public_url: String,
 

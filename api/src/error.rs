@@ -29,7 +29,7 @@ pub(crate) struct ErrorBody {
 pub(crate) struct ErrorDetail {
     /// Stable code (docs/api.md, "Errors"): `invalid_parameter`, `invalid_body`,
     /// `invalid_field`, `unsupported_media_type`, `too_large`, `auth_failed`, `login_failed`,
-    /// `refresh_refused`, `token_invalid`, `not_member`, `forbidden`, `signup_closed`,
+    /// `refresh_refused`, `refresh_reused`, `token_invalid`, `not_member`, `forbidden`, `signup_closed`,
     /// `not_found`, `conflict`, `archived`, `fixed_membership`, `method_not_allowed`,
     /// `rate_limited`, `unavailable`.
     pub code: String,

@@ -41,6 +41,36 @@ pub(crate) enum FeedError {
 }
 
 impl Feed {
+    /// Makes sure the MESSAGES stream captures directory events (`dir.>`): a stream created
+    /// before they existed gets the subject added. A stream that does not exist yet is left to
+    /// the gateways, which create it; until then publishing fails and the sweeper retries.
+    pub(crate) async fn ensure_subjects(&self) {
+        use threadspace_protocol::subjects::{DIRECTORY_SUBJECTS, MESSAGES_STREAM};
+        let mut stream = match self.jetstream.get_stream(MESSAGES_STREAM).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(error = %e, "the MESSAGES stream is not there yet; directory events wait for it");
+                return;
+            }
+        };
+        let config = match stream.info().await {
+            Ok(info) => info.config.clone(),
+            Err(e) => {
+                warn!(error = %e, "cannot read the MESSAGES stream's configuration");
+                return;
+            }
+        };
+        if config.subjects.iter().any(|s| s == DIRECTORY_SUBJECTS) {
+            return;
+        }
+        let mut updated = config;
+        updated.subjects.push(DIRECTORY_SUBJECTS.to_owned());
+        match self.jetstream.update_stream(&updated).await {
+            Ok(_) => info!(subjects = ?updated.subjects, "the MESSAGES stream now captures directory events"),
+            Err(e) => warn!(error = %e, "cannot add directory events to the MESSAGES stream"),
+        }
+    }
+
     /// Publishes every unpublished event of `org`, oldest first; returns the stream sequence of
     /// `event` (the one the caller just committed), or of the newest published if it was already
     /// published by a concurrent publisher.

@@ -107,6 +107,7 @@ pub async fn run(
         jetstream: async_nats::jetstream::new(nats.clone()),
         partitions: config.partitions.get(),
     };
+    feed.ensure_subjects().await;
     let mailer: Arc<dyn Mailer> = match &config.mail_file {
         Some(path) => Arc::new(FileMailer::new(path.clone())),
         None => Arc::new(LogMailer),
@@ -134,6 +135,7 @@ pub async fn run(
             }),
             mailer,
             throttle: Arc::new(FailureThrottle::new()),
+            mail_throttle: Arc::new(FailureThrottle::new()),
             lifetimes: Lifetimes {
                 session: config.session_ttl,
                 refresh_grace: config.refresh_grace,
@@ -179,7 +181,7 @@ pub async fn run(
 
 /// The OpenAPI document the service serves, without starting it (for docs and tests).
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    routes::api_routes().split_for_parts().1
+    routes::split().1
 }
 
 /// Periodic chores: key-set reloads and metric upkeep.

@@ -60,7 +60,11 @@ pub(crate) struct Credentials {
     pub passwords: Passwords,
     pub minter: Arc<Minter>,
     pub mailer: Arc<dyn Mailer>,
+    /// Failed logins.
     pub throttle: Arc<FailureThrottle>,
+    /// Reset and sign-up mail requests (every request counts): kept apart from logins, so a
+    /// burst of resets from an office IP never delays that IP's logins.
+    pub mail_throttle: Arc<FailureThrottle>,
     pub lifetimes: Lifetimes,
     /// Base URL for links in mail.
     pub public_url: Arc<str>,

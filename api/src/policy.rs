@@ -54,6 +54,15 @@ pub(crate) enum Action {
     RemoveMember,
 }
 
+/// Whether a caller with `role` may do `action` to a person; `on_self` when that person is the
+/// caller: nobody changes their own role or deactivates themselves (an org keeps its owners).
+pub(crate) fn may_to(role: Role, action: Action, on_self: bool) -> bool {
+    match action {
+        Action::ChangeRole { .. } | Action::SetActive(_) if on_self => false,
+        _ => may(role, action),
+    }
+}
+
 /// Whether `role` may do `action` (docs/accounts.md, "Permission matrix").
 pub(crate) fn may(role: Role, action: Action) -> bool {
     use Role::{Admin, Guest, Member, Owner};

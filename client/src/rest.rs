@@ -37,18 +37,58 @@ pub async fn http_request(
     path: &str,
     bearer: Option<&str>,
 ) -> Option<(u16, String)> {
+    http_send(port, method, path, bearer, None).await.map(|r| (r.status, r.body))
+}
+
+/// An HTTP answer.
+#[derive(Clone, Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header lines as `(lower-case name, value)`.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.0 request with an optional bearer token and an optional body
+/// `(content type, bytes)`; 10 s timeout.
+pub async fn http_send(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> Option<HttpResponse> {
     let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let (content_type, bytes) = match body {
+        Some((kind, bytes)) => (format!("Content-Type: {kind}\r\n"), bytes),
+        None => (String::new(), &[][..]),
+    };
     let fetch = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let request =
-            format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
+        let head = format!(
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}{content_type}Content-Length: {}\r\n\r\n",
+            bytes.len()
+        );
+        stream.write_all(head.as_bytes()).await.ok()?;
+        stream.write_all(bytes).await.ok()?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.ok()?;
         let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-        Some((status, body))
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Some(HttpResponse { status, headers, body: body.to_owned() })
     };
-    tokio::time::timeout(Duration::from_secs(5), fetch).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(10), fetch).await.ok().flatten()
 }

@@ -480,35 +480,28 @@ impl Stack {
 
 /// The api service's flags: the stack's NATS, PostgreSQL, token keys, partitions and mail file.
 /// Every client of a local stack is 127.0.0.1, so the per-IP request rate is raised (loadgen's
-/// history pages come from there too); `extra` comes last and wins.
+/// history pages come from there too). A flag in `extra` replaces the default of the same name.
 fn api_args(port: u16, stack: &Stack, extra: &[String]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--nats-url",
-        &stack.nats.url,
-        "--postgres-url",
-        &stack.postgres.url,
-        "--jwks",
-        &stack.keys.jwks.display().to_string(),
-        "--signing-key",
-        &stack.keys.signing_path.display().to_string(),
-        "--token-issuer",
-        ISSUER,
-        "--token-audience",
-        AUDIENCE,
-        "--partitions",
-        &stack.options.partitions.to_string(),
-        "--mail-file",
-        &stack.api.mail.display().to_string(),
-        "--rate-per-ip",
-        "100000",
-        "--rate-per-user",
-        "1000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let defaults = [
+        ("--listen", format!("127.0.0.1:{port}")),
+        ("--nats-url", stack.nats.url.clone()),
+        ("--postgres-url", stack.postgres.url.clone()),
+        ("--jwks", stack.keys.jwks.display().to_string()),
+        ("--signing-key", stack.keys.signing_path.display().to_string()),
+        ("--token-issuer", ISSUER.to_owned()),
+        ("--token-audience", AUDIENCE.to_owned()),
+        ("--partitions", stack.options.partitions.to_string()),
+        ("--mail-file", stack.api.mail.display().to_string()),
+        ("--rate-per-ip", "100000".to_owned()),
+        ("--rate-per-user", "1000".to_owned()),
+    ];
+    let mut args = Vec::new();
+    for (flag, value) in defaults {
+        if !extra.iter().any(|e| e == flag) {
+            args.push(flag.to_owned());
+            args.push(value);
+        }
+    }
     args.extend(extra.iter().cloned());
     args
 }

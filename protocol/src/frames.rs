@@ -340,8 +340,9 @@ pub mod close_code {
     pub const AUTH_FAILED: u16 = 4001;
     /// No `hello` within the hello deadline.
     pub const HELLO_TIMEOUT: u16 = 4002;
-    /// The session ended: signed out, revoked (refresh reuse, password change, an admin) or the
-    /// user deactivated. The token no longer works; refresh or sign in again.
+    /// The session ended: signed out, revoked (refresh reuse, password change or reset) or the
+    /// user deactivated. The token and the session's refresh token no longer work: sign in
+    /// again (after a password change, with the tokens that change returned).
     pub const SESSION_ENDED: u16 = 4004;
     /// The first frame was not a valid `hello`.
     pub const HELLO_REQUIRED: u16 = 4003;

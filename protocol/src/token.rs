@@ -376,7 +376,12 @@ mod tests {
         let dir = tempdir();
         let key = SigningKey::generate("k1");
         let set = key_set(&[&key], dir.path());
-        assert_eq!(set.verify(&key.mint(request(Duration::from_secs(60)))).expect("valid"), identity());
+        let verified = set.verify(&key.mint(request(Duration::from_secs(60)))).expect("valid");
+        assert_eq!((verified.user, verified.org, verified.session), (UserId(42), OrgId(7), None));
+        assert!(verified.issued_at.abs_diff(unix_now()) <= 2, "iat is now: {}", verified.issued_at);
+        let with_session = Identity { session: Some(9), ..identity() };
+        let minted = key.mint(TokenRequest { identity: with_session, ..request(Duration::from_secs(60)) });
+        assert_eq!(set.verify(&minted).expect("valid").session, Some(9), "the sid claim round-trips");
     }
 
     #[test]

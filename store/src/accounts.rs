@@ -202,17 +202,51 @@ impl Accounts {
             .map_err(query)?
             .get(0);
         let user = insert_user(&tx, OrgId(org), owner).await?;
+        // Every org starts with #general, which every non-guest joins on arrival.
+        tx.execute(
+            "WITH c AS (INSERT INTO channels (org_id, kind, name) VALUES ($1, 'public', 'general') RETURNING id)
+             INSERT INTO channel_members (channel_id, user_id) SELECT id, $2 FROM c",
+            &[&org, &user.0],
+        )
+        .await
+        .map_err(query)?;
         tx.commit().await.map_err(query)?;
         Ok((OrgId(org), user))
     }
 
-    /// Creates a user in `org` (invite accepted, sign-up verified).
-    pub async fn create_user(&self, org: OrgId, user: &NewUser<'_>) -> Result<UserId, DirectoryError> {
+    /// Creates a user in `org` (invite accepted, sign-up verified). Anyone but a guest joins
+    /// the org's `#general` channel; returns the event of that, to publish.
+    pub async fn create_user(
+        &self,
+        org: OrgId,
+        user: &NewUser<'_>,
+    ) -> Result<(UserId, Option<DirectoryEvent>), DirectoryError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(query)?;
         let id = insert_user(&tx, org, user).await?;
+        let mut event = None;
+        if user.role != "guest" {
+            let general = tx
+                .query_opt(
+                    "SELECT id FROM channels WHERE org_id = $1 AND name = 'general' AND archived_at IS NULL",
+                    &[&org.0],
+                )
+                .await
+                .map_err(query)?;
+            if let Some(row) = general {
+                let channel = ChannelId(row.get(0));
+                tx.execute(
+                    "INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&channel.0, &id.0],
+                )
+                .await
+                .map_err(query)?;
+                let change = DirectoryChange::Member { channel, user: id, change: MemberChange::Joined };
+                event = Some(record_event(&tx, org, change).await?);
+            }
+        }
         tx.commit().await.map_err(query)?;
-        Ok(id)
+        Ok((id, event))
     }
 
     /// An org by slug.
@@ -397,8 +431,8 @@ impl Accounts {
         Ok(event)
     }
 
-    /// Replaces the user's password and ends all their sessions (except `keep`, the session
-    /// that changed it, if any). Returns the event to publish.
+    /// Replaces the user's password and ends all their sessions, refusing every access token
+    /// issued until now. Returns the event to publish.
     pub async fn set_password(
         &self,
         org: OrgId,

@@ -302,17 +302,60 @@ pub async fn rest(
     path: &str,
     token: Option<&str>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    rest_raw(stack, method, path, token, None).await.map(|(status, value, _)| (status, value))
+}
+
+/// A REST request with a JSON body; as [`rest`], 204 answers give `Value::Null`.
+pub async fn rest_json(
+    stack: &Stack,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let bytes = serde_json::to_vec(body)?;
+    rest_raw(stack, method, path, token, Some(("application/json", &bytes))).await.map(|(s, v, _)| (s, v))
+}
+
+/// A REST request with any body, checked against the OpenAPI document like [`rest`]; also
+/// returns the response (for its headers). A 204 answer has no body: `Value::Null`.
+pub async fn rest_raw(
+    stack: &Stack,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> anyhow::Result<(u16, serde_json::Value, threadspace_client::rest::HttpResponse)> {
     let port = stack.api.port;
-    let (status, body) = threadspace_client::rest::http_request(port, method, path, token)
+    let response = threadspace_client::rest::http_send(port, method, path, token, body)
         .await
         .ok_or_else(|| anyhow::anyhow!("{method} {path}: no response from the api service"))?;
-    let value: serde_json::Value = serde_json::from_str(&body)
-        .map_err(|e| anyhow::anyhow!("{method} {path}: {status} {body:?}: {e}"))?;
+    let status = response.status;
     let document = served_document(port).await?;
+    if status == 204 || status == 202 {
+        anyhow::ensure!(
+            response.body.is_empty(),
+            "{method} {path}: {status} with a body {:?}",
+            response.body
+        );
+        let path_only = path.split('?').next().unwrap_or(path);
+        let documented = document["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(template, _)| openapi::matches_template(template, path_only))
+            .any(|(_, item)| {
+                item[method.to_ascii_lowercase()]["responses"].get(status.to_string()).is_some()
+            });
+        anyhow::ensure!(documented, "{method} {path}: status {status} is not documented");
+        return Ok((status, serde_json::Value::Null, response));
+    }
+    let value: serde_json::Value = serde_json::from_str(&response.body)
+        .map_err(|e| anyhow::anyhow!("{method} {path}: {status} {:?}: {e}", response.body))?;
     openapi::check(&document, method, path, status, &value).map_err(|e| {
         anyhow::anyhow!("{method} {path} → {status} {value}: not as the OpenAPI document says: {e}")
     })?;
-    Ok((status, value))
+    Ok((status, value, response))
 }
 
 /// The OpenAPI document the api service on `port` serves, fetched once per port and test
@@ -405,7 +448,7 @@ pub mod openapi {
     }
 
     /// Whether a concrete path matches a template such as `/v1/channels/{channel}/messages`.
-    fn matches_template(template: &str, path: &str) -> bool {
+    pub(crate) fn matches_template(template: &str, path: &str) -> bool {
         let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
         t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
     }
@@ -469,5 +512,132 @@ pub async fn frames_within<T>(
             Ok(Incoming::Frame(frame)) => picked.extend(pick(&frame)),
             _ => return picked,
         }
+    }
+}
+
+/// People who sign up and log in over the api service, for the account tests (docs/accounts.md).
+pub mod accounts {
+    use serde_json::{json, Value};
+    use threadspace_devstack::Stack;
+    use threadspace_protocol::{OrgId, UserId};
+
+    use super::{rest, rest_json};
+
+    /// The password every test account gets.
+    pub const PASSWORD: &str = "correct horse battery";
+
+    /// A logged-in account.
+    #[derive(Clone, Debug)]
+    pub struct Account {
+        pub user: UserId,
+        pub org: OrgId,
+        pub slug: String,
+        pub handle: String,
+        pub email: String,
+        pub access: String,
+        pub refresh: String,
+        pub session: i64,
+    }
+
+    /// Creates org `slug` with owner `owner@<slug>.test` over HTTP and logs the owner in.
+    pub async fn create_org(stack: &Stack, slug: &str) -> anyhow::Result<Account> {
+        let email = format!("owner@{slug}.test");
+        let body = json!({
+            "slug": slug,
+            "name": format!("Org {slug}"),
+            "owner": {"email": email, "handle": "owner", "display_name": "The Owner", "password": PASSWORD},
+        });
+        let (status, created) = rest_json(stack, "POST", "/v1/orgs", None, &body).await?;
+        anyhow::ensure!(status == 201, "create org {slug}: {status} {created}");
+        login_as(stack, slug, "owner", &email).await
+    }
+
+    /// `inviter` invites `handle` with `role`; the invitee accepts and logs in.
+    pub async fn invite(
+        stack: &Stack,
+        inviter: &Account,
+        role: &str,
+        handle: &str,
+    ) -> anyhow::Result<Account> {
+        let (status, invite) =
+            rest_json(stack, "POST", "/v1/invites", Some(&inviter.access), &json!({"role": role})).await?;
+        anyhow::ensure!(status == 201, "invite {handle} as {role}: {status} {invite}");
+        let email = format!("{handle}@{}.test", inviter.slug);
+        let body = json!({
+            "token": invite["token"], "email": email, "handle": handle,
+            "display_name": format!("User {handle}"), "password": PASSWORD,
+        });
+        let (status, user) = rest_json(stack, "POST", "/v1/invites/accept", None, &body).await?;
+        anyhow::ensure!(status == 201, "accept invite of {handle}: {status} {user}");
+        anyhow::ensure!(user["role"] == role, "{user}");
+        login_as(stack, &inviter.slug, handle, &email).await
+    }
+
+    /// Logs in; the raw answer.
+    pub async fn login(
+        stack: &Stack,
+        slug: &str,
+        email: &str,
+        password: &str,
+    ) -> anyhow::Result<(u16, Value)> {
+        let body = json!({"org": slug, "email": email, "password": password});
+        rest_json(stack, "POST", "/v1/auth/login", None, &body).await
+    }
+
+    async fn login_as(stack: &Stack, slug: &str, handle: &str, email: &str) -> anyhow::Result<Account> {
+        let (status, tokens) = login(stack, slug, email, PASSWORD).await?;
+        anyhow::ensure!(status == 200, "login {email}: {status} {tokens}");
+        Ok(Account {
+            user: UserId(tokens["user_id"].as_i64().unwrap_or_default()),
+            org: OrgId(tokens["org_id"].as_i64().unwrap_or_default()),
+            slug: slug.to_owned(),
+            handle: handle.to_owned(),
+            email: email.to_owned(),
+            access: tokens["access_token"].as_str().unwrap_or_default().to_owned(),
+            refresh: tokens["refresh_token"].as_str().unwrap_or_default().to_owned(),
+            session: tokens["session_id"].as_i64().unwrap_or_default(),
+        })
+    }
+
+    /// Creates a channel directly in the directory (channel routes come with the channels
+    /// issue) and adds `members`; returns its id.
+    pub async fn channel(
+        stack: &Stack,
+        org: OrgId,
+        name: &str,
+        kind: &str,
+        members: &[UserId],
+    ) -> anyhow::Result<threadspace_protocol::ChannelId> {
+        let client = threadspace_store::connect(&stack.postgres.url).await?;
+        let id: i64 = client
+            .query_one(
+                "INSERT INTO channels (org_id, kind, name) VALUES ($1, $2, $3) RETURNING id",
+                &[&org.0, &kind, &(if kind == "dm" || kind == "group_dm" { None } else { Some(name) })],
+            )
+            .await?
+            .get(0);
+        for member in members {
+            client
+                .execute(
+                    "INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2)",
+                    &[&id, &member.0],
+                )
+                .await?;
+        }
+        Ok(threadspace_protocol::ChannelId(id))
+    }
+
+    /// Every mail the api service wrote so far, oldest first.
+    pub fn mails(stack: &Stack) -> Vec<Value> {
+        std::fs::read_to_string(&stack.api.mail)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// `GET /v1/me` with `token`: the status.
+    pub async fn me_status(stack: &Stack, token: &str) -> anyhow::Result<u16> {
+        Ok(rest(stack, "GET", "/v1/me", Some(token)).await?.0)
     }
 }

@@ -205,7 +205,9 @@ fn every_error_code_is_documented() {
     for code in codes {
         assert!(doc.contains(&format!("`{code}`")), "docs/protocol.md does not document `{code}`");
     }
-    for code in ["1000", "1001", "1002", "1009", "1011", "4000", "4001", "4002", "4003", "4008", "4029"] {
+    for code in
+        ["1000", "1001", "1002", "1009", "1011", "4000", "4001", "4002", "4003", "4004", "4008", "4029"]
+    {
         assert!(doc.contains(&format!("| {code} |")), "close code {code} undocumented");
         assert!(frames.contains(code), "close code {code} in docs but not in code");
     }
@@ -234,6 +236,9 @@ fn error_answers(files: &[&str]) -> BTreeSet<(&'static str, String)> {
                 "NOT_FOUND" => "404",
                 "METHOD_NOT_ALLOWED" => "405",
                 "CONFLICT" => "409",
+                "PAYLOAD_TOO_LARGE" => "413",
+                "UNSUPPORTED_MEDIA_TYPE" => "415",
+                "TOO_MANY_REQUESTS" => "429",
                 "SERVICE_UNAVAILABLE" => "503",
                 other => panic!("{file}: status {other} has no entry in this test"),
             };

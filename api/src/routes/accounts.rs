@@ -430,14 +430,15 @@ pub(crate) async fn sign_out_everywhere(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Changes the caller's password; every session ends and a new one starts for the caller.
+/// Changes the caller's password: every session ends (the caller's sockets too, with 4004) and
+/// a new session starts for the caller, whose tokens are the answer.
 #[utoipa::path(
     post,
     path = "/v1/auth/password",
     tag = "accounts",
     request_body = PasswordChange,
     responses(
-        (status = 200, description = "Changed; every other session ended; these are the caller's new tokens", body = Tokens),
+        (status = 200, description = "Changed; every session ended, the caller's included; these are the tokens of the caller's new session", body = Tokens),
         (status = 400, description = "A field is missing or malformed, or the new password is too short or long", body = ErrorBody),
         (status = 401, description = "Missing or rejected token", body = ErrorBody),
         (status = 403, description = "`current_password` is wrong", body = ErrorBody),
@@ -498,12 +499,12 @@ pub(crate) async fn request_reset(
 ) -> Result<StatusCode, ApiError> {
     let email = body::email("email", &request.email)?;
     let key = format!("reset:{}/{}", request.org, email);
-    if let Err(wait) = credentials.throttle.check(&key, peer.ip(), Instant::now()) {
+    if let Err(wait) = credentials.mail_throttle.check(&key, peer.ip(), Instant::now()) {
         metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
         return Err(ApiError::rate_limited("too many reset requests", wait));
     }
     // Every request counts: a reset mail is an annoyance to its recipient if repeated.
-    credentials.throttle.failed(&key, peer.ip(), Instant::now());
+    credentials.mail_throttle.failed(&key, peer.ip(), Instant::now());
     let account = changes.store.login_account(&request.org, &email).await.map_err(ApiError::directory)?;
     if let Some(account) = account.filter(|a| !a.deactivated) {
         let token = new_secret();
@@ -605,11 +606,11 @@ pub(crate) async fn signup(
 ) -> Result<StatusCode, ApiError> {
     let email = body::email("email", &request.email)?;
     let key = format!("signup:{}/{}", request.org, email);
-    if let Err(wait) = credentials.throttle.check(&key, peer.ip(), Instant::now()) {
+    if let Err(wait) = credentials.mail_throttle.check(&key, peer.ip(), Instant::now()) {
         metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
         return Err(ApiError::rate_limited("too many sign-up requests", wait));
     }
-    credentials.throttle.failed(&key, peer.ip(), Instant::now());
+    credentials.mail_throttle.failed(&key, peer.ip(), Instant::now());
     let org = changes.store.org_by_slug(&request.org).await.map_err(ApiError::directory)?;
     let Some(org) = org else { return Err(ApiError::not_found(format!("no org {:?}", request.org))) };
     let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
@@ -708,7 +709,12 @@ pub(crate) async fn redeem(
     let role = grant.role.unwrap_or_else(|| "member".into());
     let new = NewUser { handle, display_name, email: &email, password_hash: &password_hash, role: &role };
     let user = match changes.store.create_user(grant.org, &new).await {
-        Ok(user) => user,
+        Ok((user, joined)) => {
+            if let Some(event) = joined {
+                publish(changes, &event).await;
+            }
+            user
+        }
         Err(e) => {
             // Give the link back: the person can pick another handle.
             let _ = changes.store.unuse_token(&hashed).await;

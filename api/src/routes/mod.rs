@@ -42,7 +42,7 @@ use crate::parts::Parts;
             The real-time protocol is docs/protocol.md.",
         license(name = "Apache-2.0")
     ),
-    modifiers(&BearerAuth, &RateLimited),
+    modifiers(&BearerAuth),
     tags(
         (name = "accounts", description = "Orgs, sign-up, login, sessions and passwords"),
         (name = "people", description = "Invites, roles, deactivation, the org's sign-up setting"),
@@ -65,13 +65,13 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Adds the `429` every route can answer (per-IP and per-user request rates).
+/// Adds the `429` every route can answer (per-IP and per-user request rates). Applied to the
+/// finished document (`split`): a modifier in `#[openapi]` runs before the routes exist.
 struct RateLimited;
 
 impl Modify for RateLimited {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{path::HttpMethod, ContentBuilder, Ref, ResponseBuilder};
-        let _ = HttpMethod::Get;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         let response = ResponseBuilder::new()
             .description("Too many requests (`rate_limited`); the `Retry-After` header says when to retry")
             .content(
@@ -115,10 +115,17 @@ pub(crate) fn api_routes() -> OpenApiRouter<Parts> {
         .routes(routes!(membership::add_member, membership::remove_member))
 }
 
+/// The REST routes and their finished OpenAPI document.
+pub(crate) fn split() -> (Router<Parts>, utoipa::openapi::OpenApi) {
+    let (router, mut document) = api_routes().split_for_parts();
+    RateLimited.modify(&mut document);
+    (router, document)
+}
+
 /// The service's router: the REST routes, their OpenAPI document, and the operational
 /// endpoints. Every REST route is rate-limited per client IP.
 pub(crate) fn router(parts: Parts, per_ip: Arc<RateLimiter<std::net::IpAddr>>) -> Router {
-    let (api_router, document) = api_routes().split_for_parts();
+    let (api_router, document) = split();
     let api_router = api_router.layer(axum::middleware::from_fn_with_state(per_ip, limit_ip));
     api_router
         .route("/v1/openapi.json", get(move || async move { Json(document) }))

@@ -18,7 +18,7 @@ use crate::body::{self, Body};
 use crate::caller::{caller, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::parts::{Changes, Credentials};
-use crate::policy::{may, Action, Role};
+use crate::policy::{may, may_to, Action, Role};
 use crate::secrets::{digest, new_secret};
 
 /// An invite to create.
@@ -68,7 +68,9 @@ pub(crate) struct RoleChange {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SignupDomain {
-    /// A domain (`example.com`) whose verified addresses may sign up as members; null: invites only.
+    /// A domain (`example.com`) whose verified addresses may sign up as members; null: invites
+    /// only. Required (null clears it).
+    #[serde(deserialize_with = "Option::deserialize")]
     pub domain: Option<String>,
 }
 
@@ -170,7 +172,7 @@ pub(crate) async fn accept_invite(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
-/// The target of a people route: a user of the caller's org other than the caller.
+/// The target of a people route: a user of the caller's org (another org's is 404).
 async fn target(
     changes: &Changes,
     session: &Session,
@@ -178,11 +180,24 @@ async fn target(
 ) -> Result<threadspace_store::accounts::Account, ApiError> {
     let user = UserId(path_id("user", user).map_err(ApiError::invalid_parameter)?);
     let account = changes.store.account(session.user.org, user).await.map_err(ApiError::directory)?;
-    let account = account.ok_or_else(|| ApiError::not_found(format!("no user {user} in your org")))?;
-    if account.user == session.user.id {
+    account.ok_or_else(|| ApiError::not_found(format!("no user {user} in your org")))
+}
+
+/// Refuses `action` on `account` unless the policy allows it, naming why.
+fn allow(
+    session: &Session,
+    account: &threadspace_store::accounts::Account,
+    action: Action,
+    what: &str,
+) -> Result<(), ApiError> {
+    let on_self = account.user == session.user.id;
+    if may_to(role_of(session), action, on_self) {
+        return Ok(());
+    }
+    if on_self {
         return Err(ApiError::forbidden("you may not change your own role or deactivate yourself"));
     }
-    Ok(account)
+    Err(ApiError::forbidden(format!("a {} may not {what}", session.user.role)))
 }
 
 /// Sets a user's role.
@@ -216,14 +231,8 @@ pub(crate) async fn set_role(
     let to = parse_role("role", &request.role)?;
     let mut account = target(&changes, &session, &user).await?;
     let from = Role::parse(&account.role).unwrap_or(Role::Guest);
-    if !may(role_of(&session), Action::ChangeRole { from, to }) {
-        return Err(ApiError::forbidden(format!(
-            "a {} may not change a {} into a {}",
-            session.user.role,
-            from.as_str(),
-            to.as_str()
-        )));
-    }
+    let what = format!("change a {} into a {}", from.as_str(), to.as_str());
+    allow(&session, &account, Action::ChangeRole { from, to }, &what)?;
     let event = changes
         .store
         .set_role(session.user.org, account.user, to.as_str())
@@ -300,14 +309,8 @@ async fn set_active(
     let session = caller(auth, headers).await?;
     let mut account = target(changes, &session, user).await?;
     let role = Role::parse(&account.role).unwrap_or(Role::Guest);
-    if !may(role_of(&session), Action::SetActive(role)) {
-        return Err(ApiError::forbidden(format!(
-            "a {} may not {} a {}",
-            session.user.role,
-            if active { "reactivate" } else { "deactivate" },
-            role.as_str()
-        )));
-    }
+    let what = format!("{} a {}", if active { "reactivate" } else { "deactivate" }, role.as_str());
+    allow(&session, &account, Action::SetActive(role), &what)?;
     let event = changes
         .store
         .set_active(session.user.org, account.user, active)

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
-use threadspace_client::rest::{http_request, http_status};
+use threadspace_client::rest::http_status;
 use threadspace_client::{Client, ConnectOptions, Incoming};
 use threadspace_devstack::keys::Keys;
 use threadspace_devstack::process::alive;
@@ -260,8 +260,15 @@ async fn up(
     println!("Chat from two terminals (type a line, press Enter):");
     println!("  ./threadspace chat --user alice --gateway 1");
     println!("  ./threadspace chat --user bob --gateway 2");
-    println!("Any WebSocket client: get a token, connect, say hello:");
-    println!("  TOKEN=$(./threadspace token --user carol)");
+    println!("Log in over HTTP as the demo company's people (org `{DEMO_ORG}`, password `{DEMO_PASSWORD}`):");
+    if let Some(api) = &state.api {
+        println!(
+            "  curl -s -H 'Content-Type: application/json' -d '{{\"org\":\"{DEMO_ORG}\",\"email\":\"{}\",\"password\":\"{DEMO_PASSWORD}\"}}' {}/v1/auth/login",
+            DEMO_PEOPLE[0].1, api.url
+        );
+    }
+    println!("Any WebSocket client: take the access_token it answers (or, for the seeded org `demo-1`,");
+    println!("an operator token: TOKEN=$(./threadspace token --user carol)), connect, say hello:");
     println!(
         "  ws://127.0.0.1:{}/v1/ws  then send {{\"op\":\"hello\",\"token\":\"$TOKEN\"}}  (docs/protocol.md)",
         state.gateways[0].port
@@ -429,65 +436,132 @@ async fn lookup(
     Ok((Identity::new(user_id, org_id), channel_id))
 }
 
+/// The demo company's org and its two people (`up` prints how to log in as them).
+const DEMO_ORG: &str = "acme";
+const DEMO_PEOPLE: [(&str, &str, &str); 2] =
+    [("ada", "ada@acme.test", "Ada Lovelace"), ("grace", "grace@acme.test", "Grace Hopper")];
+const DEMO_PASSWORD: &str = "threadspace-demo";
+
+/// A JSON request to the api service; the status and the JSON answer (null when empty).
+async fn api_call(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let bytes = body.map(|b| b.to_string());
+    let body = bytes.as_deref().map(|b| ("application/json", b.as_bytes()));
+    let response = threadspace_client::rest::http_send(port, method, path, token, body)
+        .await
+        .with_context(|| format!("{method} {path}: no answer from the api service"))?;
+    let value = if response.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&response.body).with_context(|| format!("{method} {path}: not JSON"))?
+    };
+    Ok((response.status, value))
+}
+
+/// The demo, over HTTP and WebSocket only: a company signs up (org `acme` and its owner), the
+/// owner invites a colleague, both log in, and they talk in #general across two gateways; the
+/// api service then returns the conversation from Postgres.
 async fn demo(dir: &Path) -> anyhow::Result<()> {
     let state = running(dir)?;
-    let keys = keys(dir)?;
-    let (alice, general) = lookup(&state, "demo-1", "alice", Some("general")).await?;
-    let (bob, _) = lookup(&state, "demo-1", "bob", None).await?;
-    let general = general.expect("channel looked up");
-    let bob_gateway = &state.gateways[state.gateways.len().min(2) - 1];
+    let api = state.api.as_ref().context("the stack has no api service")?;
+    let port = api.port;
+    let [(owner_handle, owner_email, owner_name), (guest_handle, guest_email, guest_name)] = DEMO_PEOPLE;
+    let body = serde_json::json!({
+        "slug": DEMO_ORG, "name": "Acme Corp",
+        "owner": {"email": owner_email, "handle": owner_handle, "display_name": owner_name, "password": DEMO_PASSWORD},
+    });
+    let (status, answer) = api_call(port, "POST", "/v1/orgs", None, Some(body)).await?;
+    let created = match status {
+        201 => true,
+        409 => false, // an earlier `up` created it
+        _ => bail!("demo: creating the org answered {status}: {answer}"),
+    };
+    let login = |email: &'static str| async move {
+        let body = serde_json::json!({"org": DEMO_ORG, "email": email, "password": DEMO_PASSWORD});
+        let (status, tokens) = api_call(port, "POST", "/v1/auth/login", None, Some(body)).await?;
+        anyhow::ensure!(status == 200, "demo: login of {email} answered {status}: {tokens}");
+        let token = tokens["access_token"].as_str().context("a login answers an access token")?.to_owned();
+        anyhow::Ok(token)
+    };
+    let owner = login(owner_email).await?;
+    if created {
+        let invite = serde_json::json!({"role": "member", "email": guest_email});
+        let (status, invite) = api_call(port, "POST", "/v1/invites", Some(&owner), Some(invite)).await?;
+        anyhow::ensure!(status == 201, "demo: the invite answered {status}: {invite}");
+        let accept = serde_json::json!({
+            "token": invite["token"], "email": guest_email, "handle": guest_handle,
+            "display_name": guest_name, "password": DEMO_PASSWORD,
+        });
+        let (status, user) = api_call(port, "POST", "/v1/invites/accept", None, Some(accept)).await?;
+        anyhow::ensure!(status == 201, "demo: accepting the invite answered {status}: {user}");
+        println!(
+            "Demo: `{DEMO_ORG}` signed up with its owner {owner_email}, who invited {guest_email} (the invite mail is in {}).",
+            dir.join("mail.jsonl").display()
+        );
+    }
+    let colleague = login(guest_email).await?;
+    println!("Demo: {owner_email} and {guest_email} logged in over HTTP ({}/v1/auth/login).", api.url);
+
     let wait = Duration::from_secs(10);
-    let mut bob_client = Client::connect(&ConnectOptions::new(&bob_gateway.url)).await?;
-    bob_client.hello(&keys.token(bob, Duration::from_secs(300)), None, wait).await?;
-    let mut alice_client = Client::connect(&ConnectOptions::new(&state.gateways[0].url)).await?;
-    alice_client.hello(&keys.token(alice, Duration::from_secs(300)), None, wait).await?;
+    let second = &state.gateways[state.gateways.len().min(2) - 1];
+    let mut grace = Client::connect(&ConnectOptions::new(&second.url)).await?;
+    let welcome = grace.hello(&colleague, None, wait).await?;
+    let general = welcome
+        .channels
+        .iter()
+        .find(|c| c.name.as_deref() == Some("general"))
+        .context("the colleague is in #general")?
+        .id;
+    let mut ada = Client::connect(&ConnectOptions::new(&state.gateways[0].url)).await?;
+    ada.hello(&owner, None, wait).await?;
     let id = format!("demo-{}", rand::random::<u32>());
     let sent = Instant::now();
-    alice_client
-        .send(&ClientFrame::Send {
-            reference: "demo".into(),
-            channel: general,
-            client_msg_id: id.clone(),
-            body: "Hello from alice 👋".into(),
-        })
-        .await?;
-    let mut acked = None;
-    while acked.is_none() {
-        if let ServerFrame::Ack { seq, .. } = alice_client.recv_frame(wait).await? {
-            acked = Some(seq);
-        }
-    }
-    loop {
-        match bob_client.recv(wait).await? {
-            Incoming::Frame(ServerFrame::Msg(m)) if m.client_msg_id == id => {
-                println!(
-                    "Demo: alice on {} said {:?} in #general; JetStream stored it as seq {}; bob on {} received it {} ms after the send.",
-                    state.gateways[0].url, m.body, m.seq, bob_gateway.url, sent.elapsed().as_millis()
-                );
-                if let (false, Some(api)) = (state.bridges.is_empty(), &state.api) {
-                    let token = keys.token(bob, Duration::from_secs(300));
-                    let path = format!("/v1/channels/{general}/messages?after={}&limit=1", m.seq - 1);
-                    let deadline = Instant::now() + wait;
-                    while Instant::now() < deadline {
-                        let page = http_request(api.port, "GET", &path, Some(&token)).await;
-                        if page.is_some_and(|(status, body)| status == 200 && body.contains(&id)) {
-                            println!(
-                                "      The broker-bridge archived it in Postgres within {} ms: GET {}{path} (the api service) returns it.",
-                                sent.elapsed().as_millis(),
-                                api.url
-                            );
-                            return Ok(());
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    bail!("demo: the message did not reach Postgres history within {wait:?}");
-                }
-                return Ok(());
-            }
+    let body = "Welcome to Acme, Grace 👋";
+    ada.send(&ClientFrame::Send {
+        reference: "demo".into(),
+        channel: general,
+        client_msg_id: id.clone(),
+        body: body.into(),
+    })
+    .await?;
+    let seq = loop {
+        match grace.recv(wait).await? {
+            Incoming::Frame(ServerFrame::Msg(m)) if m.client_msg_id == id => break m.seq,
             Incoming::Frame(_) => {}
-            other => bail!("demo: bob's connection ended: {other:?}"),
+            other => bail!("demo: the colleague's connection ended: {other:?}"),
+        }
+    };
+    println!(
+        "Demo: {owner_handle} on {} said {body:?} in #general; JetStream stored it as seq {seq}; {guest_handle} on {} received it {} ms after the send.",
+        state.gateways[0].url,
+        second.url,
+        sent.elapsed().as_millis()
+    );
+    if !state.bridges.is_empty() {
+        let path = format!("/v1/channels/{general}/messages?after={}&limit=1", seq - 1);
+        let deadline = Instant::now() + wait;
+        loop {
+            let (status, page) = api_call(port, "GET", &path, Some(&colleague), None).await?;
+            if status == 200 && page.to_string().contains(&id) {
+                println!(
+                    "      The broker-bridge archived it in Postgres within {} ms: GET {}{path} returns it.",
+                    sent.elapsed().as_millis(),
+                    api.url
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("demo: the message did not reach Postgres history within {wait:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    Ok(())
 }
 
 async fn chat(dir: &Path, user: &str, org: &str, channel: &str, gateway: usize) -> anyhow::Result<()> {
