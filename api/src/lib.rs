@@ -116,6 +116,13 @@ pub async fn run(
         || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         usize::from,
     );
+    let minter = Arc::new(Minter::new(
+        config.signing_key.clone(),
+        signing_key,
+        config.token_issuer.clone(),
+        config.token_audience.clone(),
+        config.access_token_ttl,
+    ));
     let draining = CancellationToken::new();
     let parts = Parts {
         auth: Auth {
@@ -127,12 +134,7 @@ pub async fn run(
         changes: Changes { store: threadspace_store::Accounts::new(accounts_pool), feed: feed.clone() },
         credentials: Credentials {
             passwords: Passwords::new(hash_concurrency),
-            minter: Arc::new(Minter {
-                key: signing_key,
-                issuer: config.token_issuer.clone(),
-                audience: config.token_audience.clone(),
-                ttl: config.access_token_ttl,
-            }),
+            minter: minter.clone(),
             mailer,
             throttle: Arc::new(FailureThrottle::new()),
             mail_throttle: Arc::new(FailureThrottle::new()),
@@ -149,7 +151,7 @@ pub async fn run(
     };
     let router = routes::router(parts, Arc::new(RateLimiter::new(config.rate_per_ip)));
     let background = CancellationToken::new();
-    let housekeeping = tokio::spawn(housekeeping(keys, metrics, background.clone()));
+    let housekeeping = tokio::spawn(housekeeping(keys, minter, metrics, background.clone()));
     let sweeper = tokio::spawn(feed::sweep(feed, background.clone()));
     ::metrics::gauge!(crate::metrics::READY).set(1.0);
     info!("api service started");
@@ -184,16 +186,25 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     routes::split().1
 }
 
-/// Periodic chores: key-set reloads and metric upkeep.
-async fn housekeeping(keys: Arc<Keys>, metrics: Option<PrometheusHandle>, shutdown: CancellationToken) {
+/// Periodic chores: key-set and signing-key reloads, metric upkeep.
+async fn housekeeping(
+    keys: Arc<Keys>,
+    minter: Arc<Minter>,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let reload = keys.clone();
-        let _ = tokio::task::spawn_blocking(move || reload.reload_if_changed()).await;
+        let (reload, minter) = (keys.clone(), minter.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            reload.reload_if_changed();
+            minter.reload_if_changed(&reload.current());
+        })
+        .await;
         if let Some(handle) = &metrics {
             handle.run_upkeep();
         }

@@ -1,8 +1,9 @@
 //! The parts of the api service that handlers extract (axum sub-states): each handler names
 //! the parts it uses — `State<Auth>`, `State<Archive>`… — and never receives the whole.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -26,22 +27,59 @@ pub(crate) struct Changes {
     pub feed: Feed,
 }
 
-/// Mints access tokens (the service owns the signing key).
+/// Mints access tokens: the service owns the signing key, and re-reads its file when it
+/// changes, so keys rotate without downtime (docs/accounts.md, "Signing keys").
 pub(crate) struct Minter {
-    pub key: SigningKey,
-    pub issuer: String,
-    pub audience: String,
+    path: PathBuf,
+    /// The key in use and the file's modification time it was read at.
+    key: RwLock<(Arc<SigningKey>, Option<SystemTime>)>,
+    issuer: String,
+    audience: String,
     pub ttl: Duration,
 }
 
 impl Minter {
+    pub(crate) fn new(
+        path: PathBuf,
+        key: SigningKey,
+        issuer: String,
+        audience: String,
+        ttl: Duration,
+    ) -> Self {
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        Self { path, key: RwLock::new((Arc::new(key), modified)), issuer, audience, ttl }
+    }
+
     pub(crate) fn mint(&self, identity: Identity) -> String {
-        self.key.mint(TokenRequest {
-            identity,
-            issuer: &self.issuer,
-            audience: &self.audience,
-            ttl: self.ttl,
-        })
+        let key = self.key.read().expect("key lock is never poisoned").0.clone();
+        key.mint(TokenRequest { identity, issuer: &self.issuer, audience: &self.audience, ttl: self.ttl })
+    }
+
+    /// Switches to the key file's new key once it changed — but only to a key the verifiers
+    /// already publish (`verifying`): a token minted with a key the gateways do not know yet
+    /// would be refused. Until then the old key stays in use and the switch is retried.
+    /// Blocking file I/O: call it off the async runtime.
+    pub(crate) fn reload_if_changed(&self, verifying: &threadspace_protocol::token::KeySet) {
+        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        if modified == self.key.read().expect("key lock is never poisoned").1 {
+            return;
+        }
+        match SigningKey::load(&self.path) {
+            Ok(key) if verifying.contains(key.kid()) => {
+                tracing::info!(kid = key.kid(), "signing key switched");
+                *self.key.write().expect("key lock is never poisoned") = (Arc::new(key), modified);
+            }
+            Ok(key) => {
+                tracing::warn!(
+                    kid = key.kid(),
+                    "new signing key is not in the JWKS yet; still minting with the old one"
+                );
+            }
+            Err(error) => tracing::warn!(
+                error = %threadspace_protocol::error_chain(&error),
+                "signing key file changed but cannot be read; still minting with the old one"
+            ),
+        }
     }
 }
 

@@ -38,6 +38,28 @@ impl Keys {
         Ok(Self { jwks, signing_path, signing })
     }
 
+    /// Rotation, step 1: a new key, published in the JWKS beside the current one but not used
+    /// yet. Verifiers re-read the JWKS within 5 s; then [`Keys::switch`].
+    pub fn publish_next(&self) -> Result<SigningKey, KeyFileError> {
+        let next = SigningKey::generate(format!("local-{}", rand::random::<u32>()));
+        write_key_set(&self.jwks, &[&self.signing, &next])?;
+        Ok(next)
+    }
+
+    /// Rotation, step 2: mint with `next` from now on (the api service re-reads the file
+    /// within 5 s). Tokens of the old key stay valid while the JWKS still holds it.
+    pub fn switch(&mut self, next: SigningKey) -> Result<(), KeyFileError> {
+        next.write(&self.signing_path)?;
+        self.signing = next;
+        Ok(())
+    }
+
+    /// Rotation, step 3, once every token of the old key expired: only the current key stays
+    /// in the JWKS.
+    pub fn retire_others(&self) -> Result<(), KeyFileError> {
+        write_key_set(&self.jwks, &[&self.signing])
+    }
+
     /// A token for `identity`, valid for `ttl`.
     pub fn token(&self, identity: Identity, ttl: Duration) -> String {
         self.signing.mint(TokenRequest { identity, issuer: ISSUER, audience: AUDIENCE, ttl })

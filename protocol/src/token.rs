@@ -172,6 +172,11 @@ impl KeySet {
         Ok(Self { keys, validation })
     }
 
+    /// Whether the set holds the key `kid`.
+    pub fn contains(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
+    }
+
     /// Verifies signature, algorithm, `kid`, `iss`, `aud` and `exp`.
     pub fn verify(&self, token: &str) -> Result<Identity, VerifyError> {
         let header = jsonwebtoken::decode_header(token).map_err(VerifyError::Header)?;
@@ -326,20 +331,30 @@ pub struct TokenRequest<'a> {
     pub ttl: Duration,
 }
 
-/// Writes a JWKS file holding the public halves of `keys`.
+/// Writes a JWKS file holding the public halves of `keys` (atomically: a process re-reading it
+/// never sees half a file).
 pub fn write_key_set(path: &Path, keys: &[&SigningKey]) -> Result<(), KeyFileError> {
     let set = JwkSet { keys: keys.iter().map(|k| k.public_jwk()).collect() };
     let text = serde_json::to_vec_pretty(&set).expect("JWKS serializes");
-    std::fs::write(path, text)
+    write_atomically(path, &text, 0o644)
         .map_err(|source| KeyFileError::Write { path: path.display().to_string(), source })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomically(path, bytes, 0o600)
+}
+
+/// Writes `bytes` to a temporary file beside `path` with `mode`, then renames it over `path`.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    file.write_all(bytes)
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
 }
 
 fn unix_now() -> u64 {

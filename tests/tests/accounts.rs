@@ -700,3 +700,58 @@ async fn bad_input_on_account_routes_is_named_and_stores_nothing() -> anyhow::Re
     assert_eq!(count().await, before, "refused requests stored nothing");
     Ok(())
 }
+
+/// The `kid` in a token's header.
+fn kid_of(token: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let header = token.split('.').next().and_then(|h| URL_SAFE_NO_PAD.decode(h).ok()).unwrap_or_default();
+    serde_json::from_slice::<Value>(&header)
+        .ok()
+        .and_then(|h| h["kid"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_keys_rotate_without_downtime() -> anyhow::Result<()> {
+    let mut stack = Stack::start(StackOptions::for_tests(1)).await?;
+    let owner = create_org(&stack, "keys").await?;
+    let old_kid = kid_of(&owner.access);
+    assert!(!old_kid.is_empty(), "tokens name their key");
+
+    // Publish the next key beside the current one; once everyone re-read the JWKS, switch.
+    let next = stack.keys.publish_next()?;
+    let next_kid = next.kid().to_owned();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stack.keys.switch(next)?;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let fresh = loop {
+        let (_, tokens) = login(&stack, "keys", &owner.email, PASSWORD).await?;
+        let token = tokens["access_token"].as_str().unwrap_or_default().to_owned();
+        if kid_of(&token) == next_kid {
+            break token;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the api service still mints with {}", kid_of(&token));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // Both generations work everywhere: nobody was logged out by the rotation.
+    for (what, token) in [("old key", &owner.access), ("new key", &fresh)] {
+        assert_eq!(me_status(&stack, token).await?, 200, "{what} on REST");
+        let mut client = Client::connect(&ConnectOptions::new(stack.ws_url(0))).await?;
+        client.hello(token, None, WAIT).await.map_err(|e| anyhow::anyhow!("{what} on the gateway: {e}"))?;
+    }
+
+    // Retiring the old key refuses its tokens; the new ones keep working.
+    stack.keys.retire_others()?;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while me_status(&stack, &owner.access).await? != 401 {
+        anyhow::ensure!(Instant::now() < deadline, "tokens of the retired key still work");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // the gateway re-reads on its own tick
+    hello_refused(&stack, &owner.access).await?;
+    assert_eq!(me_status(&stack, &fresh).await?, 200);
+    let mut client = Client::connect(&ConnectOptions::new(stack.ws_url(0))).await?;
+    client.hello(&fresh, None, WAIT).await?;
+    Ok(())
+}

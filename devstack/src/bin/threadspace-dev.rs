@@ -78,6 +78,11 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+    /// Rotate the token signing key without downtime: publish a new key in the JWKS, wait until
+    /// every service re-read it, then mint with it. Old tokens keep working until retire-keys.
+    RotateKeys,
+    /// After a rotation, once tokens of the old key expired (15 min): drop it from the JWKS.
+    RetireKeys,
     /// Chat in a channel from the terminal: lines you type are sent, messages are printed.
     Chat {
         #[arg(long, default_value = "alice")]
@@ -153,6 +158,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Chat { user, org, channel, gateway } => chat(&dir, &user, &org, &channel, gateway).await,
+        Command::RotateKeys => {
+            let mut keys = keys(&dir)?;
+            let old = keys.signing.kid().to_owned();
+            let next = keys.publish_next()?;
+            let kid = next.kid().to_owned();
+            println!(
+                "Published key {kid} beside {old} in {}; waiting 6 s for every service to re-read it…",
+                keys.jwks.display()
+            );
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            keys.switch(next)?;
+            println!("The api service mints with {kid} within 5 s. Tokens of {old} stay valid until `./threadspace retire-keys` (run it after 15 minutes).");
+            Ok(())
+        }
+        Command::RetireKeys => {
+            let keys = keys(&dir)?;
+            keys.retire_others()?;
+            println!(
+                "The JWKS now holds only {}; tokens of older keys are refused within 5 s.",
+                keys.signing.kid()
+            );
+            Ok(())
+        }
         Command::Seed { orgs, users, prefix, seed } => {
             let state = running(&dir)?;
             let mut client = threadspace_store::connect(&state.postgres.url).await?;
