@@ -108,6 +108,12 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_API_RATE_PER_USER", default_value = "20", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_per_user: u32,
 
+    /// Behind a trusted proxy (an ingress): the request header it appends the client's address
+    /// to (e.g. `x-forwarded-for`); its last entry is the client IP for rate limits and login
+    /// delays. Leave unset when clients connect directly: a client could then forge it.
+    #[arg(long, env = "THREADSPACE_API_CLIENT_IP_HEADER", value_parser = parse_header_name)]
+    pub client_ip_header: Option<axum::http::HeaderName>,
+
     /// Password hashes computed at once (argon2id is CPU- and memory-bound; default: one per core).
     #[arg(long, env = "THREADSPACE_API_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub hash_concurrency: Option<u16>,
@@ -122,6 +128,11 @@ pub struct Config {
 }
 
 pub use threadspace_service::ConfigError;
+
+fn parse_header_name(value: &str) -> Result<axum::http::HeaderName, String> {
+    axum::http::HeaderName::from_bytes(value.trim().as_bytes())
+        .map_err(|_| format!("{value:?} is not an HTTP header name"))
+}
 
 impl Config {
     /// The URLs and files the service needs, checked before anything starts (each error names

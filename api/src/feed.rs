@@ -19,6 +19,9 @@ use tracing::{info, warn};
 
 use crate::metrics as m;
 
+/// How long a publisher waits for JetStream to acknowledge one event.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Publishes directory events.
 #[derive(Clone)]
 pub(crate) struct Feed {
@@ -106,8 +109,13 @@ impl Feed {
                 .jetstream
                 .publish_with_headers(directory_subject(self.partitions, org), headers, payload.into())
                 .await
-                .map_err(|e| FeedError::Publish(e.into()))?
+                .map_err(|e| FeedError::Publish(e.into()))?;
+            // Bounded: the org's lock and a feed connection are held meanwhile. A timed-out
+            // event stays unpublished; the sweeper retries it (a duplicate is dropped by
+            // JetStream's dedup window, or skipped by the gateways' versions).
+            let ack = tokio::time::timeout(PUBLISH_TIMEOUT, ack)
                 .await
+                .map_err(|_| FeedError::Publish("no acknowledgement from JetStream within 2 s".into()))?
                 .map_err(|e| FeedError::Publish(e.into()))?;
             outbox::mark_published(&tx, org, event.version, ack.sequence).await?;
             metrics::counter!(m::DIRECTORY_EVENTS, "result" => "published").increment(1);
@@ -131,6 +139,14 @@ pub(crate) async fn sweep(feed: Feed, shutdown: CancellationToken) {
             Ok(client) => outbox::stale_orgs(&client, Duration::from_secs(2)).await,
             Err(e) => Err(DirectoryError::Pool(e)),
         };
+        if let Ok(orgs) = &orgs {
+            metrics::gauge!(m::DIRECTORY_STALE_ORGS).set(orgs.len() as f64);
+            if !orgs.is_empty() {
+                // A stream created (or restored) without the directory subject is one reason
+                // publishing fails; repair it before retrying.
+                feed.ensure_subjects().await;
+            }
+        }
         match orgs {
             Ok(orgs) => {
                 for org in orgs {

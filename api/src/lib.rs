@@ -102,8 +102,12 @@ pub async fn run(
         config.postgres_pool.get(),
         Duration::from_secs(5),
     )?;
+    // The feed's own two connections: a publisher holds one (and the org's lock) while JetStream
+    // acknowledges, so a slow or leaderless stream can never take the connections logins and
+    // refreshes need.
+    let feed_pool = threadspace_store::pool_with_wait(&config.postgres_url, 2, Duration::from_secs(2))?;
     let feed = Feed {
-        pool: accounts_pool.clone(),
+        pool: feed_pool,
         jetstream: async_nats::jetstream::new(nats.clone()),
         partitions: config.partitions.get(),
     };
@@ -149,7 +153,11 @@ pub async fn run(
         telemetry: Telemetry(metrics.clone()),
         draining: Draining(draining.clone()),
     };
-    let router = routes::router(parts, Arc::new(RateLimiter::new(config.rate_per_ip)));
+    let limits = routes::IpLimits {
+        per_ip: Arc::new(RateLimiter::new(config.rate_per_ip)),
+        client_ip_header: config.client_ip_header.clone(),
+    };
+    let router = routes::router(parts, limits);
     let background = CancellationToken::new();
     let housekeeping = tokio::spawn(housekeeping(keys, minter, metrics, background.clone()));
     let sweeper = tokio::spawn(feed::sweep(feed, background.clone()));

@@ -13,6 +13,10 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The client's address as the per-IP limit saw it (`routes::limit_ip`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientIp(pub IpAddr);
+
 /// Token buckets keyed by `K`: `rate` per second, bursts of 5 s worth.
 pub(crate) struct RateLimiter<K> {
     rate: f64,
@@ -78,50 +82,54 @@ impl FailureThrottle {
         [Key::AccountIp(account.to_owned(), ip), Key::Account(account.to_owned()), Key::Ip(ip)]
     }
 
-    /// `Err(wait)` if an attempt on `account` from `ip` must wait.
-    pub(crate) fn check(&self, account: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let keys = self.keys.lock().expect("throttle lock is never poisoned");
+    /// Starts an attempt on `account` from `ip`: `Err(wait)` if it must wait; otherwise the
+    /// attempt is counted as a failure at once — so a burst of concurrent guesses cannot all
+    /// pass the check before any of them is counted — until [`FailureThrottle::succeeded`]
+    /// takes it back.
+    pub(crate) fn attempt(&self, account: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let mut keys = self.keys.lock().expect("throttle lock is never poisoned");
         let mut wait = Duration::ZERO;
         for key in Self::keys(account, ip) {
             let Some(&(failures, last)) = keys.get(&key) else { continue };
             let (free, cap) = policy(&key);
-            if failures < free || now.duration_since(last) > Duration::from_secs(15 * 60) {
+            if failures < free || now.duration_since(last) > FORGET_AFTER {
                 continue;
             }
             let delay = Duration::from_secs(1u64 << (failures - free).min(20)).min(cap);
             wait = wait.max(delay.saturating_sub(now.duration_since(last)));
         }
-        if wait.is_zero() {
-            Ok(())
-        } else {
-            Err(wait)
+        if !wait.is_zero() {
+            return Err(wait);
         }
-    }
-
-    /// Counts a failed attempt.
-    pub(crate) fn failed(&self, account: &str, ip: IpAddr, now: Instant) {
-        let mut keys = self.keys.lock().expect("throttle lock is never poisoned");
         if keys.len() > 100_000 {
-            keys.retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(15 * 60));
+            keys.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
         }
         for key in Self::keys(account, ip) {
             let entry = keys.entry(key).or_insert((0, now));
-            if now.duration_since(entry.1) > Duration::from_secs(15 * 60) {
+            if now.duration_since(entry.1) > FORGET_AFTER {
                 entry.0 = 0;
             }
             entry.0 += 1;
             entry.1 = now;
         }
+        Ok(())
     }
 
-    /// Clears the account-and-IP key after a success.
+    /// A successful attempt: takes back what [`FailureThrottle::attempt`] counted, and clears
+    /// the account-and-IP key.
     pub(crate) fn succeeded(&self, account: &str, ip: IpAddr) {
-        self.keys
-            .lock()
-            .expect("throttle lock is never poisoned")
-            .remove(&Key::AccountIp(account.to_owned(), ip));
+        let mut keys = self.keys.lock().expect("throttle lock is never poisoned");
+        keys.remove(&Key::AccountIp(account.to_owned(), ip));
+        for key in [Key::Account(account.to_owned()), Key::Ip(ip)] {
+            if let Some(entry) = keys.get_mut(&key) {
+                entry.0 = entry.0.saturating_sub(1);
+            }
+        }
     }
 }
+
+/// A key without failures for this long starts over.
+const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 
 #[cfg(test)]
 mod tests {
@@ -146,22 +154,27 @@ mod tests {
         let attacker: IpAddr = "10.0.0.1".parse().expect("an IP");
         let owner: IpAddr = "10.0.0.2".parse().expect("an IP");
         let t0 = Instant::now();
+        // Three guesses at once all count before any of them finished.
         for _ in 0..3 {
-            assert!(throttle.check("a@x.io", attacker, t0).is_ok());
-            throttle.failed("a@x.io", attacker, t0);
+            assert!(throttle.attempt("a@x.io", attacker, t0).is_ok());
         }
-        assert_eq!(throttle.check("a@x.io", attacker, t0), Err(Duration::from_secs(1)));
-        throttle.failed("a@x.io", attacker, t0);
-        assert_eq!(throttle.check("a@x.io", attacker, t0), Err(Duration::from_secs(2)));
+        assert_eq!(throttle.attempt("a@x.io", attacker, t0), Err(Duration::from_secs(1)));
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(throttle.attempt("a@x.io", attacker, t1).is_ok());
+        assert_eq!(throttle.attempt("a@x.io", attacker, t1), Err(Duration::from_secs(2)));
         // The owner, from their own IP, is not delayed by the attacker's first failures…
-        assert!(throttle.check("a@x.io", owner, t0).is_ok());
-        // …and after many, waits at most a minute, never forever.
-        for _ in 0..30 {
-            throttle.failed("a@x.io", attacker, t0);
+        assert!(throttle.attempt("a@x.io", owner, t1).is_ok());
+        throttle.succeeded("a@x.io", owner);
+        // …and when many addresses guess (one IP alone is stopped by its own key), the owner
+        // waits at most a minute, never forever.
+        for k in 0..40u8 {
+            let sprayer = IpAddr::from([10, 0, 1, k]);
+            let _ = throttle.attempt("a@x.io", sprayer, t1 + Duration::from_secs(100 * u64::from(k)));
         }
-        let wait = throttle.check("a@x.io", owner, t0).expect_err("account slowed");
+        let late = t1 + Duration::from_secs(3910);
+        let wait = throttle.attempt("a@x.io", owner, late).expect_err("account slowed");
         assert!(wait <= Duration::from_secs(60), "{wait:?}");
-        assert!(throttle.check("a@x.io", owner, t0 + Duration::from_secs(61)).is_ok());
-        throttle.succeeded("a@x.io", attacker);
+        assert!(throttle.attempt("a@x.io", owner, late + Duration::from_secs(61)).is_ok());
+        throttle.succeeded("a@x.io", owner);
     }
 }

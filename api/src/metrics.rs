@@ -23,6 +23,9 @@ pub(crate) const PASSWORD_HASH_DURATION: &str = "threadspace_api_password_hash_d
 pub(crate) const REFRESHES: &str = "threadspace_api_refreshes_total";
 /// Label `result`: `published`, `swept`.
 pub(crate) const DIRECTORY_EVENTS: &str = "threadspace_api_directory_events_total";
+/// Orgs whose directory events stayed unpublished over 2 s, at the sweeper's last look: above
+/// zero for long, the feed is stuck (ended sessions and removals do not reach the gateways).
+pub(crate) const DIRECTORY_STALE_ORGS: &str = "threadspace_api_directory_stale_orgs";
 /// Label `kind`: `invite`, `password_reset`, `signup`.
 pub(crate) const MAILS: &str = "threadspace_api_mails_total";
 
@@ -47,6 +50,11 @@ pub(crate) fn describe() {
         "Directory events put into the stream, by result (swept: left behind by a failure)"
     );
     describe_counter!(MAILS, "Mails handed to the mailer, by kind");
+    describe_gauge!(
+        DIRECTORY_STALE_ORGS,
+        "Orgs with directory events unpublished for over 2 s at the sweeper's last look"
+    );
+    metrics::gauge!(DIRECTORY_STALE_ORGS).set(0.0);
     for scope in ["ip", "user", "login"] {
         metrics::counter!(RATE_LIMITED, "scope" => scope).absolute(0);
     }

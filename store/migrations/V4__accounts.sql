@@ -30,13 +30,16 @@ CREATE TABLE auth_sessions (
 CREATE INDEX auth_sessions_user ON auth_sessions (user_id) WHERE revoked_at IS NULL;
 
 -- Refresh tokens, stored as SHA-256 of the secret. A token is used once: refreshing marks it
--- rotated and issues its successor; presenting a rotated token after the grace window revokes
--- its whole session (family).
+-- rotated and issues its successor; within the grace window one more use gets one more
+-- successor (a second tab); any other use of a rotated token revokes its whole session (family).
 CREATE TABLE refresh_tokens (
     hash        BYTEA PRIMARY KEY,
     session_id  BIGINT NOT NULL REFERENCES auth_sessions (id),
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
-    rotated_at  TIMESTAMPTZ
+    rotated_at  TIMESTAMPTZ,
+    -- Set when a rotated token got a second successor within the grace window: any further
+    -- use is reuse.
+    reissued_at TIMESTAMPTZ
 );
 CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
 

@@ -26,6 +26,22 @@ const NAMES: [&str; 20] = [
     "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter", "yolanda",
 ];
 
+/// The password of every seeded user (`<handle>@<org slug>.test`): load tools log in with it
+/// (`loadgen login`, a run's `api_logins`). Seeded orgs are for development and load tests only.
+pub const SEED_PASSWORD: &str = "loadgen-password";
+
+/// The argon2id hash of [`SEED_PASSWORD`] with the api service's parameters (argon2's defaults,
+/// m = 19 MiB, t = 2, p = 1: docs/accounts.md), computed once per seed run so a login of a
+/// seeded user costs what any login costs.
+fn seed_password_hash() -> String {
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
+    argon2::Argon2::default()
+        .hash_password(SEED_PASSWORD.as_bytes(), &salt)
+        .expect("argon2 hashes")
+        .to_string()
+}
+
 /// What to seed.
 #[derive(Clone, Debug)]
 pub struct SeedSpec {
@@ -210,18 +226,32 @@ pub async fn seed(client: &mut tokio_postgres::Client, spec: &SeedSpec) -> Resul
     }
     report.orgs = orgs_writer.finish().await.map_err(pg("copying orgs"))?;
 
+    let password_hash = seed_password_hash();
     let users_sink = tx
-        .copy_in("COPY users (id, org_id, handle, display_name, role) FROM STDIN BINARY")
+        .copy_in(
+            "COPY users (id, org_id, handle, display_name, role, email, password_hash) FROM STDIN BINARY",
+        )
         .await
         .map_err(pg("copying users"))?;
-    let users_writer =
-        BinaryCopyInWriter::new(users_sink, &[Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT]);
+    let users_writer = BinaryCopyInWriter::new(
+        users_sink,
+        &[Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT],
+    );
     pin_mut!(users_writer);
     for plan in &plans {
         for (id, handle, display, role) in &plan.users {
+            let email = format!("{handle}@{}.test", plan.slug);
             users_writer
                 .as_mut()
-                .write(&[id as &(dyn ToSql + Sync), &plan.org_id, handle, display, role])
+                .write(&[
+                    id as &(dyn ToSql + Sync),
+                    &plan.org_id,
+                    handle,
+                    display,
+                    role,
+                    &email,
+                    &password_hash,
+                ])
                 .await
                 .map_err(pg("copying users"))?;
         }

@@ -636,6 +636,19 @@ pub mod accounts {
             .collect()
     }
 
+    /// Waits (up to 5 s: mail is written off the request path) for the mail after the first
+    /// `before`, and returns it.
+    pub async fn next_mail(stack: &Stack, before: usize) -> anyhow::Result<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if let Some(mail) = mails(stack).into_iter().nth(before) {
+                return Ok(mail);
+            }
+            anyhow::ensure!(std::time::Instant::now() < deadline, "no mail number {} within 5 s", before + 1);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// `GET /v1/me` with `token`: the status.
     pub async fn me_status(stack: &Stack, token: &str) -> anyhow::Result<u16> {
         Ok(rest(stack, "GET", "/v1/me", Some(token)).await?.0)

@@ -2,11 +2,11 @@
 //! refresh tokens, log out, sign out everywhere, change and reset a password, sign up by a
 //! verified address at the org's domain, and who am I.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use threadspace_protocol::stored::DirectoryEvent;
@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use crate::body::{self, Body};
 use crate::caller::{caller, caller_identity, Auth};
 use crate::error::{ApiError, ErrorBody};
+use crate::limits::ClientIp;
 use crate::mail::Mail;
 use crate::metrics as m;
 use crate::parts::{Changes, Credentials};
@@ -200,20 +201,27 @@ async fn hash(credentials: &Credentials, password: &str) -> Result<String, ApiEr
     hashed
 }
 
-/// Starts a login session and mints its first tokens.
+/// Starts a login session and mints its first tokens, provided the account is still active
+/// with the password hash `verified_hash` was checked against (a reset, change or deactivation
+/// that committed meanwhile wins: `login_failed`).
 async fn issue(
     credentials: &Credentials,
     changes: &Changes,
-    user: UserId,
-    org: OrgId,
+    (user, org): (UserId, OrgId),
+    verified_hash: &str,
 ) -> Result<Tokens, ApiError> {
     let refresh = new_secret();
     let session = changes
         .store
-        .start_session(user, &digest(&refresh), credentials.lifetimes.session)
+        .start_session(user, verified_hash, &digest(&refresh), credentials.lifetimes.session)
         .await
-        .map_err(ApiError::directory)?;
+        .map_err(ApiError::directory)?
+        .ok_or_else(login_failed)?;
     Ok(tokens(credentials, user, org, session, refresh))
+}
+
+fn login_failed() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "login_failed", "wrong org, email or password")
 }
 
 fn tokens(credentials: &Credentials, user: UserId, org: OrgId, session: i64, refresh: String) -> Tokens {
@@ -293,12 +301,13 @@ pub(crate) async fn create_org(
 pub(crate) async fn login(
     State(changes): State<Changes>,
     State(credentials): State<Credentials>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Body(request): Body<Login>,
 ) -> Result<Json<Tokens>, ApiError> {
     let email = body::email("email", &request.email)?;
-    let account_key = format!("{}/{}", request.org, email);
-    if let Err(wait) = credentials.throttle.check(&account_key, peer.ip(), Instant::now()) {
+    let org = body::handle("org", &request.org, true)?;
+    let account_key = format!("{org}/{email}");
+    if let Err(wait) = credentials.throttle.attempt(&account_key, ip, Instant::now()) {
         metrics::counter!(m::LOGINS, "result" => "throttled").increment(1);
         metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
         return Err(ApiError::rate_limited("too many failed logins", wait));
@@ -309,14 +318,14 @@ pub(crate) async fn login(
     let matched = credentials.passwords.verify(request.password, stored).await.map_err(hash_failed)?;
     metrics::histogram!(m::PASSWORD_HASH_DURATION).record(started.elapsed().as_secs_f64());
     let Some(account) = account.filter(|_| matched) else {
-        credentials.throttle.failed(&account_key, peer.ip(), Instant::now());
         metrics::counter!(m::LOGINS, "result" => "failed").increment(1);
-        info!(ip = %peer.ip(), "login failed");
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "login_failed", "wrong org, email or password"));
+        info!(ip = %ip, "login failed");
+        return Err(login_failed());
     };
-    credentials.throttle.succeeded(&account_key, peer.ip());
+    credentials.throttle.succeeded(&account_key, ip);
     metrics::counter!(m::LOGINS, "result" => "ok").increment(1);
-    let tokens = issue(&credentials, &changes, account.user, account.org).await?;
+    let verified = account.password_hash.as_deref().unwrap_or_default();
+    let tokens = issue(&credentials, &changes, (account.user, account.org), verified).await?;
     info!(user = %account.user, session = tokens.session_id, "logged in");
     Ok(Json(tokens))
 }
@@ -452,18 +461,26 @@ pub(crate) async fn change_password(
     State(auth): State<Auth>,
     State(changes): State<Changes>,
     State(credentials): State<Credentials>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
     Body(request): Body<PasswordChange>,
 ) -> Result<Json<Tokens>, ApiError> {
     let session = caller(&auth, &headers).await?;
     body::password("new_password", &request.new_password)?;
     let (user, org) = (session.user.id, session.user.org);
+    // A stolen access token must not become a fast password oracle: the login delays apply.
+    let key = format!("password:{user}");
+    if let Err(wait) = credentials.throttle.attempt(&key, ip, Instant::now()) {
+        metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
+        return Err(ApiError::rate_limited("too many wrong passwords", wait));
+    }
     let stored = changes.store.password_hash(user).await.map_err(ApiError::directory)?;
     let matched =
         credentials.passwords.verify(request.current_password, stored).await.map_err(hash_failed)?;
     if !matched {
         return Err(ApiError::forbidden("`current_password` is wrong"));
     }
+    credentials.throttle.succeeded(&key, ip);
     let password_hash = hash(&credentials, &request.new_password).await?;
     let event = changes
         .store
@@ -473,7 +490,7 @@ pub(crate) async fn change_password(
     publish(&changes, &event).await;
     info!(%user, "password changed");
     // tokens_not_before is compared in whole seconds, so tokens minted now still pass.
-    Ok(Json(issue(&credentials, &changes, user, org).await?))
+    Ok(Json(issue(&credentials, &changes, (user, org), &password_hash).await?))
 }
 
 /// Mails a password-reset link if the address has an account; always answers 202, so the
@@ -494,17 +511,16 @@ pub(crate) async fn change_password(
 pub(crate) async fn request_reset(
     State(changes): State<Changes>,
     State(credentials): State<Credentials>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Body(request): Body<AddressInOrg>,
 ) -> Result<StatusCode, ApiError> {
     let email = body::email("email", &request.email)?;
     let key = format!("reset:{}/{}", request.org, email);
-    if let Err(wait) = credentials.mail_throttle.check(&key, peer.ip(), Instant::now()) {
+    if let Err(wait) = credentials.mail_throttle.attempt(&key, ip, Instant::now()) {
         metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
         return Err(ApiError::rate_limited("too many reset requests", wait));
     }
     // Every request counts: a reset mail is an annoyance to its recipient if repeated.
-    credentials.mail_throttle.failed(&key, peer.ip(), Instant::now());
     let account = changes.store.login_account(&request.org, &email).await.map_err(ApiError::directory)?;
     if let Some(account) = account.filter(|a| !a.deactivated) {
         let token = new_secret();
@@ -537,7 +553,10 @@ pub(crate) fn send(
 ) {
     let link = format!("{}/#/{page}?token={token}", credentials.public_url.trim_end_matches('/'));
     metrics::counter!(m::MAILS, "kind" => kind).increment(1);
-    credentials.mailer.send(Mail { to, kind, subject: subject.to_owned(), link, token });
+    // Off the runtime, and not awaited: the answer must not wait on (or be timed by) delivery.
+    let mailer = credentials.mailer.clone();
+    let mail = Mail { to, kind, subject: subject.to_owned(), link, token };
+    tokio::task::spawn_blocking(move || mailer.send(mail));
 }
 
 /// Sets a new password with a mailed reset token; every session of the account ends.
@@ -560,14 +579,20 @@ pub(crate) async fn complete_reset(
     Body(request): Body<ResetCompletion>,
 ) -> Result<StatusCode, ApiError> {
     body::password("new_password", &request.new_password)?;
-    let password_hash = hash(&credentials, &request.new_password).await?;
-    let used = changes
-        .store
-        .use_token(&digest(&request.token), TokenKind::PasswordReset)
-        .await
-        .map_err(ApiError::directory)?;
+    // The token first: hashing is the expensive part, and nobody without a valid token may
+    // make the service hash.
+    let hashed = digest(&request.token);
+    let used =
+        changes.store.use_token(&hashed, TokenKind::PasswordReset).await.map_err(ApiError::directory)?;
     let Some(token) = used else { return Err(token_invalid()) };
     let user = token.user.ok_or_else(token_invalid)?;
+    let password_hash = match hash(&credentials, &request.new_password).await {
+        Ok(hash) => hash,
+        Err(e) => {
+            let _ = changes.store.unuse_token(&hashed).await;
+            return Err(e);
+        }
+    };
     let event = changes
         .store
         .set_password(token.org, user, &password_hash, EndReason::PasswordReset)
@@ -601,16 +626,15 @@ pub(crate) fn token_invalid() -> ApiError {
 pub(crate) async fn signup(
     State(changes): State<Changes>,
     State(credentials): State<Credentials>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Body(request): Body<AddressInOrg>,
 ) -> Result<StatusCode, ApiError> {
     let email = body::email("email", &request.email)?;
     let key = format!("signup:{}/{}", request.org, email);
-    if let Err(wait) = credentials.mail_throttle.check(&key, peer.ip(), Instant::now()) {
+    if let Err(wait) = credentials.mail_throttle.attempt(&key, ip, Instant::now()) {
         metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
         return Err(ApiError::rate_limited("too many sign-up requests", wait));
     }
-    credentials.mail_throttle.failed(&key, peer.ip(), Instant::now());
     let org = changes.store.org_by_slug(&request.org).await.map_err(ApiError::directory)?;
     let Some(org) = org else { return Err(ApiError::not_found(format!("no org {:?}", request.org))) };
     let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
@@ -690,10 +714,17 @@ pub(crate) async fn redeem(
     let display_name = body::name("display_name", account.display_name)?;
     body::password("password", account.password)?;
     let email = email.map(|e| body::email("email", e)).transpose()?;
-    let password_hash = hash(credentials, account.password).await?;
+    // The token first: nobody without a valid one may make the service hash.
     let hashed = digest(token);
     let used = changes.store.use_token(&hashed, kind).await.map_err(ApiError::directory)?;
     let Some(grant) = used else { return Err(token_invalid()) };
+    let password_hash = match hash(credentials, account.password).await {
+        Ok(hash) => hash,
+        Err(e) => {
+            let _ = changes.store.unuse_token(&hashed).await;
+            return Err(e);
+        }
+    };
     let email = match (grant.email, email) {
         (Some(granted), Some(given)) if granted != given => {
             changes.store.unuse_token(&hashed).await.map_err(ApiError::directory)?;

@@ -12,11 +12,11 @@ pub(crate) mod ops;
 pub(crate) mod people;
 pub(crate) mod query;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -27,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::limits::RateLimiter;
+use crate::limits::{ClientIp, RateLimiter};
 use crate::metrics as m;
 use crate::parts::Parts;
 
@@ -124,9 +124,9 @@ pub(crate) fn split() -> (Router<Parts>, utoipa::openapi::OpenApi) {
 
 /// The service's router: the REST routes, their OpenAPI document, and the operational
 /// endpoints. Every REST route is rate-limited per client IP.
-pub(crate) fn router(parts: Parts, per_ip: Arc<RateLimiter<std::net::IpAddr>>) -> Router {
+pub(crate) fn router(parts: Parts, limits: IpLimits) -> Router {
     let (api_router, document) = split();
-    let api_router = api_router.layer(axum::middleware::from_fn_with_state(per_ip, limit_ip));
+    let api_router = api_router.layer(axum::middleware::from_fn_with_state(limits, limit_ip));
     api_router
         .route("/v1/openapi.json", get(move || async move { Json(document) }))
         .route("/healthz", get(ops::health))
@@ -138,14 +138,34 @@ pub(crate) fn router(parts: Parts, per_ip: Arc<RateLimiter<std::net::IpAddr>>) -
         .with_state(parts)
 }
 
-/// Refuses a request over its IP's rate with 429 and `Retry-After`.
+/// Per-IP limits: the limiter, and the header a trusted proxy puts the client's address in.
+#[derive(Clone)]
+pub(crate) struct IpLimits {
+    pub per_ip: Arc<RateLimiter<IpAddr>>,
+    pub client_ip_header: Option<HeaderName>,
+}
+
+/// The client's address: the peer, or behind a trusted proxy (`--client-ip-header`) the last
+/// address of that header — the one the proxy itself appended, which a client cannot forge.
+fn client_ip(limits: &IpLimits, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let forwarded = limits.client_ip_header.as_ref().and_then(|name| {
+        let value = headers.get_all(name).iter().next_back()?.to_str().ok()?;
+        value.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
+    });
+    forwarded.unwrap_or_else(|| peer.ip())
+}
+
+/// Refuses a request over its client IP's rate with 429 and `Retry-After`, and hands the
+/// client IP to the handlers (`Extension<ClientIp>`: login throttling).
 async fn limit_ip(
-    State(per_ip): State<Arc<RateLimiter<std::net::IpAddr>>>,
+    State(limits): State<IpLimits>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    match per_ip.check(peer.ip(), std::time::Instant::now()) {
+    let ip = client_ip(&limits, peer, request.headers());
+    request.extensions_mut().insert(ClientIp(ip));
+    match limits.per_ip.check(ip, std::time::Instant::now()) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
             metrics::counter!(m::RATE_LIMITED, "scope" => "ip").increment(1);
@@ -185,4 +205,29 @@ async fn count(request: Request, next: Next) -> Response {
         .increment(1);
     metrics::histogram!(m::REQUEST_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_ip_is_the_peer_unless_a_trusted_proxy_names_it() {
+        let peer: SocketAddr = "10.9.9.9:5000".parse().expect("an address");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "6.6.6.6, 203.0.113.7".parse().expect("a value"));
+        let direct = IpLimits { per_ip: Arc::new(RateLimiter::new(1)), client_ip_header: None };
+        assert_eq!(
+            client_ip(&direct, peer, &headers),
+            peer.ip(),
+            "without a trusted proxy the header is ignored"
+        );
+        let proxied =
+            IpLimits { client_ip_header: Some(HeaderName::from_static("x-forwarded-for")), ..direct };
+        // The last entry is the proxy's own; a client-forged first entry is ignored.
+        assert_eq!(client_ip(&proxied, peer, &headers).to_string(), "203.0.113.7");
+        assert_eq!(client_ip(&proxied, peer, &HeaderMap::new()), peer.ip(), "no header: the peer");
+        headers.insert("x-forwarded-for", "garbage".parse().expect("a value"));
+        assert_eq!(client_ip(&proxied, peer, &headers), peer.ip(), "unparsable: the peer");
+    }
 }

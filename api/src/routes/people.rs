@@ -213,6 +213,7 @@ fn allow(
         (status = 401, description = "Missing or rejected token", body = ErrorBody),
         (status = 403, description = "The caller may not make this change (or targets themselves)", body = ErrorBody),
         (status = 404, description = "No such user in the caller's org", body = ErrorBody),
+        (status = 409, description = "The user's role changed meanwhile (`conflict`): reload and retry", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 503, description = "The directory is unavailable", body = ErrorBody),
@@ -235,7 +236,7 @@ pub(crate) async fn set_role(
     allow(&session, &account, Action::ChangeRole { from, to }, &what)?;
     let event = changes
         .store
-        .set_role(session.user.org, account.user, to.as_str())
+        .set_role(session.user.org, account.user, from.as_str(), to.as_str())
         .await
         .map_err(ApiError::directory)?;
     if let Some(event) = event {
@@ -259,6 +260,7 @@ pub(crate) async fn set_role(
         (status = 401, description = "Missing or rejected token", body = ErrorBody),
         (status = 403, description = "The caller may not deactivate this user (or targets themselves)", body = ErrorBody),
         (status = 404, description = "No such user in the caller's org", body = ErrorBody),
+        (status = 409, description = "The user's role changed meanwhile (`conflict`): reload and retry", body = ErrorBody),
         (status = 503, description = "The directory is unavailable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -285,6 +287,7 @@ pub(crate) async fn deactivate(
         (status = 401, description = "Missing or rejected token", body = ErrorBody),
         (status = 403, description = "The caller may not reactivate this user (or targets themselves)", body = ErrorBody),
         (status = 404, description = "No such user in the caller's org", body = ErrorBody),
+        (status = 409, description = "The user's role changed meanwhile (`conflict`): reload and retry", body = ErrorBody),
         (status = 503, description = "The directory is unavailable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -313,7 +316,7 @@ async fn set_active(
     allow(&session, &account, Action::SetActive(role), &what)?;
     let event = changes
         .store
-        .set_active(session.user.org, account.user, active)
+        .set_active(session.user.org, account.user, role.as_str(), active)
         .await
         .map_err(ApiError::directory)?;
     if let Some(event) = event {

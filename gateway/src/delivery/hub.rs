@@ -53,6 +53,10 @@ pub(crate) struct ConnHandle {
     /// The login session (`sid`) of the token the connection authenticated with; 0 for a
     /// token without one. Ending that session closes the connection.
     login_session: i64,
+    /// The org's directory version the connection's hello read: an event at or below it is
+    /// already reflected in the connection's state (a republished or late-applied event must
+    /// not undo a newer read, nor close a connection admitted after the change).
+    dir_version: u64,
     /// Outbound queue, bounded by `queue_cap`: when it is full the connection is a slow
     /// consumer and is killed. A `VecDeque` rather than a tokio channel because an idle
     /// connection's empty deque allocates nothing, where a channel costs ~1 KiB up front.
@@ -318,6 +322,7 @@ impl Hub {
             user,
             org,
             login_session,
+            dir_version: dir_version.unwrap_or(0),
             queue: Mutex::new(VecDeque::new()),
             queue_cap: limits.outbound_queue,
             queued: Notify::new(),
@@ -464,7 +469,7 @@ impl Hub {
         *applied = event.version;
         let affected = match &event.change {
             DirectoryChange::Member { channel, user, change } => {
-                let conns = Self::change_membership(&mut inner, *user, *channel, *change);
+                let conns = Self::change_membership(&mut inner, *user, *channel, *change, event.version);
                 drop(inner);
                 let frame = ServerFrame::Member { channel: *channel, user: *user, change: *change };
                 for conn in &conns {
@@ -472,34 +477,42 @@ impl Hub {
                 }
                 conns.len()
             }
-            DirectoryChange::Deactivated { user } => Self::end(&inner, *user, |_| true),
-            DirectoryChange::SessionsEnded { user, session: None } => Self::end(&inner, *user, |_| true),
+            DirectoryChange::Deactivated { user } => Self::end(&inner, *user, event.version, |_| true),
+            DirectoryChange::SessionsEnded { user, session: None } => {
+                Self::end(&inner, *user, event.version, |_| true)
+            }
             DirectoryChange::SessionsEnded { user, session: Some(session) } => {
-                Self::end(&inner, *user, |conn| conn.login_session == *session)
+                Self::end(&inner, *user, event.version, |conn| conn.login_session == *session)
             }
             DirectoryChange::Role { .. } | DirectoryChange::Reactivated { .. } => 0,
         };
         Applied::Changed(affected)
     }
 
-    fn end(inner: &Inner, user: UserId, covered: impl Fn(&ConnHandle) -> bool) -> usize {
+    /// Closes `user`'s connections that `covered` selects and that were admitted before the
+    /// event at `version` (a later hello already read the change and passed authentication).
+    fn end(inner: &Inner, user: UserId, version: u64, covered: impl Fn(&ConnHandle) -> bool) -> usize {
         let Some(entry) = inner.users.get(&user) else { return 0 };
         let mut n = 0;
-        for conn in entry.conns.iter().filter(|c| covered(c)) {
+        for conn in entry.conns.iter().filter(|c| c.dir_version < version && covered(c)) {
             conn.kill(close_code::SESSION_ENDED);
             n += 1;
         }
         n
     }
 
+    /// Applies a membership change to `user`'s connections admitted before the event at
+    /// `version` (later ones read it at hello); returns the connections it changed.
     fn change_membership(
         inner: &mut Inner,
         user: UserId,
         channel: ChannelId,
         change: MemberChange,
+        version: u64,
     ) -> Vec<Arc<ConnHandle>> {
         let Some(entry) = inner.users.get(&user) else { return Vec::new() };
-        let conns = entry.conns.clone();
+        let conns: Vec<Arc<ConnHandle>> =
+            entry.conns.iter().filter(|c| c.dir_version < version).cloned().collect();
         for conn in &conns {
             let mut set = conn.channels.lock().expect("channel set lock is never poisoned");
             match change {
@@ -631,6 +644,29 @@ mod tests {
         // Another org's versions do not matter.
         let other = Admission { org: OrgId(2), ..who(0) };
         assert!(hub.admit(other, &channels(&[7]), &root, 0).is_ok());
+    }
+
+    #[test]
+    fn an_event_older_than_a_connections_read_leaves_it_alone() {
+        let hub = hub();
+        let root = CancellationToken::new();
+        // Admitted with a read at version 5: it already reflects events 1 to 5.
+        let who = Admission { user: UserId(1), org: OrgId(1), login_session: 7, dir_version: Some(5) };
+        let conn = hub.admit(who, &channels(&[9]), &root, 0).expect("admitted").handle;
+        // Event 4 reaches this gateway late (or is republished after a restart): no effect.
+        assert_eq!(hub.apply_directory(11, &member(4, 9, MemberChange::Left)), Applied::Changed(0));
+        assert!(conn.is_member(ChannelId(9)));
+        let ended = |version| DirectoryEvent {
+            org: OrgId(1),
+            version,
+            change: DirectoryChange::SessionsEnded { user: UserId(1), session: None },
+        };
+        assert_eq!(hub.apply_directory(12, &ended(5)), Applied::Changed(0));
+        assert_eq!(conn.close_code(), 0, "a change the hello already read does not close it");
+        assert_eq!(hub.apply_directory(13, &member(6, 9, MemberChange::Left)), Applied::Changed(1));
+        assert!(!conn.is_member(ChannelId(9)));
+        assert_eq!(hub.apply_directory(14, &ended(7)), Applied::Changed(1));
+        assert_eq!(conn.close_code(), close_code::SESSION_ENDED);
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub(crate) async fn open(edge: &Arc<Edge>, upgrade: fastwebsockets::upgrade::Upg
     let (hello, resume) = await_hello(edge, &mut read, &mut write, &mut assembler).await?;
     // A directory read older than an event the hub already applied would miss that event
     // (hub.rs, module invariant): read again. Changes to one org come at human speed, so a
-    // second read is rare and a third rarer; after that the connection is admitted anyway.
+    // second read is rare and a third rarer; an org changing faster than hellos can read it is
+    // told to retry rather than admitted with a stale view.
     let mut attempts = 0;
     let (session, registration) = loop {
         attempts += 1;
@@ -63,11 +64,17 @@ pub(crate) async fn open(edge: &Arc<Edge>, upgrade: fastwebsockets::upgrade::Upg
             user: session.user.id,
             org: session.user.org,
             login_session: identity.session.unwrap_or(0),
-            dir_version: (attempts < MAX_ADMISSIONS).then_some(session.dir_version),
+            dir_version: Some(session.dir_version),
         };
         match edge.hub.admit(who, &session.channels, &edge.connections, edge.hub.now_ms()) {
             Ok(registration) => break (session, registration),
-            Err(Stale) => metrics::counter!(m::HELLO_REREADS).increment(1),
+            Err(Stale) if attempts < MAX_ADMISSIONS => metrics::counter!(m::HELLO_REREADS).increment(1),
+            Err(Stale) => {
+                warn!(user = %session.user.id, org = %session.user.org, "directory changing faster than a hello can read it");
+                let busy = ServerFrame::error(ErrorCode::Unavailable, None, "directory busy; retry later");
+                refuse(edge, &mut write, busy, close_code::INTERNAL).await;
+                return None;
+            }
         }
     };
     drop(hello);
@@ -228,7 +235,7 @@ async fn await_hello(
     }
 }
 
-/// Directory reads a hello makes before it is admitted regardless of newer events.
+/// Directory reads a hello makes before it gives up (`unavailable`: the client retries).
 const MAX_ADMISSIONS: u32 = 4;
 
 /// Authenticates the hello's token (the one rule, `threadspace_auth::authenticate`); on
