@@ -83,9 +83,11 @@ impl FailureThrottle {
     }
 
     /// Starts an attempt on `account` from `ip`: `Err(wait)` if it must wait; otherwise the
-    /// attempt is counted as a failure at once — so a burst of concurrent guesses cannot all
-    /// pass the check before any of them is counted — until [`FailureThrottle::succeeded`]
-    /// takes it back.
+    /// attempt is counted against the account (and the account from this IP) at once — so a
+    /// burst of concurrent guesses at one account cannot all pass the check before any of them
+    /// is counted — until [`FailureThrottle::succeeded`] takes it back. The IP's own key counts
+    /// only failures ([`FailureThrottle::failed`]): many people logging in at once from one
+    /// office address are not guesses.
     pub(crate) fn attempt(&self, account: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let mut keys = self.keys.lock().expect("throttle lock is never poisoned");
         let mut wait = Duration::ZERO;
@@ -104,28 +106,36 @@ impl FailureThrottle {
         if keys.len() > 100_000 {
             keys.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
         }
-        for key in Self::keys(account, ip) {
-            let entry = keys.entry(key).or_insert((0, now));
-            if now.duration_since(entry.1) > FORGET_AFTER {
-                entry.0 = 0;
-            }
-            entry.0 += 1;
-            entry.1 = now;
+        for key in [Key::AccountIp(account.to_owned(), ip), Key::Account(account.to_owned())] {
+            count(&mut keys, key, now);
         }
         Ok(())
     }
 
-    /// A successful attempt: takes back what [`FailureThrottle::attempt`] counted, and clears
-    /// the account-and-IP key.
+    /// The attempt failed: the IP's key counts it too.
+    pub(crate) fn failed(&self, ip: IpAddr, now: Instant) {
+        count(&mut self.keys.lock().expect("throttle lock is never poisoned"), Key::Ip(ip), now);
+    }
+
+    /// A successful attempt: takes back what [`FailureThrottle::attempt`] counted against the
+    /// account, and clears the account-and-IP key.
     pub(crate) fn succeeded(&self, account: &str, ip: IpAddr) {
         let mut keys = self.keys.lock().expect("throttle lock is never poisoned");
         keys.remove(&Key::AccountIp(account.to_owned(), ip));
-        for key in [Key::Account(account.to_owned()), Key::Ip(ip)] {
-            if let Some(entry) = keys.get_mut(&key) {
-                entry.0 = entry.0.saturating_sub(1);
-            }
+        if let Some(entry) = keys.get_mut(&Key::Account(account.to_owned())) {
+            entry.0 = entry.0.saturating_sub(1);
         }
     }
+}
+
+/// Counts one failure under `key` (a key quiet for [`FORGET_AFTER`] starts over).
+fn count(keys: &mut HashMap<Key, (u32, Instant)>, key: Key, now: Instant) {
+    let entry = keys.entry(key).or_insert((0, now));
+    if now.duration_since(entry.1) > FORGET_AFTER {
+        entry.0 = 0;
+    }
+    entry.0 += 1;
+    entry.1 = now;
 }
 
 /// A key without failures for this long starts over.
@@ -149,6 +159,26 @@ mod tests {
     }
 
     #[test]
+    fn many_people_logging_in_at_once_from_one_address_are_not_throttled() {
+        let throttle = FailureThrottle::new();
+        let office: IpAddr = "192.0.2.1".parse().expect("an IP");
+        let now = Instant::now();
+        let accounts: Vec<String> = (0..200).map(|n| format!("user{n}@x.io")).collect();
+        for account in &accounts {
+            assert!(throttle.attempt(account, office, now).is_ok(), "{account} from the office");
+        }
+        for account in &accounts {
+            throttle.succeeded(account, office);
+        }
+        // Failures from the address do count: past 30, it waits.
+        for account in accounts.iter().take(31) {
+            let _ = throttle.attempt(account, office, now);
+            throttle.failed(office, now);
+        }
+        assert!(throttle.attempt("fresh@x.io", office, now).is_err(), "31 failures slow the address down");
+    }
+
+    #[test]
     fn failures_grow_the_delay_without_locking_the_owner_out() {
         let throttle = FailureThrottle::new();
         let attacker: IpAddr = "10.0.0.1".parse().expect("an IP");
@@ -169,7 +199,10 @@ mod tests {
         // waits at most a minute, never forever.
         for k in 0..40u8 {
             let sprayer = IpAddr::from([10, 0, 1, k]);
-            let _ = throttle.attempt("a@x.io", sprayer, t1 + Duration::from_secs(100 * u64::from(k)));
+            let at = t1 + Duration::from_secs(100 * u64::from(k));
+            if throttle.attempt("a@x.io", sprayer, at).is_ok() {
+                throttle.failed(sprayer, at);
+            }
         }
         let late = t1 + Duration::from_secs(3910);
         let wait = throttle.attempt("a@x.io", owner, late).expect_err("account slowed");

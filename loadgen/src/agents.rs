@@ -156,6 +156,9 @@ pub fn coordinate(
     }
     let parts = result?;
     let mut report = Report::assemble(plan.scenario.clone(), plan.start_unix_ms, parts, usage.finish());
+    if let Some(logins) = &plan.logins {
+        report.latency.insert("login".into(), logins.clone());
+    }
     report.failures = dead.into_iter().flatten().collect();
     if !report.failures.is_empty() {
         // The dead agents' users are missing, and the survivors received messages those users

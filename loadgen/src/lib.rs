@@ -10,6 +10,7 @@ pub mod bench;
 pub mod capacity;
 pub mod checker;
 pub mod idle;
+pub mod login;
 pub mod output;
 pub mod presence;
 pub mod run;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use threadspace_loadgen::agents::{self, AgentArgs};
 use threadspace_loadgen::bench::{self, BenchOptions};
 use threadspace_loadgen::idle::{self, IdleOptions};
+use threadspace_loadgen::login::{self, LoginOptions};
 use threadspace_loadgen::presence::{self, PresenceOptions};
 use threadspace_loadgen::run::{self, PlayArgs};
 use threadspace_loadgen::scenario::Scenario;
@@ -209,6 +210,9 @@ enum Command {
     Idle(IdleOptions),
     /// Open-model message load: send→ack and send→deliver latency, deliveries per CPU-second.
     Bench(BenchOptions),
+    /// A burst of password logins through the api service: logins per second per api core, and
+    /// the login latency under the burst.
+    Login(LoginOptions),
     /// Replay a traffic scenario (preset or file) over real WebSockets, check every delivery,
     /// report latencies, and gate on SLOs.
     Run(RunArgs),
@@ -294,6 +298,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(options) => {
             bench::run(&Target::open(&cli.stack_dir)?, &options).await?.print();
+            Ok(())
+        }
+        Command::Login(options) => {
+            let report = login::run(&Target::open(&cli.stack_dir)?, &options).await?;
+            report.print();
+            anyhow::ensure!(report.failed == 0, "{} logins failed", report.failed);
+            if let Some(max) = options.max_p99 {
+                let p99 = Duration::from_micros(report.latency.value_at_quantile(0.99));
+                anyhow::ensure!(p99 <= max, "gate failed: login p99 {p99:?} is over {max:?}");
+            }
             Ok(())
         }
         Command::Run(args) => run_scenario(args, &cli.stack_dir).await,

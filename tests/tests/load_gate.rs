@@ -65,6 +65,8 @@ fn a_recorded_run_replays_its_actions_and_a_thresholds_file_gates_it() {
     assert_eq!(text.lines().count(), 201, "a header and one line per user");
     assert_eq!(report(&first)["sent"].as_u64(), Some(sends), "the recording holds every send");
     assert!(sends > 20, "{sends} sends recorded");
+    // The smoke preset's first 100 users logged in with their password over HTTP.
+    assert_eq!(report(&first)["latency"]["login"]["count"], 100, "the run's login latency");
 
     // A ceiling no real stack meets, from a thresholds file: the replay's gate must name it.
     let thresholds = dir.path().join("slo.json");

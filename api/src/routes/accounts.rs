@@ -318,6 +318,7 @@ pub(crate) async fn login(
     let matched = credentials.passwords.verify(request.password, stored).await.map_err(hash_failed)?;
     metrics::histogram!(m::PASSWORD_HASH_DURATION).record(started.elapsed().as_secs_f64());
     let Some(account) = account.filter(|_| matched) else {
+        credentials.throttle.failed(ip, Instant::now());
         metrics::counter!(m::LOGINS, "result" => "failed").increment(1);
         info!(ip = %ip, "login failed");
         return Err(login_failed());
@@ -478,6 +479,7 @@ pub(crate) async fn change_password(
     let matched =
         credentials.passwords.verify(request.current_password, stored).await.map_err(hash_failed)?;
     if !matched {
+        credentials.throttle.failed(ip, Instant::now());
         return Err(ApiError::forbidden("`current_password` is wrong"));
     }
     credentials.throttle.succeeded(&key, ip);
@@ -520,6 +522,7 @@ pub(crate) async fn request_reset(
         metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
         return Err(ApiError::rate_limited("too many reset requests", wait));
     }
+    credentials.mail_throttle.failed(ip, Instant::now());
     // Every request counts: a reset mail is an annoyance to its recipient if repeated.
     let account = changes.store.login_account(&request.org, &email).await.map_err(ApiError::directory)?;
     if let Some(account) = account.filter(|a| !a.deactivated) {
@@ -635,6 +638,7 @@ pub(crate) async fn signup(
         metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
         return Err(ApiError::rate_limited("too many sign-up requests", wait));
     }
+    credentials.mail_throttle.failed(ip, Instant::now());
     let org = changes.store.org_by_slug(&request.org).await.map_err(ApiError::directory)?;
     let Some(org) = org else { return Err(ApiError::not_found(format!("no org {:?}", request.org))) };
     let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();

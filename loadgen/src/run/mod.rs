@@ -55,6 +55,13 @@ impl Site {
     }
 
     /// The api service's port (history pages go there).
+    fn postgres_url(&self) -> &str {
+        match self {
+            Self::Own(stack) => &stack.postgres.url,
+            Self::Existing(target) => &target.state.postgres.url,
+        }
+    }
+
     fn api_port(&self) -> anyhow::Result<u16> {
         match self {
             Self::Own(stack) => Ok(stack.api.port),
@@ -180,6 +187,9 @@ pub struct Plan {
     /// Which agent plays this plan (`None`: the single process).
     #[serde(default)]
     pub agent: Option<usize>,
+    /// The password logins of the scenario's `api_logins` users, done while planning.
+    #[serde(default)]
+    pub logins: Option<Latency>,
 }
 
 impl Plan {
@@ -214,6 +224,11 @@ pub async fn plan(site: &Site, options: &RunOptions) -> anyhow::Result<Plan> {
         .map(|(index, identity)| PlannedUser { index, identity, token: site.token(identity), recorded: None })
         .collect::<Vec<_>>();
     let mut users = users;
+    let logins = if scenario.api_logins > 0 {
+        Some(log_in(site, &mut users[..scenario.api_logins]).await?)
+    } else {
+        None
+    };
     if let Some(records) = &options.replay {
         for (user, record) in users.iter_mut().zip(records) {
             anyhow::ensure!(
@@ -239,6 +254,7 @@ pub async fn plan(site: &Site, options: &RunOptions) -> anyhow::Result<Plan> {
         record: options.record.is_some(),
         metrics_addr: options.play.metrics_addr,
         agent: None,
+        logins,
     })
 }
 
@@ -254,7 +270,63 @@ pub async fn run(site: &Site, options: &RunOptions) -> anyhow::Result<Report> {
     }
     let mut part = played.part;
     part.verdict = check(&played.acked, &played.inboxes);
-    Ok(Report::assemble(plan.scenario, started_unix_ms, vec![part], usage.finish()))
+    let mut report = Report::assemble(plan.scenario, started_unix_ms, vec![part], usage.finish());
+    if let Some(logins) = plan.logins {
+        report.latency.insert("login".into(), logins);
+    }
+    Ok(report)
+}
+
+/// Logs `users` in with their seeded password through the api service (32 at a time) and
+/// gives each the access token it got; the logins' latency.
+async fn log_in(site: &Site, users: &mut [PlannedUser]) -> anyhow::Result<Latency> {
+    use futures_util::StreamExt as _;
+    let port = site.api_port()?;
+    let ids: Vec<i64> = users.iter().map(|u| u.identity.user.0).collect();
+    let client = threadspace_store::connect(site.postgres_url()).await?;
+    let rows = client
+        .query(
+            "SELECT u.id, o.slug, u.email FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    let accounts: std::collections::HashMap<i64, (String, Option<String>)> =
+        rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
+    println!("{} users log in through the api service…", users.len());
+    let mut histogram = crate::latency_histogram();
+    let attempts = users.iter().map(|user| {
+        let account = accounts.get(&user.identity.user.0).cloned();
+        async move {
+            let (slug, email) = account.ok_or_else(|| anyhow::anyhow!("user {} vanished", user.identity.user))?;
+            let email = email.ok_or_else(|| {
+                anyhow::anyhow!("user {} has no email: seeded by an older release; reseed", user.identity.user)
+            })?;
+            let body = serde_json::json!({"org": slug, "email": email, "password": threadspace_store::seed::SEED_PASSWORD})
+                .to_string();
+            let t0 = Instant::now();
+            let response = threadspace_client::rest::http_send(
+                port,
+                "POST",
+                "/v1/auth/login",
+                None,
+                Some(("application/json", body.as_bytes())),
+            )
+            .await
+            .ok_or_else(|| anyhow::anyhow!("login of {email}: no answer"))?;
+            anyhow::ensure!(response.status == 200, "login of {email}: {} {}", response.status, response.body);
+            let tokens: serde_json::Value = serde_json::from_str(&response.body)?;
+            let token = tokens["access_token"].as_str().unwrap_or_default().to_owned();
+            anyhow::Ok((token, t0.elapsed()))
+        }
+    });
+    let results: Vec<anyhow::Result<(String, Duration)>> =
+        futures_util::stream::iter(attempts).buffered(32).collect().await;
+    for (user, result) in users.iter_mut().zip(results) {
+        let (token, took) = result?;
+        user.token = token;
+        histogram.record((took.as_micros() as u64).clamp(1, 300_000_000)).expect("within bounds");
+    }
+    Ok(Latency::of(&histogram))
 }
 
 /// Plays the plan's users in this process; `prefix` marks its progress lines.
