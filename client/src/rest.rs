@@ -65,6 +65,18 @@ pub async fn http_send(
     bearer: Option<&str>,
     body: Option<(&str, &[u8])>,
 ) -> Option<HttpResponse> {
+    http_send_within(port, method, path, bearer, body, Duration::from_secs(10)).await
+}
+
+/// [`http_send`] with its own timeout (a request that may queue: a login burst).
+pub async fn http_send_within(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<(&str, &[u8])>,
+    timeout: Duration,
+) -> Option<HttpResponse> {
     let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let (content_type, bytes) = match body {
         Some((kind, bytes)) => (format!("Content-Type: {kind}\r\n"), bytes),
@@ -90,5 +102,5 @@ pub async fn http_send(
             .collect();
         Some(HttpResponse { status, headers, body: body.to_owned() })
     };
-    tokio::time::timeout(Duration::from_secs(10), fetch).await.ok().flatten()
+    tokio::time::timeout(timeout, fetch).await.ok().flatten()
 }

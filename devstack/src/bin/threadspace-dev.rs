@@ -1,7 +1,8 @@
 //! `threadspace-dev`: the local ThreadSpace stack for people. `up` starts nats-server,
-//! PostgreSQL and gateways on loopback in a data directory, seeds a demo org and shows two
-//! users exchanging a message; `chat`, `token`, `demo`, `seed`, `status`, `down`, `clean`
-//! operate on it.
+//! PostgreSQL, gateways, the api service and a bridge on loopback in a data directory, seeds an
+//! org, and runs the demo over HTTP and WebSocket (a company signs up, invites, both log in and
+//! talk); `chat`, `token`, `demo`, `seed`, `rotate-keys`, `retire-keys`, `status`, `down`,
+//! `clean` operate on it.
 
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
@@ -67,7 +68,8 @@ enum Command {
     Status,
     /// Stop the stack and delete its data directory.
     Clean,
-    /// Two demo users exchange a message across two gateways.
+    /// The demo company `acme` signs up over HTTP (once), its two people log in and exchange
+    /// a message across two gateways.
     Demo,
     /// Print an access token for a user (valid for --ttl).
     Token {
