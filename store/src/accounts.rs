@@ -482,12 +482,7 @@ impl Accounts {
         let tx = client.transaction().await.map_err(query)?;
         // Only from the role the caller's permission was checked against: a concurrent change
         // must not let an admin change an admin.
-        let current = tx
-            .query_opt("SELECT role FROM users WHERE id = $1 AND org_id = $2 FOR UPDATE", &[&user.0, &org.0])
-            .await
-            .map_err(query)?
-            .map(|r| r.get::<_, String>(0));
-        match current.as_deref() {
+        match locked_role(&tx, org, user).await?.as_deref() {
             Some(now) if now == role => return Ok(None),
             Some(now) if now == from => {}
             _ => return Err(DirectoryError::Conflict { what: "a newer change of this user's role" }),
@@ -511,11 +506,7 @@ impl Accounts {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(query)?;
         // Only while the user still has the role the caller's permission was checked against.
-        let current = tx
-            .query_opt("SELECT role FROM users WHERE id = $1 AND org_id = $2 FOR UPDATE", &[&user.0, &org.0])
-            .await
-            .map_err(query)?;
-        if current.map(|r| r.get::<_, String>(0)).as_deref() != Some(role) {
+        if locked_role(&tx, org, user).await?.as_deref() != Some(role) {
             return Err(DirectoryError::Conflict { what: "a newer change of this user's role" });
         }
         let n = if active {
@@ -660,6 +651,20 @@ impl Accounts {
             .map_err(query)?;
         Ok(())
     }
+}
+
+/// The user's role, with the row locked until the transaction ends (`None`: no such user in
+/// `org`).
+async fn locked_role(
+    tx: &Transaction<'_>,
+    org: OrgId,
+    user: UserId,
+) -> Result<Option<String>, DirectoryError> {
+    let row = tx
+        .query_opt("SELECT role FROM users WHERE id = $1 AND org_id = $2 FOR UPDATE", &[&user.0, &org.0])
+        .await
+        .map_err(query)?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// Invites a user created and nobody accepted yet die with their creator's deactivation or role

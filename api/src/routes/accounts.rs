@@ -516,14 +516,7 @@ pub(crate) async fn request_reset(
     Extension(ClientIp(ip)): Extension<ClientIp>,
     Body(request): Body<AddressInOrg>,
 ) -> Result<StatusCode, ApiError> {
-    let email = body::email("email", &request.email)?;
-    let key = format!("reset:{}/{}", request.org, email);
-    if let Err(wait) = credentials.mail_throttle.attempt(&key, ip, Instant::now()) {
-        metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
-        return Err(ApiError::rate_limited("too many reset requests", wait));
-    }
-    credentials.mail_throttle.failed(ip, Instant::now());
-    // Every request counts: a reset mail is an annoyance to its recipient if repeated.
+    let email = mail_request(&credentials, "reset", &request, ip)?;
     let account = changes.store.login_account(&request.org, &email).await.map_err(ApiError::directory)?;
     if let Some(account) = account.filter(|a| !a.deactivated) {
         let token = new_secret();
@@ -606,6 +599,26 @@ pub(crate) async fn complete_reset(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Checks a request for a mail (`what`: reset, sign-up) and counts it against the mail
+/// throttle — every request counts, a failure or not: a repeated mail is an annoyance to its
+/// recipient. Returns the address, lower-cased.
+fn mail_request(
+    credentials: &Credentials,
+    what: &str,
+    request: &AddressInOrg,
+    ip: std::net::IpAddr,
+) -> Result<String, ApiError> {
+    let email = body::email("email", &request.email)?;
+    let org = body::handle("org", &request.org, true)?;
+    let key = format!("{what}:{org}/{email}");
+    if let Err(wait) = credentials.mail_throttle.attempt(&key, ip, Instant::now()) {
+        metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
+        return Err(ApiError::rate_limited(&format!("too many {what} requests"), wait));
+    }
+    credentials.mail_throttle.failed(ip, Instant::now());
+    Ok(email)
+}
+
 pub(crate) fn token_invalid() -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "token_invalid", "the token is unknown, already used or expired")
 }
@@ -632,13 +645,7 @@ pub(crate) async fn signup(
     Extension(ClientIp(ip)): Extension<ClientIp>,
     Body(request): Body<AddressInOrg>,
 ) -> Result<StatusCode, ApiError> {
-    let email = body::email("email", &request.email)?;
-    let key = format!("signup:{}/{}", request.org, email);
-    if let Err(wait) = credentials.mail_throttle.attempt(&key, ip, Instant::now()) {
-        metrics::counter!(m::RATE_LIMITED, "scope" => "login").increment(1);
-        return Err(ApiError::rate_limited("too many sign-up requests", wait));
-    }
-    credentials.mail_throttle.failed(ip, Instant::now());
+    let email = mail_request(&credentials, "sign-up", &request, ip)?;
     let org = changes.store.org_by_slug(&request.org).await.map_err(ApiError::directory)?;
     let Some(org) = org else { return Err(ApiError::not_found(format!("no org {:?}", request.org))) };
     let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
