@@ -50,7 +50,10 @@ async fn up_prints_a_working_stack_and_down_stops_it() -> anyhow::Result<()> {
     )?;
     let stdout = String::from_utf8_lossy(&up.stdout);
     assert!(up.status.success(), "up failed:\n{stdout}\n{}", String::from_utf8_lossy(&up.stderr));
-    assert!(stdout.contains("Demo: alice"), "{stdout}");
+    // The demo signs a company up and logs its two people in over HTTP before they talk.
+    assert!(stdout.contains("Demo: `acme` signed up"), "{stdout}");
+    assert!(stdout.contains("logged in over HTTP"), "{stdout}");
+    assert!(stdout.contains("Demo: ada on"), "{stdout}");
     assert!(stdout.contains("./threadspace chat --user alice"), "{stdout}");
     let gateway_urls: Vec<&str> = stdout.split_whitespace().filter(|w| w.starts_with("ws://")).collect();
     assert!(gateway_urls.len() >= 2, "{stdout}");

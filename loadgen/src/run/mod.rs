@@ -224,11 +224,8 @@ pub async fn plan(site: &Site, options: &RunOptions) -> anyhow::Result<Plan> {
         .map(|(index, identity)| PlannedUser { index, identity, token: site.token(identity), recorded: None })
         .collect::<Vec<_>>();
     let mut users = users;
-    let logins = if scenario.api_logins > 0 {
-        Some(log_in(site, &mut users[..scenario.api_logins]).await?)
-    } else {
-        None
-    };
+    let logging_in = scenario.api_logins.min(users.len());
+    let logins = if logging_in > 0 { Some(log_in(site, &mut users[..logging_in]).await?) } else { None };
     if let Some(records) = &options.replay {
         for (user, record) in users.iter_mut().zip(records) {
             anyhow::ensure!(
