@@ -19,17 +19,6 @@ pub enum DirectoryError {
     Conflict { what: &'static str },
 }
 
-impl DirectoryError {
-    /// Whether Postgres could not be reached (as opposed to a refused or failed statement).
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            Self::Pool(_) => true,
-            Self::Query(e) => e.as_db_error().is_none(),
-            _ => false,
-        }
-    }
-}
-
 /// What the gateway needs to accept a `hello`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {

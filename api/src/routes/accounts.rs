@@ -160,7 +160,7 @@ pub(crate) struct Me {
     pub session_id: Option<i64>,
 }
 
-fn org_view(org: threadspace_store::accounts::Org) -> OrgView {
+pub(crate) fn org_view(org: threadspace_store::accounts::Org) -> OrgView {
     OrgView { id: org.id.0, slug: org.slug, name: org.name, signup_domain: org.signup_domain }
 }
 
@@ -800,8 +800,4 @@ pub(crate) async fn me(
         return Err(ApiError::auth_failed("token rejected"));
     };
     Ok(Json(Me { user: user_view(account, true), org: org_view(org_row), session_id: identity.session }))
-}
-
-pub(crate) fn org_of(org: threadspace_store::accounts::Org) -> OrgView {
-    org_view(org)
 }

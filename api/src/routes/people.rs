@@ -12,7 +12,7 @@ use threadspace_store::directory::Session;
 use tracing::info;
 use utoipa::ToSchema;
 
-use super::accounts::{org_of, publish, redeem, send, user_view, NewAccountRequest, OrgView, UserView};
+use super::accounts::{org_view, publish, redeem, send, user_view, NewAccountRequest, OrgView, UserView};
 use super::query::{bad_path, path_id};
 use crate::body::{self, Body};
 use crate::caller::{caller, Auth};
@@ -365,5 +365,5 @@ pub(crate) async fn set_signup_domain(
     let row = changes.store.org(org).await.map_err(ApiError::directory)?;
     let row = row.ok_or_else(|| ApiError::not_found("your org no longer exists"))?;
     info!(%org, by = %session.user.id, domain = ?domain, "sign-up domain set");
-    Ok(Json(org_of(row)))
+    Ok(Json(org_view(row)))
 }
