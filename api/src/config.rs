@@ -100,6 +100,16 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_API_PUBLIC_URL", default_value = "http://127.0.0.1:8090")]
     pub public_url: String,
 
+    /// Where the web client connects its WebSocket (comma-separated; each `ws://` or `wss://`
+    /// with a host, or a path on this origin such as `/v1/ws` when an ingress routes it to the
+    /// gateways). The page's Content-Security-Policy allows exactly these.
+    #[arg(long, env = "THREADSPACE_API_GATEWAY_URL", value_delimiter = ',', default_value = "/v1/ws")]
+    pub gateway_url: Vec<String>,
+
+    /// The web client tells the gateway its person is idle after this long without input.
+    #[arg(long, env = "THREADSPACE_API_CLIENT_IDLE_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub client_idle_after: Duration,
+
     /// Requests per second each client IP may make (burst: 5 s worth).
     #[arg(long, env = "THREADSPACE_API_RATE_PER_IP", default_value = "50", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_per_ip: u32,
@@ -169,6 +179,17 @@ impl Config {
                 self.public_url
             )));
         }
+        if self.gateway_url.is_empty() {
+            return Err(ConfigError("--gateway-url needs at least one URL".into()));
+        }
+        for url in &self.gateway_url {
+            crate::web::check_gateway_url(url).map_err(|e| ConfigError(format!("--gateway-url {e}")))?;
+        }
+        if self.client_idle_after < Duration::from_secs(1)
+            || self.client_idle_after > Duration::from_secs(86_400)
+        {
+            return Err(ConfigError("--client-idle-after must be between 1 second and 1 day".into()));
+        }
         if self.token_issuer.is_empty() || self.token_audience.is_empty() {
             return Err(ConfigError("--token-issuer and --token-audience must not be empty".into()));
         }
@@ -212,6 +233,10 @@ mod tests {
             parse("postgres://u@127.0.0.1/db", &["--nats-url", "nats://ok:4222, ::bad"]).expect("parses");
         let error = config.validate().expect_err("not a NATS URL");
         assert!(error.to_string().contains("--nats-url"), "{error}");
+        let config =
+            parse("postgres://u@127.0.0.1/db", &["--gateway-url", "http://x/v1/ws"]).expect("parses");
+        let error = config.validate().expect_err("not a WebSocket URL");
+        assert!(error.to_string().contains("--jwks"), "files are checked first: {error}");
         let config = parse("not a url at all ==", &[]).expect("parses");
         let error = config.validate().expect_err("not a postgres URL");
         assert!(error.to_string().contains("--postgres-url"), "{error}");

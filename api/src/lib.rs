@@ -20,6 +20,7 @@ mod parts;
 mod policy;
 mod routes;
 mod secrets;
+mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,7 +158,8 @@ pub async fn run(
         per_ip: Arc::new(RateLimiter::new(config.rate_per_ip)),
         client_ip_header: config.client_ip_header.clone(),
     };
-    let router = routes::router(parts, limits);
+    let web = web::WebClient::new(&config.gateway_url, config.client_idle_after);
+    let router = routes::router(parts, limits, web);
     let background = CancellationToken::new();
     let housekeeping = tokio::spawn(housekeeping(keys, minter, metrics, background.clone()));
     let sweeper = tokio::spawn(feed::sweep(feed, background.clone()));

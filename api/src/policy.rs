@@ -52,6 +52,8 @@ pub(crate) enum Action {
     AddMember { caller_is_member: bool },
     /// Remove someone else from a channel.
     RemoveMember,
+    /// List and search the org's people.
+    SearchPeople,
 }
 
 /// Whether a caller with `role` may do `action` to a person; `on_self` when that person is the
@@ -90,7 +92,15 @@ pub(crate) fn may(role: Role, action: Action) -> bool {
         Action::JoinPublic => role >= Member,
         Action::AddMember { caller_is_member } => role >= Admin || (role == Member && caller_is_member),
         Action::RemoveMember => role >= Admin,
+        Action::SearchPeople => role >= Member,
     }
+}
+
+/// Whether a caller with `role` sees a person of their own org: everyone sees themselves;
+/// owners, admins and members see everyone; guests only the people they share a channel with.
+/// A person the caller does not see is answered 404, like another org's.
+pub(crate) fn sees_person(role: Role, is_self: bool, shares_a_channel: bool) -> bool {
+    is_self || role >= Role::Member || shares_a_channel
 }
 
 /// Whether a caller with `role` sees a channel of `kind` in their own org: members of a

@@ -250,17 +250,24 @@ impl Stack {
             options: options.clone(),
             _temp: temp,
         };
+        // The api service serves the web client, so its origin is the one browsers bring to
+        // the gateways: allowed unless the caller chose the origins.
+        let api_port = port(options.api_port)?;
+        stack.api.port = api_port;
+        let mut gateway_args = options.gateway_args.clone();
+        if !gateway_args.iter().any(|a| a == "--allowed-origins") {
+            gateway_args.push("--allowed-origins".into());
+            gateway_args.push(format!("http://127.0.0.1:{api_port},http://localhost:{api_port}"));
+        }
         for index in 0..options.gateways {
             let port = match options.gateway_port {
                 Some(first) => first + index as u16,
                 None => free_port().map_err(StackError::Port)?,
             };
-            let handle = stack.gateway_handle(index, port, &options.gateway_args);
+            let handle = stack.gateway_handle(index, port, &gateway_args);
             stack.gateways.push(handle);
             stack.start_gateway(index).await?;
         }
-        let api_port = port(options.api_port)?;
-        stack.api.port = api_port;
         stack.api.args = api_args(api_port, &stack, &options.api_args);
         stack.start_api().await?;
         for index in 0..options.bridges {
@@ -478,10 +485,15 @@ impl Stack {
     }
 }
 
-/// The api service's flags: the stack's NATS, PostgreSQL, token keys, partitions and mail file.
+/// The api service's flags: the stack's NATS, PostgreSQL, token keys, partitions, mail file,
+/// its own URL (links in mail lead to the web client it serves) and the gateways' WebSocket
+/// URLs (the web client's).
 /// Every client of a local stack is 127.0.0.1, so the per-IP request rate is raised (loadgen's
 /// history pages come from there too). A flag in `extra` replaces the default of the same name.
 fn api_args(port: u16, stack: &Stack, extra: &[String]) -> Vec<String> {
+    let gateway_urls: Vec<String> =
+        stack.gateways.iter().map(|g| format!("ws://127.0.0.1:{}/v1/ws", g.port)).collect();
+    let gateway_urls = if gateway_urls.is_empty() { "/v1/ws".to_owned() } else { gateway_urls.join(",") };
     let defaults = [
         ("--listen", format!("127.0.0.1:{port}")),
         ("--nats-url", stack.nats.url.clone()),
@@ -492,6 +504,8 @@ fn api_args(port: u16, stack: &Stack, extra: &[String]) -> Vec<String> {
         ("--token-audience", AUDIENCE.to_owned()),
         ("--partitions", stack.options.partitions.to_string()),
         ("--mail-file", stack.api.mail.display().to_string()),
+        ("--public-url", format!("http://127.0.0.1:{port}")),
+        ("--gateway-url", gateway_urls),
         ("--rate-per-ip", "100000".to_owned()),
         ("--rate-per-user", "1000".to_owned()),
     ];

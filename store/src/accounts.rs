@@ -134,7 +134,7 @@ impl std::fmt::Debug for Accounts {
     }
 }
 
-fn query(e: tokio_postgres::Error) -> DirectoryError {
+pub(crate) fn query(e: tokio_postgres::Error) -> DirectoryError {
     if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
         let what = match e.as_db_error().and_then(|d| d.constraint()) {
             Some("orgs_slug_key") => "an org with this slug",
@@ -183,7 +183,7 @@ impl Accounts {
         Self { pool }
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, DirectoryError> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, DirectoryError> {
         self.pool.get().await.map_err(DirectoryError::Pool)
     }
 

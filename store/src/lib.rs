@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod directory;
 pub mod messages;
+pub mod people;
 pub mod seed;
 
 use std::time::Duration;

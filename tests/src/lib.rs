@@ -1,6 +1,8 @@
 //! Shared fixtures of the end-to-end tests: a started stack with one seeded org, and helpers to
 //! connect users and collect what they receive. The tests themselves live in `tests/tests/`.
 
+pub mod browser;
+
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -778,3 +778,94 @@ async fn signing_keys_rotate_without_downtime() -> anyhow::Result<()> {
     client.hello(&fresh, None, WAIT).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_pages_search_and_channel_lists_name_what_clients_show() -> anyhow::Result<()> {
+    let stack = stack_with_api(&[]).await?;
+    let owner = create_org(&stack, "acme").await?;
+    let mut people = vec![owner.clone()];
+    for handle in ["ann", "bea", "cid", "dot", "eli"] {
+        people.push(invite(&stack, &owner, "member", handle).await?);
+    }
+    let guest = invite(&stack, &owner, "guest", "gus").await?;
+    let member = &people[1];
+
+    // Pages in id order, `next_after` until the last.
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, page) =
+            rest(&stack, "GET", &format!("/v1/users?limit=3&after={after}"), Some(&member.access)).await?;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(page["users"].as_array().into_iter().flatten().filter_map(|u| u["id"].as_i64()));
+        match page["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    let mut want: Vec<i64> = people.iter().map(|p| p.user.0).chain([guest.user.0]).collect();
+    want.sort_unstable();
+    assert_eq!(seen, want, "every person once, in id order, across pages");
+
+    // Search by handle or display name, ignoring case; by address only for owners and admins.
+    let (_, found) = rest(&stack, "GET", "/v1/users?q=USER%20b", Some(&member.access)).await?;
+    let handles: Vec<&str> =
+        found["users"].as_array().into_iter().flatten().filter_map(|u| u["handle"].as_str()).collect();
+    assert_eq!(handles, ["bea"], "{found}");
+    let (_, by_mail) = rest(&stack, "GET", "/v1/users?q=cid%40acme", Some(&member.access)).await?;
+    assert_eq!(by_mail["users"], json!([]), "a member cannot search by address: {by_mail}");
+    let (_, by_mail) = rest(&stack, "GET", "/v1/users?q=cid%40acme", Some(&owner.access)).await?;
+    assert_eq!(by_mail["users"][0]["handle"], "cid", "{by_mail}");
+    assert_eq!(by_mail["users"][0]["email"], "cid@acme.test", "owners see addresses");
+    // `%` and `_` are matched literally.
+    let (_, literal) = rest(&stack, "GET", "/v1/users?q=%25", Some(&owner.access)).await?;
+    assert_eq!(literal["users"], json!([]), "{literal}");
+
+    // Bad parameters are named, before the token is looked at.
+    for (query, named) in [
+        ("limit=0", "`limit`"),
+        ("limit=201", "`limit`"),
+        ("after=-1", "`after`"),
+        ("q=", "`q`"),
+        ("q=%20%20", "`q`"),
+        (&format!("q={}", "a".repeat(101)), "`q`"),
+        ("q=a%01", "`q`"),
+        ("bogus=1", "`bogus`"),
+        ("q=a&q=b", "`q`"),
+    ] {
+        let (status, body) = rest(&stack, "GET", &format!("/v1/users?{query}"), None).await?;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_parameter", "{query}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{query}: {message:?} names {named}");
+    }
+    for path in ["/v1/users/0", "/v1/users/x", "/v1/users/-4"] {
+        let (status, body) = rest(&stack, "GET", path, Some(&member.access)).await?;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_parameter")), "{path}");
+    }
+    let (status, _) = rest(&stack, "GET", "/v1/users", None).await?;
+    assert_eq!(status, 401);
+
+    // One person: an address for owners, admins and oneself only.
+    let (_, ann) =
+        rest(&stack, "GET", &format!("/v1/users/{}", people[1].user), Some(&people[2].access)).await?;
+    assert_eq!((ann["handle"].as_str(), ann["email"].is_null()), (Some("ann"), true), "{ann}");
+    let (_, me) = rest(&stack, "GET", &format!("/v1/users/{}", member.user), Some(&member.access)).await?;
+    assert_eq!(me["email"], "ann@acme.test", "{me}");
+
+    // The channel list: `general` for everyone but the guest, DM members listed.
+    let dm = accounts::channel(&stack, owner.org, "", "dm", &[member.user, people[2].user]).await?;
+    let (status, list) = rest(&stack, "GET", "/v1/channels", Some(&member.access)).await?;
+    assert_eq!(status, 200, "{list}");
+    let channels = list["channels"].as_array().cloned().unwrap_or_default();
+    assert_eq!(channels.len(), 2, "{list}");
+    assert_eq!((channels[0]["name"].as_str(), channels[0]["members"].is_null()), (Some("general"), true));
+    assert_eq!(channels[1]["id"], dm.0);
+    assert_eq!(channels[1]["kind"], "dm");
+    let mut members = vec![member.user.0, people[2].user.0];
+    members.sort_unstable();
+    assert_eq!(channels[1]["members"], json!(members));
+    let (_, list) = rest(&stack, "GET", "/v1/channels", Some(&guest.access)).await?;
+    assert_eq!(list["channels"], json!([]), "a guest starts in no channel: {list}");
+    Ok(())
+}

@@ -65,6 +65,8 @@ enum Row {
     ReadWhereIn,
     ReadPublicNotIn,
     HiddenChannel,
+    SearchPeople,
+    SeeUnshared,
     OwnAccount,
 }
 
@@ -72,7 +74,7 @@ enum Row {
 /// action and its cells for owner, admin, member and guest as the doc writes them, then what
 /// each cell means. Legend: "✓" allowed, "—" refused with `403 forbidden`, "— (404)"
 /// `404 not_found`, "— (403 `not_member`)" (and "— (403)" below it) `403 not_member`.
-const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 16] = [
+const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 18] = [
     (
         Row::InviteOwnerOrAdmin,
         "Invite an owner or admin",
@@ -159,8 +161,20 @@ const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 16] = [
         [NotFound, NotFound, NotFound, NotFound],
     ),
     (
+        Row::SearchPeople,
+        "Search and list the org's people",
+        ["✓", "✓", "✓", "—"],
+        [Allowed, Allowed, Allowed, Forbidden],
+    ),
+    (
+        Row::SeeUnshared,
+        "See a person the caller shares no channel with",
+        ["✓", "✓", "✓", "— (404)"],
+        [Allowed, Allowed, Allowed, NotFound],
+    ),
+    (
         Row::OwnAccount,
-        "Log out, sign out everywhere, change own password, `GET /v1/me`",
+        "Log out, sign out everywhere, change own password, `GET /v1/me`, list own channels",
         ["✓", "✓", "✓", "✓"],
         [Allowed, Allowed, Allowed, Allowed],
     ),
@@ -611,6 +625,18 @@ async fn invites_roles_activation_and_signup_domain_follow_the_matrix_for_every_
                 format!("[{}] as {}: GET /v1/me: {me}", action(row), ROLES[role])
             });
         }
+        if let Some(list) = m.matrix(row, role, &actor.access, &Call::get("/v1/channels")).await? {
+            // Everyone but a guest starts in `general`.
+            let names: Vec<&str> = list["channels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            m.effect(names.contains(&"general") == (role != GUEST), || {
+                format!("[{}] as {}: GET /v1/channels: {list}", action(row), ROLES[role])
+            });
+        }
         let call = Call::post("/v1/auth/password")
             .json(json!({"current_password": PASSWORD, "new_password": new_password}));
         let Some(tokens) = m.matrix(row, role, &actor.access, &call).await? else { continue };
@@ -662,6 +688,8 @@ async fn channel_membership_and_history_follow_the_matrix_and_other_orgs_do_not_
     let carol = m.user("member").await?;
     let dave = m.user("member").await?;
     let eve = m.user("member").await?;
+    // In no channel at all (guests do not join `general`).
+    let loner = m.user("guest").await?;
 
     // Shared channels (only read, or refused).
     let everyone = [&ids[..], &[bob]].concat();
@@ -706,6 +734,40 @@ async fn channel_membership_and_history_follow_the_matrix_and_other_orgs_do_not_
                 m.effect(hits["hits"].is_array(), || format!("search of {c}: {hits}"));
             }
         }
+
+        // People: the org's list, someone the caller shares a channel with (Bob shares
+        // `all_hands` with every actor), someone they share none with (Eve).
+        let people = Call::get("/v1/users?limit=200");
+        if let Some(list) = m.matrix(Row::SearchPeople, role, token, &people).await? {
+            let listed: Vec<i64> =
+                list["users"].as_array().into_iter().flatten().filter_map(|u| u["id"].as_i64()).collect();
+            m.effect(listed.contains(&eve.0) && listed.contains(&me.0), || format!("GET /v1/users: {list}"));
+            // Addresses only for owners and admins (and one's own).
+            let emails = list["users"].as_array().into_iter().flatten().filter(|u| u["id"] != me.0);
+            let shown = emails.filter(|u| !u["email"].is_null()).count();
+            m.effect((shown > 0) == (role <= ADMIN), || {
+                format!("as {}: {shown} other people's addresses listed", ROLES[role])
+            });
+        }
+        let found = Call::get(format!("/v1/users?q={}", "t"));
+        m.matrix(Row::SearchPeople, role, token, &found).await?;
+        let unshared = Call::get(format!("/v1/users/{loner}"));
+        if let Some(person) = m.matrix(Row::SeeUnshared, role, token, &unshared).await? {
+            m.effect(person["id"] == loner.0, || format!("GET /v1/users/{loner}: {person}"));
+        }
+        // A person the caller shares a channel with is visible to every role.
+        let shared = m
+            .cell(
+                "see a person in the caller's channel",
+                role,
+                token,
+                Allowed,
+                &Call::get(format!("/v1/users/{bob}")),
+            )
+            .await?;
+        m.effect(shared.is_some_and(|p| p["id"] == bob.0), || {
+            format!("as {}: GET /v1/users/{bob}", ROLES[role])
+        });
 
         // Read history (and search) of a public channel the caller is not in.
         m.matrix(Row::ReadPublicNotIn, role, token, &history(outside)).await?;
@@ -832,6 +894,12 @@ async fn channel_membership_and_history_follow_the_matrix_and_other_orgs_do_not_
                 "remove its user from the caller's channel",
                 remove(all_hands, other_member),
                 remove(all_hands, unused_user),
+                (other_member.0, UNUSED_ID),
+            ),
+            (
+                "see its user",
+                Call::get(format!("/v1/users/{other_member}")),
+                Call::get(format!("/v1/users/{UNUSED_ID}")),
                 (other_member.0, UNUSED_ID),
             ),
             (

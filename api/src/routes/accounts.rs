@@ -534,20 +534,34 @@ pub(crate) async fn request_reset(
             )
             .await
             .map_err(ApiError::directory)?;
-        send(&credentials, email, "password_reset", "Reset your ThreadSpace password", "reset", token);
+        send(
+            &credentials,
+            email,
+            "password_reset",
+            "Reset your ThreadSpace password",
+            ("reset", &request.org),
+            token,
+        );
     }
     Ok(StatusCode::ACCEPTED)
 }
 
+/// A link into the web client's `page` (docs/web.md) carrying a single-use `token` and the
+/// org's slug, which the client needs to sign in afterwards. Tokens and slugs are URL-safe.
+pub(crate) fn client_link(credentials: &Credentials, page: &str, token: &str, org: &str) -> String {
+    format!("{}/#/{page}?token={token}&org={org}", credentials.public_url.trim_end_matches('/'))
+}
+
+/// Mails `to` a link into the web client's `page` with `token`.
 pub(crate) fn send(
     credentials: &Credentials,
     to: String,
     kind: &'static str,
     subject: &str,
-    page: &str,
+    (page, org): (&str, &str),
     token: String,
 ) {
-    let link = format!("{}/#/{page}?token={token}", credentials.public_url.trim_end_matches('/'));
+    let link = client_link(credentials, page, &token, org);
     metrics::counter!(m::MAILS, "kind" => kind).increment(1);
     // Off the runtime, and not awaited: the answer must not wait on (or be timed by) delivery.
     let mailer = credentials.mailer.clone();
@@ -671,7 +685,14 @@ pub(crate) async fn signup(
         )
         .await
         .map_err(ApiError::directory)?;
-    send(&credentials, email, "signup", "Verify your address to join ThreadSpace", "signup", token);
+    send(
+        &credentials,
+        email,
+        "signup",
+        "Verify your address to join ThreadSpace",
+        ("signup", &org.slug),
+        token,
+    );
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -6,6 +6,7 @@
 //! [`crate::parts::Parts`]), never the whole.
 
 pub(crate) mod accounts;
+pub(crate) mod browse;
 pub(crate) mod history;
 pub(crate) mod membership;
 pub(crate) mod ops;
@@ -35,8 +36,8 @@ use crate::parts::Parts;
 #[openapi(
     info(
         title = "ThreadSpace API",
-        description = "The REST API of ThreadSpace: accounts and sessions, people, channel \
-            history, search and membership. \
+        description = "The REST API of ThreadSpace: accounts and sessions, people, channels, \
+            history, search and membership. The service also serves the web client at `/`. \
             Authenticate with `Authorization: Bearer <access token>` (the same token as the \
             WebSocket's `hello`). Every error is `{\"error\":{\"code\":…,\"message\":…}}`. \
             The real-time protocol is docs/protocol.md.",
@@ -110,6 +111,9 @@ pub(crate) fn api_routes() -> OpenApiRouter<Parts> {
         .routes(routes!(people::deactivate))
         .routes(routes!(people::reactivate))
         .routes(routes!(people::set_signup_domain))
+        .routes(routes!(browse::people))
+        .routes(routes!(browse::person))
+        .routes(routes!(browse::my_channels))
         .routes(routes!(history::messages))
         .routes(routes!(history::search))
         .routes(routes!(membership::add_member, membership::remove_member))
@@ -122,9 +126,9 @@ pub(crate) fn split() -> (Router<Parts>, utoipa::openapi::OpenApi) {
     (router, document)
 }
 
-/// The service's router: the REST routes, their OpenAPI document, and the operational
-/// endpoints. Every REST route is rate-limited per client IP.
-pub(crate) fn router(parts: Parts, limits: IpLimits) -> Router {
+/// The service's router: the REST routes, their OpenAPI document, the operational endpoints
+/// and the web client (`crate::web`, outside the per-IP limit: static files). Every REST route is rate-limited per client IP.
+pub(crate) fn router(parts: Parts, limits: IpLimits, web: crate::web::WebClient) -> Router {
     let (api_router, document) = split();
     let api_router = api_router.layer(axum::middleware::from_fn_with_state(limits, limit_ip));
     api_router
@@ -132,6 +136,7 @@ pub(crate) fn router(parts: Parts, limits: IpLimits) -> Router {
         .route("/healthz", get(ops::health))
         .route("/readyz", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .merge(crate::web::routes(web))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(count))

@@ -12,7 +12,9 @@ use threadspace_store::directory::Session;
 use tracing::info;
 use utoipa::ToSchema;
 
-use super::accounts::{org_view, publish, redeem, send, user_view, NewAccountRequest, OrgView, UserView};
+use super::accounts::{
+    client_link, org_view, publish, redeem, send, user_view, NewAccountRequest, OrgView, UserView,
+};
 use super::query::{bad_path, path_id};
 use crate::body::{self, Body};
 use crate::caller::{caller, Auth};
@@ -74,7 +76,7 @@ pub(crate) struct SignupDomain {
     pub domain: Option<String>,
 }
 
-fn role_of(session: &Session) -> Role {
+pub(crate) fn role_of(session: &Session) -> Role {
     Role::parse(&session.user.role).unwrap_or(Role::Guest)
 }
 
@@ -132,9 +134,18 @@ pub(crate) async fn create_invite(
         )
         .await
         .map_err(ApiError::directory)?;
-    let link = format!("{}/#/invite?token={token}", credentials.public_url.trim_end_matches('/'));
+    let org = changes.store.org(session.user.org).await.map_err(ApiError::directory)?;
+    let slug = org.map(|o| o.slug).unwrap_or_default();
+    let link = client_link(&credentials, "invite", &token, &slug);
     if let Some(email) = email {
-        send(&credentials, email, "invite", "You are invited to ThreadSpace", "invite", token.clone());
+        send(
+            &credentials,
+            email,
+            "invite",
+            "You are invited to ThreadSpace",
+            ("invite", &slug),
+            token.clone(),
+        );
     }
     info!(by = %session.user.id, role = role.as_str(), "invite created");
     let invite = Invite { token, link, role: role.as_str().into(), expires_in: lifetime.as_secs() };

@@ -1,0 +1,667 @@
+//! The web client (docs/web.md) in a real headless Chromium, against the real stack: the page,
+//! its scripts and config come from the api service, its WebSocket goes to real gateways, and
+//! what it shows is checked against what Postgres archived. The selectors are the client's DOM
+//! contract, listed in docs/web.md.
+//!
+//! Two people chat across two gateways; one scrolls back through 500 messages; both gateways
+//! are SIGKILLed in turn while messages keep coming; presence, idle and typing reach the other
+//! window. Then the client's safety (an XSS payload through every field it renders, the
+//! Content-Security-Policy), accessibility (axe-core), a 360 px wide phone, bad input, and the
+//! account screens (invite acceptance, sign-up, admin, sign-out).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use threadspace_client::{Client, ConnectOptions, Incoming};
+use threadspace_devstack::{Stack, StackOptions};
+use threadspace_protocol::{ChannelId, UserId};
+use threadspace_tests::accounts::{self, Account, PASSWORD};
+use threadspace_tests::browser::{axe_source, serious_accessibility_violations, Driver, Page, UI_TIMEOUT};
+use threadspace_tests::{
+    archived, rest_json, send_and_ack, wait_archived, wait_indexed, NO_RATE_LIMITS, WAIT,
+};
+
+/// Script that runs when the page renders it as HTML instead of text.
+const PAYLOAD: &str = "<img src=x onerror=alert(1)>";
+/// WebDriver's Enter key.
+const ENTER: &str = "\u{E007}";
+
+fn screenshots() -> PathBuf {
+    threadspace_devstack::tools::repo_root().join("target/screenshots")
+}
+
+/// Signs in through the login form and waits for the live connection.
+async fn sign_in(page: &Page, base: &str, account: &Account) -> anyhow::Result<()> {
+    page.goto(&format!("{base}/#/login")).await?;
+    page.fill("#login-org", &account.slug).await?;
+    page.fill("#login-email", &account.email).await?;
+    page.fill("#login-password", PASSWORD).await?;
+    page.click("#login-submit").await?;
+    connected(page).await
+}
+
+async fn connected(page: &Page) -> anyhow::Result<()> {
+    page.wait("#connection-status[data-state=\"connected\"]").await.map(|_| ())
+}
+
+/// Opens a channel the way a person would: its link in the sidebar.
+async fn open_channel(page: &Page, channel: ChannelId) -> anyhow::Result<()> {
+    page.click(&format!("a.channel-link[data-channel=\"{channel}\"]")).await?;
+    page.until(
+        "the channel's first page",
+        &format!(
+            "return document.querySelector('#messages') && document.querySelector('a.channel-link[data-channel=\"{channel}\"][aria-current]') !== null"
+        ),
+        UI_TIMEOUT,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Types `text` into the composer and presses Enter.
+async fn send(page: &Page, text: &str) -> anyhow::Result<()> {
+    page.fill("#composer", text).await?;
+    let composer = page.wait("#composer").await?;
+    composer.send_keys(ENTER).await?;
+    Ok(())
+}
+
+/// The `data-seq` of every acknowledged message shown, in DOM order.
+async fn shown_seqs(page: &Page) -> anyhow::Result<Vec<u64>> {
+    let value = page
+        .js(
+            "return [...document.querySelectorAll('#messages li.message')]
+                .map(li => li.dataset.seq).filter(s => s).map(Number);",
+            Vec::new(),
+        )
+        .await?;
+    Ok(serde_json::from_value(value)?)
+}
+
+/// Waits until a message with `body` is shown and acknowledged.
+async fn shown(page: &Page, body: &str) -> anyhow::Result<()> {
+    page.until(
+        &format!("the message {body:?}"),
+        &format!(
+            "return [...document.querySelectorAll('#messages li.message[data-state=\"acked\"] .message-body')]
+                .some(b => b.textContent === {});",
+            json!(body)
+        ),
+        UI_TIMEOUT,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Scrolls the message list to its top until the start-of-history marker shows.
+async fn scroll_to_beginning(page: &Page) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let state = page
+            .js(
+                "const list = document.querySelector('#messages');
+                 list.scrollTop = 0;
+                 return {done: document.querySelector('#history-start') !== null,
+                         shown: list.querySelectorAll('li.message').length,
+                         top: list.scrollTop, height: list.scrollHeight, client: list.clientHeight};",
+                Vec::new(),
+            )
+            .await?;
+        if state["done"] == json!(true) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(90),
+            "the beginning of the history never showed: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The archived seqs of `channel`, in order.
+async fn archived_seqs(stack: &Stack, channel: ChannelId) -> anyhow::Result<Vec<u64>> {
+    Ok(archived(stack).await?.into_iter().filter(|m| m.channel == channel).map(|m| m.seq).collect())
+}
+
+async fn channel_named(stack: &Stack, account: &Account, name: &str) -> anyhow::Result<ChannelId> {
+    stack
+        .directory()
+        .channel_by_name(account.org, name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no channel {name}"))
+}
+
+/// A WebSocket client of `account` on gateway `gateway` (the test's own sender).
+async fn ws(stack: &Stack, account: &Account, gateway: usize) -> anyhow::Result<Client> {
+    let mut client = Client::connect(&ConnectOptions::new(stack.ws_url(gateway))).await?;
+    client.hello(&account.access, None, WAIT).await?;
+    Ok(client)
+}
+
+/// Records every state the connection indicator takes from now on.
+async fn record_connection_states(page: &Page) -> anyhow::Result<()> {
+    page.js(
+        "window.__states = [];
+         const el = document.querySelector('#connection-status');
+         new MutationObserver(() => window.__states.push(el.dataset.state))
+             .observe(el, {attributes: true, attributeFilter: ['data-state']});",
+        Vec::new(),
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn connection_states(page: &Page) -> anyhow::Result<Vec<String>> {
+    Ok(serde_json::from_value(page.js("return window.__states || [];", Vec::new()).await?)?)
+}
+
+fn no_duplicates(seqs: &[u64]) -> bool {
+    seqs.iter().collect::<HashSet<_>>().len() == seqs.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_chat_in_browsers_through_history_a_gateway_crash_presence_and_typing(
+) -> anyhow::Result<()> {
+    let mut options = StackOptions::with_bridge(2, &[]);
+    options.gateway_args = NO_RATE_LIMITS.iter().map(|s| s.to_string()).collect();
+    let mut stack = Stack::start(options).await?;
+    let base = stack.api.http_url();
+    let ada = accounts::create_org(&stack, "acme").await?;
+    let grace = accounts::invite(&stack, &ada, "member", "grace").await?;
+    let general = channel_named(&stack, &ada, "general").await?;
+    let history = accounts::channel(&stack, ada.org, "history", "public", &[ada.user, grace.user]).await?;
+
+    // 500 messages of history, sent over the real path and archived by the bridge.
+    let mut sender = ws(&stack, &ada, 0).await?;
+    for i in 0..500 {
+        send_and_ack(&mut sender, history, &format!("h{i}"), &format!("history message {i}")).await?;
+    }
+    wait_archived(&stack, 500, Duration::from_secs(60)).await?;
+    drop(sender);
+
+    let driver = Driver::start().await?;
+    let (a, b) = (driver.page(1400, 900).await?, driver.page(1400, 900).await?);
+    // Ada's window reports idle after 3 s without input (the client's test override).
+    a.goto(&format!("{base}/#/login")).await?;
+    a.js("localStorage.setItem('threadspace.idle_after_ms', '3000'); location.reload();", Vec::new()).await?;
+    a.wait("#login-form").await?;
+    sign_in(&a, &base, &ada).await?;
+    sign_in(&b, &base, &grace).await?;
+    open_channel(&a, general).await?;
+    open_channel(&b, general).await?;
+
+    // A message goes from one window to the other, pending then acknowledged.
+    send(&a, "hello grace").await?;
+    shown(&a, "hello grace").await?;
+    shown(&b, "hello grace").await?;
+    // Ada's presence shows online in Grace's window, next to the message.
+    let online = format!(".presence[data-user=\"{}\"][data-status=\"online\"]", ada.user);
+    b.wait(&online).await?;
+
+    // Typing reaches the other window and ends with the message.
+    a.fill("#composer", "about to say").await?;
+    b.until(
+        "the typing line",
+        "return document.querySelector('#typing').textContent.includes('is typing');",
+        UI_TIMEOUT,
+    )
+    .await?;
+    let typing = b.text("#typing").await?;
+    assert!(typing.contains("The Owner"), "the typing line names the typist: {typing:?}");
+
+    // Left alone for 3 s, Ada's window reports idle; a key press makes her online again.
+    let idle = format!(".presence[data-user=\"{}\"][data-status=\"idle\"]", ada.user);
+    b.until("Ada shown idle", &format!("return document.querySelector('{idle}') !== null;"), UI_TIMEOUT)
+        .await?;
+    a.wait("#composer").await?.send_keys("!").await?;
+    b.until(
+        "Ada shown online again",
+        &format!("return document.querySelector('{online}') !== null;"),
+        UI_TIMEOUT,
+    )
+    .await?;
+
+    // Grace scrolls back through the whole history: every message once, in order.
+    open_channel(&b, history).await?;
+    scroll_to_beginning(&b).await?;
+    let want = archived_seqs(&stack, history).await?;
+    assert_eq!(want.len(), 500);
+    let seen = shown_seqs(&b).await?;
+    assert_eq!(seen, want, "Grace's window shows the 500 archived messages, each once, in order");
+    open_channel(&b, general).await?;
+
+    // A message body is text: the payload shows as written and runs nothing.
+    send(&a, PAYLOAD).await?;
+    shown(&b, PAYLOAD).await?;
+    let images = b.js("return document.querySelectorAll('#messages img').length;", Vec::new()).await?;
+    assert_eq!(images, json!(0), "no element was made of a message body");
+    assert!(!b.dialog_open().await && !a.dialog_open().await, "no script ran");
+
+    // Both gateways crash in turn (SIGKILL) while another client keeps posting; each window
+    // shows "reconnecting", resumes, and ends with exactly the archived messages.
+    record_connection_states(&a).await?;
+    record_connection_states(&b).await?;
+    let mut posted = 0;
+    for (dead, alive) in [(0usize, 1usize), (1, 0)] {
+        stack.kill_gateway(dead);
+        let mut poster = ws(&stack, &ada, alive).await?;
+        for i in 0..5 {
+            posted += 1;
+            send_and_ack(
+                &mut poster,
+                general,
+                &format!("crash{dead}-{i}"),
+                &format!("while gateway {dead} is down {i}"),
+            )
+            .await?;
+        }
+        // Ada also types one herself while her socket may be down: pending until it is back.
+        send(&a, &format!("typed while gateway {dead} was down")).await?;
+        stack.start_gateway(dead).await?;
+        connected(&a).await?;
+        connected(&b).await?;
+        shown(&a, &format!("typed while gateway {dead} was down")).await?;
+        shown(&b, &format!("typed while gateway {dead} was down")).await?;
+        shown(&b, &format!("while gateway {dead} is down 4")).await?;
+    }
+    assert_eq!(posted, 10);
+    send(&b, "all good").await?;
+    shown(&a, "all good").await?;
+    let sent_in_general = 1 + 1 + 10 + 2 + 1;
+    wait_archived(&stack, 500 + sent_in_general, Duration::from_secs(30)).await?;
+    let want = archived_seqs(&stack, general).await?;
+    assert_eq!(want.len(), sent_in_general);
+    for (who, page) in [("Ada", &a), ("Grace", &b)] {
+        let seen = shown_seqs(page).await?;
+        assert!(no_duplicates(&seen), "{who}'s window shows a message twice: {seen:?}");
+        assert_eq!(seen, want, "{who}'s window shows exactly the archived messages, in order");
+        let pending = page
+            .js("return document.querySelectorAll('#messages li.message:not([data-state=\"acked\"])').length;", Vec::new())
+            .await?;
+        assert_eq!(pending, json!(0), "{who}'s window has nothing left pending or failed");
+    }
+    let reconnected = [connection_states(&a).await?, connection_states(&b).await?];
+    for (who, states) in ["Ada", "Grace"].iter().zip(&reconnected) {
+        assert!(
+            states.iter().any(|s| s == "reconnecting"),
+            "{who}'s window showed no reconnecting state across two gateway crashes: {states:?}"
+        );
+    }
+
+    // Viewing the channel moved Grace's read marker to its newest message.
+    let newest = *want.last().expect("messages");
+    let client = stack.pool.get().await?;
+    let deadline = tokio::time::Instant::now() + UI_TIMEOUT;
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT seq FROM read_markers WHERE user_id = $1 AND channel_id = $2",
+                &[&grace.user.0, &general.0],
+            )
+            .await?;
+        if row.map(|r| r.get::<_, i64>(0) as u64) >= Some(newest) {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "Grace's read marker never reached {newest}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    a.close().await?;
+    b.close().await?;
+    Ok(())
+}
+
+/// Creates org `slug` named `name` whose owner is `Olive Owner`, and logs her in.
+async fn org_named(stack: &Stack, slug: &str, name: &str) -> anyhow::Result<Account> {
+    let email = format!("owner@{slug}.test");
+    let body = json!({"slug": slug, "name": name,
+        "owner": {"email": email, "handle": "olive", "display_name": "Olive Owner", "password": PASSWORD}});
+    let (status, created) = rest_json(stack, "POST", "/v1/orgs", None, &body).await?;
+    anyhow::ensure!(status == 201, "create org: {status} {created}");
+    let (status, tokens) = accounts::login(stack, slug, &email, PASSWORD).await?;
+    anyhow::ensure!(status == 200, "login: {status} {tokens}");
+    Ok(Account {
+        user: UserId(tokens["user_id"].as_i64().unwrap_or_default()),
+        org: threadspace_protocol::OrgId(tokens["org_id"].as_i64().unwrap_or_default()),
+        slug: slug.into(),
+        handle: "olive".into(),
+        email,
+        access: tokens["access_token"].as_str().unwrap_or_default().into(),
+        refresh: tokens["refresh_token"].as_str().unwrap_or_default().into(),
+        session: tokens["session_id"].as_i64().unwrap_or_default(),
+    })
+}
+
+/// `owner` invites a member named `display_name`, who accepts and logs in.
+async fn member_named(
+    stack: &Stack,
+    owner: &Account,
+    handle: &str,
+    display_name: &str,
+) -> anyhow::Result<Account> {
+    let (status, invite) =
+        rest_json(stack, "POST", "/v1/invites", Some(&owner.access), &json!({"role": "member"})).await?;
+    anyhow::ensure!(status == 201, "invite: {status} {invite}");
+    let email = format!("{handle}@{}.test", owner.slug);
+    let body = json!({"token": invite["token"], "email": email, "handle": handle,
+        "display_name": display_name, "password": PASSWORD});
+    let (status, user) = rest_json(stack, "POST", "/v1/invites/accept", None, &body).await?;
+    anyhow::ensure!(status == 201, "accept: {status} {user}");
+    let (status, tokens) = accounts::login(stack, &owner.slug, &email, PASSWORD).await?;
+    anyhow::ensure!(status == 200, "login: {status} {tokens}");
+    Ok(Account {
+        user: UserId(user["id"].as_i64().unwrap_or_default()),
+        org: owner.org,
+        slug: owner.slug.clone(),
+        handle: handle.into(),
+        email,
+        access: tokens["access_token"].as_str().unwrap_or_default().into(),
+        refresh: tokens["refresh_token"].as_str().unwrap_or_default().into(),
+        session: tokens["session_id"].as_i64().unwrap_or_default(),
+    })
+}
+
+/// Whether the document overflows its viewport sideways.
+async fn scrolls_sideways(page: &Page) -> anyhow::Result<(bool, Value)> {
+    let sizes = page
+        .js(
+            "const d = document.documentElement;
+             return {scroll: d.scrollWidth, client: d.clientWidth, body: document.body.scrollWidth, inner: window.innerWidth};",
+            Vec::new(),
+        )
+        .await?;
+    let scroll = sizes["scroll"].as_u64().unwrap_or(u64::MAX).max(sizes["body"].as_u64().unwrap_or(u64::MAX));
+    Ok((scroll > sizes["client"].as_u64().unwrap_or(0), sizes))
+}
+
+async fn accessible(page: &Page, axe: &str, what: &str) -> anyhow::Result<()> {
+    let violations = serious_accessibility_violations(page, axe).await?;
+    assert!(violations.is_empty(), "{what}: serious accessibility violations: {violations:#?}");
+    Ok(())
+}
+
+/// Where the page renders untrusted text — org name, display name, message body, search hit —
+/// it stays text; nothing injected runs, and the policy would stop it if it did.
+async fn nothing_injected(page: &Page, what: &str) -> anyhow::Result<()> {
+    let images = page.js("return document.images.length;", Vec::new()).await?;
+    assert_eq!(images, json!(0), "{what}: an <img> was made from untrusted text");
+    assert!(!page.dialog_open().await, "{what}: a dialog opened: injected script ran");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_is_safe_accessible_fits_a_phone_and_handles_accounts() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::with_bridge(1, &[])).await?;
+    let base = stack.api.http_url();
+    let olive = org_named(&stack, "xss", PAYLOAD).await?;
+    let mallory = member_named(&stack, &olive, "mallory", PAYLOAD).await?;
+    let general = channel_named(&stack, &olive, "general").await?;
+
+    // The page's policy: scripts and styles from this origin only, WebSockets to the gateway.
+    let index = threadspace_client::rest::http_send(stack.api.port, "GET", "/", None, None)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("GET / got no answer"))?;
+    assert_eq!(index.status, 200);
+    let policy = index.header("content-security-policy").unwrap_or_default().to_owned();
+    for part in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+        assert!(policy.contains(part), "the policy has {part}: {policy}");
+    }
+    assert!(!policy.contains("unsafe"), "no unsafe-inline or unsafe-eval: {policy}");
+    assert!(policy.contains(&stack.ws_url(0).trim_end_matches("/v1/ws").to_owned()), "{policy}");
+
+    // Mallory (whose display name is the payload) posts payloads, a link and a long word.
+    let long_word = "w".repeat(400);
+    let mut mallory_ws = ws(&stack, &mallory, 0).await?;
+    let bodies = [
+        PAYLOAD.to_owned(),
+        format!("findme {PAYLOAD}"),
+        "see https://example.com/a?b=1 not javascript:alert(1)".to_owned(),
+        long_word.clone(),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        send_and_ack(&mut mallory_ws, general, &format!("m{i}"), body).await?;
+    }
+    wait_archived(&stack, bodies.len(), Duration::from_secs(30)).await?;
+    wait_indexed(&stack, bodies.len() as i64, Duration::from_secs(30)).await?;
+
+    let driver = Driver::start().await?;
+    let axe = axe_source()?;
+    let desk = driver.page(1400, 900).await?;
+    desk.goto(&format!("{base}/#/login")).await?;
+    desk.wait("#login-form").await?;
+    accessible(&desk, &axe, "the login page at 1,400 px").await?;
+
+    // A wrong password and an unknown address get the same answer.
+    desk.fill("#login-org", "xss").await?;
+    desk.fill("#login-email", &olive.email).await?;
+    desk.fill("#login-password", "not the password").await?;
+    desk.click("#login-submit").await?;
+    desk.until(
+        "the login error",
+        "return document.querySelector('#login-error').textContent.trim();",
+        UI_TIMEOUT,
+    )
+    .await?;
+    let wrong_password = desk.text("#login-error").await?;
+    desk.js("document.querySelector('#login-error').textContent = '';", Vec::new()).await?;
+    desk.fill("#login-email", "nobody@xss.test").await?;
+    let cleared = desk.js("return document.querySelector('#login-password').value;", Vec::new()).await?;
+    assert_eq!(cleared, json!(""), "a refused password is cleared from the form");
+    desk.fill("#login-password", "not the password").await?;
+    desk.click("#login-submit").await?;
+    desk.until(
+        "the login error",
+        "return document.querySelector('#login-error').textContent.trim();",
+        UI_TIMEOUT,
+    )
+    .await?;
+    let unknown = desk.text("#login-error").await?;
+    assert_eq!(wrong_password, unknown, "the error does not tell whether the account exists");
+    assert!(!wrong_password.is_empty());
+
+    sign_in(&desk, &base, &olive).await?;
+    open_channel(&desk, general).await?;
+    shown(&desk, &long_word).await?;
+    let authors = desk
+        .js(
+            "return [...document.querySelectorAll('#messages .message-author')].map(a => a.textContent);",
+            Vec::new(),
+        )
+        .await?;
+    assert!(
+        authors.as_array().is_some_and(|a| a.iter().any(|t| t.as_str().is_some_and(|t| t.contains(PAYLOAD)))),
+        "the display name shows as text: {authors}"
+    );
+    let page_text = desk.js("return document.body.textContent;", Vec::new()).await?;
+    assert!(page_text.as_str().is_some_and(|t| t.contains(PAYLOAD)), "the org name and bodies show as text");
+    nothing_injected(&desk, "org name, display name and bodies").await?;
+    // Only http(s) URLs become links, and they open without the page's context.
+    let links = desk
+        .js(
+            "return [...document.querySelectorAll('#messages .message-body a')].map(a => [a.getAttribute('href'), a.rel]);",
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(
+        links,
+        json!([["https://example.com/a?b=1", "noopener noreferrer nofollow"]]),
+        "links: {links}"
+    );
+
+    // Search: the hit's body is text too.
+    desk.fill("#search", "findme").await?;
+    desk.wait("#search").await?.send_keys(ENTER).await?;
+    desk.until(
+        "a search hit",
+        &format!(
+            "return [...document.querySelectorAll('#search-results .search-hit-body')].some(b => b.textContent.includes({}));",
+            json!(PAYLOAD)
+        ),
+        UI_TIMEOUT,
+    )
+    .await?;
+    nothing_injected(&desk, "search hits").await?;
+    desk.wait("#search").await?.send_keys("\u{E00C}").await?; // Escape closes the results.
+
+    // Were something to slip into the DOM as HTML, the policy would still stop it running.
+    // (The test's own scripts run through WebDriver, which the policy does not govern; what they
+    // insert into the page is governed.)
+    desk.js(
+        "document.body.insertAdjacentHTML('beforeend', '<img id=probe src=x onerror=\"window.__pwned = 1\">');
+         const s = document.createElement('script'); s.id = 'probe-script'; s.textContent = 'window.__pwned = 2';
+         document.body.append(s);",
+        Vec::new(),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pwned = desk
+        .js(
+            "document.querySelector('#probe')?.remove(); document.querySelector('#probe-script')?.remove();
+             return window.__pwned === undefined;",
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(pwned, json!(true), "inline event handlers and inline scripts are refused by the policy");
+
+    // Bad input: an empty message is not sent; one over the limit shows the error and keeps the text.
+    let count = "return document.querySelectorAll('#messages li.message').length;";
+    let before = desk.js(count, Vec::new()).await?;
+    desk.fill("#composer", "   ").await?;
+    desk.wait("#composer").await?.send_keys(ENTER).await?;
+    let too_long = "x".repeat(16 * 1024 + 1);
+    desk.set_value("#composer", &too_long).await?;
+    desk.click("#send-button").await?;
+    desk.until(
+        "the size error",
+        "return document.querySelector('#composer-error').textContent.trim();",
+        UI_TIMEOUT,
+    )
+    .await?;
+    let error = desk.text("#composer-error").await?;
+    assert!(error.contains("16384"), "the error names the limit: {error:?}");
+    let kept = desk.js("return document.querySelector('#composer').value.length;", Vec::new()).await?;
+    assert_eq!(kept, json!(too_long.len()), "the text stays in the box");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(desk.js(count, Vec::new()).await?, before, "neither was sent");
+    desk.set_value("#composer", "").await?;
+
+    accessible(&desk, &axe, "the chat at 1,400 px").await?;
+    desk.screenshot(&screenshots(), "chat-1400").await?;
+
+    // Admin: invite by mail, make Mallory a guest, then deactivate her (her socket closes).
+    desk.click("#admin-link").await?;
+    let row = format!("tr.person[data-user=\"{}\"]", mallory.user);
+    desk.wait(&row).await?;
+    accessible(&desk, &axe, "the admin screen at 1,400 px").await?;
+    desk.js(
+        "const s = document.querySelector(arguments[0] + ' select.role-select'); s.value = 'guest';
+         s.dispatchEvent(new Event('change', {bubbles: true}));",
+        vec![json!(row)],
+    )
+    .await?;
+    let client = stack.pool.get().await?;
+    let role_of = |user: UserId| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one("SELECT role, deactivated_at IS NOT NULL FROM users WHERE id = $1", &[&user.0])
+                .await?;
+            anyhow::Ok((row.get::<_, String>(0), row.get::<_, bool>(1)))
+        }
+    };
+    wait_until("Mallory is a guest", || async { Ok(role_of(mallory.user).await?.0 == "guest") }).await?;
+    desk.click(&format!("{row} button.deactivate")).await?;
+    wait_until("Mallory is deactivated", || async { Ok(role_of(mallory.user).await?.1) }).await?;
+    loop {
+        match mallory_ws.recv(WAIT).await? {
+            Incoming::Close { code, .. } => {
+                assert_eq!(code, 4004, "a deactivated user's socket closes with session_ended");
+                break;
+            }
+            Incoming::Frame(_) => {}
+            other => anyhow::bail!("Mallory's socket ended without 4004: {other:?}"),
+        }
+    }
+    desk.fill("#invite-email-input", "newbie@xss.test").await?;
+    desk.click("#invite-create").await?;
+    let link = desk
+        .until("the invite link", "return document.querySelector('#invite-link').value;", UI_TIMEOUT)
+        .await?;
+    let link = link.as_str().unwrap_or_default().to_owned();
+    assert!(link.starts_with(&format!("{base}/#/invite?token=")), "{link}");
+
+    // A phone: the invitee accepts in a 360 px wide window; nothing scrolls sideways.
+    let phone = driver.page(360, 740).await?;
+    phone.goto(&link).await?;
+    phone.wait("#invite-handle").await?;
+    let (sideways, sizes) = scrolls_sideways(&phone).await?;
+    assert!(!sideways, "the invite page scrolls sideways at 360 px: {sizes}");
+    accessible(&phone, &axe, "the invite page at 360 px").await?;
+    phone.fill("#invite-org", "xss").await?;
+    phone.fill("#invite-handle", "newbie").await?;
+    phone.fill("#invite-display-name", "Newbie").await?;
+    phone.fill("#invite-email", "newbie@xss.test").await?;
+    phone.fill("#invite-password", PASSWORD).await?;
+    phone.click("#invite-submit").await?;
+    connected(&phone).await?;
+    phone.js("location.hash = arguments[0];", vec![json!(format!("#/c/{general}"))]).await?;
+    shown(&phone, &long_word).await?;
+    let (sideways, sizes) = scrolls_sideways(&phone).await?;
+    assert!(!sideways, "the chat scrolls sideways at 360 px: {sizes}");
+    nothing_injected(&phone, "the chat at 360 px").await?;
+    accessible(&phone, &axe, "the chat at 360 px").await?;
+    phone.screenshot(&screenshots(), "chat-360").await?;
+    phone.click("#sidebar-toggle").await?;
+    phone.wait("nav#sidebar").await?;
+    phone.screenshot(&screenshots(), "sidebar-360").await?;
+
+    // Sign out, then sign up where the org allows it (a verified address at its domain).
+    let (status, body) = rest_json(
+        &stack,
+        "PUT",
+        "/v1/org/signup-domain",
+        Some(&olive.access),
+        &json!({"domain": "xss.test"}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    phone.click("#sign-out").await?;
+    phone.wait("#login-form").await?;
+    let mails = accounts::mails(&stack).len();
+    phone.goto(&format!("{base}/#/signup")).await?;
+    phone.fill("#signup-org", "xss").await?;
+    phone.fill("#signup-email", "signer@xss.test").await?;
+    phone.click("#signup-submit").await?;
+    phone.wait("#signup-notice").await?;
+    let mail = accounts::next_mail(&stack, mails).await?;
+    let link = mail["link"].as_str().unwrap_or_default().to_owned();
+    assert!(link.contains("#/signup?token="), "{mail}");
+    phone.goto(&link).await?;
+    phone.fill("#signup-org", "xss").await.ok();
+    phone.fill("#signup-handle", "signer").await?;
+    phone.fill("#signup-display-name", "Signer").await?;
+    phone.fill("#signup-password", PASSWORD).await?;
+    phone.click("#signup-complete-submit").await?;
+    connected(&phone).await?;
+    let me = phone.text("#me").await?;
+    assert_eq!(me.trim(), "Signer");
+
+    desk.close().await?;
+    phone.close().await?;
+    Ok(())
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + UI_TIMEOUT;
+    while !check().await? {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,57 @@
+// api.js — the REST API of docs/api.md, one function per route. Authenticated calls carry the
+// access token; a 401 refreshes the token once and retries, so an access token that expired
+// while the tab slept costs one extra round trip, not a sign-out.
+
+import { ApiError, requestJson } from './http.js';
+import * as tokens from './tokens.js';
+
+async function authed(method, path, options = {}) {
+  const token = await tokens.accessToken();
+  if (!token) throw new ApiError(401, 'auth_failed', 'You are not signed in.');
+  try {
+    return await requestJson(method, path, { ...options, token });
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status !== 401) throw error;
+    // Someone else may have refreshed meanwhile: only refresh if our token is still current.
+    if (tokens.currentToken() === token) await tokens.refresh();
+    return requestJson(method, path, { ...options, token: tokens.currentToken() });
+  }
+}
+
+// Ids come from the server as integers; Number() keeps anything else out of the path.
+const id = (value) => {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new ApiError(400, 'invalid_parameter', `bad id ${value}`);
+  return n;
+};
+
+// Accounts and sessions (no token).
+export const login = (org, email, password) =>
+  requestJson('POST', '/v1/auth/login', { body: { org, email, password } });
+export const createOrg = (slug, name, owner) =>
+  requestJson('POST', '/v1/orgs', { body: { slug, name, owner } });
+export const acceptInvite = (body) => requestJson('POST', '/v1/invites/accept', { body });
+export const requestSignup = (org, email) => requestJson('POST', '/v1/signup', { body: { org, email } });
+export const completeSignup = (body) => requestJson('POST', '/v1/signup/complete', { body });
+export const requestPasswordReset = (org, email) =>
+  requestJson('POST', '/v1/auth/password-reset', { body: { org, email } });
+export const completePasswordReset = (token, newPassword) =>
+  requestJson('POST', '/v1/auth/password-reset/complete', { body: { token, new_password: newPassword } });
+
+// With a token.
+export const logout = () => authed('POST', '/v1/auth/logout');
+export const me = () => authed('GET', '/v1/me');
+export const listChannels = () => authed('GET', '/v1/channels');
+export const listUsers = (after) => authed('GET', '/v1/users', { query: { limit: 200, after } });
+export const getUser = (user) => authed('GET', `/v1/users/${id(user)}`);
+
+/** A history page: `query` is { before, after, limit } (docs/api.md, history page). */
+export const history = (channel, query) => authed('GET', `/v1/channels/${id(channel)}/messages`, { query });
+export const search = (q, cursor) => authed('GET', '/v1/search', { query: { q, cursor } });
+
+export const createInvite = (role, email) =>
+  authed('POST', '/v1/invites', { body: email ? { role, email } : { role } });
+export const setRole = (user, role) => authed('PUT', `/v1/users/${id(user)}/role`, { body: { role } });
+export const deactivate = (user) => authed('POST', `/v1/users/${id(user)}/deactivate`);
+export const reactivate = (user) => authed('POST', `/v1/users/${id(user)}/reactivate`);
+export const setSignupDomain = (domain) => authed('PUT', '/v1/org/signup-domain', { body: { domain } });

@@ -1,0 +1,484 @@
+// chat.js — the signed-in app: wires the gateway connection, the store, history, the outbox and
+// the views together, routes #/c/<id> and #/admin, and handles every gateway frame
+// (docs/protocol.md, Gateway → client). One instance per signed-in session; stop() undoes all.
+
+import { Activity } from './activity.js';
+import { ChannelList } from './channels.js';
+import { h, updatePresenceDots } from './dom.js';
+import { History } from './history.js';
+import { Outbox } from './outbox.js';
+import { People } from './people.js';
+import { ReadMarkers } from './reads.js';
+import { Gateway } from './socket.js';
+import { Store } from './store.js';
+import * as tokens from './tokens.js';
+import { Typing } from './typing.js';
+import { AdminView } from './views/admin.js';
+import { Composer } from './views/composer.js';
+import { MessageList } from './views/messages.js';
+import { SearchPanel } from './views/search.js';
+import { buildShell, showConnection } from './views/shell.js';
+import { Sidebar } from './views/sidebar.js';
+
+export class ChatApp {
+  /** `me`: the GET /v1/me answer. `onSessionEnded(notice)`, `onSignOut()`: back to main.js. */
+  constructor({ config, me, onSessionEnded, onSignOut }) {
+    this.onSessionEnded = onSessionEnded;
+    this.onSignOut = onSignOut;
+    this.abort = new AbortController();
+    this.store = new Store();
+    this.store.setMe(me.user);
+    this.store.org = me.org;
+    this.people = new People(this.store);
+    this.channels = new ChannelList(this.store, this.people);
+    this.history = new History(this.store, { onChannelReset: (ch) => ch.id === this.openId && this.loadOpen() });
+    this.gateway = new Gateway({
+      urls: config.gateways,
+      token: () => tokens.accessToken(),
+      renewToken: () => tokens.refresh(),
+      onFrame: (frame) => this.onFrame(frame),
+      onPhase: (phase) => this.onPhase(phase),
+      onReady: () => {
+        this.outbox.onReady();
+        this.reads.onReady();
+      },
+      onDown: () => this.onDown(),
+      onSessionEnded: () => this.onSessionEnded('Your session ended — sign in again.'),
+    });
+    this.outbox = new Outbox({
+      store: this.store, gateway: this.gateway, history: this.history,
+      onBounced: (entry) => this.composer.bounce(entry.channel, entry.body),
+    });
+    this.reads = new ReadMarkers({ store: this.store, gateway: this.gateway, canSee: () => this.visibleChannel() });
+    this.typing = new Typing(this.store, (channelId) => channelId === this.openId && this.renderTyping());
+    this.activity = new Activity(config.idleAfterMs, (status) => this.gateway.send({ op: 'presence', status }));
+
+    this.openId = null;
+    this.mode = 'channel';
+    this.wanted = null; // a route waiting for the channel list
+    this.everConnected = false;
+    this.renderQueued = false;
+    this.forceBottom = false;
+    this.empty = false; // member of no channel: showing the "no channels" notice
+    this.buildViews();
+  }
+
+  buildViews() {
+    const { store } = this;
+    this.search = new SearchPanel({ store, people: this.people, onOpenHit: (ch, seq) => this.openHit(ch, seq) });
+    this.composer = new Composer({ store, onSend: (ch, body) => this.send(ch, body), onTyping: (ch) => this.sendTyping(ch) });
+    this.refs = buildShell({ searchForm: this.search.form, searchPanel: this.search.panel, composerForm: this.composer.form });
+    this.sidebar = new Sidebar(this.refs.sidebar, store);
+    this.messages = new MessageList(this.refs.list, {
+      store, history: this.history,
+      onRetry: (cmid) => this.outbox.retry(cmid),
+      onDiscard: (cmid) => this.outbox.discard(cmid),
+      onNearTop: () => this.loadOlder(),
+      onNearBottom: () => this.loadNewer(),
+      onScroll: () => this.scheduleRead(),
+    });
+    this.admin = new AdminView({ store, people: this.people });
+    this.showMe();
+  }
+
+  get element() {
+    return this.refs.app;
+  }
+
+  start() {
+    const { signal } = this.abort;
+    const { store } = this;
+    store.on('messages', (id) => this.messagesChanged(id), signal);
+    store.on('channels', () => this.channelsChanged(), signal);
+    store.on('people', () => this.peopleChanged(), signal);
+    store.on('presence', (ids) => ids.forEach((id) => updatePresenceDots(id, store.statusOf(id))), signal);
+    store.on('me', () => this.showMe(), signal);
+    this.listen(signal);
+    this.gateway.start();
+    this.activity.start(signal);
+    this.people.loadDirectory();
+    this.channels.refresh();
+  }
+
+  listen(signal) {
+    const { refs } = this;
+    refs.signOut.addEventListener('click', () => this.onSignOut(), { signal });
+    refs.toggle.addEventListener('click', () => this.setSidebar(!this.sidebarOpen()), { signal });
+    refs.sidebar.addEventListener('click', (event) => this.sidebarClick(event), { signal });
+    refs.main.addEventListener('click', () => this.setSidebar(false), { signal });
+    refs.jumpLatest.addEventListener('click', () => this.jumpToLatest(), { signal });
+    document.addEventListener('keydown', (event) => this.keydown(event), { signal });
+    document.addEventListener('visibilitychange', () => this.scheduleRead(), { signal });
+    window.addEventListener('focus', () => this.scheduleRead(), { signal });
+  }
+
+  stop() {
+    this.abort.abort();
+    this.gateway.stop();
+    this.outbox.stop();
+    this.typing.stop();
+    this.reads.stop();
+  }
+
+  /** Closes the socket before a deliberate logout, so its 4004 is not taken for an ended session. */
+  disconnect() {
+    this.gateway.stop();
+  }
+
+  // ---- routing ----
+
+  route({ path, params }) {
+    const match = /^\/c\/(\d+)$/.exec(path);
+    if (path === '/admin') this.showAdmin();
+    else if (match) this.showChannel(Number(match[1]), Number(params.get('seq')) || null);
+    else this.showDefault();
+  }
+
+  showDefault() {
+    this.mode = 'channel';
+    const id = this.defaultChannelId();
+    if (id === null) {
+      if (!this.channels.known) this.wanted = { id: null, seq: null };
+      else this.showEmpty();
+      return;
+    }
+    window.history.replaceState(null, '', `#/c/${id}`);
+    this.showChannel(id, null);
+  }
+
+  defaultChannelId() {
+    const list = this.store.listedChannels();
+    const general = list.find((ch) => ch.kind === 'public' && ch.name === 'general');
+    return (general ?? list[0])?.id ?? null;
+  }
+
+  showAdmin() {
+    this.mode = 'admin';
+    this.refs.channelView.hidden = true;
+    this.refs.adminView.hidden = false;
+    this.sidebar.setActive(null);
+    this.openId = null;
+    this.admin.render(this.refs.adminView);
+    this.setSidebar(false);
+  }
+
+  showChannel(id, seq) {
+    this.mode = 'channel';
+    this.refs.channelView.hidden = false;
+    this.refs.adminView.hidden = true;
+    const ch = this.store.channel(id);
+    if (!ch?.listed) {
+      if (!this.channels.known) {
+        this.wanted = { id, seq };
+        return;
+      }
+      const fallback = this.defaultChannelId();
+      if (fallback !== null && fallback !== id) {
+        window.history.replaceState(null, '', `#/c/${fallback}`);
+        this.showChannel(fallback, null);
+      }
+      this.showNotice('That channel does not exist, or you are not a member of it.');
+      return;
+    }
+    if (this.openId !== id) this.switchTo(ch);
+    else if (seq === null) this.history.leaveStretch(ch);
+    this.setSidebar(false);
+    this.loadOpen(seq);
+  }
+
+  // Member of no channel at all (a guest nobody added yet): say so instead of a blank page.
+  showEmpty() {
+    this.empty = true;
+    this.openId = null;
+    this.refs.title.textContent = 'No channels';
+    this.messages.show(null);
+    this.composer.setEnabled(false);
+    this.showNotice('You are not a member of any channel yet.');
+  }
+
+  switchTo(ch) {
+    this.empty = false;
+    this.composer.setEnabled(true);
+    this.openId = ch.id;
+    this.showNotice('');
+    this.composer.show(ch);
+    this.messages.show(ch);
+    this.sidebar.setActive(ch.id);
+    this.showTitle(ch);
+    this.renderTyping();
+  }
+
+  // ---- the open channel ----
+
+  openChannel() {
+    return this.openId === null ? null : this.store.channel(this.openId);
+  }
+
+  loadOpen(seq = null) {
+    const ch = this.openChannel();
+    if (!ch) return;
+    const task = seq ? this.history.jumpTo(ch, seq) : this.history.ensureLoaded(ch);
+    this.scheduleRender();
+    task.then((found) => {
+      if (this.openId !== ch.id) return;
+      this.renderNow();
+      if (seq) this.revealHit(ch, seq, found);
+      else this.fillViewport();
+      this.scheduleRead();
+    }, (error) => this.historyFailed(ch, error, () => this.loadOpen(seq)));
+  }
+
+  revealHit(ch, seq, found) {
+    window.history.replaceState(null, '', `#/c/${ch.id}`);
+    if (found && this.messages.reveal(seq)) this.refs.list.focus({ preventScroll: true });
+    else this.showNotice('That message is no longer available.');
+  }
+
+  // While the list has no scrollbar, older pages are the only way to fill it.
+  fillViewport() {
+    const ch = this.openChannel();
+    if (!ch || ch.view || !ch.loaded || !ch.hasMoreBefore || !this.messages.isUnderfilled()) return;
+    this.loadOlder().then(() => this.fillViewport());
+  }
+
+  loadOlder() {
+    const ch = this.openChannel();
+    if (!ch || this.history.isLoading(ch, 'older')) return Promise.resolve();
+    const task = this.history.loadOlder(ch);
+    this.scheduleRender(); // shows "Loading older messages…"
+    return task.then(() => {
+      // Still at the top once the page is in (a fast scroll, a short page): no scroll event
+      // will come, so go on with the next page ourselves.
+      const more = ch.view ? ch.view.moreBefore : ch.hasMoreBefore;
+      if (more && ch === this.openChannel()) {
+        requestAnimationFrame(() => { if (this.messages.isNearTop()) this.loadOlder(); });
+      }
+    }, (error) => this.historyFailed(ch, error, () => this.loadOlder()));
+  }
+
+  loadNewer() {
+    const ch = this.openChannel();
+    if (!ch?.view) return;
+    this.history.loadNewer(ch).catch((error) => this.historyFailed(ch, error, () => this.loadNewer()));
+  }
+
+  jumpToLatest() {
+    const ch = this.openChannel();
+    if (!ch) return;
+    this.history.leaveStretch(ch);
+    this.forceBottom = true;
+    this.loadOpen();
+  }
+
+  historyFailed(ch, error, retry) {
+    if (this.openId !== ch.id) return;
+    this.scheduleRender();
+    const button = h('button', { type: 'button', text: 'Try again' });
+    button.addEventListener('click', () => {
+      this.showNotice('');
+      retry();
+    });
+    this.showNotice(`Could not load messages: ${error.message}`, button);
+  }
+
+  showNotice(text, action = null) {
+    this.refs.notice.replaceChildren(...(text ? [h('span', { text }), action ? ' ' : null, action].filter(Boolean) : []));
+    this.refs.notice.hidden = !text;
+  }
+
+  showTitle(ch) {
+    this.refs.title.textContent = this.store.channelLabel(ch);
+    document.title = `${this.store.channelLabel(ch)} · ${this.store.org?.name ?? 'ThreadSpace'}`;
+  }
+
+  openHit(channelId, seq) {
+    this.search.close({ focusInput: false });
+    const hash = `#/c/${channelId}?seq=${seq}`;
+    if (window.location.hash === hash) this.showChannel(channelId, seq);
+    else window.location.hash = hash;
+  }
+
+  // ---- rendering ----
+
+  scheduleRender() {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    queueMicrotask(() => this.renderNow());
+  }
+
+  renderNow() {
+    this.renderQueued = false;
+    if (this.mode !== 'channel' || this.openId === null) return;
+    const ch = this.openChannel();
+    this.messages.render({ toBottom: this.forceBottom });
+    this.forceBottom = false;
+    this.refs.jumpLatest.hidden = !ch?.view;
+  }
+
+  messagesChanged(id) {
+    this.sidebar.updateBadge(id);
+    if (id !== this.openId) return;
+    this.scheduleRender();
+    this.scheduleRead();
+  }
+
+  channelsChanged() {
+    this.sidebar.render();
+    const ch = this.openChannel();
+    if (ch) {
+      this.showTitle(ch);
+      this.composer.relabel(ch);
+    } else if (this.openId !== null && this.mode === 'channel') {
+      // The open channel is gone (we left it, or were removed).
+      this.openId = null;
+      this.showDefault();
+      this.showNotice('You are no longer a member of that channel.');
+    } else if (this.empty && this.defaultChannelId() !== null) {
+      this.showDefault(); // the first channel of someone who had none
+    }
+    if (this.wanted && this.channels.known) {
+      const { id, seq } = this.wanted;
+      this.wanted = null;
+      if (id === null) this.showDefault();
+      else this.showChannel(id, seq);
+    }
+  }
+
+  peopleChanged() {
+    this.sidebar.render();
+    const ch = this.openChannel();
+    if (ch) this.showTitle(ch);
+    this.scheduleRender();
+    this.renderTyping();
+    this.showMe();
+  }
+
+  renderTyping() {
+    const text = this.openId === null ? '' : this.typing.text(this.openId);
+    if (this.refs.typing.textContent !== text) this.refs.typing.textContent = text;
+  }
+
+  showMe() {
+    const { me, org } = this.store;
+    this.refs.me.textContent = me?.display_name ?? '';
+    this.refs.orgName.textContent = org?.name ?? 'ThreadSpace';
+    this.refs.adminLink.hidden = !(me?.role === 'owner' || me?.role === 'admin');
+  }
+
+  // ---- sidebar and keyboard ----
+
+  sidebarOpen() {
+    return this.refs.app.classList.contains('sidebar-open');
+  }
+
+  setSidebar(open) {
+    if (open === this.sidebarOpen()) return;
+    this.refs.app.classList.toggle('sidebar-open', open);
+    this.refs.toggle.setAttribute('aria-expanded', String(open));
+    if (open) this.sidebar.focusActive();
+  }
+
+  sidebarClick(event) {
+    const link = event.target.closest('a.channel-link');
+    if (!link) return;
+    // The same channel again: back to its newest messages (the hash does not change).
+    if (Number(link.dataset.channel) === this.openId && this.mode === 'channel') this.jumpToLatest();
+    this.setSidebar(false);
+  }
+
+  keydown(event) {
+    if (event.key === 'Escape') {
+      if (this.search.isOpen) this.search.close();
+      else if (this.sidebarOpen()) {
+        this.setSidebar(false);
+        this.refs.toggle.focus();
+      }
+      return;
+    }
+    if (!event.altKey || (event.key !== 'ArrowUp' && event.key !== 'ArrowDown')) return;
+    event.preventDefault();
+    const id = this.sidebar.neighbour(event.key === 'ArrowUp' ? -1 : 1);
+    if (id !== null) window.location.hash = `#/c/${id}`;
+  }
+
+  // ---- sending, typing, reads ----
+
+  send(channelId, body) {
+    const ch = this.store.channel(channelId);
+    if (ch?.view) this.history.leaveStretch(ch);
+    this.forceBottom = true;
+    this.typing.sent(channelId);
+    this.outbox.send(channelId, body);
+  }
+
+  sendTyping(channelId) {
+    if (!this.gateway.ready) return;
+    this.typing.keystroke(channelId, () => {
+      if (this.gateway.ready && this.openId === channelId) this.gateway.send({ op: 'typing', channel: channelId });
+    });
+  }
+
+  scheduleRead() {
+    this.reads.schedule();
+  }
+
+  // Only what the person can see counts as read: the open channel, page visible and focused,
+  // scrolled to the newest message.
+  visibleChannel() {
+    const ch = this.openChannel();
+    if (this.mode !== 'channel' || !ch || ch.view || !ch.loaded) return null;
+    if (document.visibilityState !== 'visible' || !document.hasFocus() || !this.messages.isAtBottom()) return null;
+    return ch;
+  }
+
+  // ---- gateway frames ----
+
+  onPhase(phase) {
+    if (phase === 'ready') this.everConnected = true;
+    showConnection(this.refs.status, phase, this.everConnected);
+    document.documentElement.dataset.state = phase === 'ready' ? 'ready' : 'connecting';
+  }
+
+  onDown() {
+    this.outbox.onDown();
+    this.reads.onDown();
+  }
+
+  onFrame(frame) {
+    switch (frame.op) {
+      case 'welcome': return this.onWelcome(frame);
+      case 'msg': return this.onMsg(frame);
+      case 'ack': return this.outbox.onAck(frame);
+      case 'error': return this.onError(frame);
+      case 'member': return this.channels.onMember(frame);
+      case 'presence': return this.store.updatePresence(frame.users);
+      case 'typing': return this.typing.received(frame);
+      case 'read': return this.reads.onRead(frame);
+      case 'read_ack': return this.reads.onAck(frame);
+      case 'history_required': return this.history.fillGap(frame.after_seq, frame.through_seq);
+      case 'resumed': return this.scheduleRead();
+      default: return undefined; // pong, reconnect: handled by the socket
+    }
+  }
+
+  onWelcome(frame) {
+    if (frame.user) this.store.setMe(frame.user);
+    if (frame.limits) this.store.limits = { ...this.store.limits, ...frame.limits };
+    this.channels.fromWelcome(frame.channels);
+    this.store.replacePresence(frame.presence);
+    if (this.activity.status === 'idle') this.gateway.send({ op: 'presence', status: 'idle' });
+  }
+
+  onMsg(frame) {
+    if (!Number.isSafeInteger(frame.channel)) return;
+    this.store.addMessages(frame.channel, [frame]);
+    this.typing.clear(frame.channel, frame.sender);
+    this.people.ensure([frame.sender]);
+    if (!this.store.channel(frame.channel)?.listed) this.channels.refresh();
+  }
+
+  onError(frame) {
+    if (frame.ref && (this.outbox.onError(frame) || this.reads.onError(frame))) return;
+    console.warn(`ThreadSpace gateway error: ${frame.code}`);
+  }
+}

@@ -1,0 +1,67 @@
+// http.js — one JSON request function and the API's one error shape,
+// {"error":{"code","message"}} (docs/api.md, Errors), as an ApiError.
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter = null) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status; // 0 when the server could not be reached
+    this.code = code;
+    this.retryAfter = retryAfter; // seconds, from Retry-After on 429
+  }
+}
+
+export const NETWORK_MESSAGE = 'Could not reach the server. Check your connection and try again.';
+
+/**
+ * Sends one request to the same-origin API. `query` values that are null/undefined are left
+ * out. Resolves with the parsed JSON body (null for 202/204); rejects with an ApiError.
+ */
+export async function requestJson(method, path, { body, query, token } = {}) {
+  const url = new URL(path, window.location.origin);
+  for (const [key, value] of Object.entries(query || {})) {
+    if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
+  }
+  const headers = { Accept: 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const init = { method, headers, cache: 'no-store', credentials: 'same-origin' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(url, init);
+  } catch {
+    throw new ApiError(0, 'network', NETWORK_MESSAGE);
+  }
+  const payload = await readJson(response);
+  if (response.ok) return payload;
+  throw toError(response, payload);
+}
+
+async function readJson(response) {
+  const text = await response.text().catch(() => '');
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+function toError(response, payload) {
+  const error = payload && typeof payload === 'object' ? payload.error : null;
+  const retryAfter = Number.parseInt(response.headers.get('Retry-After') || '', 10);
+  return new ApiError(
+    response.status,
+    typeof error?.code === 'string' ? error.code : `http_${response.status}`,
+    typeof error?.message === 'string' ? error.message : `The server answered ${response.status}.`,
+    Number.isFinite(retryAfter) ? retryAfter : null,
+  );
+}
+
+/** Whether retrying later may help: the network, 503 unavailable, 429. */
+export function isTransient(error) {
+  return error instanceof ApiError && (error.status === 0 || error.status === 503 || error.status === 429);
+}

@@ -1,0 +1,234 @@
+// views/admin.js — #/admin for owners and admins (docs/accounts.md, Permission matrix): invite
+// links, the people table (roles, deactivate/reactivate) and, for owners, the sign-up domain.
+// The controls offer only what the caller's role allows; the server decides anyway, and its
+// refusals (403 forbidden, 409 conflict) are shown in the status line.
+
+import * as api from '../api.js';
+import { field, h, srOnly } from '../dom.js';
+
+const ROLES = ['owner', 'admin', 'member', 'guest'];
+const LOW_ROLES = ['member', 'guest'];
+const ROLE_LABEL = { owner: 'Owner', admin: 'Admin', member: 'Member', guest: 'Guest' };
+
+export class AdminView {
+  constructor({ store, people }) {
+    this.store = store;
+    this.people = people;
+    this.status = null;
+    this.tbody = null;
+  }
+
+  get callerRole() {
+    return this.store.me?.role;
+  }
+
+  isManager() {
+    return this.callerRole === 'owner' || this.callerRole === 'admin';
+  }
+
+  /** Builds the page into `container` and loads the people. */
+  render(container) {
+    if (!this.isManager()) {
+      container.replaceChildren(
+        h('h2', { text: 'People' }),
+        h('p', { class: 'notice', role: 'status', text: 'Only owners and admins can manage people.' }),
+      );
+      return;
+    }
+    this.status = h('p', { id: 'admin-status', class: 'admin-status', role: 'status' });
+    this.tbody = h('tbody');
+    container.replaceChildren(
+      h('h2', { text: 'People and invites' }),
+      this.status,
+      this.inviteSection(),
+      this.peopleSection(),
+      this.callerRole === 'owner' ? this.signupDomainSection() : null,
+    );
+    this.loadPeople();
+  }
+
+  say(text) {
+    if (this.status) this.status.textContent = text;
+  }
+
+  // ---- invites ----
+
+  inviteSection() {
+    const roles = this.callerRole === 'owner' ? ROLES : LOW_ROLES;
+    const role = field('invite-role', 'Role', { tag: 'select' });
+    for (const name of roles) role.input.append(h('option', { value: name, text: ROLE_LABEL[name], selected: name === 'member' }));
+    const email = field('invite-email-input', 'Email (optional)', { type: 'email', autocomplete: 'off' },
+      'With an address, the link is mailed and only that address can use it.');
+    const create = h('button', { id: 'invite-create', type: 'submit', class: 'primary', text: 'Create invite link' });
+    const link = h('input', { id: 'invite-link', type: 'text', readOnly: true, class: 'invite-link' });
+    const copy = h('button', { id: 'invite-copy', type: 'button', text: 'Copy' });
+    const result = h('div', { class: 'invite-result', hidden: true },
+      h('label', { for: 'invite-link', text: 'Invite link (valid 7 days, single use)' }),
+      h('div', { class: 'inline-row' }, link, copy));
+    const form = h('form', { id: 'invite-form', class: 'admin-card', novalidate: true },
+      h('h3', { text: 'Invite someone' }), role.el, email.el, create, result);
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      create.disabled = true;
+      try {
+        const answer = await api.createInvite(role.input.value, email.input.value.trim() || null);
+        link.value = this.shareableLink(answer.link);
+        result.hidden = false;
+        this.say(email.input.value.trim() ? 'Invite created and mailed.' : 'Invite created: share the link.');
+      } catch (error) {
+        this.say(`Could not create the invite: ${error.message}`);
+      } finally {
+        create.disabled = false;
+      }
+    });
+    copy.addEventListener('click', () => this.copy(link));
+    return form;
+  }
+
+  // The invite answer names no org, but the invitee signs in with the org's slug afterwards:
+  // carry it in the link so the acceptance form can fill it in.
+  shareableLink(link) {
+    const slug = this.store.org?.slug;
+    if (typeof link !== 'string' || !slug || !link.includes('#/invite?') || link.includes('&org=')) return link || '';
+    return `${link}&org=${encodeURIComponent(slug)}`;
+  }
+
+  async copy(input) {
+    try {
+      await navigator.clipboard.writeText(input.value);
+      this.say('Link copied.');
+    } catch {
+      input.focus();
+      input.select();
+      this.say('Press Ctrl+C (or ⌘C) to copy the selected link.');
+    }
+  }
+
+  // ---- people ----
+
+  peopleSection() {
+    return h('section', { class: 'admin-card', 'aria-labelledby': 'people-heading' },
+      h('h3', { id: 'people-heading', text: 'People' }),
+      h('table', { class: 'people' },
+        h('thead', null, h('tr', null,
+          h('th', { scope: 'col', text: 'Name' }),
+          h('th', { scope: 'col', text: 'Email' }),
+          h('th', { scope: 'col', text: 'Role' }),
+          h('th', { scope: 'col', text: 'Status' }))),
+        this.tbody));
+  }
+
+  async loadPeople() {
+    const ok = await this.people.reloadDirectory();
+    if (!ok) this.say('Could not load the people of this org.');
+    this.renderPeople();
+  }
+
+  renderPeople() {
+    if (!this.tbody) return;
+    const users = [...this.store.users.values()]
+      .filter((user) => user && user.role)
+      .sort((a, b) => a.display_name.localeCompare(b.display_name) || a.id - b.id);
+    this.tbody.replaceChildren(...users.map((user) => this.personRow(user)));
+  }
+
+  personRow(user) {
+    const self = this.store.isMe(user.id);
+    const row = h('tr', { class: user.deactivated ? 'person deactivated' : 'person', dataset: { user: user.id } });
+    row.append(
+      h('td', null,
+        h('span', { class: 'person-name', text: user.display_name }),
+        h('span', { class: 'person-handle', text: ` @${user.handle}` }),
+        self ? h('span', { class: 'tag', text: ' (you)' }) : null),
+      h('td', { class: 'person-email', text: user.email ?? '' }),
+      h('td', null, this.roleSelect(user, self)),
+      h('td', null, this.activationButton(user, self)),
+    );
+    return row;
+  }
+
+  roleSelect(user, self) {
+    const allowed = this.assignableRoles(user);
+    const options = allowed.includes(user.role) ? allowed : [user.role, ...allowed];
+    const id = `role-${user.id}`;
+    const select = h('select', { id, class: 'role-select', disabled: self || allowed.length === 0 });
+    for (const name of options) select.append(h('option', { value: name, text: ROLE_LABEL[name] ?? name, selected: name === user.role }));
+    select.addEventListener('change', () => this.changeRole(user, select));
+    return h('div', null, h('label', { for: id, class: 'visually-hidden', text: `Role of ${user.display_name}` }), select);
+  }
+
+  // Owners change anyone's role; admins move people between member and guest only.
+  assignableRoles(user) {
+    if (this.callerRole === 'owner') return ROLES;
+    if (this.callerRole === 'admin' && LOW_ROLES.includes(user.role)) return LOW_ROLES;
+    return [];
+  }
+
+  canToggle(user, self) {
+    if (self) return false;
+    return this.callerRole === 'owner' || (this.callerRole === 'admin' && LOW_ROLES.includes(user.role));
+  }
+
+  activationButton(user, self) {
+    const action = user.deactivated ? 'reactivate' : 'deactivate';
+    const button = h('button', { type: 'button', class: action, disabled: !this.canToggle(user, self) },
+      user.deactivated ? 'Reactivate' : 'Deactivate', srOnly(` ${user.display_name}`));
+    button.addEventListener('click', () => this.toggleActive(user, action, button));
+    return h('div', { class: 'person-actions' },
+      h('span', { class: 'person-state', text: user.deactivated ? 'Deactivated' : 'Active' }), button);
+  }
+
+  async changeRole(user, select) {
+    const role = select.value;
+    select.disabled = true;
+    try {
+      const updated = await api.setRole(user.id, role);
+      this.store.setUser(updated);
+      this.say(`${updated.display_name} is now ${ROLE_LABEL[updated.role] ?? updated.role}.`);
+    } catch (error) {
+      this.say(`Could not change the role of ${user.display_name}: ${error.message}`);
+      if (error.status === 409) await this.people.reloadDirectory();
+    }
+    this.renderPeople();
+  }
+
+  async toggleActive(user, action, button) {
+    button.disabled = true;
+    try {
+      const updated = action === 'deactivate' ? await api.deactivate(user.id) : await api.reactivate(user.id);
+      this.store.setUser(updated);
+      this.say(`${updated.display_name} was ${updated.deactivated ? 'deactivated' : 'reactivated'}.`);
+    } catch (error) {
+      this.say(`Could not ${action} ${user.display_name}: ${error.message}`);
+      if (error.status === 409) await this.people.reloadDirectory();
+    }
+    this.renderPeople();
+  }
+
+  // ---- sign-up domain (owners) ----
+
+  signupDomainSection() {
+    const domain = field('signup-domain', 'Sign-up domain', {
+      type: 'text', value: this.store.org?.signup_domain ?? '', autocomplete: 'off', spellcheck: 'false',
+      placeholder: 'example.com',
+    }, 'Anyone with an address at this domain may sign up as a member. Leave empty for invites only.');
+    const save = h('button', { id: 'signup-domain-save', type: 'submit', text: 'Save domain' });
+    const form = h('form', { id: 'signup-domain-form', class: 'admin-card', novalidate: true },
+      h('h3', { text: 'Sign-up by email domain' }), domain.el, save);
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      save.disabled = true;
+      try {
+        const org = await api.setSignupDomain(domain.input.value.trim() || null);
+        this.store.org = { ...this.store.org, ...org };
+        domain.input.value = org.signup_domain ?? '';
+        this.say(org.signup_domain ? `People at ${org.signup_domain} may now sign up.` : 'Sign-up by domain is off: invites only.');
+      } catch (error) {
+        this.say(`Could not save the sign-up domain: ${error.message}`);
+      } finally {
+        save.disabled = false;
+      }
+    });
+    return form;
+  }
+}

@@ -1,0 +1,102 @@
+// views/sidebar.js — the channel and DM list in nav#sidebar, with unread badges and, for DMs,
+// presence dots. Entries are kept per channel id and updated in place, so a badge changing
+// while someone tabs through the list does not steal their focus.
+
+import { h, presenceDot, srOnly } from '../dom.js';
+
+export class Sidebar {
+  constructor(navEl, store) {
+    this.store = store;
+    this.entries = new Map(); // channel id → { li, link, name, badge, badgeText, sig }
+    this.activeId = null;
+    this.channelList = h('ul', { class: 'channel-list', id: 'channel-list' });
+    this.dmList = h('ul', { class: 'channel-list', id: 'dm-list' });
+    this.channelsEmpty = h('p', { class: 'sidebar-empty', text: 'No channels yet.' });
+    this.dmsEmpty = h('p', { class: 'sidebar-empty', text: 'No direct messages yet.' });
+    navEl.append(
+      h('h2', { class: 'sidebar-heading', text: 'Channels' }), this.channelList, this.channelsEmpty,
+      h('h2', { class: 'sidebar-heading', text: 'Direct messages' }), this.dmList, this.dmsEmpty,
+    );
+  }
+
+  /** Rebuilds the order and labels (channel list or names changed), reusing entries. */
+  render() {
+    const channels = this.store.listedChannels();
+    const keep = new Set(channels.map((ch) => ch.id));
+    for (const [id, entry] of this.entries) {
+      if (!keep.has(id)) {
+        entry.li.remove();
+        this.entries.delete(id);
+      }
+    }
+    const named = [];
+    const direct = [];
+    for (const ch of channels) (this.store.isDirect(ch) ? direct : named).push(this.entry(ch).li);
+    this.channelList.replaceChildren(...named);
+    this.dmList.replaceChildren(...direct);
+    this.channelsEmpty.hidden = named.length > 0;
+    this.dmsEmpty.hidden = direct.length > 0;
+    for (const ch of channels) this.updateBadge(ch.id);
+    this.setActive(this.activeId);
+  }
+
+  entry(ch) {
+    const label = this.store.channelLabel(ch);
+    const dmUser = this.store.isDirect(ch) ? this.store.otherMembers(ch)[0] ?? null : null;
+    const sig = `${ch.kind}|${label}|${dmUser}`;
+    const existing = this.entries.get(ch.id);
+    if (existing && existing.sig === sig) return existing;
+    const entry = this.buildEntry(ch, label, dmUser);
+    entry.sig = sig;
+    if (existing) existing.li.replaceWith(entry.li);
+    this.entries.set(ch.id, entry);
+    return entry;
+  }
+
+  buildEntry(ch, label, dmUser) {
+    const badge = h('span', { class: 'unread-badge', hidden: true, 'aria-hidden': 'true' });
+    const badgeText = srOnly('');
+    const marker = ch.kind === 'private'
+      ? h('span', { class: 'channel-lock', title: 'Private channel' }, srOnly('Private channel: '))
+      : null;
+    const link = h('a', { class: 'channel-link', href: `#/c/${ch.id}`, dataset: { channel: ch.id } },
+      dmUser !== null ? presenceDot(dmUser, this.store.statusOf(dmUser)) : null,
+      marker,
+      h('span', { class: 'channel-name', text: label }),
+      badge,
+      badgeText);
+    return { li: h('li', null, link), link, badge, badgeText };
+  }
+
+  updateBadge(channelId) {
+    const entry = this.entries.get(channelId);
+    const ch = this.store.channel(channelId);
+    if (!entry || !ch) return;
+    const count = this.store.unreadCount(ch);
+    const text = count > 99 ? '99+' : String(count);
+    if (entry.badge.textContent !== text) entry.badge.textContent = text;
+    entry.badge.hidden = count === 0;
+    entry.badgeText.textContent = count ? `, ${count} unread` : '';
+  }
+
+  setActive(channelId) {
+    this.activeId = channelId;
+    for (const [id, entry] of this.entries) {
+      if (id === channelId) entry.link.setAttribute('aria-current', 'page');
+      else entry.link.removeAttribute('aria-current');
+    }
+  }
+
+  /** The channel before/after the active one, in sidebar order (Alt+ArrowUp/ArrowDown). */
+  neighbour(step) {
+    const ids = this.store.listedChannels().map((ch) => ch.id);
+    if (!ids.length) return null;
+    const index = ids.indexOf(this.activeId);
+    if (index === -1) return ids[0];
+    return ids[(index + step + ids.length) % ids.length];
+  }
+
+  focusActive() {
+    (this.entries.get(this.activeId)?.link ?? this.channelList.querySelector('a'))?.focus();
+  }
+}
