@@ -686,3 +686,38 @@ fn every_harness_the_fuzz_targets_call_is_public() {
         );
     }
 }
+
+/// docs/web.md, "Security rules": the web client builds its DOM from text only and runs under
+/// a policy without inline script, inline style or `eval` — so none of the ways to turn a string
+/// into markup or code may appear in `web/`, and the page loads nothing from elsewhere.
+#[test]
+fn the_web_client_never_turns_text_into_markup_or_code() {
+    let mut files = Vec::new();
+    for ext in ["js", "html", "css"] {
+        files_under(&root().join("web"), ext, &mut files);
+    }
+    assert!(files.iter().any(|f| f.ends_with("web/index.html")), "web/index.html exists");
+    let forbidden = [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        "setAttribute('style'",
+        "style=",
+        "<script>",
+    ];
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable");
+        let name = file.strip_prefix(root()).unwrap_or(file).display().to_string();
+        for needle in forbidden {
+            assert!(!text.contains(needle), "{name} contains {needle:?} (docs/web.md, Security rules)");
+        }
+        for remote in ["http://", "https://", "//cdn", "@import url("] {
+            if name.ends_with(".html") || name.ends_with(".css") {
+                assert!(!text.contains(remote), "{name} loads something remote ({remote})");
+            }
+        }
+    }
+}

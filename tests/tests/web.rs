@@ -665,3 +665,130 @@ where
     }
     Ok(())
 }
+
+/// Resident memory of every Chromium renderer process on the machine (during the benchmark:
+/// the one open tab's), from /proc.
+fn renderer_rss_bytes() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(cmdline) = std::fs::read(path.join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.contains("chromium") || !cmdline.contains("--type=renderer") {
+            continue;
+        }
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or_default();
+        total += kib * 1024;
+    }
+    total
+}
+
+/// The client's figures (docs/web.md, "Measured"): time from page load to the first message
+/// rendered, cold (a new browser profile, nothing cached) and warm (a reload), the JavaScript
+/// bytes transferred, and the tab's memory after scrolling back through 5,000 messages. A
+/// benchmark, not a check: run it with
+/// `cargo nextest run -p threadspace-tests --test web --run-ignored only --no-capture`.
+/// It prints the figures and writes `target/reports/web-client.json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: prints figures (docs/web.md)"]
+async fn web_client_figures() -> anyhow::Result<()> {
+    let mut options = StackOptions::with_bridge(1, &[]);
+    options.gateway_args = NO_RATE_LIMITS.iter().map(|s| s.to_string()).collect();
+    let stack = Stack::start(options).await?;
+    let base = stack.api.http_url();
+    let owner = accounts::create_org(&stack, "bench").await?;
+    let general = channel_named(&stack, &owner, "general").await?;
+    let big = accounts::channel(&stack, owner.org, "big", "public", &[owner.user]).await?;
+    let mut sender = ws(&stack, &owner, 0).await?;
+    for i in 0..50 {
+        send_and_ack(&mut sender, general, &format!("g{i}"), &format!("general message {i}")).await?;
+    }
+    for i in 0..5_000 {
+        let body = format!("message {i} of the big channel, about as long as a chat line usually is");
+        send_and_ack(&mut sender, big, &format!("b{i}"), &body).await?;
+    }
+    wait_archived(&stack, 5_050, Duration::from_secs(120)).await?;
+    let driver = Driver::start().await?;
+
+    // Signed in through a refresh token already in storage, as a returning person is.
+    let first_message = "return performance.getEntriesByName('threadspace:first-message')[0]?.startTime;";
+    let mut cold = Vec::new();
+    for _ in 0..3 {
+        let page = driver.page(1400, 900).await?;
+        page.goto(&format!("{base}/app/config.json")).await?;
+        let (_, tokens) = accounts::login(&stack, &owner.slug, &owner.email, PASSWORD).await?;
+        page.js(
+            "localStorage.setItem('threadspace.refresh', arguments[0]); localStorage.setItem('threadspace.org', arguments[1]);",
+            vec![tokens["refresh_token"].clone(), json!(owner.slug)],
+        )
+        .await?;
+        page.goto(&format!("{base}/")).await?;
+        cold.push(
+            page.until("the first message", first_message, UI_TIMEOUT).await?.as_f64().unwrap_or(f64::NAN),
+        );
+        let js_bytes = page
+            .js(
+                "return performance.getEntriesByType('resource').filter(r => r.name.endsWith('.js'))
+                    .reduce((n, r) => n + r.transferSize, 0);",
+                Vec::new(),
+            )
+            .await?
+            .as_u64()
+            .unwrap_or_default();
+        let mut warm = Vec::new();
+        for _ in 0..5 {
+            page.js("location.reload();", Vec::new()).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            warm.push(
+                page.until("the first message", first_message, UI_TIMEOUT)
+                    .await?
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+            );
+        }
+        println!("cold {:.0} ms, warm {:?} ms", cold.last().copied().unwrap_or_default(), warm);
+        if cold.len() == 3 {
+            // The last profile: memory after scrolling back through the big channel.
+            page.js("location.hash = arguments[0];", vec![json!(format!("#/c/{big}"))]).await?;
+            page.wait("#messages li.message").await?;
+            let before = renderer_rss_bytes();
+            let started = std::time::Instant::now();
+            scroll_to_beginning(&page).await?;
+            let after = renderer_rss_bytes();
+            let scrolled = started.elapsed();
+            let memory = page
+                .js(
+                    "return {heap: performance.memory.usedJSHeapSize, total: performance.memory.totalJSHeapSize,
+                             nodes: document.getElementsByTagName('*').length,
+                             messages: document.querySelectorAll('#messages li.message').length};",
+                    Vec::new(),
+                )
+                .await?;
+            let mut sorted = cold.clone();
+            sorted.sort_by(f64::total_cmp);
+            let mut warm_sorted = warm.clone();
+            warm_sorted.sort_by(f64::total_cmp);
+            let report = json!({
+                "first_message_ms": {"cold": sorted, "warm": warm_sorted,
+                    "cold_median": sorted[sorted.len() / 2], "warm_median": warm_sorted[warm_sorted.len() / 2]},
+                "javascript_bytes_transferred": js_bytes,
+                "after_scrolling_5000": {"seconds": scrolled.as_secs_f64(), "js_heap_bytes": memory["heap"],
+                    "js_heap_total_bytes": memory["total"], "dom_elements": memory["nodes"],
+                    "messages_in_dom": memory["messages"],
+                    "renderer_rss_bytes_before": before, "renderer_rss_bytes_after": after},
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            let dir = threadspace_devstack::tools::repo_root().join("target/reports");
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("web-client.json"), serde_json::to_vec_pretty(&report)?)?;
+        }
+        page.close().await?;
+    }
+    Ok(())
+}

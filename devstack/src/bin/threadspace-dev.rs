@@ -287,6 +287,13 @@ async fn up(
     println!();
     demo(dir).await?;
     println!();
+    if let Some(api) = &state.api {
+        println!("Chat in a browser: open {}/ and sign in to the organization `{DEMO_ORG}`", api.url);
+        println!(
+            "  as {} or {} with the password `{DEMO_PASSWORD}` (two browser profiles: both at once).",
+            DEMO_PEOPLE[0].1, DEMO_PEOPLE[1].1
+        );
+    }
     println!("Chat from two terminals (type a line, press Enter):");
     println!("  ./threadspace chat --user alice --gateway 1");
     println!("  ./threadspace chat --user bob --gateway 2");
@@ -348,6 +355,7 @@ fn print_endpoints(state: &StackState) {
             "  api         {}/v1 (OpenAPI: {}/v1/openapi.json)   metrics {}/metrics   (pid {})",
             api.url, api.url, api.url, api.pid
         );
+        println!("  web client  {}/", api.url);
     }
     for b in &state.bridges {
         println!("  bridge      JetStream → Postgres   metrics {}   (pid {})", b.url, b.pid);
