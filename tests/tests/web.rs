@@ -201,13 +201,16 @@ async fn two_people_chat_in_browsers_through_history_a_gateway_crash_presence_an
     b.wait(&online).await?;
 
     // Typing reaches the other window and ends with the message.
+    // Ada keeps typing, a key every 300 ms, as a person does (the gateway forwards one `typing`
+    // per 3 s, and the client announces only typing that goes on).
     a.fill("#composer", "about to say").await?;
-    b.until(
-        "the typing line",
-        "return document.querySelector('#typing').textContent.includes('is typing');",
-        UI_TIMEOUT,
-    )
-    .await?;
+    let composer = a.wait("#composer").await?;
+    let deadline = tokio::time::Instant::now() + UI_TIMEOUT;
+    while !b.text("#typing").await?.contains("is typing") {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "Grace never saw Ada typing");
+        composer.send_keys(".").await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let typing = b.text("#typing").await?;
     assert!(typing.contains("The Owner"), "the typing line names the typist: {typing:?}");
 
@@ -398,6 +401,11 @@ async fn the_client_is_safe_accessible_fits_a_phone_and_handles_accounts() -> an
     let olive = org_named(&stack, "xss", PAYLOAD).await?;
     let mallory = member_named(&stack, &olive, "mallory", PAYLOAD).await?;
     let general = channel_named(&stack, &olive, "general").await?;
+    // A DM is labelled with the other person's display name: the payload again.
+    let dm = accounts::channel(&stack, olive.org, "", "dm", &[olive.user, mallory.user]).await?;
+    // A channel name cannot carry it at all: names are `[a-z0-9_-]` (the schema refuses it).
+    let refused = accounts::channel(&stack, olive.org, PAYLOAD, "public", &[olive.user]).await;
+    assert!(refused.is_err(), "a channel named {PAYLOAD:?} was stored");
 
     // The page's policy: scripts and styles from this origin only, WebSockets to the gateway.
     let index = threadspace_client::rest::http_send(stack.api.port, "GET", "/", None, None)
@@ -477,6 +485,8 @@ async fn the_client_is_safe_accessible_fits_a_phone_and_handles_accounts() -> an
     let page_text = desk.js("return document.body.textContent;", Vec::new()).await?;
     assert!(page_text.as_str().is_some_and(|t| t.contains(PAYLOAD)), "the org name and bodies show as text");
     nothing_injected(&desk, "org name, display name and bodies").await?;
+    let dm_label = desk.text(&format!("a.channel-link[data-channel=\"{dm}\"] .channel-name")).await?;
+    assert!(dm_label.contains(PAYLOAD), "the DM is labelled with the display name as text: {dm_label:?}");
     // Only http(s) URLs become links, and they open without the page's context.
     let links = desk
         .js(

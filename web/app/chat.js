@@ -37,6 +37,7 @@ export class ChatApp {
       token: () => tokens.accessToken(),
       renewToken: () => tokens.refresh(),
       onFrame: (frame) => this.onFrame(frame),
+      onSent: (frame) => this.afterSent(frame),
       onPhase: (phase) => this.onPhase(phase),
       onReady: () => {
         this.outbox.onReady();
@@ -60,6 +61,11 @@ export class ChatApp {
     this.renderQueued = false;
     this.forceBottom = false;
     this.empty = false; // member of no channel: showing the "no channels" notice
+    this.idleQueued = false;
+    this.routed = false; // the first route after sign-in focuses the composer, later ones the heading
+    this.focusTarget = null; // 'composer' | 'heading': where focus goes once the routed view shows
+    this.busy = new Set(); // why ol#messages is aria-busy: 'switch', 'older', 'newer'
+    this.savedScroll = null; // the list's scroll position while a token screen shows
     this.buildViews();
   }
 
@@ -76,6 +82,7 @@ export class ChatApp {
       onNearTop: () => this.loadOlder(),
       onNearBottom: () => this.loadNewer(),
       onScroll: () => this.scheduleRead(),
+      onFocusLost: () => this.composer.focus(),
     });
     this.admin = new AdminView({ store, people: this.people });
     this.showMe();
@@ -105,7 +112,12 @@ export class ChatApp {
     refs.signOut.addEventListener('click', () => this.onSignOut(), { signal });
     refs.toggle.addEventListener('click', () => this.setSidebar(!this.sidebarOpen()), { signal });
     refs.sidebar.addEventListener('click', (event) => this.sidebarClick(event), { signal });
-    refs.main.addEventListener('click', () => this.setSidebar(false), { signal });
+    // On the layout, not main: main is inert while the overlay is open, so clicks on it land here.
+    refs.layout.addEventListener('click', (event) => {
+      if (!refs.sidebar.contains(event.target)) this.setSidebar(false);
+    }, { signal });
+    // Widened past the narrow layout while the overlay was open: nothing may stay inert.
+    window.matchMedia('(max-width: 719.98px)').addEventListener('change', () => this.setSidebar(false), { signal });
     refs.jumpLatest.addEventListener('click', () => this.jumpToLatest(), { signal });
     document.addEventListener('keydown', (event) => this.keydown(event), { signal });
     document.addEventListener('visibilitychange', () => this.scheduleRead(), { signal });
@@ -118,6 +130,21 @@ export class ChatApp {
     this.outbox.stop();
     this.typing.stop();
     this.reads.stop();
+    this.history.stop();
+  }
+
+  /**
+   * A token screen is about to replace the app (main.js): a detached list loses its scroll
+   * position, so remember it for attached().
+   */
+  detach() {
+    if (this.refs.app.isConnected) this.savedScroll = this.messages.scrollState();
+  }
+
+  attached() {
+    if (this.savedScroll) this.messages.restoreScroll(this.savedScroll);
+    this.savedScroll = null;
+    this.scheduleRead();
   }
 
   /** Closes the socket before a deliberate logout, so its 4004 is not taken for an ended session. */
@@ -128,6 +155,10 @@ export class ChatApp {
   // ---- routing ----
 
   route({ path, params }) {
+    // Keyboard and screen-reader users follow the route: the new view's heading gets focus;
+    // right after sign-in, the composer does (that is where one starts).
+    this.focusTarget = this.routed ? 'heading' : 'composer';
+    this.routed = true;
     const match = /^\/c\/(\d+)$/.exec(path);
     if (path === '/admin') this.showAdmin();
     else if (match) this.showChannel(Number(match[1]), Number(params.get('seq')) || null);
@@ -158,8 +189,10 @@ export class ChatApp {
     this.refs.adminView.hidden = false;
     this.sidebar.setActive(null);
     this.openId = null;
+    this.resetBusy();
     this.admin.render(this.refs.adminView);
     this.setSidebar(false);
+    this.applyFocus(this.admin.heading);
   }
 
   showChannel(id, seq) {
@@ -178,11 +211,13 @@ export class ChatApp {
         this.showChannel(fallback, null);
       }
       this.showNotice('That channel does not exist, or you are not a member of it.');
+      this.applyFocus(this.refs.title);
       return;
     }
     if (this.openId !== id) this.switchTo(ch);
     else if (seq === null) this.history.leaveStretch(ch);
     this.setSidebar(false);
+    this.applyFocus(this.refs.title);
     this.loadOpen(seq);
   }
 
@@ -190,14 +225,29 @@ export class ChatApp {
   showEmpty() {
     this.empty = true;
     this.openId = null;
+    this.resetBusy();
     this.refs.title.textContent = 'No channels';
     this.messages.show(null);
     this.composer.setEnabled(false);
     this.showNotice('You are not a member of any channel yet.');
+    this.applyFocus(this.refs.title);
+  }
+
+  /** Moves focus as the last route asked, once its view shows (`heading`: that view's h2). */
+  applyFocus(heading) {
+    const target = this.focusTarget;
+    this.focusTarget = null;
+    if (!target || !this.refs.app.isConnected) return;
+    // Another channel while writing (Alt+ArrowUp/Down): stay in the composer.
+    if (this.mode === 'channel' && document.activeElement === this.composer.textarea) return;
+    if (target === 'composer' && this.mode === 'channel' && this.composer.focus()) return;
+    heading?.focus({ preventScroll: true });
   }
 
   switchTo(ch) {
     this.empty = false;
+    this.resetBusy();
+    this.setBusy('switch', true); // until its first page is rendered (loadOpen)
     this.composer.setEnabled(true);
     this.openId = ch.id;
     this.showNotice('');
@@ -222,10 +272,30 @@ export class ChatApp {
     task.then((found) => {
       if (this.openId !== ch.id) return;
       this.renderNow();
+      this.setBusy('switch', false);
       if (seq) this.revealHit(ch, seq, found);
       else this.fillViewport();
       this.scheduleRead();
-    }, (error) => this.historyFailed(ch, error, () => this.loadOpen(seq)));
+    }, (error) => {
+      if (this.openId === ch.id) this.setBusy('switch', false);
+      this.historyFailed(ch, error, () => this.loadOpen(seq));
+    });
+  }
+
+  /**
+   * aria-busy on ol#messages while a channel's first page or another page is being put in, so
+   * screen readers announce the result once rather than every message as it is inserted.
+   */
+  setBusy(reason, on) {
+    if (on) this.busy.add(reason);
+    else this.busy.delete(reason);
+    if (this.busy.size) this.refs.list.setAttribute('aria-busy', 'true');
+    else this.refs.list.removeAttribute('aria-busy');
+  }
+
+  resetBusy() {
+    this.busy.clear();
+    this.refs.list.removeAttribute('aria-busy');
   }
 
   revealHit(ch, seq, found) {
@@ -245,21 +315,43 @@ export class ChatApp {
     const ch = this.openChannel();
     if (!ch || this.history.isLoading(ch, 'older')) return Promise.resolve();
     const task = this.history.loadOlder(ch);
+    const loading = this.history.isLoading(ch, 'older'); // false: nothing more to load
+    if (loading) this.setBusy('older', true);
     this.scheduleRender(); // shows "Loading older messages…"
+    const done = () => {
+      if (!loading || ch !== this.openChannel()) return;
+      this.renderNow(); // the page is in the list before it stops being busy
+      this.setBusy('older', false);
+    };
     return task.then(() => {
+      done();
       // Still at the top once the page is in (a fast scroll, a short page): no scroll event
       // will come, so go on with the next page ourselves.
       const more = ch.view ? ch.view.moreBefore : ch.hasMoreBefore;
       if (more && ch === this.openChannel()) {
         requestAnimationFrame(() => { if (this.messages.isNearTop()) this.loadOlder(); });
       }
-    }, (error) => this.historyFailed(ch, error, () => this.loadOlder()));
+    }, (error) => {
+      done();
+      this.historyFailed(ch, error, () => this.loadOlder());
+    });
   }
 
   loadNewer() {
     const ch = this.openChannel();
     if (!ch?.view) return;
-    this.history.loadNewer(ch).catch((error) => this.historyFailed(ch, error, () => this.loadNewer()));
+    const task = this.history.loadNewer(ch);
+    const loading = this.history.isLoading(ch, 'newer');
+    if (loading) this.setBusy('newer', true);
+    const done = () => {
+      if (!loading || ch !== this.openChannel()) return;
+      this.renderNow();
+      this.setBusy('newer', false);
+    };
+    task.then(done, (error) => {
+      done();
+      this.historyFailed(ch, error, () => this.loadNewer());
+    });
   }
 
   jumpToLatest() {
@@ -375,6 +467,8 @@ export class ChatApp {
     if (open === this.sidebarOpen()) return;
     this.refs.app.classList.toggle('sidebar-open', open);
     this.refs.toggle.setAttribute('aria-expanded', String(open));
+    // The overlay covers main: keep Tab and screen readers out of what it hides.
+    this.refs.main.inert = open;
     if (open) this.sidebar.focusActive();
   }
 
@@ -387,6 +481,8 @@ export class ChatApp {
   }
 
   keydown(event) {
+    // The token screens can show while signed in: this app is then not on the page.
+    if (!this.refs.app.isConnected) return;
     if (event.key === 'Escape') {
       if (this.search.isOpen) this.search.close();
       else if (this.sidebarOpen()) {
@@ -396,6 +492,8 @@ export class ChatApp {
       return;
     }
     if (!event.altKey || (event.key !== 'ArrowUp' && event.key !== 'ArrowDown')) return;
+    // Alt+ArrowDown opens a select's list, and inputs have their own use for it.
+    if (event.target.closest?.('select, input')) return;
     event.preventDefault();
     const id = this.sidebar.neighbour(event.key === 'ArrowUp' ? -1 : 1);
     if (id !== null) window.location.hash = `#/c/${id}`;
@@ -426,6 +524,9 @@ export class ChatApp {
   // scrolled to the newest message.
   visibleChannel() {
     const ch = this.openChannel();
+    // Not on the page (a token screen shown while signed in): the detached list would report
+    // "scrolled to the bottom" and mark everything read.
+    if (!this.refs.app.isConnected) return null;
     if (this.mode !== 'channel' || !ch || ch.view || !ch.loaded) return null;
     if (document.visibilityState !== 'visible' || !document.hasFocus() || !this.messages.isAtBottom()) return null;
     return ch;
@@ -442,6 +543,17 @@ export class ChatApp {
   onDown() {
     this.outbox.onDown();
     this.reads.onDown();
+  }
+
+  // A `send` or `read` counts as `online` on the gateway (protocol.md, presence): while idle,
+  // say idle again after them — once per batch (a reconnect's flush writes many).
+  afterSent(frame) {
+    if ((frame.op !== 'send' && frame.op !== 'read') || this.activity.status !== 'idle' || this.idleQueued) return;
+    this.idleQueued = true;
+    queueMicrotask(() => {
+      this.idleQueued = false;
+      if (this.activity.status === 'idle') this.gateway.send({ op: 'presence', status: 'idle' });
+    });
   }
 
   onFrame(frame) {

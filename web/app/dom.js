@@ -1,10 +1,15 @@
 // dom.js — the only way this client builds DOM: createElement, properties and textContent.
 // There is deliberately no helper that takes an HTML string: data never becomes markup.
 
+import { safeHref } from './format.js';
+
 // Props written as DOM properties rather than attributes (their attribute forms differ).
 const PROPERTIES = new Set(['value', 'checked', 'selected', 'disabled', 'hidden', 'readOnly', 'required']);
 // Props that would reintroduce markup (any "...HTML" property, srcdoc) or inline styles.
 const refused = (key) => key === 'style' || key === 'srcdoc' || key.endsWith('HTML');
+// Attributes that load or navigate: only http(s) URLs, or relative ones on this page, so a value
+// from data can never be a javascript: (or data:) URL.
+const URL_ATTRIBUTES = new Set(['href', 'src', 'action', 'formaction']);
 
 /**
  * h('button', { class: 'x', type: 'button', onclick: fn, dataset: { user: 7 } }, 'text', child)
@@ -28,7 +33,10 @@ function applyProps(el, props) {
       if (typeof value !== 'function') throw new Error(`dom.h: ${key} must be a function`);
       el.addEventListener(key.slice(2), value);
     } else if (PROPERTIES.has(key)) el[key] = value;
-    else el.setAttribute(key, value === true ? '' : String(value));
+    else if (URL_ATTRIBUTES.has(key)) {
+      // Kept as written ("#/c/1" stays relative); an unsafe URL is left out.
+      if (safeHref(String(value), document.baseURI)) el.setAttribute(key, String(value));
+    } else el.setAttribute(key, value === true ? '' : String(value));
   }
 }
 

@@ -59,10 +59,13 @@ function count(text, ch) {
   return text.split(ch).length - 1;
 }
 
-/** The normalized href if `text` parses as an http: or https: URL, else null. */
-export function safeHref(text) {
+/**
+ * The normalized href if `text` parses as an http: or https: URL, else null. With `base`,
+ * relative URLs ("#/c/1") are resolved against it first.
+ */
+export function safeHref(text, base = undefined) {
   try {
-    const url = new URL(text);
+    const url = new URL(text, base);
     return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
   } catch {
     return null;

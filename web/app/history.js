@@ -18,6 +18,14 @@ export class History {
     this.store = store;
     this.onChannelReset = onChannelReset;
     this.inFlight = new Map();
+    this.retryTimers = new Set(); // gap fills waiting to try again
+    this.stopped = false;
+  }
+
+  stop() {
+    this.stopped = true;
+    for (const handle of this.retryTimers) clearTimeout(handle);
+    this.retryTimers.clear();
   }
 
   // One request per channel and purpose at a time; concurrent callers share it.
@@ -149,6 +157,7 @@ export class History {
   }
 
   async fillChannelGap(channelId, after, throughSeq, attempt) {
+    if (this.stopped) return;
     const before = throughSeq + 1;
     let cursor = after;
     try {
@@ -163,10 +172,17 @@ export class History {
         cursor = msgs.at(-1).seq;
       }
     } catch (error) {
-      if (!isTransient(error)) return; // 403/404: no longer a member; the channel list follows
+      // 403/404: no longer a member; the channel list follows.
+      if (this.stopped || error?.status === 403 || error?.status === 404) return;
       const ch = this.store.channel(channelId);
-      if (attempt + 1 >= GAP_MAX_ATTEMPTS) return ch && this.reset(ch, throughSeq);
-      setTimeout(() => this.fillChannelGap(channelId, cursor, throughSeq, attempt + 1), 1000 * 2 ** attempt);
+      // Anything but a passing failure (or one that keeps failing): the gap cannot be filled in
+      // place, and returning would leave it open for good; reload the channel instead.
+      if (!isTransient(error) || attempt + 1 >= GAP_MAX_ATTEMPTS) return ch && this.reset(ch, throughSeq);
+      const handle = setTimeout(() => {
+        this.retryTimers.delete(handle);
+        this.fillChannelGap(channelId, cursor, throughSeq, attempt + 1);
+      }, 1000 * 2 ** attempt);
+      this.retryTimers.add(handle);
     }
   }
 

@@ -12,6 +12,9 @@ export class ApiError extends Error {
 }
 
 export const NETWORK_MESSAGE = 'Could not reach the server. Check your connection and try again.';
+// A request the server never answers (a half-dead connection) fails after this long instead of
+// hanging: a refresh stuck forever would also hold the refresh lock of every tab.
+const TIMEOUT_MS = 15_000;
 
 /**
  * Sends one request to the same-origin API. `query` values that are null/undefined are left
@@ -24,7 +27,9 @@ export async function requestJson(method, path, { body, query, token } = {}) {
   }
   const headers = { Accept: 'application/json' };
   if (token) headers.Authorization = `Bearer ${token}`;
-  const init = { method, headers, cache: 'no-store', credentials: 'same-origin' };
+  const init = {
+    method, headers, cache: 'no-store', credentials: 'same-origin', signal: AbortSignal.timeout?.(TIMEOUT_MS),
+  };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -41,7 +46,13 @@ export async function requestJson(method, path, { body, query, token } = {}) {
 }
 
 async function readJson(response) {
-  const text = await response.text().catch(() => '');
+  let text;
+  try {
+    text = await response.text();
+  } catch {
+    // The body was cut off (or timed out): an answer we did not get, not an empty one.
+    throw new ApiError(0, 'network', NETWORK_MESSAGE);
+  }
   if (!text) return null;
   try {
     return JSON.parse(text);

@@ -63,6 +63,7 @@ function route() {
 
 function showAuth(current) {
   if (!app) setState('signed-out');
+  else app.detach();
   renderAuth(root, {
     ...current,
     notice: consumeNotice(),
@@ -83,7 +84,10 @@ function consumeNotice() {
 }
 
 function showApp() {
-  if (app && !root.contains(app.element)) root.replaceChildren(app.element);
+  if (app && !root.contains(app.element)) {
+    root.replaceChildren(app.element);
+    app.attached();
+  }
 }
 
 /** A login answer arrived (login form, or an account just created): start the app. */

@@ -20,7 +20,7 @@ const FAILURE_TEXT = {
 
 /**
  * An entry: { cmid, channel, body, ts, state: 'pending'|'failed', error, firstSentAt,
- * floorSeq, attempts, ref, maybeStored, renewId, retryTimer }. It lives in its channel's
+ * floorSeq, attempts, ref, maybeStored, renewId, retryTimer, checking }. It lives in its channel's
  * `pending` map until its ack or its message arrives.
  */
 export class Outbox {
@@ -41,7 +41,7 @@ export class Outbox {
     const entry = {
       cmid: newClientMsgId(), channel, body, ts: now, state: 'pending', error: null,
       firstSentAt: null, floorSeq: null, attempts: 0, ref: null, maybeStored: false,
-      renewId: false, retryTimer: 0,
+      renewId: false, retryTimer: 0, checking: false,
     };
     this.entries.set(entry.cmid, entry);
     this.store.addPending(entry);
@@ -52,7 +52,7 @@ export class Outbox {
   // Writes one attempt if the connection is ready; otherwise the next `ready` flushes it.
   transmit(entry) {
     entry.retryTimer = 0;
-    if (!this.isLive(entry) || entry.state !== 'pending' || !this.gateway.ready) return;
+    if (!this.isLive(entry) || entry.state !== 'pending' || entry.checking || !this.gateway.ready) return;
     if (entry.firstSentAt !== null && Date.now() - entry.firstSentAt >= RETRY_WINDOW_MS) {
       this.fail(entry, FAILURE_TEXT.timeout);
       return;
@@ -67,6 +67,11 @@ export class Outbox {
       entry.floorSeq = ch ? this.store.newestSeq(ch) : 0;
     }
     entry.attempts += 1;
+    // Written: whatever answer comes (or never does), this attempt may have been stored.
+    entry.maybeStored = true;
+    // Only the newest attempt's ref is ours: a late answer to an earlier one must not settle
+    // or fail the entry as it is now (perhaps renewed under a new id).
+    if (entry.ref) this.refs.delete(entry.ref);
     entry.ref = ref;
     this.refs.set(ref, entry);
   }
@@ -100,11 +105,7 @@ export class Outbox {
     entry.ref = null;
     if (!this.isLive(entry)) return true;
     switch (frame.code) {
-      case 'unavailable':
-        // JetStream did not confirm in time: it may still have stored it.
-        entry.maybeStored = true;
-        this.retryLater(entry);
-        break;
+      case 'unavailable': // JetStream did not confirm in time: it may still have stored it
       case 'rate_limited':
         this.retryLater(entry);
         break;
@@ -135,29 +136,33 @@ export class Outbox {
 
   /** The connection dropped: attempts without an answer may or may not have been stored. */
   onDown() {
-    for (const entry of this.refs.values()) {
-      entry.maybeStored = true;
-      entry.ref = null;
-    }
+    for (const entry of this.refs.values()) entry.ref = null;
     this.refs.clear();
   }
 
   /**
    * Connected (after `resumed`, so a replayed copy has already settled its send): resend
-   * everything still pending, in the order it was written, under the same ids.
+   * everything still pending, in the order it was written, under the same ids — at most
+   * `send_burst` at once, then `sends_per_second` (welcome.limits), so a long queue is not
+   * refused as rate_limited.
    */
   onReady() {
-    for (const entry of [...this.entries.values()]) {
-      if (entry.state !== 'pending' || entry.ref) continue;
+    const waiting = [...this.entries.values()]
+      .filter((entry) => entry.state === 'pending' && !entry.ref && !entry.checking);
+    const burst = Math.max(1, Number(this.store.limits?.send_burst) || 20);
+    const perSecond = Math.max(1, Number(this.store.limits?.sends_per_second) || 10);
+    waiting.forEach((entry, i) => {
       clearTimeout(entry.retryTimer);
-      this.transmit(entry);
-    }
+      if (i < burst) this.transmit(entry);
+      else entry.retryTimer = setTimeout(() => this.transmit(entry), ((i - burst + 1) * 1000) / perSecond);
+    });
   }
 
   enforceDeadlines() {
     const now = Date.now();
     for (const entry of [...this.entries.values()]) {
-      if (!this.isLive(entry) || entry.state !== 'pending') continue;
+      // A Retry checking the history for a stored copy decides itself once the check is done.
+      if (!this.isLive(entry) || entry.state !== 'pending' || entry.checking) continue;
       // Never written (offline all along): also give up after 90 s so it does not hang.
       const since = entry.firstSentAt ?? entry.ts;
       if (now - since >= RETRY_WINDOW_MS) this.fail(entry, FAILURE_TEXT.timeout);
@@ -182,14 +187,23 @@ export class Outbox {
     const entry = this.entries.get(cmid);
     if (!entry || entry.state !== 'failed' || !this.isLive(entry)) return;
     const expired = entry.firstSentAt !== null && Date.now() - entry.firstSentAt >= RETRY_WINDOW_MS;
+    // A late error for the failed attempt must not touch the retried entry (a late ack still
+    // finds it by its client_msg_id).
+    if (entry.ref) this.refs.delete(entry.ref);
+    entry.ref = null;
     this.setPending(entry);
     if (expired && entry.maybeStored) {
       let found = false;
+      // Pending again but long past 90 s: without this mark the deadline check (and a
+      // reconnect's resend) would fail it again while the check is still under way.
+      entry.checking = true;
       try {
         found = await this.history.findSent(entry);
       } catch {
         this.fail(entry, FAILURE_TEXT.check_failed);
         return;
+      } finally {
+        entry.checking = false;
       }
       if (found || !this.isLive(entry)) return;
     }

@@ -14,10 +14,13 @@ export class ReadMarkers {
     this.sent = new Map(); // channel → highest seq sent
     this.refs = new Map(); // ref → { channel, seq }
     this.unanswered = [];
+    this.retryTimers = new Set(); // reads answered `unavailable`, waiting to go again
   }
 
   stop() {
     clearTimeout(this.timer);
+    for (const handle of this.retryTimers) clearTimeout(handle);
+    this.retryTimers.clear();
   }
 
   schedule() {
@@ -57,13 +60,20 @@ export class ReadMarkers {
     if (!read) return false;
     this.refs.delete(frame.ref);
     // Postgres unreachable: the same read is idempotent, so send it again shortly.
-    if (frame.code === 'unavailable') setTimeout(() => this.send(read.channel, read.seq), RETRY_MS);
+    if (frame.code === 'unavailable') {
+      const handle = setTimeout(() => {
+        this.retryTimers.delete(handle);
+        this.send(read.channel, read.seq);
+      }, RETRY_MS);
+      this.retryTimers.add(handle);
+    }
     return true;
   }
 
   /** The connection dropped: unanswered reads are sent again once reconnected. */
   onDown() {
-    this.unanswered = [...this.refs.values()];
+    // Appended: reads left over from an earlier drop (not resent yet) are still owed.
+    this.unanswered.push(...this.refs.values());
     this.refs.clear();
   }
 

@@ -18,8 +18,8 @@ const SYNTHETIC_DROP = 1006; // what we report when we abandon a silent socket o
  * 'ready' (outbox.js) so a replayed copy of a message can settle its pending send first.
  */
 export class Gateway {
-  constructor({ urls, token, renewToken, onFrame, onPhase, onReady, onDown, onSessionEnded }) {
-    Object.assign(this, { urls, token, renewToken, onFrame, onPhase, onReady, onDown, onSessionEnded });
+  constructor({ urls, token, renewToken, onFrame, onSent = () => {}, onPhase, onReady, onDown, onSessionEnded }) {
+    Object.assign(this, { urls, token, renewToken, onFrame, onSent, onPhase, onReady, onDown, onSessionEnded });
     this.index = Math.floor(Math.random() * urls.length); // spread clients over the gateways
     this.cursor = null; // resume.last_seq; null until the first welcome of this page
     this.phase = 'connecting';
@@ -67,6 +67,7 @@ export class Gateway {
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
     if (this.phase !== 'ready' && this.phase !== 'resuming') return false;
     ws.send(JSON.stringify(frame));
+    this.onSent(frame);
     return true;
   }
 
@@ -220,9 +221,11 @@ export class Gateway {
       this.drainAt = 0;
       this.setPhase('connecting');
       this.timers.retry = setTimeout(() => this.connect(), wait);
+    } else if (code === 4029) {
+      // Flooding: stay away 5–10 s. Full jitter could come straight back and be closed again.
+      this.attempt = Math.max(this.attempt, 5);
+      this.scheduleReconnect(BACKOFF_MAX_MS * (0.5 + Math.random() / 2));
     } else {
-      // 4029 (flooding): start from the long end of the backoff.
-      if (code === 4029) this.attempt = Math.max(this.attempt, 5);
       this.scheduleReconnect();
     }
   }
@@ -247,7 +250,8 @@ export class Gateway {
     else this.connect();
   }
 
-  scheduleReconnect() {
+  /** Reconnects after `delay` ms; by default full jitter. */
+  scheduleReconnect(delay = null) {
     if (this.stopped) return;
     clearTimeout(this.timers.retry);
     // Full jitter: a random delay up to an exponentially growing cap, so a gateway restart
@@ -255,7 +259,7 @@ export class Gateway {
     const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
     this.attempt = Math.min(this.attempt + 1, 10);
     this.setPhase(navigator.onLine === false ? 'offline' : 'connecting');
-    this.timers.retry = setTimeout(() => this.connect(), Math.random() * cap);
+    this.timers.retry = setTimeout(() => this.connect(), delay ?? Math.random() * cap);
   }
 
   /** Round robin: every reconnect tries the next gateway of the list. */

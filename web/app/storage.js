@@ -9,11 +9,13 @@ export function readItem(key) {
   }
 }
 
+/** Writes `value`; false when storage refused it (the caller may keep its own copy). */
 export function writeItem(key, value) {
   try {
     window.localStorage.setItem(key, value);
+    return true;
   } catch {
-    // Storage unavailable: nothing to do, the in-memory state still works.
+    return false;
   }
 }
 

@@ -6,6 +6,7 @@ import { joinNames } from './format.js';
 
 const SEND_EVERY_MS = 3_000;
 const DEFAULT_EXPIRES_MS = 6_000;
+const STILL_TYPING_MS = 1_000; // a deferred `typing` goes out only if a key was pressed this recently
 
 export class Typing {
   constructor(store, onChange) {
@@ -14,6 +15,7 @@ export class Typing {
     this.typists = new Map(); // channel → Map(user → timeout handle)
     this.lastSent = new Map(); // channel → ms
     this.trailing = new Map(); // channel → timeout handle of a deferred `typing`
+    this.lastKey = new Map(); // channel → ms of the last keystroke
   }
 
   stop() {
@@ -27,10 +29,12 @@ export class Typing {
    * A keystroke in `channelId`'s composer: `send()` now if the last `typing` went out 3 s ago or
    * more, else once when those 3 s are up. The gateway forwards at most one per 3 s and drops
    * the rest, so a burst that starts right after the previous one (typing on after sending a
-   * message) would otherwise never be announced.
+   * message) would otherwise never be announced. The deferred one is dropped if typing stopped
+   * meanwhile: announcing it then would show an indicator for someone who is not typing.
    */
   keystroke(channelId, send) {
     const now = Date.now();
+    this.lastKey.set(channelId, now);
     const wait = (this.lastSent.get(channelId) ?? 0) + SEND_EVERY_MS - now;
     if (wait <= 0) {
       this.lastSent.set(channelId, now);
@@ -40,6 +44,7 @@ export class Typing {
     if (this.trailing.has(channelId)) return;
     this.trailing.set(channelId, setTimeout(() => {
       this.trailing.delete(channelId);
+      if (Date.now() - (this.lastKey.get(channelId) ?? 0) > STILL_TYPING_MS) return;
       this.lastSent.set(channelId, Date.now());
       send();
     }, wait + 50));

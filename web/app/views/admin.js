@@ -16,6 +16,7 @@ export class AdminView {
     this.people = people;
     this.status = null;
     this.tbody = null;
+    this.heading = null; // the page's h2: focus moves there when the route opens it
   }
 
   get callerRole() {
@@ -29,16 +30,18 @@ export class AdminView {
   /** Builds the page into `container` and loads the people. */
   render(container) {
     if (!this.isManager()) {
+      this.heading = h('h2', { tabindex: '-1', text: 'People' });
       container.replaceChildren(
-        h('h2', { text: 'People' }),
+        this.heading,
         h('p', { class: 'notice', role: 'status', text: 'Only owners and admins can manage people.' }),
       );
       return;
     }
     this.status = h('p', { id: 'admin-status', class: 'admin-status', role: 'status' });
     this.tbody = h('tbody');
+    this.heading = h('h2', { tabindex: '-1', text: 'People and invites' });
     container.replaceChildren(
-      h('h2', { text: 'People and invites' }),
+      this.heading,
       this.status,
       this.inviteSection(),
       this.peopleSection(),
@@ -190,6 +193,7 @@ export class AdminView {
       if (error.status === 409) await this.people.reloadDirectory();
     }
     this.renderPeople();
+    this.refocus(user.id, 'select.role-select', select);
   }
 
   async toggleActive(user, action, button) {
@@ -203,6 +207,21 @@ export class AdminView {
       if (error.status === 409) await this.people.reloadDirectory();
     }
     this.renderPeople();
+    // The button may have turned from Deactivate into Reactivate: any button of the row.
+    this.refocus(user.id, '.person-actions button', button);
+  }
+
+  /**
+   * The re-render replaced the row whose control was used: put focus on the new row's control,
+   * unless it moved somewhere else meanwhile (only when it was on the old control, now gone).
+   */
+  refocus(userId, selector, old) {
+    const active = document.activeElement;
+    if (active && active !== document.body && active !== old && active.isConnected) return;
+    const row = this.tbody?.querySelector(`tr.person[data-user="${CSS.escape(String(userId))}"]`);
+    const control = row?.querySelector(selector);
+    if (control && !control.disabled) control.focus();
+    else row?.querySelector('select:not([disabled]), button:not([disabled])')?.focus();
   }
 
   // ---- sign-up domain (owners) ----

@@ -16,11 +16,24 @@ export function renderAuth(root, ctx) {
     '/reset': ctx.params.get('token') ? resetCompleteScreen : resetScreen,
   };
   const screen = (screens[ctx.path] ?? loginScreen)(ctx);
+  forgetToken(ctx);
   root.replaceChildren(h('main', { class: 'auth', id: 'auth' },
     h('div', { class: 'auth-card' }, h('h1', { class: 'brand', text: 'ThreadSpace' }), screen)));
   // Start where typing is needed: the first empty field (the org may be prefilled).
   const inputs = [...root.querySelectorAll('input:not([readonly])')];
   (inputs.find((input) => !input.value) ?? inputs[0])?.focus();
+}
+
+/**
+ * The screen holds the mailed token now: take it out of the address, so it stays neither in the
+ * history nor in a copied URL (the rest, such as `org=`, stays). No hashchange follows.
+ */
+function forgetToken(ctx) {
+  if (!ctx.params.has('token')) return;
+  const rest = new URLSearchParams(ctx.params);
+  rest.delete('token');
+  const query = rest.toString();
+  window.history.replaceState(window.history.state, '', `#${ctx.path}${query ? `?${query}` : ''}`);
 }
 
 /** A user-facing sentence for an API error on these screens. */

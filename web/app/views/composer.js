@@ -96,6 +96,13 @@ export class Composer {
     }
   }
 
+  /** Focuses the message box; false when it is disabled (no channel to write in). */
+  focus() {
+    if (this.textarea.disabled) return false;
+    this.textarea.focus();
+    return true;
+  }
+
   setEnabled(enabled) {
     this.textarea.disabled = !enabled;
     this.button.disabled = !enabled;

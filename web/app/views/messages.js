@@ -13,8 +13,8 @@ const HIGHLIGHT_MS = 2_500;
 let firstMessageMarked = false;
 
 export class MessageList {
-  constructor(listEl, { store, history, onRetry, onDiscard, onNearTop, onNearBottom, onScroll }) {
-    Object.assign(this, { listEl, store, history, onRetry, onDiscard, onNearTop, onNearBottom, onScroll });
+  constructor(listEl, { store, history, onRetry, onDiscard, onNearTop, onNearBottom, onScroll, onFocusLost }) {
+    Object.assign(this, { listEl, store, history, onRetry, onDiscard, onNearTop, onNearBottom, onScroll, onFocusLost });
     this.channel = null;
     this.nodes = new Map(); // key → { node, sig }
     this.scrollQueued = false;
@@ -47,6 +47,16 @@ export class MessageList {
 
   scrollToBottom() {
     this.listEl.scrollTop = this.listEl.scrollHeight;
+  }
+
+  /** Where the list is scrolled to, for restoreScroll() once it is back in the document. */
+  scrollState() {
+    return { bottom: this.isAtBottom(), top: this.listEl.scrollTop };
+  }
+
+  restoreScroll({ bottom, top }) {
+    if (bottom) this.scrollToBottom();
+    else this.listEl.scrollTop = top;
   }
 
   /**
@@ -177,6 +187,9 @@ export class MessageList {
   // ---- keyed reconciliation ----
 
   reconcile(items) {
+    const focused = this.listEl.contains(document.activeElement) && document.activeElement !== this.listEl
+      ? document.activeElement
+      : null;
     const wanted = new Set(items.map((item) => item.key));
     for (const [key, entry] of this.nodes) {
       if (!wanted.has(key)) {
@@ -200,6 +213,17 @@ export class MessageList {
       if (entry.node === cursor) cursor = cursor.nextSibling;
       else this.listEl.insertBefore(entry.node, cursor);
     }
+    if (focused && !focused.isConnected) this.restoreFocus(focused);
+  }
+
+  // The focused element went with its node (Retry or Discard re-renders the message): focus
+  // the same button in the message's new node, or else the composer, rather than the page.
+  restoreFocus(lost) {
+    const cmid = lost.closest('li.message')?.dataset.clientMsgId;
+    const li = cmid ? this.listEl.querySelector(`li.message[data-client-msg-id="${CSS.escape(cmid)}"]`) : null;
+    const same = li && lost.dataset.action ? li.querySelector(`button[data-action="${lost.dataset.action}"]`) : null;
+    if (same) same.focus({ preventScroll: true });
+    else this.onFocusLost();
   }
 
   captureAnchor() {

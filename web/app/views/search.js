@@ -12,6 +12,7 @@ export class SearchPanel {
     this.cursor = null;
     this.generation = 0;
     this.hits = [];
+    this.shown = new Map(); // "channel:seq" → { channel, author }: the hit's rendered labels
 
     this.input = h('input', {
       id: 'search', type: 'search', name: 'q', placeholder: 'Search messages', autocomplete: 'off', maxlength: 256,
@@ -49,6 +50,7 @@ export class SearchPanel {
     const q = value.trim();
     this.panel.hidden = false;
     this.hits = [];
+    this.shown.clear();
     this.list.replaceChildren();
     this.more.hidden = true;
     if (!q) {
@@ -85,25 +87,40 @@ export class SearchPanel {
     this.renderHits();
   }
 
+  // Updated in place: names arriving later (people events) or a next page must not rebuild the
+  // links, or a keyboard user on one would lose focus.
   renderHits() {
-    this.list.replaceChildren(...this.hits.map((hit) => h('li', null, this.hitLink(hit))));
+    for (const hit of this.hits) {
+      const key = `${hit.channel}:${hit.seq}`;
+      let shown = this.shown.get(key);
+      if (!shown) {
+        shown = this.hitLink(hit);
+        this.shown.set(key, shown);
+        this.list.append(h('li', null, shown.link));
+      }
+      const ch = this.store.channel(hit.channel);
+      setText(shown.channel, ch ? this.store.channelLabel(ch) : `channel ${hit.channel}`);
+      setText(shown.author, this.store.displayName(hit.sender));
+    }
     const n = this.hits.length;
     this.status.textContent = n === 0 ? 'No messages match.' : `${n}${this.cursor !== null ? '+' : ''} ${n === 1 ? 'message' : 'messages'} found.`;
     this.more.hidden = this.cursor === null;
   }
 
+  /** A hit's link; its channel and author labels are filled in by renderHits. */
   hitLink(hit) {
-    const ch = this.store.channel(hit.channel);
-    const channelLabel = ch ? this.store.channelLabel(ch) : `channel ${hit.channel}`;
-    return h('a', {
+    const channel = h('span', { class: 'search-hit-channel' });
+    const author = h('span', { class: 'search-hit-author' });
+    const link = h('a', {
       class: 'search-hit', href: `#/c/${Number(hit.channel)}?seq=${Number(hit.seq)}`,
       dataset: { channel: hit.channel, seq: hit.seq },
     },
     h('span', { class: 'search-hit-meta' },
-      h('span', { class: 'search-hit-channel', text: channelLabel }),
-      h('span', { class: 'search-hit-author', text: this.store.displayName(hit.sender) }),
+      channel,
+      author,
       h('time', { class: 'search-hit-time', datetime: isoTime(hit.ts), text: formatDateTime(hit.ts) })),
     h('span', { class: 'search-hit-body', text: hit.body }));
+    return { link, channel, author };
   }
 
   click(event) {
@@ -120,4 +137,8 @@ export class SearchPanel {
     this.panel.hidden = true;
     if (focusInput) this.input.focus();
   }
+}
+
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
 }

@@ -34,7 +34,8 @@ export function buildShell({ searchForm, searchPanel, composerForm }) {
 
   refs.sidebar = h('nav', { id: 'sidebar', class: 'sidebar', 'aria-label': 'Channels and direct messages' });
 
-  refs.title = h('h2', { id: 'channel-title', class: 'channel-title', text: '' });
+  // tabindex -1: focus moves here after a route change (not a Tab stop).
+  refs.title = h('h2', { id: 'channel-title', class: 'channel-title', tabindex: '-1', text: '' });
   refs.notice = h('div', { id: 'channel-notice', class: 'channel-notice', role: 'status', hidden: true });
   refs.list = h('ol', {
     id: 'messages', class: 'messages', role: 'log', 'aria-live': 'polite',
@@ -47,9 +48,9 @@ export function buildShell({ searchForm, searchPanel, composerForm }) {
     refs.notice, refs.list, refs.jumpLatest, refs.typing, composerForm);
   refs.adminView = h('section', { id: 'admin-view', class: 'admin-view', hidden: true });
   refs.main = h('main', { id: 'main', class: 'main' }, refs.channelView, refs.adminView);
+  refs.layout = h('div', { class: 'layout' }, refs.sidebar, refs.main);
 
-  refs.app = h('div', { id: 'app', class: 'app' },
-    header, searchPanel, h('div', { class: 'layout' }, refs.sidebar, refs.main));
+  refs.app = h('div', { id: 'app', class: 'app' }, header, searchPanel, refs.layout);
   return refs;
 }
 

@@ -6,6 +6,7 @@ import { h, presenceDot, srOnly } from '../dom.js';
 
 export class Sidebar {
   constructor(navEl, store) {
+    this.navEl = navEl;
     this.store = store;
     this.entries = new Map(); // channel id → { li, link, name, badge, badgeText, sig }
     this.activeId = null;
@@ -21,6 +22,10 @@ export class Sidebar {
 
   /** Rebuilds the order and labels (channel list or names changed), reusing entries. */
   render() {
+    // The focused entry may be rebuilt (renamed) or moved: keep keyboard focus on its channel.
+    const focusedId = this.navEl.contains(document.activeElement)
+      ? document.activeElement.closest('a.channel-link')?.dataset.channel ?? null
+      : null;
     const channels = this.store.listedChannels();
     const keep = new Set(channels.map((ch) => ch.id));
     for (const [id, entry] of this.entries) {
@@ -32,12 +37,19 @@ export class Sidebar {
     const named = [];
     const direct = [];
     for (const ch of channels) (this.store.isDirect(ch) ? direct : named).push(this.entry(ch).li);
-    this.channelList.replaceChildren(...named);
-    this.dmList.replaceChildren(...direct);
+    // Reordered in place: entries already in order are not touched (replaceChildren would
+    // detach every one, and with it the focus of someone tabbing through the list).
+    arrange(this.channelList, named);
+    arrange(this.dmList, direct);
     this.channelsEmpty.hidden = named.length > 0;
     this.dmsEmpty.hidden = direct.length > 0;
     for (const ch of channels) this.updateBadge(ch.id);
     this.setActive(this.activeId);
+    if (focusedId !== null && !this.navEl.contains(document.activeElement)) {
+      const link = this.entries.get(Number(focusedId))?.link;
+      if (link) link.focus({ preventScroll: true });
+      else this.focusActive(); // its channel is gone: somewhere near, not the page's start
+    }
   }
 
   entry(ch) {
@@ -97,6 +109,20 @@ export class Sidebar {
   }
 
   focusActive() {
-    (this.entries.get(this.activeId)?.link ?? this.channelList.querySelector('a'))?.focus();
+    (this.entries.get(this.activeId)?.link ?? this.navEl.querySelector('a.channel-link'))?.focus();
+  }
+}
+
+/** Makes `nodes` the children of `list`, in order, moving only those out of place. */
+function arrange(list, nodes) {
+  let cursor = list.firstChild;
+  for (const node of nodes) {
+    if (node === cursor) cursor = cursor.nextSibling;
+    else list.insertBefore(node, cursor);
+  }
+  while (cursor) {
+    const next = cursor.nextSibling;
+    cursor.remove();
+    cursor = next;
   }
 }
