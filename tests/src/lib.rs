@@ -561,13 +561,24 @@ pub mod accounts {
         role: &str,
         handle: &str,
     ) -> anyhow::Result<Account> {
+        invite_named(stack, inviter, role, handle, &format!("User {handle}")).await
+    }
+
+    /// [`invite`] with the invitee's display name.
+    pub async fn invite_named(
+        stack: &Stack,
+        inviter: &Account,
+        role: &str,
+        handle: &str,
+        display_name: &str,
+    ) -> anyhow::Result<Account> {
         let (status, invite) =
             rest_json(stack, "POST", "/v1/invites", Some(&inviter.access), &json!({"role": role})).await?;
         anyhow::ensure!(status == 201, "invite {handle} as {role}: {status} {invite}");
         let email = format!("{handle}@{}.test", inviter.slug);
         let body = json!({
             "token": invite["token"], "email": email, "handle": handle,
-            "display_name": format!("User {handle}"), "password": PASSWORD,
+            "display_name": display_name, "password": PASSWORD,
         });
         let (status, user) = rest_json(stack, "POST", "/v1/invites/accept", None, &body).await?;
         anyhow::ensure!(status == 201, "accept invite of {handle}: {status} {user}");
@@ -586,7 +597,8 @@ pub mod accounts {
         rest_json(stack, "POST", "/v1/auth/login", None, &body).await
     }
 
-    async fn login_as(stack: &Stack, slug: &str, handle: &str, email: &str) -> anyhow::Result<Account> {
+    /// Logs `email` in with [`PASSWORD`]; the account as the tests use it.
+    pub async fn login_as(stack: &Stack, slug: &str, handle: &str, email: &str) -> anyhow::Result<Account> {
         let (status, tokens) = login(stack, slug, email, PASSWORD).await?;
         anyhow::ensure!(status == 200, "login {email}: {status} {tokens}");
         Ok(Account {

@@ -323,47 +323,18 @@ async fn org_named(stack: &Stack, slug: &str, name: &str) -> anyhow::Result<Acco
         "owner": {"email": email, "handle": "olive", "display_name": "Olive Owner", "password": PASSWORD}});
     let (status, created) = rest_json(stack, "POST", "/v1/orgs", None, &body).await?;
     anyhow::ensure!(status == 201, "create org: {status} {created}");
-    let (status, tokens) = accounts::login(stack, slug, &email, PASSWORD).await?;
-    anyhow::ensure!(status == 200, "login: {status} {tokens}");
-    Ok(Account {
-        user: UserId(tokens["user_id"].as_i64().unwrap_or_default()),
-        org: threadspace_protocol::OrgId(tokens["org_id"].as_i64().unwrap_or_default()),
-        slug: slug.into(),
-        handle: "olive".into(),
-        email,
-        access: tokens["access_token"].as_str().unwrap_or_default().into(),
-        refresh: tokens["refresh_token"].as_str().unwrap_or_default().into(),
-        session: tokens["session_id"].as_i64().unwrap_or_default(),
-    })
+    accounts::login_as(stack, slug, "olive", &email).await
 }
 
-/// `owner` invites a member named `display_name`, who accepts and logs in.
-async fn member_named(
-    stack: &Stack,
-    owner: &Account,
-    handle: &str,
-    display_name: &str,
-) -> anyhow::Result<Account> {
-    let (status, invite) =
-        rest_json(stack, "POST", "/v1/invites", Some(&owner.access), &json!({"role": "member"})).await?;
-    anyhow::ensure!(status == 201, "invite: {status} {invite}");
-    let email = format!("{handle}@{}.test", owner.slug);
-    let body = json!({"token": invite["token"], "email": email, "handle": handle,
-        "display_name": display_name, "password": PASSWORD});
-    let (status, user) = rest_json(stack, "POST", "/v1/invites/accept", None, &body).await?;
-    anyhow::ensure!(status == 201, "accept: {status} {user}");
-    let (status, tokens) = accounts::login(stack, &owner.slug, &email, PASSWORD).await?;
-    anyhow::ensure!(status == 200, "login: {status} {tokens}");
-    Ok(Account {
-        user: UserId(user["id"].as_i64().unwrap_or_default()),
-        org: owner.org,
-        slug: owner.slug.clone(),
-        handle: handle.into(),
-        email,
-        access: tokens["access_token"].as_str().unwrap_or_default().into(),
-        refresh: tokens["refresh_token"].as_str().unwrap_or_default().into(),
-        session: tokens["session_id"].as_i64().unwrap_or_default(),
-    })
+/// The login form's error, once it shows.
+async fn login_error(page: &Page) -> anyhow::Result<String> {
+    page.until(
+        "the login error",
+        "return document.querySelector('#login-error').textContent.trim();",
+        UI_TIMEOUT,
+    )
+    .await?;
+    page.text("#login-error").await
 }
 
 /// Whether the document overflows its viewport sideways.
@@ -399,7 +370,7 @@ async fn the_client_is_safe_accessible_fits_a_phone_and_handles_accounts() -> an
     let stack = Stack::start(StackOptions::with_bridge(1, &[])).await?;
     let base = stack.api.http_url();
     let olive = org_named(&stack, "xss", PAYLOAD).await?;
-    let mallory = member_named(&stack, &olive, "mallory", PAYLOAD).await?;
+    let mallory = accounts::invite_named(&stack, &olive, "member", "mallory", PAYLOAD).await?;
     let general = channel_named(&stack, &olive, "general").await?;
     // A DM is labelled with the other person's display name: the payload again.
     let dm = accounts::channel(&stack, olive.org, "", "dm", &[olive.user, mallory.user]).await?;
@@ -446,26 +417,14 @@ async fn the_client_is_safe_accessible_fits_a_phone_and_handles_accounts() -> an
     desk.fill("#login-email", &olive.email).await?;
     desk.fill("#login-password", "not the password").await?;
     desk.click("#login-submit").await?;
-    desk.until(
-        "the login error",
-        "return document.querySelector('#login-error').textContent.trim();",
-        UI_TIMEOUT,
-    )
-    .await?;
-    let wrong_password = desk.text("#login-error").await?;
+    let wrong_password = login_error(&desk).await?;
     desk.js("document.querySelector('#login-error').textContent = '';", Vec::new()).await?;
     desk.fill("#login-email", "nobody@xss.test").await?;
     let cleared = desk.js("return document.querySelector('#login-password').value;", Vec::new()).await?;
     assert_eq!(cleared, json!(""), "a refused password is cleared from the form");
     desk.fill("#login-password", "not the password").await?;
     desk.click("#login-submit").await?;
-    desk.until(
-        "the login error",
-        "return document.querySelector('#login-error').textContent.trim();",
-        UI_TIMEOUT,
-    )
-    .await?;
-    let unknown = desk.text("#login-error").await?;
+    let unknown = login_error(&desk).await?;
     assert_eq!(wrong_password, unknown, "the error does not tell whether the account exists");
     assert!(!wrong_password.is_empty());
 
