@@ -128,6 +128,11 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_API_HASH_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub hash_concurrency: Option<u16>,
 
+    /// How long audit records are kept (docs/accounts.md, "Audit log"); older ones are deleted
+    /// hourly.
+    #[arg(long, env = "THREADSPACE_API_AUDIT_RETENTION", default_value = "365days", value_parser = humantime::parse_duration)]
+    pub audit_retention: Duration,
+
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "THREADSPACE_API_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -169,6 +174,11 @@ impl Config {
             if value < Duration::from_secs(60) || value > Duration::from_secs(366 * 86_400) {
                 return Err(ConfigError(format!("{flag} must be between 1 minute and 366 days")));
             }
+        }
+        if self.audit_retention < Duration::from_secs(86_400)
+            || self.audit_retention > Duration::from_secs(10 * 366 * 86_400)
+        {
+            return Err(ConfigError("--audit-retention must be between 1 day and 10 years".into()));
         }
         if self.refresh_grace > Duration::from_secs(300) {
             return Err(ConfigError("--refresh-grace must be at most 5 minutes".into()));

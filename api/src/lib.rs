@@ -8,6 +8,7 @@
 //! This file is the wiring: it builds the service's parts from the configuration and gives
 //! each handler only the parts it extracts (see [`Parts`]).
 
+mod audit;
 mod body;
 mod caller;
 pub mod config;
@@ -129,6 +130,7 @@ pub async fn run(
         config.access_token_ttl,
     ));
     let draining = CancellationToken::new();
+    let audit_store = threadspace_store::Accounts::new(accounts_pool);
     let parts = Parts {
         auth: Auth {
             keys: keys.clone(),
@@ -136,7 +138,7 @@ pub async fn run(
             per_user: Arc::new(RateLimiter::new(config.rate_per_user)),
         },
         archive: Archive(archive),
-        changes: Changes { store: threadspace_store::Accounts::new(accounts_pool), feed: feed.clone() },
+        changes: Changes { store: audit_store.clone(), feed: feed.clone() },
         credentials: Credentials {
             passwords: Passwords::new(hash_concurrency),
             minter: minter.clone(),
@@ -163,6 +165,7 @@ pub async fn run(
     let background = CancellationToken::new();
     let housekeeping = tokio::spawn(housekeeping(keys, minter, metrics, background.clone()));
     let sweeper = tokio::spawn(feed::sweep(feed, background.clone()));
+    let pruner = tokio::spawn(audit::prune(audit_store, config.audit_retention, background.clone()));
     ::metrics::gauge!(crate::metrics::READY).set(1.0);
     info!("api service started");
 
@@ -186,6 +189,7 @@ pub async fn run(
     background.cancel();
     let _ = housekeeping.await;
     let _ = sweeper.await;
+    let _ = pruner.await;
     let _ = tokio::time::timeout(Duration::from_secs(2), nats.drain()).await;
     info!("api service stopped");
     served

@@ -28,6 +28,9 @@ pub(crate) const DIRECTORY_EVENTS: &str = "threadspace_api_directory_events_tota
 pub(crate) const DIRECTORY_STALE_ORGS: &str = "threadspace_api_directory_stale_orgs";
 /// Label `kind`: `invite`, `password_reset`, `signup`.
 pub(crate) const MAILS: &str = "threadspace_api_mails_total";
+/// Label `action` (the documented audit actions, docs/accounts.md).
+pub(crate) const AUDIT_EVENTS: &str = "threadspace_api_audit_events_total";
+pub(crate) const AUDIT_WRITE_FAILURES: &str = "threadspace_api_audit_write_failures_total";
 
 /// Registers descriptions so `/metrics` documents itself, and creates the counters at zero so
 /// `rate()` sees their first event.
@@ -50,6 +53,9 @@ pub(crate) fn describe() {
         "Directory events put into the stream, by result (swept: left behind by a failure)"
     );
     describe_counter!(MAILS, "Mails handed to the mailer, by kind");
+    describe_counter!(AUDIT_EVENTS, "Audit records written, by action");
+    describe_counter!(AUDIT_WRITE_FAILURES, "Audit records that could not be written (the action stood)");
+    metrics::counter!(AUDIT_WRITE_FAILURES).absolute(0);
     describe_gauge!(
         DIRECTORY_STALE_ORGS,
         "Orgs with directory events unpublished for over 2 s at the sweeper's last look"

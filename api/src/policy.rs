@@ -54,6 +54,8 @@ pub(crate) enum Action {
     RemoveMember,
     /// List and search the org's people.
     SearchPeople,
+    /// Read the org's audit log.
+    ReadAudit,
 }
 
 /// Whether a caller with `role` may do `action` to a person; `on_self` when that person is the
@@ -93,6 +95,7 @@ pub(crate) fn may(role: Role, action: Action) -> bool {
         Action::AddMember { caller_is_member } => role >= Admin || (role == Member && caller_is_member),
         Action::RemoveMember => role >= Admin,
         Action::SearchPeople => role >= Member,
+        Action::ReadAudit => role >= Admin,
     }
 }
 

@@ -7,6 +7,7 @@
 //! calls (membership, history, search); only the broker-bridge writes `messages`.
 
 pub mod accounts;
+pub mod audit;
 pub mod directory;
 pub mod messages;
 pub mod people;

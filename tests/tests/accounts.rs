@@ -869,3 +869,114 @@ async fn people_pages_search_and_channel_lists_name_what_clients_show() -> anyho
     assert_eq!(list["channels"], json!([]), "a guest starts in no channel: {list}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_security_and_admin_actions_for_owners_and_admins() -> anyhow::Result<()> {
+    let stack = stack_with_api(&[]).await?;
+    let owner = create_org(&stack, "acme").await?;
+    let ann = invite(&stack, &owner, "member", "ann").await?;
+    let (status, _) = login(&stack, "acme", &ann.email, "wrong password!").await?;
+    assert_eq!(status, 401);
+    let (status, _) = login(&stack, "acme", "nobody@acme.test", "wrong password!").await?;
+    assert_eq!(status, 401);
+    let (status, body) = rest_json(
+        &stack,
+        "PUT",
+        &format!("/v1/users/{}/role", ann.user),
+        Some(&owner.access),
+        &json!({"role": "guest"}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        rest(&stack, "POST", &format!("/v1/users/{}/deactivate", ann.user), Some(&owner.access)).await?;
+    assert_eq!(status, 200, "{body}");
+    // Another org's actions never show.
+    let other = create_org(&stack, "other").await?;
+    invite(&stack, &other, "member", "olaf").await?;
+
+    let (status, log) = rest(&stack, "GET", "/v1/audit", Some(&owner.access)).await?;
+    assert_eq!(status, 200, "{log}");
+    let events = log["events"].as_array().cloned().unwrap_or_default();
+    let actions: Vec<&str> = events.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "user.deactivated",
+            "role.changed",
+            "login.failed",
+            "login.failed",
+            "login.succeeded",
+            "invite.accepted",
+            "invite.created",
+            "login.succeeded",
+            "org.created"
+        ],
+        "newest first, this org only: {log}"
+    );
+    let ids: Vec<i64> = events.iter().filter_map(|e| e["id"].as_i64()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "ids descend: {ids:?}");
+    let role = &events[1];
+    assert_eq!(
+        (role["actor"].as_i64(), role["target_user"].as_i64()),
+        (Some(owner.user.0), Some(ann.user.0))
+    );
+    assert_eq!(role["detail"], json!({"from": "member", "to": "guest"}));
+    assert_eq!(role["ip"], "127.0.0.1");
+    // The failed login of an existing account names it; the unknown address names nobody.
+    assert_eq!(events[3]["target_user"], ann.user.0, "{}", events[3]);
+    assert_eq!(events[3]["detail"]["email"], ann.email.as_str());
+    assert!(events[2]["target_user"].is_null() && events[2]["actor"].is_null(), "{}", events[2]);
+
+    // Filters and pages.
+    let (_, logins) = rest(&stack, "GET", "/v1/audit?action=login", Some(&owner.access)).await?;
+    assert_eq!(logins["events"].as_array().map(Vec::len), Some(4), "{logins}");
+    let (_, about_ann) =
+        rest(&stack, "GET", &format!("/v1/audit?target={}", ann.user), Some(&owner.access)).await?;
+    assert_eq!(about_ann["events"].as_array().map(Vec::len), Some(3), "{about_ann}");
+    let (_, by_ann) =
+        rest(&stack, "GET", &format!("/v1/audit?actor={}", ann.user), Some(&owner.access)).await?;
+    let by_ann: Vec<&str> =
+        by_ann["events"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(by_ann, ["login.succeeded", "invite.accepted"]);
+    let mut paged = Vec::new();
+    let mut before = String::new();
+    loop {
+        let (_, page) =
+            rest(&stack, "GET", &format!("/v1/audit?limit=4{before}"), Some(&owner.access)).await?;
+        paged.extend(page["events"].as_array().into_iter().flatten().filter_map(|e| e["id"].as_i64()));
+        match page["next_before"].as_i64() {
+            Some(next) => before = format!("&before={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids, "pages of 4 give every record once");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let (_, future) =
+        rest(&stack, "GET", &format!("/v1/audit?since={}", now + 60_000), Some(&owner.access)).await?;
+    assert_eq!(future["events"], json!([]));
+
+    // Members may not read it; bad parameters are named.
+    let member = invite(&stack, &owner, "member", "bea").await?;
+    let (status, body) = rest(&stack, "GET", "/v1/audit", Some(&member.access)).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    for (query, named) in [
+        ("action=Login", "`action`"),
+        ("action=a.b.c", "`action`"),
+        ("actor=0", "`actor`"),
+        ("limit=201", "`limit`"),
+        ("since=5&until=5", "`until`"),
+        ("bogus=1", "`bogus`"),
+    ] {
+        let (status, body) = rest(&stack, "GET", &format!("/v1/audit?{query}"), None).await?;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_parameter")), "{query}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{query}: {message:?}");
+    }
+
+    // Append-only: the database refuses to change a record.
+    let client = stack.pool.get().await?;
+    let refused = client.execute("UPDATE audit_events SET action = 'org.created'", &[]).await;
+    assert!(refused.is_err(), "an audit record was changed");
+    Ok(())
+}

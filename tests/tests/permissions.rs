@@ -67,6 +67,7 @@ enum Row {
     HiddenChannel,
     SearchPeople,
     SeeUnshared,
+    ReadAudit,
     OwnAccount,
 }
 
@@ -74,7 +75,7 @@ enum Row {
 /// action and its cells for owner, admin, member and guest as the doc writes them, then what
 /// each cell means. Legend: "✓" allowed, "—" refused with `403 forbidden`, "— (404)"
 /// `404 not_found`, "— (403 `not_member`)" (and "— (403)" below it) `403 not_member`.
-const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 18] = [
+const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 19] = [
     (
         Row::InviteOwnerOrAdmin,
         "Invite an owner or admin",
@@ -172,6 +173,7 @@ const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 18] = [
         ["✓", "✓", "✓", "— (404)"],
         [Allowed, Allowed, Allowed, NotFound],
     ),
+    (Row::ReadAudit, "Read the audit log", ["✓", "✓", "—", "—"], [Allowed, Allowed, Forbidden, Forbidden]),
     (
         Row::OwnAccount,
         "Log out, sign out everywhere, change own password, `GET /v1/me`, list own channels",
@@ -751,6 +753,14 @@ async fn channel_membership_and_history_follow_the_matrix_and_other_orgs_do_not_
         }
         let found = Call::get(format!("/v1/users?q={}", "t"));
         m.matrix(Row::SearchPeople, role, token, &found).await?;
+        if let Some(log) =
+            m.matrix(Row::ReadAudit, role, token, &Call::get("/v1/audit?action=org.created")).await?
+        {
+            // The org's own records only: it starts with its creation.
+            let actions: Vec<&str> =
+                log["events"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
+            m.effect(actions.contains(&"org.created"), || format!("GET /v1/audit: {log}"));
+        }
         let unshared = Call::get(format!("/v1/users/{loner}"));
         if let Some(person) = m.matrix(Row::SeeUnshared, role, token, &unshared).await? {
             m.effect(person["id"] == loner.0, || format!("GET /v1/users/{loner}: {person}"));

@@ -9,13 +9,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use threadspace_protocol::stored::DirectoryEvent;
 use threadspace_protocol::token::Identity;
 use threadspace_protocol::{OrgId, UserId};
 use threadspace_store::accounts::{EndReason, NewUser, Refresh, TokenKind};
+use threadspace_store::audit::AuditEntry;
 use tracing::{info, warn};
 use utoipa::ToSchema;
 
+use crate::audit::record;
 use crate::body::{self, Body};
 use crate::caller::{caller, caller_identity, Auth};
 use crate::error::{ApiError, ErrorBody};
@@ -255,6 +258,7 @@ fn tokens(credentials: &Credentials, user: UserId, org: OrgId, session: i64, ref
 pub(crate) async fn create_org(
     State(changes): State<Changes>,
     State(credentials): State<Credentials>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Body(request): Body<NewOrg>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let slug = body::handle("slug", &request.slug, true)?;
@@ -268,6 +272,7 @@ pub(crate) async fn create_org(
     let new = NewUser { handle, display_name, email: &email, password_hash: &password_hash, role: "owner" };
     let (org, user) = changes.store.create_org(slug, name, &new).await.map_err(ApiError::directory)?;
     info!(%org, %user, "org created");
+    record(&changes, AuditEntry::new(org, Some(user), "org.created").from(ip)).await;
     let created = Created {
         org: OrgView { id: org.0, slug: slug.to_owned(), name: name.to_owned(), signup_domain: None },
         user: UserView {
@@ -317,10 +322,21 @@ pub(crate) async fn login(
     let started = Instant::now();
     let matched = credentials.passwords.verify(request.password, stored).await.map_err(hash_failed)?;
     metrics::histogram!(m::PASSWORD_HASH_DURATION).record(started.elapsed().as_secs_f64());
+    let known = account.as_ref().map(|a| (a.org, a.user));
     let Some(account) = account.filter(|_| matched) else {
         credentials.throttle.failed(ip, Instant::now());
         metrics::counter!(m::LOGINS, "result" => "failed").increment(1);
         info!(ip = %ip, "login failed");
+        // Recorded for the org named, whether or not the account exists (the same work
+        // either way: the answer's timing must not tell).
+        if let Ok(Some(named)) = changes.store.org_by_slug(org).await {
+            let mut entry =
+                AuditEntry::new(named.id, None, "login.failed").from(ip).detail(json!({"email": email}));
+            if let Some((_, user)) = known.filter(|(org, _)| *org == named.id) {
+                entry = entry.user(user);
+            }
+            record(&changes, entry).await;
+        }
         return Err(login_failed());
     };
     credentials.throttle.succeeded(&account_key, ip);
@@ -328,6 +344,10 @@ pub(crate) async fn login(
     let verified = account.password_hash.as_deref().unwrap_or_default();
     let tokens = issue(&credentials, &changes, (account.user, account.org), verified).await?;
     info!(user = %account.user, session = tokens.session_id, "logged in");
+    let entry = AuditEntry::new(account.org, Some(account.user), "login.succeeded")
+        .from(ip)
+        .detail(json!({"session": tokens.session_id}));
+    record(&changes, entry).await;
     Ok(Json(tokens))
 }
 
@@ -349,6 +369,7 @@ pub(crate) async fn login(
 pub(crate) async fn refresh(
     State(changes): State<Changes>,
     State(credentials): State<Credentials>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Body(request): Body<RefreshRequest>,
 ) -> Result<Json<Tokens>, ApiError> {
     let refused =
@@ -369,6 +390,10 @@ pub(crate) async fn refresh(
             metrics::counter!(m::REFRESHES, "result" => "reused").increment(1);
             warn!(%user, session, "a rotated refresh token was presented again; session revoked");
             publish(&changes, &event).await;
+            let entry = AuditEntry::new(event.org, Some(user), "session.refresh_reused")
+                .from(ip)
+                .detail(json!({"session": session}));
+            record(&changes, entry).await;
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "refresh_reused",
@@ -397,6 +422,7 @@ pub(crate) async fn refresh(
 pub(crate) async fn logout(
     State(auth): State<Auth>,
     State(changes): State<Changes>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let (identity, session) = caller_identity(&auth, &headers).await?;
@@ -409,6 +435,10 @@ pub(crate) async fn logout(
         .map_err(ApiError::directory)?;
     publish(&changes, &event).await;
     info!(user = %session.user.id, session = ?identity.session, "logged out");
+    let entry = AuditEntry::new(session.user.org, Some(session.user.id), "session.logged_out")
+        .from(ip)
+        .detail(json!({"session": identity.session}));
+    record(&changes, entry).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -427,6 +457,7 @@ pub(crate) async fn logout(
 pub(crate) async fn sign_out_everywhere(
     State(auth): State<Auth>,
     State(changes): State<Changes>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let session = caller(&auth, &headers).await?;
@@ -437,6 +468,8 @@ pub(crate) async fn sign_out_everywhere(
         .map_err(ApiError::directory)?;
     publish(&changes, &event).await;
     info!(user = %session.user.id, "signed out everywhere");
+    let entry = AuditEntry::new(session.user.org, Some(session.user.id), "session.signed_out_everywhere");
+    record(&changes, entry.from(ip)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -491,6 +524,7 @@ pub(crate) async fn change_password(
         .map_err(ApiError::directory)?;
     publish(&changes, &event).await;
     info!(%user, "password changed");
+    record(&changes, AuditEntry::new(org, Some(user), "password.changed").from(ip)).await;
     // tokens_not_before is compared in whole seconds, so tokens minted now still pass.
     Ok(Json(issue(&credentials, &changes, (user, org), &password_hash).await?))
 }
@@ -586,6 +620,7 @@ pub(crate) fn send(
 pub(crate) async fn complete_reset(
     State(changes): State<Changes>,
     State(credentials): State<Credentials>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Body(request): Body<ResetCompletion>,
 ) -> Result<StatusCode, ApiError> {
     body::password("new_password", &request.new_password)?;
@@ -610,6 +645,7 @@ pub(crate) async fn complete_reset(
         .map_err(ApiError::directory)?;
     publish(&changes, &event).await;
     info!(%user, "password reset");
+    record(&changes, AuditEntry::new(token.org, Some(user), "password.reset").from(ip)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -714,6 +750,7 @@ pub(crate) async fn signup(
 pub(crate) async fn complete_signup(
     State(changes): State<Changes>,
     State(credentials): State<Credentials>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Body(request): Body<SignupCompletion>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let account = NewAccountRequest {
@@ -722,6 +759,8 @@ pub(crate) async fn complete_signup(
         password: &request.password,
     };
     let user = redeem(&changes, &credentials, &request.token, TokenKind::Signup, None, account).await?;
+    let entry = AuditEntry::new(OrgId(user.org), Some(UserId(user.id)), "signup.completed");
+    record(&changes, entry.from(ip).detail(json!({"email": user.email}))).await;
     Ok((StatusCode::CREATED, Json(user)))
 }
 

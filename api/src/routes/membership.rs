@@ -11,16 +11,19 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
 use threadspace_protocol::frames::{ChannelKind, MemberChange};
 use threadspace_protocol::{ChannelId, UserId};
+use threadspace_store::audit::AuditEntry;
 use tracing::info;
 use utoipa::ToSchema;
 
 use super::query::{bad_path, path_id};
+use crate::audit::record;
 use crate::caller::{caller, Auth};
 use crate::error::{ApiError, ErrorBody};
+use crate::limits::ClientIp;
 use crate::metrics as m;
 use crate::parts::Changes;
 use crate::policy::{may, sees_channel, Action, Role};
@@ -65,11 +68,12 @@ pub(crate) enum Change {
 pub(crate) async fn add_member(
     State(auth): State<Auth>,
     State(changes): State<Changes>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     ids: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<MembershipChange>, ApiError> {
     let Path((channel, user)) = ids.map_err(bad_path)?;
-    change(&auth, &changes, &headers, (&channel, &user), true).await
+    change(&auth, &changes, (&headers, ip), (&channel, &user), true).await
 }
 
 /// Removes `user` from `channel`.
@@ -92,17 +96,18 @@ pub(crate) async fn add_member(
 pub(crate) async fn remove_member(
     State(auth): State<Auth>,
     State(changes): State<Changes>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     ids: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<MembershipChange>, ApiError> {
     let Path((channel, user)) = ids.map_err(bad_path)?;
-    change(&auth, &changes, &headers, (&channel, &user), false).await
+    change(&auth, &changes, (&headers, ip), (&channel, &user), false).await
 }
 
 async fn change(
     auth: &Auth,
     changes: &Changes,
-    headers: &HeaderMap,
+    (headers, ip): (&HeaderMap, std::net::IpAddr),
     (channel, user): (&str, &str),
     add: bool,
 ) -> Result<Json<MembershipChange>, ApiError> {
@@ -162,6 +167,9 @@ async fn change(
             .increment(1);
         position = super::accounts::publish(changes, event).await;
         info!(%channel, %user, by = %caller.user.id, change = ?member_change, ?position, "membership changed");
+        let action = if add { "member.added" } else { "member.removed" };
+        let entry = AuditEntry::new(org, Some(caller.user.id), action).user(user).channel(channel).from(ip);
+        record(changes, entry).await;
     }
     Ok(Json(MembershipChange {
         channel: channel.0,

@@ -6,6 +6,7 @@
 //! [`crate::parts::Parts`]), never the whole.
 
 pub(crate) mod accounts;
+pub(crate) mod audit;
 pub(crate) mod browse;
 pub(crate) mod history;
 pub(crate) mod membership;
@@ -114,6 +115,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<Parts> {
         .routes(routes!(browse::people))
         .routes(routes!(browse::person))
         .routes(routes!(browse::my_channels))
+        .routes(routes!(audit::audit_log))
         .routes(routes!(history::messages))
         .routes(routes!(history::search))
         .routes(routes!(membership::add_member, membership::remove_member))

@@ -4,10 +4,12 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use threadspace_protocol::UserId;
+use serde_json::json;
+use threadspace_protocol::{OrgId, UserId};
 use threadspace_store::accounts::TokenKind;
+use threadspace_store::audit::AuditEntry;
 use threadspace_store::directory::Session;
 use tracing::info;
 use utoipa::ToSchema;
@@ -16,9 +18,11 @@ use super::accounts::{
     client_link, org_view, publish, redeem, send, user_view, NewAccountRequest, OrgView, UserView,
 };
 use super::query::{bad_path, path_id};
+use crate::audit::record;
 use crate::body::{self, Body};
 use crate::caller::{caller, Auth};
 use crate::error::{ApiError, ErrorBody};
+use crate::limits::ClientIp;
 use crate::parts::{Changes, Credentials};
 use crate::policy::{may, may_to, Action, Role};
 use crate::secrets::{digest, new_secret};
@@ -105,12 +109,14 @@ pub(crate) async fn create_invite(
     State(auth): State<Auth>,
     State(changes): State<Changes>,
     State(credentials): State<Credentials>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
     Body(request): Body<NewInvite>,
 ) -> Result<(StatusCode, Json<Invite>), ApiError> {
     let session = caller(&auth, &headers).await?;
     let role = parse_role("role", &request.role)?;
     let email = request.email.as_deref().map(|e| body::email("email", e)).transpose()?;
+    let email_for_audit = email.clone();
     if !may(role_of(&session), Action::Invite(role)) {
         return Err(ApiError::forbidden(format!(
             "a {} may not invite a {}",
@@ -148,6 +154,10 @@ pub(crate) async fn create_invite(
         );
     }
     info!(by = %session.user.id, role = role.as_str(), "invite created");
+    let entry = AuditEntry::new(session.user.org, Some(session.user.id), "invite.created")
+        .from(ip)
+        .detail(json!({"role": role.as_str(), "email": email_for_audit}));
+    record(&changes, entry).await;
     let invite = Invite { token, link, role: role.as_str().into(), expires_in: lifetime.as_secs() };
     Ok((StatusCode::CREATED, Json(invite)))
 }
@@ -170,6 +180,7 @@ pub(crate) async fn create_invite(
 pub(crate) async fn accept_invite(
     State(changes): State<Changes>,
     State(credentials): State<Credentials>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Body(request): Body<InviteAcceptance>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     let account = NewAccountRequest {
@@ -180,6 +191,8 @@ pub(crate) async fn accept_invite(
     let user =
         redeem(&changes, &credentials, &request.token, TokenKind::Invite, request.email.as_deref(), account)
             .await?;
+    let entry = AuditEntry::new(OrgId(user.org), Some(UserId(user.id)), "invite.accepted");
+    record(&changes, entry.from(ip).detail(json!({"role": user.role, "email": user.email}))).await;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -234,6 +247,7 @@ fn allow(
 pub(crate) async fn set_role(
     State(auth): State<Auth>,
     State(changes): State<Changes>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     user: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     Body(request): Body<RoleChange>,
@@ -253,6 +267,11 @@ pub(crate) async fn set_role(
     if let Some(event) = event {
         publish(&changes, &event).await;
         info!(user = %account.user, by = %session.user.id, role = to.as_str(), "role changed");
+        let entry = AuditEntry::new(session.user.org, Some(session.user.id), "role.changed")
+            .user(account.user)
+            .from(ip)
+            .detail(json!({"from": from.as_str(), "to": to.as_str()}));
+        record(&changes, entry).await;
     }
     account.role = to.as_str().into();
     Ok(Json(user_view(account, true)))
@@ -279,11 +298,12 @@ pub(crate) async fn set_role(
 pub(crate) async fn deactivate(
     State(auth): State<Auth>,
     State(changes): State<Changes>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     user: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<UserView>, ApiError> {
     let Path(user) = user.map_err(bad_path)?;
-    set_active(&auth, &changes, &headers, &user, false).await
+    set_active(&auth, &changes, (&headers, ip), &user, false).await
 }
 
 /// Reactivates a user: they can sign in again.
@@ -306,17 +326,18 @@ pub(crate) async fn deactivate(
 pub(crate) async fn reactivate(
     State(auth): State<Auth>,
     State(changes): State<Changes>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     user: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Json<UserView>, ApiError> {
     let Path(user) = user.map_err(bad_path)?;
-    set_active(&auth, &changes, &headers, &user, true).await
+    set_active(&auth, &changes, (&headers, ip), &user, true).await
 }
 
 async fn set_active(
     auth: &Auth,
     changes: &Changes,
-    headers: &HeaderMap,
+    (headers, ip): (&HeaderMap, std::net::IpAddr),
     user: &str,
     active: bool,
 ) -> Result<Json<UserView>, ApiError> {
@@ -333,6 +354,10 @@ async fn set_active(
     if let Some(event) = event {
         publish(changes, &event).await;
         info!(user = %account.user, by = %session.user.id, active, "activation changed");
+        let action = if active { "user.reactivated" } else { "user.deactivated" };
+        let entry =
+            AuditEntry::new(session.user.org, Some(session.user.id), action).user(account.user).from(ip);
+        record(changes, entry.detail(json!({"role": role.as_str()}))).await;
     }
     account.deactivated = !active;
     Ok(Json(user_view(account, true)))
@@ -358,6 +383,7 @@ async fn set_active(
 pub(crate) async fn set_signup_domain(
     State(auth): State<Auth>,
     State(changes): State<Changes>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
     Body(request): Body<SignupDomain>,
 ) -> Result<Json<OrgView>, ApiError> {
@@ -376,5 +402,7 @@ pub(crate) async fn set_signup_domain(
     let row = changes.store.org(org).await.map_err(ApiError::directory)?;
     let row = row.ok_or_else(|| ApiError::not_found("your org no longer exists"))?;
     info!(%org, by = %session.user.id, domain = ?domain, "sign-up domain set");
+    let entry = AuditEntry::new(org, Some(session.user.id), "org.signup_domain_set").from(ip);
+    record(&changes, entry.detail(json!({"domain": domain}))).await;
     Ok(Json(org_view(row)))
 }
