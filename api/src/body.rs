@@ -104,6 +104,21 @@ pub(crate) fn handle<'a>(field: &str, value: &'a str, slug: bool) -> Result<&'a 
     }
 }
 
+/// A channel name: 1–80 of `a-z 0-9 _ -`, starting with a letter or digit (names are what
+/// people type after `#`, so no spaces, capitals or punctuation).
+pub(crate) fn channel_name<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
+    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_';
+    let ok = !value.is_empty()
+        && value.len() <= 80
+        && value.bytes().all(allowed)
+        && value.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(value)
+    } else {
+        Err(invalid(field, "must be 1 to 80 of a-z, 0-9, '_' and '-', starting with a letter or digit"))
+    }
+}
+
 /// An email address, returned lower-cased: one `@`, a non-empty local part, a domain with a
 /// dot, no spaces or control characters, at most 254 bytes.
 pub(crate) fn email(field: &str, value: &str) -> Result<String, ApiError> {

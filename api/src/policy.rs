@@ -56,6 +56,13 @@ pub(crate) enum Action {
     SearchPeople,
     /// Read the org's audit log.
     ReadAudit,
+    /// Create a public or private channel.
+    CreateChannel,
+    /// Open a DM or group DM; `with_strangers` when some of the others share no channel with
+    /// the caller.
+    OpenConversation { with_strangers: bool },
+    /// List the org's public channels.
+    BrowseChannels,
 }
 
 /// Whether a caller with `role` may do `action` to a person; `on_self` when that person is the
@@ -96,6 +103,9 @@ pub(crate) fn may(role: Role, action: Action) -> bool {
         Action::RemoveMember => role >= Admin,
         Action::SearchPeople => role >= Member,
         Action::ReadAudit => role >= Admin,
+        Action::CreateChannel | Action::BrowseChannels => role >= Member,
+        // Guests talk only with the people of their channels.
+        Action::OpenConversation { with_strangers } => role >= Member || !with_strangers,
     }
 }
 

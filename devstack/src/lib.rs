@@ -22,9 +22,37 @@ pub enum Lifetime {
     Detached,
 }
 
-/// Picks a free TCP port on 127.0.0.1 (the port is released before it is used, so a race with
-/// another process is possible but rare on a test machine).
+/// Picks a free TCP port on 127.0.0.1 for a server to listen on. The port is released before
+/// the server binds it, so it is taken below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`): the many outgoing connections of a test run — clients,
+/// pools, browsers — take their local ports from that range and can never grab it meanwhile.
+/// Only another test process picking the same random port could, which the bind check and the
+/// random choice make rare. Falls back to a kernel-chosen port if none is found.
 pub fn free_port() -> std::io::Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(1));
+    if high > low + 1_000 {
+        // A per-process, per-call sequence: no two calls of one process repeat a port soon.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 20);
+        for _ in 0..200 {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut x = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            x ^= x >> 33;
+            x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            x ^= x >> 33;
+            let port = low + (x % u64::from(high - low)) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
 }

@@ -140,6 +140,7 @@ pub(crate) fn query(e: tokio_postgres::Error) -> DirectoryError {
             Some("orgs_slug_key") => "an org with this slug",
             Some("users_org_handle_key") => "a user with this handle",
             Some("users_org_email") => "an account with this email",
+            Some("channels_org_name") => "a channel with this name",
             _ => "the record",
         };
         return DirectoryError::Conflict { what };

@@ -68,6 +68,10 @@ enum Row {
     SearchPeople,
     SeeUnshared,
     ReadAudit,
+    CreateChannel,
+    BrowseChannels,
+    OpenWithChannelPeople,
+    OpenWithStranger,
     OwnAccount,
 }
 
@@ -75,7 +79,7 @@ enum Row {
 /// action and its cells for owner, admin, member and guest as the doc writes them, then what
 /// each cell means. Legend: "✓" allowed, "—" refused with `403 forbidden`, "— (404)"
 /// `404 not_found`, "— (403 `not_member`)" (and "— (403)" below it) `403 not_member`.
-const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 19] = [
+const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 23] = [
     (
         Row::InviteOwnerOrAdmin,
         "Invite an owner or admin",
@@ -174,6 +178,30 @@ const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 19] = [
         [Allowed, Allowed, Allowed, NotFound],
     ),
     (Row::ReadAudit, "Read the audit log", ["✓", "✓", "—", "—"], [Allowed, Allowed, Forbidden, Forbidden]),
+    (
+        Row::CreateChannel,
+        "Create a public or private channel",
+        ["✓", "✓", "✓", "—"],
+        [Allowed, Allowed, Allowed, Forbidden],
+    ),
+    (
+        Row::BrowseChannels,
+        "Browse public channels",
+        ["✓", "✓", "✓", "—"],
+        [Allowed, Allowed, Allowed, Forbidden],
+    ),
+    (
+        Row::OpenWithChannelPeople,
+        "Open a DM or group DM with people of the caller's channels",
+        ["✓", "✓", "✓", "✓"],
+        [Allowed, Allowed, Allowed, Allowed],
+    ),
+    (
+        Row::OpenWithStranger,
+        "Open a DM or group DM with someone the caller shares no channel with",
+        ["✓", "✓", "✓", "— (404)"],
+        [Allowed, Allowed, Allowed, NotFound],
+    ),
     (
         Row::OwnAccount,
         "Log out, sign out everywhere, change own password, `GET /v1/me`, list own channels",
@@ -760,6 +788,29 @@ async fn channel_membership_and_history_follow_the_matrix_and_other_orgs_do_not_
             let actions: Vec<&str> =
                 log["events"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
             m.effect(actions.contains(&"org.created"), || format!("GET /v1/audit: {log}"));
+        }
+        // Channels and conversations: a channel of one's own, the browser, a DM with Bob (who
+        // shares `all_hands` with every actor) and a group DM with Bob and the loner (in no
+        // channel: a stranger to everyone).
+        let create = Call::post("/v1/channels")
+            .json(json!({"name": format!("own-{}", ROLES[role]), "kind": "public"}))
+            .succeeding(201);
+        if let Some(made) = m.matrix(Row::CreateChannel, role, token, &create).await? {
+            m.effect(made["members"] == json!([me.0]), || format!("POST /v1/channels: {made}"));
+        }
+        if let Some(list) =
+            m.matrix(Row::BrowseChannels, role, token, &Call::get("/v1/browse/channels")).await?
+        {
+            m.effect(list["channels"].is_array(), || format!("GET /v1/browse/channels: {list}"));
+        }
+        let with_bob = Call::post("/v1/conversations").json(json!({"members": [bob.0]})).succeeding(201);
+        if let Some(dm) = m.matrix(Row::OpenWithChannelPeople, role, token, &with_bob).await? {
+            m.effect(dm["kind"] == "dm", || format!("DM with bob: {dm}"));
+        }
+        let with_loner =
+            Call::post("/v1/conversations").json(json!({"members": [loner.0, bob.0]})).succeeding(201);
+        if let Some(group) = m.matrix(Row::OpenWithStranger, role, token, &with_loner).await? {
+            m.effect(group["kind"] == "group_dm", || format!("group DM with the loner: {group}"));
         }
         let unshared = Call::get(format!("/v1/users/{loner}"));
         if let Some(person) = m.matrix(Row::SeeUnshared, role, token, &unshared).await? {

@@ -543,6 +543,15 @@ async fn the_client_is_safe_accessible_fits_a_phone_and_handles_accounts() -> an
     wait_until("Mallory is a guest", || async { Ok(role_of(mallory.user).await?.0 == "guest") }).await?;
     desk.click(&format!("{row} button.deactivate")).await?;
     wait_until("Mallory is deactivated", || async { Ok(role_of(mallory.user).await?.1) }).await?;
+    // The audit log on the same screen shows both, newest first, the payload name as text.
+    desk.until(
+        "the audit log's newest records",
+        "const rows = [...document.querySelectorAll('#audit-log tr.audit-event')].map(r => r.dataset.action);
+         return rows[0] === 'user.deactivated' && rows[1] === 'role.changed';",
+        UI_TIMEOUT,
+    )
+    .await?;
+    nothing_injected(&desk, "the audit log").await?;
     loop {
         match mallory_ws.recv(WAIT).await? {
             Incoming::Close { code, .. } => {

@@ -8,6 +8,7 @@
 pub(crate) mod accounts;
 pub(crate) mod audit;
 pub(crate) mod browse;
+pub(crate) mod channels;
 pub(crate) mod history;
 pub(crate) mod membership;
 pub(crate) mod ops;
@@ -114,7 +115,10 @@ pub(crate) fn api_routes() -> OpenApiRouter<Parts> {
         .routes(routes!(people::set_signup_domain))
         .routes(routes!(browse::people))
         .routes(routes!(browse::person))
-        .routes(routes!(browse::my_channels))
+        .routes(routes!(browse::my_channels, channels::create_channel))
+        .routes(routes!(channels::open_conversation))
+        .routes(routes!(channels::browse))
+        .routes(routes!(channels::members))
         .routes(routes!(audit::audit_log))
         .routes(routes!(history::messages))
         .routes(routes!(history::search))

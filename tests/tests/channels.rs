@@ -1,0 +1,324 @@
+//! Channels, DMs and group DMs over the API (docs/api.md, "Channels"), against the real stack:
+//! a company creates channels and opens conversations, members hear of them live (`member`
+//! frames in stream order) and post at once; names are unique under concurrent creation; the
+//! same people opened from both sides at once get one conversation; the browser and member
+//! lists; bad input stores nothing. Every REST answer is checked against the OpenAPI document.
+
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
+use threadspace_client::{Client, ConnectOptions, Incoming};
+use threadspace_devstack::{Stack, StackOptions};
+use threadspace_protocol::frames::{MemberChange, ServerFrame};
+use threadspace_protocol::ChannelId;
+use threadspace_tests::accounts::{create_org, invite, Account};
+use threadspace_tests::{recv_until, rest, rest_json, rest_raw, send_and_ack, WAIT};
+
+async fn connect(stack: &Stack, account: &Account) -> anyhow::Result<Client> {
+    let mut client = Client::connect(&ConnectOptions::new(stack.ws_url(0))).await?;
+    client.hello(&account.access, None, WAIT).await?;
+    Ok(client)
+}
+
+/// Waits for the `member` frame telling `client` it joined `channel`.
+async fn joined(client: &mut Client, channel: ChannelId) -> anyhow::Result<()> {
+    recv_until(client, "a member frame", |item| {
+        matches!(item, Incoming::Frame(ServerFrame::Member { channel: c, change: MemberChange::Joined, .. }) if *c == channel)
+    })
+    .await
+    .map(|_| ())
+}
+
+fn id(value: &Value) -> ChannelId {
+    ChannelId(value["id"].as_i64().unwrap_or_default())
+}
+
+/// Rows of the tables a refused request must not touch.
+async fn conversations_state(stack: &Stack) -> anyhow::Result<Vec<String>> {
+    let client = stack.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT 'c' || id || kind || coalesce(name, '') || coalesce(dm_key, '') FROM channels
+             UNION ALL SELECT 'm' || channel_id || ':' || user_id FROM channel_members
+             UNION ALL SELECT 'e' || org_id || ':' || version FROM directory_events ORDER BY 1",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_company_creates_channels_and_conversations_and_members_post_in_them_live() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::for_tests(1)).await?;
+    let owner = create_org(&stack, "acme").await?;
+    let ann = invite(&stack, &owner, "member", "ann").await?;
+    let bea = invite(&stack, &owner, "member", "bea").await?;
+    let gus = invite(&stack, &owner, "guest", "gus").await?;
+    let mut ann_ws = connect(&stack, &ann).await?;
+    let mut bea_ws = connect(&stack, &bea).await?;
+
+    // A member creates a public channel; another joins it from the browser and both post.
+    let (status, ops) = rest_json(
+        &stack,
+        "POST",
+        "/v1/channels",
+        Some(&ann.access),
+        &json!({"name": "ops", "kind": "public"}),
+    )
+    .await?;
+    assert_eq!(status, 201, "{ops}");
+    assert_eq!((ops["kind"].as_str(), ops["members"].clone()), (Some("public"), json!([ann.user.0])));
+    assert!(ops["position"].as_u64().is_some(), "the join was published: {ops}");
+    let ops_id = id(&ops);
+    joined(&mut ann_ws, ops_id).await?;
+    let (_, listed) = rest(&stack, "GET", "/v1/browse/channels?q=op", Some(&bea.access)).await?;
+    assert_eq!(listed["channels"], json!([{"id": ops_id.0, "name": "ops", "members": 1, "joined": false}]));
+    let (status, body) =
+        rest(&stack, "PUT", &format!("/v1/channels/{ops_id}/members/{}", bea.user), Some(&bea.access))
+            .await?;
+    assert_eq!(status, 200, "{body}");
+    joined(&mut bea_ws, ops_id).await?;
+    let (seq, _, _) = send_and_ack(&mut ann_ws, ops_id, "ops-1", "deploy at noon").await?;
+    let got = recv_until(
+        &mut bea_ws,
+        "ann's message",
+        |item| matches!(item, Incoming::Frame(ServerFrame::Msg(m)) if m.seq == seq),
+    )
+    .await?;
+    assert!(matches!(got, Incoming::Frame(ServerFrame::Msg(m)) if m.body == "deploy at noon"));
+    let (_, members) =
+        rest(&stack, "GET", &format!("/v1/channels/{ops_id}/members"), Some(&owner.access)).await?;
+    let mut both = vec![ann.user.0, bea.user.0];
+    both.sort_unstable();
+    assert_eq!(members["members"], json!(both), "{members}");
+
+    // A private channel is invisible to others: not in the browser, its members 404.
+    let (status, secret) = rest_json(
+        &stack,
+        "POST",
+        "/v1/channels",
+        Some(&owner.access),
+        &json!({"name": "secret", "kind": "private"}),
+    )
+    .await?;
+    assert_eq!(status, 201, "{secret}");
+    let (_, listed) = rest(&stack, "GET", "/v1/browse/channels", Some(&ann.access)).await?;
+    let names: Vec<&str> =
+        listed["channels"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, ["general", "ops"], "public channels by name: {listed}");
+    let (status, _) =
+        rest(&stack, "GET", &format!("/v1/channels/{}/members", id(&secret)), Some(&ann.access)).await?;
+    assert_eq!(status, 404);
+
+    // A DM: opened by Ann, opened again by Bea — the same conversation, created once.
+    let (status, dm) =
+        rest_json(&stack, "POST", "/v1/conversations", Some(&ann.access), &json!({"members": [bea.user.0]}))
+            .await?;
+    assert_eq!(status, 201, "{dm}");
+    assert_eq!(dm["kind"], "dm");
+    joined(&mut bea_ws, id(&dm)).await?;
+    let (status, again) = rest_json(
+        &stack,
+        "POST",
+        "/v1/conversations",
+        Some(&bea.access),
+        &json!({"members": [ann.user.0, bea.user.0]}),
+    )
+    .await?;
+    assert_eq!(
+        (status, again["id"].clone(), again["created"].clone()),
+        (200, dm["id"].clone(), json!(false))
+    );
+    let (seq, _, _) = send_and_ack(&mut bea_ws, id(&dm), "dm-1", "lunch?").await?;
+    recv_until(
+        &mut ann_ws,
+        "the DM",
+        |item| matches!(item, Incoming::Frame(ServerFrame::Msg(m)) if m.seq == seq),
+    )
+    .await?;
+
+    // A group DM of three; the owner's channel list names its members.
+    let (status, group) = rest_json(
+        &stack,
+        "POST",
+        "/v1/conversations",
+        Some(&owner.access),
+        &json!({"members": [ann.user.0, bea.user.0]}),
+    )
+    .await?;
+    assert_eq!((status, group["kind"].as_str()), (201, Some("group_dm")), "{group}");
+    let (_, mine) = rest(&stack, "GET", "/v1/channels", Some(&owner.access)).await?;
+    let listed = mine["channels"].as_array().into_iter().flatten().find(|c| c["id"] == group["id"]).cloned();
+    assert_eq!(listed.map(|c| c["members"].clone()), Some(group["members"].clone()));
+
+    // Guests: no channel creation, no browsing, conversations only with people of their
+    // channels (Gus is in none yet: everyone is a stranger, answered 404).
+    let (status, body) = rest_json(
+        &stack,
+        "POST",
+        "/v1/channels",
+        Some(&gus.access),
+        &json!({"name": "mine", "kind": "public"}),
+    )
+    .await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    let (status, _) = rest(&stack, "GET", "/v1/browse/channels", Some(&gus.access)).await?;
+    assert_eq!(status, 403);
+    let (status, _) =
+        rest_json(&stack, "POST", "/v1/conversations", Some(&gus.access), &json!({"members": [ann.user.0]}))
+            .await?;
+    assert_eq!(status, 404);
+    let (status, _) =
+        rest(&stack, "PUT", &format!("/v1/channels/{ops_id}/members/{}", gus.user), Some(&ann.access))
+            .await?;
+    assert_eq!(status, 200);
+    let (status, _) =
+        rest_json(&stack, "POST", "/v1/conversations", Some(&gus.access), &json!({"members": [ann.user.0]}))
+            .await?;
+    assert_eq!(status, 201, "a guest may talk with someone of their channel");
+
+    // The audit log has the creations.
+    let (_, log) = rest(&stack, "GET", "/v1/audit?action=channel", Some(&owner.access)).await?;
+    assert_eq!(log["events"].as_array().map(Vec::len), Some(2), "{log}");
+    let (_, log) = rest(&stack, "GET", "/v1/audit?action=conversation", Some(&owner.access)).await?;
+    assert_eq!(log["events"].as_array().map(Vec::len), Some(3), "{log}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creations_make_one_channel_and_one_conversation() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::for_tests(1)).await?;
+    let owner = create_org(&stack, "acme").await?;
+    let admin = invite(&stack, &owner, "admin", "adam").await?;
+    let ann = invite(&stack, &owner, "member", "ann").await?;
+
+    // Two admins create the same name at once, ten times: one wins, one gets a conflict.
+    for round in 0..10 {
+        let body = json!({"name": format!("race-{round}"), "kind": "public"});
+        let (a, b) = tokio::join!(
+            rest_json(&stack, "POST", "/v1/channels", Some(&owner.access), &body),
+            rest_json(&stack, "POST", "/v1/channels", Some(&admin.access), &body),
+        );
+        let mut statuses = [a?.0, b?.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [201, 409], "round {round}");
+    }
+    // The same DM opened from both sides at once, ten times: one conversation each time.
+    let mut seen = HashSet::new();
+    for round in 0..10 {
+        let third = invite(&stack, &owner, "member", &format!("p{round}")).await?;
+        let (with_third, with_ann) = (json!({"members": [third.user.0]}), json!({"members": [ann.user.0]}));
+        let (a, b) = tokio::join!(
+            rest_json(&stack, "POST", "/v1/conversations", Some(&ann.access), &with_third),
+            rest_json(&stack, "POST", "/v1/conversations", Some(&third.access), &with_ann),
+        );
+        let ((sa, a), (sb, b)) = (a?, b?);
+        assert_eq!(a["id"], b["id"], "round {round}: one conversation");
+        let mut statuses = [sa, sb];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 201], "round {round}: created once");
+        assert!(seen.insert(a["id"].as_i64()), "a new conversation each round");
+    }
+    let client = stack.pool.get().await?;
+    let dms: i64 = client.query_one("SELECT count(*) FROM channels WHERE kind = 'dm'", &[]).await?.get(0);
+    assert_eq!(dms, 10);
+    let members: i64 = client
+        .query_one(
+            "SELECT count(*) FROM channel_members m JOIN channels c ON c.id = m.channel_id WHERE c.kind = 'dm'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(members, 20, "each DM has exactly its two members");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_channel_and_conversation_requests_are_named_and_store_nothing() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::for_tests(1)).await?;
+    let owner = create_org(&stack, "acme").await?;
+    let ann = invite(&stack, &owner, "member", "ann").await?;
+    let deactivated = invite(&stack, &owner, "member", "gone").await?;
+    let (status, _) =
+        rest(&stack, "POST", &format!("/v1/users/{}/deactivate", deactivated.user), Some(&owner.access))
+            .await?;
+    assert_eq!(status, 200);
+    let other = create_org(&stack, "other").await?;
+    let (status, _) = rest_json(
+        &stack,
+        "POST",
+        "/v1/channels",
+        Some(&owner.access),
+        &json!({"name": "taken", "kind": "public"}),
+    )
+    .await?;
+    assert_eq!(status, 201);
+
+    let before = conversations_state(&stack).await?;
+    let long = "a".repeat(81);
+    let cases: Vec<(&str, Value, u16, &str, &str)> = vec![
+        ("/v1/channels", json!({"name": "Ops", "kind": "public"}), 400, "invalid_field", "`name`"),
+        ("/v1/channels", json!({"name": "has space", "kind": "public"}), 400, "invalid_field", "`name`"),
+        ("/v1/channels", json!({"name": "-ops", "kind": "public"}), 400, "invalid_field", "`name`"),
+        ("/v1/channels", json!({"name": long, "kind": "public"}), 400, "invalid_field", "`name`"),
+        (
+            "/v1/channels",
+            json!({"name": "<img src=x onerror=alert(1)>", "kind": "public"}),
+            400,
+            "invalid_field",
+            "`name`",
+        ),
+        ("/v1/channels", json!({"name": "ops", "kind": "dm"}), 400, "invalid_field", "`kind`"),
+        ("/v1/channels", json!({"name": "ops"}), 400, "invalid_body", "`kind`"),
+        (
+            "/v1/channels",
+            json!({"name": "ops", "kind": "public", "topic": "x"}),
+            400,
+            "invalid_body",
+            "`topic`",
+        ),
+        ("/v1/channels", json!({"name": "taken", "kind": "private"}), 409, "conflict", "channel"),
+        ("/v1/conversations", json!({"members": []}), 400, "invalid_field", "`members`"),
+        ("/v1/conversations", json!({"members": [owner.user.0]}), 400, "invalid_field", "`members`"),
+        (
+            "/v1/conversations",
+            json!({"members": [1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009]}),
+            400,
+            "invalid_field",
+            "`members`",
+        ),
+        ("/v1/conversations", json!({"members": [-1]}), 400, "invalid_field", "`members`"),
+        ("/v1/conversations", json!({"members": ["ann"]}), 400, "invalid_body", "`members"),
+        ("/v1/conversations", json!({"members": [other.user.0]}), 404, "not_found", "members"),
+        ("/v1/conversations", json!({"members": [deactivated.user.0]}), 404, "not_found", "members"),
+        ("/v1/conversations", json!({"members": [9_000_000_000_000i64]}), 404, "not_found", "members"),
+        ("/v1/conversations", json!({"members": [ann.user.0, other.user.0]}), 404, "not_found", "members"),
+    ];
+    for (path, body, status, code, named) in cases {
+        let (got, answer) = rest_json(&stack, "POST", path, Some(&owner.access), &body).await?;
+        assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{path} {body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{path} {body}: {message:?} names {named}");
+    }
+    let (status, _, _) =
+        rest_raw(&stack, "POST", "/v1/channels", Some(&owner.access), Some(("text/plain", b"x"))).await?;
+    assert_eq!(status, 415);
+    for (query, named) in [("limit=0", "`limit`"), ("q=", "`q`"), ("after=%01", "`after`"), ("x=1", "`x`")] {
+        let (status, body) = rest(&stack, "GET", &format!("/v1/browse/channels?{query}"), None).await?;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_parameter")), "{query}");
+        assert!(body["error"]["message"].as_str().unwrap_or_default().contains(named), "{query}: {body}");
+    }
+    for (path, status) in [
+        ("/v1/channels/0/members", 400),
+        ("/v1/channels/1/members?limit=500", 400),
+        ("/v1/channels/9000000000000/members", 404),
+    ] {
+        let (got, body) = rest(&stack, "GET", path, Some(&owner.access)).await?;
+        assert_eq!(got, status, "{path}: {body}");
+    }
+    assert_eq!(conversations_state(&stack).await?, before, "refused requests stored nothing");
+    // The conflict left the taken channel as it was.
+    let (_, listed) = rest(&stack, "GET", "/v1/browse/channels?q=taken", Some(&owner.access)).await?;
+    assert_eq!(listed["channels"].as_array().map(Vec::len), Some(1));
+    Ok(())
+}
