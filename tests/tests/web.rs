@@ -311,6 +311,54 @@ async fn two_people_chat_in_browsers_through_history_a_gateway_crash_presence_an
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // Channels and conversations from the UI: Ada creates #launch; Grace finds it in the
+    // channel browser, joins and posts; Ada opens a DM with Grace, which appears in Grace's
+    // sidebar with the message.
+    a.click("#new-channel").await?;
+    a.fill("#new-channel-name", "launch").await?;
+    a.click("#new-channel-submit").await?;
+    let deadline = tokio::time::Instant::now() + UI_TIMEOUT;
+    let launch = loop {
+        if let Some(launch) = stack.directory().channel_by_name(ada.org, "launch").await? {
+            break launch;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "#launch was never created");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let current = |c: ChannelId| {
+        format!(
+            "return document.querySelector('a.channel-link[data-channel=\"{c}\"][aria-current]') !== null;"
+        )
+    };
+    a.until("#launch open in Ada's window", &current(launch), UI_TIMEOUT).await?;
+    b.click("#browse-link").await?;
+    b.click(&format!("li.browse-channel[data-channel=\"{launch}\"] button.browse-join")).await?;
+    b.until("#launch open in Grace's window", &current(launch), UI_TIMEOUT).await?;
+    send(&b, "launch is go").await?;
+    shown(&a, "launch is go").await?;
+    a.click("#new-dm").await?;
+    a.fill("#new-dm-search", "grace").await?;
+    a.click(&format!("li.dm-candidate[data-user=\"{}\"] input.dm-candidate-check", grace.user)).await?;
+    a.click("#new-dm-submit").await?;
+    a.until(
+        "the DM open in Ada's window",
+        "const link = document.querySelector('a.channel-link[aria-current]');
+         return link !== null && link.textContent.includes('User grace');",
+        UI_TIMEOUT,
+    )
+    .await?;
+    send(&a, "psst").await?;
+    shown(&a, "psst").await?;
+    b.until(
+        "the DM in Grace's sidebar",
+        "const link = [...document.querySelectorAll('a.channel-link')].find(l => l.textContent.includes('The Owner'));
+         if (link) link.click();
+         return link !== undefined;",
+        UI_TIMEOUT,
+    )
+    .await?;
+    shown(&b, "psst").await?;
+
     a.close().await?;
     b.close().await?;
     Ok(())

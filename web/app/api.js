@@ -43,7 +43,21 @@ export const logout = () => authed('POST', '/v1/auth/logout');
 export const me = () => authed('GET', '/v1/me');
 export const listChannels = () => authed('GET', '/v1/channels');
 export const listUsers = (after) => authed('GET', '/v1/users', { query: { limit: 200, after } });
+/** People whose handle or display name contains `q` (owners, admins and members; guests: 403). */
+export const findUsers = (q, limit = 50) => authed('GET', '/v1/users', { query: { q, limit } });
 export const getUser = (user) => authed('GET', `/v1/users/${id(user)}`);
+
+// Channels and conversations (docs/api.md, Channels and Membership).
+export const createChannel = (name, kind) => authed('POST', '/v1/channels', { body: { name, kind } });
+/** Opens the DM or group DM with these other people: 201 created, 200 the existing one. */
+export const openConversation = (members) =>
+  authed('POST', '/v1/conversations', { body: { members: members.map(id) } });
+/** The org's public channels: `query` is { q, after, limit }. */
+export const browseChannels = (query) => authed('GET', '/v1/browse/channels', { query });
+/** A page of a channel's member ids: `query` is { after, limit }. */
+export const channelMembers = (channel, query) => authed('GET', `/v1/channels/${id(channel)}/members`, { query });
+export const addMember = (channel, user) => authed('PUT', `/v1/channels/${id(channel)}/members/${id(user)}`);
+export const removeMember = (channel, user) => authed('DELETE', `/v1/channels/${id(channel)}/members/${id(user)}`);
 
 /** A history page: `query` is { before, after, limit } (docs/api.md, history page). */
 export const history = (channel, query) => authed('GET', `/v1/channels/${id(channel)}/messages`, { query });
@@ -55,3 +69,6 @@ export const setRole = (user, role) => authed('PUT', `/v1/users/${id(user)}/role
 export const deactivate = (user) => authed('POST', `/v1/users/${id(user)}/deactivate`);
 export const reactivate = (user) => authed('POST', `/v1/users/${id(user)}/reactivate`);
 export const setSignupDomain = (domain) => authed('PUT', '/v1/org/signup-domain', { body: { domain } });
+
+/** An audit page: `query` is { action, actor, target, since, until, before, limit } (docs/api.md). */
+export const audit = (query) => authed('GET', '/v1/audit', { query });

@@ -1,8 +1,9 @@
 // chat.js — the signed-in app: wires the gateway connection, the store, history, the outbox and
-// the views together, routes #/c/<id> and #/admin, and handles every gateway frame
+// the views together, routes #/c/<id>, #/browse and #/admin, and handles every gateway frame
 // (docs/protocol.md, Gateway → client). One instance per signed-in session; stop() undoes all.
 
 import { Activity } from './activity.js';
+import * as api from './api.js';
 import { ChannelList } from './channels.js';
 import { h, updatePresenceDots } from './dom.js';
 import { History } from './history.js';
@@ -14,11 +15,19 @@ import { Store } from './store.js';
 import * as tokens from './tokens.js';
 import { Typing } from './typing.js';
 import { AdminView } from './views/admin.js';
+import { BrowseView } from './views/browse.js';
 import { Composer } from './views/composer.js';
+import { MembersPanel } from './views/members.js';
 import { MessageList } from './views/messages.js';
+import { NewChannelForm } from './views/newchannel.js';
+import { NewDmForm } from './views/newdm.js';
 import { SearchPanel } from './views/search.js';
 import { buildShell, showConnection } from './views/shell.js';
 import { Sidebar } from './views/sidebar.js';
+
+// A channel just created, joined or opened is shown once the channel list has it; if the list
+// does not have it after this long, the route is taken anyway (and says what went wrong).
+const OPEN_TIMEOUT_MS = 10_000;
 
 export class ChatApp {
   /** `me`: the GET /v1/me answer. `onSessionEnded(notice)`, `onSignOut()`: back to main.js. */
@@ -66,6 +75,9 @@ export class ChatApp {
     this.focusTarget = null; // 'composer' | 'heading': where focus goes once the routed view shows
     this.busy = new Set(); // why ol#messages is aria-busy: 'switch', 'older', 'newer'
     this.savedScroll = null; // the list's scroll position while a token screen shows
+    this.awaiting = null; // { id, focus, timer }: a channel to open once it is listed
+    this.nextFocus = null; // where the next route puts focus, when not the default
+    this.leaving = null; // { id, label }: the channel I am leaving (its removal says so)
     this.buildViews();
   }
 
@@ -73,8 +85,22 @@ export class ChatApp {
     const { store } = this;
     this.search = new SearchPanel({ store, people: this.people, onOpenHit: (ch, seq) => this.openHit(ch, seq) });
     this.composer = new Composer({ store, onSend: (ch, body) => this.send(ch, body), onTyping: (ch) => this.sendTyping(ch) });
-    this.refs = buildShell({ searchForm: this.search.form, searchPanel: this.search.panel, composerForm: this.composer.form });
-    this.sidebar = new Sidebar(this.refs.sidebar, store);
+    this.members = new MembersPanel({ store, people: this.people, onLeave: (ch) => this.leave(ch) });
+    this.newChannel = new NewChannelForm({ onCreated: (ch) => this.openSoon(ch.id) });
+    this.newDm = new NewDmForm({ store, people: this.people, onOpened: (ch) => this.openSoon(ch.id) });
+    this.browse = new BrowseView({
+      store, onOpen: (id) => this.openSoon(id), onCreate: (opener) => this.newChannel.open(opener),
+    });
+    this.refs = buildShell({
+      searchForm: this.search.form, searchPanel: this.search.panel, composerForm: this.composer.form,
+      channelActions: this.members.actions, membersPanel: this.members.panel,
+      dialogs: [this.newChannel.element, this.newDm.element, ...this.members.dialogs],
+    });
+    this.refs.browseView.append(this.browse.element);
+    this.sidebar = new Sidebar(this.refs.sidebar, store, {
+      onNewChannel: (opener) => this.newChannel.open(opener),
+      onNewDm: (opener) => this.newDm.open(opener),
+    });
     this.messages = new MessageList(this.refs.list, {
       store, history: this.history,
       onRetry: (cmid) => this.outbox.retry(cmid),
@@ -126,6 +152,8 @@ export class ChatApp {
 
   stop() {
     this.abort.abort();
+    this.cancelAwaiting();
+    this.closeDialogs();
     this.gateway.stop();
     this.outbox.stop();
     this.typing.stop();
@@ -139,6 +167,13 @@ export class ChatApp {
    */
   detach() {
     if (this.refs.app.isConnected) this.savedScroll = this.messages.scrollState();
+    this.closeDialogs();
+  }
+
+  closeDialogs() {
+    this.newChannel.close({ restoreFocus: false });
+    this.newDm.dialog.close({ restoreFocus: false });
+    this.members.confirm.close({ restoreFocus: false });
   }
 
   attached() {
@@ -156,11 +191,16 @@ export class ChatApp {
 
   route({ path, params }) {
     // Keyboard and screen-reader users follow the route: the new view's heading gets focus;
-    // right after sign-in, the composer does (that is where one starts).
-    this.focusTarget = this.routed ? 'heading' : 'composer';
+    // right after sign-in, the composer does (that is where one starts), and so it does in a
+    // channel just created or opened (nextFocus).
+    this.focusTarget = this.nextFocus ?? (this.routed ? 'heading' : 'composer');
+    this.nextFocus = null;
     this.routed = true;
+    // Gone somewhere else meanwhile: a channel still waiting to be listed does not pull them back.
+    this.cancelAwaiting();
     const match = /^\/c\/(\d+)$/.exec(path);
     if (path === '/admin') this.showAdmin();
+    else if (path === '/browse') this.showBrowse();
     else if (match) this.showChannel(Number(match[1]), Number(params.get('seq')) || null);
     else this.showDefault();
   }
@@ -183,22 +223,42 @@ export class ChatApp {
     return (general ?? list[0])?.id ?? null;
   }
 
-  showAdmin() {
-    this.mode = 'admin';
-    this.refs.channelView.hidden = true;
-    this.refs.adminView.hidden = false;
+  /** Shows one of main's views: 'channel', 'browse' or 'admin'. */
+  setView(view) {
+    this.refs.channelView.hidden = view !== 'channel';
+    this.refs.browseView.hidden = view !== 'browse';
+    this.refs.adminView.hidden = view !== 'admin';
+    this.sidebar.setBrowsing(view === 'browse');
+  }
+
+  /** Leaves the channel view for another: no channel is open meanwhile. */
+  leaveChannelView(mode) {
+    this.mode = mode;
+    this.setView(mode);
     this.sidebar.setActive(null);
     this.openId = null;
     this.resetBusy();
+    this.members.show(null);
+  }
+
+  showAdmin() {
+    this.leaveChannelView('admin');
     this.admin.render(this.refs.adminView);
     this.setSidebar(false);
     this.applyFocus(this.admin.heading);
   }
 
+  showBrowse() {
+    this.leaveChannelView('browse');
+    this.browse.show(this.refs.browseView);
+    document.title = `Browse channels · ${this.store.org?.name ?? 'ThreadSpace'}`;
+    this.setSidebar(false);
+    this.applyFocus(this.browse.heading);
+  }
+
   showChannel(id, seq) {
     this.mode = 'channel';
-    this.refs.channelView.hidden = false;
-    this.refs.adminView.hidden = true;
+    this.setView('channel');
     const ch = this.store.channel(id);
     if (!ch?.listed) {
       if (!this.channels.known) {
@@ -225,6 +285,8 @@ export class ChatApp {
   showEmpty() {
     this.empty = true;
     this.openId = null;
+    this.setView('channel');
+    this.members.show(null);
     this.resetBusy();
     this.refs.title.textContent = 'No channels';
     this.messages.show(null);
@@ -253,6 +315,7 @@ export class ChatApp {
     this.showNotice('');
     this.composer.show(ch);
     this.messages.show(ch);
+    this.members.show(ch);
     this.sidebar.setActive(ch.id);
     this.showTitle(ch);
     this.renderTyping();
@@ -420,12 +483,17 @@ export class ChatApp {
     if (ch) {
       this.showTitle(ch);
       this.composer.relabel(ch);
+      this.members.update(ch);
     } else if (this.openId !== null && this.mode === 'channel') {
       // The open channel is gone (we left it, or were removed).
+      const left = this.leaving?.id === this.openId ? this.leaving : null;
+      this.leaving = null;
       this.openId = null;
+      // Left with the Leave button: focus goes on to the channel shown next.
+      if (left) this.focusTarget = 'heading';
       this.showDefault();
-      this.showNotice('You are no longer a member of that channel.');
-    } else if (this.empty && this.defaultChannelId() !== null) {
+      this.showNotice(left ? `You left ${left.label}.` : 'You are no longer a member of that channel.');
+    } else if (this.empty && this.mode === 'channel' && this.defaultChannelId() !== null) {
       this.showDefault(); // the first channel of someone who had none
     }
     if (this.wanted && this.channels.known) {
@@ -434,6 +502,75 @@ export class ChatApp {
       if (id === null) this.showDefault();
       else this.showChannel(id, seq);
     }
+    this.openIfListed();
+  }
+
+  // ---- creating, opening, joining and leaving channels ----
+
+  /**
+   * Opens a channel this client was just added to (created, joined, or a conversation opened),
+   * as soon as the channel list has it: the REST answer comes before the `member` frame and the
+   * list's refresh, and a route to a channel not listed yet would be turned away.
+   */
+  openSoon(channelId, focus = 'composer') {
+    if (!Number.isSafeInteger(channelId)) return;
+    this.cancelAwaiting();
+    const timer = setTimeout(() => {
+      if (this.awaiting?.id !== channelId) return;
+      this.awaiting = null;
+      this.navigateTo(channelId, focus);
+    }, OPEN_TIMEOUT_MS);
+    this.awaiting = { id: channelId, focus, timer };
+    if (!this.openIfListed()) this.channels.refresh();
+  }
+
+  openIfListed() {
+    const want = this.awaiting;
+    if (!want || !this.store.channel(want.id)?.listed) return false;
+    this.cancelAwaiting();
+    this.navigateTo(want.id, want.focus);
+    return true;
+  }
+
+  cancelAwaiting() {
+    if (!this.awaiting) return;
+    clearTimeout(this.awaiting.timer);
+    this.awaiting = null;
+  }
+
+  navigateTo(channelId, focus) {
+    const hash = `#/c/${channelId}`;
+    this.nextFocus = focus;
+    if (window.location.hash === hash) this.route({ path: `/c/${channelId}`, params: new URLSearchParams() });
+    else window.location.hash = hash;
+  }
+
+  /** DELETE my membership; the channel's removal (answer or `member` frame) moves on. */
+  async leave(ch) {
+    const label = this.store.channelLabel(ch);
+    this.leaving = { id: ch.id, label };
+    try {
+      await api.removeMember(ch.id, this.store.me.id);
+    } catch (error) {
+      if (this.leaving?.id === ch.id) this.leaving = null;
+      if (this.openId === ch.id) {
+        this.showNotice(error.status === 404 ? `${label} no longer exists.` : `Could not leave ${label}: ${error.message}`);
+      }
+      return;
+    }
+    this.members.invalidate(ch.id);
+    this.browse.membershipChanged(ch.id, false);
+    // Whichever comes first, this or the `member` frame, removes it (the other finds it gone).
+    if (this.store.channel(ch.id)?.listed) this.store.removeChannel(ch.id);
+    if (this.leaving?.id === ch.id) this.leaving = null;
+    this.channels.refresh();
+  }
+
+  onMember(frame) {
+    this.channels.onMember(frame);
+    if (!Number.isSafeInteger(frame.channel) || !this.store.isMe(frame.user)) return;
+    this.members.invalidate(frame.channel);
+    this.browse.membershipChanged(frame.channel, frame.change === 'joined');
   }
 
   peopleChanged() {
@@ -442,6 +579,7 @@ export class ChatApp {
     if (ch) this.showTitle(ch);
     this.scheduleRender();
     this.renderTyping();
+    this.members.peopleChanged();
     this.showMe();
   }
 
@@ -455,6 +593,7 @@ export class ChatApp {
     this.refs.me.textContent = me?.display_name ?? '';
     this.refs.orgName.textContent = org?.name ?? 'ThreadSpace';
     this.refs.adminLink.hidden = !(me?.role === 'owner' || me?.role === 'admin');
+    this.sidebar.setRole(me?.role);
   }
 
   // ---- sidebar and keyboard ----
@@ -483,8 +622,12 @@ export class ChatApp {
   keydown(event) {
     // The token screens can show while signed in: this app is then not on the page.
     if (!this.refs.app.isConnected) return;
+    // A modal dialog has its own keys: Escape closes it (its `cancel`), and nothing behind it.
+    if (event.target.closest?.('dialog')) return;
     if (event.key === 'Escape') {
-      if (this.search.isOpen) this.search.close();
+      // The members panel first when focus is in it (or search is not open), focus back to its button.
+      if (this.members.isOpen && (this.members.contains(event.target) || !this.search.isOpen)) this.members.close();
+      else if (this.search.isOpen) this.search.close();
       else if (this.sidebarOpen()) {
         this.setSidebar(false);
         this.refs.toggle.focus();
@@ -562,7 +705,7 @@ export class ChatApp {
       case 'msg': return this.onMsg(frame);
       case 'ack': return this.outbox.onAck(frame);
       case 'error': return this.onError(frame);
-      case 'member': return this.channels.onMember(frame);
+      case 'member': return this.onMember(frame);
       case 'presence': return this.store.updatePresence(frame.users);
       case 'typing': return this.typing.received(frame);
       case 'read': return this.reads.onRead(frame);

@@ -1,14 +1,44 @@
 // views/admin.js — #/admin for owners and admins (docs/accounts.md, Permission matrix): invite
-// links, the people table (roles, deactivate/reactivate) and, for owners, the sign-up domain.
+// links, the people table (roles, deactivate/reactivate), for owners the sign-up domain, and the
+// audit log (GET /v1/audit), which reloads after each action taken here so its record shows.
 // The controls offer only what the caller's role allows; the server decides anyway, and its
 // refusals (403 forbidden, 409 conflict) are shown in the status line.
 
 import * as api from '../api.js';
-import { field, h, srOnly } from '../dom.js';
+import { field, h, setMessage, srOnly } from '../dom.js';
+import { formatDateTime, isoTime } from '../format.js';
 
 const ROLES = ['owner', 'admin', 'member', 'guest'];
 const LOW_ROLES = ['member', 'guest'];
 const ROLE_LABEL = { owner: 'Owner', admin: 'Admin', member: 'Member', guest: 'Guest' };
+
+// The audit log's areas (the filter) and a label per action (docs/accounts.md, Audit log).
+const AUDIT_AREAS = [
+  ['all', 'All actions'], ['login', 'Logins'], ['session', 'Sessions'], ['password', 'Passwords'],
+  ['invite', 'Invites'], ['signup', 'Sign-ups'], ['role', 'Role changes'],
+  ['user', 'Deactivations and reactivations'], ['org', 'Org changes'], ['member', 'Channel memberships'],
+];
+const ACTION_LABEL = {
+  'org.created': 'Org created',
+  'login.succeeded': 'Logged in',
+  'login.failed': 'Login failed',
+  'session.refresh_reused': 'Session ended: refresh token reused',
+  'session.logged_out': 'Logged out',
+  'session.signed_out_everywhere': 'Signed out everywhere',
+  'password.changed': 'Password changed',
+  'password.reset': 'Password reset',
+  'invite.created': 'Invite created',
+  'invite.accepted': 'Invite accepted',
+  'signup.completed': 'Signed up',
+  'role.changed': 'Role changed',
+  'user.deactivated': 'Deactivated',
+  'user.reactivated': 'Reactivated',
+  'org.signup_domain_set': 'Sign-up domain set',
+  'member.added': 'Added to channel',
+  'member.removed': 'Removed from channel',
+};
+const AUDIT_COLUMNS = ['Time', 'Who', 'Action', 'About', 'Details', 'IP'];
+const AUDIT_PAGE = 50;
 
 export class AdminView {
   constructor({ store, people }) {
@@ -17,6 +47,7 @@ export class AdminView {
     this.status = null;
     this.tbody = null;
     this.heading = null; // the page's h2: focus moves there when the route opens it
+    this.audit = null; // the audit log's elements, its next page and its load counter
   }
 
   get callerRole() {
@@ -46,8 +77,10 @@ export class AdminView {
       this.inviteSection(),
       this.peopleSection(),
       this.callerRole === 'owner' ? this.signupDomainSection() : null,
+      this.auditSection(),
     );
     this.loadPeople();
+    this.loadAudit();
   }
 
   say(text) {
@@ -78,6 +111,7 @@ export class AdminView {
         link.value = this.shareableLink(answer.link);
         result.hidden = false;
         this.say(email.input.value.trim() ? 'Invite created and mailed.' : 'Invite created: share the link.');
+        this.loadAudit();
       } catch (error) {
         this.say(`Could not create the invite: ${error.message}`);
       } finally {
@@ -188,6 +222,7 @@ export class AdminView {
       const updated = await api.setRole(user.id, role);
       this.store.setUser(updated);
       this.say(`${updated.display_name} is now ${ROLE_LABEL[updated.role] ?? updated.role}.`);
+      this.loadAudit();
     } catch (error) {
       this.say(`Could not change the role of ${user.display_name}: ${error.message}`);
       if (error.status === 409) await this.people.reloadDirectory();
@@ -202,6 +237,7 @@ export class AdminView {
       const updated = action === 'deactivate' ? await api.deactivate(user.id) : await api.reactivate(user.id);
       this.store.setUser(updated);
       this.say(`${updated.display_name} was ${updated.deactivated ? 'deactivated' : 'reactivated'}.`);
+      this.loadAudit();
     } catch (error) {
       this.say(`Could not ${action} ${user.display_name}: ${error.message}`);
       if (error.status === 409) await this.people.reloadDirectory();
@@ -242,6 +278,7 @@ export class AdminView {
         this.store.org = { ...this.store.org, ...org };
         domain.input.value = org.signup_domain ?? '';
         this.say(org.signup_domain ? `People at ${org.signup_domain} may now sign up.` : 'Sign-up by domain is off: invites only.');
+        this.loadAudit();
       } catch (error) {
         this.say(`Could not save the sign-up domain: ${error.message}`);
       } finally {
@@ -250,4 +287,110 @@ export class AdminView {
     });
     return form;
   }
+
+  // ---- audit log ----
+
+  auditSection() {
+    const filter = field('audit-filter', 'Show', { tag: 'select' });
+    for (const [value, label] of AUDIT_AREAS) filter.input.append(h('option', { value, text: label }));
+    filter.input.addEventListener('change', () => this.loadAudit());
+    const rows = h('tbody');
+    // Focusable so focus has somewhere to go when "Load older" disappears under it.
+    const table = h('table', { id: 'audit-log', class: 'audit', 'aria-labelledby': 'audit-heading', tabindex: '-1' },
+      h('thead', null, h('tr', null, AUDIT_COLUMNS.map((name) => h('th', { scope: 'col', text: name })))),
+      rows);
+    const more = h('button', { id: 'audit-more', class: 'audit-more', type: 'button', hidden: true, text: 'Load older' });
+    // Not disabled while loading: a disabled button would drop the focus.
+    more.addEventListener('click', () => this.audit.loading || this.loadAudit(this.audit.next));
+    const error = h('p', { id: 'audit-error', class: 'error', role: 'alert', hidden: true });
+    const empty = h('p', { class: 'audit-empty', hidden: true });
+    this.audit = { filter: filter.input, table, rows, more, error, empty, next: null, run: 0, loading: false };
+    return h('section', { class: 'admin-card audit-card', 'aria-labelledby': 'audit-heading' },
+      h('h3', { id: 'audit-heading', text: 'Audit log' }), filter.el, error, table, empty, more);
+  }
+
+  /**
+   * Loads the newest page of the chosen area (replacing the list), or with `before` the page
+   * below it (appended). A reload started meanwhile makes an older answer void.
+   */
+  async loadAudit(before = null) {
+    const audit = this.audit;
+    if (!audit) return;
+    const run = before === null ? ++audit.run : audit.run;
+    const area = audit.filter.value;
+    audit.loading = true;
+    audit.table.setAttribute('aria-busy', 'true');
+    let page = null;
+    let failure = null;
+    try {
+      // The directory names the people in the rows (it is usually loaded already).
+      [page] = await Promise.all([
+        api.audit({ action: area === 'all' ? null : area, before, limit: AUDIT_PAGE }),
+        this.people.loadDirectory(),
+      ]);
+    } catch (error) {
+      failure = error;
+    }
+    if (run !== audit.run) return;
+    if (!failure) {
+      const events = (page?.events || []).filter((event) => Number.isSafeInteger(event?.id));
+      const rows = events.map((event) => this.auditRow(event));
+      if (before === null) audit.rows.replaceChildren(...rows);
+      else audit.rows.append(...rows);
+      audit.next = Number.isSafeInteger(page?.next_before) ? page.next_before : null;
+    } else if (before === null) {
+      // Rows of another filter would mislead: show none.
+      audit.rows.replaceChildren();
+      audit.next = null;
+    }
+    setMessage(audit.error, failure ? `Could not load the audit log: ${failure.message}` : '');
+    setMessage(audit.empty, failure || audit.rows.childElementCount ? '' : 'Nothing recorded here yet.');
+    const hadFocus = document.activeElement === audit.more;
+    audit.loading = false;
+    audit.table.removeAttribute('aria-busy');
+    audit.more.hidden = audit.next === null;
+    if (hadFocus && audit.more.hidden) audit.table.focus();
+  }
+
+  auditRow(event) {
+    const cell = (label, content) => h('td', { dataset: { label } }, content || null);
+    const when = Number.isFinite(event.at) ? h('time', { datetime: isoTime(event.at), text: formatDateTime(event.at) }) : null;
+    return h('tr', { class: 'audit-event', dataset: { id: event.id, action: scalar(event.action) } },
+      cell('Time', when),
+      cell('Who', Number.isSafeInteger(event.actor) ? this.store.displayName(event.actor) : '—'),
+      cell('Action', Object.hasOwn(ACTION_LABEL, event.action) ? ACTION_LABEL[event.action] : scalar(event.action)),
+      cell('About', this.auditAbout(event)),
+      cell('Details', auditDetail(event.detail)),
+      cell('IP', scalar(event.ip)));
+  }
+
+  /** "Ada", "#general", "Ada in #general". */
+  auditAbout(event) {
+    const parts = [];
+    if (Number.isSafeInteger(event.target_user)) parts.push(this.store.displayName(event.target_user));
+    if (Number.isSafeInteger(event.target_channel)) {
+      const ch = this.store.channel(event.target_channel);
+      parts.push(ch ? this.store.channelLabel(ch) : `channel ${event.target_channel}`);
+    }
+    return parts.join(' in ');
+  }
+}
+
+// A detail value shown as text; objects and null are left out.
+function scalar(value) {
+  return ['string', 'number', 'boolean'].includes(typeof value) ? String(value) : null;
+}
+
+/** A short text from an event's `detail`: "member → guest", "ada@example.com", "role: member". */
+function auditDetail(detail) {
+  if (!detail || typeof detail !== 'object') return null;
+  const { from, to, email, ...rest } = detail;
+  const parts = [];
+  if (from !== undefined || to !== undefined) parts.push(`${scalar(from) ?? '?'} → ${scalar(to) ?? '?'}`);
+  if (scalar(email)) parts.push(scalar(email));
+  for (const [key, value] of Object.entries(rest)) {
+    if (key === 'domain' && value === null) parts.push('domain: none');
+    else if (scalar(value) !== null) parts.push(`${key}: ${scalar(value)}`);
+  }
+  return parts.join(', ');
 }

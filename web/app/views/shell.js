@@ -1,6 +1,7 @@
 // views/shell.js — the signed-in page: header (org, search, connection, me, admin link,
-// sign-out), the sidebar, and main with the channel view and the admin view. Landmarks:
-// header, nav, main; one h1 (the org), h2 per region.
+// sign-out), the sidebar, and main with the channel view (its header: title, members and leave
+// buttons, the members panel), the browse view and the admin view; the modal dialogs after
+// them. Landmarks: header, nav, main; one h1 (the org), h2 per region.
 
 import { h } from '../dom.js';
 
@@ -12,7 +13,7 @@ const CONNECTION_TEXT = {
 };
 
 /** Builds the shell around the parts other views own; returns the elements the app drives. */
-export function buildShell({ searchForm, searchPanel, composerForm }) {
+export function buildShell({ searchForm, searchPanel, composerForm, channelActions, membersPanel, dialogs = [] }) {
   const refs = {};
   refs.toggle = h('button', {
     id: 'sidebar-toggle', type: 'button', class: 'sidebar-toggle',
@@ -44,13 +45,14 @@ export function buildShell({ searchForm, searchPanel, composerForm }) {
   refs.jumpLatest = h('button', { id: 'jump-latest', type: 'button', class: 'jump-latest', hidden: true, text: 'Jump to newest messages' });
   refs.typing = h('p', { id: 'typing', class: 'typing', 'aria-live': 'polite' });
   refs.channelView = h('section', { id: 'channel-view', class: 'channel-view', 'aria-labelledby': 'channel-title' },
-    h('div', { class: 'channel-header' }, refs.title),
-    refs.notice, refs.list, refs.jumpLatest, refs.typing, composerForm);
+    h('div', { class: 'channel-header' }, refs.title, channelActions),
+    membersPanel, refs.notice, refs.list, refs.jumpLatest, refs.typing, composerForm);
+  refs.browseView = h('section', { id: 'browse-view', class: 'browse-view', hidden: true, 'aria-labelledby': 'browse-heading' });
   refs.adminView = h('section', { id: 'admin-view', class: 'admin-view', hidden: true });
-  refs.main = h('main', { id: 'main', class: 'main' }, refs.channelView, refs.adminView);
+  refs.main = h('main', { id: 'main', class: 'main' }, refs.channelView, refs.browseView, refs.adminView);
   refs.layout = h('div', { class: 'layout' }, refs.sidebar, refs.main);
 
-  refs.app = h('div', { id: 'app', class: 'app' }, header, searchPanel, refs.layout);
+  refs.app = h('div', { id: 'app', class: 'app' }, header, searchPanel, refs.layout, ...dialogs);
   return refs;
 }
 

@@ -1,11 +1,14 @@
 // views/sidebar.js — the channel and DM list in nav#sidebar, with unread badges and, for DMs,
 // presence dots. Entries are kept per channel id and updated in place, so a badge changing
-// while someone tabs through the list does not steal their focus.
+// while someone tabs through the list does not steal their focus. Beside the headings: "+" for a
+// new channel and for a new message; under the channels, "Browse channels" (#/browse). Guests
+// may neither create nor browse channels: those two are hidden for them.
 
 import { h, presenceDot, srOnly } from '../dom.js';
 
 export class Sidebar {
-  constructor(navEl, store) {
+  /** `onNewChannel(opener)`, `onNewDm(opener)`: the "+" buttons were pressed. */
+  constructor(navEl, store, { onNewChannel, onNewDm }) {
     this.navEl = navEl;
     this.store = store;
     this.entries = new Map(); // channel id → { li, link, name, badge, badgeText, sig }
@@ -14,10 +17,33 @@ export class Sidebar {
     this.dmList = h('ul', { class: 'channel-list', id: 'dm-list' });
     this.channelsEmpty = h('p', { class: 'sidebar-empty', text: 'No channels yet.' });
     this.dmsEmpty = h('p', { class: 'sidebar-empty', text: 'No direct messages yet.' });
+    this.newChannel = addButton('new-channel', 'New channel');
+    this.newChannel.addEventListener('click', () => onNewChannel(this.newChannel));
+    this.newDm = addButton('new-dm', 'New message');
+    this.newDm.addEventListener('click', () => onNewDm(this.newDm));
+    this.browseLink = h('a', { id: 'browse-link', class: 'sidebar-action', href: '#/browse', text: 'Browse channels' });
     navEl.append(
-      h('h2', { class: 'sidebar-heading', text: 'Channels' }), this.channelList, this.channelsEmpty,
-      h('h2', { class: 'sidebar-heading', text: 'Direct messages' }), this.dmList, this.dmsEmpty,
+      h('div', { class: 'sidebar-section' },
+        h('h2', { class: 'sidebar-heading', id: 'channels-heading', text: 'Channels' }), this.newChannel),
+      this.channelList, this.channelsEmpty, this.browseLink,
+      h('div', { class: 'sidebar-section' },
+        h('h2', { class: 'sidebar-heading', id: 'dms-heading', text: 'Direct messages' }), this.newDm),
+      this.dmList, this.dmsEmpty,
     );
+    this.setRole(store.me?.role);
+  }
+
+  /** Shows only what this role may do (guests: no creating, no browsing). */
+  setRole(role) {
+    const guest = role === 'guest';
+    this.newChannel.hidden = guest;
+    this.browseLink.hidden = guest;
+  }
+
+  /** Marks "Browse channels" as the current page while #/browse shows. */
+  setBrowsing(on) {
+    if (on) this.browseLink.setAttribute('aria-current', 'page');
+    else this.browseLink.removeAttribute('aria-current');
   }
 
   /** Rebuilds the order and labels (channel list or names changed), reusing entries. */
@@ -111,6 +137,12 @@ export class Sidebar {
   focusActive() {
     (this.entries.get(this.activeId)?.link ?? this.navEl.querySelector('a.channel-link'))?.focus();
   }
+}
+
+/** A small "+" button beside a heading; its name for screen readers is `label`. */
+function addButton(id, label) {
+  return h('button', { id, type: 'button', class: 'sidebar-add', title: label },
+    h('span', { class: 'sidebar-add-icon', 'aria-hidden': 'true', text: '+' }), srOnly(label));
 }
 
 /** Makes `nodes` the children of `list`, in order, moving only those out of place. */
