@@ -26,8 +26,8 @@ pub enum Lifetime {
 /// the server binds it, so it is taken below the kernel's ephemeral range
 /// (`net.ipv4.ip_local_port_range`): the many outgoing connections of a test run — clients,
 /// pools, browsers — take their local ports from that range and can never grab it meanwhile.
-/// Only another test process picking the same random port could, which the bind check and the
-/// random choice make rare. Falls back to a kernel-chosen port if none is found.
+/// Only another test process picking the same random port between this check and its bind
+/// could: the random choice over some 22,000 ports makes that rare, not impossible. Falls back to a kernel-chosen port if none is found.
 pub fn free_port() -> std::io::Result<u16> {
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()

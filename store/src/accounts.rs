@@ -662,7 +662,12 @@ async fn locked_role(
     user: UserId,
 ) -> Result<Option<String>, DirectoryError> {
     let row = tx
-        .query_opt("SELECT role FROM users WHERE id = $1 AND org_id = $2 FOR UPDATE", &[&user.0, &org.0])
+        // NO KEY UPDATE: a concurrent insert referencing the user (a membership's foreign key
+        // takes KEY SHARE) must not wait on this lock while holding the org's.
+        .query_opt(
+            "SELECT role FROM users WHERE id = $1 AND org_id = $2 FOR NO KEY UPDATE",
+            &[&user.0, &org.0],
+        )
         .await
         .map_err(query)?;
     Ok(row.map(|r| r.get(0)))

@@ -138,7 +138,7 @@ impl Accounts {
         };
         let rows = client
             .query(
-                "SELECT id, (extract(epoch FROM at) * 1000)::int8, actor_id, action, target_user_id,
+                "SELECT id, floor(extract(epoch FROM at) * 1000)::int8, actor_id, action, target_user_id,
                         target_channel_id, ip, detail::text
                  FROM audit_events
                  WHERE org_id = $1

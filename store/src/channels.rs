@@ -53,14 +53,17 @@ async fn join_all(
     channel: ChannelId,
     members: &[UserId],
 ) -> Result<Vec<DirectoryEvent>, DirectoryError> {
+    // Every membership first, in one statement: their foreign keys lock the users' rows
+    // before the events take the org's row, the order every other directory change keeps.
+    let ids: Vec<i64> = members.iter().map(|u| u.0).collect();
+    tx.execute(
+        "INSERT INTO channel_members (channel_id, user_id) SELECT $1, unnest($2::int8[])",
+        &[&channel.0, &ids],
+    )
+    .await
+    .map_err(query)?;
     let mut events = Vec::with_capacity(members.len());
     for &user in members {
-        tx.execute(
-            "INSERT INTO channel_members (channel_id, user_id) VALUES ($1, $2)",
-            &[&channel.0, &user.0],
-        )
-        .await
-        .map_err(query)?;
         let change = DirectoryChange::Member { channel, user, change: MemberChange::Joined };
         events.push(record_event(tx, org, change).await?);
     }
@@ -152,8 +155,11 @@ impl Accounts {
         limit: u32,
     ) -> Result<PublicChannels, DirectoryError> {
         let client = self.client().await?;
-        let pattern =
-            text.map(|t| format!("%{}%", t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        // Names are lower-case: so is what is searched for.
+        let pattern = text.map(|t| {
+            let t = t.to_lowercase();
+            format!("%{}%", t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+        });
         let rows = client
             .query(
                 "SELECT c.id, c.name,

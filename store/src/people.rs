@@ -90,12 +90,14 @@ impl Accounts {
         Ok(PeoplePage { people, next_after })
     }
 
-    /// Whether two users share a channel (a guest sees only the people of their channels).
+    /// Whether two users share a channel that is not archived (a guest sees only the people of
+    /// their channels).
     pub async fn share_a_channel(&self, a: UserId, b: UserId) -> Result<bool, DirectoryError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
                 "SELECT 1 FROM channel_members x JOIN channel_members y ON y.channel_id = x.channel_id
+                 JOIN channels c ON c.id = x.channel_id AND c.archived_at IS NULL
                  WHERE x.user_id = $1 AND y.user_id = $2 LIMIT 1",
                 &[&a.0, &b.0],
             )

@@ -292,6 +292,24 @@ pub async fn seed(client: &mut tokio_postgres::Client, spec: &SeedSpec) -> Resul
         }
     }
     report.memberships = members_writer.finish().await.map_err(pg("copying memberships"))?;
+    // Seeded DMs and group DMs get their key (docs/api.md, "Channels"): opening the same
+    // people's conversation over the API finds the seeded one. Where the layout drew the same
+    // people twice, the first keeps it.
+    let org_ids: Vec<i64> = plans.iter().map(|p| p.org_id).collect();
+    tx.execute(
+        "WITH keyed AS (
+             SELECT c.id, c.org_id,
+                    (SELECT string_agg(m.user_id::text, ',' ORDER BY m.user_id)
+                     FROM channel_members m WHERE m.channel_id = c.id) AS k
+             FROM channels c WHERE c.org_id = ANY($1) AND c.kind IN ('dm', 'group_dm')
+         ), ranked AS (
+             SELECT id, k, row_number() OVER (PARTITION BY org_id, k ORDER BY id) AS n FROM keyed WHERE k IS NOT NULL
+         )
+         UPDATE channels c SET dm_key = ranked.k FROM ranked WHERE ranked.id = c.id AND ranked.n = 1",
+        &[&org_ids],
+    )
+    .await
+    .map_err(pg("keying conversations"))?;
 
     // Identity columns must continue after the explicitly assigned ids.
     for table in ["orgs", "users", "channels"] {

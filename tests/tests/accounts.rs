@@ -966,6 +966,7 @@ async fn the_audit_log_records_security_and_admin_actions_for_owners_and_admins(
         ("actor=0", "`actor`"),
         ("limit=201", "`limit`"),
         ("since=5&until=5", "`until`"),
+        ("since=99999999999999999", "`since`"),
         ("bogus=1", "`bogus`"),
     ] {
         let (status, body) = rest(&stack, "GET", &format!("/v1/audit?{query}"), None).await?;

@@ -71,7 +71,7 @@ async fn a_company_creates_channels_and_conversations_and_members_post_in_them_l
     assert!(ops["position"].as_u64().is_some(), "the join was published: {ops}");
     let ops_id = id(&ops);
     joined(&mut ann_ws, ops_id).await?;
-    let (_, listed) = rest(&stack, "GET", "/v1/browse/channels?q=op", Some(&bea.access)).await?;
+    let (_, listed) = rest(&stack, "GET", "/v1/browse/channels?q=OP", Some(&bea.access)).await?;
     assert_eq!(listed["channels"], json!([{"id": ops_id.0, "name": "ops", "members": 1, "joined": false}]));
     let (status, body) =
         rest(&stack, "PUT", &format!("/v1/channels/{ops_id}/members/{}", bea.user), Some(&bea.access))
@@ -180,6 +180,9 @@ async fn a_company_creates_channels_and_conversations_and_members_post_in_them_l
     // The audit log has the creations.
     let (_, log) = rest(&stack, "GET", "/v1/audit?action=channel", Some(&owner.access)).await?;
     assert_eq!(log["events"].as_array().map(Vec::len), Some(2), "{log}");
+    // A private channel's name stays out of it (its readers do not see the channel).
+    assert_eq!(log["events"][0]["detail"], json!({"kind": "private", "name": null}), "{log}");
+    assert_eq!(log["events"][1]["detail"], json!({"kind": "public", "name": "ops"}), "{log}");
     let (_, log) = rest(&stack, "GET", "/v1/audit?action=conversation", Some(&owner.access)).await?;
     assert_eq!(log["events"].as_array().map(Vec::len), Some(3), "{log}");
     Ok(())
@@ -320,5 +323,42 @@ async fn bad_channel_and_conversation_requests_are_named_and_store_nothing() -> 
     // The conflict left the taken channel as it was.
     let (_, listed) = rest(&stack, "GET", "/v1/browse/channels?q=taken", Some(&owner.access)).await?;
     assert_eq!(listed["channels"].as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_conversations_are_the_ones_their_people_open() -> anyhow::Result<()> {
+    let fixture = threadspace_tests::Fixture::start(1, &[]).await?;
+    let stack = &fixture.stack;
+    let client = stack.pool.get().await?;
+    for kind in ["dm", "group_dm"] {
+        let row = client
+            .query_one(
+                "SELECT c.id, array_agg(m.user_id ORDER BY m.user_id) FROM channels c
+                 JOIN channel_members m ON m.channel_id = c.id
+                 WHERE c.kind = $1 AND c.dm_key IS NOT NULL GROUP BY c.id ORDER BY c.id LIMIT 1",
+                &[&kind],
+            )
+            .await?;
+        let (seeded, members): (i64, Vec<i64>) = (row.get(0), row.get(1));
+        let opener = threadspace_protocol::UserId(members[0]);
+        let token = stack.token(opener, fixture.org);
+        let (status, opened) =
+            rest_json(stack, "POST", "/v1/conversations", Some(&token), &json!({"members": members[1..]}))
+                .await?;
+        assert_eq!((status, opened["id"].as_i64()), (200, Some(seeded)), "the seeded {kind}: {opened}");
+    }
+    // Every seeded conversation has its key, but those repeating an earlier one's people.
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE dm_key IS NULL), count(*) - count(DISTINCT k) FROM (
+                 SELECT c.dm_key, (SELECT string_agg(m.user_id::text, ',' ORDER BY m.user_id)
+                                   FROM channel_members m WHERE m.channel_id = c.id) AS k
+                 FROM channels c WHERE c.kind IN ('dm', 'group_dm')) conversations",
+            &[],
+        )
+        .await?;
+    let (unkeyed, repeats): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(unkeyed, repeats, "unkeyed conversations are exactly the repeated ones");
     Ok(())
 }

@@ -110,7 +110,8 @@ pub(crate) async fn audit_log(
     let params = params(query.as_deref(), &allowed).map_err(ApiError::invalid_parameter)?;
     let filter = (|| {
         let time = |name| {
-            int_param(&params, name, 0..=i64::MAX / 2)
+            // Up to the end of year 9999: Postgres's timestamps end not far after.
+            int_param(&params, name, 0..=253_402_300_799_999)
                 .map(|ms| ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms as u64)))
         };
         let action = params.get("action").cloned();
