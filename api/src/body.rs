@@ -13,10 +13,14 @@ use crate::error::ApiError;
 /// Largest accepted request body.
 pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// A JSON body decoded into `T` (which denies unknown fields).
-pub(crate) struct Body<T>(pub T);
+/// Largest accepted request body that carries a message (REST sends, webhooks): room for the
+/// largest body the archive stores, with its JSON escaping.
+pub(crate) const MAX_MESSAGE_REQUEST_BYTES: usize = 128 * 1024;
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+/// A JSON body decoded into `T` (which denies unknown fields), at most `LIMIT` bytes.
+pub(crate) struct Body<T, const LIMIT: usize = MAX_BODY_BYTES>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned, const LIMIT: usize> FromRequest<S> for Body<T, LIMIT> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
@@ -30,19 +34,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 "the body must be JSON (Content-Type: application/json)",
             ));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|_| too_large())?;
-        if bytes.len() > MAX_BODY_BYTES {
-            return Err(too_large());
+        let bytes = Bytes::from_request(request, state).await.map_err(|_| too_large(LIMIT))?;
+        if bytes.len() > LIMIT {
+            return Err(too_large(LIMIT));
         }
         decode(&bytes).map(Body)
     }
 }
 
-fn too_large() -> ApiError {
+fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "too_large",
-        format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        format!("the body is larger than {limit} bytes"),
     )
 }
 

@@ -118,6 +118,21 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_API_RATE_PER_USER", default_value = "20", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_per_user: u32,
 
+    /// Requests per second each bot credential (API token or incoming webhook) may make
+    /// (burst: 5 s worth).
+    #[arg(long, env = "THREADSPACE_API_RATE_PER_BOT_CREDENTIAL", default_value = "10", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_per_bot_credential: u32,
+
+    /// Largest message body accepted over REST (sends and webhooks), in bytes; keep it equal
+    /// to the gateways' `--max-body-bytes`.
+    #[arg(long, env = "THREADSPACE_API_MAX_BODY_BYTES", default_value = "16384")]
+    pub max_body_bytes: std::num::NonZeroUsize,
+
+    /// How long a REST send may wait for JetStream's PubAck before answering 503 (retry with
+    /// the same `client_msg_id`).
+    #[arg(long, env = "THREADSPACE_API_PUBLISH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub publish_timeout: Duration,
+
     /// Behind a trusted proxy (an ingress): the request header it appends the client's address
     /// to (e.g. `x-forwarded-for`); its last entry is the client IP for rate limits and login
     /// delays. Leave unset when clients connect directly: a client could then forge it.
@@ -157,6 +172,15 @@ impl Config {
         check_connections(&self.postgres_url, &self.nats_url, Some(jwks))?;
         if self.history_timeout.is_zero() {
             return Err(ConfigError("--history-timeout must be greater than zero".into()));
+        }
+        if self.publish_timeout.is_zero() || self.publish_timeout > Duration::from_secs(60) {
+            return Err(ConfigError("--publish-timeout must be between 1 ms and 60 s".into()));
+        }
+        let stored_max = threadspace_protocol::stored::MAX_STORED_BODY_BYTES;
+        if self.max_body_bytes.get() > stored_max {
+            return Err(ConfigError(format!(
+                "--max-body-bytes must be at most {stored_max} (the archive's limit: a longer body could be acked but never stored)"
+            )));
         }
         threadspace_protocol::token::SigningKey::load(&self.signing_key).map_err(|e| {
             ConfigError(format!(

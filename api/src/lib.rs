@@ -39,7 +39,7 @@ use crate::caller::Auth;
 use crate::feed::Feed;
 use crate::limits::{FailureThrottle, RateLimiter};
 use crate::mail::{FileMailer, LogMailer, Mailer};
-use crate::parts::{Archive, Changes, Credentials, Draining, Lifetimes, Minter, Parts, Telemetry};
+use crate::parts::{Archive, Changes, Credentials, Draining, Lifetimes, Minter, Parts, Sending, Telemetry};
 use crate::secrets::Passwords;
 
 /// Why the service could not start or run.
@@ -136,6 +136,16 @@ pub async fn run(
             keys: keys.clone(),
             directory,
             per_user: Arc::new(RateLimiter::new(config.rate_per_user)),
+            bots: audit_store.clone(),
+            per_credential: Arc::new(RateLimiter::new(config.rate_per_bot_credential)),
+        },
+        sending: Sending {
+            publisher: threadspace_stream::Publisher {
+                jetstream: feed.jetstream.clone(),
+                partitions: config.partitions.get(),
+                timeout: config.publish_timeout,
+            },
+            max_body_bytes: config.max_body_bytes.get(),
         },
         archive: Archive(archive),
         changes: Changes { store: audit_store.clone(), feed: feed.clone() },

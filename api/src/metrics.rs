@@ -14,7 +14,7 @@ pub(crate) const AUTH: &str = "threadspace_api_auth_total";
 /// Label `change`: `joined`, `left`.
 pub(crate) const MEMBERSHIP_CHANGES: &str = "threadspace_api_membership_changes_total";
 pub(crate) const READY: &str = "threadspace_api_ready";
-/// Label `scope`: `ip`, `user`, `login`.
+/// Label `scope`: `ip`, `user`, `bot_credential`, `login`.
 pub(crate) const RATE_LIMITED: &str = "threadspace_api_rate_limited_total";
 /// Label `result`: `ok`, `failed`, `throttled`.
 pub(crate) const LOGINS: &str = "threadspace_api_logins_total";
@@ -28,6 +28,10 @@ pub(crate) const DIRECTORY_EVENTS: &str = "threadspace_api_directory_events_tota
 pub(crate) const DIRECTORY_STALE_ORGS: &str = "threadspace_api_directory_stale_orgs";
 /// Label `kind`: `invite`, `password_reset`, `signup`.
 pub(crate) const MAILS: &str = "threadspace_api_mails_total";
+/// Labels `via` (`rest`, `webhook`) and `result` (`ok`, `duplicate`, `id_reused`, `failed`).
+pub(crate) const MESSAGES_SENT: &str = "threadspace_api_messages_sent_total";
+/// Publish to PubAck latency of REST and webhook sends.
+pub(crate) const PUBLISH_DURATION: &str = "threadspace_api_publish_duration_seconds";
 /// Label `action` (the documented audit actions, docs/accounts.md).
 pub(crate) const AUDIT_EVENTS: &str = "threadspace_api_audit_events_total";
 pub(crate) const AUDIT_WRITE_FAILURES: &str = "threadspace_api_audit_write_failures_total";
@@ -40,7 +44,7 @@ pub(crate) fn describe() {
     describe_histogram!(HISTORY_DURATION, Unit::Seconds, "Postgres time of a history page or search");
     describe_counter!(AUTH, "Bearer token authentications, by result");
     describe_counter!(MEMBERSHIP_CHANGES, "Membership changes committed, by change");
-    describe_counter!(RATE_LIMITED, "Requests refused with 429, by scope (ip, user, login)");
+    describe_counter!(RATE_LIMITED, "Requests refused with 429, by scope (ip, user, bot_credential, login)");
     describe_counter!(LOGINS, "Password logins, by result");
     describe_histogram!(
         PASSWORD_HASH_DURATION,
@@ -54,6 +58,17 @@ pub(crate) fn describe() {
     );
     describe_counter!(MAILS, "Mails handed to the mailer, by kind");
     describe_counter!(AUDIT_EVENTS, "Audit records written, by action");
+    describe_counter!(MESSAGES_SENT, "Messages sent over REST and webhooks, by way and result");
+    describe_histogram!(
+        PUBLISH_DURATION,
+        Unit::Seconds,
+        "Publish to PubAck latency of REST and webhook sends"
+    );
+    for via in ["rest", "webhook"] {
+        for result in ["ok", "duplicate", "id_reused", "failed"] {
+            metrics::counter!(MESSAGES_SENT, "via" => via, "result" => result).absolute(0);
+        }
+    }
     describe_counter!(AUDIT_WRITE_FAILURES, "Audit records that could not be written (the action stood)");
     metrics::counter!(AUDIT_WRITE_FAILURES).absolute(0);
     describe_gauge!(

@@ -27,6 +27,14 @@ pub(crate) struct Changes {
     pub feed: Feed,
 }
 
+/// What sending a message over REST uses: the stream it is stored in (the gateways' rule,
+/// `threadspace_stream::publish`) and the largest body (`--max-body-bytes`).
+#[derive(Clone)]
+pub(crate) struct Sending {
+    pub publisher: threadspace_stream::Publisher,
+    pub max_body_bytes: usize,
+}
+
 /// Mints access tokens: the service owns the signing key, and re-reads its file when it
 /// changes, so keys rotate without downtime (docs/accounts.md, "Signing keys").
 pub(crate) struct Minter {
@@ -123,6 +131,7 @@ pub(crate) struct Parts {
     pub auth: Auth,
     pub archive: Archive,
     pub changes: Changes,
+    pub sending: Sending,
     pub credentials: Credentials,
     pub telemetry: Telemetry,
     pub draining: Draining,
@@ -140,6 +149,7 @@ macro_rules! part {
 part!(auth: Auth);
 part!(archive: Archive);
 part!(changes: Changes);
+part!(sending: Sending);
 part!(credentials: Credentials);
 part!(telemetry: Telemetry);
 part!(draining: Draining);

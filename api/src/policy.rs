@@ -5,9 +5,11 @@
 
 use threadspace_protocol::frames::ChannelKind;
 
-/// An org role, highest first.
+/// An org role, lowest first. `Bot` is the role of bots (docs/api.md, "Integrations"): they
+/// act only through their credentials, so no action of the matrix is theirs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Role {
+    Bot,
     Guest,
     Member,
     Admin,
@@ -21,6 +23,7 @@ impl Role {
             "admin" => Self::Admin,
             "member" => Self::Member,
             "guest" => Self::Guest,
+            "bot" => Self::Bot,
             _ => return None,
         })
     }
@@ -31,6 +34,7 @@ impl Role {
             Self::Admin => "admin",
             Self::Member => "member",
             Self::Guest => "guest",
+            Self::Bot => "bot",
         }
     }
 }
@@ -63,6 +67,8 @@ pub(crate) enum Action {
     OpenConversation { with_strangers: bool },
     /// List the org's public channels.
     BrowseChannels,
+    /// Create bots, issue and revoke their credentials, list them.
+    ManageBots,
 }
 
 /// Whether a caller with `role` may do `action` to a person; `on_self` when that person is the
@@ -76,25 +82,33 @@ pub(crate) fn may_to(role: Role, action: Action, on_self: bool) -> bool {
 
 /// Whether `role` may do `action` (docs/accounts.md, "Permission matrix").
 pub(crate) fn may(role: Role, action: Action) -> bool {
-    use Role::{Admin, Guest, Member, Owner};
+    use Role::{Admin, Bot, Guest, Member, Owner};
+    if role == Bot {
+        return false;
+    }
     match action {
+        // Nobody invites a bot or makes a person a bot, or a bot a person: bots are created
+        // as bots (ManageBots) and stay bots.
+        Action::Invite(Bot) | Action::ChangeRole { from: Bot, .. } | Action::ChangeRole { to: Bot, .. } => {
+            false
+        }
         // Owners invite anyone; admins invite members and guests.
         Action::Invite(invited) => match role {
             Owner => true,
             Admin => invited <= Member,
-            Member | Guest => false,
+            Member | Guest | Bot => false,
         },
         // Owners change anyone's role; admins move people between member and guest only.
         Action::ChangeRole { from, to } => match role {
             Owner => true,
             Admin => from <= Member && to <= Member,
-            Member | Guest => false,
+            Member | Guest | Bot => false,
         },
         // Owners (de)activate anyone else; admins members and guests.
         Action::SetActive(target) => match role {
             Owner => true,
             Admin => target <= Member,
-            Member | Guest => false,
+            Member | Guest | Bot => false,
         },
         Action::SetSignupDomain => role == Owner,
         // Guests see only the channels they were added to.
@@ -102,7 +116,7 @@ pub(crate) fn may(role: Role, action: Action) -> bool {
         Action::AddMember { caller_is_member } => role >= Admin || (role == Member && caller_is_member),
         Action::RemoveMember => role >= Admin,
         Action::SearchPeople => role >= Member,
-        Action::ReadAudit => role >= Admin,
+        Action::ReadAudit | Action::ManageBots => role >= Admin,
         Action::CreateChannel | Action::BrowseChannels => role >= Member,
         // Guests talk only with the people of their channels.
         Action::OpenConversation { with_strangers } => role >= Member || !with_strangers,
@@ -122,4 +136,54 @@ pub(crate) fn sees_person(role: Role, is_self: bool, shares_a_channel: bool) -> 
 /// added to. A channel the caller does not see is answered 404, like another org's.
 pub(crate) fn sees_channel(role: Role, kind: ChannelKind, is_member: bool) -> bool {
     is_member || (kind == ChannelKind::Public && role >= Role::Member)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVERY_ACTION: [Action; 8] = [
+        Action::Invite(Role::Guest),
+        Action::ChangeRole { from: Role::Guest, to: Role::Member },
+        Action::SetActive(Role::Guest),
+        Action::JoinPublic,
+        Action::SearchPeople,
+        Action::CreateChannel,
+        Action::OpenConversation { with_strangers: false },
+        Action::ManageBots,
+    ];
+
+    #[test]
+    fn a_bot_may_do_nothing_of_the_matrix() {
+        for action in EVERY_ACTION {
+            assert!(!may(Role::Bot, action), "a bot may not {action:?}");
+        }
+    }
+
+    #[test]
+    fn nobody_makes_a_bot_or_unmakes_one() {
+        for role in [Role::Owner, Role::Admin] {
+            assert!(!may(role, Action::Invite(Role::Bot)), "{role:?} invites a bot");
+            assert!(
+                !may(role, Action::ChangeRole { from: Role::Bot, to: Role::Member }),
+                "{role:?}: bot → member"
+            );
+            assert!(
+                !may(role, Action::ChangeRole { from: Role::Member, to: Role::Bot }),
+                "{role:?}: member → bot"
+            );
+            assert!(may(role, Action::SetActive(Role::Bot)), "{role:?} may deactivate a bot");
+            assert!(may(role, Action::ManageBots));
+        }
+        assert!(!may(Role::Member, Action::ManageBots));
+        assert!(!may(Role::Guest, Action::ManageBots));
+    }
+
+    #[test]
+    fn roles_parse_and_print_alike() {
+        for role in [Role::Bot, Role::Guest, Role::Member, Role::Admin, Role::Owner] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod bots;
 pub mod channels;
 pub mod directory;
 pub mod messages;

@@ -72,6 +72,8 @@ enum Row {
     BrowseChannels,
     OpenWithChannelPeople,
     OpenWithStranger,
+    SendWhereIn,
+    ManageBots,
     OwnAccount,
 }
 
@@ -79,7 +81,7 @@ enum Row {
 /// action and its cells for owner, admin, member and guest as the doc writes them, then what
 /// each cell means. Legend: "✓" allowed, "—" refused with `403 forbidden`, "— (404)"
 /// `404 not_found`, "— (403 `not_member`)" (and "— (403)" below it) `403 not_member`.
-const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 23] = [
+const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 25] = [
     (
         Row::InviteOwnerOrAdmin,
         "Invite an owner or admin",
@@ -201,6 +203,18 @@ const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 23] = [
         "Open a DM or group DM with someone the caller shares no channel with",
         ["✓", "✓", "✓", "— (404)"],
         [Allowed, Allowed, Allowed, NotFound],
+    ),
+    (
+        Row::SendWhereIn,
+        "Send a message over REST to a channel the caller is in",
+        ["✓", "✓", "✓", "✓"],
+        [Allowed, Allowed, Allowed, Allowed],
+    ),
+    (
+        Row::ManageBots,
+        "Create bots, issue and revoke their tokens and incoming webhooks",
+        ["✓", "✓", "—", "—"],
+        [Allowed, Allowed, Forbidden, Forbidden],
     ),
     (
         Row::OwnAccount,
@@ -425,6 +439,37 @@ impl<'s> Matrix<'s> {
         accounts::channel(self.stack, self.setup.org, &name, kind, members).await
     }
 
+    /// A bot the owner creates in `channel`.
+    async fn bot(&mut self, channel: ChannelId) -> anyhow::Result<i64> {
+        let handle = self.name("bot");
+        let body = json!({"handle": handle, "display_name": "Bot", "channels": [channel.0]});
+        let bytes = serde_json::to_vec(&body)?;
+        let (status, made, _) = rest_raw(
+            self.stack,
+            "POST",
+            "/v1/bots",
+            Some(&self.setup.access),
+            Some(("application/json", &bytes)),
+        )
+        .await?;
+        anyhow::ensure!(status == 201, "setup: the owner creates a bot: {status} {made}");
+        made["id"].as_i64().ok_or_else(|| anyhow::anyhow!("setup: no bot id in {made}"))
+    }
+
+    /// A live token the owner issues `bot` in `channel`.
+    async fn credential(&mut self, bot: i64, channel: ChannelId) -> anyhow::Result<i64> {
+        let body = json!({"name": "setup", "channels": [channel.0], "scopes": ["read"]});
+        let bytes = serde_json::to_vec(&body)?;
+        let path = format!("/v1/bots/{bot}/tokens");
+        let (status, issued, _) =
+            rest_raw(self.stack, "POST", &path, Some(&self.setup.access), Some(("application/json", &bytes)))
+                .await?;
+        anyhow::ensure!(status == 201, "setup: the owner issues a token: {status} {issued}");
+        issued["credential"]["id"]
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("setup: no credential id in {issued}"))
+    }
+
     /// The owner deactivates `user` (setting up a reactivation cell).
     async fn deactivate(&self, user: UserId) -> anyhow::Result<()> {
         let path = format!("/v1/users/{user}/deactivate");
@@ -504,6 +549,8 @@ async fn directory_state(stack: &Stack) -> anyhow::Result<Vec<String>> {
              UNION ALL SELECT 'session ' || id::text
                     || CASE WHEN revoked_at IS NULL THEN ' live' ELSE ' ended' END FROM auth_sessions
              UNION ALL SELECT 'account_tokens ' || count(*)::text FROM account_tokens
+             UNION ALL SELECT 'bot_credential ' || id::text
+                    || CASE WHEN revoked_at IS NULL THEN ' live' ELSE ' revoked' END FROM bot_credentials
              UNION ALL SELECT 'directory_events ' || count(*)::text FROM directory_events",
             &[],
         )
@@ -802,6 +849,43 @@ async fn channel_membership_and_history_follow_the_matrix_and_other_orgs_do_not_
             m.matrix(Row::BrowseChannels, role, token, &Call::get("/v1/browse/channels")).await?
         {
             m.effect(list["channels"].is_array(), || format!("GET /v1/browse/channels: {list}"));
+        }
+        // Sending over REST to a channel of one's own (every role is in `all_hands`).
+        let send = Call::post(format!("/v1/channels/{all_hands}/messages"))
+            .json(json!({"client_msg_id": format!("matrix-{}", ROLES[role]), "body": "hello over REST"}))
+            .succeeding(201);
+        if let Some(sent) = m.matrix(Row::SendWhereIn, role, token, &send).await? {
+            m.effect(sent["seq"].as_u64().is_some_and(|s| s > 0) && sent["sender"] == me.0, || {
+                format!("POST /v1/channels/{all_hands}/messages: {sent}")
+            });
+        }
+        // Managing bots: create one in `all_hands`, issue it a token and a webhook, revoke one.
+        let new_bot = Call::post("/v1/bots")
+            .json(json!({"handle": format!("bot-{}", ROLES[role]), "display_name": "Bot", "channels": [all_hands.0]}))
+            .succeeding(201);
+        let made = m.matrix(Row::ManageBots, role, token, &new_bot).await?;
+        // Refused callers are checked against a bot the owner made.
+        let bot = match &made {
+            Some(bot) => bot["id"].as_i64().unwrap_or(0),
+            None => m.bot(all_hands).await?,
+        };
+        m.matrix(Row::ManageBots, role, token, &Call::get("/v1/bots")).await?;
+        let issue = Call::post(format!("/v1/bots/{bot}/tokens"))
+            .json(json!({"name": "ci", "channels": [all_hands.0], "scopes": ["post"]}))
+            .succeeding(201);
+        if let Some(issued) = m.matrix(Row::ManageBots, role, token, &issue).await? {
+            m.effect(issued["secret"].as_str().is_some_and(|s| s.starts_with("tsb_")), || {
+                format!("POST /v1/bots/{bot}/tokens: {issued}")
+            });
+        }
+        let hook = Call::post(format!("/v1/bots/{bot}/webhooks"))
+            .json(json!({"name": "alerts", "channel": all_hands.0}))
+            .succeeding(201);
+        m.matrix(Row::ManageBots, role, token, &hook).await?;
+        let credential = m.credential(bot, all_hands).await?;
+        let revoke = Call::delete(format!("/v1/bots/{bot}/credentials/{credential}"));
+        if let Some(revoked) = m.matrix(Row::ManageBots, role, token, &revoke).await? {
+            m.effect(revoked["revoked"] == true, || format!("revoke {credential}: {revoked}"));
         }
         let with_bob = Call::post("/v1/conversations").json(json!({"members": [bob.0]})).succeeding(201);
         if let Some(dm) = m.matrix(Row::OpenWithChannelPeople, role, token, &with_bob).await? {

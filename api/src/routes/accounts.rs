@@ -71,7 +71,7 @@ pub(crate) struct UserView {
     pub display_name: String,
     /// Visible to the user themselves and to owners and admins; null otherwise.
     pub email: Option<String>,
-    /// `owner`, `admin`, `member` or `guest`.
+    /// `owner`, `admin`, `member`, `guest` or `bot` (docs/api.md, "Integrations").
     pub role: String,
     pub deactivated: bool,
 }

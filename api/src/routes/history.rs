@@ -13,7 +13,7 @@ use threadspace_store::messages::{self, PageRequest, SearchError};
 use utoipa::ToSchema;
 
 use super::query::{bad_path, int_param, params, path_id};
-use crate::caller::{caller, Auth};
+use crate::caller::{caller, poster, Auth, Poster};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics as m;
 use crate::parts::Archive;
@@ -87,7 +87,7 @@ pub(crate) struct SearchResults {
 
 /// Why a non-member is refused a channel: 404 if they do not see it (another org's, a private
 /// channel or DM they are not in, anything a guest was not added to), else 403 `not_member`.
-async fn refusal(
+pub(crate) async fn refusal(
     auth: &Auth,
     session: &threadspace_store::directory::Session,
     channel: ChannelId,
@@ -107,7 +107,7 @@ async fn refusal(
     }
 }
 
-fn not_member(channel: ChannelId) -> ApiError {
+pub(crate) fn not_member(channel: ChannelId) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "not_member", format!("you are not a member of channel {channel}"))
 }
 
@@ -115,7 +115,7 @@ fn history_unavailable(what: &str, error: &(dyn std::error::Error + 'static)) ->
     ApiError::unavailable(what, error, "history is unavailable; retry later")
 }
 
-/// A page of a channel's history.
+/// A page of a channel's history, for a member (access token) or a bot token with `read` on it.
 #[utoipa::path(
     get,
     path = "/v1/channels/{channel}/messages",
@@ -130,7 +130,7 @@ fn history_unavailable(what: &str, error: &(dyn std::error::Error + 'static)) ->
         (status = 200, description = "The page, oldest first", body = HistoryPage),
         (status = 400, description = "A parameter is invalid", body = ErrorBody),
         (status = 401, description = "Missing or rejected token", body = ErrorBody),
-        (status = 403, description = "The caller sees the channel (public) but is not a member", body = ErrorBody),
+        (status = 403, description = "The caller sees the channel (public) but is not a member (`not_member`), or a bot token without `read` on it (`forbidden`)", body = ErrorBody),
         (status = 404, description = "No such channel the caller sees (another org's, private or a DM they are not in, or not added to as a guest)", body = ErrorBody),
         (status = 503, description = "The archive is unavailable", body = ErrorBody),
     ),
@@ -159,9 +159,23 @@ pub(crate) async fn messages(
         Ok(PageRequest { before: before.map(|s| s as Seq), after: after.map(|s| s as Seq), limit })
     })()
     .map_err(ApiError::invalid_parameter)?;
-    let session = caller(&auth, &headers).await?;
-    if !session.channels.iter().any(|c| c.id == channel) {
-        return Err(refusal(&auth, &session, channel).await);
+    match poster(&auth, &headers).await? {
+        Poster::Person(session) => {
+            if !session.channels.iter().any(|c| c.id == channel) {
+                return Err(refusal(&auth, &session, channel).await);
+            }
+        }
+        Poster::Bot(bot) => {
+            if !bot.may_read(channel) {
+                return Err(ApiError::forbidden(format!("this credential may not read channel {channel}")));
+            }
+            let member = auth.directory.is_member(channel, bot.bot).await;
+            if !member
+                .map_err(|e| ApiError::unavailable("directory", &e, "directory unavailable; retry later"))?
+            {
+                return Err(not_member(channel));
+            }
+        }
     }
     let client = archive.0.get().await.map_err(|e| history_unavailable("history pool", &e))?;
     let started = std::time::Instant::now();

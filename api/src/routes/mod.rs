@@ -7,10 +7,12 @@
 
 pub(crate) mod accounts;
 pub(crate) mod audit;
+pub(crate) mod bots;
 pub(crate) mod browse;
 pub(crate) mod channels;
 pub(crate) mod history;
 pub(crate) mod membership;
+pub(crate) mod messages;
 pub(crate) mod ops;
 pub(crate) mod people;
 pub(crate) mod query;
@@ -41,7 +43,8 @@ use crate::parts::Parts;
         description = "The REST API of ThreadSpace: accounts and sessions, people, channels, \
             history, search and membership. The service also serves the web client at `/`. \
             Authenticate with `Authorization: Bearer <access token>` (the same token as the \
-            WebSocket's `hello`). Every error is `{\"error\":{\"code\":…,\"message\":…}}`. \
+            WebSocket's `hello`); bots use their API token on the message routes, and incoming \
+            webhooks carry their secret in the URL. Every error is `{\"error\":{\"code\":…,\"message\":…}}`. \
             The real-time protocol is docs/protocol.md.",
         license(name = "Apache-2.0")
     ),
@@ -49,7 +52,8 @@ use crate::parts::Parts;
     tags(
         (name = "accounts", description = "Orgs, sign-up, login, sessions and passwords"),
         (name = "people", description = "Invites, roles, deactivation, the org's sign-up setting"),
-        (name = "history", description = "Channel history pages and full-text search"),
+        (name = "history", description = "Channel history pages, sending messages, full-text search"),
+        (name = "integrations", description = "Bots, their API tokens and incoming webhooks"),
         (name = "membership", description = "Joining, leaving, adding and removing channel members"),
     )
 )]
@@ -120,7 +124,12 @@ pub(crate) fn api_routes() -> OpenApiRouter<Parts> {
         .routes(routes!(channels::browse))
         .routes(routes!(channels::members))
         .routes(routes!(audit::audit_log))
-        .routes(routes!(history::messages))
+        .routes(routes!(history::messages, messages::send))
+        .routes(routes!(messages::webhook))
+        .routes(routes!(bots::create_bot, bots::list_bots))
+        .routes(routes!(bots::issue_token))
+        .routes(routes!(bots::create_webhook))
+        .routes(routes!(bots::revoke))
         .routes(routes!(history::search))
         .routes(routes!(membership::add_member, membership::remove_member))
 }

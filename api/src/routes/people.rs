@@ -85,7 +85,10 @@ pub(crate) fn role_of(session: &Session) -> Role {
 }
 
 fn parse_role(field: &str, value: &str) -> Result<Role, ApiError> {
-    Role::parse(value).ok_or_else(|| body::invalid(field, "must be one of owner, admin, member, guest"))
+    // A person's role: bots are created as bots (docs/api.md, "Integrations").
+    Role::parse(value)
+        .filter(|role| *role != Role::Bot)
+        .ok_or_else(|| body::invalid(field, "must be one of owner, admin, member, guest"))
 }
 
 /// Creates an invite link.

@@ -1,0 +1,125 @@
+//! Storing one chat message: publish the record to JetStream with its dedup id, await the
+//! PubAck, and tell a retry from a reuse of the same `client_msg_id` for another message. The
+//! gateway's `send` and the api service's REST send both store messages through [`publish`],
+//! so a message is acknowledged by the same rule whichever way it came (ARCHITECTURE.md,
+//! "Sending over REST").
+//!
+//! **Invariant:** a send is acknowledged only after JetStream's PubAck. A PubAck that says
+//! `duplicate` means JetStream already holds a record under this sender's `client_msg_id`
+//! within the stream's dedup window; it is a retry only if that record is the same message
+//! (same channel and body). Otherwise the sender reused an id for a different message, which
+//! stored nothing: it gets `id_reused`, never an acknowledgement that would let it believe the
+//! new body was kept.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use threadspace_protocol::error_chain;
+use threadspace_protocol::stored::StoredMessage;
+use threadspace_protocol::subjects::{message_subject, MESSAGES_STREAM};
+use threadspace_protocol::Seq;
+use tokio::time::Instant;
+use tracing::warn;
+
+/// Where messages are stored: the MESSAGES stream, under its partitioned subjects.
+#[derive(Clone)]
+pub struct Publisher {
+    pub jetstream: async_nats::jetstream::Context,
+    pub partitions: u32,
+    /// How long a send may wait for its PubAck (`--publish-timeout`).
+    pub timeout: Duration,
+}
+
+/// What became of a publish.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Published {
+    /// Stored under `seq` (`duplicate`: by an earlier send of the same message).
+    Stored { seq: Seq, duplicate: bool },
+    /// The id was already used for another message, stored under `seq`; nothing was stored.
+    IdReused { seq: Seq },
+    /// JetStream did not confirm in time, or failed; a retry with the same id is safe.
+    Unavailable { timed_out: bool },
+}
+
+impl Published {
+    /// The outcome as a metric label: `ok`, `duplicate`, `id_reused` or `failed`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Stored { duplicate: false, .. } => "ok",
+            Self::Stored { duplicate: true, .. } => "duplicate",
+            Self::IdReused { .. } => "id_reused",
+            Self::Unavailable { .. } => "failed",
+        }
+    }
+}
+
+/// Publishes `stored` and waits (up to the publisher's timeout) for the outcome. Also returns
+/// how long the PubAck took, when one came.
+pub async fn publish(publisher: &Publisher, stored: &StoredMessage) -> (Published, Option<Duration>) {
+    let dedup_id = stored.dedup_id();
+    let payload = Bytes::from(serde_json::to_vec(stored).expect("stored messages serialize"));
+    let subject = message_subject(publisher.partitions, stored.org, stored.channel);
+    let started = Instant::now();
+    let publish = async {
+        let message =
+            async_nats::jetstream::message::PublishMessage::build().payload(payload).message_id(dedup_id);
+        let ack = publisher.jetstream.send_publish(subject, message).await?;
+        ack.await
+    };
+    let ack = match tokio::time::timeout(publisher.timeout, publish).await {
+        Ok(Ok(ack)) => ack,
+        Ok(Err(error)) => {
+            warn!(error = %error_chain(&error), "publish failed");
+            return (Published::Unavailable { timed_out: false }, None);
+        }
+        Err(_) => {
+            warn!("publish timed out");
+            return (Published::Unavailable { timed_out: true }, None);
+        }
+    };
+    let latency = Some(started.elapsed());
+    if !ack.duplicate {
+        return (Published::Stored { seq: ack.sequence, duplicate: false }, latency);
+    }
+    // Rare (a retry), so one direct read of the stored record is cheap.
+    let published = match same_as_stored(publisher, ack.sequence, stored).await {
+        Ok(true) => Published::Stored { seq: ack.sequence, duplicate: true },
+        Ok(false) => Published::IdReused { seq: ack.sequence },
+        Err(error) => {
+            // Unknown whether it is a retry: acknowledging could hide a lost body, so the
+            // sender retries (the same id is safe either way).
+            warn!(%error, seq = ack.sequence, "cannot read the record a duplicate publish refers to");
+            Published::Unavailable { timed_out: false }
+        }
+    };
+    (published, latency)
+}
+
+/// Whether the record stored under `seq` is the message `stored` (a true retry). The
+/// timestamp differs between attempts by design, so only channel and body count.
+async fn same_as_stored(
+    publisher: &Publisher,
+    seq: Seq,
+    stored: &StoredMessage,
+) -> Result<bool, async_nats::Error> {
+    let stream = publisher.jetstream.get_stream_no_info(MESSAGES_STREAM).await?;
+    let record = tokio::time::timeout(publisher.timeout, stream.direct_get(seq)).await??;
+    let original: StoredMessage = serde_json::from_slice(&record.payload)?;
+    Ok(original.channel == stored.channel && original.body == stored.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_outcome_has_its_own_metric_label() {
+        let labels = [
+            Published::Stored { seq: 1, duplicate: false }.label(),
+            Published::Stored { seq: 1, duplicate: true }.label(),
+            Published::IdReused { seq: 1 }.label(),
+            Published::Unavailable { timed_out: true }.label(),
+        ];
+        assert_eq!(labels, ["ok", "duplicate", "id_reused", "failed"]);
+    }
+}
