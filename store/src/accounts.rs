@@ -46,6 +46,43 @@ pub struct Account {
     pub email: Option<String>,
     pub role: String,
     pub deactivated: bool,
+    pub profile: Profile,
+}
+
+/// What a person says about themselves, each part optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub title: Option<String>,
+    /// An IANA time zone name (`Europe/Berlin`).
+    pub time_zone: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+/// A change to one's profile: `None` leaves a field, `Some(None)` clears it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProfileChange<'a> {
+    pub display_name: Option<&'a str>,
+    pub title: Option<Option<&'a str>>,
+    pub time_zone: Option<Option<&'a str>>,
+    pub avatar_url: Option<Option<&'a str>>,
+}
+
+/// The columns [`account`] reads, in its order.
+pub(crate) const ACCOUNT_COLUMNS: &str =
+    "id, handle, display_name, email, role, deactivated_at IS NOT NULL, title, time_zone, avatar_url";
+
+/// An account from a row of [`ACCOUNT_COLUMNS`].
+pub(crate) fn account(org: OrgId, row: &tokio_postgres::Row) -> Account {
+    Account {
+        user: UserId(row.get(0)),
+        org,
+        handle: row.get(1),
+        display_name: row.get(2),
+        email: row.get(3),
+        role: row.get(4),
+        deactivated: row.get(5),
+        profile: Profile { title: row.get(6), time_zone: row.get(7), avatar_url: row.get(8) },
+    }
 }
 
 /// An org's public settings.
@@ -306,23 +343,46 @@ impl Accounts {
     /// A user of `org` (`None` for another org's user: cross-org ids do not exist).
     pub async fn account(&self, org: OrgId, user: UserId) -> Result<Option<Account>, DirectoryError> {
         let client = self.client().await?;
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE id = $1 AND org_id = $2");
+        let row = client.query_opt(&sql, &[&user.0, &org.0]).await.map_err(query)?;
+        Ok(row.map(|r| account(org, &r)))
+    }
+
+    /// Sets `user`'s profile fields that `change` names (`Some(None)` clears one); returns
+    /// the account as it is now.
+    pub async fn update_profile(
+        &self,
+        org: OrgId,
+        user: UserId,
+        change: &ProfileChange<'_>,
+    ) -> Result<Option<Account>, DirectoryError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "UPDATE users SET
+                 display_name = coalesce($3, display_name),
+                 title = CASE WHEN $4 THEN $5 ELSE title END,
+                 time_zone = CASE WHEN $6 THEN $7 ELSE time_zone END,
+                 avatar_url = CASE WHEN $8 THEN $9 ELSE avatar_url END
+             WHERE id = $1 AND org_id = $2 RETURNING {ACCOUNT_COLUMNS}"
+        );
         let row = client
             .query_opt(
-                "SELECT handle, display_name, email, role, deactivated_at IS NOT NULL
-                 FROM users WHERE id = $1 AND org_id = $2",
-                &[&user.0, &org.0],
+                &sql,
+                &[
+                    &user.0,
+                    &org.0,
+                    &change.display_name,
+                    &change.title.is_some(),
+                    &change.title.flatten(),
+                    &change.time_zone.is_some(),
+                    &change.time_zone.flatten(),
+                    &change.avatar_url.is_some(),
+                    &change.avatar_url.flatten(),
+                ],
             )
             .await
             .map_err(query)?;
-        Ok(row.map(|r| Account {
-            user,
-            org,
-            handle: r.get(0),
-            display_name: r.get(1),
-            email: r.get(2),
-            role: r.get(3),
-            deactivated: r.get(4),
-        }))
+        Ok(row.map(|r| account(org, &r)))
     }
 
     /// The user's password hash.

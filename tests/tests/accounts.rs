@@ -867,6 +867,68 @@ async fn people_pages_search_and_channel_lists_name_what_clients_show() -> anyho
     assert_eq!(channels[1]["members"], json!(members));
     let (_, list) = rest(&stack, "GET", "/v1/channels", Some(&guest.access)).await?;
     assert_eq!(list["channels"], json!([]), "a guest starts in no channel: {list}");
+
+    // Profiles: one's own, field by field; others see them; null or "" clears a field.
+    let profile = "/v1/me/profile";
+    let change = json!({"display_name": " Ann Lee ", "title": "Site reliability", "time_zone": "Europe/Berlin",
+                        "avatar_url": "https://example.com/ann.png"});
+    let (status, me) = rest_json(&stack, "PATCH", profile, Some(&member.access), &change).await?;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        (
+            me["display_name"].as_str(),
+            me["title"].as_str(),
+            me["time_zone"].as_str(),
+            me["avatar_url"].as_str()
+        ),
+        (
+            Some("Ann Lee"),
+            Some("Site reliability"),
+            Some("Europe/Berlin"),
+            Some("https://example.com/ann.png")
+        )
+    );
+    let (_, seen) =
+        rest(&stack, "GET", &format!("/v1/users/{}", member.user), Some(&people[2].access)).await?;
+    assert_eq!(
+        (seen["title"].as_str(), seen["time_zone"].as_str()),
+        (Some("Site reliability"), Some("Europe/Berlin"))
+    );
+    let (_, me) =
+        rest_json(&stack, "PATCH", profile, Some(&member.access), &json!({"title": null, "avatar_url": ""}))
+            .await?;
+    assert_eq!(
+        (
+            me["title"].is_null(),
+            me["avatar_url"].is_null(),
+            me["time_zone"].as_str(),
+            me["display_name"].as_str()
+        ),
+        (true, true, Some("Europe/Berlin"), Some("Ann Lee")),
+        "cleared two fields, kept the others: {me}"
+    );
+    let before = rest(&stack, "GET", &format!("/v1/users/{}", member.user), Some(&owner.access)).await?.1;
+    for (body, code, named) in [
+        (json!({}), "invalid_body", "at least one"),
+        (json!({"title": "x".repeat(101)}), "invalid_field", "`title`"),
+        (json!({"title": "a\u{7}b"}), "invalid_field", "`title`"),
+        (json!({"time_zone": "Mars/Olympus Mons"}), "invalid_field", "`time_zone`"),
+        (json!({"time_zone": "<img src=x>"}), "invalid_field", "`time_zone`"),
+        (json!({"avatar_url": "javascript:alert(1)"}), "invalid_field", "`avatar_url`"),
+        (json!({"avatar_url": "https://a b"}), "invalid_field", "`avatar_url`"),
+        (json!({"display_name": "  "}), "invalid_field", "`display_name`"),
+        (json!({"handle": "new"}), "invalid_body", "`handle`"),
+        (json!({"title": 7}), "invalid_body", "`title`"),
+    ] {
+        let (status, answer) = rest_json(&stack, "PATCH", profile, Some(&member.access), &body).await?;
+        assert_eq!((status, answer["error"]["code"].as_str()), (400, Some(code)), "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{body}: {message:?} names {named}");
+    }
+    let after = rest(&stack, "GET", &format!("/v1/users/{}", member.user), Some(&owner.access)).await?.1;
+    assert_eq!(after, before, "refused profile changes changed nothing");
+    let (status, _) = rest_json(&stack, "PATCH", profile, None, &json!({"title": "x"})).await?;
+    assert_eq!(status, 401);
     Ok(())
 }
 

@@ -218,7 +218,7 @@ const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 25] = [
     ),
     (
         Row::OwnAccount,
-        "Log out, sign out everywhere, change own password, `GET /v1/me`, list own channels",
+        "Log out, sign out everywhere, change own password, `GET /v1/me`, list own channels, edit own profile",
         ["✓", "✓", "✓", "✓"],
         [Allowed, Allowed, Allowed, Allowed],
     ),
@@ -712,6 +712,13 @@ async fn invites_roles_activation_and_signup_domain_follow_the_matrix_for_every_
                 .collect();
             m.effect(names.contains(&"general") == (role != GUEST), || {
                 format!("[{}] as {}: GET /v1/channels: {list}", action(row), ROLES[role])
+            });
+        }
+        let edit =
+            Call::new("PATCH", "/v1/me/profile").json(json!({"title": format!("The {}", ROLES[role])}));
+        if let Some(me) = m.matrix(row, role, &actor.access, &edit).await? {
+            m.effect(me["id"] == actor.user.0 && me["title"] == format!("The {}", ROLES[role]), || {
+                format!("[{}] as {}: PATCH /v1/me/profile: {me}", action(row), ROLES[role])
             });
         }
         let call = Call::post("/v1/auth/password")

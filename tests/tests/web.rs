@@ -600,6 +600,45 @@ async fn the_client_is_safe_accessible_fits_a_phone_and_handles_accounts() -> an
     )
     .await?;
     nothing_injected(&desk, "the audit log").await?;
+
+    // Integrations: a bot named with the payload, in #general, with an incoming webhook whose
+    // URL is shown once; an alert posted to it appears in the chat, as text.
+    desk.fill("#bot-handle", "alerts-bot").await?;
+    desk.fill("#bot-display-name", PAYLOAD).await?;
+    desk.click(&format!("#bot-channels-{general}")).await?;
+    desk.click("#bot-create").await?;
+    let bot = desk
+        .until("the new bot", "return document.querySelector('li.bot')?.dataset.user;", UI_TIMEOUT)
+        .await?;
+    let bot = bot.as_str().unwrap_or_default().to_owned();
+    nothing_injected(&desk, "the bot list").await?;
+    desk.click(&format!("li.bot[data-user=\"{bot}\"] button.bot-new-webhook")).await?;
+    desk.fill("#webhook-name", "Alertmanager").await?;
+    desk.set_value("#webhook-channel", &general.to_string()).await?;
+    desk.click("#webhook-create").await?;
+    let url = desk
+        .until(
+            "the webhook URL",
+            "return document.querySelector('#credential-url')?.value || null;",
+            UI_TIMEOUT,
+        )
+        .await?;
+    let url = url.as_str().unwrap_or_default().to_owned();
+    assert!(url.starts_with(&format!("{base}/v1/hooks/tsw_")), "{url}");
+    accessible(&desk, &axe, "the admin screen showing a new webhook").await?;
+    desk.click("#credential-done").await?;
+    let stored = desk
+        .js("return JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage});", Vec::new())
+        .await?;
+    assert!(!stored.to_string().contains("tsw_"), "the webhook secret was stored in the browser: {stored}");
+    let alert = json!({"text": "URGENT: disk 95% full", "client_msg_id": "alert-1"});
+    let (status, posted) = rest_json(&stack, "POST", &url[base.len()..], None, &alert).await?;
+    assert_eq!(status, 201, "{posted}");
+    desk.js("location.hash = arguments[0];", vec![json!(format!("#/c/{general}"))]).await?;
+    shown(&desk, "URGENT: disk 95% full").await?;
+    nothing_injected(&desk, "a bot's message").await?;
+    desk.click("#admin-link").await?;
+    desk.wait(&format!("li.bot[data-user=\"{bot}\"] li.credential[data-kind=\"webhook\"]")).await?;
     loop {
         match mallory_ws.recv(WAIT).await? {
             Incoming::Close { code, .. } => {

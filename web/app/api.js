@@ -70,5 +70,25 @@ export const deactivate = (user) => authed('POST', `/v1/users/${id(user)}/deacti
 export const reactivate = (user) => authed('POST', `/v1/users/${id(user)}/reactivate`);
 export const setSignupDomain = (domain) => authed('PUT', '/v1/org/signup-domain', { body: { domain } });
 
+// Integrations (docs/api.md, Integrations): owners and admins only (others: 403 forbidden).
+// A bot is deactivated and reactivated like anyone (above), and added to a channel with addMember.
+/** The org's bots, oldest first, each with its credentials (never their secrets). */
+export const listBots = () => authed('GET', '/v1/bots');
+/** Creates a bot, who joins `channels` (public or private channel ids): 201 with the bot. */
+export const createBot = (handle, displayName, channels) =>
+  authed('POST', '/v1/bots', { body: { handle, display_name: displayName, channels: channels.map(id) } });
+/**
+ * Issues a bot an API token for `channels` (each one the bot is in) and `scopes` (`post`,
+ * `read`): 201 `{credential, secret, url: null}`, the only answer that holds the secret.
+ */
+export const issueBotToken = (bot, name, channels, scopes) =>
+  authed('POST', `/v1/bots/${id(bot)}/tokens`, { body: { name, channels: channels.map(id), scopes } });
+/** Creates an incoming webhook into `channel` (the bot must be in it): 201 `{credential, secret, url}`, shown only now. */
+export const createWebhook = (bot, name, channel) =>
+  authed('POST', `/v1/bots/${id(bot)}/webhooks`, { body: { name, channel: id(channel) } });
+/** Revokes a bot's token or webhook: 200 with the credential, `revoked: true` (also when it already was). */
+export const revokeCredential = (bot, credential) =>
+  authed('DELETE', `/v1/bots/${id(bot)}/credentials/${id(credential)}`);
+
 /** An audit page: `query` is { action, actor, target, since, until, before, limit } (docs/api.md). */
 export const audit = (query) => authed('GET', '/v1/audit', { query });

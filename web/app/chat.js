@@ -91,10 +91,11 @@ export class ChatApp {
     this.browse = new BrowseView({
       store, onOpen: (id) => this.openSoon(id), onCreate: (opener) => this.newChannel.open(opener),
     });
+    this.admin = new AdminView({ store, people: this.people });
     this.refs = buildShell({
       searchForm: this.search.form, searchPanel: this.search.panel, composerForm: this.composer.form,
       channelActions: this.members.actions, membersPanel: this.members.panel,
-      dialogs: [this.newChannel.element, this.newDm.element, ...this.members.dialogs],
+      dialogs: [this.newChannel.element, this.newDm.element, ...this.members.dialogs, ...this.admin.dialogs],
     });
     this.refs.browseView.append(this.browse.element);
     this.sidebar = new Sidebar(this.refs.sidebar, store, {
@@ -110,7 +111,6 @@ export class ChatApp {
       onScroll: () => this.scheduleRead(),
       onFocusLost: () => this.composer.focus(),
     });
-    this.admin = new AdminView({ store, people: this.people });
     this.showMe();
   }
 
@@ -174,6 +174,7 @@ export class ChatApp {
     this.newChannel.close({ restoreFocus: false });
     this.newDm.dialog.close({ restoreFocus: false });
     this.members.confirm.close({ restoreFocus: false });
+    this.admin.closeDialogs();
   }
 
   attached() {

@@ -13,7 +13,7 @@ use serde_json::json;
 use threadspace_protocol::stored::DirectoryEvent;
 use threadspace_protocol::token::Identity;
 use threadspace_protocol::{OrgId, UserId};
-use threadspace_store::accounts::{EndReason, NewUser, Refresh, TokenKind};
+use threadspace_store::accounts::{EndReason, NewUser, ProfileChange, Refresh, TokenKind};
 use threadspace_store::audit::AuditEntry;
 use tracing::{info, warn};
 use utoipa::ToSchema;
@@ -74,6 +74,12 @@ pub(crate) struct UserView {
     /// `owner`, `admin`, `member`, `guest` or `bot` (docs/api.md, "Integrations").
     pub role: String,
     pub deactivated: bool,
+    /// What they do ("Site reliability"), set by themselves; null when unset.
+    pub title: Option<String>,
+    /// An IANA time zone name (`Europe/Berlin`); null when unset.
+    pub time_zone: Option<String>,
+    /// An http(s) URL of their picture; null when unset. Not fetched by the service.
+    pub avatar_url: Option<String>,
 }
 
 /// An org created with its owner.
@@ -176,6 +182,9 @@ pub(crate) fn user_view(account: threadspace_store::accounts::Account, show_emai
         email: if show_email { account.email } else { None },
         role: account.role,
         deactivated: account.deactivated,
+        title: account.profile.title,
+        time_zone: account.profile.time_zone,
+        avatar_url: account.profile.avatar_url,
     }
 }
 
@@ -283,6 +292,9 @@ pub(crate) async fn create_org(
             email: Some(email),
             role: "owner".into(),
             deactivated: false,
+            title: None,
+            time_zone: None,
+            avatar_url: None,
         },
     };
     Ok((StatusCode::CREATED, Json(created)))
@@ -832,6 +844,9 @@ pub(crate) async fn redeem(
         email: Some(email),
         role,
         deactivated: false,
+        title: None,
+        time_zone: None,
+        avatar_url: None,
     })
 }
 
@@ -860,4 +875,154 @@ pub(crate) async fn me(
         return Err(ApiError::auth_failed("token rejected"));
     };
     Ok(Json(Me { user: user_view(account, true), org: org_view(org_row), session_id: identity.session }))
+}
+
+/// A change to one's own profile: only the fields present change; `null` (or an empty
+/// string) clears `title`, `time_zone` or `avatar_url`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProfileUpdate {
+    /// 1–200 characters.
+    pub display_name: Option<String>,
+    /// Up to 100 characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub title: Option<Option<String>>,
+    /// An IANA time zone name such as `Europe/Berlin`, `America/Argentina/Buenos_Aires` or `UTC`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub time_zone: Option<Option<String>>,
+    /// An `http://` or `https://` URL, at most 2,048 bytes.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub avatar_url: Option<Option<String>>,
+}
+
+/// A field that is present, even as `null` (absent fields stay `None` by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+/// `value` trimmed, or `None` when it clears the field (null, empty or only whitespace).
+fn cleared(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// An IANA zone name's shape: `Area/Location[/Sub]` or a single name (`UTC`), of letters,
+/// digits and `_ + -`. The service does not carry the zone database; clients look it up.
+fn valid_time_zone(zone: &str) -> bool {
+    zone.len() <= 64
+        && zone.split('/').count() <= 3
+        && zone.split('/').enumerate().all(|(i, part)| {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-'))
+                && (i > 0 || part.as_bytes()[0].is_ascii_alphabetic())
+        })
+}
+
+/// Changes the caller's own profile.
+#[utoipa::path(
+    patch,
+    path = "/v1/me/profile",
+    tag = "people",
+    request_body = ProfileUpdate,
+    responses(
+        (status = 200, description = "The caller, as they are now", body = UserView),
+        (status = 400, description = "A field is invalid, or the body changes nothing", body = ErrorBody),
+        (status = 401, description = "Missing or rejected token", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 503, description = "The directory is unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn update_profile(
+    State(auth): State<Auth>,
+    State(changes): State<Changes>,
+    headers: HeaderMap,
+    Body(request): Body<ProfileUpdate>,
+) -> Result<Json<UserView>, ApiError> {
+    let session = caller(&auth, &headers).await?;
+    if request.display_name.is_none()
+        && request.title.is_none()
+        && request.time_zone.is_none()
+        && request.avatar_url.is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "body: name at least one of display_name, title, time_zone, avatar_url",
+        ));
+    }
+    let display_name = request.display_name.as_deref().map(|n| body::name("display_name", n)).transpose()?;
+    let title = request.title.as_ref().map(cleared);
+    if let Some(Some(title)) = title {
+        if title.chars().count() > 100 || title.chars().any(char::is_control) {
+            return Err(body::invalid(
+                "title",
+                "must be at most 100 characters, none of them control characters",
+            ));
+        }
+    }
+    let time_zone = request.time_zone.as_ref().map(cleared);
+    if let Some(Some(zone)) = time_zone {
+        if !valid_time_zone(zone) {
+            return Err(body::invalid(
+                "time_zone",
+                "must be an IANA time zone name such as Europe/Berlin or UTC",
+            ));
+        }
+    }
+    let avatar_url = request.avatar_url.as_ref().map(cleared);
+    if let Some(Some(url)) = avatar_url {
+        let scheme = url.starts_with("https://") || url.starts_with("http://");
+        if !scheme || url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(body::invalid(
+                "avatar_url",
+                "must be an http:// or https:// URL of at most 2048 bytes without spaces",
+            ));
+        }
+    }
+    let change = ProfileChange { display_name, title, time_zone, avatar_url };
+    let (org, user) = (session.user.org, session.user.id);
+    let account = changes.store.update_profile(org, user, &change).await.map_err(ApiError::directory)?;
+    let account = account.ok_or_else(|| ApiError::auth_failed("token rejected"))?;
+    info!(%user, "profile updated");
+    Ok(Json(user_view(account, true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_zones_are_checked_by_shape() {
+        for zone in
+            ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+5", "America/Port-au-Prince"]
+        {
+            assert!(valid_time_zone(zone), "{zone}");
+        }
+        for zone in [
+            "",
+            "/Berlin",
+            "Europe//Berlin",
+            "Europe/Berlin/",
+            "1Europe/Berlin",
+            "Europe/Ber lin",
+            "a/b/c/d",
+            "<script>",
+        ] {
+            assert!(!valid_time_zone(zone), "{zone}");
+        }
+    }
+
+    #[test]
+    fn a_profile_field_is_absent_null_or_set() {
+        let update: ProfileUpdate =
+            serde_json::from_str(r#"{"title": null, "time_zone": "UTC"}"#).expect("decodes");
+        assert_eq!(update.title, Some(None), "null clears");
+        assert_eq!(update.time_zone, Some(Some("UTC".into())));
+        assert_eq!(update.avatar_url, None, "absent leaves it");
+        assert_eq!(cleared(&Some("  ".into())), None, "whitespace clears");
+    }
 }

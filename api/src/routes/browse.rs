@@ -7,7 +7,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
-use threadspace_protocol::UserId;
+use threadspace_protocol::frames::ChannelKind;
+use threadspace_protocol::{ChannelId, UserId};
 use utoipa::ToSchema;
 
 use super::accounts::{user_view, UserView};
@@ -177,17 +178,30 @@ pub(crate) async fn my_channels(
     State(changes): State<Changes>,
     headers: HeaderMap,
 ) -> Result<Json<MyChannels>, ApiError> {
+    // The session read at authentication already holds the caller's channels with their read
+    // markers; only conversations need one more read, for their members.
     let session = caller(&auth, &headers).await?;
-    let channels = changes.store.my_channels(session.user.id).await.map_err(ApiError::directory)?;
+    let conversations: Vec<ChannelId> = session
+        .channels
+        .iter()
+        .filter(|c| matches!(c.kind, ChannelKind::Dm | ChannelKind::GroupDm))
+        .map(|c| c.id)
+        .collect();
+    let mut members = if conversations.is_empty() {
+        std::collections::HashMap::new()
+    } else {
+        changes.store.conversation_members(&conversations).await.map_err(ApiError::directory)?
+    };
     Ok(Json(MyChannels {
-        channels: channels
+        channels: session
+            .channels
             .into_iter()
             .map(|c| MyChannel {
                 id: c.id.0,
                 kind: c.kind.as_str().to_owned(),
+                members: members.remove(&c.id).map(|m| m.into_iter().map(|u| u.0).collect()),
                 name: c.name,
                 last_read: c.last_read,
-                members: c.members.map(|m| m.into_iter().map(|u| u.0).collect()),
             })
             .collect(),
     }))

@@ -111,6 +111,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<Parts> {
         .routes(routes!(accounts::signup))
         .routes(routes!(accounts::complete_signup))
         .routes(routes!(accounts::me))
+        .routes(routes!(accounts::update_profile))
         .routes(routes!(people::create_invite))
         .routes(routes!(people::accept_invite))
         .routes(routes!(people::set_role))

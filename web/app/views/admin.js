@@ -1,22 +1,25 @@
 // views/admin.js — #/admin for owners and admins (docs/accounts.md, Permission matrix): invite
-// links, the people table (roles, deactivate/reactivate), for owners the sign-up domain, and the
-// audit log (GET /v1/audit), which reloads after each action taken here so its record shows.
+// links, the people table (roles, deactivate/reactivate), for owners the sign-up domain, the
+// integrations (bots, their tokens and webhooks: views/integrations.js), and the audit log
+// (GET /v1/audit), which reloads after each action taken here so its record shows.
 // The controls offer only what the caller's role allows; the server decides anyway, and its
 // refusals (403 forbidden, 409 conflict) are shown in the status line.
 
 import * as api from '../api.js';
 import { field, h, setMessage, srOnly } from '../dom.js';
 import { formatDateTime, isoTime } from '../format.js';
+import { Integrations } from './integrations.js';
 
 const ROLES = ['owner', 'admin', 'member', 'guest'];
 const LOW_ROLES = ['member', 'guest'];
-const ROLE_LABEL = { owner: 'Owner', admin: 'Admin', member: 'Member', guest: 'Guest' };
+const ROLE_LABEL = { owner: 'Owner', admin: 'Admin', member: 'Member', guest: 'Guest', bot: 'Bot' };
 
 // The audit log's areas (the filter) and a label per action (docs/accounts.md, Audit log).
 const AUDIT_AREAS = [
   ['all', 'All actions'], ['login', 'Logins'], ['session', 'Sessions'], ['password', 'Passwords'],
   ['invite', 'Invites'], ['signup', 'Sign-ups'], ['role', 'Role changes'],
   ['user', 'Deactivations and reactivations'], ['org', 'Org changes'], ['member', 'Channel memberships'],
+  ['bot', 'Bots and integrations'],
 ];
 const ACTION_LABEL = {
   'org.created': 'Org created',
@@ -36,6 +39,9 @@ const ACTION_LABEL = {
   'org.signup_domain_set': 'Sign-up domain set',
   'member.added': 'Added to channel',
   'member.removed': 'Removed from channel',
+  'bot.created': 'Bot created',
+  'bot.credential_issued': 'Bot token or webhook issued',
+  'bot.credential_revoked': 'Bot token or webhook revoked',
 };
 const AUDIT_COLUMNS = ['Time', 'Who', 'Action', 'About', 'Details', 'IP'];
 const AUDIT_PAGE = 50;
@@ -48,6 +54,16 @@ export class AdminView {
     this.tbody = null;
     this.heading = null; // the page's h2: focus moves there when the route opens it
     this.audit = null; // the audit log's elements, its next page and its load counter
+    this.integrations = new Integrations({ store, onChanged: (change) => this.integrationsChanged(change) });
+  }
+
+  /** The modal dialogs of the integrations (they go into the page, after main). */
+  get dialogs() {
+    return this.integrations.dialogs;
+  }
+
+  closeDialogs() {
+    this.integrations.closeDialogs();
   }
 
   get callerRole() {
@@ -77,6 +93,7 @@ export class AdminView {
       this.inviteSection(),
       this.peopleSection(),
       this.callerRole === 'owner' ? this.signupDomainSection() : null,
+      this.integrations.render(),
       this.auditSection(),
     );
     this.loadPeople();
@@ -85,6 +102,12 @@ export class AdminView {
 
   say(text) {
     if (this.status) this.status.textContent = text;
+  }
+
+  /** An integrations action succeeded: its audit record shows; a new or (de)activated bot in the people table too. */
+  integrationsChanged({ people = false } = {}) {
+    if (people) this.loadPeople();
+    this.loadAudit();
   }
 
   // ---- invites ----
@@ -194,8 +217,10 @@ export class AdminView {
     return h('div', null, h('label', { for: id, class: 'visually-hidden', text: `Role of ${user.display_name}` }), select);
   }
 
-  // Owners change anyone's role; admins move people between member and guest only.
+  // Owners change anyone's role; admins move people between member and guest only. A bot's role
+  // never changes.
   assignableRoles(user) {
+    if (user.role === 'bot') return [];
     if (this.callerRole === 'owner') return ROLES;
     if (this.callerRole === 'admin' && LOW_ROLES.includes(user.role)) return LOW_ROLES;
     return [];
@@ -203,7 +228,8 @@ export class AdminView {
 
   canToggle(user, self) {
     if (self) return false;
-    return this.callerRole === 'owner' || (this.callerRole === 'admin' && LOW_ROLES.includes(user.role));
+    return this.callerRole === 'owner'
+      || (this.callerRole === 'admin' && (LOW_ROLES.includes(user.role) || user.role === 'bot'));
   }
 
   activationButton(user, self) {
@@ -238,6 +264,7 @@ export class AdminView {
       this.store.setUser(updated);
       this.say(`${updated.display_name} was ${updated.deactivated ? 'deactivated' : 'reactivated'}.`);
       this.loadAudit();
+      if (updated.role === 'bot') this.integrations.load();
     } catch (error) {
       this.say(`Could not ${action} ${user.display_name}: ${error.message}`);
       if (error.status === 409) await this.people.reloadDirectory();

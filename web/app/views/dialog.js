@@ -1,13 +1,14 @@
 // views/dialog.js — a modal <dialog> for the small forms (new channel, new message, leaving a
 // private channel). showModal() keeps Tab inside it and makes the rest of the page inert; Escape
-// (the dialog's own `cancel`), its Cancel button and a click on the backdrop close it, and focus
-// goes back to the control that opened it.
+// (the dialog's own `cancel`), its Cancel button and a click on the backdrop close it (unless
+// `closeOnBackdrop` is false: the dialog showing a secret once), and focus goes back to the
+// control that opened it.
 
 import { h } from '../dom.js';
 
 export class Dialog {
   /** `labelledBy`: the id of the heading inside `children` that names the dialog. */
-  constructor({ id, labelledBy, className = '' }, ...children) {
+  constructor({ id, labelledBy, className = '', closeOnBackdrop = true }, ...children) {
     // The body fills the dialog: a click whose target is the dialog itself was on the backdrop.
     this.body = h('div', { class: 'dialog-body' }, ...children);
     this.el = h('dialog', { id, class: `dialog ${className}`.trim(), 'aria-labelledby': labelledBy }, this.body);
@@ -18,7 +19,7 @@ export class Dialog {
     this.el.addEventListener('pointerdown', (event) => { pressedOnBackdrop = event.target === this.el; });
     this.el.addEventListener('click', (event) => {
       // Pressed in a field and released beside it is a text selection, not a click outside.
-      if (event.target === this.el && pressedOnBackdrop) this.close();
+      if (closeOnBackdrop && event.target === this.el && pressedOnBackdrop) this.close();
     });
     this.el.addEventListener('close', () => this.closed());
   }
