@@ -228,13 +228,38 @@ async fn scope(
     Ok(scope)
 }
 
-/// Issues a credential and records it in the audit log.
+/// What a credential grants.
+struct Grant<'a> {
+    kind: CredentialKind,
+    name: &'a str,
+    channels: &'a [ChannelId],
+    can_post: bool,
+    can_read: bool,
+}
+
+/// Issues a credential with a fresh secret, records it in the audit log, and returns it with
+/// its secret (shown only in this answer).
 async fn issue(
     changes: &Changes,
     (session, ip): (&Session, std::net::IpAddr),
     bot: UserId,
-    new: NewCredential<'_>,
-) -> Result<Credential, ApiError> {
+    grant: Grant<'_>,
+) -> Result<(Credential, String), ApiError> {
+    let prefix = match grant.kind {
+        CredentialKind::Token => BOT_TOKEN_PREFIX,
+        CredentialKind::Webhook => WEBHOOK_SECRET_PREFIX,
+    };
+    let secret = format!("{prefix}{}", crate::secrets::new_secret());
+    let hash = crate::secrets::digest(&secret);
+    let new = NewCredential {
+        kind: grant.kind,
+        name: grant.name,
+        hash: &hash,
+        channels: grant.channels,
+        can_post: grant.can_post,
+        can_read: grant.can_read,
+        created_by: session.user.id,
+    };
     let org = session.user.org;
     let id = changes.store.issue_credential(org, bot, &new).await.map_err(ApiError::directory)?;
     info!(%bot, credential = id, kind = new.kind.as_str(), by = %session.user.id, "bot credential issued");
@@ -242,7 +267,7 @@ async fn issue(
     let detail = json!({"credential": id, "kind": new.kind.as_str(), "name": new.name,
                         "post": new.can_post, "read": new.can_read, "channels": new.channels.len()});
     record(changes, entry.detail(detail)).await;
-    Ok(Credential {
+    let credential = Credential {
         id,
         bot,
         kind: new.kind,
@@ -255,7 +280,8 @@ async fn issue(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
         revoked: false,
-    })
+    };
+    Ok((credential, secret))
 }
 
 /// Creates a bot and adds it to `channels`.
@@ -377,18 +403,8 @@ pub(crate) async fn issue_token(
         return Err(body::invalid("scopes", "must name post, read or both"));
     }
     let channels = scope(&changes, bot, "channels", &request.channels).await?;
-    let secret = format!("{BOT_TOKEN_PREFIX}{}", crate::secrets::new_secret());
-    let hash = crate::secrets::digest(&secret);
-    let new = NewCredential {
-        kind: CredentialKind::Token,
-        name,
-        hash: &hash,
-        channels: &channels,
-        can_post,
-        can_read,
-        created_by: session.user.id,
-    };
-    let credential = issue(&changes, (&session, ip), bot, new).await?;
+    let grant = Grant { kind: CredentialKind::Token, name, channels: &channels, can_post, can_read };
+    let (credential, secret) = issue(&changes, (&session, ip), bot, grant).await?;
     Ok((
         StatusCode::CREATED,
         Json(IssuedCredential { credential: credential_view(credential), secret, url: None }),
@@ -428,18 +444,9 @@ pub(crate) async fn create_webhook(
     let bot = bot_of(&changes, &session, &bot).await?;
     let name = credential_name(&request.name)?;
     let channels = scope(&changes, bot, "channel", &[request.channel]).await?;
-    let secret = format!("{WEBHOOK_SECRET_PREFIX}{}", crate::secrets::new_secret());
-    let hash = crate::secrets::digest(&secret);
-    let new = NewCredential {
-        kind: CredentialKind::Webhook,
-        name,
-        hash: &hash,
-        channels: &channels,
-        can_post: true,
-        can_read: false,
-        created_by: session.user.id,
-    };
-    let credential = issue(&changes, (&session, ip), bot, new).await?;
+    let grant =
+        Grant { kind: CredentialKind::Webhook, name, channels: &channels, can_post: true, can_read: false };
+    let (credential, secret) = issue(&changes, (&session, ip), bot, grant).await?;
     let url = format!("{}/v1/hooks/{secret}", credentials.public_url.trim_end_matches('/'));
     Ok((
         StatusCode::CREATED,
