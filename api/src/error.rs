@@ -58,11 +58,20 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
-    /// 503 for a failed directory query; a refused unique key is 409 `conflict` instead.
+    /// 503 for a failed directory query; a refused unique key is 409 `conflict` instead, and a
+    /// value a check constraint refused (a validator here let it through) 400 `invalid_field`.
     pub(crate) fn directory(error: threadspace_store::directory::DirectoryError) -> Self {
         match error {
             threadspace_store::directory::DirectoryError::Conflict { what } => {
                 Self::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
+            }
+            threadspace_store::directory::DirectoryError::Refused { constraint } => {
+                tracing::warn!(constraint, "a value passed validation but not the schema's check");
+                Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_field",
+                    format!("a value was refused ({constraint})"),
+                )
             }
             other => Self::unavailable("directory", &other, "directory unavailable; retry later"),
         }

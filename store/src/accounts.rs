@@ -182,6 +182,10 @@ pub(crate) fn query(e: tokio_postgres::Error) -> DirectoryError {
         };
         return DirectoryError::Conflict { what };
     }
+    if e.code() == Some(&SqlState::CHECK_VIOLATION) {
+        let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or("unknown").to_owned();
+        return DirectoryError::Refused { constraint };
+    }
     DirectoryError::Query(e)
 }
 

@@ -194,12 +194,12 @@ impl Accounts {
         Ok(bots)
     }
 
-    /// Whether `bot` is an active bot of `org`.
+    /// Whether `bot` is a bot of `org` (active or not).
     pub async fn is_bot(&self, org: OrgId, bot: UserId) -> Result<bool, DirectoryError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT 1 FROM users WHERE id = $1 AND org_id = $2 AND role = 'bot' AND deactivated_at IS NULL",
+                "SELECT 1 FROM users WHERE id = $1 AND org_id = $2 AND role = 'bot'",
                 &[&bot.0, &org.0],
             )
             .await
@@ -255,23 +255,24 @@ impl Accounts {
         Ok(row.get(0))
     }
 
-    /// Revokes credential `id` of `bot` in `org`; `None` when there is no such credential,
-    /// `Some(false)` when it was revoked already.
+    /// Revokes credential `id` of `bot` in `org`: the credential, and whether this call
+    /// revoked it (false: it already was); `None` when `bot` has no such credential.
     pub async fn revoke_credential(
         &self,
         org: OrgId,
         bot: UserId,
         id: i64,
-    ) -> Result<Option<Credential>, DirectoryError> {
+    ) -> Result<Option<(Credential, bool)>, DirectoryError> {
         let client = self.client().await?;
         let sql = format!(
-            "WITH before AS (SELECT id, revoked_at FROM bot_credentials WHERE id = $1 AND org_id = $2 AND bot_id = $3),
+            "WITH before AS (SELECT id, revoked_at IS NULL AS live FROM bot_credentials
+                             WHERE id = $1 AND org_id = $2 AND bot_id = $3),
                   revoked AS (UPDATE bot_credentials SET revoked_at = coalesce(revoked_at, now())
                               WHERE id IN (SELECT id FROM before) RETURNING *)
-             SELECT {CREDENTIAL_COLUMNS} FROM revoked"
+             SELECT {CREDENTIAL_COLUMNS}, (SELECT live FROM before) AS newly FROM revoked"
         );
         let row = client.query_opt(&sql, &[&id, &org.0, &bot.0]).await.map_err(query)?;
-        Ok(row.map(|r| credential(&r)))
+        Ok(row.map(|r| (credential(&r), r.get("newly"))))
     }
 
     /// The caller a secret stands for: a live credential of `kind` (found by the secret's

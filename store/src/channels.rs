@@ -130,13 +130,14 @@ impl Accounts {
         Ok(Opened { channel, kind, created: true, events })
     }
 
-    /// How many of `users` are active people of `org` (a conversation is opened only with them).
+    /// How many of `users` are active people (not bots) of `org`: a conversation is opened only with them.
     pub async fn active_people(&self, org: OrgId, users: &[UserId]) -> Result<usize, DirectoryError> {
         let client = self.client().await?;
         let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
         let row = client
             .query_one(
-                "SELECT count(*) FROM users WHERE org_id = $1 AND id = ANY($2) AND deactivated_at IS NULL",
+                "SELECT count(*) FROM users
+                 WHERE org_id = $1 AND id = ANY($2) AND deactivated_at IS NULL AND role <> 'bot'",
                 &[&org.0, &ids],
             )
             .await

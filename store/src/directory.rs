@@ -17,6 +17,9 @@ pub enum DirectoryError {
     /// A unique constraint refused the write: `what` names it for the caller.
     #[error("{what} already exists")]
     Conflict { what: &'static str },
+    /// A check constraint refused a value: the caller's input, not a failure of the store.
+    #[error("the value was refused by the constraint {constraint}")]
+    Refused { constraint: String },
 }
 
 /// What the gateway needs to accept a `hello`.

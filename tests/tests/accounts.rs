@@ -917,6 +917,8 @@ async fn people_pages_search_and_channel_lists_name_what_clients_show() -> anyho
         (json!({"avatar_url": "javascript:alert(1)"}), "invalid_field", "`avatar_url`"),
         (json!({"avatar_url": "https://a b"}), "invalid_field", "`avatar_url`"),
         (json!({"display_name": "  "}), "invalid_field", "`display_name`"),
+        (json!({"display_name": null}), "invalid_field", "`display_name`"),
+        (json!({"avatar_url": "https://"}), "invalid_field", "`avatar_url`"),
         (json!({"handle": "new"}), "invalid_body", "`handle`"),
         (json!({"title": 7}), "invalid_body", "`title`"),
     ] {

@@ -365,20 +365,120 @@ async fn bots_post_through_tokens_and_webhooks_and_members_get_it_live_and_archi
     let (status, _) = rest(&stack, "GET", &path, Some(&read_only)).await?;
     assert_eq!(status, 200);
 
-    // Revoked: refused from the next request on. A deactivated bot's webhook stops too.
-    let credential = issued["credential"]["id"].as_i64().unwrap_or_default();
-    let (status, revoked) =
-        rest(&stack, "DELETE", &format!("/v1/bots/{bot_id}/credentials/{credential}"), Some(&owner.access))
+    // An admin never reaches, through a bot, a channel they do not see: Ann adds the bot to her
+    // private channel, and the owner (not in it) cannot scope a token to it. Bots are not
+    // people to open a DM with.
+    let (status, hidden) =
+        post(&stack, "/v1/channels", Some(&ann.access), json!({"name": "ann-only", "kind": "private"}))
             .await?;
-    assert_eq!((status, revoked["revoked"].as_bool()), (200, Some(true)), "{revoked}");
+    assert_eq!(status, 201, "{hidden}");
+    let hidden = hidden["id"].as_i64().unwrap_or_default();
+    let (status, body) =
+        rest(&stack, "PUT", &format!("/v1/channels/{hidden}/members/{bot_id}"), Some(&ann.access)).await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, refused) = post(
+        &stack,
+        &format!("/v1/bots/{bot_id}/tokens"),
+        Some(&owner.access),
+        json!({"name": "peek", "channels": [hidden], "scopes": ["read"]}),
+    )
+    .await?;
+    assert_eq!((status, code(&refused)), (404, "not_found"), "{refused}");
+    let (status, refused) = post(
+        &stack,
+        &format!("/v1/bots/{bot_id}/webhooks"),
+        Some(&owner.access),
+        json!({"name": "x", "channel": hidden}),
+    )
+    .await?;
+    assert_eq!((status, code(&refused)), (404, "not_found"), "{refused}");
+    let (status, refused) =
+        post(&stack, "/v1/conversations", Some(&ann.access), json!({"members": [bot_id.0]})).await?;
+    assert_eq!((status, code(&refused)), (404, "not_found"), "a DM with a bot: {refused}");
+
+    // Another org's admin finds none of it; the bot's token does not reach the other org.
+    let globex = create_org(&stack, "globex").await?;
+    let (_, theirs) = rest(&stack, "GET", "/v1/bots", Some(&globex.access)).await?;
+    assert_eq!(theirs["bots"], json!([]), "{theirs}");
+    let (status, refused) = post(
+        &stack,
+        &format!("/v1/bots/{bot_id}/tokens"),
+        Some(&globex.access),
+        json!({"name": "x", "channels": [alerts.0], "scopes": ["read"]}),
+    )
+    .await?;
+    assert_eq!((status, code(&refused)), (404, "not_found"), "{refused}");
+    let (status, refused) = post(
+        &stack,
+        "/v1/bots",
+        Some(&globex.access),
+        json!({"handle": "spy", "display_name": "Spy", "channels": [alerts.0]}),
+    )
+    .await?;
+    assert_eq!((status, code(&refused)), (404, "not_found"), "{refused}");
+    let (_, their_channels) = rest(&stack, "GET", "/v1/channels", Some(&globex.access)).await?;
+    let their_general = their_channels["channels"][0]["id"].as_i64().unwrap_or_default();
+    let (status, refused) = post(
+        &stack,
+        &format!("/v1/channels/{their_general}/messages"),
+        Some(&token),
+        json!({"client_msg_id": "x-11", "body": "hi"}),
+    )
+    .await?;
+    assert_eq!((status, code(&refused)), (403, "forbidden"), "{refused}");
+
+    // Revoked: refused from the next request on; revoking again changes nothing.
+    let credential = issued["credential"]["id"].as_i64().unwrap_or_default();
+    let revoke = format!("/v1/bots/{bot_id}/credentials/{credential}");
+    for _ in 0..2 {
+        let (status, revoked) = rest(&stack, "DELETE", &revoke, Some(&owner.access)).await?;
+        assert_eq!((status, revoked["revoked"].as_bool()), (200, Some(true)), "{revoked}");
+    }
+    let (status, other_bot) = post(
+        &stack,
+        "/v1/bots",
+        Some(&owner.access),
+        json!({"handle": "other-bot", "display_name": "Other", "channels": []}),
+    )
+    .await?;
+    assert_eq!(status, 201, "{other_bot}");
+    let other_revoke = format!("/v1/bots/{}/credentials/{credential}", other_bot["id"]);
+    let (status, refused) = rest(&stack, "DELETE", &other_revoke, Some(&owner.access)).await?;
+    assert_eq!((status, code(&refused)), (404, "not_found"), "another bot's credential: {refused}");
     let (status, refused) =
         post(&stack, &path, Some(&token), json!({"client_msg_id": "x-10", "body": "hi"})).await?;
     assert_eq!((status, code(&refused)), (401, "auth_failed"), "{refused}");
+
+    // Removed from the channel, the bot's credentials stop there; deactivated, everywhere.
+    let (status, body) =
+        rest(&stack, "DELETE", &format!("/v1/channels/{alerts}/members/{bot_id}"), Some(&owner.access))
+            .await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, refused) = post(&stack, &hook_path, None, json!({"text": "after removal"})).await?;
+    assert_eq!((status, code(&refused)), (403, "not_member"), "{refused}");
+    let (status, refused) = rest(&stack, "GET", &path, Some(&read_only)).await?;
+    assert_eq!((status, code(&refused)), (403, "not_member"), "{refused}");
     let (status, body) =
         rest(&stack, "POST", &format!("/v1/users/{bot_id}/deactivate"), Some(&owner.access)).await?;
     assert_eq!(status, 200, "{body}");
     let (status, refused) = post(&stack, &hook_path, None, json!({"text": "after deactivation"})).await?;
     assert_eq!((status, code(&refused)), (401, "auth_failed"), "{refused}");
+    let (status, refused) = rest(&stack, "GET", &path, Some(&read_only)).await?;
+    assert_eq!((status, code(&refused)), (401, "auth_failed"), "{refused}");
+
+    // An archived channel is read-only: a member's send is 409, not a 403 or 404.
+    let pg = stack.pool.get().await?;
+    pg.execute("UPDATE channels SET archived_at = now() WHERE id = $1", &[&alerts.0]).await?;
+    let (status, refused) =
+        post(&stack, &path, Some(&ann.access), json!({"client_msg_id": "x-12", "body": "hi"})).await?;
+    assert_eq!((status, code(&refused)), (409, "archived"), "{refused}");
+    let (status, refused) =
+        post(&stack, &path, Some(&bea.access), json!({"client_msg_id": "x-13", "body": "hi"})).await?;
+    assert_eq!(
+        (status, code(&refused)),
+        (403, "not_member"),
+        "a non-member of an archived channel: {refused}"
+    );
 
     // The list shows both credentials, never a secret; the audit log has every step.
     let (_, bots) = rest(&stack, "GET", "/v1/bots", Some(&owner.access)).await?;
@@ -399,6 +499,8 @@ async fn bots_post_through_tokens_and_webhooks_and_members_get_it_live_and_archi
     }
     let issued_count = actions.iter().filter(|a| **a == "bot.credential_issued").count();
     assert_eq!(issued_count, 3, "{actions:?}");
+    let revoked_count = actions.iter().filter(|a| **a == "bot.credential_revoked").count();
+    assert_eq!(revoked_count, 1, "a repeated revoke is not recorded again: {actions:?}");
 
     // The archive holds exactly the acknowledged messages, each once; nothing refused was stored.
     tokio::time::sleep(Duration::from_millis(500)).await;

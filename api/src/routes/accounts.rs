@@ -882,8 +882,10 @@ pub(crate) async fn me(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProfileUpdate {
-    /// 1–200 characters.
-    pub display_name: Option<String>,
+    /// 1–200 characters; it cannot be cleared (`null` is refused).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub display_name: Option<Option<String>>,
     /// Up to 100 characters.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
@@ -954,7 +956,11 @@ pub(crate) async fn update_profile(
             "body: name at least one of display_name, title, time_zone, avatar_url",
         ));
     }
-    let display_name = request.display_name.as_deref().map(|n| body::name("display_name", n)).transpose()?;
+    let display_name = match &request.display_name {
+        Some(None) => return Err(body::invalid("display_name", "cannot be cleared")),
+        Some(Some(name)) => Some(body::name("display_name", name)?),
+        None => None,
+    };
     let title = request.title.as_ref().map(cleared);
     if let Some(Some(title)) = title {
         if title.chars().count() > 100 || title.chars().any(char::is_control) {
@@ -975,8 +981,11 @@ pub(crate) async fn update_profile(
     }
     let avatar_url = request.avatar_url.as_ref().map(cleared);
     if let Some(Some(url)) = avatar_url {
-        let scheme = url.starts_with("https://") || url.starts_with("http://");
-        if !scheme || url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+        if host.is_none_or(str::is_empty)
+            || url.len() > 2048
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(body::invalid(
                 "avatar_url",
                 "must be an http:// or https:// URL of at most 2048 bytes without spaces",

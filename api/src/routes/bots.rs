@@ -197,27 +197,27 @@ async fn joinable(
 /// The bot `raw` of the caller's org (404 otherwise, also for a person's id).
 async fn bot_of(changes: &Changes, session: &Session, raw: &str) -> Result<UserId, ApiError> {
     let bot = UserId(path_id("bot", raw).map_err(ApiError::invalid_parameter)?);
-    let bots = changes.store.bots(session.user.org).await.map_err(ApiError::directory)?;
-    if bots.iter().any(|b| b.id == bot) {
+    if changes.store.is_bot(session.user.org, bot).await.map_err(ApiError::directory)? {
         Ok(bot)
     } else {
         Err(ApiError::not_found(format!("no bot {bot} in your org")))
     }
 }
 
-/// `channels` checked as a credential's scope: 1–100 channels the bot is a member of.
+/// `channels` checked as a credential's scope: 1–100 channels that the caller could have added
+/// the bot to (as for a new bot: public or private, seen by the caller, not archived) and that
+/// the bot is a member of. So an admin never reaches, through a bot, a channel they do not see.
 async fn scope(
-    changes: &Changes,
+    (auth, changes): (&Auth, &Changes),
+    session: &Session,
     bot: UserId,
-    field: &str,
-    channels: &[i64],
+    (field, channels): (&str, &[i64]),
 ) -> Result<Vec<ChannelId>, ApiError> {
-    if channels.is_empty() || channels.len() > MAX_CHANNELS {
+    if channels.is_empty() {
         return Err(body::invalid(field, &format!("must name 1 to {MAX_CHANNELS} channels")));
     }
-    let mut scope: Vec<ChannelId> = channels.iter().copied().map(ChannelId).collect();
+    let mut scope = joinable(auth, session, field, channels).await?;
     scope.sort_unstable_by_key(|c| c.0);
-    scope.dedup();
     let outside = changes.store.not_member_of(bot, &scope).await.map_err(ApiError::directory)?;
     if let Some(channel) = outside.first() {
         return Err(body::invalid(
@@ -402,7 +402,7 @@ pub(crate) async fn issue_token(
     if !(can_post || can_read) {
         return Err(body::invalid("scopes", "must name post, read or both"));
     }
-    let channels = scope(&changes, bot, "channels", &request.channels).await?;
+    let channels = scope((&auth, &changes), &session, bot, ("channels", &request.channels)).await?;
     let grant = Grant { kind: CredentialKind::Token, name, channels: &channels, can_post, can_read };
     let (credential, secret) = issue(&changes, (&session, ip), bot, grant).await?;
     Ok((
@@ -443,7 +443,7 @@ pub(crate) async fn create_webhook(
     let session = manager(&auth, &headers).await?;
     let bot = bot_of(&changes, &session, &bot).await?;
     let name = credential_name(&request.name)?;
-    let channels = scope(&changes, bot, "channel", &[request.channel]).await?;
+    let channels = scope((&auth, &changes), &session, bot, ("channel", &[request.channel])).await?;
     let grant =
         Grant { kind: CredentialKind::Webhook, name, channels: &channels, can_post: true, can_read: false };
     let (credential, secret) = issue(&changes, (&session, ip), bot, grant).await?;
@@ -486,12 +486,14 @@ pub(crate) async fn revoke(
     let id = path_id("credential", &credential).map_err(ApiError::invalid_parameter)?;
     let org = session.user.org;
     let revoked = changes.store.revoke_credential(org, bot, id).await.map_err(ApiError::directory)?;
-    let Some(revoked) = revoked else {
+    let Some((revoked, newly)) = revoked else {
         return Err(ApiError::not_found(format!("no credential {id} of bot {bot}")));
     };
-    info!(%bot, credential = id, by = %session.user.id, "bot credential revoked");
-    let entry = AuditEntry::new(org, Some(session.user.id), "bot.credential_revoked").user(bot).from(ip);
-    record(&changes, entry.detail(json!({"credential": id, "kind": revoked.kind.as_str()}))).await;
+    if newly {
+        info!(%bot, credential = id, by = %session.user.id, "bot credential revoked");
+        let entry = AuditEntry::new(org, Some(session.user.id), "bot.credential_revoked").user(bot).from(ip);
+        record(&changes, entry.detail(json!({"credential": id, "kind": revoked.kind.as_str()}))).await;
+    }
     Ok(Json(credential_view(revoked)))
 }
 

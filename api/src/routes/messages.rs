@@ -18,6 +18,7 @@ use threadspace_protocol::frames::{valid_body, valid_client_msg_id};
 use threadspace_protocol::stored::StoredMessage;
 use threadspace_protocol::{ChannelId, OrgId, UserId};
 use threadspace_store::bots::{BotCaller, CredentialKind};
+use threadspace_store::directory::Session;
 use threadspace_stream::Published;
 use utoipa::ToSchema;
 
@@ -105,16 +106,36 @@ async fn bot_may_post(auth: &Auth, bot: &BotCaller, channel: ChannelId) -> Resul
     open_channel(auth, channel).await
 }
 
+fn archived() -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "archived", "the channel is archived: it takes no messages")
+}
+
 /// Refuses an archived channel: it is read-only.
 async fn open_channel(auth: &Auth, channel: ChannelId) -> Result<(), ApiError> {
     match auth.directory.channel(channel).await {
-        Ok(Some(c)) if c.archived => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "archived",
-            "the channel is archived: it takes no messages",
-        )),
+        Ok(Some(c)) if c.archived => Err(archived()),
         Ok(_) => Ok(()),
         Err(e) => Err(ApiError::unavailable("directory", &e, "directory unavailable; retry later")),
+    }
+}
+
+/// Why a person may not post to `channel`, which their session does not list: sessions list
+/// only channels that are not archived, so an archived channel they are in is 409 `archived`
+/// (read-only, not hidden); anything else is refused as history refuses it.
+async fn person_refusal(auth: &Auth, session: &Session, channel: ChannelId) -> ApiError {
+    let unavailable = |e: &(dyn std::error::Error + 'static)| {
+        ApiError::unavailable("directory", e, "directory unavailable; retry later")
+    };
+    match auth.directory.channel(channel).await {
+        Ok(Some(c)) if c.org == session.user.org && c.archived => {
+            match auth.directory.is_member(channel, session.user.id).await {
+                Ok(true) => archived(),
+                Ok(false) => refusal(auth, session, channel).await,
+                Err(e) => unavailable(&e),
+            }
+        }
+        Ok(_) => refusal(auth, session, channel).await,
+        Err(e) => unavailable(&e),
     }
 }
 
@@ -206,7 +227,7 @@ pub(crate) async fn send(
     let (org, sender) = match poster(&auth, &headers).await? {
         Poster::Person(session) => {
             if !session.channels.iter().any(|c| c.id == channel) {
-                return Err(refusal(&auth, &session, channel).await);
+                return Err(person_refusal(&auth, &session, channel).await);
             }
             open_channel(&auth, channel).await?;
             (session.user.org, session.user.id)
