@@ -157,10 +157,7 @@ impl Accounts {
     ) -> Result<PublicChannels, DirectoryError> {
         let client = self.client().await?;
         // Names are lower-case: so is what is searched for.
-        let pattern = text.map(|t| {
-            let t = t.to_lowercase();
-            format!("%{}%", t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
-        });
+        let pattern = text.map(|t| crate::people::contains_pattern(&t.to_lowercase()));
         let rows = client
             .query(
                 "SELECT c.id, c.name,

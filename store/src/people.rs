@@ -19,7 +19,7 @@ pub struct PeoplePage {
 }
 
 /// A `LIKE` pattern matching `text` anywhere, with its wildcards escaped.
-fn contains_pattern(text: &str) -> String {
+pub(crate) fn contains_pattern(text: &str) -> String {
     let mut pattern = String::with_capacity(text.len() + 2);
     pattern.push('%');
     for c in text.chars() {

@@ -317,9 +317,7 @@ pub(crate) async fn create_bot(
     let org = session.user.org;
     let (bot, events) =
         changes.store.create_bot(org, handle, display_name, &channels).await.map_err(ApiError::directory)?;
-    if let Some(last) = events.last() {
-        super::accounts::publish(&changes, last).await;
-    }
+    super::channels::publish_all(&changes, &events).await;
     info!(%bot, %org, by = %session.user.id, channels = channels.len(), "bot created");
     let entry = AuditEntry::new(org, Some(session.user.id), "bot.created").user(bot).from(ip);
     record(&changes, entry.detail(json!({"handle": handle, "channels": channels.len()}))).await;

@@ -97,7 +97,7 @@ pub(crate) struct Members {
 
 /// Publishes the events of a change (the last one carries every earlier one of the org) and
 /// returns its stream position.
-async fn publish_all(
+pub(crate) async fn publish_all(
     changes: &Changes,
     events: &[threadspace_protocol::stored::DirectoryEvent],
 ) -> Option<u64> {
