@@ -148,6 +148,26 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_API_AUDIT_RETENTION", default_value = "365days", value_parser = humantime::parse_duration)]
     pub audit_retention: Duration,
 
+    /// How long a finished export can be downloaded before its document is deleted
+    /// (docs/api.md, "Data rights").
+    #[arg(long, env = "THREADSPACE_API_EXPORT_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub export_retention: Duration,
+
+    /// The largest export document in bytes; a larger export fails and says so.
+    #[arg(long, env = "THREADSPACE_API_EXPORT_MAX_BYTES", default_value = "268435456")]
+    pub export_max_bytes: std::num::NonZeroUsize,
+
+    /// How long an erasure waits after deactivating the person before it looks for their
+    /// messages: longer than any gateway's and this service's `--publish-timeout`, so no send
+    /// of theirs is still in flight.
+    #[arg(long, env = "THREADSPACE_API_ERASURE_SETTLE", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub erasure_settle: Duration,
+
+    /// How long an erasure waits for the broker-bridge to archive everything sent before it;
+    /// the job fails after that (ask again once the bridge runs).
+    #[arg(long, env = "THREADSPACE_API_ERASURE_BRIDGE_WAIT", default_value = "5min", value_parser = humantime::parse_duration)]
+    pub erasure_bridge_wait: Duration,
+
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "THREADSPACE_API_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -198,6 +218,29 @@ impl Config {
             if value < Duration::from_secs(60) || value > Duration::from_secs(366 * 86_400) {
                 return Err(ConfigError(format!("{flag} must be between 1 minute and 366 days")));
             }
+        }
+        if self.export_retention < Duration::from_secs(60)
+            || self.export_retention > Duration::from_secs(366 * 86_400)
+        {
+            return Err(ConfigError("--export-retention must be between 1 minute and 366 days".into()));
+        }
+        if self.export_max_bytes.get() > 1 << 30 {
+            return Err(ConfigError("--export-max-bytes must be at most 1 GiB (1073741824)".into()));
+        }
+        if self.erasure_settle > Duration::from_secs(600) {
+            return Err(ConfigError("--erasure-settle must be at most 10 minutes".into()));
+        }
+        if self.erasure_settle < self.publish_timeout {
+            return Err(ConfigError(format!(
+                "--erasure-settle ({}) must be at least --publish-timeout ({})",
+                humantime::format_duration(self.erasure_settle),
+                humantime::format_duration(self.publish_timeout)
+            )));
+        }
+        if self.erasure_bridge_wait < Duration::from_secs(1)
+            || self.erasure_bridge_wait > Duration::from_secs(86_400)
+        {
+            return Err(ConfigError("--erasure-bridge-wait must be between 1 second and 1 day".into()));
         }
         if self.audit_retention < Duration::from_secs(86_400)
             || self.audit_retention > Duration::from_secs(10 * 366 * 86_400)

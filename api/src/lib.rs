@@ -19,6 +19,7 @@ mod mail;
 mod metrics;
 mod parts;
 mod policy;
+mod rights;
 mod routes;
 mod secrets;
 mod web;
@@ -39,7 +40,9 @@ use crate::caller::Auth;
 use crate::feed::Feed;
 use crate::limits::{FailureThrottle, RateLimiter};
 use crate::mail::{FileMailer, LogMailer, Mailer};
-use crate::parts::{Archive, Changes, Credentials, Draining, Lifetimes, Minter, Parts, Sending, Telemetry};
+use crate::parts::{
+    Archive, Changes, Credentials, Draining, Jobs, Lifetimes, Minter, Parts, Sending, Telemetry,
+};
 use crate::secrets::Passwords;
 
 /// Why the service could not start or run.
@@ -130,6 +133,7 @@ pub async fn run(
         config.access_token_ttl,
     ));
     let draining = CancellationToken::new();
+    let wake = Arc::new(tokio::sync::Notify::new());
     let audit_store = threadspace_store::Accounts::new(accounts_pool);
     let parts = Parts {
         auth: Auth {
@@ -165,6 +169,14 @@ pub async fn run(
         },
         telemetry: Telemetry(metrics.clone()),
         draining: Draining(draining.clone()),
+        jobs: Jobs { wake: wake.clone() },
+    };
+    let rights = rights::Rights {
+        changes: parts.changes.clone(),
+        settle: config.erasure_settle,
+        bridge_wait: config.erasure_bridge_wait,
+        max_export_bytes: config.export_max_bytes.get(),
+        export_retention: config.export_retention,
     };
     let limits = routes::IpLimits {
         per_ip: Arc::new(RateLimiter::new(config.rate_per_ip)),
@@ -176,6 +188,7 @@ pub async fn run(
     let housekeeping = tokio::spawn(housekeeping(keys, minter, metrics, background.clone()));
     let sweeper = tokio::spawn(feed::sweep(feed, background.clone()));
     let pruner = tokio::spawn(audit::prune(audit_store, config.audit_retention, background.clone()));
+    let jobs = tokio::spawn(rights::worker::run(rights, wake, background.clone()));
     ::metrics::gauge!(crate::metrics::READY).set(1.0);
     info!("api service started");
 
@@ -200,6 +213,7 @@ pub async fn run(
     let _ = housekeeping.await;
     let _ = sweeper.await;
     let _ = pruner.await;
+    let _ = jobs.await;
     let _ = tokio::time::timeout(Duration::from_secs(2), nats.drain()).await;
     info!("api service stopped");
     served

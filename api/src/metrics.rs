@@ -35,6 +35,13 @@ pub(crate) const PUBLISH_DURATION: &str = "threadspace_api_publish_duration_seco
 /// Label `action` (the documented audit actions, docs/accounts.md).
 pub(crate) const AUDIT_EVENTS: &str = "threadspace_api_audit_events_total";
 pub(crate) const AUDIT_WRITE_FAILURES: &str = "threadspace_api_audit_write_failures_total";
+/// Labels: `kind` (`export_user`, `export_org`, `erase_user`), `result` (`done`, `failed`).
+pub(crate) const DATA_JOBS: &str = "threadspace_api_data_jobs_total";
+/// Labels: `kind`.
+pub(crate) const DATA_JOB_DURATION: &str = "threadspace_api_data_job_duration_seconds";
+pub(crate) const EXPORT_BYTES: &str = "threadspace_api_export_bytes_total";
+/// Labels: `kind` (a registry kind's name, or `search`).
+pub(crate) const ERASED_RECORDS: &str = "threadspace_api_erased_records_total";
 
 /// Registers descriptions so `/metrics` documents itself, and creates the counters at zero so
 /// `rate()` sees their first event.
@@ -89,6 +96,15 @@ pub(crate) fn describe() {
         metrics::counter!(DIRECTORY_EVENTS, "result" => result).absolute(0);
     }
     describe_gauge!(READY, "1 while the service answers requests, 0 while starting or draining");
+    describe_counter!(DATA_JOBS, "Export and erasure jobs finished, by kind and result");
+    describe_histogram!(DATA_JOB_DURATION, Unit::Seconds, "Time an export or erasure job ran, by kind");
+    describe_counter!(EXPORT_BYTES, "Bytes of export documents produced");
+    describe_counter!(ERASED_RECORDS, "Records an erasure deleted or scrubbed, by kind of data");
+    for kind in ["export_user", "export_org", "erase_user"] {
+        for result in ["done", "failed"] {
+            metrics::counter!(DATA_JOBS, "kind" => kind, "result" => result).absolute(0);
+        }
+    }
     for result in ["ok", "rejected"] {
         metrics::counter!(AUTH, "result" => result).absolute(0);
     }

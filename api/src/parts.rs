@@ -116,6 +116,12 @@ pub(crate) struct Credentials {
     pub public_url: Arc<str>,
 }
 
+/// Rings the data-rights worker when a job is queued (`crate::rights::worker`).
+#[derive(Clone)]
+pub(crate) struct Jobs {
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
 /// The Prometheus handle, when a recorder is installed.
 #[derive(Clone)]
 pub(crate) struct Telemetry(pub Option<PrometheusHandle>);
@@ -135,6 +141,7 @@ pub(crate) struct Parts {
     pub credentials: Credentials,
     pub telemetry: Telemetry,
     pub draining: Draining,
+    pub jobs: Jobs,
 }
 
 macro_rules! part {
@@ -153,3 +160,4 @@ part!(sending: Sending);
 part!(credentials: Credentials);
 part!(telemetry: Telemetry);
 part!(draining: Draining);
+part!(jobs: Jobs);

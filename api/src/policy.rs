@@ -69,13 +69,23 @@ pub(crate) enum Action {
     BrowseChannels,
     /// Create bots, issue and revoke their credentials, list them.
     ManageBots,
+    /// Ask for an export of one's own data.
+    ExportOwnData,
+    /// Ask for an export of the org's data.
+    ExportOrg,
+    /// Erase a person with this role (never oneself).
+    Erase(Role),
+    /// Read the org's erasure policy.
+    ReadErasurePolicy,
+    /// Set the org's erasure policy.
+    SetErasurePolicy,
 }
 
 /// Whether a caller with `role` may do `action` to a person; `on_self` when that person is the
 /// caller: nobody changes their own role or deactivates themselves (an org keeps its owners).
 pub(crate) fn may_to(role: Role, action: Action, on_self: bool) -> bool {
     match action {
-        Action::ChangeRole { .. } | Action::SetActive(_) if on_self => false,
+        Action::ChangeRole { .. } | Action::SetActive(_) | Action::Erase(_) if on_self => false,
         _ => may(role, action),
     }
 }
@@ -120,7 +130,18 @@ pub(crate) fn may(role: Role, action: Action) -> bool {
         Action::CreateChannel | Action::BrowseChannels => role >= Member,
         // Guests talk only with the people of their channels.
         Action::OpenConversation { with_strangers } => role >= Member || !with_strangers,
+        // Everyone but a bot has their own data (a bot's is its owners' to read).
+        Action::ExportOwnData => role >= Guest,
+        // Erasure is irreversible: owners only, on anyone else (bots included).
+        Action::ExportOrg | Action::Erase(_) | Action::SetErasurePolicy => role == Owner,
+        Action::ReadErasurePolicy => role >= Admin,
     }
+}
+
+/// Whether a caller with `role` sees an export or erasure job: whoever asked for it, and the
+/// org's owners (who ask for erasures and org exports). Anyone else is answered 404.
+pub(crate) fn sees_job(role: Role, is_requester: bool) -> bool {
+    is_requester || role == Role::Owner
 }
 
 /// Whether a caller with `role` sees a person of their own org: everyone sees themselves;
@@ -142,7 +163,7 @@ pub(crate) fn sees_channel(role: Role, kind: ChannelKind, is_member: bool) -> bo
 mod tests {
     use super::*;
 
-    const EVERY_ACTION: [Action; 8] = [
+    const EVERY_ACTION: [Action; 12] = [
         Action::Invite(Role::Guest),
         Action::ChangeRole { from: Role::Guest, to: Role::Member },
         Action::SetActive(Role::Guest),
@@ -151,6 +172,10 @@ mod tests {
         Action::CreateChannel,
         Action::OpenConversation { with_strangers: false },
         Action::ManageBots,
+        Action::ExportOwnData,
+        Action::ExportOrg,
+        Action::Erase(Role::Guest),
+        Action::SetErasurePolicy,
     ];
 
     #[test]

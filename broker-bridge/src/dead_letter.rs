@@ -15,13 +15,13 @@ use tracing::warn;
 use crate::metrics as m;
 
 /// Name of the dead-letter stream.
-pub const STREAM: &str = "MESSAGES_DLQ";
+pub const STREAM: &str = threadspace_protocol::subjects::DEAD_LETTER_STREAM;
 /// Header: `archive` or `search`: which writer refused it.
 pub const SINK_HEADER: &str = "ThreadSpace-Sink";
 /// Header: the original stream sequence.
 pub const SEQ_HEADER: &str = "ThreadSpace-Seq";
 /// Header: the original subject.
-pub const SUBJECT_HEADER: &str = "ThreadSpace-Subject";
+pub const SUBJECT_HEADER: &str = threadspace_protocol::subjects::DEAD_LETTER_SUBJECT_HEADER;
 /// Header: `undecodable`, `refused` or `max_deliveries`.
 pub const KIND_HEADER: &str = "ThreadSpace-Dead-Letter-Kind";
 /// Header: why, in words.
@@ -76,7 +76,7 @@ pub async fn publish(
     let reason: String =
         letter.reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(500).collect();
     headers.insert(REASON_HEADER, reason.as_str());
-    let subject = format!("dlq.msg.{}", letter.partition);
+    let subject = threadspace_protocol::subjects::dead_letter_subject(letter.partition);
     let mut attempt = 0u32;
     loop {
         let stored = async {

@@ -3,13 +3,9 @@
 
 use threadspace_store::messages::Sink;
 
-/// Durable consumer name of `sink` in partition `k`: `writer-p<k>` (archive) or
-/// `indexer-p<k>` (search index).
+/// Durable consumer name of `sink` in partition `k` (`Sink::consumer_name`).
 pub(crate) fn consumer_name(sink: Sink, partition: u32) -> String {
-    match sink {
-        Sink::Archive => format!("writer-p{partition}"),
-        Sink::Search => format!("indexer-p{partition}"),
-    }
+    sink.consumer_name(partition)
 }
 
 /// The partitions a bridge process owns when `n_processes` share `n_partitions`:

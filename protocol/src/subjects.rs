@@ -13,12 +13,22 @@ pub const MESSAGES_SUBJECTS: &str = "msg.>";
 /// Directory-event subjects captured by [`MESSAGES_STREAM`] too, so that directory changes
 /// are ordered with the messages they affect: `dir.<partition>.<org>` (docs/accounts.md).
 pub const DIRECTORY_SUBJECTS: &str = "dir.>";
+/// The broker-bridge's dead-letter stream: the original payload of a message Postgres cannot
+/// take, on `dlq.msg.<partition>`, with the original subject in [`DEAD_LETTER_SUBJECT_HEADER`].
+pub const DEAD_LETTER_STREAM: &str = "MESSAGES_DLQ";
+/// Header of a dead letter naming the subject the message was stored under.
+pub const DEAD_LETTER_SUBJECT_HEADER: &str = "ThreadSpace-Subject";
 /// Typing indicators (core NATS, never stored): `typing.<org>.<channel>`.
 pub const TYPING_PREFIX: &str = "typing";
 /// Gateway presence heartbeats (core NATS): `gw.heartbeat.<gateway>`.
 pub const HEARTBEAT_PREFIX: &str = "gw.heartbeat";
 /// Read-marker announcements (core NATS; the marker itself is in Postgres): `read.<org>.<channel>`.
 pub const READ_PREFIX: &str = "read";
+
+/// The dead-letter subject of stream partition `partition`.
+pub fn dead_letter_subject(partition: u32) -> String {
+    format!("dlq.msg.{partition}")
+}
 
 /// Stable partition of an org among `n_partitions` (splitmix64 finaliser, then modulo).
 ///

@@ -13,6 +13,7 @@ pub mod channels;
 pub mod directory;
 pub mod messages;
 pub mod people;
+pub mod rights;
 pub mod seed;
 
 use std::time::Duration;

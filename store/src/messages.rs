@@ -84,6 +84,16 @@ impl Sink {
         }
     }
 
+    /// The broker-bridge's durable consumer of this sink in stream partition `partition`:
+    /// `writer-p<k>` (archive) or `indexer-p<k>` (search index). The api service reads their
+    /// progress before an erasure (docs/api.md, "Data rights").
+    pub fn consumer_name(self, partition: u32) -> String {
+        match self {
+            Self::Archive => format!("writer-p{partition}"),
+            Self::Search => format!("indexer-p{partition}"),
+        }
+    }
+
     /// Writes `rows` into this sink's table; returns the seqs that were new.
     pub async fn insert<C: GenericClient>(
         self,

@@ -74,6 +74,9 @@ enum Row {
     OpenWithStranger,
     SendWhereIn,
     ManageBots,
+    ExportOwnData,
+    OrgDataRights,
+    ReadErasurePolicy,
     OwnAccount,
 }
 
@@ -81,7 +84,7 @@ enum Row {
 /// action and its cells for owner, admin, member and guest as the doc writes them, then what
 /// each cell means. Legend: "✓" allowed, "—" refused with `403 forbidden`, "— (404)"
 /// `404 not_found`, "— (403 `not_member`)" (and "— (403)" below it) `403 not_member`.
-const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 25] = [
+const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 28] = [
     (
         Row::InviteOwnerOrAdmin,
         "Invite an owner or admin",
@@ -216,6 +219,19 @@ const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 25] = [
         ["✓", "✓", "—", "—"],
         [Allowed, Allowed, Forbidden, Forbidden],
     ),
+    (Row::ExportOwnData, "Export own data", ["✓", "✓", "✓", "✓"], [Allowed, Allowed, Allowed, Allowed]),
+    (
+        Row::OrgDataRights,
+        "Export the org, erase someone else, set the erasure policy",
+        ["✓", "—", "—", "—"],
+        [Allowed, Forbidden, Forbidden, Forbidden],
+    ),
+    (
+        Row::ReadErasurePolicy,
+        "Read the org's erasure policy",
+        ["✓", "✓", "—", "—"],
+        [Allowed, Allowed, Forbidden, Forbidden],
+    ),
     (
         Row::OwnAccount,
         "Log out, sign out everywhere, change own password, `GET /v1/me`, list own channels, edit own profile",
@@ -224,9 +240,9 @@ const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 25] = [
     ),
 ];
 
-/// The sentence under the legend: "Nobody may change their own role or deactivate themselves
-/// (`403`)."
-const SELF_RULE: &str = "Nobody may change their own role or deactivate themselves";
+/// The sentence under the legend: "Nobody may change their own role, deactivate or erase
+/// themselves (`403`)."
+const SELF_RULE: &str = "Nobody may change their own role, deactivate or erase themselves";
 const ON_ONESELF: [Outcome; 4] = [Forbidden, Forbidden, Forbidden, Forbidden];
 
 /// "Visibility: 404 or 403": "Another org's resources never exist for the caller: 404, exactly
@@ -551,7 +567,9 @@ async fn directory_state(stack: &Stack) -> anyhow::Result<Vec<String>> {
              UNION ALL SELECT 'account_tokens ' || count(*)::text FROM account_tokens
              UNION ALL SELECT 'bot_credential ' || id::text
                     || CASE WHEN revoked_at IS NULL THEN ' live' ELSE ' revoked' END FROM bot_credentials
-             UNION ALL SELECT 'directory_events ' || count(*)::text FROM directory_events",
+             UNION ALL SELECT 'directory_events ' || count(*)::text FROM directory_events
+             UNION ALL SELECT 'data_job ' || id::text || ' ' || kind FROM data_jobs
+             UNION ALL SELECT 'org ' || id::text || ' erasure_policy ' || erasure_policy FROM orgs",
             &[],
         )
         .await?;
@@ -576,6 +594,21 @@ async fn org_with_every_role(stack: &Stack, slug: &str) -> anyhow::Result<[Accou
     Ok([owner, admin, member, guest])
 }
 
+/// Waits (up to 30 s) for the job `queued` answered to end; its last state.
+async fn finished(stack: &Stack, token: &str, queued: &Value) -> anyhow::Result<Value> {
+    let path = format!("/v1/jobs/{}", queued["id"]);
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, job, _) = rest_raw(stack, "GET", &path, Some(token), None).await?;
+        anyhow::ensure!(status == 200, "GET {path}: {status} {job}");
+        if job["state"] == "done" || job["state"] == "failed" {
+            return Ok(job);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "job {path} did not end within 30 s: {job}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 fn is_owner_or_admin(role: &str) -> bool {
     matches!(role, "owner" | "admin")
 }
@@ -583,7 +616,10 @@ fn is_owner_or_admin(role: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invites_roles_activation_and_signup_domain_follow_the_matrix_for_every_role() -> anyhow::Result<()> {
     let started = Instant::now();
-    let stack = Stack::start(StackOptions::for_tests(1)).await?;
+    let mut options = StackOptions::for_tests(1);
+    // Erasures wait this long for in-flight sends (there are none here).
+    options.api_args = ["--publish-timeout", "1s", "--erasure-settle", "1s"].map(String::from).to_vec();
+    let stack = Stack::start(options).await?;
     let actors = org_with_every_role(&stack, "acme").await?;
     let mut m = Matrix::new(&stack, actors[OWNER].clone());
 
@@ -676,6 +712,44 @@ async fn invites_roles_activation_and_signup_domain_follow_the_matrix_for_every_
         }
     }
 
+    // Data rights: one's own export; the org's export, a person's erasure (a fresh member each
+    // time) and the erasure policy. An allowed job is waited for, so its background work cannot
+    // show up as a change in a later refusal's comparison.
+    for (role, actor) in actors.iter().enumerate() {
+        let own = Call::post("/v1/me/export").succeeding(202);
+        if let Some(job) = m.matrix(Row::ExportOwnData, role, &actor.access, &own).await? {
+            let done = finished(&stack, &actor.access, &job).await?;
+            m.effect(
+                done["kind"] == "export_user" && done["user"] == actor.user.0 && done["state"] == "done",
+                || format!("[{}] as {}: {done}", action(Row::ExportOwnData), ROLES[role]),
+            );
+        }
+        let org = Call::post("/v1/org/export").succeeding(202);
+        if let Some(job) = m.matrix(Row::OrgDataRights, role, &actor.access, &org).await? {
+            let done = finished(&stack, &actor.access, &job).await?;
+            m.effect(done["kind"] == "export_org" && done["state"] == "done", || {
+                format!("org export: {done}")
+            });
+        }
+        let target = m.user("member").await?;
+        let erase = Call::post(format!("/v1/users/{target}/erase")).succeeding(202);
+        if let Some(job) = m.matrix(Row::OrgDataRights, role, &actor.access, &erase).await? {
+            let done = finished(&stack, &actor.access, &job).await?;
+            let (_, active) = m.account(target).await?;
+            m.effect(done["kind"] == "erase_user" && done["state"] == "done" && !active, || {
+                format!("erasure of {target}: {done}, active = {active}")
+            });
+        }
+        let set = Call::put("/v1/org/erasure-policy").json(json!({"messages": "delete"}));
+        if let Some(policy) = m.matrix(Row::OrgDataRights, role, &actor.access, &set).await? {
+            m.effect(policy["messages"] == "delete", || format!("PUT /v1/org/erasure-policy: {policy}"));
+        }
+        let read = Call::get("/v1/org/erasure-policy");
+        if let Some(policy) = m.matrix(Row::ReadErasurePolicy, role, &actor.access, &read).await? {
+            m.effect(policy["messages"] == "delete", || format!("GET /v1/org/erasure-policy: {policy}"));
+        }
+    }
+
     // Nobody may change their own role or deactivate themselves: accounts of their own, so a
     // wrongly allowed change cannot alter the actors above.
     for (role, role_name) in ROLES.into_iter().enumerate() {
@@ -687,6 +761,7 @@ async fn invites_roles_activation_and_signup_domain_follow_the_matrix_for_every_
             .collect();
         calls.push(Call::post(format!("/v1/users/{}/deactivate", own.user)));
         calls.push(Call::post(format!("/v1/users/{}/reactivate", own.user)));
+        calls.push(Call::post(format!("/v1/users/{}/erase", own.user)));
         for call in &calls {
             m.cell(SELF_RULE, role, &own.access, ON_ONESELF[role], call).await?;
         }

@@ -16,6 +16,7 @@ pub(crate) mod messages;
 pub(crate) mod ops;
 pub(crate) mod people;
 pub(crate) mod query;
+pub(crate) mod rights;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -55,6 +56,7 @@ use crate::parts::Parts;
         (name = "history", description = "Channel history pages, sending messages, full-text search"),
         (name = "integrations", description = "Bots, their API tokens and incoming webhooks"),
         (name = "membership", description = "Joining, leaving, adding and removing channel members"),
+        (name = "data rights", description = "Exports of a person's or the org's data, erasure of a person"),
     )
 )]
 struct ApiDoc;
@@ -133,6 +135,12 @@ pub(crate) fn api_routes() -> OpenApiRouter<Parts> {
         .routes(routes!(bots::revoke))
         .routes(routes!(history::search))
         .routes(routes!(membership::add_member, membership::remove_member))
+        .routes(routes!(rights::export_me))
+        .routes(routes!(rights::export_org))
+        .routes(routes!(rights::erase_user))
+        .routes(routes!(rights::job))
+        .routes(routes!(rights::archive))
+        .routes(routes!(rights::erasure_policy, rights::set_erasure_policy))
 }
 
 /// The REST routes and their finished OpenAPI document.

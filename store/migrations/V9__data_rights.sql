@@ -1,0 +1,56 @@
+-- Data rights (docs/api.md, "Data rights"): exports and erasures run as background jobs; an
+-- org chooses what erasure does to a person's messages; an erased user keeps their id (others'
+-- history refers to it) and nothing else.
+
+ALTER TABLE orgs
+    ADD COLUMN erasure_policy TEXT NOT NULL DEFAULT 'anonymise'
+        CHECK (erasure_policy IN ('anonymise', 'delete'));
+
+ALTER TABLE users ADD COLUMN erased_at TIMESTAMPTZ;
+
+CREATE TABLE data_jobs (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id        BIGINT NOT NULL REFERENCES orgs (id),
+    kind          TEXT NOT NULL CHECK (kind IN ('export_user', 'export_org', 'erase_user')),
+    -- Whose data: the user of export_user and erase_user; NULL for export_org.
+    subject_id    BIGINT REFERENCES users (id),
+    requested_by  BIGINT NOT NULL REFERENCES users (id),
+    state         TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'running', 'done', 'failed')),
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    started_at    TIMESTAMPTZ,
+    finished_at   TIMESTAMPTZ,
+    -- A running job whose lease has passed is taken up again: its worker died.
+    lease_until   TIMESTAMPTZ,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    -- Why a failed job failed, in words (never personal data).
+    error         TEXT,
+    -- An export's JSON document, until `expires_at`.
+    archive       BYTEA,
+    archive_bytes BIGINT,
+    expires_at    TIMESTAMPTZ,
+    -- What an erasure did, per kind of data (counts, never personal data).
+    summary       JSONB,
+    CHECK ((kind = 'export_org') = (subject_id IS NULL))
+);
+CREATE INDEX data_jobs_open ON data_jobs (id) WHERE state IN ('queued', 'running');
+CREATE INDEX data_jobs_expiring ON data_jobs (expires_at) WHERE archive IS NOT NULL;
+-- One erasure of a person at a time.
+CREATE UNIQUE INDEX data_jobs_one_erasure ON data_jobs (subject_id)
+    WHERE kind = 'erase_user' AND state IN ('queued', 'running');
+
+-- The audit log stays append-only, with one exception: an erasure (which sets the
+-- transaction-local `threadspace.erasure`) may strip a record's address and the personal
+-- fields of its detail. Nothing else of a record ever changes.
+CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE'
+       AND current_setting('threadspace.erasure', true) = 'on'
+       AND NEW.id = OLD.id AND NEW.org_id = OLD.org_id AND NEW.at = OLD.at
+       AND NEW.actor_id IS NOT DISTINCT FROM OLD.actor_id AND NEW.action = OLD.action
+       AND NEW.target_user_id IS NOT DISTINCT FROM OLD.target_user_id
+       AND NEW.target_channel_id IS NOT DISTINCT FROM OLD.target_channel_id
+       AND NEW.ip IS NULL THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'audit_events is append-only';
+END $$;
