@@ -236,6 +236,7 @@ fn error_answers(files: &[&str]) -> BTreeSet<(&'static str, String)> {
                 "NOT_FOUND" => "404",
                 "METHOD_NOT_ALLOWED" => "405",
                 "CONFLICT" => "409",
+                "GONE" => "410",
                 "PAYLOAD_TOO_LARGE" => "413",
                 "UNSUPPORTED_MEDIA_TYPE" => "415",
                 "TOO_MANY_REQUESTS" => "429",
