@@ -89,8 +89,11 @@ pub(crate) fn name<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError>
     Ok(trimmed)
 }
 
+/// What an erased account's handle becomes (`erased-<id>`); no one else's handle starts so.
+const ERASED_HANDLE_PREFIX: &str = "erased-";
+
 /// A handle or org slug: 1–63 of `a-z 0-9 . _ -` (slugs: `a-z 0-9 -`), starting with a letter
-/// or digit.
+/// or digit; a handle not with [`ERASED_HANDLE_PREFIX`].
 pub(crate) fn handle<'a>(field: &str, value: &'a str, slug: bool) -> Result<&'a str, ApiError> {
     let allowed = |b: u8| {
         b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (!slug && (b == b'.' || b == b'_'))
@@ -99,7 +102,9 @@ pub(crate) fn handle<'a>(field: &str, value: &'a str, slug: bool) -> Result<&'a 
         && value.len() <= 63
         && value.bytes().all(allowed)
         && value.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
+    if ok && !slug && value.starts_with(ERASED_HANDLE_PREFIX) {
+        Err(invalid(field, "may not start with \"erased-\": erased accounts are named so"))
+    } else if ok {
         Ok(value)
     } else if slug {
         Err(invalid(field, "must be 1 to 63 of a-z, 0-9 and -, starting with a letter or digit"))

@@ -74,6 +74,19 @@ impl Feed {
         }
     }
 
+    /// Publishes a committed change's event; the change stands even if this fails (the sweeper
+    /// publishes it within seconds), so a failure is logged and `None` returned, not answered.
+    pub(crate) async fn announce(&self, event: &DirectoryEvent) -> Option<u64> {
+        match self.publish(event).await {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                warn!(org = %event.org, version = event.version, error = %error_chain(&e),
+                      "directory event committed but not yet published; the sweeper will");
+                None
+            }
+        }
+    }
+
     /// Publishes every unpublished event of `org`, oldest first; returns the stream sequence of
     /// `event` (the one the caller just committed), or of the newest published if it was already
     /// published by a concurrent publisher.

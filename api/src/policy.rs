@@ -69,12 +69,15 @@ pub(crate) enum Action {
     BrowseChannels,
     /// Create bots, issue and revoke their credentials, list them.
     ManageBots,
+    /// Rename a channel, set its topic or purpose, archive or unarchive it;
+    /// `created_by_caller` when the caller created it.
+    ManageChannel { created_by_caller: bool },
     /// Ask for an export of one's own data.
     ExportOwnData,
     /// Ask for an export of the org's data.
     ExportOrg,
-    /// Erase a person with this role (never oneself).
-    Erase(Role),
+    /// Erase a person (never oneself).
+    Erase,
     /// Read the org's erasure policy.
     ReadErasurePolicy,
     /// Set the org's erasure policy.
@@ -85,7 +88,7 @@ pub(crate) enum Action {
 /// caller: nobody changes their own role or deactivates themselves (an org keeps its owners).
 pub(crate) fn may_to(role: Role, action: Action, on_self: bool) -> bool {
     match action {
-        Action::ChangeRole { .. } | Action::SetActive(_) | Action::Erase(_) if on_self => false,
+        Action::ChangeRole { .. } | Action::SetActive(_) | Action::Erase if on_self => false,
         _ => may(role, action),
     }
 }
@@ -133,8 +136,10 @@ pub(crate) fn may(role: Role, action: Action) -> bool {
         // Everyone but a bot has their own data (a bot's is its owners' to read).
         Action::ExportOwnData => role >= Guest,
         // Erasure is irreversible: owners only, on anyone else (bots included).
-        Action::ExportOrg | Action::Erase(_) | Action::SetErasurePolicy => role == Owner,
+        Action::ExportOrg | Action::Erase | Action::SetErasurePolicy => role == Owner,
         Action::ReadErasurePolicy => role >= Admin,
+        // Members look after the channels they created; owners and admins after every one.
+        Action::ManageChannel { created_by_caller } => role >= Admin || (role == Member && created_by_caller),
     }
 }
 
@@ -163,7 +168,7 @@ pub(crate) fn sees_channel(role: Role, kind: ChannelKind, is_member: bool) -> bo
 mod tests {
     use super::*;
 
-    const EVERY_ACTION: [Action; 12] = [
+    const EVERY_ACTION: [Action; 14] = [
         Action::Invite(Role::Guest),
         Action::ChangeRole { from: Role::Guest, to: Role::Member },
         Action::SetActive(Role::Guest),
@@ -174,8 +179,10 @@ mod tests {
         Action::ManageBots,
         Action::ExportOwnData,
         Action::ExportOrg,
-        Action::Erase(Role::Guest),
+        Action::Erase,
         Action::SetErasurePolicy,
+        Action::ReadErasurePolicy,
+        Action::ManageChannel { created_by_caller: true },
     ];
 
     #[test]

@@ -81,7 +81,7 @@ pub(crate) fn describe() {
     );
     describe_counter!(
         DIRECTORY_EVENTS,
-        "Directory events read from the stream, by change (member, role, deactivated, reactivated, sessions_ended; repeated: a version applied before)"
+        "Directory events read from the stream, by change (member, role, deactivated, reactivated, sessions_ended, channel_updated, channel_archived, channel_unarchived; repeated: a version applied before)"
     );
     describe_counter!(PRESENCE_BEATS_SENT, "Presence heartbeats published by this gateway, by kind");
     describe_counter!(PRESENCE_BEAT_BYTES_SENT, "Bytes of presence heartbeats published");
@@ -164,7 +164,6 @@ pub(crate) fn register_zero() {
     }
 }
 
-/// Bounded label for a close code.
 /// The label of a directory change, for `DIRECTORY_EVENTS`.
 pub(crate) fn directory_change(change: &threadspace_protocol::stored::DirectoryChange) -> &'static str {
     use threadspace_protocol::stored::DirectoryChange as C;
@@ -174,9 +173,13 @@ pub(crate) fn directory_change(change: &threadspace_protocol::stored::DirectoryC
         C::Deactivated { .. } => "deactivated",
         C::Reactivated { .. } => "reactivated",
         C::SessionsEnded { .. } => "sessions_ended",
+        C::ChannelUpdated { .. } => "channel_updated",
+        C::ChannelArchived { .. } => "channel_archived",
+        C::ChannelUnarchived { .. } => "channel_unarchived",
     }
 }
 
+/// Bounded label for a close code.
 pub(crate) fn close_reason(code: u16) -> &'static str {
     use threadspace_protocol::frames::close_code as c;
     match code {

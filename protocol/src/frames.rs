@@ -89,6 +89,19 @@ pub enum ServerFrame {
         user: UserId,
         change: MemberChange,
     },
+    /// A channel of the user's was renamed or got a new topic or purpose (`updated`, with all
+    /// three as they are now), was archived (it leaves the user's channels: read-only, its
+    /// history stays), or was unarchived (it is back, with its name, topic and purpose).
+    Channel {
+        channel: ChannelId,
+        change: ChannelChange,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purpose: Option<String>,
+    },
     Error {
         code: ErrorCode,
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
@@ -265,6 +278,15 @@ pub struct MessageFrame {
 pub enum MemberChange {
     Joined,
     Left,
+}
+
+/// What happened to a channel (the `channel` frame).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelChange {
+    Updated,
+    Archived,
+    Unarchived,
 }
 
 /// Stable error codes of `error` frames (documented in `docs/protocol.md`).

@@ -141,6 +141,14 @@ pub enum DirectoryChange {
     Deactivated { user: UserId },
     /// `user` was reactivated.
     Reactivated { user: UserId },
+    /// `channel` was renamed or its topic or purpose set: what they are now (`name` is `None`
+    /// for a DM or group DM). Its members' connections are told.
+    ChannelUpdated { channel: ChannelId, name: Option<String>, topic: String, purpose: String },
+    /// `channel` was archived: it leaves every connection's channels (sends and deliveries
+    /// stop, as after `left`); its history stays.
+    ChannelArchived { channel: ChannelId },
+    /// `channel` was unarchived: it is back in the channels of its `members`.
+    ChannelUnarchived { channel: ChannelId, name: Option<String>, topic: String, purpose: String, members: Vec<UserId> },
     /// Sessions of `user` ended: one (`session`), or all of them (`None`, "sign out everywhere",
     /// a password change). Their sockets close with 4004.
     SessionsEnded {

@@ -7,6 +7,10 @@ ALTER TABLE orgs
         CHECK (erasure_policy IN ('anonymise', 'delete'));
 
 ALTER TABLE users ADD COLUMN erased_at TIMESTAMPTZ;
+-- `erased-<id>` is what an erased account's handle becomes: nobody else may take it (which
+-- would make the erasure's scrub fail). NOT VALID: handles from before are not re-checked.
+ALTER TABLE users ADD CONSTRAINT users_erased_handle
+    CHECK (handle NOT LIKE 'erased-%' OR erased_at IS NOT NULL) NOT VALID;
 
 CREATE TABLE data_jobs (
     id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -38,9 +42,10 @@ CREATE INDEX data_jobs_expiring ON data_jobs (expires_at) WHERE archive IS NOT N
 CREATE UNIQUE INDEX data_jobs_one_erasure ON data_jobs (subject_id)
     WHERE kind = 'erase_user' AND state IN ('queued', 'running');
 
--- The audit log stays append-only, with one exception: an erasure (which sets the
--- transaction-local `threadspace.erasure`) may strip a record's address and the personal
--- fields of its detail. Nothing else of a record ever changes.
+-- The audit log stays append-only, with one exception: inside a transaction that sets
+-- `threadspace.erasure` (an erasure), an update may clear a record's address and replace the
+-- `email` of its detail by "erased" — nothing else. Like the trigger itself, this guards against
+-- mistakes in the service, not against someone who owns the table.
 CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE'
@@ -49,7 +54,9 @@ BEGIN
        AND NEW.actor_id IS NOT DISTINCT FROM OLD.actor_id AND NEW.action = OLD.action
        AND NEW.target_user_id IS NOT DISTINCT FROM OLD.target_user_id
        AND NEW.target_channel_id IS NOT DISTINCT FROM OLD.target_channel_id
-       AND NEW.ip IS NULL THEN
+       AND (NEW.ip IS NULL OR NEW.ip = OLD.ip)
+       AND (NEW.detail = OLD.detail
+            OR (OLD.detail ? 'email' AND NEW.detail = jsonb_set(OLD.detail, '{email}', '"erased"'))) THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'audit_events is append-only';

@@ -576,7 +576,11 @@ impl Accounts {
         }
         let n = if active {
             tx.execute(
-                "UPDATE users SET deactivated_at = NULL WHERE id = $1 AND org_id = $2 AND deactivated_at IS NOT NULL",
+                // Never an erased person, nor one being erased (docs/api.md, "Data rights").
+                "UPDATE users SET deactivated_at = NULL
+                 WHERE id = $1 AND org_id = $2 AND deactivated_at IS NOT NULL AND erased_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM data_jobs j WHERE j.kind = 'erase_user' AND j.subject_id = $1
+                                     AND j.state IN ('queued', 'running'))",
                 &[&user.0, &org.0],
             )
             .await

@@ -39,6 +39,30 @@ pub struct PublicChannel {
     pub joined: bool,
 }
 
+/// A channel as it is now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelState {
+    pub id: ChannelId,
+    pub kind: ChannelKind,
+    /// `None` for a DM or group DM.
+    pub name: Option<String>,
+    /// "" when none.
+    pub topic: String,
+    pub purpose: String,
+    pub archived: bool,
+    /// Who created it (`None` for DMs, and channels made before creators were recorded).
+    pub created_by: Option<UserId>,
+    pub members: i64,
+}
+
+/// A change of a channel's name, topic and purpose; `None` leaves one as it is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChannelUpdate<'a> {
+    pub name: Option<&'a str>,
+    pub topic: Option<&'a str>,
+    pub purpose: Option<&'a str>,
+}
+
 /// One page of the org's public channels, by name; `next_after` continues it.
 #[derive(Clone, Debug)]
 pub struct PublicChannels {
@@ -145,12 +169,13 @@ impl Accounts {
         Ok(row.get::<_, i64>(0) as usize)
     }
 
-    /// The org's public channels that are not archived, by name after `after`, whose name
-    /// contains `text`; with their member counts and whether `viewer` is in each.
+    /// The org's public channels that are archived or not (`archived`), by name after `after`,
+    /// whose name contains `text`; with their member counts and whether `viewer` is in each.
     pub async fn public_channels(
         &self,
         org: OrgId,
         viewer: UserId,
+        archived: bool,
         text: Option<&str>,
         after: Option<&str>,
         limit: u32,
@@ -164,11 +189,11 @@ impl Accounts {
                         (SELECT count(*) FROM channel_members m WHERE m.channel_id = c.id),
                         EXISTS (SELECT 1 FROM channel_members m WHERE m.channel_id = c.id AND m.user_id = $2)
                  FROM channels c
-                 WHERE c.org_id = $1 AND c.kind = 'public' AND c.archived_at IS NULL
+                 WHERE c.org_id = $1 AND c.kind = 'public' AND (c.archived_at IS NOT NULL) = $6
                    AND ($3::text IS NULL OR c.name LIKE $3)
                    AND ($4::text IS NULL OR c.name > $4)
                  ORDER BY c.name LIMIT $5",
-                &[&org.0, &viewer.0, &pattern, &after, &(i64::from(limit) + 1)],
+                &[&org.0, &viewer.0, &pattern, &after, &(i64::from(limit) + 1), &archived],
             )
             .await
             .map_err(query)?;
@@ -188,6 +213,111 @@ impl Accounts {
             None
         };
         Ok(PublicChannels { channels, next_after })
+    }
+
+    /// A channel of `org` as it is now, with its member count.
+    pub async fn channel_state(&self, org: OrgId, channel: ChannelId) -> Result<Option<ChannelState>, DirectoryError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT c.kind, c.name, c.topic, c.purpose, c.archived_at IS NOT NULL, c.created_by,
+                        (SELECT count(*) FROM channel_members m WHERE m.channel_id = c.id)
+                 FROM channels c WHERE c.id = $1 AND c.org_id = $2",
+                &[&channel.0, &org.0],
+            )
+            .await
+            .map_err(query)?;
+        row.map(|row| {
+            let kind: String = row.get(0);
+            Ok(ChannelState {
+                id: channel,
+                kind: ChannelKind::parse(&kind).ok_or(DirectoryError::BadKind { channel: channel.0, kind })?,
+                name: row.get(1),
+                topic: row.get(2),
+                purpose: row.get(3),
+                archived: row.get(4),
+                created_by: row.get::<_, Option<i64>>(5).map(UserId),
+                members: row.get(6),
+            })
+        })
+        .transpose()
+    }
+
+    /// Renames a channel and sets its topic and purpose (`None`: unchanged), unless it is
+    /// archived, with its directory event when anything changed. `None` if the channel is
+    /// archived (or gone); a taken name is [`DirectoryError::Conflict`].
+    pub async fn update_channel(
+        &self,
+        org: OrgId,
+        channel: ChannelId,
+        change: &ChannelUpdate<'_>,
+    ) -> Result<Option<Option<DirectoryEvent>>, DirectoryError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query)?;
+        let row = tx
+            .query_opt(
+                "WITH old AS (SELECT name, topic, purpose FROM channels
+                              WHERE id = $1 AND org_id = $2 AND archived_at IS NULL FOR UPDATE)
+                 UPDATE channels c
+                 SET name = coalesce($3, c.name), topic = coalesce($4, c.topic), purpose = coalesce($5, c.purpose)
+                 FROM old WHERE c.id = $1
+                 RETURNING c.name, c.topic, c.purpose,
+                           (old.name, old.topic, old.purpose) IS DISTINCT FROM (c.name, c.topic, c.purpose)",
+                &[&channel.0, &org.0, &change.name, &change.topic, &change.purpose],
+            )
+            .await
+            .map_err(query)?;
+        let Some(row) = row else { return Ok(None) };
+        if !row.get::<_, bool>(3) {
+            return Ok(Some(None));
+        }
+        let change =
+            DirectoryChange::ChannelUpdated { channel, name: row.get(0), topic: row.get(1), purpose: row.get(2) };
+        let event = record_event(&tx, org, change).await?;
+        tx.commit().await.map_err(query)?;
+        Ok(Some(Some(event)))
+    }
+
+    /// Archives (`archived`) or unarchives a channel, with its directory event; `None` if it
+    /// already was so.
+    pub async fn set_archived(
+        &self,
+        org: OrgId,
+        channel: ChannelId,
+        archived: bool,
+    ) -> Result<Option<DirectoryEvent>, DirectoryError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query)?;
+        let row = tx
+            .query_opt(
+                "UPDATE channels SET archived_at = CASE WHEN $3 THEN now() END
+                 WHERE id = $1 AND org_id = $2 AND (archived_at IS NOT NULL) <> $3
+                 RETURNING name, topic, purpose",
+                &[&channel.0, &org.0, &archived],
+            )
+            .await
+            .map_err(query)?;
+        let Some(row) = row else { return Ok(None) };
+        let change = if archived {
+            DirectoryChange::ChannelArchived { channel }
+        } else {
+            // Membership changes of an archived channel are refused, so these are its members
+            // from before the archive.
+            let members = tx
+                .query("SELECT user_id FROM channel_members WHERE channel_id = $1 ORDER BY user_id", &[&channel.0])
+                .await
+                .map_err(query)?;
+            DirectoryChange::ChannelUnarchived {
+                channel,
+                name: row.get(0),
+                topic: row.get(1),
+                purpose: row.get(2),
+                members: members.iter().map(|r| UserId(r.get(0))).collect(),
+            }
+        };
+        let event = record_event(&tx, org, change).await?;
+        tx.commit().await.map_err(query)?;
+        Ok(Some(event))
     }
 
     /// A page of `channel`'s members by id, after `after`; the next page's `after`.

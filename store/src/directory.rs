@@ -20,6 +20,9 @@ pub enum DirectoryError {
     /// A check constraint refused a value: the caller's input, not a failure of the store.
     #[error("the value was refused by the constraint {constraint}")]
     Refused { constraint: String },
+    /// Postgres answered something this code cannot read (a bug).
+    #[error("postgres returned what cannot be read: {0}")]
+    Unreadable(String),
 }
 
 /// What the gateway needs to accept a `hello`.

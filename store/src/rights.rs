@@ -108,6 +108,8 @@ pub struct ErasureSubject {
     pub policy: ErasurePolicy,
     /// Already erased (a retried job): only what is left is done again.
     pub erased: bool,
+    /// An erasure of them is queued or running.
+    pub erasing: bool,
 }
 
 const JOB_COLUMNS: &str = "id, org_id, kind, subject_id, requested_by, state,
@@ -141,9 +143,11 @@ fn job_from(row: &tokio_postgres::Row) -> Job {
 /// Parses the JSON text Postgres built.
 fn json(text: Option<String>) -> Result<Value, DirectoryError> {
     let text = text.unwrap_or_else(|| "null".to_owned());
-    serde_json::from_str(&text)
-        .map_err(|_| DirectoryError::Refused { constraint: "export JSON built by postgres".into() })
+    serde_json::from_str(&text).map_err(|e| DirectoryError::Unreadable(format!("export JSON built by postgres: {e}")))
 }
+
+/// The claim a worker holds on a running job: its id and the attempt it claimed.
+const FENCE: &str = "id = $1 AND attempts = $2 AND state = 'running'";
 
 /// How many message rows one export query reads.
 pub const EXPORT_PAGE: i64 = 5_000;
@@ -222,67 +226,114 @@ impl Accounts {
         Ok(row.as_ref().map(job_from))
     }
 
-    /// Extends a running job's lease.
-    pub async fn renew_job(&self, id: i64, lease: Duration) -> Result<(), DirectoryError> {
+    /// Extends a running job's lease; false if the claim `job` holds is no longer the job's
+    /// (another worker took it up after the lease ran out): stop working on it.
+    pub async fn renew_job(&self, job: &Job, lease: Duration) -> Result<bool, DirectoryError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                &format!("UPDATE data_jobs SET lease_until = now() + make_interval(secs => $3) WHERE {FENCE}"),
+                &[&job.id, &job.attempts, &lease.as_secs_f64()],
+            )
+            .await
+            .map_err(query)?;
+        Ok(n > 0)
+    }
+
+    /// Stores a finished export's document, kept until `expires` — unless the claim is lost, or
+    /// someone the document is about was erased since the job started (it may hold their data
+    /// from before): false then.
+    pub async fn finish_export(&self, job: &Job, archive: &[u8], expires: SystemTime) -> Result<bool, DirectoryError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                &format!(
+                    "UPDATE data_jobs SET state = 'done', finished_at = now(), lease_until = NULL, error = NULL,
+                         archive = $3, archive_bytes = $4, expires_at = $5
+                     WHERE {FENCE}
+                       AND NOT EXISTS (SELECT 1 FROM users u WHERE u.erased_at >= data_jobs.started_at
+                                         AND (u.id = data_jobs.subject_id
+                                              OR (data_jobs.subject_id IS NULL AND u.org_id = data_jobs.org_id)))"
+                ),
+                &[&job.id, &job.attempts, &archive, &(archive.len() as i64), &expires],
+            )
+            .await
+            .map_err(query)?;
+        Ok(n > 0)
+    }
+
+    /// Records a finished erasure and what it did (nothing if the claim is lost).
+    pub async fn finish_erasure(&self, job: &Job, summary: &Value) -> Result<(), DirectoryError> {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE data_jobs SET lease_until = now() + make_interval(secs => $2)
-                 WHERE id = $1 AND state = 'running'",
-                &[&id, &lease.as_secs_f64()],
+                &format!(
+                    "UPDATE data_jobs SET state = 'done', finished_at = now(), lease_until = NULL, error = NULL,
+                         summary = $3::text::jsonb
+                     WHERE {FENCE}"
+                ),
+                &[&job.id, &job.attempts, &summary.to_string()],
             )
             .await
             .map_err(query)?;
         Ok(())
     }
 
-    /// Stores a finished export's document, kept until `expires`.
-    pub async fn finish_export(
-        &self,
-        id: i64,
-        archive: &[u8],
-        expires: SystemTime,
-    ) -> Result<(), DirectoryError> {
+    /// Marks a job failed with `error` (words, never personal data); nothing if the claim is lost.
+    pub async fn fail_job(&self, job: &Job, error: &str) -> Result<(), DirectoryError> {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE data_jobs SET state = 'done', finished_at = now(), lease_until = NULL, error = NULL,
-                     archive = $2, archive_bytes = $3, expires_at = $4
-                 WHERE id = $1",
-                &[&id, &archive, &(archive.len() as i64), &expires],
+                &format!(
+                    "UPDATE data_jobs SET state = 'failed', finished_at = now(), lease_until = NULL, error = $3
+                     WHERE {FENCE}"
+                ),
+                &[&job.id, &job.attempts, &error],
             )
             .await
             .map_err(query)?;
         Ok(())
     }
 
-    /// Records a finished erasure and what it did.
-    pub async fn finish_erasure(&self, id: i64, summary: &Value) -> Result<(), DirectoryError> {
+    /// Leaves a job to be taken up again after `after` (its claim lapses then), noting why this
+    /// attempt failed; nothing if the claim is lost.
+    pub async fn retry_job(&self, job: &Job, error: &str, after: Duration) -> Result<(), DirectoryError> {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE data_jobs SET state = 'done', finished_at = now(), lease_until = NULL, error = NULL,
-                     summary = $2::text::jsonb
-                 WHERE id = $1",
-                &[&id, &summary.to_string()],
+                &format!(
+                    "UPDATE data_jobs SET lease_until = now() + make_interval(secs => $4), error = $3 WHERE {FENCE}"
+                ),
+                &[&job.id, &job.attempts, &error, &after.as_secs_f64()],
             )
             .await
             .map_err(query)?;
         Ok(())
     }
 
-    /// Marks a job failed with `error` (words, never personal data).
-    pub async fn fail_job(&self, id: i64, error: &str) -> Result<(), DirectoryError> {
-        let client = self.client().await?;
-        client
+    /// Deletes the export documents that may hold a person's data — their own exports and the
+    /// org's — and fails their exports still to come; how many documents went.
+    pub async fn erase_exports(&self, org: OrgId, user: UserId) -> Result<u64, DirectoryError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query)?;
+        let n = tx
             .execute(
-                "UPDATE data_jobs SET state = 'failed', finished_at = now(), lease_until = NULL, error = $2
-                 WHERE id = $1",
-                &[&id, &error],
+                "UPDATE data_jobs SET archive = NULL
+                 WHERE org_id = $1 AND archive IS NOT NULL AND (kind = 'export_org' OR subject_id = $2)",
+                &[&org.0, &user.0],
             )
             .await
             .map_err(query)?;
-        Ok(())
+        tx.execute(
+            "UPDATE data_jobs SET state = 'failed', finished_at = now(), lease_until = NULL,
+                 error = 'the person was erased'
+             WHERE kind = 'export_user' AND subject_id = $1 AND state IN ('queued', 'running')",
+            &[&user.0],
+        )
+        .await
+        .map_err(query)?;
+        tx.commit().await.map_err(query)?;
+        Ok(n)
     }
 
     /// Deletes export documents past their time; how many went.
@@ -306,7 +357,7 @@ impl Accounts {
             .map_err(query)?;
         let policy: String = row.get(0);
         ErasurePolicy::parse(&policy)
-            .ok_or(DirectoryError::Refused { constraint: "orgs_erasure_policy_check".into() })
+            .ok_or_else(|| DirectoryError::Unreadable(format!("erasure policy {policy:?}")))
     }
 
     /// Sets the org's erasure policy.
@@ -328,7 +379,9 @@ impl Accounts {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT u.email, o.erasure_policy, u.erased_at IS NOT NULL, u.role
+                "SELECT u.email, o.erasure_policy, u.erased_at IS NOT NULL, u.role,
+                        EXISTS (SELECT 1 FROM data_jobs j WHERE j.kind = 'erase_user' AND j.subject_id = u.id
+                                  AND j.state IN ('queued', 'running'))
                  FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.id = $1 AND u.org_id = $2",
                 &[&user.0, &org.0],
             )
@@ -343,6 +396,7 @@ impl Accounts {
                 role: row.get(3),
                 policy: ErasurePolicy::parse(&policy).unwrap_or(ErasurePolicy::Anonymise),
                 erased: row.get(2),
+                erasing: row.get(4),
             }
         }))
     }
@@ -417,8 +471,8 @@ impl Accounts {
         json(row.get(0))
     }
 
-    /// The org's public and private channels with their members, as exported (DMs and group
-    /// DMs are not part of an org export).
+    /// The org's public channels with their members, as exported (private channels, DMs and
+    /// group DMs are not part of an org export: owners do not see those they are not in).
     pub async fn export_channels(&self, org: OrgId) -> Result<Value, DirectoryError> {
         let client = self.client().await?;
         let row = client
@@ -428,7 +482,7 @@ impl Accounts {
                             c.archived_at IS NOT NULL AS archived,
                             coalesce((SELECT array_agg(m.user_id ORDER BY m.user_id)
                                       FROM channel_members m WHERE m.channel_id = c.id), '{}') AS members
-                     FROM channels c WHERE c.org_id = $1 AND c.kind IN ('public', 'private')) x",
+                     FROM channels c WHERE c.org_id = $1 AND c.kind = 'public') x",
                 &[&org.0],
             )
             .await
@@ -456,30 +510,31 @@ impl Accounts {
 
     // --- messages --------------------------------------------------------------------------
 
-    /// One page of archived messages in `channels` after `after_seq`, by `sender` if given:
-    /// the JSON rows and the last seq (0 when the page is empty).
+    /// One page of `channel`'s archived messages after `after_seq` (by `sender`, if given),
+    /// read along the archive's `(channel_id, seq)` index: the JSON rows, the last seq (0 when
+    /// the page is empty) and the rows' size as JSON text.
     pub async fn export_messages(
         &self,
-        channels: &[ChannelId],
+        channel: ChannelId,
         sender: Option<UserId>,
         after_seq: i64,
-    ) -> Result<(Vec<Value>, i64), DirectoryError> {
+    ) -> Result<(Vec<Value>, i64, usize), DirectoryError> {
         let client = self.client().await?;
-        let ids: Vec<i64> = channels.iter().map(|c| c.0).collect();
         let rows = client
             .query(
                 "SELECT row_to_json(x)::text, x.seq FROM (
                      SELECT seq, channel_id AS channel, sender_id AS sender, client_msg_id, body, sent_at
                      FROM messages
-                     WHERE channel_id = ANY($1) AND ($2::bigint IS NULL OR sender_id = $2) AND seq > $3
-                     ORDER BY seq LIMIT $4) x",
-                &[&ids, &sender.map(|u| u.0), &after_seq, &EXPORT_PAGE],
+                     WHERE channel_id = $1 AND seq > $3 AND ($2::bigint IS NULL OR sender_id = $2)
+                     ORDER BY channel_id, seq LIMIT $4) x",
+                &[&channel.0, &sender.map(|u| u.0), &after_seq, &EXPORT_PAGE],
             )
             .await
             .map_err(query)?;
         let last = rows.last().map_or(0, |r| r.get::<_, i64>(1));
+        let bytes = rows.iter().map(|r| r.get::<_, &str>(0).len()).sum();
         let values = rows.iter().map(|r| json(r.get(0))).collect::<Result<Vec<_>, _>>()?;
-        Ok((values, last))
+        Ok((values, last, bytes))
     }
 
     /// Deletes a person's messages from the archive and the search index (and the search rows
@@ -496,12 +551,13 @@ impl Accounts {
         let tx = client.transaction().await.map_err(query)?;
         let indexed = tx
             .execute(
-                "DELETE FROM message_search WHERE seq = ANY($3) OR seq IN (
-                     SELECT seq FROM messages WHERE channel_id = ANY($1) AND sender_id = $2)",
-                &[&ids, &user.0, &extra_seqs],
+                "DELETE FROM message_search s USING messages m
+                 WHERE s.seq = m.seq AND m.channel_id = ANY($1) AND m.sender_id = $2",
+                &[&ids, &user.0],
             )
             .await
-            .map_err(query)?;
+            .map_err(query)?
+            + tx.execute("DELETE FROM message_search WHERE seq = ANY($1)", &[&extra_seqs]).await.map_err(query)?;
         let archived = tx
             .execute("DELETE FROM messages WHERE channel_id = ANY($1) AND sender_id = $2", &[&ids, &user.0])
             .await
@@ -591,7 +647,9 @@ impl Accounts {
             .query_one(
                 "SELECT coalesce(json_agg(x ORDER BY x.id), '[]')::text FROM (
                      SELECT id, at, actor_id AS actor, action, target_user_id AS target_user,
-                            target_channel_id AS target_channel, host(ip) AS ip, detail
+                            target_channel_id AS target_channel,
+                            -- Someone else's address is theirs, not this person's.
+                            CASE WHEN actor_id = $2 THEN host(ip) END AS ip, detail
                      FROM audit_events
                      WHERE org_id = $1 AND (actor_id = $2 OR target_user_id = $2)) x",
                 &[&org.0, &user.0],
@@ -617,7 +675,7 @@ impl Accounts {
         let n = tx
             .execute(
                 "UPDATE audit_events
-                 SET ip = NULL,
+                 SET ip = CASE WHEN actor_id = $2 OR actor_id IS NULL THEN NULL ELSE ip END,
                      detail = CASE WHEN $3::text IS NOT NULL AND detail->>'email' = $3
                                    THEN jsonb_set(detail, '{email}', '\"erased\"') ELSE detail END
                  WHERE org_id = $1

@@ -226,7 +226,10 @@ async fn exports_hold_what_the_docs_list_and_erasure_reaches_every_copy() -> any
     assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
     let (status, body) = rest(&stack, "GET", &format!("{path}/archive"), Some(&bea.access)).await?;
     assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
+    // The owner sees the job, but the document is Ann's alone.
     assert_eq!(rest(&stack, "GET", &path, Some(&owner.access)).await?.0, 200);
+    let (status, body) = rest(&stack, "GET", &format!("{path}/archive"), Some(&owner.access)).await?;
+    assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
 
     // The org's export: its people, channels with members, and the public messages.
     let job = run_job(&stack, &owner.access, "/v1/org/export").await?;
@@ -308,6 +311,7 @@ async fn exports_hold_what_the_docs_list_and_erasure_reaches_every_copy() -> any
     assert_eq!(summary["messages"], json!({"deleted": 5}), "{done}");
     assert_eq!(summary["read_markers"], json!({"deleted": 1}), "{done}");
     assert_eq!(summary["profile"], json!({"scrubbed": 1}), "{done}");
+    assert_eq!(summary["exports"], json!({"deleted": 2}), "her export and the org's: {done}");
     let (status, body) = rest(&stack, "POST", &erase, Some(&owner.access)).await?;
     assert_eq!((status, code(&body)), (409, "conflict"), "erasing an erased user: {body}");
     let (status, body) =
@@ -320,6 +324,18 @@ async fn exports_hold_what_the_docs_list_and_erasure_reaches_every_copy() -> any
         assert!(!everything.contains(trace), "the database still holds {trace:?}");
     }
     assert!(everything.contains("quokka0 says Beatrix"), "Bea's messages are gone too");
+    // Export documents are bytea (hex in a dump): read them as text.
+    let exported: i64 = stack
+        .pool
+        .get()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM data_jobs WHERE archive IS NOT NULL AND convert_from(archive, 'UTF8') LIKE '%Annika%'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(exported, 0, "an export document still holds Ann");
     let row = stack
         .pool
         .get()
@@ -337,6 +353,16 @@ async fn exports_hold_what_the_docs_list_and_erasure_reaches_every_copy() -> any
         .iter()
         .any(|p| p.contains("zebracorn") || p.contains(&format!("\"sender\":{}", ann.user))));
     assert!(!retained(&stack, DEAD_LETTER_STREAM).await?.iter().any(|p| p.contains("zebracorn")));
+    // She stays deactivated; nobody takes her erased handle.
+    let (status, body) = rest(&stack, "POST", &format!("/v1/users/{}/reactivate", ann.user), Some(&owner.access)).await?;
+    assert_eq!((status, code(&body)), (409, "conflict"), "reactivating an erased person: {body}");
+    let (status, invite) = rest_json(&stack, "POST", "/v1/invites", Some(&owner.access), &json!({"role": "member"})).await?;
+    assert_eq!(status, 201, "{invite}");
+    let taking = json!({"token": invite["token"], "email": "taker@rights.test", "handle": format!("erased-{}", bea.user),
+                        "display_name": "Taker", "password": threadspace_tests::accounts::PASSWORD});
+    let (status, body) = rest_json(&stack, "POST", "/v1/invites/accept", None, &taking).await?;
+    assert_eq!((status, code(&body)), (400, "invalid_field"), "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("handle")), "{body}");
     // Ann can no longer sign in, and her token is dead; her socket was closed.
     assert_eq!(login(&stack, "rights", &ann.email, threadspace_tests::accounts::PASSWORD).await?.0, 401);
     assert_eq!(rest(&stack, "GET", "/v1/me", Some(&ann.access)).await?.0, 401);

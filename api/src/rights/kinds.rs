@@ -85,19 +85,22 @@ impl DataKind for Messages {
                 Scope::User(org, user) => (rights.store().org_channel_ids(org).await?, Some(user)),
                 Scope::Org(org) => (rights.store().public_channel_ids(org).await?, None),
             };
-            let mut rows = Vec::new();
-            let (mut after, mut bytes) = (0, 0usize);
-            loop {
-                let (page, last) = rights.store().export_messages(&channels, sender, after).await?;
-                if page.is_empty() {
-                    break;
+            // Channel by channel, each along the archive's `(channel_id, seq)` index.
+            let (mut rows, mut bytes) = (Vec::new(), 0usize);
+            for channel in channels {
+                let mut after = 0;
+                loop {
+                    let (page, last, size) = rights.store().export_messages(channel, sender, after).await?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    bytes += size;
+                    if bytes > rights.max_export_bytes {
+                        return Err(RightsError::TooLarge { limit: rights.max_export_bytes });
+                    }
+                    rows.extend(page);
+                    after = last;
                 }
-                bytes += page.iter().map(|row| row.to_string().len()).sum::<usize>();
-                if bytes > rights.max_export_bytes {
-                    return Err(RightsError::TooLarge { limit: rights.max_export_bytes });
-                }
-                rows.extend(page);
-                after = last;
             }
             Ok(Some(Value::Array(rows)))
         })
@@ -218,6 +221,27 @@ impl DataKind for Audit {
         Box::pin(async move {
             let s = &erasure.subject;
             Ok(Outcome::Scrubbed(rights.store().erase_audit(s.org, s.user, s.email.as_deref()).await?))
+        })
+    }
+}
+
+/// Export documents: the person's own, and the org's (which hold everyone's profile).
+pub(crate) struct Exports;
+
+impl DataKind for Exports {
+    fn name(&self) -> &'static str {
+        "exports"
+    }
+
+    fn export<'a>(&'a self, _: &'a Rights, _: Scope) -> BoxFuture<'a, Result<Option<Value>, RightsError>> {
+        // An export does not contain exports.
+        Box::pin(async { Ok(None) })
+    }
+
+    fn erase<'a>(&'a self, rights: &'a Rights, erasure: &'a Erasure) -> BoxFuture<'a, Result<Outcome, RightsError>> {
+        Box::pin(async move {
+            let (org, user) = (erasure.subject.org, erasure.subject.user);
+            Ok(Outcome::Deleted(rights.store().erase_exports(org, user).await?))
         })
     }
 }

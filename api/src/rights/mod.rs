@@ -112,6 +112,16 @@ pub(crate) enum RightsError {
     NoSubject,
     #[error("{0}")]
     Contended(&'static str),
+    #[error("someone this export is about was erased while it ran; ask for a new export")]
+    SubjectErased,
+}
+
+impl RightsError {
+    /// Whether trying again cannot help (anything else may pass: a store or stream that was
+    /// unavailable, a bridge that was behind).
+    pub(crate) fn is_permanent(&self) -> bool {
+        matches!(self, Self::NoSubject | Self::TooLarge { .. } | Self::SubjectErased)
+    }
 }
 
 /// One kind of data ThreadSpace keeps.
@@ -136,8 +146,9 @@ pub(crate) trait DataKind: Sync {
 }
 
 /// Every kind of data, in the order an erasure goes through them: the copies in the stream
-/// first (so the archive's copy is deleted after them), the profile last (the others match the
-/// person's address, which it scrubs).
+/// first (so the archive's copy is deleted after them), then the profile (the kinds before it
+/// match the person's address, which it scrubs), and last the export documents (an export that
+/// finishes after the profile is scrubbed is refused, one before is deleted here).
 pub(crate) static REGISTRY: &[&dyn DataKind] = &[
     &stream::StreamTail,
     &stream::DeadLetters,
@@ -147,7 +158,29 @@ pub(crate) static REGISTRY: &[&dyn DataKind] = &[
     &kinds::Audit,
     &kinds::Memberships,
     &kinds::Profile,
+    &kinds::Exports,
 ];
+
+/// Deactivates the person an erasure is about (closing their sockets through the directory
+/// feed), retrying while their role changes under it. Nothing if they already are.
+pub(crate) async fn deactivate(changes: &Changes, subject: &ErasureSubject) -> Result<(), RightsError> {
+    let mut role = subject.role.clone();
+    for _ in 0..3 {
+        match changes.store.set_active(subject.org, subject.user, &role, false).await {
+            Ok(Some(event)) => {
+                changes.feed.announce(&event).await;
+                return Ok(());
+            }
+            Ok(None) => return Ok(()),
+            Err(DirectoryError::Conflict { .. }) => {
+                let now = changes.store.erasure_subject(subject.org, subject.user).await?;
+                role = now.ok_or(RightsError::NoSubject)?.role;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RightsError::Contended("the user's role kept changing; retry the erasure"))
+}
 
 /// The names of the registry's kinds, in order (the docs list these).
 #[cfg(test)]
@@ -160,13 +193,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_kind_has_its_own_name_and_the_profile_is_erased_last() {
+    fn every_kind_has_its_own_name_and_the_profile_and_exports_are_erased_last() {
         let names = kind_names();
         let mut unique = names.clone();
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "duplicate kind names: {names:?}");
-        assert_eq!(names.last(), Some(&"profile"), "{names:?}");
+        assert_eq!(&names[names.len() - 2..], ["profile", "exports"], "{names:?}");
         assert_eq!(names.first(), Some(&"stream"), "{names:?}");
     }
 

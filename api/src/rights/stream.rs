@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::context::{ConsumerInfoErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::stream::DeleteMessageErrorKind;
 use async_nats::jetstream::ErrorCode;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -93,7 +94,8 @@ async fn delete(stream: &async_nats::jetstream::stream::Stream, seqs: &[u64]) ->
             Ok(true) => deleted += 1,
             Ok(false) => {}
             // Aged out meanwhile: nothing left to delete.
-            Err(e) if e.to_string().contains("no message found") => {}
+            Err(e)
+                if matches!(e.kind(), DeleteMessageErrorKind::JetStream(j) if j.error_code() == ErrorCode::NO_MESSAGE_FOUND) => {}
             Err(e) => return Err(stream_error(&e)),
         }
     }

@@ -21,8 +21,10 @@ use crate::metrics as m;
 
 /// How long a claimed job is the worker's before another may take it up.
 const LEASE: Duration = Duration::from_secs(60);
-/// A job is given up after this many attempts (workers that died while running it).
+/// A job is given up after this many attempts.
 const MAX_ATTEMPTS: i32 = 3;
+/// How long after a failed attempt a job is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// How often the queue is looked at when nobody rang.
 const POLL: Duration = Duration::from_secs(5);
 
@@ -62,11 +64,13 @@ async fn expire(rights: &Rights) {
     }
 }
 
-/// Runs one job to its end, renewing its lease meanwhile.
+/// Runs one job to its end, renewing its lease meanwhile. A failure that may pass (Postgres,
+/// NATS or the bridge unavailable) is retried after [`RETRY_AFTER`], up to [`MAX_ATTEMPTS`]
+/// attempts in all; one that will not (the person is gone, the export too large) fails the job.
 async fn run_job(rights: &Rights, job: Job) {
     let kind = job.kind.as_str();
     if job.attempts > MAX_ATTEMPTS {
-        let reason = format!("gave up after {MAX_ATTEMPTS} attempts (its workers stopped while running it)");
+        let reason = format!("gave up after {MAX_ATTEMPTS} attempts");
         finish_failed(rights, &job, &reason).await;
         return;
     }
@@ -83,30 +87,39 @@ async fn run_job(rights: &Rights, job: Job) {
     tokio::pin!(work);
     let result = loop {
         tokio::select! {
-            result = &mut work => break result,
-            _ = renew.tick() => {
-                if let Err(e) = rights.store().renew_job(job.id, LEASE).await {
-                    warn!(job = job.id, error = %error_chain(&e), "cannot renew the job's lease");
-                }
-            }
+            result = &mut work => break Some(result),
+            _ = renew.tick() => match rights.store().renew_job(&job, LEASE).await {
+                Ok(true) => {}
+                // Another worker took it up: this one stops (its writes are fenced anyway).
+                Ok(false) => break None,
+                Err(e) => warn!(job = job.id, error = %error_chain(&e), "cannot renew the job's lease"),
+            },
         }
     };
     metrics::histogram!(m::DATA_JOB_DURATION, "kind" => kind).record(started.elapsed().as_secs_f64());
     match result {
-        Ok(()) => {
+        None => warn!(job = job.id, kind, "lost the job's lease to another worker; stopped"),
+        Some(Ok(())) => {
             metrics::counter!(m::DATA_JOBS, "kind" => kind, "result" => "done").increment(1);
             info!(job = job.id, kind, elapsed = ?started.elapsed(), "data-rights job done");
         }
-        Err(e) => {
+        Some(Err(e)) if e.is_permanent() || job.attempts >= MAX_ATTEMPTS => {
             warn!(job = job.id, kind, error = %error_chain(&e), "data-rights job failed");
             finish_failed(rights, &job, &e.to_string()).await;
+        }
+        Some(Err(e)) => {
+            warn!(job = job.id, kind, attempt = job.attempts, error = %error_chain(&e),
+                  retry_in = ?RETRY_AFTER, "data-rights job attempt failed; it is retried");
+            if let Err(e) = rights.store().retry_job(&job, &e.to_string(), RETRY_AFTER).await {
+                warn!(job = job.id, error = %error_chain(&e), "cannot schedule the retry; the lease runs out and it is retried");
+            }
         }
     }
 }
 
 async fn finish_failed(rights: &Rights, job: &Job, reason: &str) {
     metrics::counter!(m::DATA_JOBS, "kind" => job.kind.as_str(), "result" => "failed").increment(1);
-    if let Err(e) = rights.store().fail_job(job.id, reason).await {
+    if let Err(e) = rights.store().fail_job(job, reason).await {
         warn!(job = job.id, error = %error_chain(&e), "cannot record the job's failure; its lease will run out and it is retried");
     }
 }
@@ -126,12 +139,18 @@ async fn export(rights: &Rights, job: &Job) -> Result<(), RightsError> {
             document.insert(kind.name().to_owned(), part);
         }
     }
-    let bytes = serde_json::to_vec_pretty(&Value::Object(document)).expect("JSON values serialize");
+    // Serializing up to `--export-max-bytes` is CPU work: off the runtime.
+    let bytes = tokio::task::spawn_blocking(move || serde_json::to_vec_pretty(&Value::Object(document)))
+        .await
+        .map_err(|_| RightsError::Contended("the export's serialization was cancelled"))?
+        .expect("JSON values serialize");
     if bytes.len() > rights.max_export_bytes {
         return Err(RightsError::TooLarge { limit: rights.max_export_bytes });
     }
     let expires = SystemTime::now() + rights.export_retention;
-    rights.store().finish_export(job.id, &bytes, expires).await?;
+    if !rights.store().finish_export(job, &bytes, expires).await? {
+        return Err(RightsError::SubjectErased);
+    }
     metrics::counter!(m::EXPORT_BYTES).increment(bytes.len() as u64);
     Ok(())
 }
@@ -142,7 +161,7 @@ async fn erase(rights: &Rights, job: &Job) -> Result<(), RightsError> {
     let user = job.subject.ok_or(RightsError::NoSubject)?;
     let subject = rights.store().erasure_subject(job.org, user).await?.ok_or(RightsError::NoSubject)?;
     if !subject.erased {
-        deactivate(rights, &subject).await?;
+        super::deactivate(&rights.changes, &subject).await?;
     }
     tokio::time::sleep(rights.settle).await;
     let through_seq = stream::last_seq(rights).await?;
@@ -159,34 +178,10 @@ async fn erase(rights: &Rights, job: &Job) -> Result<(), RightsError> {
         summary.insert(kind.name().to_owned(), outcome.to_json());
     }
     let summary = Value::Object(summary);
-    rights.store().finish_erasure(job.id, &summary).await?;
+    rights.store().finish_erasure(job, &summary).await?;
     let entry = AuditEntry::new(job.org, Some(job.requested_by), "user.erased").user(user);
     record(&rights.changes, entry.detail(serde_json::json!({"job": job.id, "policy": policy.as_str()})))
         .await;
     info!(job = job.id, org = %job.org, %user, policy = policy.as_str(), "user erased");
     Ok(())
-}
-
-/// Deactivates the person (closing their sockets through the directory feed), retrying while
-/// their role changes under it.
-async fn deactivate(
-    rights: &Rights,
-    subject: &threadspace_store::rights::ErasureSubject,
-) -> Result<(), RightsError> {
-    let mut role = subject.role.clone();
-    for _ in 0..3 {
-        match rights.store().set_active(subject.org, subject.user, &role, false).await {
-            Ok(Some(event)) => {
-                crate::routes::accounts::publish(&rights.changes, &event).await;
-                return Ok(());
-            }
-            Ok(None) => return Ok(()),
-            Err(threadspace_store::directory::DirectoryError::Conflict { .. }) => {
-                let now = rights.store().erasure_subject(subject.org, subject.user).await?;
-                role = now.ok_or(RightsError::NoSubject)?.role;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(RightsError::Contended("the user's role kept changing; retry the erasure"))
 }

@@ -192,17 +192,10 @@ fn hash_failed(e: crate::secrets::HashError) -> ApiError {
     ApiError::unavailable("password hashing", &e, "password hashing unavailable; retry later")
 }
 
-/// Publishes a committed directory change; the change stands even if this fails (the
-/// sweeper publishes it within seconds), so a failure is logged, not answered.
+/// Publishes a committed directory change (`Feed::announce`): its position, or `None` if the
+/// sweeper will publish it.
 pub(crate) async fn publish(changes: &Changes, event: &DirectoryEvent) -> Option<u64> {
-    match changes.feed.publish(event).await {
-        Ok(seq) => Some(seq),
-        Err(e) => {
-            warn!(org = %event.org, version = event.version, error = %threadspace_protocol::error_chain(&e),
-                  "directory event committed but not yet published; the sweeper will");
-            None
-        }
-    }
+    changes.feed.announce(event).await
 }
 
 /// Hashes a new password, timed.

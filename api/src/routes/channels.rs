@@ -12,7 +12,6 @@ use serde_json::json;
 use threadspace_protocol::frames::ChannelKind;
 use threadspace_protocol::{ChannelId, UserId};
 use threadspace_store::audit::AuditEntry;
-use threadspace_store::directory::Session;
 use tracing::info;
 use utoipa::ToSchema;
 
@@ -25,7 +24,7 @@ use crate::caller::{caller, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::limits::ClientIp;
 use crate::parts::Changes;
-use crate::policy::{may, sees_channel, Action};
+use crate::policy::{may, Action};
 
 /// Most people in a group DM, the caller included.
 const MAX_CONVERSATION: usize = 9;
@@ -259,6 +258,7 @@ pub(crate) async fn open_conversation(
         ("q" = Option<String>, Query, description = "Only channels whose name contains this (1 to 80 characters)"),
         ("after" = Option<String>, Query, description = "Only channels named after this: the previous page's `next_after`"),
         ("limit" = Option<i64>, Query, description = "Page size, 1 to 200 (default 50)"),
+        ("archived" = Option<bool>, Query, description = "`true`: the archived public channels instead (default `false`)"),
     ),
     responses(
         (status = 200, description = "A page of public channels, by name", body = ChannelBrowser),
@@ -275,7 +275,17 @@ pub(crate) async fn browse(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<ChannelBrowser>, ApiError> {
-    let params = params(query.as_deref(), &["q", "after", "limit"]).map_err(ApiError::invalid_parameter)?;
+    let params =
+        params(query.as_deref(), &["q", "after", "limit", "archived"]).map_err(ApiError::invalid_parameter)?;
+    let archived = match params.get("archived").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_parameter(format!(
+                "query parameter `archived` must be true or false, got {other:?}"
+            )))
+        }
+    };
     let limit = int_param(&params, "limit", 1..=MAX_PAGE)
         .map_err(ApiError::invalid_parameter)?
         .unwrap_or(DEFAULT_PAGE);
@@ -295,7 +305,7 @@ pub(crate) async fn browse(
     }
     let page = changes
         .store
-        .public_channels(session.user.org, session.user.id, q.as_deref(), after.as_deref(), limit as u32)
+        .public_channels(session.user.org, session.user.id, archived, q.as_deref(), after.as_deref(), limit as u32)
         .await
         .map_err(ApiError::directory)?;
     Ok(Json(ChannelBrowser {
@@ -306,19 +316,6 @@ pub(crate) async fn browse(
             .collect(),
         next_after: page.next_after,
     }))
-}
-
-/// Whether `session` sees `channel` (404 otherwise, like another org's).
-async fn visible(auth: &Auth, session: &Session, channel: ChannelId) -> Result<(), ApiError> {
-    let hidden = || ApiError::not_found(format!("no channel {channel} in your org"));
-    let is_member = session.channels.iter().any(|c| c.id == channel);
-    match auth.directory.channel(channel).await {
-        Ok(Some(c)) if c.org == session.user.org && sees_channel(role_of(session), c.kind, is_member) => {
-            Ok(())
-        }
-        Ok(_) => Err(hidden()),
-        Err(e) => Err(ApiError::unavailable("directory", &e, "directory unavailable; retry later")),
-    }
 }
 
 /// A channel's members, by user id.
@@ -355,7 +352,7 @@ pub(crate) async fn members(
         .map_err(ApiError::invalid_parameter)?
         .unwrap_or(DEFAULT_PAGE);
     let session = caller(&auth, &headers).await?;
-    visible(&auth, &session, channel).await?;
+    super::lifecycle::seen(&auth, &changes, &session, channel).await?;
     let (members, next) = changes
         .store
         .channel_members(channel, UserId(after), limit as u32)

@@ -107,6 +107,23 @@ pub(crate) async fn refusal(
     }
 }
 
+/// Whether `channel` is an archived channel of the caller's org that they are a member of.
+async fn archived_member(
+    auth: &Auth,
+    session: &threadspace_store::directory::Session,
+    channel: ChannelId,
+) -> Result<bool, ApiError> {
+    let unavailable = |e: &(dyn std::error::Error + 'static)| {
+        ApiError::unavailable("directory", e, "directory unavailable; retry later")
+    };
+    match auth.directory.channel(channel).await.map_err(|e| unavailable(&e))? {
+        Some(c) if c.org == session.user.org && c.archived => {
+            auth.directory.is_member(channel, session.user.id).await.map_err(|e| unavailable(&e))
+        }
+        _ => Ok(false),
+    }
+}
+
 pub(crate) fn not_member(channel: ChannelId) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "not_member", format!("you are not a member of channel {channel}"))
 }
@@ -161,7 +178,9 @@ pub(crate) async fn messages(
     .map_err(ApiError::invalid_parameter)?;
     match poster(&auth, &headers).await? {
         Poster::Person(session) => {
-            if !session.channels.iter().any(|c| c.id == channel) {
+            // The session lists channels that are not archived; an archived one's members
+            // still read its history.
+            if !session.channels.iter().any(|c| c.id == channel) && !archived_member(&auth, &session, channel).await? {
                 return Err(refusal(&auth, &session, channel).await);
             }
         }

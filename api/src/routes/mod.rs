@@ -11,6 +11,7 @@ pub(crate) mod bots;
 pub(crate) mod browse;
 pub(crate) mod channels;
 pub(crate) mod history;
+pub(crate) mod lifecycle;
 pub(crate) mod membership;
 pub(crate) mod messages;
 pub(crate) mod ops;
@@ -126,6 +127,9 @@ pub(crate) fn api_routes() -> OpenApiRouter<Parts> {
         .routes(routes!(channels::open_conversation))
         .routes(routes!(channels::browse))
         .routes(routes!(channels::members))
+        .routes(routes!(lifecycle::channel, lifecycle::update))
+        .routes(routes!(lifecycle::archive))
+        .routes(routes!(lifecycle::unarchive))
         .routes(routes!(audit::audit_log))
         .routes(routes!(history::messages, messages::send))
         .routes(routes!(messages::webhook))

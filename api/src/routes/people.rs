@@ -321,7 +321,7 @@ pub(crate) async fn deactivate(
         (status = 401, description = "Missing or rejected token", body = ErrorBody),
         (status = 403, description = "The caller may not reactivate this user (or targets themselves)", body = ErrorBody),
         (status = 404, description = "No such user in the caller's org", body = ErrorBody),
-        (status = 409, description = "The user's role changed meanwhile (`conflict`): reload and retry", body = ErrorBody),
+        (status = 409, description = "The user's role changed meanwhile (`conflict`): reload and retry; or they are erased or being erased (`conflict`)", body = ErrorBody),
         (status = 503, description = "The directory is unavailable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -349,6 +349,18 @@ async fn set_active(
     let role = Role::parse(&account.role).unwrap_or(Role::Guest);
     let what = format!("{} a {}", if active { "reactivate" } else { "deactivate" }, role.as_str());
     allow(&session, &account, Action::SetActive(role), &what)?;
+    if active {
+        // An erased person, or one being erased, stays deactivated (docs/api.md, "Data rights").
+        let subject =
+            changes.store.erasure_subject(session.user.org, account.user).await.map_err(ApiError::directory)?;
+        if subject.is_some_and(|s| s.erased || s.erasing) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("user {} is erased or being erased: they cannot be reactivated", account.user),
+            ));
+        }
+    }
     let event = changes
         .store
         .set_active(session.user.org, account.user, role.as_str(), active)

@@ -14,7 +14,7 @@ use threadspace_protocol::UserId;
 use threadspace_store::audit::AuditEntry;
 use threadspace_store::directory::Session;
 use threadspace_store::rights::{ErasurePolicy, Job, JobKind};
-use tracing::info;
+use tracing::{info, warn};
 use utoipa::ToSchema;
 
 use super::people::role_of;
@@ -25,7 +25,7 @@ use crate::caller::{caller, Auth};
 use crate::error::{ApiError, ErrorBody};
 use crate::limits::ClientIp;
 use crate::parts::{Changes, Jobs};
-use crate::policy::{may, may_to, sees_job, Action, Role};
+use crate::policy::{may, may_to, sees_job, Action};
 
 /// An export or erasure job.
 #[derive(Debug, Serialize, ToSchema)]
@@ -192,26 +192,27 @@ pub(crate) async fn erase_user(
     let Path(user) = user.map_err(bad_path)?;
     let session = caller(&auth, &headers).await?;
     let user = UserId(path_id("user", &user).map_err(ApiError::invalid_parameter)?);
-    let subject = changes.store.erasure_subject(session.user.org, user).await.map_err(ApiError::directory)?;
-    let subject = subject.ok_or_else(|| ApiError::not_found(format!("no user {user} in your org")))?;
-    let target = Role::parse(&subject.role).unwrap_or(Role::Guest);
-    if !may_to(role_of(&session), Action::Erase(target), user == session.user.id) {
+    // The role first: who may not erase anyone learns nothing about who exists.
+    if !may_to(role_of(&session), Action::Erase, user == session.user.id) {
         return Err(ApiError::forbidden(if user == session.user.id {
             "you may not erase yourself: another owner can".to_owned()
         } else {
-            format!("a {} may not erase a {}", session.user.role, target.as_str())
+            format!("a {} may not erase people", session.user.role)
         }));
     }
+    let subject = changes.store.erasure_subject(session.user.org, user).await.map_err(ApiError::directory)?;
+    let subject = subject.ok_or_else(|| ApiError::not_found(format!("no user {user} in your org")))?;
     if subject.erased {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("user {user} is already erased"),
-        ));
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("user {user} is already erased")));
     }
     let job = enqueue(&changes, &jobs, &session, JobKind::EraseUser, Some(user)).await?;
+    // At once, not when a worker gets to it: their sockets close and their tokens stop now.
+    if let Err(e) = crate::rights::deactivate(&changes, &subject).await {
+        warn!(%user, job = job.id, error = %threadspace_protocol::error_chain(&e),
+              "could not deactivate the person yet; the erasure job will");
+    }
     let entry = AuditEntry::new(session.user.org, Some(session.user.id), "user.erasure_requested").user(user);
-    record(&changes, entry.from(ip).detail(json!({"job": job.id, "policy": subject.policy.as_str()}))).await;
+    record(&changes, entry.from(ip).detail(json!({"job": job.id}))).await;
     Ok((StatusCode::ACCEPTED, Json(job.into())))
 }
 
@@ -276,8 +277,15 @@ pub(crate) async fn archive(
     let Path(job) = job.map_err(bad_path)?;
     let session = caller(&auth, &headers).await?;
     let job = visible_job(&changes, &session, &job).await?;
-    if job.kind == JobKind::EraseUser {
-        return Err(ApiError::not_found(format!("job {} is an erasure: it has no document", job.id)));
+    // A person's export is theirs alone (owners see the job, not the document); the org's is for
+    // whoever may export the org now.
+    let may_download = match job.kind {
+        JobKind::EraseUser => false,
+        JobKind::ExportUser => job.subject == Some(session.user.id),
+        JobKind::ExportOrg => may(role_of(&session), Action::ExportOrg),
+    };
+    if !may_download {
+        return Err(ApiError::not_found(format!("job {} has no document of yours", job.id)));
     }
     if job.state != "done" {
         return Err(ApiError::new(

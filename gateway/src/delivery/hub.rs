@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use threadspace_protocol::frames::{close_code, ChannelInfo, MemberChange, PresenceStatus, ServerFrame};
+use threadspace_protocol::frames::{
+    close_code, ChannelChange, ChannelInfo, MemberChange, PresenceStatus, ServerFrame,
+};
 use threadspace_protocol::stored::{DirectoryChange, DirectoryEvent};
 use threadspace_protocol::{ChannelId, OrgId, Seq, UserId};
 use tokio::sync::Notify;
@@ -187,6 +189,19 @@ struct Inner {
     /// The newest directory version applied per org (from the stream, since this process
     /// started).
     versions: HashMap<OrgId, u64>,
+}
+
+/// A `channel` frame with the channel's name, topic and purpose, encoded once for every
+/// connection it goes to.
+fn channel_frame(channel: ChannelId, change: ChannelChange, name: &Option<String>, topic: &str, purpose: &str) -> Outbound {
+    let frame = ServerFrame::Channel {
+        channel,
+        change,
+        name: name.clone(),
+        topic: Some(topic.to_owned()),
+        purpose: Some(purpose.to_owned()),
+    };
+    Arc::new(OutFrame::Frame(Bytes::from(frame.encode())))
 }
 
 /// Who is being admitted, and how new the directory read behind it is.
@@ -484,6 +499,51 @@ impl Hub {
             DirectoryChange::SessionsEnded { user, session: Some(session) } => {
                 Self::end(&inner, *user, event.version, |conn| conn.login_session == *session)
             }
+            DirectoryChange::ChannelUpdated { channel, name, topic, purpose } => {
+                let conns: Vec<Arc<ConnHandle>> = inner
+                    .channels
+                    .get(channel)
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c.dir_version < event.version)
+                    .cloned()
+                    .collect();
+                drop(inner);
+                let frame = channel_frame(*channel, ChannelChange::Updated, name, topic, purpose);
+                conns.iter().filter(|conn| conn.push(frame.clone())).count()
+            }
+            DirectoryChange::ChannelArchived { channel } => {
+                // Nobody admitted later has it: their hello read it archived.
+                let conns = inner.channels.remove(channel).unwrap_or_default();
+                drop(inner);
+                let frame = ServerFrame::Channel {
+                    channel: *channel,
+                    change: ChannelChange::Archived,
+                    name: None,
+                    topic: None,
+                    purpose: None,
+                };
+                for conn in &conns {
+                    conn.channels.lock().expect("channel set lock is never poisoned").remove(channel);
+                    conn.push_frame(&frame);
+                }
+                conns.len()
+            }
+            DirectoryChange::ChannelUnarchived { channel, name, topic, purpose, members } => {
+                let mut conns = Vec::new();
+                for member in members {
+                    conns.extend(Self::change_membership(
+                        &mut inner,
+                        *member,
+                        *channel,
+                        MemberChange::Joined,
+                        event.version,
+                    ));
+                }
+                drop(inner);
+                let frame = channel_frame(*channel, ChannelChange::Unarchived, name, topic, purpose);
+                conns.iter().filter(|conn| conn.push(frame.clone())).count()
+            }
             DirectoryChange::Role { .. } | DirectoryChange::Reactivated { .. } => 0,
         };
         Applied::Changed(affected)
@@ -631,6 +691,56 @@ mod tests {
         hub.deregister(&a.handle);
         assert_eq!(hub.len(), 0);
         assert_eq!(hub.deliver(16, Some(ChannelId(5)), &Bytes::from_static(b"x")), 0);
+    }
+
+    /// The text of the next queued frame ("" if none or not a text frame).
+    fn next_text(handle: &ConnHandle) -> String {
+        match handle.pop().as_deref() {
+            Some(OutFrame::Frame(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+            _ => String::new(),
+        }
+    }
+
+    #[test]
+    fn archiving_takes_a_channel_away_and_unarchiving_gives_it_back_to_its_members() {
+        let hub = Hub::new(10, HubLimits { outbound_queue: 8, sends_per_second: 1, send_burst: 1 });
+        let root = CancellationToken::new();
+        let a = hub.register(UserId(1), OrgId(1), &channels(&[5, 6]), &root, 0);
+        let b = hub.register(UserId(2), OrgId(1), &channels(&[5]), &root, 0);
+        let event = |version, change| DirectoryEvent { org: OrgId(1), version, change };
+        let renamed = DirectoryChange::ChannelUpdated {
+            channel: ChannelId(5),
+            name: Some("ops".into()),
+            topic: "deploys".into(),
+            purpose: String::new(),
+        };
+        assert_eq!(hub.apply_directory(11, &event(1, renamed)), Applied::Changed(2));
+        let text = next_text(&a.handle);
+        assert!(text.contains(r#""op":"channel""#) && text.contains(r#""change":"updated""#), "{text}");
+        assert!(text.contains(r#""name":"ops""#) && text.contains(r#""topic":"deploys""#), "{text}");
+        assert!(next_text(&b.handle).contains(r#""name":"ops""#));
+
+        let archived = DirectoryChange::ChannelArchived { channel: ChannelId(5) };
+        assert_eq!(hub.apply_directory(12, &event(2, archived)), Applied::Changed(2));
+        assert!(!a.handle.is_member(ChannelId(5)) && !b.handle.is_member(ChannelId(5)));
+        assert!(a.handle.is_member(ChannelId(6)), "other channels stay");
+        assert!(next_text(&a.handle).contains(r#""change":"archived""#));
+        assert!(next_text(&b.handle).contains(r#""change":"archived""#));
+        assert_eq!(hub.deliver(13, Some(ChannelId(5)), &Bytes::from_static(b"x")), 0, "no delivery after");
+
+        let back = DirectoryChange::ChannelUnarchived {
+            channel: ChannelId(5),
+            name: Some("ops".into()),
+            topic: String::new(),
+            purpose: String::new(),
+            members: vec![UserId(1)],
+        };
+        assert_eq!(hub.apply_directory(14, &event(3, back)), Applied::Changed(1));
+        assert!(a.handle.is_member(ChannelId(5)) && !b.handle.is_member(ChannelId(5)), "only its members");
+        assert!(next_text(&a.handle).contains(r#""change":"unarchived""#));
+        assert!(b.handle.pop().is_none());
+        assert_eq!(hub.deliver(15, Some(ChannelId(5)), &Bytes::from_static(b"x")), 1);
+        assert_eq!(hub.head_seq(), 15);
     }
 
     #[test]
