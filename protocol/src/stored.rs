@@ -148,7 +148,13 @@ pub enum DirectoryChange {
     /// stop, as after `left`); its history stays.
     ChannelArchived { channel: ChannelId },
     /// `channel` was unarchived: it is back in the channels of its `members`.
-    ChannelUnarchived { channel: ChannelId, name: Option<String>, topic: String, purpose: String, members: Vec<UserId> },
+    ChannelUnarchived {
+        channel: ChannelId,
+        name: Option<String>,
+        topic: String,
+        purpose: String,
+        members: Vec<UserId>,
+    },
     /// Sessions of `user` ended: one (`session`), or all of them (`None`, "sign out everywhere",
     /// a password change). Their sockets close with 4004.
     SessionsEnded {

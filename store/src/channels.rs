@@ -216,7 +216,11 @@ impl Accounts {
     }
 
     /// A channel of `org` as it is now, with its member count.
-    pub async fn channel_state(&self, org: OrgId, channel: ChannelId) -> Result<Option<ChannelState>, DirectoryError> {
+    pub async fn channel_state(
+        &self,
+        org: OrgId,
+        channel: ChannelId,
+    ) -> Result<Option<ChannelState>, DirectoryError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -231,7 +235,8 @@ impl Accounts {
             let kind: String = row.get(0);
             Ok(ChannelState {
                 id: channel,
-                kind: ChannelKind::parse(&kind).ok_or(DirectoryError::BadKind { channel: channel.0, kind })?,
+                kind: ChannelKind::parse(&kind)
+                    .ok_or(DirectoryError::BadKind { channel: channel.0, kind })?,
                 name: row.get(1),
                 topic: row.get(2),
                 purpose: row.get(3),
@@ -271,8 +276,12 @@ impl Accounts {
         if !row.get::<_, bool>(3) {
             return Ok(Some(None));
         }
-        let change =
-            DirectoryChange::ChannelUpdated { channel, name: row.get(0), topic: row.get(1), purpose: row.get(2) };
+        let change = DirectoryChange::ChannelUpdated {
+            channel,
+            name: row.get(0),
+            topic: row.get(1),
+            purpose: row.get(2),
+        };
         let event = record_event(&tx, org, change).await?;
         tx.commit().await.map_err(query)?;
         Ok(Some(Some(event)))
@@ -304,7 +313,10 @@ impl Accounts {
             // Membership changes of an archived channel are refused, so these are its members
             // from before the archive.
             let members = tx
-                .query("SELECT user_id FROM channel_members WHERE channel_id = $1 ORDER BY user_id", &[&channel.0])
+                .query(
+                    "SELECT user_id FROM channel_members WHERE channel_id = $1 ORDER BY user_id",
+                    &[&channel.0],
+                )
                 .await
                 .map_err(query)?;
             DirectoryChange::ChannelUnarchived {

@@ -143,7 +143,8 @@ fn job_from(row: &tokio_postgres::Row) -> Job {
 /// Parses the JSON text Postgres built.
 fn json(text: Option<String>) -> Result<Value, DirectoryError> {
     let text = text.unwrap_or_else(|| "null".to_owned());
-    serde_json::from_str(&text).map_err(|e| DirectoryError::Unreadable(format!("export JSON built by postgres: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| DirectoryError::Unreadable(format!("export JSON built by postgres: {e}")))
 }
 
 /// The claim a worker holds on a running job: its id and the attempt it claimed.
@@ -232,7 +233,9 @@ impl Accounts {
         let client = self.client().await?;
         let n = client
             .execute(
-                &format!("UPDATE data_jobs SET lease_until = now() + make_interval(secs => $3) WHERE {FENCE}"),
+                &format!(
+                    "UPDATE data_jobs SET lease_until = now() + make_interval(secs => $3) WHERE {FENCE}"
+                ),
                 &[&job.id, &job.attempts, &lease.as_secs_f64()],
             )
             .await
@@ -243,7 +246,12 @@ impl Accounts {
     /// Stores a finished export's document, kept until `expires` — unless the claim is lost, or
     /// someone the document is about was erased since the job started (it may hold their data
     /// from before): false then.
-    pub async fn finish_export(&self, job: &Job, archive: &[u8], expires: SystemTime) -> Result<bool, DirectoryError> {
+    pub async fn finish_export(
+        &self,
+        job: &Job,
+        archive: &[u8],
+        expires: SystemTime,
+    ) -> Result<bool, DirectoryError> {
         let client = self.client().await?;
         let n = client
             .execute(
@@ -557,7 +565,9 @@ impl Accounts {
             )
             .await
             .map_err(query)?
-            + tx.execute("DELETE FROM message_search WHERE seq = ANY($1)", &[&extra_seqs]).await.map_err(query)?;
+            + tx.execute("DELETE FROM message_search WHERE seq = ANY($1)", &[&extra_seqs])
+                .await
+                .map_err(query)?;
         let archived = tx
             .execute("DELETE FROM messages WHERE channel_id = ANY($1) AND sender_id = $2", &[&ids, &user.0])
             .await

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 use threadspace_client::{Client, ConnectOptions, Incoming};
 use threadspace_devstack::{Stack, StackOptions};
-use threadspace_protocol::frames::{MemberChange, ServerFrame};
+use threadspace_protocol::frames::{ChannelChange, MemberChange, ServerFrame};
 use threadspace_protocol::ChannelId;
 use threadspace_tests::accounts::{create_org, invite, Account};
 use threadspace_tests::{recv_until, rest, rest_json, rest_raw, send_and_ack, WAIT};
@@ -360,5 +360,274 @@ async fn seeded_conversations_are_the_ones_their_people_open() -> anyhow::Result
         .await?;
     let (unkeyed, repeats): (i64, i64) = (row.get(0), row.get(1));
     assert_eq!(unkeyed, repeats, "unkeyed conversations are exactly the repeated ones");
+    Ok(())
+}
+
+/// Waits for the `channel` frame about `channel` with `change`; returns its name and topic.
+async fn channel_frame(
+    client: &mut Client,
+    channel: ChannelId,
+    change: ChannelChange,
+) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let got = recv_until(client, "a channel frame", |item| {
+        matches!(item, Incoming::Frame(ServerFrame::Channel { channel: c, change: x, .. }) if *c == channel && *x == change)
+    })
+    .await?;
+    match got {
+        Incoming::Frame(ServerFrame::Channel { name, topic, .. }) => Ok((name, topic)),
+        other => anyhow::bail!("not a channel frame: {other:?}"),
+    }
+}
+
+/// Everything a refused lifecycle request could change.
+async fn lifecycle_state(stack: &Stack) -> anyhow::Result<Vec<String>> {
+    let client = stack.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT 'c' || id || kind || coalesce(name, '') || topic || '|' || purpose
+                    || CASE WHEN archived_at IS NULL THEN '' ELSE ' archived' END FROM channels
+             UNION ALL SELECT 'm' || channel_id || ':' || user_id FROM channel_members
+             UNION ALL SELECT 'e' || org_id || ':' || version FROM directory_events ORDER BY 1",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_are_renamed_archived_and_unarchived_live_and_archived_history_stays() -> anyhow::Result<()>
+{
+    let mut options = StackOptions::for_tests(2);
+    options.bridges = 1;
+    let stack = Stack::start(options).await?;
+    let owner = create_org(&stack, "acme").await?;
+    let ann = invite(&stack, &owner, "member", "ann").await?;
+    let bea = invite(&stack, &owner, "member", "bea").await?;
+    let cal = invite(&stack, &owner, "member", "cal").await?;
+    let gus = invite(&stack, &owner, "guest", "gus").await?;
+    let mut ann_ws = connect(&stack, &ann).await?;
+    let mut bea_ws = Client::connect(&ConnectOptions::new(stack.ws_url(1))).await?;
+    bea_ws.hello(&bea.access, None, WAIT).await?;
+
+    // Ann creates #ops; Bea joins; the owner adds the guest.
+    let body = json!({"name": "ops", "kind": "public"});
+    let (status, ops) = rest_json(&stack, "POST", "/v1/channels", Some(&ann.access), &body).await?;
+    assert_eq!(status, 201, "{ops}");
+    let ops = id(&ops);
+    joined(&mut ann_ws, ops).await?;
+    for (who, token) in [(bea.user, &bea.access), (gus.user, &owner.access)] {
+        let (status, body) =
+            rest(&stack, "PUT", &format!("/v1/channels/{ops}/members/{who}"), Some(token)).await?;
+        assert_eq!(status, 200, "{body}");
+    }
+    joined(&mut bea_ws, ops).await?;
+    let path = format!("/v1/channels/{ops}");
+
+    // Ann (its creator) renames it and sets a topic, between two messages: Bea, on the other
+    // gateway, hears of it live, in stream order.
+    let (first, _, _) = send_and_ack(&mut ann_ws, ops, "ops-1", "before the rename").await?;
+    let patch = json!({"name": "ops-eu", "topic": "  deploys and incidents  "});
+    let (status, changed) = rest_json(&stack, "PATCH", &path, Some(&ann.access), &patch).await?;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["changed"], true);
+    assert_eq!(
+        (changed["channel"]["name"].as_str(), changed["channel"]["topic"].as_str()),
+        (Some("ops-eu"), Some("deploys and incidents"))
+    );
+    let position = changed["position"].as_u64().unwrap_or_default();
+    assert!(position > first, "{changed}");
+    let (second, _, _) = send_and_ack(&mut ann_ws, ops, "ops-2", "after the rename").await?;
+    let mut order = Vec::new();
+    while order.len() < 3 {
+        match bea_ws.recv(WAIT).await? {
+            Incoming::Frame(ServerFrame::Msg(m)) if m.channel == ops => order.push(format!("msg {}", m.seq)),
+            Incoming::Frame(ServerFrame::Channel {
+                channel,
+                change: ChannelChange::Updated,
+                name,
+                topic,
+                ..
+            }) if channel == ops => {
+                assert_eq!(
+                    (name.as_deref(), topic.as_deref()),
+                    (Some("ops-eu"), Some("deploys and incidents"))
+                );
+                order.push("renamed".into());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(order, [format!("msg {first}"), "renamed".to_owned(), format!("msg {second}")]);
+    let (_, view) = rest(&stack, "GET", &path, Some(&bea.access)).await?;
+    assert_eq!(
+        (
+            view["name"].as_str(),
+            view["created_by"].as_i64(),
+            view["members"].as_i64(),
+            view["archived"].as_bool()
+        ),
+        (Some("ops-eu"), Some(ann.user.0), Some(3), Some(false)),
+        "{view}"
+    );
+    // The same values again change nothing.
+    let (status, same) =
+        rest_json(&stack, "PATCH", &path, Some(&ann.access), &json!({"name": "ops-eu"})).await?;
+    assert_eq!((status, same["changed"].clone(), same["position"].clone()), (200, json!(false), Value::Null));
+
+    // Refusals: each named, none storing anything.
+    let (_, general) = rest(&stack, "GET", "/v1/browse/channels?q=general", Some(&owner.access)).await?;
+    let general = id(&general["channels"][0]);
+    let (status, dm) =
+        rest_json(&stack, "POST", "/v1/conversations", Some(&ann.access), &json!({"members": [bea.user.0]}))
+            .await?;
+    assert_eq!(status, 201, "{dm}");
+    let dm = id(&dm);
+    let before = lifecycle_state(&stack).await?;
+    let long = "x".repeat(251);
+    // What, where, as whom, the PATCH body (none: a POST), the answer.
+    type Refusal<'a> = (&'a str, String, &'a str, Option<Value>, (u16, &'a str));
+    let refusals: Vec<Refusal> = vec![
+        (
+            "bea (not its creator)",
+            path.clone(),
+            &bea.access,
+            Some(json!({"topic": "mine"})),
+            (403, "forbidden"),
+        ),
+        ("the guest", path.clone(), &gus.access, Some(json!({"topic": "mine"})), (403, "forbidden")),
+        (
+            "renaming #general",
+            format!("/v1/channels/{general}"),
+            &owner.access,
+            Some(json!({"name": "all"})),
+            (409, "default_channel"),
+        ),
+        (
+            "a DM",
+            format!("/v1/channels/{dm}"),
+            &ann.access,
+            Some(json!({"topic": "us"})),
+            (409, "not_a_channel"),
+        ),
+        ("a taken name", path.clone(), &ann.access, Some(json!({"name": "general"})), (409, "conflict")),
+        ("nothing to change", path.clone(), &ann.access, Some(json!({})), (400, "invalid_field")),
+        ("a bad name", path.clone(), &ann.access, Some(json!({"name": "Ops EU"})), (400, "invalid_field")),
+        ("a long topic", path.clone(), &ann.access, Some(json!({"topic": long})), (400, "invalid_field")),
+        (
+            "a control character",
+            path.clone(),
+            &ann.access,
+            Some(json!({"purpose": "a\u{7}b"})),
+            (400, "invalid_field"),
+        ),
+        ("an unknown field", path.clone(), &ann.access, Some(json!({"title": "x"})), (400, "invalid_body")),
+        (
+            "a bad id",
+            "/v1/channels/abc".to_owned(),
+            &ann.access,
+            Some(json!({"topic": "x"})),
+            (400, "invalid_parameter"),
+        ),
+        (
+            "no such channel",
+            "/v1/channels/9000000000000".to_owned(),
+            &ann.access,
+            Some(json!({"topic": "x"})),
+            (404, "not_found"),
+        ),
+        (
+            "archiving #general",
+            format!("/v1/channels/{general}/archive"),
+            &owner.access,
+            None,
+            (409, "default_channel"),
+        ),
+        ("archiving a DM", format!("/v1/channels/{dm}/archive"), &ann.access, None, (409, "not_a_channel")),
+        ("bea archiving", format!("{path}/archive"), &bea.access, None, (403, "forbidden")),
+        ("the guest archiving", format!("{path}/archive"), &gus.access, None, (403, "forbidden")),
+    ];
+    for (what, path, token, body, want) in refusals {
+        let (status, answer) = match body {
+            Some(body) => rest_json(&stack, "PATCH", &path, Some(token), &body).await?,
+            None => rest(&stack, "POST", &path, Some(token)).await?,
+        };
+        assert_eq!((status, answer["error"]["code"].as_str().unwrap_or("")), want, "{what}: {answer}");
+    }
+    assert_eq!(lifecycle_state(&stack).await?, before, "a refused request changed something");
+    // #general's topic may be set, by an admin or owner.
+    let (status, body) = rest_json(
+        &stack,
+        "PATCH",
+        &format!("/v1/channels/{general}"),
+        Some(&owner.access),
+        &json!({"topic": "hello"}),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+
+    // Ann archives it: read-only for everyone, live; its history stays for its members.
+    let (status, archived) = rest(&stack, "POST", &format!("{path}/archive"), Some(&ann.access)).await?;
+    assert_eq!((status, archived["channel"]["archived"].as_bool()), (200, Some(true)), "{archived}");
+    channel_frame(&mut bea_ws, ops, ChannelChange::Archived).await?;
+    let refused = send_and_ack(&mut bea_ws, ops, "bea-late", "too late").await;
+    assert!(refused.as_ref().is_err_and(|e| e.to_string().contains("NotMember")), "{refused:?}");
+    let (status, body) = rest_json(
+        &stack,
+        "POST",
+        &format!("{path}/messages"),
+        Some(&ann.access),
+        &json!({"client_msg_id": "late-rest", "body": "too late"}),
+    )
+    .await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("archived")), "{body}");
+    let (status, body) =
+        rest(&stack, "PUT", &format!("{path}/members/{}", cal.user), Some(&owner.access)).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("archived")), "{body}");
+    let (status, body) = rest_json(&stack, "PATCH", &path, Some(&ann.access), &json!({"topic": "x"})).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("archived")), "{body}");
+    threadspace_tests::wait_archived(&stack, 2, WAIT).await?;
+    let (status, page) = rest(&stack, "GET", &format!("{path}/messages"), Some(&bea.access)).await?;
+    assert_eq!(status, 200, "{page}");
+    let bodies: Vec<&str> =
+        page["messages"].as_array().into_iter().flatten().filter_map(|m| m["body"].as_str()).collect();
+    assert_eq!(bodies, ["before the rename", "after the rename"]);
+    let (status, body) = rest(&stack, "GET", &format!("{path}/messages"), Some(&cal.access)).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("not_member")), "{body}");
+    let (_, mine) = rest(&stack, "GET", "/v1/channels", Some(&bea.access)).await?;
+    assert!(!mine["channels"].as_array().into_iter().flatten().any(|c| c["id"] == ops.0), "{mine}");
+    let (_, browsed) = rest(&stack, "GET", "/v1/browse/channels?archived=true", Some(&cal.access)).await?;
+    assert_eq!(browsed["channels"][0]["name"], "ops-eu", "{browsed}");
+    let (_, browsed) = rest(&stack, "GET", "/v1/browse/channels", Some(&cal.access)).await?;
+    assert!(!browsed["channels"].as_array().into_iter().flatten().any(|c| c["id"] == ops.0), "{browsed}");
+    let (status, body) = rest(&stack, "GET", "/v1/browse/channels?archived=maybe", Some(&cal.access)).await?;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_parameter")), "{body}");
+    // A new connection's welcome does not list it.
+    let mut again_ws = Client::connect(&ConnectOptions::new(stack.ws_url(0))).await?;
+    let welcome = again_ws.hello(&bea.access, None, WAIT).await?;
+    assert!(!welcome.channels.iter().any(|c| c.id == ops), "{:?}", welcome.channels);
+    // Archiving again changes nothing.
+    let (status, again) = rest(&stack, "POST", &format!("{path}/archive"), Some(&ann.access)).await?;
+    assert_eq!((status, again["changed"].as_bool()), (200, Some(false)), "{again}");
+
+    // Unarchived, it is back for its members, live, and takes messages again.
+    let (status, back) = rest(&stack, "POST", &format!("{path}/unarchive"), Some(&owner.access)).await?;
+    assert_eq!((status, back["channel"]["archived"].as_bool()), (200, Some(false)), "{back}");
+    let (name, topic) = channel_frame(&mut bea_ws, ops, ChannelChange::Unarchived).await?;
+    assert_eq!((name.as_deref(), topic.as_deref()), (Some("ops-eu"), Some("deploys and incidents")));
+    let (seq, _, _) = send_and_ack(&mut bea_ws, ops, "bea-back", "we are back").await?;
+    let got = recv_until(
+        &mut ann_ws,
+        "bea's message",
+        |item| matches!(item, Incoming::Frame(ServerFrame::Msg(m)) if m.seq == seq),
+    )
+    .await?;
+    assert!(matches!(got, Incoming::Frame(ServerFrame::Msg(m)) if m.body == "we are back"));
+
+    let (_, log) = rest(&stack, "GET", "/v1/audit?action=channel", Some(&owner.access)).await?;
+    let actions: Vec<&str> =
+        log["events"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
+    for action in ["channel.updated", "channel.archived", "channel.unarchived"] {
+        assert!(actions.contains(&action), "{action} not in the audit log: {actions:?}");
+    }
     Ok(())
 }

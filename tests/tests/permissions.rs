@@ -74,6 +74,8 @@ enum Row {
     OpenWithStranger,
     SendWhereIn,
     ManageBots,
+    ManageOwnChannel,
+    ManageOthersChannel,
     ExportOwnData,
     OrgDataRights,
     ReadErasurePolicy,
@@ -84,7 +86,7 @@ enum Row {
 /// action and its cells for owner, admin, member and guest as the doc writes them, then what
 /// each cell means. Legend: "✓" allowed, "—" refused with `403 forbidden`, "— (404)"
 /// `404 not_found`, "— (403 `not_member`)" (and "— (403)" below it) `403 not_member`.
-const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 28] = [
+const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 30] = [
     (
         Row::InviteOwnerOrAdmin,
         "Invite an owner or admin",
@@ -216,6 +218,18 @@ const MATRIX: [(Row, &str, [&str; 4], [Outcome; 4]); 28] = [
     (
         Row::ManageBots,
         "Create bots, issue and revoke their tokens and incoming webhooks",
+        ["✓", "✓", "—", "—"],
+        [Allowed, Allowed, Forbidden, Forbidden],
+    ),
+    (
+        Row::ManageOwnChannel,
+        "Rename, set the topic or purpose of, archive or unarchive a channel the caller created",
+        ["✓", "✓", "✓", "—"],
+        [Allowed, Allowed, Allowed, Forbidden],
+    ),
+    (
+        Row::ManageOthersChannel,
+        "Rename, set the topic or purpose of, archive or unarchive a channel someone else created",
         ["✓", "✓", "—", "—"],
         [Allowed, Allowed, Forbidden, Forbidden],
     ),
@@ -455,6 +469,18 @@ impl<'s> Matrix<'s> {
         accounts::channel(self.stack, self.setup.org, &name, kind, members).await
     }
 
+    /// A new public channel created by `creator` (directly in the directory: guests cannot
+    /// create channels, yet the matrix has a cell for one they created) with `members`.
+    async fn channel_by(&mut self, creator: UserId, members: &[UserId]) -> anyhow::Result<ChannelId> {
+        let name = self.name("c");
+        let channel = accounts::channel(self.stack, self.setup.org, &name, "public", members).await?;
+        let client = self.stack.pool.get().await?;
+        client
+            .execute("UPDATE channels SET created_by = $2 WHERE id = $1", &[&channel.0, &creator.0])
+            .await?;
+        Ok(channel)
+    }
+
     /// A bot the owner creates in `channel`.
     async fn bot(&mut self, channel: ChannelId) -> anyhow::Result<i64> {
         let handle = self.name("bot");
@@ -560,6 +586,7 @@ async fn directory_state(stack: &Stack) -> anyhow::Result<Vec<String>> {
                     || CASE WHEN deactivated_at IS NULL THEN ' active' ELSE ' deactivated' END
                     || ' tokens_not_before ' || coalesce(tokens_not_before::text, '-') FROM users
              UNION ALL SELECT 'channel ' || id::text || ' ' || kind || ' ' || coalesce(name, '-')
+                    || ' topic ' || topic || ' purpose ' || purpose
                     || CASE WHEN archived_at IS NULL THEN '' ELSE ' archived' END FROM channels
              UNION ALL SELECT 'member ' || channel_id::text || ' ' || user_id::text FROM channel_members
              UNION ALL SELECT 'session ' || id::text
@@ -968,6 +995,24 @@ async fn channel_membership_and_history_follow_the_matrix_and_other_orgs_do_not_
         let revoke = Call::delete(format!("/v1/bots/{bot}/credentials/{credential}"));
         if let Some(revoked) = m.matrix(Row::ManageBots, role, token, &revoke).await? {
             m.effect(revoked["revoked"] == true, || format!("revoke {credential}: {revoked}"));
+        }
+        // A channel's lifecycle: one the caller created, and one Bob created; the caller is in
+        // both. Each is renamed-topic'd, archived and unarchived.
+        for (row, creator) in [(Row::ManageOwnChannel, me), (Row::ManageOthersChannel, bob)] {
+            let channel = m.channel_by(creator, &[me, bob]).await?;
+            let topic = Call::new("PATCH", format!("/v1/channels/{channel}"))
+                .json(json!({"topic": format!("set by the {}", ROLES[role])}));
+            if let Some(done) = m.matrix(row, role, token, &topic).await? {
+                m.effect(done["channel"]["topic"] == format!("set by the {}", ROLES[role]), || {
+                    format!("PATCH /v1/channels/{channel}: {done}")
+                });
+            }
+            for (verb, archived) in [("archive", true), ("unarchive", false)] {
+                let call = Call::post(format!("/v1/channels/{channel}/{verb}"));
+                if let Some(done) = m.matrix(row, role, token, &call).await? {
+                    m.effect(done["channel"]["archived"] == archived, || format!("{verb} {channel}: {done}"));
+                }
+            }
         }
         let with_bob = Call::post("/v1/conversations").json(json!({"members": [bob.0]})).succeeding(201);
         if let Some(dm) = m.matrix(Row::OpenWithChannelPeople, role, token, &with_bob).await? {

@@ -354,9 +354,11 @@ async fn exports_hold_what_the_docs_list_and_erasure_reaches_every_copy() -> any
         .any(|p| p.contains("zebracorn") || p.contains(&format!("\"sender\":{}", ann.user))));
     assert!(!retained(&stack, DEAD_LETTER_STREAM).await?.iter().any(|p| p.contains("zebracorn")));
     // She stays deactivated; nobody takes her erased handle.
-    let (status, body) = rest(&stack, "POST", &format!("/v1/users/{}/reactivate", ann.user), Some(&owner.access)).await?;
+    let (status, body) =
+        rest(&stack, "POST", &format!("/v1/users/{}/reactivate", ann.user), Some(&owner.access)).await?;
     assert_eq!((status, code(&body)), (409, "conflict"), "reactivating an erased person: {body}");
-    let (status, invite) = rest_json(&stack, "POST", "/v1/invites", Some(&owner.access), &json!({"role": "member"})).await?;
+    let (status, invite) =
+        rest_json(&stack, "POST", "/v1/invites", Some(&owner.access), &json!({"role": "member"})).await?;
     assert_eq!(status, 201, "{invite}");
     let taking = json!({"token": invite["token"], "email": "taker@rights.test", "handle": format!("erased-{}", bea.user),
                         "display_name": "Taker", "password": threadspace_tests::accounts::PASSWORD});

@@ -2,19 +2,20 @@
 // access token; a 401 refreshes the token once and retries, so an access token that expired
 // while the tab slept costs one extra round trip, not a sign-out.
 
-import { ApiError, requestJson } from './http.js';
+import { ApiError, requestBlob, requestJson } from './http.js';
 import * as tokens from './tokens.js';
 
-async function authed(method, path, options = {}) {
+/** `request` is requestJson, or requestBlob for a document that is not JSON. */
+async function authed(method, path, options = {}, request = requestJson) {
   const token = await tokens.accessToken();
   if (!token) throw new ApiError(401, 'auth_failed', 'You are not signed in.');
   try {
-    return await requestJson(method, path, { ...options, token });
+    return await request(method, path, { ...options, token });
   } catch (error) {
     if (!(error instanceof ApiError) || error.status !== 401) throw error;
     // Someone else may have refreshed meanwhile: only refresh if our token is still current.
     if (tokens.currentToken() === token) await tokens.refresh();
-    return requestJson(method, path, { ...options, token: tokens.currentToken() });
+    return request(method, path, { ...options, token: tokens.currentToken() });
   }
 }
 
@@ -46,14 +47,22 @@ export const listUsers = (after) => authed('GET', '/v1/users', { query: { limit:
 /** People whose handle or display name contains `q` (owners, admins and members; guests: 403). */
 export const findUsers = (q, limit = 50) => authed('GET', '/v1/users', { query: { q, limit } });
 export const getUser = (user) => authed('GET', `/v1/users/${id(user)}`);
+/** Changes only the fields named (`display_name`, `title`, `time_zone`, `avatar_url`; "" clears the last three). */
+export const updateProfile = (changes) => authed('PATCH', '/v1/me/profile', { body: changes });
 
 // Channels and conversations (docs/api.md, Channels and Membership).
 export const createChannel = (name, kind) => authed('POST', '/v1/channels', { body: { name, kind } });
 /** Opens the DM or group DM with these other people: 201 created, 200 the existing one. */
 export const openConversation = (members) =>
   authed('POST', '/v1/conversations', { body: { members: members.map(id) } });
-/** The org's public channels: `query` is { q, after, limit }. */
+/** The org's public channels: `query` is { q, after, limit, archived }. */
 export const browseChannels = (query) => authed('GET', '/v1/browse/channels', { query });
+/** One channel: name, topic, purpose, archived, created_by, members (an archived one too). */
+export const getChannel = (channel) => authed('GET', `/v1/channels/${id(channel)}`);
+/** Renames it or sets its topic or purpose: only the fields named change ("" clears topic, purpose). */
+export const updateChannel = (channel, changes) => authed('PATCH', `/v1/channels/${id(channel)}`, { body: changes });
+export const archiveChannel = (channel) => authed('POST', `/v1/channels/${id(channel)}/archive`);
+export const unarchiveChannel = (channel) => authed('POST', `/v1/channels/${id(channel)}/unarchive`);
 /** A page of a channel's member ids: `query` is { after, limit }. */
 export const channelMembers = (channel, query) => authed('GET', `/v1/channels/${id(channel)}/members`, { query });
 export const addMember = (channel, user) => authed('PUT', `/v1/channels/${id(channel)}/members/${id(user)}`);
@@ -92,3 +101,18 @@ export const revokeCredential = (bot, credential) =>
 
 /** An audit page: `query` is { action, actor, target, since, until, before, limit } (docs/api.md). */
 export const audit = (query) => authed('GET', '/v1/audit', { query });
+
+// Data rights (docs/api.md, Data rights): exports and erasure run as jobs (202 with the job).
+export const exportMine = () => authed('POST', '/v1/me/export');
+/** Owners only. */
+export const exportOrg = () => authed('POST', '/v1/org/export');
+/** Owners only, never on themselves: deactivates the person at once and erases them in a job. */
+export const eraseUser = (user) => authed('POST', `/v1/users/${id(user)}/erase`);
+/** A job: `state` queued | running | done | failed, `error`, `summary` (an erasure's). */
+export const job = (jobId) => authed('GET', `/v1/jobs/${id(jobId)}`);
+/** A finished export's document, as a Blob (409 not_ready before, 410 expired after 7 days). */
+export const jobArchive = (jobId) => authed('GET', `/v1/jobs/${id(jobId)}/archive`, {}, requestBlob);
+/** `{"messages":"anonymise"|"delete"}` (owners and admins). */
+export const erasurePolicy = () => authed('GET', '/v1/org/erasure-policy');
+/** Owners only. */
+export const setErasurePolicy = (messages) => authed('PUT', '/v1/org/erasure-policy', { body: { messages } });

@@ -15,6 +15,8 @@ export const NETWORK_MESSAGE = 'Could not reach the server. Check your connectio
 // A request the server never answers (a half-dead connection) fails after this long instead of
 // hanging: a refresh stuck forever would also hold the refresh lock of every tab.
 const TIMEOUT_MS = 15_000;
+// An export document can be large (up to 256 MiB): its download may take longer.
+const DOWNLOAD_TIMEOUT_MS = 10 * 60_000;
 
 /**
  * Sends one request to the same-origin API. `query` values that are null/undefined are left
@@ -43,6 +45,28 @@ export async function requestJson(method, path, { body, query, token } = {}) {
   const payload = await readJson(response);
   if (response.ok) return payload;
   throw toError(response, payload);
+}
+
+/**
+ * Fetches a document as a Blob (an export's archive): the same request as requestJson, with a
+ * longer timeout, since an export can be large. An error answer is still the JSON error shape.
+ */
+export async function requestBlob(method, path, { token, timeoutMs = DOWNLOAD_TIMEOUT_MS } = {}) {
+  const url = new URL(path, window.location.origin);
+  const headers = { Accept: 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let response;
+  let blob = null;
+  try {
+    response = await fetch(url, {
+      method, headers, cache: 'no-store', credentials: 'same-origin', signal: AbortSignal.timeout?.(timeoutMs),
+    });
+    if (response.ok) blob = await response.blob();
+  } catch {
+    throw new ApiError(0, 'network', NETWORK_MESSAGE);
+  }
+  if (blob) return blob;
+  throw toError(response, await readJson(response));
 }
 
 async function readJson(response) {

@@ -238,7 +238,11 @@ impl DataKind for Exports {
         Box::pin(async { Ok(None) })
     }
 
-    fn erase<'a>(&'a self, rights: &'a Rights, erasure: &'a Erasure) -> BoxFuture<'a, Result<Outcome, RightsError>> {
+    fn erase<'a>(
+        &'a self,
+        rights: &'a Rights,
+        erasure: &'a Erasure,
+    ) -> BoxFuture<'a, Result<Outcome, RightsError>> {
         Box::pin(async move {
             let (org, user) = (erasure.subject.org, erasure.subject.user);
             Ok(Outcome::Deleted(rights.store().erase_exports(org, user).await?))

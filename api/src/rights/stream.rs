@@ -94,8 +94,8 @@ async fn delete(stream: &async_nats::jetstream::stream::Stream, seqs: &[u64]) ->
             Ok(true) => deleted += 1,
             Ok(false) => {}
             // Aged out meanwhile: nothing left to delete.
-            Err(e)
-                if matches!(e.kind(), DeleteMessageErrorKind::JetStream(j) if j.error_code() == ErrorCode::NO_MESSAGE_FOUND) => {}
+            Err(e) if matches!(e.kind(), DeleteMessageErrorKind::JetStream(j) if j.error_code() == ErrorCode::NO_MESSAGE_FOUND) =>
+                {}
             Err(e) => return Err(stream_error(&e)),
         }
     }

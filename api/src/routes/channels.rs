@@ -275,8 +275,8 @@ pub(crate) async fn browse(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<ChannelBrowser>, ApiError> {
-    let params =
-        params(query.as_deref(), &["q", "after", "limit", "archived"]).map_err(ApiError::invalid_parameter)?;
+    let params = params(query.as_deref(), &["q", "after", "limit", "archived"])
+        .map_err(ApiError::invalid_parameter)?;
     let archived = match params.get("archived").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -305,7 +305,14 @@ pub(crate) async fn browse(
     }
     let page = changes
         .store
-        .public_channels(session.user.org, session.user.id, archived, q.as_deref(), after.as_deref(), limit as u32)
+        .public_channels(
+            session.user.org,
+            session.user.id,
+            archived,
+            q.as_deref(),
+            after.as_deref(),
+            limit as u32,
+        )
         .await
         .map_err(ApiError::directory)?;
     Ok(Json(ChannelBrowser {

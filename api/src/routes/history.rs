@@ -180,7 +180,9 @@ pub(crate) async fn messages(
         Poster::Person(session) => {
             // The session lists channels that are not archived; an archived one's members
             // still read its history.
-            if !session.channels.iter().any(|c| c.id == channel) && !archived_member(&auth, &session, channel).await? {
+            if !session.channels.iter().any(|c| c.id == channel)
+                && !archived_member(&auth, &session, channel).await?
+            {
                 return Err(refusal(&auth, &session, channel).await);
             }
         }

@@ -128,7 +128,10 @@ fn conflict(code: &'static str, message: String) -> ApiError {
 /// Refuses a change of `state` unless it is a named channel the caller may change.
 fn changeable(session: &Session, state: &ChannelState, what: &str) -> Result<(), ApiError> {
     if !matches!(state.kind, ChannelKind::Public | ChannelKind::Private) {
-        return Err(conflict("not_a_channel", format!("channel {} is a DM or group DM: it has no {what}", state.id)));
+        return Err(conflict(
+            "not_a_channel",
+            format!("channel {} is a DM or group DM: it has no {what}", state.id),
+        ));
     }
     let action = Action::ManageChannel { created_by_caller: state.created_by == Some(session.user.id) };
     if !may(role_of(session), action) {
@@ -220,11 +223,20 @@ pub(crate) async fn update(
         return Err(conflict("archived", format!("channel {channel} is archived: unarchive it first")));
     }
     changeable(&session, &state, "name, topic or purpose")?;
-    if name.is_some_and(|n| Some(n) != state.name.as_deref()) && state.name.as_deref() == Some(DEFAULT_CHANNEL) {
-        return Err(conflict("default_channel", format!("#{DEFAULT_CHANNEL} is where everyone starts: it keeps its name")));
+    if name.is_some_and(|n| Some(n) != state.name.as_deref())
+        && state.name.as_deref() == Some(DEFAULT_CHANNEL)
+    {
+        return Err(conflict(
+            "default_channel",
+            format!("#{DEFAULT_CHANNEL} is where everyone starts: it keeps its name"),
+        ));
     }
     let update = ChannelUpdate { name, topic, purpose };
-    let outcome = changes.store.update_channel(session.user.org, channel, &update).await.map_err(ApiError::directory)?;
+    let outcome = changes
+        .store
+        .update_channel(session.user.org, channel, &update)
+        .await
+        .map_err(ApiError::directory)?;
     let Some(event) = outcome else {
         return Err(conflict("archived", format!("channel {channel} was archived meanwhile")));
     };
@@ -233,12 +245,14 @@ pub(crate) async fn update(
         None => None,
     };
     if event.is_some() {
-        let fields: Vec<&str> = [("name", name.is_some()), ("topic", topic.is_some()), ("purpose", purpose.is_some())]
-            .into_iter()
-            .filter_map(|(field, given)| given.then_some(field))
-            .collect();
+        let fields: Vec<&str> =
+            [("name", name.is_some()), ("topic", topic.is_some()), ("purpose", purpose.is_some())]
+                .into_iter()
+                .filter_map(|(field, given)| given.then_some(field))
+                .collect();
         info!(%channel, by = %session.user.id, ?fields, "channel updated");
-        let entry = AuditEntry::new(session.user.org, Some(session.user.id), "channel.updated").channel(channel);
+        let entry =
+            AuditEntry::new(session.user.org, Some(session.user.id), "channel.updated").channel(channel);
         // Not the values: a private channel's name and topic are not for the log's readers.
         record(&changes, entry.from(ip).detail(json!({"fields": fields}))).await;
     }
@@ -321,9 +335,13 @@ async fn set_archived(
     let (state, _) = seen(auth, changes, &session, channel).await?;
     changeable(&session, &state, "archive")?;
     if archived && state.name.as_deref() == Some(DEFAULT_CHANNEL) {
-        return Err(conflict("default_channel", format!("#{DEFAULT_CHANNEL} is where everyone starts: it cannot be archived")));
+        return Err(conflict(
+            "default_channel",
+            format!("#{DEFAULT_CHANNEL} is where everyone starts: it cannot be archived"),
+        ));
     }
-    let event = changes.store.set_archived(session.user.org, channel, archived).await.map_err(ApiError::directory)?;
+    let event =
+        changes.store.set_archived(session.user.org, channel, archived).await.map_err(ApiError::directory)?;
     let position = match &event {
         Some(event) => publish(changes, event).await,
         None => None,

@@ -351,8 +351,11 @@ async fn set_active(
     allow(&session, &account, Action::SetActive(role), &what)?;
     if active {
         // An erased person, or one being erased, stays deactivated (docs/api.md, "Data rights").
-        let subject =
-            changes.store.erasure_subject(session.user.org, account.user).await.map_err(ApiError::directory)?;
+        let subject = changes
+            .store
+            .erasure_subject(session.user.org, account.user)
+            .await
+            .map_err(ApiError::directory)?;
         if subject.is_some_and(|s| s.erased || s.erasing) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

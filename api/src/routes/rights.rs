@@ -203,7 +203,11 @@ pub(crate) async fn erase_user(
     let subject = changes.store.erasure_subject(session.user.org, user).await.map_err(ApiError::directory)?;
     let subject = subject.ok_or_else(|| ApiError::not_found(format!("no user {user} in your org")))?;
     if subject.erased {
-        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("user {user} is already erased")));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("user {user} is already erased"),
+        ));
     }
     let job = enqueue(&changes, &jobs, &session, JobKind::EraseUser, Some(user)).await?;
     // At once, not when a worker gets to it: their sockets close and their tokens stop now.

@@ -193,7 +193,13 @@ struct Inner {
 
 /// A `channel` frame with the channel's name, topic and purpose, encoded once for every
 /// connection it goes to.
-fn channel_frame(channel: ChannelId, change: ChannelChange, name: &Option<String>, topic: &str, purpose: &str) -> Outbound {
+fn channel_frame(
+    channel: ChannelId,
+    change: ChannelChange,
+    name: &Option<String>,
+    topic: &str,
+    purpose: &str,
+) -> Outbound {
     let frame = ServerFrame::Channel {
         channel,
         change,
