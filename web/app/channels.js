@@ -31,6 +31,23 @@ export class ChannelList {
     this.refresh();
   }
 
+  /**
+   * `channel`: one of my channels was renamed or given a topic or purpose (`updated`), archived
+   * (read-only: it leaves the list, its history stays readable) or unarchived (listed again,
+   * from a fresh list: docs/protocol.md, channel).
+   */
+  onChannel(frame) {
+    const id = frame.channel;
+    if (!Number.isSafeInteger(id)) return;
+    const info = { name: frame.name, topic: frame.topic, purpose: frame.purpose };
+    if (frame.change === 'updated') this.store.applyChannelInfo(id, info);
+    else if (frame.change === 'archived') this.store.applyChannelInfo(id, { archived: true });
+    else if (frame.change === 'unarchived') {
+      this.store.applyChannelInfo(id, { ...info, archived: false });
+      this.refresh();
+    }
+  }
+
   /** GET /v1/channels, one request at a time; a call meanwhile asks again afterwards. */
   refresh() {
     if (this.request) {

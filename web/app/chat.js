@@ -1,6 +1,7 @@
 // chat.js — the signed-in app: wires the gateway connection, the store, history, the outbox and
 // the views together, routes #/c/<id>, #/browse and #/admin, and handles every gateway frame
 // (docs/protocol.md, Gateway → client). One instance per signed-in session; stop() undoes all.
+// An archived channel is shown read-only: its history, the archived notice, no composer.
 
 import { Activity } from './activity.js';
 import * as api from './api.js';
@@ -16,11 +17,13 @@ import * as tokens from './tokens.js';
 import { Typing } from './typing.js';
 import { AdminView } from './views/admin.js';
 import { BrowseView } from './views/browse.js';
+import { ChannelSettings } from './views/channelsettings.js';
 import { Composer } from './views/composer.js';
 import { MembersPanel } from './views/members.js';
 import { MessageList } from './views/messages.js';
 import { NewChannelForm } from './views/newchannel.js';
 import { NewDmForm } from './views/newdm.js';
+import { ProfileDialog } from './views/profile.js';
 import { SearchPanel } from './views/search.js';
 import { buildShell, showConnection } from './views/shell.js';
 import { Sidebar } from './views/sidebar.js';
@@ -28,6 +31,8 @@ import { Sidebar } from './views/sidebar.js';
 // A channel just created, joined or opened is shown once the channel list has it; if the list
 // does not have it after this long, the route is taken anyway (and says what went wrong).
 const OPEN_TIMEOUT_MS = 10_000;
+// A channel's details (topic, creator) are read again when it opens, at most this often.
+const CHANNEL_INFO_TTL_MS = 60_000;
 
 export class ChatApp {
   /** `me`: the GET /v1/me answer. `onSessionEnded(notice)`, `onSignOut()`: back to main.js. */
@@ -78,24 +83,34 @@ export class ChatApp {
     this.awaiting = null; // { id, focus, timer }: a channel to open once it is listed
     this.nextFocus = null; // where the next route puts focus, when not the default
     this.leaving = null; // { id, label }: the channel I am leaving (its removal says so)
+    this.probing = 0; // the newest check of a route to an unlisted channel (archived?)
     this.buildViews();
   }
 
   buildViews() {
     const { store } = this;
+    const onProfile = (userId, opener) => this.profile.open(userId, opener);
+    this.profile = new ProfileDialog({ store, onOpened: (ch) => this.openedConversation(ch) });
     this.search = new SearchPanel({ store, people: this.people, onOpenHit: (ch, seq) => this.openHit(ch, seq) });
     this.composer = new Composer({ store, onSend: (ch, body) => this.send(ch, body), onTyping: (ch) => this.sendTyping(ch) });
-    this.members = new MembersPanel({ store, people: this.people, onLeave: (ch) => this.leave(ch) });
+    this.members = new MembersPanel({ store, people: this.people, onLeave: (ch) => this.leave(ch), onProfile });
+    this.settings = new ChannelSettings({ store, onUnarchived: () => this.channels.refresh() });
     this.newChannel = new NewChannelForm({ onCreated: (ch) => this.openSoon(ch.id) });
-    this.newDm = new NewDmForm({ store, people: this.people, onOpened: (ch) => this.openSoon(ch.id) });
+    this.newDm = new NewDmForm({ store, people: this.people, onOpened: (ch) => this.openSoon(ch.id), onProfile });
     this.browse = new BrowseView({
-      store, onOpen: (id) => this.openSoon(id), onCreate: (opener) => this.newChannel.open(opener),
+      store,
+      onOpen: (id) => this.openSoon(id),
+      onOpenArchived: (entry) => this.openArchived(entry),
+      onCreate: (opener) => this.newChannel.open(opener),
     });
     this.admin = new AdminView({ store, people: this.people });
     this.refs = buildShell({
       searchForm: this.search.form, searchPanel: this.search.panel, composerForm: this.composer.form,
-      channelActions: this.members.actions, membersPanel: this.members.panel,
-      dialogs: [this.newChannel.element, this.newDm.element, ...this.members.dialogs, ...this.admin.dialogs],
+      channelActions: this.members.actions, membersPanel: this.members.panel, settingsButton: this.settings.button,
+      dialogs: [
+        this.newChannel.element, this.newDm.element, ...this.members.dialogs, ...this.settings.dialogs,
+        ...this.admin.dialogs, this.profile.element,
+      ],
     });
     this.refs.browseView.append(this.browse.element);
     this.sidebar = new Sidebar(this.refs.sidebar, store, {
@@ -106,6 +121,7 @@ export class ChatApp {
       store, history: this.history,
       onRetry: (cmid) => this.outbox.retry(cmid),
       onDiscard: (cmid) => this.outbox.discard(cmid),
+      onProfile,
       onNearTop: () => this.loadOlder(),
       onNearBottom: () => this.loadNewer(),
       onScroll: () => this.scheduleRead(),
@@ -136,6 +152,9 @@ export class ChatApp {
   listen(signal) {
     const { refs } = this;
     refs.signOut.addEventListener('click', () => this.onSignOut(), { signal });
+    refs.profileButton.addEventListener('click', () => {
+      if (this.store.me) this.profile.open(this.store.me.id, refs.profileButton);
+    }, { signal });
     refs.toggle.addEventListener('click', () => this.setSidebar(!this.sidebarOpen()), { signal });
     refs.sidebar.addEventListener('click', (event) => this.sidebarClick(event), { signal });
     // On the layout, not main: main is inert while the overlay is open, so clicks on it land here.
@@ -159,6 +178,8 @@ export class ChatApp {
     this.typing.stop();
     this.reads.stop();
     this.history.stop();
+    this.profile.stop();
+    this.admin.stop();
   }
 
   /**
@@ -174,6 +195,8 @@ export class ChatApp {
     this.newChannel.close({ restoreFocus: false });
     this.newDm.dialog.close({ restoreFocus: false });
     this.members.confirm.close({ restoreFocus: false });
+    this.settings.closeDialogs();
+    this.profile.close({ restoreFocus: false });
     this.admin.closeDialogs();
   }
 
@@ -199,6 +222,7 @@ export class ChatApp {
     this.routed = true;
     // Gone somewhere else meanwhile: a channel still waiting to be listed does not pull them back.
     this.cancelAwaiting();
+    this.probing += 1;
     const match = /^\/c\/(\d+)$/.exec(path);
     if (path === '/admin') this.showAdmin();
     else if (path === '/browse') this.showBrowse();
@@ -240,6 +264,7 @@ export class ChatApp {
     this.openId = null;
     this.resetBusy();
     this.members.show(null);
+    this.showChannelState(null);
   }
 
   showAdmin() {
@@ -261,18 +286,13 @@ export class ChatApp {
     this.mode = 'channel';
     this.setView('channel');
     const ch = this.store.channel(id);
-    if (!ch?.listed) {
+    // An archived channel is not listed, but its history is shown (read-only).
+    if (!ch?.listed && !ch?.archived) {
       if (!this.channels.known) {
         this.wanted = { id, seq };
         return;
       }
-      const fallback = this.defaultChannelId();
-      if (fallback !== null && fallback !== id) {
-        window.history.replaceState(null, '', `#/c/${fallback}`);
-        this.showChannel(fallback, null);
-      }
-      this.showNotice('That channel does not exist, or you are not a member of it.');
-      this.applyFocus(this.refs.title);
+      this.probeArchived(id, seq);
       return;
     }
     if (this.openId !== id) this.switchTo(ch);
@@ -280,6 +300,48 @@ export class ChatApp {
     this.setSidebar(false);
     this.applyFocus(this.refs.title);
     this.loadOpen(seq);
+  }
+
+  /**
+   * A route to a channel that is not listed: one the server says is archived is shown read-only
+   * (from the channel browser, a search hit, a link or a reload); anything else is turned away.
+   */
+  async probeArchived(id, seq) {
+    const run = ++this.probing;
+    let info = null;
+    try {
+      info = await api.getChannel(id);
+    } catch {
+      info = null; // 404: not a channel this person sees
+    }
+    if (run !== this.probing || this.mode !== 'channel') return;
+    if (this.store.channel(id)?.listed) {
+      this.showChannel(id, seq); // listed meanwhile
+    } else if (info?.archived === true) {
+      this.store.ensureChannel(id);
+      this.store.applyChannelInfo(id, info);
+      this.showChannel(id, seq);
+    } else {
+      this.turnAway(id);
+    }
+  }
+
+  turnAway(id) {
+    const fallback = this.defaultChannelId();
+    if (fallback !== null && fallback !== id) {
+      window.history.replaceState(null, '', `#/c/${fallback}`);
+      this.showChannel(fallback, null);
+    }
+    this.showNotice('That channel does not exist, or you are not a member of it.');
+    this.applyFocus(this.refs.title);
+  }
+
+  /** Shows an archived channel from the channel browser, read-only. */
+  openArchived({ id, name }) {
+    if (!Number.isSafeInteger(id)) return;
+    const ch = this.store.ensureChannel(id);
+    if (!ch.listed) this.store.applyChannelInfo(id, { kind: ch.kind ?? 'public', name, archived: true });
+    this.navigateTo(id, 'heading');
   }
 
   // Member of no channel at all (a guest nobody added yet): say so instead of a blank page.
@@ -291,7 +353,7 @@ export class ChatApp {
     this.resetBusy();
     this.refs.title.textContent = 'No channels';
     this.messages.show(null);
-    this.composer.setEnabled(false);
+    this.showChannelState(null);
     this.showNotice('You are not a member of any channel yet.');
     this.applyFocus(this.refs.title);
   }
@@ -319,7 +381,32 @@ export class ChatApp {
     this.members.show(ch);
     this.sidebar.setActive(ch.id);
     this.showTitle(ch);
+    this.showChannelState(ch);
     this.renderTyping();
+    this.loadChannelInfo(ch);
+  }
+
+  /** The open channel's topic, its settings button, and whether it is archived (read-only). */
+  showChannelState(ch) {
+    const topic = typeof ch?.topic === 'string' ? ch.topic : '';
+    if (this.refs.topic.textContent !== topic) this.refs.topic.textContent = topic;
+    this.refs.topic.hidden = !topic;
+    const archived = ch?.archived === true;
+    this.refs.archived.hidden = !archived;
+    this.composer.setEnabled(Boolean(ch?.listed) && !archived);
+    this.settings.show(ch);
+  }
+
+  /**
+   * GET /v1/channels/{id}: topic, purpose, creator (whether I may change it), archived. Asked
+   * when a channel opens, at most once a minute per channel (`channel` frames keep it current).
+   */
+  loadChannelInfo(ch) {
+    if (this.store.isDirect(ch) || Date.now() - (ch.infoAt ?? 0) < CHANNEL_INFO_TTL_MS) return;
+    ch.infoAt = Date.now();
+    api.getChannel(ch.id).then((info) => {
+      if (this.store.channel(ch.id) === ch) this.store.applyChannelInfo(ch.id, info);
+    }, () => { ch.infoAt = 0; /* the header shows no topic; asked again next time */ });
   }
 
   // ---- the open channel ----
@@ -429,6 +516,11 @@ export class ChatApp {
   historyFailed(ch, error, retry) {
     if (this.openId !== ch.id) return;
     this.scheduleRender();
+    // 403 (e.g. not_member: an archived channel one was never in) or 404: trying again cannot help.
+    if (error?.status === 403 || error?.status === 404) {
+      this.showNotice(`Could not load messages: ${error.message}`);
+      return;
+    }
     const button = h('button', { type: 'button', text: 'Try again' });
     button.addEventListener('click', () => {
       this.showNotice('');
@@ -485,6 +577,7 @@ export class ChatApp {
       this.showTitle(ch);
       this.composer.relabel(ch);
       this.members.update(ch);
+      this.showChannelState(ch);
     } else if (this.openId !== null && this.mode === 'channel') {
       // The open channel is gone (we left it, or were removed).
       const left = this.leaving?.id === this.openId ? this.leaving : null;
@@ -546,6 +639,12 @@ export class ChatApp {
     else window.location.hash = hash;
   }
 
+  /** "Message" on a profile opened a DM: the people picker, if it showed that profile, closes too. */
+  openedConversation(conversation) {
+    this.newDm.dialog.close({ restoreFocus: false });
+    this.openSoon(conversation?.id);
+  }
+
   /** DELETE my membership; the channel's removal (answer or `member` frame) moves on. */
   async leave(ch) {
     const label = this.store.channelLabel(ch);
@@ -595,6 +694,7 @@ export class ChatApp {
     this.refs.orgName.textContent = org?.name ?? 'ThreadSpace';
     this.refs.adminLink.hidden = !(me?.role === 'owner' || me?.role === 'admin');
     this.sidebar.setRole(me?.role);
+    if (this.openId !== null) this.settings.show(this.openChannel());
   }
 
   // ---- sidebar and keyboard ----
@@ -671,7 +771,8 @@ export class ChatApp {
     // Not on the page (a token screen shown while signed in): the detached list would report
     // "scrolled to the bottom" and mark everything read.
     if (!this.refs.app.isConnected) return null;
-    if (this.mode !== 'channel' || !ch || ch.view || !ch.loaded) return null;
+    // Nothing is marked read in an archived channel (it left my channels).
+    if (this.mode !== 'channel' || !ch || ch.view || !ch.loaded || ch.archived) return null;
     if (document.visibilityState !== 'visible' || !document.hasFocus() || !this.messages.isAtBottom()) return null;
     return ch;
   }
@@ -707,6 +808,7 @@ export class ChatApp {
       case 'ack': return this.outbox.onAck(frame);
       case 'error': return this.onError(frame);
       case 'member': return this.onMember(frame);
+      case 'channel': return this.channels.onChannel(frame);
       case 'presence': return this.store.updatePresence(frame.users);
       case 'typing': return this.typing.received(frame);
       case 'read': return this.reads.onRead(frame);
@@ -721,6 +823,12 @@ export class ChatApp {
     if (frame.user) this.store.setMe(frame.user);
     if (frame.limits) this.store.limits = { ...this.store.limits, ...frame.limits };
     this.channels.fromWelcome(frame.channels);
+    // `channel` frames are not replayed on resume: details read before this connection may be stale.
+    if (this.channels.welcomes > 1) {
+      for (const ch of this.store.channels.values()) ch.infoAt = 0;
+      const open = this.openChannel();
+      if (open) this.loadChannelInfo(open);
+    }
     this.store.replacePresence(frame.presence);
     if (this.activity.status === 'idle') this.gateway.send({ op: 'presence', status: 'idle' });
   }

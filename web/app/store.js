@@ -12,6 +12,7 @@
 function newChannel(id) {
   return {
     id, kind: null, name: null, members: null, listed: false, lastRead: 0,
+    topic: '', purpose: '', archived: false, createdBy: null, infoAt: 0,
     messages: new Map(), sorted: null, pending: new Map(),
     loaded: false, oldest: null, hasMoreBefore: true, view: null,
   };
@@ -93,6 +94,7 @@ export class Store extends EventTarget {
       if (Array.isArray(entry.members)) ch.members = entry.members.filter(Number.isSafeInteger);
       ch.lastRead = Math.max(ch.lastRead, Number(entry.last_read) || 0);
       ch.listed = true;
+      ch.archived = false; // the list holds no archived channel
     }
     const removed = [];
     for (const [id, ch] of this.channels) {
@@ -118,6 +120,30 @@ export class Store extends EventTarget {
 
   removeChannel(id) {
     if (this.channels.delete(id)) this.emit('channels');
+  }
+
+  /**
+   * A known channel's details (GET /v1/channels/{id}, the PATCH and archive answers, `channel`
+   * frames): any of `kind`, `name`, `topic`, `purpose`, `archived`, `created_by`. An archived
+   * channel leaves the list but stays in the store, its messages readable; only the channel
+   * list (after `unarchived`) lists it again. Returns the channel, or null when unknown.
+   */
+  applyChannelInfo(id, info) {
+    const ch = this.channels.get(id);
+    if (!ch || !info || typeof info !== 'object') return null;
+    if (typeof info.kind === 'string') ch.kind = info.kind;
+    if (typeof info.name === 'string' && info.name) ch.name = info.name;
+    if (typeof info.topic === 'string') ch.topic = info.topic;
+    if (typeof info.purpose === 'string') ch.purpose = info.purpose;
+    if (Object.hasOwn(info, 'created_by')) ch.createdBy = Number.isSafeInteger(info.created_by) ? info.created_by : null;
+    if (info.archived === true) {
+      ch.archived = true;
+      ch.listed = false;
+    } else if (info.archived === false) {
+      ch.archived = false;
+    }
+    this.emit('channels');
+    return ch;
   }
 
   /** Listed channels in sidebar order: named channels by name, then DMs by label. */

@@ -121,18 +121,11 @@ pub(crate) async fn export_me(
     Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let session = caller(&auth, &headers).await?;
-    if !may(role_of(&session), Action::ExportOwnData) {
-        return Err(ApiError::forbidden(format!("a {} has no data export", session.user.role)));
-    }
-    let job = enqueue(&changes, &jobs, &session, JobKind::ExportUser, Some(session.user.id)).await?;
-    let entry = AuditEntry::new(session.user.org, Some(session.user.id), "export.requested").from(ip);
-    record(&changes, entry.detail(json!({"scope": "user", "job": job.id}))).await;
-    Ok((StatusCode::ACCEPTED, Json(job.into())))
+    queue_export(&auth, &changes, &jobs, ip, &headers, JobKind::ExportUser).await
 }
 
-/// Asks for an export of the org: its people, its public and private channels with their
-/// members, and the messages of its public channels (docs/api.md lists it). Owners only.
+/// Asks for an export of the org: its people, its public channels with their members and
+/// messages (docs/api.md lists it). Owners only.
 #[utoipa::path(
     post,
     path = "/v1/org/export",
@@ -152,13 +145,30 @@ pub(crate) async fn export_org(
     Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let session = caller(&auth, &headers).await?;
-    if !may(role_of(&session), Action::ExportOrg) {
-        return Err(ApiError::forbidden(format!("a {} may not export the org", session.user.role)));
+    queue_export(&auth, &changes, &jobs, ip, &headers, JobKind::ExportOrg).await
+}
+
+/// Queues an export of the caller's own data (`ExportUser`) or of their org (`ExportOrg`), if
+/// their role may, and records the request.
+async fn queue_export(
+    auth: &Auth,
+    changes: &Changes,
+    jobs: &Jobs,
+    ip: std::net::IpAddr,
+    headers: &HeaderMap,
+    kind: JobKind,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let session = caller(auth, headers).await?;
+    let (action, subject, scope) = match kind {
+        JobKind::ExportOrg => (Action::ExportOrg, None, "org"),
+        _ => (Action::ExportOwnData, Some(session.user.id), "user"),
+    };
+    if !may(role_of(&session), action) {
+        return Err(ApiError::forbidden(format!("a {} may not export {scope} data", session.user.role)));
     }
-    let job = enqueue(&changes, &jobs, &session, JobKind::ExportOrg, None).await?;
+    let job = enqueue(changes, jobs, &session, kind, subject).await?;
     let entry = AuditEntry::new(session.user.org, Some(session.user.id), "export.requested").from(ip);
-    record(&changes, entry.detail(json!({"scope": "org", "job": job.id}))).await;
+    record(changes, entry.detail(json!({"scope": scope, "job": job.id}))).await;
     Ok((StatusCode::ACCEPTED, Json(job.into())))
 }
 

@@ -1,13 +1,16 @@
 // views/admin.js — #/admin for owners and admins (docs/accounts.md, Permission matrix): invite
-// links, the people table (roles, deactivate/reactivate), for owners the sign-up domain, the
-// integrations (bots, their tokens and webhooks: views/integrations.js), and the audit log
-// (GET /v1/audit), which reloads after each action taken here so its record shows.
+// links, the people table (roles, deactivate/reactivate; for owners "Erase…": views/erase.js),
+// for owners the sign-up domain, the data rights (erasure policy, org export:
+// views/datarights.js), the integrations (bots, their tokens and webhooks: views/integrations.js),
+// and the audit log (GET /v1/audit), which reloads after each action taken here so its record shows.
 // The controls offer only what the caller's role allows; the server decides anyway, and its
 // refusals (403 forbidden, 409 conflict) are shown in the status line.
 
 import * as api from '../api.js';
 import { field, h, setMessage, srOnly } from '../dom.js';
 import { formatDateTime, isoTime } from '../format.js';
+import { DataRights } from './datarights.js';
+import { EraseDialog } from './erase.js';
 import { Integrations } from './integrations.js';
 
 const ROLES = ['owner', 'admin', 'member', 'guest'];
@@ -42,6 +45,11 @@ const ACTION_LABEL = {
   'bot.created': 'Bot created',
   'bot.credential_issued': 'Bot token or webhook issued',
   'bot.credential_revoked': 'Bot token or webhook revoked',
+  'export.requested': 'Export requested',
+  'export.downloaded': 'Export downloaded',
+  'user.erasure_requested': 'Erasure requested',
+  'user.erased': 'Erased',
+  'org.erasure_policy_set': 'Erasure policy set',
 };
 const AUDIT_COLUMNS = ['Time', 'Who', 'Action', 'About', 'Details', 'IP'];
 const AUDIT_PAGE = 50;
@@ -55,15 +63,45 @@ export class AdminView {
     this.heading = null; // the page's h2: focus moves there when the route opens it
     this.audit = null; // the audit log's elements, its next page and its load counter
     this.integrations = new Integrations({ store, onChanged: (change) => this.integrationsChanged(change) });
+    this.dataRights = new DataRights({ store, onChanged: () => this.loadAudit() });
+    this.erase = new EraseDialog({
+      policy: () => this.dataRights.policy,
+      onStarted: (user) => {
+        this.say(`Erasing ${user.display_name}: they are deactivated, and their data is being erased.`);
+        this.loadPeople();
+        this.loadAudit();
+      },
+      onFinished: (user, job) => {
+        this.say(job.state === 'done'
+          ? `${user.display_name} was erased.`
+          : `Erasing ${user.display_name} failed: ${job.error || 'the job failed.'}`);
+        this.loadPeople();
+        this.loadAudit();
+      },
+    });
+    // The row was drawn again meanwhile (its opener is gone): focus its new controls. Focus may
+    // still sit on the closed dialog's button (the browser moves it off only later): lost too.
+    this.erase.dialog.onClose = () => {
+      const active = document.activeElement;
+      const lost = !active || active === document.body || !active.isConnected || this.erase.element.contains(active);
+      if (lost && this.erase.user) this.refocus(this.erase.user.id, 'button.erase', active);
+    };
   }
 
-  /** The modal dialogs of the integrations (they go into the page, after main). */
+  /** The modal dialogs of the integrations and of erasing (they go into the page, after main). */
   get dialogs() {
-    return this.integrations.dialogs;
+    return [...this.integrations.dialogs, this.erase.element];
   }
 
   closeDialogs() {
     this.integrations.closeDialogs();
+    this.erase.close({ restoreFocus: false });
+  }
+
+  /** The app is going away: jobs being followed (an export, erasures) stop. */
+  stop() {
+    this.dataRights.stop();
+    this.erase.stop();
   }
 
   get callerRole() {
@@ -93,6 +131,7 @@ export class AdminView {
       this.inviteSection(),
       this.peopleSection(),
       this.callerRole === 'owner' ? this.signupDomainSection() : null,
+      this.dataRights.render(),
       this.integrations.render(),
       this.auditSection(),
     );
@@ -238,7 +277,18 @@ export class AdminView {
       user.deactivated ? 'Reactivate' : 'Deactivate', srOnly(` ${user.display_name}`));
     button.addEventListener('click', () => this.toggleActive(user, action, button));
     return h('div', { class: 'person-actions' },
-      h('span', { class: 'person-state', text: user.deactivated ? 'Deactivated' : 'Active' }), button);
+      h('span', { class: 'person-state', text: user.deactivated ? 'Deactivated' : 'Active' }), button,
+      this.eraseButton(user, self));
+  }
+
+  // Owners erase anyone but themselves; an erased account's handle is `erased-<id>` (a prefix
+  // nobody else may use), and it cannot be erased twice.
+  eraseButton(user, self) {
+    if (this.callerRole !== 'owner' || self || String(user.handle ?? '').startsWith('erased-')) return null;
+    const button = h('button', { type: 'button', class: 'erase danger-outline', dataset: { test: 'erase-user' } },
+      'Erase…', srOnly(` ${user.display_name}`));
+    button.addEventListener('click', () => this.erase.open(user, button));
+    return button;
   }
 
   async changeRole(user, select) {

@@ -2,6 +2,8 @@
 // a search box, member counts, and Join (PUT /v1/channels/{id}/members/{me}, then the channel
 // opens) or Open for those already joined. Owners, admins and members; guests see only the
 // channels they were added to, so they get a sentence instead (also if the server says 403).
+// "Show archived channels" lists the archived ones instead (archived=true): each has Open, which
+// shows its history read-only (readable by its members; others are told so by the server).
 
 import * as api from '../api.js';
 import { h, setMessage, srOnly } from '../dom.js';
@@ -11,9 +13,12 @@ const PAGE = 50;
 const SEARCH_DELAY_MS = 250;
 
 export class BrowseView {
-  /** `onOpen(channelId)`: open a channel (once listed); `onCreate(opener)`: the new-channel form. */
-  constructor({ store, onOpen, onCreate }) {
-    Object.assign(this, { store, onOpen, onCreate });
+  /**
+   * `onOpen(channelId)`: open a channel (once listed); `onOpenArchived({ id, name })`: show an
+   * archived one read-only; `onCreate(opener)`: the new-channel form.
+   */
+  constructor({ store, onOpen, onOpenArchived, onCreate }) {
+    Object.assign(this, { store, onOpen, onOpenArchived, onCreate });
     this.generation = 0;
     this.next = null; // the next page's `after`
     this.loading = false;
@@ -38,6 +43,10 @@ export class BrowseView {
       clearTimeout(this.searchTimer);
       this.searchTimer = setTimeout(() => this.load(), SEARCH_DELAY_MS);
     });
+    this.archived = h('input', { id: 'browse-archived', type: 'checkbox', dataset: { test: 'browse-archived' } });
+    this.archived.addEventListener('change', () => this.load());
+    this.archivedToggle = h('div', { class: 'check browse-archived' },
+      this.archived, h('label', { for: 'browse-archived', text: 'Show archived channels' }));
     this.status = h('p', { id: 'browse-status', class: 'browse-status', role: 'status' });
     this.error = h('p', { id: 'browse-error', class: 'error', role: 'alert', hidden: true });
     // Focusable so focus has somewhere to go when "Load more" disappears under it.
@@ -48,7 +57,7 @@ export class BrowseView {
     this.more.addEventListener('click', () => this.loading || this.load(this.next));
     this.guestNotice = h('p', { class: 'notice', role: 'status', hidden: true,
       text: 'Guests see only the channels they were added to: ask a member to add you to others.' });
-    this.body = h('div', { class: 'browse-body' }, this.searchForm, this.status, this.error, this.list, this.more);
+    this.body = h('div', { class: 'browse-body' }, this.searchForm, this.archivedToggle, this.status, this.error, this.list, this.more);
     this.element = h('div', { class: 'browse' },
       h('div', { class: 'browse-header' }, this.heading, this.createButton),
       this.guestNotice, this.body);
@@ -76,13 +85,14 @@ export class BrowseView {
     clearTimeout(this.searchTimer);
     const generation = after === null ? ++this.generation : this.generation;
     const q = this.input.value.trim() || null;
+    const archived = this.archived.checked;
     this.loading = true;
     this.list.setAttribute('aria-busy', 'true');
     if (after === null) this.status.textContent = 'Loading channels…';
     let page = null;
     let failure = null;
     try {
-      page = await api.browseChannels({ q, after, limit: PAGE });
+      page = await api.browseChannels({ q, after, limit: PAGE, archived: archived ? true : null });
     } catch (error) {
       failure = error;
     }
@@ -102,12 +112,12 @@ export class BrowseView {
       if (after === null) this.clear();
       for (const entry of page?.channels ?? []) {
         if (!Number.isSafeInteger(entry?.id) || this.rows.has(entry.id)) continue;
-        this.list.append(this.row(entry));
+        this.list.append(this.row(entry, archived));
       }
       this.next = typeof page?.next_after === 'string' && page.next_after ? page.next_after : null;
     }
     this.more.hidden = this.next === null;
-    this.status.textContent = this.statusText(q, failure);
+    this.status.textContent = this.statusText(q, failure, archived);
     if (hadFocus && this.more.hidden) this.list.focus();
   }
 
@@ -117,23 +127,31 @@ export class BrowseView {
     this.next = null;
   }
 
-  statusText(q, failure) {
+  statusText(q, failure, archived) {
     if (failure && !this.rows.size) return '';
     const n = this.rows.size;
-    if (n === 0) return q ? `No public channel matches “${q}”.` : 'There are no public channels yet.';
+    const kind = archived ? 'archived ' : '';
+    if (n === 0) {
+      if (q) return `No ${archived ? 'archived' : 'public'} channel matches “${q}”.`;
+      return archived ? 'There are no archived public channels.' : 'There are no public channels yet.';
+    }
     const more = this.next !== null ? '+' : '';
-    return `${n}${more} ${n === 1 && !more ? 'channel' : 'channels'}${q ? ` matching “${q}”` : ''}.`;
+    return `${n}${more} ${kind}${n === 1 && !more ? 'channel' : 'channels'}${q ? ` matching “${q}”` : ''}.`;
   }
 
-  row(entry) {
+  row(entry, archived) {
     const name = typeof entry.name === 'string' ? entry.name : `channel ${entry.id}`;
     const members = h('span', { class: 'browse-members' });
-    const li = h('li', { class: 'browse-channel', dataset: { channel: entry.id } },
-      h('span', { class: 'browse-info' }, h('span', { class: 'browse-name', text: `#${name}` }), members));
-    const row = { li, name, members, count: Number(entry.members) || 0, action: null };
+    const li = h('li', { class: 'browse-channel', dataset: { channel: entry.id, archived: archived ? 'true' : null } },
+      h('span', { class: 'browse-info' },
+        h('span', { class: 'browse-name', text: `#${name}` }),
+        archived ? h('span', { class: 'browse-archived-tag', text: 'archived' }) : null,
+        members));
+    const row = { li, name, members, archived, count: Number(entry.members) || 0, action: null };
     this.rows.set(entry.id, row);
     this.setCount(row, row.count);
-    this.setJoined(row, entry.joined === true);
+    // An archived channel cannot be joined (409 archived): it is only opened, read-only.
+    this.setJoined(row, archived || entry.joined === true);
     return li;
   }
 
@@ -160,7 +178,8 @@ export class BrowseView {
     const id = Number(button.closest('li.browse-channel').dataset.channel);
     const row = this.rows.get(id);
     if (!row) return;
-    if (button.classList.contains('browse-open')) this.onOpen(id);
+    if (row.archived) this.onOpenArchived({ id, name: row.name });
+    else if (button.classList.contains('browse-open')) this.onOpen(id);
     else this.join(id, row, button);
   }
 
@@ -192,7 +211,7 @@ export class BrowseView {
   /** My membership of a listed channel changed elsewhere (a `member` frame). */
   membershipChanged(channelId, joined) {
     const row = this.rows.get(channelId);
-    if (row && row.joined !== joined) {
+    if (row && !row.archived && row.joined !== joined) {
       this.setCount(row, Math.max(0, row.count + (joined ? 1 : -1)));
       this.setJoined(row, joined);
     }

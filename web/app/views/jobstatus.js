@@ -16,10 +16,10 @@ export class JobProgress {
   /**
    * `start()`: the request answering 202 with the job; `trigger`: the button that starts it
    * (aria-disabled while the job runs); `exportJob`: a finished job offers its document;
-   * `onFinished(job)`: it is done or failed.
+   * `onStarted(job)`: the server accepted it; `onFinished(job)`: it is done or failed.
    */
-  constructor({ prefix, start, trigger = null, exportJob = false, onFinished = null }) {
-    Object.assign(this, { prefix, start, trigger, exportJob, onFinished });
+  constructor({ prefix, start, trigger = null, exportJob = false, onStarted = null, onFinished = null }) {
+    Object.assign(this, { prefix, start, trigger, exportJob, onStarted, onFinished });
     this.job = null;
     this.run = 0; // the newest run: an older one's answers are void
     this.running = false;
@@ -51,6 +51,7 @@ export class JobProgress {
     }
     if (run !== this.run) return;
     this.show(job);
+    this.onStarted?.(job);
     if (!isFinished(job) && Number.isSafeInteger(job?.id)) {
       try {
         job = await followJob(job.id, { onUpdate: (update) => this.show(update), stopped: () => run !== this.run });

@@ -2,6 +2,7 @@
 // button, and the members panel below the header (GET /v1/channels/{id}/members, paged with
 // `after`): display names with presence dots. The count comes from one page of 200 ids, asked
 // for shortly after a channel opens (and remembered for a minute); a DM's members are known.
+// Each name is a button that opens that person's profile (views/profile.js).
 // Leaving a public channel happens at once (joining again is one click in #/browse); leaving a
 // private one is confirmed first, since only someone inside can add you back.
 
@@ -16,9 +17,9 @@ const COUNT_DELAY_MS = 500; // switching through channels quickly asks for none 
 const COUNT_TTL_MS = 60_000;
 
 export class MembersPanel {
-  /** `onLeave(channel)`: the Leave button was pressed. */
-  constructor({ store, people, onLeave }) {
-    Object.assign(this, { store, people, onLeave });
+  /** `onLeave(channel)`: the Leave button was pressed; `onProfile(user, opener)`: a name was. */
+  constructor({ store, people, onLeave, onProfile }) {
+    Object.assign(this, { store, people, onLeave, onProfile });
     this.channel = null;
     this.counts = new Map(); // channel id → { text, at }
     this.countTimer = 0;
@@ -43,6 +44,10 @@ export class MembersPanel {
     this.status = h('p', { id: 'members-status', class: 'members-status', role: 'status' });
     this.error = h('p', { id: 'members-error', class: 'error', role: 'alert', hidden: true });
     this.list = h('ul', { id: 'members-list', class: 'members-list', 'aria-labelledby': 'members-heading', tabindex: '-1' });
+    this.list.addEventListener('click', (event) => {
+      const button = event.target.closest('button.member-name');
+      if (button) this.onProfile(Number(button.closest('li.member').dataset.user), button);
+    });
     this.more = h('button', { id: 'members-more', type: 'button', class: 'members-more', hidden: true, text: 'Load more' });
     // Not disabled while loading: a disabled button would drop the focus.
     this.more.addEventListener('click', () => this.loading || this.load(this.next));
@@ -108,7 +113,8 @@ export class MembersPanel {
   update(ch) {
     if (!ch || ch.id !== this.channel?.id) return;
     this.channel = ch;
-    this.leaveButton.hidden = !(ch.kind === 'public' || ch.kind === 'private');
+    // An archived channel takes no membership change (409 archived): nobody leaves it.
+    this.leaveButton.hidden = !(ch.kind === 'public' || ch.kind === 'private') || ch.archived || !ch.listed;
     const label = this.store.channelLabel(ch);
     let text = this.counts.get(ch.id)?.text ?? null;
     if (this.store.isDirect(ch) && ch.members) text = countText(ch.members.length, false);
@@ -210,7 +216,8 @@ export class MembersPanel {
   }
 
   row(userId) {
-    const name = h('span', { class: 'member-name', text: this.store.displayName(userId) });
+    // The name opens their profile.
+    const name = h('button', { type: 'button', class: 'member-name person-link', dataset: { test: 'person' }, text: this.store.displayName(userId) });
     this.rows.set(userId, name);
     return h('li', { class: 'member', dataset: { user: userId } },
       presenceDot(userId, this.store.statusOf(userId)),

@@ -13,8 +13,8 @@ const HIGHLIGHT_MS = 2_500;
 let firstMessageMarked = false;
 
 export class MessageList {
-  constructor(listEl, { store, history, onRetry, onDiscard, onNearTop, onNearBottom, onScroll, onFocusLost }) {
-    Object.assign(this, { listEl, store, history, onRetry, onDiscard, onNearTop, onNearBottom, onScroll, onFocusLost });
+  constructor(listEl, { store, history, onRetry, onDiscard, onProfile, onNearTop, onNearBottom, onScroll, onFocusLost }) {
+    Object.assign(this, { listEl, store, history, onRetry, onDiscard, onProfile, onNearTop, onNearBottom, onScroll, onFocusLost });
     this.channel = null;
     this.nodes = new Map(); // key → { node, sig }
     this.scrollQueued = false;
@@ -160,7 +160,8 @@ export class MessageList {
     else {
       li.append(h('div', { class: 'message-header' },
         presenceDot(sender, this.store.statusOf(sender)),
-        h('span', { class: 'message-author', text: author }),
+        // The author's name opens their profile.
+        h('button', { type: 'button', class: 'message-author person-link', dataset: { action: 'profile', test: 'person' }, text: author }),
         time));
     }
     li.append(h('div', { class: 'message-body' }, linkify(msg.body)));
@@ -258,8 +259,10 @@ export class MessageList {
     const button = event.target.closest('button[data-action]');
     const li = button?.closest('li.message');
     if (!li) return;
-    if (button.dataset.action === 'retry') this.onRetry(li.dataset.clientMsgId);
-    else this.onDiscard(li.dataset.clientMsgId);
+    const action = button.dataset.action;
+    if (action === 'profile') this.onProfile(Number(li.dataset.sender), button);
+    else if (action === 'retry') this.onRetry(li.dataset.clientMsgId);
+    else if (action === 'discard') this.onDiscard(li.dataset.clientMsgId);
   }
 }
 

@@ -17,9 +17,12 @@ const GUEST_PAGES = 5; // member pages (of 200) read per channel to find a guest
 const GUEST_LOOKUPS = 200; // at most this many unknown people are looked up (GET /v1/users/{id})
 
 export class NewDmForm {
-  /** `onOpened(conversation)`: the 200/201 answer; the app opens it once it is listed. */
-  constructor({ store, people, onOpened }) {
-    Object.assign(this, { store, people, onOpened });
+  /**
+   * `onOpened(conversation)`: the 200/201 answer; the app opens it once it is listed.
+   * `onProfile(user, opener)`: a candidate's "Profile" button was pressed.
+   */
+  constructor({ store, people, onOpened, onProfile }) {
+    Object.assign(this, { store, people, onOpened, onProfile });
     this.chosen = new Map(); // user id → chip element, in the order chosen
     this.rows = new Map(); // user id → { li, checkbox, name, handle }
     this.contacts = null; // a guest's reachable people (ids), once gathered
@@ -59,6 +62,10 @@ export class NewDmForm {
     this.list.addEventListener('change', (event) => {
       const box = event.target.closest('input.dm-candidate-check');
       if (box) this.toggle(Number(box.closest('li.dm-candidate').dataset.user), box.checked);
+    });
+    this.list.addEventListener('click', (event) => {
+      const button = event.target.closest('button.dm-candidate-profile');
+      if (button) this.onProfile(Number(button.closest('li.dm-candidate').dataset.user), button);
     });
     this.chips.addEventListener('click', (event) => {
       const button = event.target.closest('button.dm-chip-remove');
@@ -234,15 +241,19 @@ export class NewDmForm {
       const checkbox = h('input', { id: boxId, type: 'checkbox', class: 'dm-candidate-check' });
       const name = h('span', { class: 'dm-candidate-name' });
       const handle = h('span', { class: 'dm-candidate-handle' });
+      const profileName = srOnly('');
       const li = h('li', { class: 'dm-candidate', dataset: { user: user.id } },
         h('label', { for: boxId, class: 'dm-candidate-label' },
           checkbox,
-          h('span', { class: 'dm-candidate-text' }, name, handle, presenceDot(user.id, this.store.statusOf(user.id)))));
-      row = { li, checkbox, name, handle };
+          h('span', { class: 'dm-candidate-text' }, name, handle, presenceDot(user.id, this.store.statusOf(user.id)))),
+        // Beside the label, not in it: a button inside a label would also toggle the checkbox.
+        h('button', { type: 'button', class: 'dm-candidate-profile', dataset: { test: 'person' } }, 'Profile', profileName));
+      row = { li, checkbox, name, handle, profileName };
       this.rows.set(user.id, row);
     }
     setText(row.name, user.display_name);
     setText(row.handle, typeof user.handle === 'string' ? `@${user.handle}` : '');
+    setText(row.profileName, ` of ${user.display_name}`);
     return row;
   }
 

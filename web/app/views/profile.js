@@ -110,8 +110,11 @@ export class ProfileDialog {
       return;
     }
     if (generation !== this.generation) return;
+    const renamed = this.store.users.get(userId)?.display_name !== user?.display_name;
     this.store.setUser(user);
     if (this.store.isMe(user?.id)) this.store.setMe(user);
+    // Others see profile changes on their next read (no live event): names shown elsewhere follow.
+    if (renamed) this.store.emit('people');
     this.status.textContent = '';
     this.render(this.store.users.get(userId) ?? user);
   }
@@ -141,8 +144,8 @@ export class ProfileDialog {
     if (!user) return [];
     const rows = [];
     if (user.role) rows.push(detail('Role', ROLE_LABEL[user.role] ?? String(user.role), 'profile-role'));
-    if (user.title) rows.push(detail('Title', String(user.title), 'profile-title'));
-    if (user.time_zone) rows.push(detail('Time zone', zoneText(String(user.time_zone)), 'profile-time-zone'));
+    if (user.title) rows.push(detail('Title', String(user.title), 'profile-job-title'));
+    if (user.time_zone) rows.push(detail('Time zone', zoneText(String(user.time_zone)), 'profile-zone'));
     const href = typeof user.avatar_url === 'string' ? safeHref(user.avatar_url) : null;
     if (href) {
       rows.push(detail('Avatar', h('a', {

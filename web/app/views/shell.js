@@ -1,7 +1,8 @@
-// views/shell.js — the signed-in page: header (org, search, connection, me, admin link,
-// sign-out), the sidebar, and main with the channel view (its header: title, members and leave
-// buttons, the members panel), the browse view and the admin view; the modal dialogs after
-// them. Landmarks: header, nav, main; one h1 (the org), h2 per region.
+// views/shell.js — the signed-in page: header (org, search, connection, me, my profile, admin
+// link, sign-out), the sidebar, and main with the channel view (its header: title and topic,
+// members, leave and settings buttons, the members panel; the archived notice above the
+// composer), the browse view and the admin view; the modal dialogs after them. Landmarks:
+// header, nav, main; one h1 (the org), h2 per region.
 
 import { h } from '../dom.js';
 
@@ -13,7 +14,7 @@ const CONNECTION_TEXT = {
 };
 
 /** Builds the shell around the parts other views own; returns the elements the app drives. */
-export function buildShell({ searchForm, searchPanel, composerForm, channelActions, membersPanel, dialogs = [] }) {
+export function buildShell({ searchForm, searchPanel, composerForm, channelActions, membersPanel, settingsButton, dialogs = [] }) {
   const refs = {};
   refs.toggle = h('button', {
     id: 'sidebar-toggle', type: 'button', class: 'sidebar-toggle',
@@ -22,6 +23,7 @@ export function buildShell({ searchForm, searchPanel, composerForm, channelActio
   refs.orgName = h('h1', { id: 'org-name', class: 'org-name', text: 'ThreadSpace' });
   refs.status = h('p', { id: 'connection-status', class: 'connection-status', role: 'status', dataset: { state: 'reconnecting' }, text: CONNECTION_TEXT.connecting });
   refs.me = h('span', { id: 'me', class: 'me-name' });
+  refs.profileButton = h('button', { id: 'my-profile', type: 'button', class: 'my-profile', dataset: { test: 'my-profile' }, text: 'Profile' });
   refs.adminLink = h('a', { id: 'admin-link', href: '#/admin', class: 'admin-link', hidden: true, text: 'People' });
   refs.signOut = h('button', { id: 'sign-out', type: 'button', text: 'Sign out' });
   const header = h('header', { class: 'topbar' },
@@ -30,6 +32,7 @@ export function buildShell({ searchForm, searchPanel, composerForm, channelActio
     h('div', { class: 'topbar-end' },
       refs.status,
       h('p', { class: 'signed-in-as' }, h('span', { class: 'visually-hidden', text: 'Signed in as ' }), refs.me),
+      refs.profileButton,
       refs.adminLink,
       refs.signOut));
 
@@ -37,7 +40,13 @@ export function buildShell({ searchForm, searchPanel, composerForm, channelActio
 
   // tabindex -1: focus moves here after a route change (not a Tab stop).
   refs.title = h('h2', { id: 'channel-title', class: 'channel-title', tabindex: '-1', text: '' });
+  refs.topic = h('p', { id: 'channel-topic', class: 'channel-topic', hidden: true, dataset: { test: 'channel-topic' } });
   refs.notice = h('div', { id: 'channel-notice', class: 'channel-notice', role: 'status', hidden: true });
+  // An archived channel is shown read-only: this says so, above the disabled composer.
+  refs.archived = h('p', {
+    id: 'archived-notice', class: 'archived-notice', role: 'status', hidden: true, dataset: { test: 'archived-notice' },
+    text: 'This channel is archived: its history can be read, but nothing new can be posted.',
+  });
   refs.list = h('ol', {
     id: 'messages', class: 'messages', role: 'log', 'aria-live': 'polite',
     'aria-labelledby': 'channel-title', tabindex: '0',
@@ -45,8 +54,10 @@ export function buildShell({ searchForm, searchPanel, composerForm, channelActio
   refs.jumpLatest = h('button', { id: 'jump-latest', type: 'button', class: 'jump-latest', hidden: true, text: 'Jump to newest messages' });
   refs.typing = h('p', { id: 'typing', class: 'typing', 'aria-live': 'polite' });
   refs.channelView = h('section', { id: 'channel-view', class: 'channel-view', 'aria-labelledby': 'channel-title' },
-    h('div', { class: 'channel-header' }, refs.title, channelActions),
-    membersPanel, refs.notice, refs.list, refs.jumpLatest, refs.typing, composerForm);
+    h('div', { class: 'channel-header' },
+      h('div', { class: 'channel-heading' }, refs.title, refs.topic),
+      h('div', { class: 'channel-tools' }, channelActions, settingsButton)),
+    membersPanel, refs.notice, refs.list, refs.jumpLatest, refs.typing, refs.archived, composerForm);
   refs.browseView = h('section', { id: 'browse-view', class: 'browse-view', hidden: true, 'aria-labelledby': 'browse-heading' });
   refs.adminView = h('section', { id: 'admin-view', class: 'admin-view', hidden: true });
   refs.main = h('main', { id: 'main', class: 'main' }, refs.channelView, refs.browseView, refs.adminView);
