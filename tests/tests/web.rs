@@ -359,6 +359,85 @@ async fn two_people_chat_in_browsers_through_history_a_gateway_crash_presence_an
     .await?;
     shown(&b, "psst").await?;
 
+    // Ada renames #launch and sets its topic from the channel's settings; Grace's window, on
+    // the other gateway, shows both live. Then Ada archives it: Grace's window keeps it
+    // readable, says so, and takes no more messages.
+    open_channel(&a, launch).await?;
+    open_channel(&b, launch).await?;
+    a.click("[data-test=channel-settings]").await?;
+    a.fill("[data-test=channel-settings-name]", "launch-eu").await?;
+    a.fill("[data-test=channel-settings-topic]", "go live on friday").await?;
+    a.click("[data-test=channel-settings-save]").await?;
+    b.until(
+        "the new name and topic in Grace's window",
+        &format!(
+            "const link = document.querySelector('a.channel-link[data-channel=\"{launch}\"]');
+             const topic = document.querySelector('[data-test=channel-topic]');
+             return link !== null && link.textContent.includes('launch-eu')
+                 && topic !== null && topic.textContent.includes('go live on friday');"
+        ),
+        UI_TIMEOUT,
+    )
+    .await?;
+    a.until(
+        "the settings dialog closed",
+        "const d = document.querySelector('#channel-settings-dialog'); return d === null || !d.open;",
+        UI_TIMEOUT,
+    )
+    .await?;
+    a.click("[data-test=channel-settings]").await?;
+    a.click("[data-test=channel-archive]").await?;
+    a.click("[data-test=channel-archive-confirm]").await?;
+    b.until(
+        "the archived notice and a disabled composer in Grace's window",
+        &format!(
+            "const notice = document.querySelector('[data-test=archived-notice]');
+             return notice !== null && !notice.hidden && document.querySelector('#composer').disabled
+                 && document.querySelector('a.channel-link[data-channel=\"{launch}\"]') === null;"
+        ),
+        UI_TIMEOUT,
+    )
+    .await?;
+    shown(&b, "launch is go").await?;
+    let state = stack
+        .pool
+        .get()
+        .await?
+        .query_one("SELECT name, topic, archived_at IS NOT NULL FROM channels WHERE id = $1", &[&launch.0])
+        .await?;
+    assert_eq!(
+        (state.get::<_, String>(0), state.get::<_, String>(1), state.get::<_, bool>(2)),
+        ("launch-eu".to_owned(), "go live on friday".to_owned(), true)
+    );
+
+    // Ada edits her profile; Grace opens it from one of Ada's messages and sees the title.
+    open_channel(&a, general).await?;
+    open_channel(&b, general).await?;
+    a.click("#my-profile").await?;
+    a.click("[data-test=profile-edit]").await?;
+    a.fill("#profile-title", "Release manager").await?;
+    a.click("[data-test=profile-save]").await?;
+    wait_until("Ada's title is stored", || {
+        let stack = &stack;
+        let token = ada.access.clone();
+        async move {
+            let (_, me) = threadspace_tests::rest(stack, "GET", "/v1/me", Some(&token)).await?;
+            Ok(me["user"]["title"] == "Release manager")
+        }
+    })
+    .await?;
+    // Her own export, from the same place: the job runs to done and offers the document.
+    a.click("[data-test=export-mine]").await?;
+    a.wait("[data-test=export-mine-progress][data-state=\"done\"]").await?;
+    a.wait("[data-test=export-mine-download]").await?;
+    b.click(&format!("li.message[data-sender=\"{}\"] button.message-author", ada.user)).await?;
+    b.until(
+        "Ada's title in her profile",
+        "const t = document.querySelector('[data-test=profile-job-title]'); return t !== null && t.textContent.includes('Release manager');",
+        UI_TIMEOUT,
+    )
+    .await?;
+
     a.close().await?;
     b.close().await?;
     Ok(())
@@ -415,7 +494,10 @@ async fn nothing_injected(page: &Page, what: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_is_safe_accessible_fits_a_phone_and_handles_accounts() -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions::with_bridge(1, &[])).await?;
+    let mut options = StackOptions::with_bridge(1, &[]);
+    // The erasure below waits this long for in-flight sends (there are none).
+    options.api_args = ["--publish-timeout", "1s", "--erasure-settle", "1s"].map(String::from).to_vec();
+    let stack = Stack::start(options).await?;
     let base = stack.api.http_url();
     let olive = org_named(&stack, "xss", PAYLOAD).await?;
     let mallory = accounts::invite_named(&stack, &olive, "member", "mallory", PAYLOAD).await?;
@@ -649,6 +731,27 @@ async fn the_client_is_safe_accessible_fits_a_phone_and_handles_accounts() -> an
             other => anyhow::bail!("Mallory's socket ended without 4004: {other:?}"),
         }
     }
+    // Olive erases Mallory: the dialog names her as text, typing her handle confirms, and the
+    // job's progress runs to done with what it did to each kind of data.
+    desk.click(&format!("{row} [data-test=erase-user]")).await?;
+    desk.wait("[data-test=erase-confirm-handle]").await?;
+    nothing_injected(&desk, "the erase dialog").await?;
+    accessible(&desk, &axe, "the erase dialog").await?;
+    desk.fill("[data-test=erase-confirm-handle]", "mallory").await?;
+    desk.click("#erase-confirm").await?;
+    desk.wait("[data-test=erase-progress][data-state=\"done\"]").await?;
+    desk.wait("[data-test=erase-summary] li[data-kind=\"profile\"]").await?;
+    desk.click("#erase-dialog button.dialog-cancel").await?;
+    let erased = client
+        .query_one(
+            "SELECT handle, display_name, erased_at IS NOT NULL FROM users WHERE id = $1",
+            &[&mallory.user.0],
+        )
+        .await?;
+    assert_eq!(
+        (erased.get::<_, String>(0), erased.get::<_, String>(1), erased.get::<_, bool>(2)),
+        (format!("erased-{}", mallory.user), "Erased user".to_owned(), true)
+    );
     desk.fill("#invite-email-input", "newbie@xss.test").await?;
     desk.click("#invite-create").await?;
     let link = desk
