@@ -73,6 +73,9 @@ impl ApiError {
                     format!("a value was refused ({constraint})"),
                 )
             }
+            threadspace_store::directory::DirectoryError::Archived => {
+                Self::new(StatusCode::CONFLICT, "archived", "the channel is archived")
+            }
             other => Self::unavailable("directory", &other, "directory unavailable; retry later"),
         }
     }

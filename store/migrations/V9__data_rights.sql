@@ -34,6 +34,9 @@ CREATE TABLE data_jobs (
     expires_at    TIMESTAMPTZ,
     -- What an erasure did, per kind of data (counts, never personal data).
     summary       JSONB,
+    -- An erasure's finds in the stream that later kinds need if it is retried (seqs of the
+    -- person's messages; the stream's copies are gone by then).
+    found_seqs    BIGINT[] NOT NULL DEFAULT '{}',
     CHECK ((kind = 'export_org') = (subject_id IS NULL))
 );
 CREATE INDEX data_jobs_open ON data_jobs (id) WHERE state IN ('queued', 'running');

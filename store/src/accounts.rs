@@ -193,6 +193,33 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// The channel every new member of an org starts in (made with the org, joined on arrival):
+/// it cannot be renamed or archived (docs/api.md, "Channels").
+pub const DEFAULT_CHANNEL: &str = "general";
+
+/// Refuses (`DirectoryError::Archived`) if any of `channels` is archived, holding their rows
+/// shared until `tx` ends: an archive or unarchive (which updates the row) waits for the change,
+/// or the change for it. Channel rows are taken before the org's row, as every directory change
+/// takes them.
+pub(crate) async fn refuse_archived(
+    tx: &Transaction<'_>,
+    channels: &[ChannelId],
+) -> Result<(), DirectoryError> {
+    let ids: Vec<i64> = channels.iter().map(|c| c.0).collect();
+    let row = tx
+        .query_one(
+            "SELECT coalesce(bool_or(archived), false) FROM (
+                 SELECT archived_at IS NOT NULL AS archived FROM channels WHERE id = ANY($1) ORDER BY id FOR SHARE) c",
+            &[&ids],
+        )
+        .await
+        .map_err(query)?;
+    if row.get::<_, bool>(0) {
+        return Err(DirectoryError::Archived);
+    }
+    Ok(())
+}
+
 /// Records `change` as the org's next directory event, inside `tx`: takes the org row's lock
 /// (held until commit, so versions are assigned in commit order), bumps `dir_version` and
 /// appends the event to the outbox.
@@ -246,9 +273,9 @@ impl Accounts {
         let user = insert_user(&tx, OrgId(org), owner).await?;
         // Every org starts with #general, which every non-guest joins on arrival.
         tx.execute(
-            "WITH c AS (INSERT INTO channels (org_id, kind, name) VALUES ($1, 'public', 'general') RETURNING id)
+            "WITH c AS (INSERT INTO channels (org_id, kind, name) VALUES ($1, 'public', $3) RETURNING id)
              INSERT INTO channel_members (channel_id, user_id) SELECT id, $2 FROM c",
-            &[&org, &user.0],
+            &[&org, &user.0, &DEFAULT_CHANNEL],
         )
         .await
         .map_err(query)?;
@@ -270,8 +297,8 @@ impl Accounts {
         if user.role != "guest" {
             let general = tx
                 .query_opt(
-                    "SELECT id FROM channels WHERE org_id = $1 AND name = 'general' AND archived_at IS NULL",
-                    &[&org.0],
+                    "SELECT id FROM channels WHERE org_id = $1 AND name = $2 AND archived_at IS NULL",
+                    &[&org.0, &DEFAULT_CHANNEL],
                 )
                 .await
                 .map_err(query)?;
@@ -627,6 +654,7 @@ impl Accounts {
     ) -> Result<Option<DirectoryEvent>, DirectoryError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(query)?;
+        refuse_archived(&tx, &[channel]).await?;
         let n = match change {
             MemberChange::Joined => {
                 tx.execute(

@@ -147,6 +147,7 @@ impl Accounts {
         let mut channels = channels.to_vec();
         channels.sort_unstable_by_key(|c| c.0);
         channels.dedup();
+        crate::accounts::refuse_archived(&tx, &channels).await?;
         // Memberships first, in one statement, then the events (the lock order of join_all).
         tx.execute(
             "INSERT INTO channel_members (channel_id, user_id) SELECT unnest($1::int8[]), $2",

@@ -55,6 +55,17 @@ pub struct ChannelState {
     pub members: i64,
 }
 
+/// What [`Accounts::update_channel`] did.
+#[derive(Clone, Debug)]
+pub enum UpdateOutcome {
+    /// Nothing: the channel is archived (or gone).
+    Archived,
+    /// Nothing: it already was so.
+    Unchanged,
+    /// Changed, with its directory event.
+    Changed(DirectoryEvent),
+}
+
 /// A change of a channel's name, topic and purpose; `None` leaves one as it is.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ChannelUpdate<'a> {
@@ -249,14 +260,14 @@ impl Accounts {
     }
 
     /// Renames a channel and sets its topic and purpose (`None`: unchanged), unless it is
-    /// archived, with its directory event when anything changed. `None` if the channel is
-    /// archived (or gone); a taken name is [`DirectoryError::Conflict`].
+    /// archived, with its directory event when anything changed. A taken name is
+    /// [`DirectoryError::Conflict`].
     pub async fn update_channel(
         &self,
         org: OrgId,
         channel: ChannelId,
         change: &ChannelUpdate<'_>,
-    ) -> Result<Option<Option<DirectoryEvent>>, DirectoryError> {
+    ) -> Result<UpdateOutcome, DirectoryError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(query)?;
         let row = tx
@@ -272,9 +283,9 @@ impl Accounts {
             )
             .await
             .map_err(query)?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = row else { return Ok(UpdateOutcome::Archived) };
         if !row.get::<_, bool>(3) {
-            return Ok(Some(None));
+            return Ok(UpdateOutcome::Unchanged);
         }
         let change = DirectoryChange::ChannelUpdated {
             channel,
@@ -284,7 +295,7 @@ impl Accounts {
         };
         let event = record_event(&tx, org, change).await?;
         tx.commit().await.map_err(query)?;
-        Ok(Some(Some(event)))
+        Ok(UpdateOutcome::Changed(event))
     }
 
     /// Archives (`archived`) or unarchives a channel, with its directory event; `None` if it

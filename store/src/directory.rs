@@ -20,6 +20,10 @@ pub enum DirectoryError {
     /// A check constraint refused a value: the caller's input, not a failure of the store.
     #[error("the value was refused by the constraint {constraint}")]
     Refused { constraint: String },
+    /// The channel is archived: it takes no membership changes (checked under the channel
+    /// row's lock, so no change slips past an archive).
+    #[error("the channel is archived")]
+    Archived,
     /// Postgres answered something this code cannot read (a bug).
     #[error("postgres returned what cannot be read: {0}")]
     Unreadable(String),

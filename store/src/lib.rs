@@ -11,6 +11,7 @@ pub mod audit;
 pub mod bots;
 pub mod channels;
 pub mod directory;
+pub mod jobs;
 pub mod messages;
 pub mod people;
 pub mod rights;

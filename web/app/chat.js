@@ -405,7 +405,7 @@ export class ChatApp {
     if (this.store.isDirect(ch) || Date.now() - (ch.infoAt ?? 0) < CHANNEL_INFO_TTL_MS) return;
     ch.infoAt = Date.now();
     api.getChannel(ch.id).then((info) => {
-      if (this.store.channel(ch.id) === ch) this.store.applyChannelInfo(ch.id, info);
+      if (this.store.channel(ch.id) === ch) this.store.applyChannelInfo(ch.id, info, { read: true });
     }, () => { ch.infoAt = 0; /* the header shows no topic; asked again next time */ });
   }
 

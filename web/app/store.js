@@ -126,9 +126,11 @@ export class Store extends EventTarget {
    * A known channel's details (GET /v1/channels/{id}, the PATCH and archive answers, `channel`
    * frames): any of `kind`, `name`, `topic`, `purpose`, `archived`, `created_by`. An archived
    * channel leaves the list but stays in the store, its messages readable; only the channel
-   * list (after `unarchived`) lists it again. Returns the channel, or null when unknown.
+   * list (after `unarchived`) lists it again. A plain read (`{ read: true }`: a GET that may have
+   * left before an `archived` frame came) never un-archives a channel: only the `unarchived`
+   * frame, the unarchive answer or the channel list do. Returns the channel, or null when unknown.
    */
-  applyChannelInfo(id, info) {
+  applyChannelInfo(id, info, { read = false } = {}) {
     const ch = this.channels.get(id);
     if (!ch || !info || typeof info !== 'object') return null;
     if (typeof info.kind === 'string') ch.kind = info.kind;
@@ -139,7 +141,7 @@ export class Store extends EventTarget {
     if (info.archived === true) {
       ch.archived = true;
       ch.listed = false;
-    } else if (info.archived === false) {
+    } else if (info.archived === false && !read) {
       ch.archived = false;
     }
     this.emit('channels');

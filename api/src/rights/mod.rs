@@ -65,14 +65,15 @@ pub(crate) enum Scope {
     Org(OrgId),
 }
 
-/// An erasure under way: who, under which policy, and what the kinds found on the way.
+/// An erasure under way: its job, who, under which policy, and what the kinds found on the way.
 #[derive(Debug)]
 pub(crate) struct Erasure {
+    pub job: threadspace_store::jobs::Job,
     pub subject: ErasureSubject,
     /// The stream's last sequence once the person could send no more.
     pub through_seq: u64,
-    /// Seqs of the person's messages found in the stream (the search index may hold some the
-    /// archive never took).
+    /// Seqs of the person's messages found in the stream, by this attempt and earlier ones
+    /// (the search index may hold some the archive never took).
     pub found_seqs: Mutex<Vec<i64>>,
 }
 

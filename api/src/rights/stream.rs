@@ -131,7 +131,11 @@ pub(super) async fn wait_for_bridge(rights: &Rights, org: OrgId, through: u64) -
                     info.ack_floor.stream_sequence >= through
                         || (info.num_pending == 0 && info.num_ack_pending == 0)
                 }
-                Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => true,
+                // Never made: the bridge never ran this sink here, and holds nothing of it. A
+                // consumer that existed (its checkpoint says so) is being made again: wait.
+                Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {
+                    !rights.store().bridge_has_run(sink.as_str(), partition).await?
+                }
                 Err(e) => return Err(stream_error(&e)),
             };
             if caught_up {
@@ -177,11 +181,11 @@ impl DataKind for StreamTail {
             let seqs =
                 scan(&stream, filter, Some(erasure.through_seq), |message| sent_by(&message.payload, user))
                     .await?;
-            erasure
-                .found_seqs
-                .lock()
-                .expect("seq list lock is never poisoned")
-                .extend(seqs.iter().map(|&s| s as i64));
+            let found: Vec<i64> = seqs.iter().map(|&s| s as i64).collect();
+            // Kept with the job before the copies go: a retry still finds the search rows of
+            // messages the archive refused.
+            rights.store().note_found_seqs(&erasure.job, &found).await?;
+            erasure.found_seqs.lock().expect("seq list lock is never poisoned").extend(found);
             let deleted = delete(&stream, &seqs).await?;
             info!(%org, %user, deleted, "erasure: the stream's copies deleted");
             Ok(Outcome::Deleted(deleted))

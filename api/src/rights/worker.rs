@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Map, Value};
 use threadspace_protocol::error_chain;
 use threadspace_store::audit::AuditEntry;
-use threadspace_store::rights::{Job, JobKind};
+use threadspace_store::jobs::{Job, JobKind};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -167,7 +167,8 @@ async fn erase(rights: &Rights, job: &Job) -> Result<(), RightsError> {
     let through_seq = stream::last_seq(rights).await?;
     stream::wait_for_bridge(rights, job.org, through_seq).await?;
     let policy = subject.policy;
-    let erasure = Erasure { subject, through_seq, found_seqs: Mutex::new(Vec::new()) };
+    let found_seqs = Mutex::new(job.found_seqs.clone());
+    let erasure = Erasure { job: job.clone(), subject, through_seq, found_seqs };
     let mut summary = Map::new();
     summary.insert("policy".into(), Value::from(policy.as_str()));
     for kind in REGISTRY {

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use threadspace_protocol::frames::ChannelKind;
 use threadspace_protocol::ChannelId;
+use threadspace_store::accounts::DEFAULT_CHANNEL;
 use threadspace_store::audit::AuditEntry;
-use threadspace_store::channels::{ChannelState, ChannelUpdate};
+use threadspace_store::channels::{ChannelState, ChannelUpdate, UpdateOutcome};
 use threadspace_store::directory::Session;
 use tracing::info;
 use utoipa::ToSchema;
@@ -29,8 +30,6 @@ use crate::limits::ClientIp;
 use crate::parts::Changes;
 use crate::policy::{may, sees_channel, Action};
 
-/// The channel every new member of an org joins: it cannot be renamed or archived.
-const DEFAULT_CHANNEL: &str = "general";
 /// Longest topic or purpose, in characters.
 const MAX_TEXT: usize = 250;
 
@@ -237,8 +236,12 @@ pub(crate) async fn update(
         .update_channel(session.user.org, channel, &update)
         .await
         .map_err(ApiError::directory)?;
-    let Some(event) = outcome else {
-        return Err(conflict("archived", format!("channel {channel} was archived meanwhile")));
+    let event = match outcome {
+        UpdateOutcome::Archived => {
+            return Err(conflict("archived", format!("channel {channel} was archived meanwhile")))
+        }
+        UpdateOutcome::Unchanged => None,
+        UpdateOutcome::Changed(event) => Some(event),
     };
     let position = match &event {
         Some(event) => publish(&changes, event).await,

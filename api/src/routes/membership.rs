@@ -26,7 +26,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::limits::ClientIp;
 use crate::metrics as m;
 use crate::parts::Changes;
-use crate::policy::{may, sees_channel, Action, Role};
+use crate::policy::{may, Action, Role};
 
 /// What a membership request did.
 #[derive(Debug, Serialize, ToSchema)]
@@ -119,17 +119,9 @@ async fn change(
     let caller = caller(auth, headers).await?;
     let org = caller.user.org;
     let directory = &auth.directory;
-    let not_found = || ApiError::not_found(format!("no channel {channel} in your org"));
-    let target = match directory.channel(channel).await {
-        Ok(Some(c)) if c.org == org => c,
-        Ok(_) => return Err(not_found()),
-        Err(e) => return Err(unavailable(&e)),
-    };
-    let caller_is_member = caller.channels.iter().any(|c| c.id == channel);
+    // Visibility (archived channels included) has one home.
+    let (target, caller_is_member) = super::lifecycle::seen(auth, changes, &caller, channel).await?;
     let role = Role::parse(&caller.user.role).unwrap_or(Role::Guest);
-    if !sees_channel(role, target.kind, caller_is_member) {
-        return Err(not_found());
-    }
     if target.archived {
         return Err(ApiError::new(StatusCode::CONFLICT, "archived", "the channel is archived"));
     }

@@ -13,7 +13,8 @@ use serde_json::json;
 use threadspace_protocol::UserId;
 use threadspace_store::audit::AuditEntry;
 use threadspace_store::directory::Session;
-use threadspace_store::rights::{ErasurePolicy, Job, JobKind};
+use threadspace_store::jobs::{Job, JobKind};
+use threadspace_store::rights::ErasurePolicy;
 use tracing::{info, warn};
 use utoipa::ToSchema;
 

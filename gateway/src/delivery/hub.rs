@@ -478,8 +478,10 @@ impl Hub {
 
     /// Applies the directory event stored at `seq` and advances the head past it, under the
     /// write lock (see the module invariant). A member change updates the indexes and tells
-    /// the user's connections; a deactivation or ended session closes the connections it
-    /// covers with 4004.
+    /// the user's connections; an archive takes the channel from every connection, an unarchive
+    /// gives it back to its members' connections, and they or a rename tell them (`channel`); a
+    /// deactivation or ended session closes the connections it covers with 4004. Only
+    /// connections admitted before the event are touched: a later hello read it already.
     pub(crate) fn apply_directory(&self, seq: Seq, event: &DirectoryEvent) -> Applied {
         let mut inner = self.inner.write().expect("hub lock is never poisoned");
         self.head_seq.fetch_max(seq, Ordering::AcqRel);
@@ -519,8 +521,23 @@ impl Hub {
                 conns.iter().filter(|conn| conn.push(frame.clone())).count()
             }
             DirectoryChange::ChannelArchived { channel } => {
-                // Nobody admitted later has it: their hello read it archived.
-                let conns = inner.channels.remove(channel).unwrap_or_default();
+                // Connections admitted before the event lose it; a later one read the directory
+                // after it (and after an unarchive, maybe): its set is already right.
+                let mut taken = Vec::new();
+                if let Some(list) = inner.channels.get_mut(channel) {
+                    list.retain(|conn| {
+                        if conn.dir_version >= event.version {
+                            return true;
+                        }
+                        // In step with the index, under the write lock.
+                        conn.channels.lock().expect("channel set lock is never poisoned").remove(channel);
+                        taken.push(conn.clone());
+                        false
+                    });
+                    if list.is_empty() {
+                        inner.channels.remove(channel);
+                    }
+                }
                 drop(inner);
                 let frame = ServerFrame::Channel {
                     channel: *channel,
@@ -529,11 +546,10 @@ impl Hub {
                     topic: None,
                     purpose: None,
                 };
-                for conn in &conns {
-                    conn.channels.lock().expect("channel set lock is never poisoned").remove(channel);
+                for conn in &taken {
                     conn.push_frame(&frame);
                 }
-                conns.len()
+                taken.len()
             }
             DirectoryChange::ChannelUnarchived { channel, name, topic, purpose, members } => {
                 let mut conns = Vec::new();
@@ -747,6 +763,28 @@ mod tests {
         assert!(b.handle.pop().is_none());
         assert_eq!(hub.deliver(15, Some(ChannelId(5)), &Bytes::from_static(b"x")), 1);
         assert_eq!(hub.head_seq(), 15);
+    }
+
+    #[test]
+    fn an_archive_leaves_alone_a_connection_whose_hello_read_the_unarchive_after_it() {
+        let hub = Hub::new(10, HubLimits { outbound_queue: 8, sends_per_second: 1, send_burst: 1 });
+        let root = CancellationToken::new();
+        // Read at version 6 (archived at 5, unarchived at 6) while the hub is still at 4.
+        let who = Admission { user: UserId(1), org: OrgId(1), login_session: 0, dir_version: Some(6) };
+        let late = hub.admit(who, &channels(&[5]), &root, 0).expect("the hub applied nothing newer");
+        let event = |version, change| DirectoryEvent { org: OrgId(1), version, change };
+        let archived = DirectoryChange::ChannelArchived { channel: ChannelId(5) };
+        assert_eq!(hub.apply_directory(11, &event(5, archived)), Applied::Changed(0));
+        let back = DirectoryChange::ChannelUnarchived {
+            channel: ChannelId(5),
+            name: None,
+            topic: String::new(),
+            purpose: String::new(),
+            members: vec![UserId(1)],
+        };
+        assert_eq!(hub.apply_directory(12, &event(6, back)), Applied::Changed(0));
+        assert!(late.handle.is_member(ChannelId(5)), "the channel its hello read stays");
+        assert_eq!(hub.deliver(13, Some(ChannelId(5)), &Bytes::from_static(b"x")), 1);
     }
 
     #[test]

@@ -108,7 +108,7 @@ export class ChannelSettings {
     this.dialog.open(opener, this.name.input);
     // The newest details (another admin may have changed them): fields not edited yet follow.
     api.getChannel(ch.id).then((info) => {
-      if (this.channel?.id === ch.id) this.store.applyChannelInfo(ch.id, info);
+      if (this.channel?.id === ch.id) this.store.applyChannelInfo(ch.id, info, { read: true });
     }, () => { /* the store's details stand */ });
   }
 
