@@ -225,17 +225,13 @@ impl DataKind for Audit {
     }
 }
 
-/// Export documents: the person's own, and the org's (which hold everyone's profile).
+/// Export documents: the person's own, and the org's (which hold everyone's profile). An export
+/// does not contain exports.
 pub(crate) struct Exports;
 
 impl DataKind for Exports {
     fn name(&self) -> &'static str {
         "exports"
-    }
-
-    fn export<'a>(&'a self, _: &'a Rights, _: Scope) -> BoxFuture<'a, Result<Option<Value>, RightsError>> {
-        // An export does not contain exports.
-        Box::pin(async { Ok(None) })
     }
 
     fn erase<'a>(
@@ -251,7 +247,7 @@ impl DataKind for Exports {
 }
 
 /// The export document's header.
-pub(crate) fn header(job: i64, scope: Scope) -> Value {
+pub(crate) fn header(job: i64, scope: Scope) -> serde_json::Map<String, Value> {
     let (scope, org, user) = match scope {
         Scope::User(org, user) => ("user", org, Some(user.0)),
         Scope::Org(org) => ("org", org, None),
@@ -259,6 +255,13 @@ pub(crate) fn header(job: i64, scope: Scope) -> Value {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    json!({"format": "threadspace.export.v1", "job": job, "scope": scope, "org": org.0, "user": user,
-           "generated_at_ms": now_ms})
+    let fields = [
+        ("format", json!("threadspace.export.v1")),
+        ("job", json!(job)),
+        ("scope", json!(scope)),
+        ("org", json!(org.0)),
+        ("user", json!(user)),
+        ("generated_at_ms", json!(now_ms)),
+    ];
+    fields.into_iter().map(|(key, value)| (key.to_owned(), value)).collect()
 }

@@ -130,12 +130,15 @@ pub(crate) trait DataKind: Sync {
     /// Its key in an export document and in an erasure's summary.
     fn name(&self) -> &'static str;
 
-    /// What it contributes to an export of `scope`; `None`: nothing (the key is left out).
+    /// What it contributes to an export of `scope`; `None` (the default): nothing, the key is
+    /// left out.
     fn export<'a>(
         &'a self,
-        rights: &'a Rights,
-        scope: Scope,
-    ) -> BoxFuture<'a, Result<Option<Value>, RightsError>>;
+        _rights: &'a Rights,
+        _scope: Scope,
+    ) -> BoxFuture<'a, Result<Option<Value>, RightsError>> {
+        Box::pin(async { Ok(None) })
+    }
 
     /// Erases (or keeps, per the org's policy) the person's data of this kind. Runs again if
     /// the job is retried: it must be idempotent.

@@ -20,7 +20,7 @@ use threadspace_store::messages::Sink;
 use threadspace_store::rights::ErasurePolicy;
 use tracing::info;
 
-use super::{DataKind, Erasure, Outcome, Rights, RightsError, Scope};
+use super::{DataKind, Erasure, Outcome, Rights, RightsError};
 
 /// How long a scan waits for the next record before giving up on the stream.
 const NEXT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -150,17 +150,13 @@ pub(super) async fn wait_for_bridge(rights: &Rights, org: OrgId, through: u64) -
     Ok(())
 }
 
-/// The MESSAGES stream's retained tail (its copies of messages the archive also holds).
+/// The MESSAGES stream's retained tail (its copies of messages the archive also holds; exports
+/// read the archive).
 pub(crate) struct StreamTail;
 
 impl DataKind for StreamTail {
     fn name(&self) -> &'static str {
         "stream"
-    }
-
-    fn export<'a>(&'a self, _: &'a Rights, _: Scope) -> BoxFuture<'a, Result<Option<Value>, RightsError>> {
-        // The tail holds nothing the archive does not: exports read the archive.
-        Box::pin(async { Ok(None) })
     }
 
     fn erase<'a>(
@@ -193,17 +189,13 @@ impl DataKind for StreamTail {
     }
 }
 
-/// The broker-bridge's dead letters of the person's messages.
+/// The broker-bridge's dead letters of the person's messages (not exported: operators' material
+/// for repair, not a person's data to hand out).
 pub(crate) struct DeadLetters;
 
 impl DataKind for DeadLetters {
     fn name(&self) -> &'static str {
         "dead_letters"
-    }
-
-    fn export<'a>(&'a self, _: &'a Rights, _: Scope) -> BoxFuture<'a, Result<Option<Value>, RightsError>> {
-        // Operators' material for repair, not a person's data to hand out.
-        Box::pin(async { Ok(None) })
     }
 
     fn erase<'a>(

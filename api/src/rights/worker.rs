@@ -130,10 +130,7 @@ async fn export(rights: &Rights, job: &Job) -> Result<(), RightsError> {
         (JobKind::ExportUser, Some(user)) => Scope::User(job.org, user),
         _ => Scope::Org(job.org),
     };
-    let mut document = match kinds::header(job.id, scope) {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
+    let mut document = kinds::header(job.id, scope);
     for kind in REGISTRY {
         if let Some(part) = kind.export(rights, scope).await? {
             document.insert(kind.name().to_owned(), part);

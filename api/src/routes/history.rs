@@ -108,7 +108,7 @@ pub(crate) async fn refusal(
 }
 
 /// Whether `channel` is an archived channel of the caller's org that they are a member of.
-async fn archived_member(
+pub(crate) async fn archived_member(
     auth: &Auth,
     session: &threadspace_store::directory::Session,
     channel: ChannelId,

@@ -123,19 +123,10 @@ async fn open_channel(auth: &Auth, channel: ChannelId) -> Result<(), ApiError> {
 /// only channels that are not archived, so an archived channel they are in is 409 `archived`
 /// (read-only, not hidden); anything else is refused as history refuses it.
 async fn person_refusal(auth: &Auth, session: &Session, channel: ChannelId) -> ApiError {
-    let unavailable = |e: &(dyn std::error::Error + 'static)| {
-        ApiError::unavailable("directory", e, "directory unavailable; retry later")
-    };
-    match auth.directory.channel(channel).await {
-        Ok(Some(c)) if c.org == session.user.org && c.archived => {
-            match auth.directory.is_member(channel, session.user.id).await {
-                Ok(true) => archived(),
-                Ok(false) => refusal(auth, session, channel).await,
-                Err(e) => unavailable(&e),
-            }
-        }
-        Ok(_) => refusal(auth, session, channel).await,
-        Err(e) => unavailable(&e),
+    match super::history::archived_member(auth, session, channel).await {
+        Ok(true) => archived(),
+        Ok(false) => refusal(auth, session, channel).await,
+        Err(e) => e,
     }
 }
 
