@@ -118,7 +118,8 @@ pub(super) async fn last_seq(rights: &Rights) -> Result<u64, RightsError> {
 
 /// Waits until each broker-bridge consumer of `org`'s partition has taken everything through
 /// `through` (its ack floor passed it, or nothing is pending), or fails after `rights.bridge_wait`.
-/// A sink with no consumer has never run and holds nothing.
+/// A sink with no consumer and no checkpoint never ran there and holds nothing; one whose
+/// consumer is gone but whose checkpoint exists is being set up again, and is waited for.
 pub(super) async fn wait_for_bridge(rights: &Rights, org: OrgId, through: u64) -> Result<(), RightsError> {
     let Some(stream) = stream(rights, MESSAGES_STREAM).await? else { return Ok(()) };
     let partition = partition_of(org, rights.partitions());
