@@ -400,6 +400,9 @@ impl Hub {
     pub(crate) fn deliver(&self, seq: Seq, channel: Option<ChannelId>, frame: &Bytes) -> usize {
         let item: Outbound = Arc::new(OutFrame::Msg { seq, frame: frame.clone() });
         let inner = self.inner.read().expect("hub lock is never poisoned");
+        // The head moves before the first push: a client may answer the message (a read
+        // marker, clamped to the head) before this thread runs again.
+        self.head_seq.fetch_max(seq, Ordering::AcqRel);
         let mut delivered = 0;
         if let Some(conns) = channel.and_then(|c| inner.channels.get(&c)) {
             for conn in conns {
@@ -408,7 +411,6 @@ impl Hub {
                 }
             }
         }
-        self.head_seq.fetch_max(seq, Ordering::AcqRel);
         drop(inner);
         delivered
     }
