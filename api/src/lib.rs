@@ -88,7 +88,10 @@ pub async fn run(
     let keys = Arc::new(Keys::load(&config.jwks, &config.token_issuer, &config.token_audience)?);
     let signing_key = threadspace_protocol::token::SigningKey::load(&config.signing_key)?;
     let nats = threadspace_service::nats_options("threadspace-api".to_owned())
-        .connect(config.nats_url.as_str())
+        .connect(
+            threadspace_service::nats_addrs(&config.nats_url)
+                .map_err(|e| RunError::Nats { url: config.nats_url.clone(), source: e.into() })?,
+        )
         .await
         .map_err(|source| RunError::Nats { url: config.nats_url.clone(), source })?;
     let directory = Directory::new(threadspace_store::pool_with_wait(

@@ -84,6 +84,12 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_BRIDGE_MAX_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
     pub max_backoff: Duration,
 
+    /// Replicas of the dead-letter stream when this bridge creates it (1 locally, 3 in
+    /// production, like the gateways' MESSAGES stream); a stream found with another count
+    /// stops the bridge with an error naming both.
+    #[arg(long, env = "THREADSPACE_BRIDGE_STREAM_REPLICAS", default_value = "1")]
+    pub stream_replicas: std::num::NonZeroUsize,
+
     /// How long dead-lettered messages are kept.
     #[arg(long, env = "THREADSPACE_BRIDGE_DEAD_LETTER_MAX_AGE", default_value = "30d", value_parser = humantime::parse_duration)]
     pub dead_letter_max_age: Duration,

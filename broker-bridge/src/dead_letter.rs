@@ -33,7 +33,7 @@ pub async fn ensure_stream(
     replicas: usize,
     max_age: Duration,
 ) -> Result<(), async_nats::Error> {
-    jetstream
+    let mut stream = jetstream
         .get_or_create_stream(stream::Config {
             name: STREAM.to_owned(),
             subjects: vec!["dlq.msg.>".to_owned()],
@@ -44,6 +44,7 @@ pub async fn ensure_stream(
             ..Default::default()
         })
         .await?;
+    threadspace_stream::check_replicas(stream.info().await?, replicas)?;
     Ok(())
 }
 

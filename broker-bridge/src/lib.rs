@@ -61,11 +61,14 @@ pub async fn run(
     ::metrics::gauge!(crate::metrics::READY).set(0.0);
     let nats = threadspace_service::nats_options(format!("threadspace-bridge {}", config.process_index))
         .retry_on_initial_connect()
-        .connect(config.nats_url.as_str())
+        .connect(
+            threadspace_service::nats_addrs(&config.nats_url)
+                .map_err(|e| RunError::Nats { url: config.nats_url.clone(), source: e.into() })?,
+        )
         .await
         .map_err(|source| RunError::Nats { url: config.nats_url.clone(), source })?;
     let jetstream = async_nats::jetstream::new(nats.clone());
-    dead_letter::ensure_stream(&jetstream, 1, config.dead_letter_max_age)
+    dead_letter::ensure_stream(&jetstream, config.stream_replicas.get(), config.dead_letter_max_age)
         .await
         .map_err(RunError::DeadLetterStream)?;
     let pool = threadspace_store::pool(&config.postgres_url, config.postgres_pool.get())?;

@@ -1,5 +1,7 @@
 //! A `nats-server` with JetStream on loopback, configured for durability: `sync_interval:
 //! always`, so a PubAck means the message is on disk (docs/design.md §7.1, the Jepsen 2025 finding).
+//! Alone, or as one node of a cluster (`--ha`: three nodes, streams at R3) whose nodes can be
+//! killed, paused, wiped and started again for failover drills (docs/drills.md).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +17,18 @@ pub struct NatsServer {
     pub port: u16,
     pub url: String,
     pub dir: PathBuf,
+    /// Its `server_name` (the name JetStream reports as a stream's leader).
+    pub name: String,
+    lifetime: Lifetime,
+}
+
+/// A node's place in a cluster: its name, the port its routes listen on, and every node's
+/// route port (its own included, as nats-server ignores a route to itself).
+#[derive(Clone, Debug)]
+pub struct ClusterNode {
+    pub name: String,
+    pub cluster_port: u16,
+    pub routes: Vec<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,11 +45,29 @@ pub enum NatsError {
     NotReady { port: u16, log: String },
 }
 
-/// The config file for a local JetStream server storing under `dir`.
-pub fn config_text(dir: &Path, port: u16) -> String {
+/// The config file for a local JetStream server storing under `dir`, alone or as `node` of a
+/// cluster.
+pub fn config_text(dir: &Path, port: u16, node: Option<&ClusterNode>) -> String {
+    let name = node.map_or_else(|| format!("threadspace-local-{port}"), |n| n.name.clone());
+    let cluster = node.map_or_else(String::new, |node| {
+        let routes: Vec<String> =
+            node.routes.iter().map(|p| format!("    \"nats-route://127.0.0.1:{p}\"")).collect();
+        format!(
+            r#"cluster {{
+  name: "threadspace-local"
+  listen: "127.0.0.1:{cluster_port}"
+  routes: [
+{routes}
+  ]
+}}
+"#,
+            cluster_port = node.cluster_port,
+            routes = routes.join("\n")
+        )
+    });
     format!(
         r#"# Written by threadspace-devstack.
-server_name: "threadspace-local-{port}"
+server_name: "{name}"
 listen: "127.0.0.1:{port}"
 max_payload: 1MB
 write_deadline: "10s"
@@ -46,7 +78,7 @@ jetstream {{
   max_memory_store: 256MB
   max_file_store: 8GB
 }}
-"#,
+{cluster}"#,
         store = dir.join("jetstream").display()
     )
 }
@@ -54,18 +86,75 @@ jetstream {{
 impl NatsServer {
     /// Starts nats-server with its data under `dir` and waits until JetStream answers.
     pub async fn start(dir: &Path, port: u16, lifetime: Lifetime) -> Result<Self, NatsError> {
+        let server = Self::spawn(dir, port, None, lifetime)?;
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    /// Starts a cluster of one node per `(port, cluster_port)`, with its data under
+    /// `dir/n<i>`, and waits until every node's JetStream answers (which needs a meta leader,
+    /// so a quorum of the nodes).
+    pub async fn start_cluster(
+        dir: &Path,
+        ports: &[(u16, u16)],
+        lifetime: Lifetime,
+    ) -> Result<Vec<Self>, NatsError> {
+        let routes: Vec<u16> = ports.iter().map(|(_, cluster)| *cluster).collect();
+        let mut nodes = Vec::new();
+        for (i, (port, cluster_port)) in ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let node =
+                ClusterNode { name: name.clone(), cluster_port: *cluster_port, routes: routes.clone() };
+            nodes.push(Self::spawn(&dir.join(&name), *port, Some(&node), lifetime)?);
+        }
+        for node in &nodes {
+            node.wait_ready().await?;
+        }
+        Ok(nodes)
+    }
+
+    fn spawn(
+        dir: &Path,
+        port: u16,
+        node: Option<&ClusterNode>,
+        lifetime: Lifetime,
+    ) -> Result<Self, NatsError> {
         std::fs::create_dir_all(dir)
             .map_err(|source| NatsError::Config { dir: dir.display().to_string(), source })?;
         let config = dir.join("nats.conf");
-        std::fs::write(&config, config_text(dir, port))
+        std::fs::write(&config, config_text(dir, port, node))
             .map_err(|source| NatsError::Config { dir: dir.display().to_string(), source })?;
-        let mut command = Command::new(tools::nats_server());
-        command.arg("-c").arg(&config);
-        let process = ManagedProcess::spawn("nats-server", command, &dir.join("nats.log"), lifetime)?;
+        let name = node.map_or_else(|| format!("threadspace-local-{port}"), |n| n.name.clone());
+        let process = Self::spawn_process(dir, &name, lifetime)?;
         let url = format!("nats://127.0.0.1:{port}");
-        let server = Self { process, port, url, dir: dir.to_owned() };
-        server.wait_ready().await?;
-        Ok(server)
+        Ok(Self { process, port, url, dir: dir.to_owned(), name, lifetime })
+    }
+
+    fn spawn_process(dir: &Path, name: &str, lifetime: Lifetime) -> Result<ManagedProcess, SpawnError> {
+        let mut command = Command::new(tools::nats_server());
+        command.arg("-c").arg(dir.join("nats.conf"));
+        ManagedProcess::spawn(&format!("nats-server {name}"), command, &dir.join("nats.log"), lifetime)
+    }
+
+    /// SIGKILLs the node (a crash: nothing is flushed that was not already).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Removes the node's JetStream data (after [`NatsServer::kill`]): it rejoins empty and
+    /// must catch up from its peers.
+    pub fn wipe(&self) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(self.dir.join("jetstream")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts the node again (after a kill) on its port and data directory, and waits until
+    /// its JetStream answers.
+    pub async fn start_again(&mut self) -> Result<(), NatsError> {
+        self.process = Self::spawn_process(&self.dir, &self.name, self.lifetime)?;
+        self.wait_ready().await
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 10 s) and starts it again on the same port
@@ -75,15 +164,14 @@ impl NatsServer {
         if self.process.wait_timeout(Duration::from_secs(10)).is_none() {
             self.process.kill();
         }
-        let mut command = Command::new(tools::nats_server());
-        command.arg("-c").arg(self.dir.join("nats.conf"));
-        self.process = ManagedProcess::spawn("nats-server", command, &self.dir.join("nats.log"), lifetime)?;
+        self.lifetime = lifetime;
+        self.process = Self::spawn_process(&self.dir, &self.name, lifetime)?;
         self.wait_ready().await
     }
 
     async fn wait_ready(&self) -> Result<(), NatsError> {
         let url = self.url.clone();
-        let ready = wait_for(Duration::from_secs(20), || {
+        let ready = wait_for(Duration::from_secs(30), || {
             let url = url.clone();
             async move {
                 let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;

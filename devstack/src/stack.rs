@@ -1,5 +1,8 @@
 //! A whole ThreadSpace stack: nats-server, PostgreSQL (migrated), token keys, N gateways, the
-//! api service, and optionally broker-bridges.
+//! api service, and optionally broker-bridges. Or the HA topology ([`StackOptions::ha`]): a
+//! 3-node NATS cluster with streams at R3, PostgreSQL with two synchronous standbys (quorum
+//! `ANY 1`), every client on multi-host URLs, three gateways and two bridges — with the fault
+//! actions a failover drill needs (docs/drills.md).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -41,6 +44,13 @@ pub struct StackOptions {
     pub bridge_args: Vec<String>,
     /// Extra flags passed to the api service.
     pub api_args: Vec<String>,
+    /// nats-server nodes: 1, or a cluster of 3.
+    pub nats_nodes: usize,
+    /// Replicas of every stream (`--stream-replicas` of the gateways and bridges); verified
+    /// after start.
+    pub stream_replicas: usize,
+    /// PostgreSQL streaming standbys (0, or 2 for a quorum `ANY 1`).
+    pub postgres_standbys: usize,
 }
 
 impl StackOptions {
@@ -59,7 +69,21 @@ impl StackOptions {
             bridges: 0,
             bridge_args: Vec::new(),
             api_args: Vec::new(),
+            nats_nodes: 1,
+            stream_replicas: 1,
+            postgres_standbys: 0,
         }
+    }
+
+    /// The HA topology on free ports: 3 NATS nodes with R3 streams, PostgreSQL with two
+    /// synchronous standbys, 3 gateways and 2 bridges.
+    pub fn ha() -> Self {
+        Self { nats_nodes: 3, stream_replicas: 3, postgres_standbys: 2, bridges: 2, ..Self::for_tests(3) }
+    }
+
+    /// Whether this is a replicated topology.
+    pub fn is_ha(&self) -> bool {
+        self.nats_nodes > 1 || self.postgres_standbys > 0
     }
 
     /// [`StackOptions::for_tests`] plus one broker-bridge with `bridge_args`.
@@ -164,6 +188,10 @@ pub enum StackError {
     BridgeNotReady { index: usize, port: u16, log: String },
     #[error(transparent)]
     Seed(#[from] threadspace_store::seed::SeedError),
+    #[error("stream replicas: {0}")]
+    Replicas(String),
+    #[error("PostgreSQL failover: {0}")]
+    Failover(String),
 }
 
 /// A running stack. Dropping it (attached) kills gateways, then NATS, then PostgreSQL, then
@@ -173,8 +201,13 @@ pub struct Stack {
     pub gateways: Vec<GatewayHandle>,
     pub api: ApiHandle,
     pub bridges: Vec<BridgeHandle>,
+    /// The (first) nats-server node.
     pub nats: NatsServer,
+    /// The other nodes of a cluster.
+    pub nats_peers: Vec<NatsServer>,
+    /// The current primary (a failover swaps a promoted standby in).
     pub postgres: Postgres,
+    pub standbys: Vec<Postgres>,
     pub keys: Keys,
     pub dir: PathBuf,
     pub pool: threadspace_store::Pool,
@@ -187,12 +220,35 @@ pub struct Stack {
 pub struct StackState {
     pub dir: PathBuf,
     pub nats: ProcessState,
+    /// The other nodes of a NATS cluster (`--ha`).
+    #[serde(default)]
+    pub nats_peers: Vec<ProcessState>,
     pub postgres: ProcessState,
+    /// PostgreSQL standbys (`--ha`).
+    #[serde(default)]
+    pub standbys: Vec<ProcessState>,
+    /// Every client's NATS and PostgreSQL URLs (multi-host with `--ha`).
+    #[serde(default)]
+    pub nats_url: Option<String>,
+    #[serde(default)]
+    pub postgres_url: Option<String>,
     pub gateways: Vec<ProcessState>,
     #[serde(default)]
     pub bridges: Vec<ProcessState>,
     #[serde(default)]
     pub api: Option<ProcessState>,
+}
+
+impl StackState {
+    /// Every client's PostgreSQL URL (multi-host with `--ha`).
+    pub fn postgres_url(&self) -> &str {
+        self.postgres_url.as_deref().unwrap_or(&self.postgres.url)
+    }
+
+    /// Every client's NATS URL (every node with `--ha`).
+    pub fn nats_url(&self) -> &str {
+        self.nats_url.as_deref().unwrap_or(&self.nats.url)
+    }
 }
 
 /// One detached process.
@@ -221,14 +277,55 @@ impl Stack {
         let nats_port = port(options.nats_port)?;
         let pg_port = port(options.postgres_port)?;
         let (nats_dir, pg_dir) = (dir.join("nats"), dir.join("postgres"));
-        let (nats, postgres) = tokio::join!(
-            NatsServer::start(&nats_dir, nats_port, options.lifetime),
-            Postgres::start(&pg_dir, pg_port, options.lifetime),
-        );
-        let (nats, postgres) = (nats?, postgres?);
+        let nats = async {
+            if options.nats_nodes <= 1 {
+                return Ok(vec![NatsServer::start(&nats_dir, nats_port, options.lifetime).await?]);
+            }
+            // Fixed ports put node i on port + 10 i and its routes on port + 10 i + 1.
+            let mut ports = Vec::new();
+            for i in 0..options.nats_nodes as u16 {
+                let pair = match options.nats_port {
+                    Some(first) => (first + 10 * i, first + 10 * i + 1),
+                    None => (
+                        if i == 0 { nats_port } else { free_port().map_err(StackError::Port)? },
+                        free_port().map_err(StackError::Port)?,
+                    ),
+                };
+                ports.push(pair);
+            }
+            Ok::<_, StackError>(NatsServer::start_cluster(&nats_dir, &ports, options.lifetime).await?)
+        };
+        let nodes = options.postgres_standbys + 1;
+        let settings = if options.postgres_standbys > 0 {
+            crate::postgres::replicated_settings("pg1")
+        } else {
+            Vec::new()
+        };
+        let (nats, postgres) =
+            tokio::join!(nats, Postgres::start_with(&pg_dir, pg_port, options.lifetime, settings));
+        let (mut nats, postgres) = (nats?, postgres?);
+        let nats_peers = nats.split_off(1);
+        let nats = nats.pop().expect("one node at least");
+        let mut standbys = Vec::new();
+        for i in 0..options.postgres_standbys {
+            let port = match options.postgres_port {
+                Some(first) => first + 1 + i as u16,
+                None => free_port().map_err(StackError::Port)?,
+            };
+            let name = format!("pg{}", i + 2);
+            let settings = crate::postgres::replicated_settings(&name);
+            standbys.push(
+                postgres.start_standby_with(&dir.join(format!("postgres-{name}")), port, settings).await?,
+            );
+        }
+        if !standbys.is_empty() {
+            for node in std::iter::once(&postgres).chain(&standbys) {
+                node.require_standbys(nodes).await?;
+            }
+        }
         let mut client = threadspace_store::connect(&postgres.url).await?;
         threadspace_store::migrate(&mut client).await?;
-        let pool = threadspace_store::pool(&postgres.url, 4)?;
+        let pool = threadspace_store::pool(&postgres_url_of(&postgres, &standbys), 4)?;
         let keys = Keys::load_or_create(&dir.join("keys"))?;
         // Its port is picked (or checked) once the gateways have theirs: see `start`'s end.
         let api = ApiHandle {
@@ -243,7 +340,9 @@ impl Stack {
             api,
             bridges: Vec::new(),
             nats,
+            nats_peers,
             postgres,
+            standbys,
             keys,
             dir,
             pool,
@@ -276,7 +375,114 @@ impl Stack {
             stack.bridges.push(handle);
             stack.start_bridge(index).await?;
         }
+        stack.verify_replicas().await?;
         Ok(stack)
+    }
+
+    /// Every client's NATS URL: the nodes, comma-separated.
+    pub fn nats_url(&self) -> String {
+        std::iter::once(&self.nats)
+            .chain(&self.nats_peers)
+            .map(|n| n.url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every client's PostgreSQL URL: with standbys, every node with
+    /// `target_session_attrs=read-write`, so a client finds whichever node is primary.
+    pub fn postgres_url(&self) -> String {
+        postgres_url_of(&self.postgres, &self.standbys)
+    }
+
+    /// NATS node `i` (0 is [`Stack::nats`]).
+    pub fn nats_node(&mut self, i: usize) -> &mut NatsServer {
+        if i == 0 {
+            &mut self.nats
+        } else {
+            &mut self.nats_peers[i - 1]
+        }
+    }
+
+    /// How many NATS nodes the stack runs.
+    pub fn nats_nodes(&self) -> usize {
+        1 + self.nats_peers.len()
+    }
+
+    /// The name of the NATS node leading `stream` (`None` while it has no leader).
+    pub async fn stream_leader(&self, stream: &str) -> Result<Option<String>, StackError> {
+        let jetstream = self.jetstream().await?;
+        let mut stream =
+            jetstream.get_stream(stream).await.map_err(|e| StackError::Replicas(e.to_string()))?;
+        let info = stream.info().await.map_err(|e| StackError::Replicas(e.to_string()))?;
+        Ok(info.cluster.as_ref().and_then(|c| c.leader.clone()))
+    }
+
+    async fn jetstream(&self) -> Result<async_nats::jetstream::Context, StackError> {
+        let servers = threadspace_service::nats_addrs(&self.nats_url())
+            .map_err(|e| StackError::Replicas(format!("bad NATS URL: {e}")))?;
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(servers)
+            .await
+            .map_err(|e| StackError::Replicas(format!("cannot connect to NATS: {e}")))?;
+        Ok(async_nats::jetstream::new(client))
+    }
+
+    /// Fails PostgreSQL over: SIGKILLs the primary, promotes the standby that received the most
+    /// WAL (with `ANY 1` it holds every acknowledged commit), points the other standbys at it
+    /// and makes it [`Stack::postgres`]. Returns the old primary, stopped, for
+    /// [`Stack::rebuild_standby`]; clients find the new primary through their multi-host URLs.
+    pub async fn fail_over_postgres(&mut self) -> Result<Postgres, StackError> {
+        if self.standbys.is_empty() {
+            return Err(StackError::Failover("the stack has no standby to promote".into()));
+        }
+        self.postgres.kill();
+        let mut best = (0, i64::MIN);
+        for (i, standby) in self.standbys.iter().enumerate() {
+            let lsn = standby.received_lsn().await?;
+            if lsn > best.1 {
+                best = (i, lsn);
+            }
+        }
+        let promoted = self.standbys.remove(best.0);
+        promoted.promote().await?;
+        let old = std::mem::replace(&mut self.postgres, promoted);
+        let port = self.postgres.port;
+        for standby in &mut self.standbys {
+            standby.follow(port).await?;
+        }
+        Ok(old)
+    }
+
+    /// Makes `node` (a failed old primary) a standby of the current primary again, from a
+    /// fresh base backup in its own directory and on its own port.
+    pub async fn rebuild_standby(&mut self, node: Postgres) -> Result<(), StackError> {
+        let (dir, port, settings) = (node.dir().to_owned(), node.port, node.settings().to_vec());
+        drop(node);
+        let standby = self.postgres.start_standby_with(&dir, port, settings).await?;
+        self.standbys.push(standby);
+        Ok(())
+    }
+
+    /// Checks that every stream the platform uses has the configured replica count and, in a
+    /// cluster, a leader (docs/drills.md): a stream kept at R1 where R3 is configured is an
+    /// error, not a silent downgrade.
+    pub async fn verify_replicas(&self) -> Result<(), StackError> {
+        let jetstream = self.jetstream().await?;
+        let mut names = vec![threadspace_protocol::subjects::MESSAGES_STREAM];
+        if !self.bridges.is_empty() {
+            names.push(threadspace_protocol::subjects::DEAD_LETTER_STREAM);
+        }
+        for name in names {
+            let mut stream = jetstream
+                .get_stream(name)
+                .await
+                .map_err(|e| StackError::Replicas(format!("stream {name} is missing: {e}")))?;
+            let info = stream.info().await.map_err(|e| StackError::Replicas(e.to_string()))?;
+            threadspace_stream::check_replicas(info, self.options.stream_replicas)
+                .map_err(|e| StackError::Replicas(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Starts (or restarts) the api service and waits for its `/readyz`.
@@ -302,9 +508,11 @@ impl Stack {
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--nats-url",
-            &self.nats.url,
+            &self.nats_url(),
             "--postgres-url",
-            &self.postgres.url,
+            &self.postgres_url(),
+            "--stream-replicas",
+            &self.options.stream_replicas.to_string(),
             "--partitions",
             &self.options.partitions.to_string(),
             "--processes",
@@ -373,9 +581,11 @@ impl Stack {
             "--gateway-id",
             &format!("gw-{}", index + 1),
             "--nats-url",
-            &self.nats.url,
+            &self.nats_url(),
             "--postgres-url",
-            &self.postgres.url,
+            &self.postgres_url(),
+            "--stream-replicas",
+            &self.options.stream_replicas.to_string(),
             "--jwks",
             &self.keys.jwks.display().to_string(),
             "--token-issuer",
@@ -473,13 +683,20 @@ impl Stack {
             port: self.api.port,
             url: self.api.http_url(),
         });
-        let Self { nats, postgres, dir, .. } = self;
+        let (nats_url, postgres_url) = (self.nats_url(), self.postgres_url());
+        let Self { nats, nats_peers, postgres, standbys, dir, .. } = self;
+        let nats_state = |n: NatsServer| ProcessState { pid: n.process.detach(), port: n.port, url: n.url };
+        let pg_state = |p: Postgres| ProcessState { pid: p.process.detach(), port: p.port, url: p.url };
         StackState {
             bridges,
             api,
             dir,
-            nats: ProcessState { pid: nats.process.detach(), port: nats.port, url: nats.url },
-            postgres: ProcessState { pid: postgres.process.detach(), port: postgres.port, url: postgres.url },
+            nats: nats_state(nats),
+            nats_peers: nats_peers.into_iter().map(nats_state).collect(),
+            postgres: pg_state(postgres),
+            standbys: standbys.into_iter().map(pg_state).collect(),
+            nats_url: Some(nats_url),
+            postgres_url: Some(postgres_url),
             gateways,
         }
     }
@@ -496,8 +713,8 @@ fn api_args(port: u16, stack: &Stack, extra: &[String]) -> Vec<String> {
     let gateway_urls = if gateway_urls.is_empty() { "/v1/ws".to_owned() } else { gateway_urls.join(",") };
     let defaults = [
         ("--listen", format!("127.0.0.1:{port}")),
-        ("--nats-url", stack.nats.url.clone()),
-        ("--postgres-url", stack.postgres.url.clone()),
+        ("--nats-url", stack.nats_url()),
+        ("--postgres-url", stack.postgres_url()),
         ("--jwks", stack.keys.jwks.display().to_string()),
         ("--signing-key", stack.keys.signing_path.display().to_string()),
         ("--token-issuer", ISSUER.to_owned()),
@@ -555,6 +772,17 @@ async fn spawn_ready(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(process)
+}
+
+/// A multi-host URL over `primary` and `standbys` (just the primary's URL without standbys).
+fn postgres_url_of(primary: &Postgres, standbys: &[Postgres]) -> String {
+    if standbys.is_empty() {
+        return primary.url.clone();
+    }
+    let hosts: Vec<String> =
+        std::iter::once(primary).chain(standbys).map(|p| format!("127.0.0.1:{}", p.port)).collect();
+    let (head, _) = primary.url.split_once('@').expect("a URL with credentials");
+    format!("{head}@{}/{}?target_session_attrs=read-write", hosts.join(","), crate::postgres::DATABASE)
 }
 
 /// Reads a detached stack's state file.

@@ -61,7 +61,8 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_GATEWAY_PARTITIONS", default_value = "16")]
     pub partitions: NonZeroU32,
 
-    /// Replicas of the MESSAGES stream when this gateway creates it (1 locally, 3 in production).
+    /// Replicas of the MESSAGES stream when this gateway creates it (1 locally, 3 in
+    /// production); a stream found with another count stops the gateway with an error naming both.
     #[arg(long, env = "THREADSPACE_GATEWAY_STREAM_REPLICAS", default_value = "1")]
     pub stream_replicas: NonZeroUsize,
 

@@ -236,7 +236,10 @@ fn edge_settings(config: &Config) -> Settings {
 
 async fn connect_nats(config: &Config, gateway_id: &str) -> Result<async_nats::Client, RunError> {
     threadspace_service::nats_options(format!("threadspace-gateway {gateway_id}"))
-        .connect(config.nats_url.as_str())
+        .connect(
+            threadspace_service::nats_addrs(&config.nats_url)
+                .map_err(|e| RunError::Nats { url: config.nats_url.clone(), source: e.into() })?,
+        )
         .await
         .map_err(|source| RunError::Nats { url: config.nats_url.clone(), source })
 }

@@ -183,6 +183,14 @@ pub fn nats_options(name: String) -> async_nats::ConnectOptions {
         })
 }
 
+/// The servers of a `--nats-url` list (comma-separated, as [`check_connections`] accepts):
+/// the client connects to any of them and, when one fails, to the next.
+pub fn nats_addrs(urls: &str) -> std::io::Result<Vec<async_nats::ServerAddr>> {
+    urls.split(',')
+        .map(|url| url.trim().parse::<async_nats::ServerAddr>().map_err(std::io::Error::other))
+        .collect()
+}
+
 /// A flag value that parses but cannot be used; the message names the flag.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]

@@ -123,3 +123,38 @@ mod tests {
         assert_eq!(labels, ["ok", "duplicate", "id_reused", "failed"]);
     }
 }
+
+/// A stream found with another replica count than the one configured: kept as it is, and
+/// reported, since a stream at R1 where R3 is configured loses acknowledged messages with its
+/// one node (docs/operations.md, "Replicas").
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReplicaMismatch {
+    pub stream: String,
+    pub found: usize,
+    pub configured: usize,
+}
+
+impl std::fmt::Display for ReplicaMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { stream, found, configured } = self;
+        write!(
+            f,
+            "stream {stream} has {found} replica(s) but {configured} are configured (--stream-replicas): \
+             change the stream (`nats stream edit {stream} --replicas {configured}`) or the setting"
+        )
+    }
+}
+
+impl std::error::Error for ReplicaMismatch {}
+
+/// Checks a stream's replica count against the configured one.
+pub fn check_replicas(
+    info: &async_nats::jetstream::stream::Info,
+    configured: usize,
+) -> Result<(), ReplicaMismatch> {
+    let found = info.config.num_replicas.max(1);
+    if found == configured {
+        return Ok(());
+    }
+    Err(ReplicaMismatch { stream: info.config.name.clone(), found, configured })
+}

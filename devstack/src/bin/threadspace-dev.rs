@@ -61,6 +61,12 @@ enum Command {
         /// never in production. Clients that send no Origin are always accepted.
         #[arg(long, default_value = "*", value_delimiter = ',', value_parser = parse_origin)]
         allowed_origins: Vec<String>,
+        /// The HA topology (docs/drills.md): a 3-node NATS cluster with every stream at R3,
+        /// PostgreSQL with two synchronous standbys (quorum ANY 1), at least 3 gateways and 2
+        /// bridges. NATS node i takes --nats-port + 10 i (routes on + 1), standby i
+        /// --postgres-port + i.
+        #[arg(long)]
+        ha: bool,
     },
     /// Stop every process of the stack (data is kept).
     Down,
@@ -138,9 +144,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             api_port,
             demo_users,
             allowed_origins,
+            ha,
         } => {
             let ports = [nats_port, postgres_port, gateway_port, api_port];
-            up(&dir, gateways as usize, ports, demo_users, &allowed_origins).await
+            up(&dir, gateways as usize, ports, demo_users, &allowed_origins, ha).await
         }
         Command::Down => down(&dir),
         Command::Status => status(&dir).await,
@@ -185,7 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Seed { orgs, users, prefix, seed } => {
             let state = running(&dir)?;
-            let mut client = threadspace_store::connect(&state.postgres.url).await?;
+            let mut client = threadspace_store::connect(state.postgres_url()).await?;
             let report = threadspace_store::seed::seed(
                 &mut client,
                 &SeedSpec { orgs, users_per_org: users, slug_prefix: prefix, seed },
@@ -225,15 +232,27 @@ async fn up(
     [nats_port, postgres_port, gateway_port, api_port]: [u16; 4],
     demo_users: u32,
     allowed_origins: &[String],
+    ha: bool,
 ) -> anyhow::Result<()> {
     if let Some(state) = read_state(dir) {
-        let processes = [&state.nats, &state.postgres].into_iter().chain(&state.gateways).chain(&state.api);
-        if processes.chain(&state.bridges).any(|p| alive(p.pid)) {
+        if every_process(&state).any(|(_, p)| alive(p.pid)) {
             println!("A local stack is already running in {}:", dir.display());
             print_endpoints(&state);
             return Ok(());
         }
     }
+    // One data directory holds one topology: the cluster's stream starts over at seq 1, and
+    // the archive already holds the single node's seqs.
+    let (single, cluster) = (dir.join("nats/jetstream").exists(), dir.join("nats/n1").exists());
+    if (ha && single) || (!ha && cluster) {
+        let (was, now) = if ha { ("single-node", "--ha") } else { ("--ha", "single-node") };
+        bail!(
+            "{} holds a {was} stack's data; a {now} stack needs its own: pass another --dir, or wipe it with `./threadspace clean`",
+            dir.display()
+        );
+    }
+    // The HA topology needs three gateways: a rolling restart keeps two.
+    let gateways = if ha { gateways.max(3) } else { gateways };
     let gateway_ports = gateway_port..gateway_port.saturating_add(gateways as u16);
     if gateway_port != 0 && api_port != 0 && gateway_ports.contains(&api_port) {
         bail!(
@@ -244,14 +263,21 @@ async fn up(
     }
     let nonzero = |p: u16| (p != 0).then_some(p);
     let started = Instant::now();
-    println!(
-        "Starting nats-server (JetStream, sync_interval: always), PostgreSQL, {gateways} gateway(s), the api service and the broker-bridge…"
-    );
+    if ha {
+        println!(
+            "Starting the HA topology: 3 nats-server nodes (JetStream cluster, sync_interval: always, streams at R3), PostgreSQL with 2 synchronous standbys (ANY 1), {gateways} gateways, the api service and 2 broker-bridges…"
+        );
+    } else {
+        println!(
+            "Starting nats-server (JetStream, sync_interval: always), PostgreSQL, {gateways} gateway(s), the api service and the broker-bridge…"
+        );
+    }
     if allowed_origins.iter().any(|o| o == "*") {
         println!("The gateways accept WebSocket upgrades from every browser origin (--allowed-origins to restrict).");
     } else {
         println!("The gateways accept browser origins: {}", allowed_origins.join(", "));
     }
+    let topology = if ha { StackOptions::ha() } else { StackOptions::for_tests(gateways) };
     let stack = Stack::start(StackOptions {
         gateways,
         gateway_args: vec!["--allowed-origins".into(), allowed_origins.join(",")],
@@ -262,9 +288,8 @@ async fn up(
         gateway_port: nonzero(gateway_port),
         api_port: nonzero(api_port),
         partitions: 16,
-        bridges: 1,
-        bridge_args: Vec::new(),
-        api_args: Vec::new(),
+        bridges: topology.bridges.max(1),
+        ..topology
     })
     .await
     .context("cannot start the local stack (logs are in the data directory)")?;
@@ -337,10 +362,36 @@ fn parse_origin(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
+/// Every process of a stack with its name, in the order `down` stops them within a kind.
+fn every_process(state: &StackState) -> impl Iterator<Item = (String, &ProcessState)> {
+    let nats = std::iter::once(&state.nats).chain(&state.nats_peers);
+    let nats = nats.enumerate().map(|(i, p)| (format!("nats-server {}", i + 1), p));
+    let postgres = std::iter::once(("postgres".to_owned(), &state.postgres))
+        .chain(state.standbys.iter().enumerate().map(|(i, p)| (format!("postgres standby {}", i + 1), p)));
+    let gateways = state.gateways.iter().enumerate().map(|(i, p)| (format!("gateway {}", i + 1), p));
+    let bridges = state.bridges.iter().enumerate().map(|(i, p)| (format!("bridge {}", i + 1), p));
+    let api = state.api.iter().map(|p| ("api".to_owned(), p));
+    nats.chain(postgres).chain(gateways).chain(api).chain(bridges)
+}
+
 fn print_endpoints(state: &StackState) {
-    println!("  NATS        {}   (pid {})", state.nats.url, state.nats.pid);
+    for (i, node) in std::iter::once(&state.nats).chain(&state.nats_peers).enumerate() {
+        let label = if state.nats_peers.is_empty() {
+            "NATS       ".to_owned()
+        } else {
+            format!("NATS n{}    ", i + 1)
+        };
+        println!("  {label} {}   (pid {})", node.url, node.pid);
+    }
     let redacted = redact(&state.postgres.url);
     println!("  PostgreSQL  {redacted}   (pid {})", state.postgres.pid);
+    for (i, standby) in state.standbys.iter().enumerate() {
+        println!("  standby {}   {}   (pid {})", i + 1, redact(&standby.url), standby.pid);
+    }
+    if state.nats_url.as_deref().is_some_and(|u| u.contains(',')) || !state.standbys.is_empty() {
+        println!("  clients use NATS {}", state.nats_url());
+        println!("          and PostgreSQL {}", redact(state.postgres_url()));
+    }
     for (i, g) in state.gateways.iter().enumerate() {
         println!(
             "  gateway {}   {}   metrics http://127.0.0.1:{}/metrics   (pid {})",
@@ -386,12 +437,14 @@ fn down(dir: &Path) -> anyhow::Result<()> {
     };
     let mut front = terminate("gateway", &state.gateways);
     front.extend(state.api.iter().map(|api| ("api".to_owned(), api.pid, Signal::SIGTERM)));
-    let stages = [
-        front,
-        terminate("bridge", &state.bridges),
-        vec![("nats-server".into(), state.nats.pid, Signal::SIGTERM)],
-        vec![("postgres".into(), state.postgres.pid, Signal::SIGINT)],
-    ];
+    let nats = std::iter::once(&state.nats).chain(&state.nats_peers);
+    let nats = nats.enumerate().map(|(i, p)| (format!("nats-server {}", i + 1), p.pid, Signal::SIGTERM));
+    // Standbys before the primary: a primary stopping first would wait for them to catch up.
+    let standbys = state.standbys.iter().enumerate();
+    let mut postgres: Vec<_> =
+        standbys.map(|(i, p)| (format!("postgres standby {}", i + 1), p.pid, Signal::SIGINT)).collect();
+    postgres.push(("postgres".into(), state.postgres.pid, Signal::SIGINT));
+    let stages = [front, terminate("bridge", &state.bridges), nats.collect(), postgres];
     for stage in stages {
         let stage: Vec<_> = stage.into_iter().filter(|(_, pid, _)| *pid != 0 && alive(*pid)).collect();
         for (_, pid, signal) in &stage {
@@ -420,8 +473,20 @@ async fn status(dir: &Path) -> anyhow::Result<()> {
         return Ok(());
     };
     let word = |up: bool| if up { "running" } else { "stopped" };
-    println!("nats-server  {}  {}", word(alive(state.nats.pid)), state.nats.url);
+    for (i, node) in std::iter::once(&state.nats).chain(&state.nats_peers).enumerate() {
+        println!("nats-server {}  {}  {}", i + 1, word(alive(node.pid)), node.url);
+    }
+    match stream_leader(&state).await {
+        Ok(Some((leader, replicas))) => {
+            println!("MESSAGES     stream at R{replicas}, led by nats-server {leader}")
+        }
+        Ok(None) => println!("MESSAGES     stream has no leader (a cluster without quorum?)"),
+        Err(error) => println!("MESSAGES     unknown: {error:#}"),
+    }
     println!("postgres     {}  {}", word(alive(state.postgres.pid)), redact(&state.postgres.url));
+    for (i, standby) in state.standbys.iter().enumerate() {
+        println!("standby {}    {}  {}", i + 1, word(alive(standby.pid)), redact(&standby.url));
+    }
     for (i, g) in state.gateways.iter().enumerate() {
         let ready = match http_status(g.port, "/readyz").await {
             Some(200) => "ready",
@@ -449,6 +514,24 @@ async fn status(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The node leading the MESSAGES stream (`1` alone) and its replica count.
+async fn stream_leader(state: &StackState) -> anyhow::Result<Option<(String, usize)>> {
+    let servers = threadspace_service::nats_addrs(state.nats_url())?;
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(3))
+        .connect(servers)
+        .await
+        .context("cannot connect to NATS")?;
+    let jetstream = async_nats::jetstream::new(client);
+    let stream = threadspace_protocol::subjects::MESSAGES_STREAM;
+    let mut stream = jetstream.get_stream(stream).await.context("no MESSAGES stream yet")?;
+    let info = stream.info().await?;
+    let replicas = info.config.num_replicas.max(1);
+    let Some(cluster) = &info.cluster else { return Ok(Some(("1".into(), replicas))) };
+    let leader = cluster.leader.as_ref().map(|name| name.trim_start_matches('n').to_owned());
+    Ok(leader.map(|l| (l, replicas)))
+}
+
 /// Resolves org slug + handle (and optionally a channel name) in the stack's directory.
 async fn lookup(
     state: &StackState,
@@ -456,7 +539,7 @@ async fn lookup(
     user: &str,
     channel: Option<&str>,
 ) -> anyhow::Result<(Identity, Option<ChannelId>)> {
-    let pool = threadspace_store::pool(&state.postgres.url, 1)?;
+    let pool = threadspace_store::pool(state.postgres_url(), 1)?;
     let directory = threadspace_store::Directory::new(pool);
     let (user_id, org_id): (UserId, OrgId) = directory
         .user_by_handle(org, user)
@@ -613,7 +696,7 @@ async fn chat(dir: &Path, user: &str, org: &str, channel: &str, gateway: usize) 
     let token = keys(dir)?.token(identity, Duration::from_secs(8 * 3600));
     let mut client = Client::connect(&ConnectOptions::new(&gateway_state.url)).await?;
     let welcome = client.hello(&token, None, Duration::from_secs(10)).await?;
-    let directory = threadspace_store::Directory::new(threadspace_store::pool(&state.postgres.url, 1)?);
+    let directory = threadspace_store::Directory::new(threadspace_store::pool(state.postgres_url(), 1)?);
     println!(
         "connected to {} as {} ({} channels); typing in #{channel}. Ctrl-D to quit.",
         gateway_state.url,

@@ -33,6 +33,7 @@ pub use self::report::{Interval, Latency, Part, Report, Tick, TimelinePoint, Tot
 use self::series::{p99_ms, Recorder};
 pub use self::series::{Buckets, PerSeries, Series};
 use self::user::{virtual_user, Counters, Shared};
+pub use self::user::{ReconnectRecord, SendOutcome, SendRecord};
 use crate::checker::{check, Inbox, Verdict};
 use crate::scenario::Scenario;
 use crate::script::{Timed, UserRecord};
@@ -58,7 +59,7 @@ impl Site {
     fn postgres_url(&self) -> &str {
         match self {
             Self::Own(stack) => &stack.postgres.url,
-            Self::Existing(target) => &target.state.postgres.url,
+            Self::Existing(target) => &target.state.postgres_url(),
         }
     }
 
@@ -190,6 +191,9 @@ pub struct Plan {
     /// The password logins of the scenario's `api_logins` users, done while planning.
     #[serde(default)]
     pub logins: Option<Latency>,
+    /// Keep every send and reconnect with its times (a drill's verdict needs them).
+    #[serde(default)]
+    pub track: bool,
 }
 
 impl Plan {
@@ -206,6 +210,9 @@ pub struct Played {
     pub inboxes: Vec<Inbox>,
     /// What every user did (empty unless the plan records).
     pub records: Vec<UserRecord>,
+    /// Every send and reconnect (empty unless the plan tracks them).
+    pub sends: Vec<SendRecord>,
+    pub reconnects: Vec<ReconnectRecord>,
 }
 
 /// Builds the plan of a whole run on `site` (every user, tokens minted).
@@ -252,6 +259,7 @@ pub async fn plan(site: &Site, options: &RunOptions) -> anyhow::Result<Plan> {
         metrics_addr: options.play.metrics_addr,
         agent: None,
         logins,
+        track: false,
     })
 }
 
@@ -346,6 +354,7 @@ pub async fn play(plan: &Plan, prefix: &str) -> anyhow::Result<Played> {
         t0,
         end,
         record: plan.record,
+        track: plan.track,
         scenario: scenario.clone(),
     });
     if let Some(addr) = plan.metrics_addr {
@@ -425,6 +434,9 @@ pub async fn play(plan: &Plan, prefix: &str) -> anyhow::Result<Played> {
     outcomes.sort_unstable_by_key(|o| o.index);
     let acked: Vec<(Seq, ChannelId)> = outcomes.iter().flat_map(|o| o.acked.iter().copied()).collect();
     let records: Vec<UserRecord> = outcomes.iter_mut().filter_map(|o| o.record.take()).collect();
+    let tracks: Vec<_> = outcomes.iter_mut().map(|o| std::mem::take(&mut o.track)).collect();
+    let sends = tracks.iter().flat_map(|t| t.sends.iter().cloned()).collect();
+    let reconnects = tracks.into_iter().flat_map(|t| t.reconnects).collect();
     let inboxes: Vec<Inbox> = outcomes.into_iter().map(|o| o.inbox).collect();
     let c = &shared.counters;
     let totals = Totals {
@@ -448,7 +460,7 @@ pub async fn play(plan: &Plan, prefix: &str) -> anyhow::Result<Played> {
         verdict: Verdict::default(),
         timeline,
     };
-    Ok(Played { part, acked, inboxes, records })
+    Ok(Played { part, acked, inboxes, records, sends, reconnects })
 }
 
 /// Ends the current progress interval: the counters so far and the interval's latencies.

@@ -55,6 +55,8 @@ pub(super) struct Shared {
     pub(super) end: Instant,
     /// Keep what every user does, for `--record`.
     pub(super) record: bool,
+    /// Keep every send and reconnect with its times, for a drill's verdict.
+    pub(super) track: bool,
 }
 
 impl Shared {
@@ -74,6 +76,64 @@ pub(super) struct Outcome {
     pub(super) acked: Vec<(Seq, ChannelId)>,
     /// What the user did, when the run is recorded.
     pub(super) record: Option<UserRecord>,
+    /// Every send and reconnect, when the run tracks them.
+    pub(super) track: Track,
+}
+
+/// One send as its user saw it: where it went, when it was due, and what came of it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SendRecord {
+    pub client_msg_id: String,
+    pub user: UserId,
+    pub channel: ChannelId,
+    /// Index of the gateway it was sent through.
+    pub gateway: usize,
+    /// When it was due (unix µs).
+    pub intended_us: u64,
+    pub outcome: SendOutcome,
+}
+
+/// What came of a send.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SendOutcome {
+    Acked {
+        seq: Seq,
+        at_us: u64,
+    },
+    /// An error frame answered it (e.g. `unavailable`).
+    Refused {
+        code: String,
+        at_us: u64,
+    },
+    /// The connection ended, or the run did, before an answer.
+    Unanswered,
+}
+
+/// One reconnect: when the connection was lost and when the new one had resumed.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ReconnectRecord {
+    pub user: UserId,
+    pub from_gateway: usize,
+    pub lost_us: u64,
+    /// `None`: it never resumed.
+    pub resumed_us: Option<u64>,
+}
+
+/// A user's sends and reconnects (empty unless the run tracks them).
+#[derive(Default)]
+pub(super) struct Track {
+    pub(super) sends: Vec<SendRecord>,
+    pub(super) reconnects: Vec<ReconnectRecord>,
+    /// Pending sends' places in `sends`.
+    pending: HashMap<String, usize>,
+}
+
+impl Track {
+    fn answered(&mut self, client_msg_id: &str, outcome: SendOutcome) {
+        if let Some(i) = self.pending.remove(client_msg_id) {
+            self.sends[i].outcome = outcome;
+        }
+    }
 }
 
 /// The connection of one virtual user, and what it is waiting for.
@@ -96,6 +156,7 @@ pub(super) async fn virtual_user(
     recorded: Option<Vec<Timed>>,
 ) -> Outcome {
     let mut acked = Vec::new();
+    let mut track = Track::default();
     tokio::time::sleep_until(start).await;
     let mut record = shared.record.then(|| UserRecord {
         user: index,
@@ -109,7 +170,7 @@ pub(super) async fn virtual_user(
     else {
         let mut inbox = Inbox::new(0, []);
         inbox.broken_at = Some(0);
-        return Outcome { index, inbox, acked, record };
+        return Outcome { index, inbox, acked, record, track };
     };
     shared.counters.connected.fetch_add(1, Ordering::Relaxed);
     let channels: Vec<ChannelInfo> = welcome_channels;
@@ -129,7 +190,7 @@ pub(super) async fn virtual_user(
         tokio::select! {
             item = session.client.recv(Duration::from_secs(3600)) => {
                 match item {
-                    Ok(Incoming::Frame(frame)) => on_frame(&shared, identity.user, &mut session, &mut inbox, &mut acked, frame),
+                    Ok(Incoming::Frame(frame)) => on_frame(&shared, identity.user, &mut session, &mut inbox, &mut acked, &mut track, frame),
                     Ok(other) => {
                         let what = match &other {
                             Incoming::Close { code, .. } => format!("close {code}"),
@@ -138,8 +199,15 @@ pub(super) async fn virtual_user(
                         shared.error(what);
                         shared.presence.lock().expect("presence lock").remove(&identity.user);
                         // The chain continues on another gateway, resuming from the cursor.
+                        let from = gateway;
                         gateway = (gateway + 1) % shared.urls.len();
-                        match Box::pin(reconnect(&shared, identity.user, index, gateway, &token, &mut inbox, &mut session)).await {
+                        let lost_us = unix_micros();
+                        let result = Box::pin(reconnect(&shared, identity.user, index, &mut gateway, &token, &mut inbox, &mut session, &mut track)).await;
+                        if shared.track {
+                            let resumed_us = result.is_ok().then(unix_micros);
+                            track.reconnects.push(ReconnectRecord { user: identity.user, from_gateway: from, lost_us, resumed_us });
+                        }
+                        match result {
                             Ok(()) => script.reconnected(),
                             Err(()) => break,
                         }
@@ -169,6 +237,10 @@ pub(super) async fn virtual_user(
                         let id = format!("lg{index}x{sent}y{:x}", shared.scenario.seed);
                         sent += 1;
                         session.pending_sends.insert(id.clone(), (channel, intended));
+                        if shared.track {
+                            track.pending.insert(id.clone(), track.sends.len());
+                            track.sends.push(SendRecord { client_msg_id: id.clone(), user: identity.user, channel, gateway, intended_us: intended, outcome: SendOutcome::Unanswered });
+                        }
                         shared.counters.sent.fetch_add(1, Ordering::Relaxed);
                         shared.counters.requests.fetch_add(1, Ordering::Relaxed);
                         let frame = ClientFrame::Send { reference: id.clone(), channel, client_msg_id: id, body: format!("lg:{intended}") };
@@ -195,7 +267,7 @@ pub(super) async fn virtual_user(
                         // be taken for that change arriving late.
                         shared.presence.lock().expect("presence lock").remove(&identity.user);
                         gateway = (gateway + 1) % shared.urls.len();
-                        if Box::pin(reconnect(&shared, identity.user, index, gateway, &token, &mut inbox, &mut session)).await.is_err() {
+                        if Box::pin(reconnect(&shared, identity.user, index, &mut gateway, &token, &mut inbox, &mut session, &mut track)).await.is_err() {
                             break;
                         }
                         script.reconnected();
@@ -209,7 +281,7 @@ pub(super) async fn virtual_user(
         inbox.broken_at = Some(inbox.cursor());
     }
     let _ = session.client.close(close_code::NORMAL).await;
-    Outcome { index, inbox, acked, record }
+    Outcome { index, inbox, acked, record, track }
 }
 
 fn on_frame(
@@ -218,6 +290,7 @@ fn on_frame(
     session: &mut Session,
     inbox: &mut Inbox,
     acked: &mut Vec<(Seq, ChannelId)>,
+    track: &mut Track,
     frame: ServerFrame,
 ) {
     match frame {
@@ -235,6 +308,7 @@ fn on_frame(
                 if !duplicate {
                     acked.push((seq, channel));
                 }
+                track.answered(&client_msg_id, SendOutcome::Acked { seq, at_us: unix_micros() });
             }
         }
         ServerFrame::Presence { users } => {
@@ -265,6 +339,8 @@ fn on_frame(
             shared.error(format!("error {}", code.as_str()));
             shared.counters.failures.fetch_add(1, Ordering::Relaxed);
             if let Some(reference) = reference {
+                let code = code.as_str().to_owned();
+                track.answered(&reference, SendOutcome::Refused { code, at_us: unix_micros() });
                 session.pending_sends.remove(&reference);
                 session.pending_reads.remove(&reference);
             }
@@ -318,25 +394,38 @@ fn error_kind(text: &str) -> String {
     text.split(':').next().unwrap_or(text).chars().take(60).collect()
 }
 
+/// How long a user keeps trying to reconnect before its chain counts as broken: longer than
+/// any fault a drill injects (docs/drills.md), as a real client keeps trying.
+const RECONNECT_FOR: Duration = Duration::from_secs(45);
+
 /// Reconnects with the inbox's cursor and waits for `resumed` (replayed messages are checked
-/// like live ones). Err if it cannot (three attempts): the chain is broken.
+/// like live ones), trying each gateway in turn from `*gateway` (left at the one that took it),
+/// backing off from 100 ms to 2 s. Err if it cannot within [`RECONNECT_FOR`]: the chain is broken.
+#[allow(clippy::too_many_arguments)]
 async fn reconnect(
     shared: &Shared,
     me: UserId,
     index: usize,
-    first_gateway: usize,
+    gateway: &mut usize,
     token: &str,
     inbox: &mut Inbox,
     session: &mut Session,
+    track: &mut Track,
 ) -> Result<(), ()> {
     shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    for attempt in 0..3 {
-        let gateway = (first_gateway + attempt) % shared.urls.len();
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0;
+    while attempt < 3 || started.elapsed() < RECONNECT_FOR {
+        if attempt > 0 {
+            *gateway = (*gateway + 1) % shared.urls.len();
+        }
+        attempt += 1;
         let cursor = inbox.cursor();
         inbox.connection += 1;
-        let Some((mut next, _, _)) = connect(shared, index, gateway, token, Some(cursor)).await else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some((mut next, _, _)) = connect(shared, index, *gateway, token, Some(cursor)).await else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
             continue;
         };
         // Sends still waiting for an ack are abandoned with the old connection (a real client
@@ -352,7 +441,9 @@ async fn reconnect(
                 Ok(Incoming::Frame(ServerFrame::HistoryRequired { .. })) => {
                     shared.counters.history_required.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(Incoming::Frame(frame)) => on_frame(shared, me, &mut next, inbox, &mut unused, frame),
+                Ok(Incoming::Frame(frame)) => {
+                    on_frame(shared, me, &mut next, inbox, &mut unused, track, frame)
+                }
                 _ => break,
             }
         }
