@@ -9,6 +9,7 @@ pub mod agents;
 pub mod bench;
 pub mod capacity;
 pub mod checker;
+pub mod drill;
 pub mod idle;
 pub mod login;
 pub mod output;
@@ -85,6 +86,22 @@ pub fn unix_micros() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+/// Fails before a long run, not after it, when an output file cannot be written.
+pub fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    anyhow::ensure!(
+        dir.is_dir(),
+        "cannot write {}: directory {} does not exist",
+        path.display(),
+        dir.display()
+    );
+    anyhow::ensure!(!path.is_dir(), "cannot write {}: it is a directory", path.display());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use threadspace_loadgen::agents::{self, AgentArgs};
 use threadspace_loadgen::bench::{self, BenchOptions};
+use threadspace_loadgen::drill::{self, DrillArgs, UsageError};
 use threadspace_loadgen::idle::{self, IdleOptions};
 use threadspace_loadgen::login::{self, LoginOptions};
 use threadspace_loadgen::presence::{self, PresenceOptions};
@@ -219,6 +220,10 @@ enum Command {
     /// Raise the scenario's message rate step by step until a threshold breaks, bisect, and
     /// report the highest sustainable rate.
     Capacity(CapacityArgs),
+    /// Failover drill: steady traffic on an HA stack (3 NATS nodes at R3, PostgreSQL with
+    /// standbys) while faults strike on a schedule; verdict on loss, duplicates, order, the
+    /// archive, and unavailability per fault (docs/drills.md).
+    Drill(DrillArgs),
     /// One agent of a `run --agents N` (started by the coordinator; not for direct use).
     #[command(hide = true)]
     Agent(AgentArgs),
@@ -268,6 +273,10 @@ fn main() -> ExitCode {
     });
     match outcome {
         Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(error)) if error.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("loadgen: {error:#}");
+            ExitCode::from(64)
+        }
         Some(Err(error)) => {
             eprintln!("loadgen: {error:#}");
             ExitCode::FAILURE
@@ -313,6 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run_scenario(args, &cli.stack_dir).await,
         Command::Capacity(args) => capacity(args, &cli.stack_dir).await,
         Command::Agent(args) => agents::agent(&args).await,
+        Command::Drill(args) => drill::drill(args, &cli.stack_dir).await,
         Command::Presence(options) => {
             let report = presence::run(&options).await?;
             report.gate(&options).map_err(|reason| anyhow::anyhow!("gate failed: {reason}"))
@@ -337,7 +347,7 @@ async fn run_scenario(args: RunArgs, stack_dir: &std::path::Path) -> anyhow::Res
         args;
     let thresholds = thresholds.gate()?;
     for path in [&report, &hdr_log, &html, &record].into_iter().flatten() {
-        check_writable(path)?;
+        threadspace_loadgen::check_writable(path)?;
     }
     let replay = replay.as_deref().map(threadspace_loadgen::script::read_recording).transpose()?;
     let (scenario, site) = load.resolve(stack_dir, replay.as_ref().map(|r| r.0.clone())).await?;
@@ -390,7 +400,7 @@ async fn capacity(args: CapacityArgs, stack_dir: &std::path::Path) -> anyhow::Re
     let CapacityArgs { load, thresholds, growth, max_steps, refine, report, html } = args;
     let thresholds = thresholds.gate()?;
     for path in [&report, &html].into_iter().flatten() {
-        check_writable(path)?;
+        threadspace_loadgen::check_writable(path)?;
     }
     anyhow::ensure!(growth.is_finite() && growth > 1.0 && growth <= 10.0, "--growth must be in (1, 10]");
     let (scenario, site) = load.resolve(stack_dir, None).await?;
@@ -413,22 +423,6 @@ async fn capacity(args: CapacityArgs, stack_dir: &std::path::Path) -> anyhow::Re
         println!("HTML page written to {}", path.display());
     }
     write_report(report.as_deref(), &result)
-}
-
-/// Fails before a long run, not after it, when an output file cannot be written.
-fn check_writable(path: &std::path::Path) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => std::path::Path::new("."),
-    };
-    anyhow::ensure!(
-        dir.is_dir(),
-        "cannot write {}: directory {} does not exist",
-        path.display(),
-        dir.display()
-    );
-    anyhow::ensure!(!path.is_dir(), "cannot write {}: it is a directory", path.display());
-    Ok(())
 }
 
 fn write_report(path: Option<&std::path::Path>, report: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -69,7 +69,16 @@ const DRAWN: [(Series, RGBColor); 8] = [
 type Draw<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 /// A plotted line: its legend, colour and points.
-type Line = (String, RGBColor, Vec<(f64, f64)>);
+pub(crate) type Line = (String, RGBColor, Vec<(f64, f64)>);
+
+/// A vertical line at x, labelled at its top (the end of the ramp, a fault, a recovery).
+pub(crate) type Marker = (f64, String, RGBColor);
+
+/// The marker at the end of the ramp. Purple, so it does not vanish into a grid line at a
+/// round number.
+fn ramp_marker(at: f64) -> Marker {
+    (at, "end of ramp".into(), RGBColor(148, 103, 189))
+}
 
 /// A chart over seconds, percentiles or rates (x) and a linear or log y axis.
 type Chart<'a, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>;
@@ -182,12 +191,12 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// Several series over run time.
-fn time_plot(
+pub(crate) fn time_plot(
     caption: &str,
     y_desc: &str,
     log: bool,
     series: &[Line],
-    marker: Option<(f64, &str)>,
+    markers: &[Marker],
 ) -> anyhow::Result<String> {
     let max_x = series.iter().flat_map(|s| s.2.iter().map(|p| p.0)).fold(1.0, f64::max);
     let values = || series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
@@ -196,21 +205,21 @@ fn time_plot(
         if log {
             let (lo, hi) = bounds(values());
             let chart = builder.build_cartesian_2d(0f64..max_x, (lo..hi).log_scale()).map_err(plot_error)?;
-            draw_time(chart, y_desc, series, marker, (lo, hi))
+            draw_time(chart, y_desc, series, markers, (lo, hi))
         } else {
             let hi = values().fold(1.0, f64::max) * 1.1;
             let chart = builder.build_cartesian_2d(0f64..max_x, 0f64..hi).map_err(plot_error)?;
-            draw_time(chart, y_desc, series, marker, (0.0, hi))
+            draw_time(chart, y_desc, series, markers, (0.0, hi))
         }
     })
 }
 
-/// The mesh, lines, marker and legend of a [`time_plot`]; `(low, high)` spans the marker.
+/// The mesh, lines, markers and legend of a [`time_plot`]; `(low, high)` spans the markers.
 fn draw_time<Y>(
     mut chart: Chart<'_, Y>,
     y_desc: &str,
     series: &[Line],
-    marker: Option<(f64, &str)>,
+    markers: &[Marker],
     (low, high): (f64, f64),
 ) -> anyhow::Result<()>
 where
@@ -225,18 +234,21 @@ where
     for (name, colour, points) in series {
         line(&mut chart, points.iter().copied(), colour.stroke_width(2), name)?;
     }
-    if let Some((at, label)) = marker {
-        // Purple, so it does not vanish into a grid line at a round number.
-        line(&mut chart, [(at, low), (at, high)], RGBColor(148, 103, 189).stroke_width(2), label)?;
+    for (at, label, colour) in markers {
+        chart
+            .draw_series(LineSeries::new([(*at, low), (*at, high)], colour.stroke_width(2)))
+            .map_err(plot_error)?;
+        let text = Text::new(label.clone(), (*at, high), ("sans-serif", 12).into_font().color(colour));
+        chart.draw_series(std::iter::once(text)).map_err(plot_error)?;
     }
     legend(&mut chart)
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-const STYLE: &str = "body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}\
+pub(crate) const STYLE: &str = "body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.pass{color:#2a2}.fail{color:#c22}";
 
@@ -314,7 +326,7 @@ pub fn write_html(report: &Report, path: &Path) -> anyhow::Result<()> {
         DRAWN.iter().map(|&(series, colour)| (series.name(), colour, &report.histograms[series])).collect();
     let slo = report.gate.as_ref().map_or(500.0, |g| g.thresholds.max_delivery_p99.as_secs_f64() * 1000.0);
     html.push_str(&percentile_plot(&drawn, slo)?);
-    let ramp_marker = Some((report.ramp_seconds, "end of ramp"));
+    let ramp_marker = &[ramp_marker(report.ramp_seconds)];
     let t = &report.timeline;
     let points = |f: &dyn Fn(&crate::run::TimelinePoint) -> Option<f64>| -> Vec<(f64, f64)> {
         t.iter().filter_map(|p| f(p).map(|v| (p.at_s, v))).collect()

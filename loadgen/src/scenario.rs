@@ -104,11 +104,24 @@ impl Scenario {
                 load_factor: 20.0,
                 ..smoke
             },
+            "drill" => Self {
+                name: name.into(),
+                // Steady traffic for `loadgen drill` on the HA stack: ~48 msg/s from 300 users,
+                // and no scripted reconnects, so every reconnect is a fault's.
+                users: 300,
+                org_size: 50,
+                duration: Duration::from_secs(60),
+                ramp_up: Duration::from_secs(5),
+                load_factor: 40.0,
+                reconnects_per_user_second: 0.0,
+                api_logins: 0,
+                ..smoke
+            },
             _ => return None,
         })
     }
 
-    pub const PRESETS: [&'static str; 3] = ["smoke", "threadspace-75k", "burst"];
+    pub const PRESETS: [&'static str; 4] = ["smoke", "threadspace-75k", "burst", "drill"];
 
     /// Loads a scenario file: a preset named by `base` (default `smoke`) with the file's fields
     /// on top.

@@ -1,0 +1,185 @@
+//! A drill's reports: the lines printed after each run, the summary across runs (per fault
+//! kind: unavailability p50 and max), and the HTML page whose timelines mark every fault's
+//! strike and recovery.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::style::RGBColor;
+
+use super::{DrillReport, RunReport};
+use crate::output::{escape, time_plot, Line, Marker, STYLE};
+
+/// What one run found, printed when it ends.
+pub(super) fn print_run(run: &RunReport) {
+    let d = &run.delivery;
+    let a = &run.archive;
+    println!(
+        "run {} (seed {}): sent {} acked {} | deliveries owed {} lost {} duplicated {} reordered {} | archive: {} acked, {} missing, {} duplicated, unacked {} stored / {} not (drained in {:.1} s)",
+        run.run + 1,
+        run.seed,
+        run.sent,
+        run.acked,
+        d.expected,
+        d.lost,
+        d.duplicated,
+        d.out_of_order,
+        a.acked,
+        a.missing,
+        a.duplicated,
+        a.unacked_stored,
+        a.unacked_not_stored,
+        a.drain_ms as f64 / 1000.0
+    );
+    println!(
+        "  deliver p99 {:.1} ms, reconnect→resumed p99 {:.1} ms",
+        run.deliver_p99_ms, run.reconnect_resumed_p99_ms
+    );
+    for fault in &run.faults {
+        let i = &fault.impact;
+        println!(
+            "  {:<19} {:<22} in flight {:>3} | failed {:>3} refused, {:>3} unanswered, {:>3} stalled: {:>5.1} s on gateway {} | {:>4} reconnects, longest {:>5.1} s, all resumed {:>5.1} s | leader {} → {}, timeline {} → {}",
+            fault.struck.kind,
+            fault.struck.target,
+            i.in_flight,
+            i.refused,
+            i.unanswered,
+            i.stalled,
+            i.unavailable_ms as f64 / 1000.0,
+            i.unavailable_gateway.map_or("-".to_owned(), |g| g.to_string()),
+            i.reconnects,
+            i.longest_reconnect_ms as f64 / 1000.0,
+            i.all_resumed_ms as f64 / 1000.0,
+            fault.struck.leader_before.as_deref().unwrap_or("?"),
+            fault.struck.leader_after.as_deref().unwrap_or("?"),
+            fault.struck.timeline_before.map_or("?".to_owned(), |t| t.to_string()),
+            fault.struck.timeline_after.map_or("?".to_owned(), |t| t.to_string()),
+        );
+    }
+    if run.failures.is_empty() {
+        println!("  verdict: PASS");
+    } else {
+        for failure in &run.failures {
+            println!("  FAIL: {failure}");
+        }
+    }
+}
+
+/// Per fault kind across runs: (count, unavailable ms sorted, longest reconnect ms sorted).
+fn by_kind(drill: &DrillReport) -> BTreeMap<String, (Vec<u64>, Vec<u64>)> {
+    let mut kinds: BTreeMap<String, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+    for fault in drill.runs.iter().flat_map(|r| &r.faults) {
+        let entry = kinds.entry(fault.struck.kind.clone()).or_default();
+        entry.0.push(fault.impact.unavailable_ms);
+        entry.1.push(fault.impact.longest_reconnect_ms);
+    }
+    for (windows, reconnects) in kinds.values_mut() {
+        windows.sort_unstable();
+        reconnects.sort_unstable();
+    }
+    kinds
+}
+
+fn p50(sorted: &[u64]) -> u64 {
+    sorted.get(sorted.len().saturating_sub(1) / 2).copied().unwrap_or(0)
+}
+
+/// The table across runs.
+pub(super) fn print_summary(drill: &DrillReport) {
+    let runs = &drill.runs;
+    let sum = |f: &dyn Fn(&RunReport) -> u64| runs.iter().map(f).sum::<u64>();
+    println!(
+        "drill: {} run(s), {} passed | lost {} duplicated {} reordered {} | archive missing {} duplicated {} | worst reconnect→resumed p99 {:.1} ms",
+        runs.len(),
+        runs.iter().filter(|r| r.failures.is_empty()).count(),
+        sum(&|r| r.delivery.lost),
+        sum(&|r| r.delivery.duplicated),
+        sum(&|r| r.delivery.out_of_order),
+        sum(&|r| r.archive.missing as u64),
+        sum(&|r| r.archive.duplicated as u64),
+        runs.iter().map(|r| r.reconnect_resumed_p99_ms).fold(0.0, f64::max)
+    );
+    println!(
+        "  {:<19} {:>5} {:>16} {:>16} {:>20}",
+        "fault", "count", "unavail p50 s", "unavail max s", "longest resume max s"
+    );
+    for (kind, (windows, reconnects)) in by_kind(drill) {
+        println!(
+            "  {:<19} {:>5} {:>16.1} {:>16.1} {:>20.1}",
+            kind,
+            windows.len(),
+            p50(&windows) as f64 / 1000.0,
+            windows.last().copied().unwrap_or(0) as f64 / 1000.0,
+            reconnects.last().copied().unwrap_or(0) as f64 / 1000.0
+        );
+    }
+}
+
+/// The HTML page: the summary, and per run its timeline with every fault marked.
+pub(super) fn write_html(drill: &DrillReport, path: &Path) -> anyhow::Result<()> {
+    let mut html = String::new();
+    let _ = write!(html, "<!doctype html><html><head><meta charset=\"utf-8\"><title>loadgen drill</title><style>{STYLE}</style></head><body><h1>Failover drill</h1>");
+    html.push_str("<table><tr><th>fault</th><th>count</th><th>unavailable p50 s</th><th>unavailable max s</th><th>longest resume max s</th></tr>");
+    for (kind, (windows, reconnects)) in by_kind(drill) {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td></tr>",
+            escape(&kind),
+            windows.len(),
+            p50(&windows) as f64 / 1000.0,
+            windows.last().copied().unwrap_or(0) as f64 / 1000.0,
+            reconnects.last().copied().unwrap_or(0) as f64 / 1000.0
+        );
+    }
+    html.push_str("</table>");
+    for run in &drill.runs {
+        let verdict = if run.failures.is_empty() {
+            "<span class=\"pass\">pass</span>".to_owned()
+        } else {
+            "<span class=\"fail\">fail</span>".to_owned()
+        };
+        let _ = write!(html, "<h2>Run {} (seed {}): {verdict}</h2><ul>", run.run + 1, run.seed);
+        for failure in &run.failures {
+            let _ = write!(html, "<li class=\"fail\">{}</li>", escape(failure));
+        }
+        html.push_str("</ul>");
+        let series: Vec<Line> = vec![
+            (
+                "sends acknowledged/s".into(),
+                RGBColor(44, 160, 44),
+                run.timeline.iter().map(|p| (p.0, p.1 as f64)).collect(),
+            ),
+            (
+                "sends failed/s".into(),
+                RGBColor(214, 39, 40),
+                run.timeline.iter().map(|p| (p.0, p.2 as f64)).collect(),
+            ),
+        ];
+        let mut markers: Vec<Marker> = Vec::new();
+        for (struck, recovered, kind) in &run.marks {
+            markers.push((*struck, kind.clone(), RGBColor(214, 39, 40)));
+            markers.push((*recovered, "recovered".into(), RGBColor(31, 119, 180)));
+        }
+        html.push_str(&time_plot("Sends per second, faults marked", "per second", false, &series, &markers)?);
+        html.push_str("<table><tr><th>fault</th><th>target</th><th>actions</th><th>unavailable s</th><th>longest resume s</th><th>leader</th><th>timeline</th></tr>");
+        for fault in &run.faults {
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{} → {}</td><td>{} → {}</td></tr>",
+                escape(&fault.struck.kind),
+                escape(&fault.struck.target),
+                escape(&fault.struck.actions.join("; ")),
+                fault.impact.unavailable_ms as f64 / 1000.0,
+                fault.impact.longest_reconnect_ms as f64 / 1000.0,
+                escape(fault.struck.leader_before.as_deref().unwrap_or("?")),
+                escape(fault.struck.leader_after.as_deref().unwrap_or("?")),
+                fault.struck.timeline_before.map_or("?".to_owned(), |t| t.to_string()),
+                fault.struck.timeline_after.map_or("?".to_owned(), |t| t.to_string()),
+            );
+        }
+        html.push_str("</table>");
+    }
+    html.push_str("</body></html>");
+    std::fs::write(path, html).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}

@@ -1,0 +1,320 @@
+//! A drill's verdict beyond the delivery checker (docs/drills.md, "The verdict"): the archive
+//! against the acknowledged set, every unacknowledged send classified, and per fault the
+//! window in which sends failed or stalled and how long clients took to resume.
+//!
+//! **Invariant:** the archive check reads Postgres only after the bridge has drained (every
+//! acknowledged seq is there, or the drain timed out and says so), so "missing" means lost,
+//! not late.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use threadspace_protocol::Seq;
+
+use super::faults::Struck;
+use crate::run::{ReconnectRecord, SendOutcome, SendRecord};
+
+/// The archive against what the run sent.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Archive {
+    /// Acknowledged sends.
+    pub acked: usize,
+    /// Acknowledged sends whose seq is not in the archive with their id: lost.
+    pub missing: usize,
+    /// Ids stored more than once (at different seqs): duplicates.
+    pub duplicated: usize,
+    /// Acknowledged under one seq, archived under another.
+    pub seq_mismatch: usize,
+    /// Unacknowledged sends (an error or no answer) that were stored once: allowed, a retry
+    /// with the same id would have been told `duplicate`.
+    pub unacked_stored: usize,
+    /// Unacknowledged sends never stored.
+    pub unacked_not_stored: usize,
+    /// Archived rows of this run that no send made.
+    pub phantom: usize,
+    /// How long the bridge took to archive every acknowledged message after the run.
+    pub drain_ms: u64,
+    /// A few problems, to start an investigation from.
+    pub examples: Vec<String>,
+}
+
+impl Archive {
+    /// Whether the archive equals the acknowledged set (and nothing is doubled).
+    pub fn exact(&self) -> bool {
+        self.missing == 0 && self.duplicated == 0 && self.seq_mismatch == 0 && self.phantom == 0
+    }
+}
+
+/// Waits until every acknowledged seq is archived (up to `limit`), then compares the run's
+/// archived rows (ids ending in `suffix`) with its sends.
+pub async fn archive(
+    postgres_url: &str,
+    sends: &[SendRecord],
+    suffix: &str,
+    limit: Duration,
+) -> anyhow::Result<Archive> {
+    let acked: Vec<i64> = sends
+        .iter()
+        .filter_map(|s| match s.outcome {
+            SendOutcome::Acked { seq, .. } => Some(seq as i64),
+            _ => None,
+        })
+        .collect();
+    let started = tokio::time::Instant::now();
+    // Reconnects on every try: the drill may have failed PostgreSQL over.
+    loop {
+        let count = async {
+            let client = threadspace_store::connect(postgres_url).await?;
+            let row =
+                client.query_one("SELECT count(*) FROM messages WHERE seq = ANY($1)", &[&acked]).await?;
+            anyhow::Ok(row.get::<_, i64>(0) as usize)
+        }
+        .await;
+        if matches!(count, Ok(n) if n >= acked.len()) || started.elapsed() > limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let drain_ms = started.elapsed().as_millis() as u64;
+    let client = threadspace_store::connect(postgres_url).await?;
+    let rows = client
+        .query(
+            "SELECT seq, client_msg_id FROM messages WHERE client_msg_id LIKE 'lg%' AND client_msg_id LIKE $1",
+            &[&format!("%{suffix}")],
+        )
+        .await?;
+    let stored: Vec<(Seq, String)> = rows.iter().map(|r| (r.get::<_, i64>(0) as Seq, r.get(1))).collect();
+    let mut result = compare(sends, &stored);
+    result.drain_ms = drain_ms;
+    Ok(result)
+}
+
+/// Compares sends with the archived `(seq, client_msg_id)` rows of the run.
+pub fn compare(sends: &[SendRecord], stored: &[(Seq, String)]) -> Archive {
+    let mut by_id: HashMap<&str, Vec<Seq>> = HashMap::new();
+    for (seq, id) in stored {
+        by_id.entry(id.as_str()).or_default().push(*seq);
+    }
+    let mut result = Archive::default();
+    let example = |result: &mut Archive, text: String| {
+        if result.examples.len() < 10 {
+            result.examples.push(text);
+        }
+    };
+    for send in sends {
+        let seqs = by_id.get(send.client_msg_id.as_str()).map_or(&[][..], |v| v.as_slice());
+        if seqs.len() > 1 {
+            result.duplicated += 1;
+            example(
+                &mut result,
+                format!("{} stored {} times, at seqs {seqs:?}", send.client_msg_id, seqs.len()),
+            );
+        }
+        match &send.outcome {
+            SendOutcome::Acked { seq, .. } => {
+                result.acked += 1;
+                if seqs.is_empty() {
+                    result.missing += 1;
+                    example(
+                        &mut result,
+                        format!("{} acknowledged as seq {seq}, not in the archive", send.client_msg_id),
+                    );
+                } else if !seqs.contains(seq) {
+                    result.seq_mismatch += 1;
+                    example(
+                        &mut result,
+                        format!("{} acknowledged as seq {seq}, archived as {seqs:?}", send.client_msg_id),
+                    );
+                }
+            }
+            _ if seqs.is_empty() => result.unacked_not_stored += 1,
+            _ => result.unacked_stored += 1,
+        }
+    }
+    let sent: std::collections::HashSet<&str> = sends.iter().map(|s| s.client_msg_id.as_str()).collect();
+    for (seq, id) in stored {
+        if !sent.contains(id.as_str()) {
+            result.phantom += 1;
+            example(&mut result, format!("archived {id} at seq {seq}, which no send of the run made"));
+        }
+    }
+    result
+}
+
+/// How long before a strike a send still counts as in flight when it struck.
+const IN_FLIGHT_LOOKBACK: Duration = Duration::from_secs(5);
+
+/// What a fault did to the clients.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Impact {
+    /// Sends in flight when the fault struck (due before it, answered after it or never).
+    pub in_flight: usize,
+    /// Sends due in the fault's slot that failed: refused, unanswered, or acknowledged later
+    /// than the stall threshold.
+    pub refused: usize,
+    pub unanswered: usize,
+    pub stalled: usize,
+    /// The longest window, on one gateway, from the first failed send to the last (ms).
+    pub unavailable_ms: u64,
+    /// The gateway (1-based) of that window.
+    pub unavailable_gateway: Option<usize>,
+    /// Reconnects that began in the slot, and the longest of them until `resumed` (ms).
+    pub reconnects: usize,
+    pub longest_reconnect_ms: u64,
+    /// From the strike until the last of those reconnects had resumed (ms).
+    pub all_resumed_ms: u64,
+    /// Reconnects that never resumed.
+    pub never_resumed: usize,
+}
+
+/// Measures a fault's impact over its slot `[struck, until)` (unix µs).
+pub fn impact(
+    struck: &Struck,
+    until_us: u64,
+    sends: &[SendRecord],
+    reconnects: &[ReconnectRecord],
+    stall: Duration,
+) -> Impact {
+    let stall_us = stall.as_micros() as u64;
+    let start = struck.struck_us;
+    let mut result = Impact::default();
+    // Per gateway: the first and the last failure in the slot.
+    let mut windows: HashMap<usize, (u64, u64)> = HashMap::new();
+    for send in sends {
+        let answered_at = match &send.outcome {
+            SendOutcome::Acked { at_us, .. } | SendOutcome::Refused { at_us, .. } => Some(*at_us),
+            SendOutcome::Unanswered => None,
+        };
+        // An unanswered send due long before lost its connection before: not this fault's.
+        let recent = send.intended_us + IN_FLIGHT_LOOKBACK.as_micros() as u64 >= start;
+        if recent && send.intended_us <= start && answered_at.is_none_or(|at| at >= start) {
+            result.in_flight += 1;
+        }
+        // A send due a little before the strike can be the one it hit.
+        if send.intended_us + stall_us < start || send.intended_us >= until_us {
+            continue;
+        }
+        let failed_at = match &send.outcome {
+            SendOutcome::Acked { at_us, .. } if at_us.saturating_sub(send.intended_us) <= stall_us => {
+                continue
+            }
+            SendOutcome::Acked { at_us, .. } => {
+                result.stalled += 1;
+                *at_us
+            }
+            SendOutcome::Refused { at_us, .. } => {
+                result.refused += 1;
+                *at_us
+            }
+            SendOutcome::Unanswered => {
+                result.unanswered += 1;
+                send.intended_us + stall_us
+            }
+        };
+        let window = windows.entry(send.gateway).or_insert((send.intended_us, failed_at));
+        window.0 = window.0.min(send.intended_us);
+        window.1 = window.1.max(failed_at);
+    }
+    if let Some((gateway, (first, last))) =
+        windows.iter().max_by_key(|(_, (first, last))| last.saturating_sub(*first))
+    {
+        result.unavailable_ms = last.saturating_sub(*first) / 1000;
+        result.unavailable_gateway = Some(gateway + 1);
+    }
+    for reconnect in reconnects.iter().filter(|r| r.lost_us >= start && r.lost_us < until_us) {
+        result.reconnects += 1;
+        match reconnect.resumed_us {
+            Some(resumed) => {
+                result.longest_reconnect_ms =
+                    result.longest_reconnect_ms.max(resumed.saturating_sub(reconnect.lost_us) / 1000);
+                result.all_resumed_ms = result.all_resumed_ms.max(resumed.saturating_sub(start) / 1000);
+            }
+            None => result.never_resumed += 1,
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use threadspace_protocol::{ChannelId, UserId};
+
+    fn send(id: &str, gateway: usize, intended_us: u64, outcome: SendOutcome) -> SendRecord {
+        SendRecord {
+            client_msg_id: id.into(),
+            user: UserId(1),
+            channel: ChannelId(1),
+            gateway,
+            intended_us,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn the_archive_must_equal_the_acknowledged_set() {
+        let sends = vec![
+            send("a", 0, 0, SendOutcome::Acked { seq: 1, at_us: 5 }),
+            send("b", 0, 0, SendOutcome::Acked { seq: 2, at_us: 5 }),
+            send("c", 0, 0, SendOutcome::Acked { seq: 3, at_us: 5 }),
+            send("d", 0, 0, SendOutcome::Refused { code: "unavailable".into(), at_us: 5 }),
+            send("e", 0, 0, SendOutcome::Unanswered),
+            send("f", 0, 0, SendOutcome::Unanswered),
+        ];
+        let stored = vec![
+            (1, "a".into()),
+            (7, "b".into()),
+            (4, "d".into()),
+            (5, "e".into()),
+            (6, "e".into()),
+            (9, "z".into()),
+        ];
+        let archive = compare(&sends, &stored);
+        assert_eq!(archive.acked, 3);
+        assert_eq!(archive.missing, 1, "c");
+        assert_eq!(archive.seq_mismatch, 1, "b");
+        assert_eq!(archive.duplicated, 1, "e");
+        assert_eq!((archive.unacked_stored, archive.unacked_not_stored), (2, 1), "d and e stored, f not");
+        assert_eq!(archive.phantom, 1, "z");
+        assert!(!archive.exact());
+        let clean = compare(&sends[..1], &[(1, "a".into())]);
+        assert!(clean.exact(), "{clean:?}");
+    }
+
+    #[test]
+    fn a_window_runs_from_the_first_failure_to_the_last_on_one_gateway() {
+        let s = 1_000_000;
+        let struck = Struck { struck_us: 10 * s, ..Struck::default() };
+        let sends = vec![
+            // In flight at the strike, answered with an error after it.
+            send("a", 0, 10 * s, SendOutcome::Refused { code: "unavailable".into(), at_us: 11 * s }),
+            send("b", 0, 12 * s, SendOutcome::Unanswered),
+            send("c", 0, 13 * s, SendOutcome::Acked { seq: 1, at_us: 13 * s + 1000 }),
+            // Another gateway: one stall.
+            send("d", 1, 11 * s, SendOutcome::Acked { seq: 2, at_us: 13 * s }),
+            // Before the slot, and after it.
+            send("e", 0, 2 * s, SendOutcome::Unanswered),
+            send("f", 0, 40 * s, SendOutcome::Unanswered),
+        ];
+        let reconnects = vec![
+            ReconnectRecord {
+                user: UserId(1),
+                from_gateway: 0,
+                lost_us: 10 * s,
+                resumed_us: Some(10 * s + 300_000),
+            },
+            ReconnectRecord { user: UserId(2), from_gateway: 0, lost_us: 11 * s, resumed_us: Some(14 * s) },
+        ];
+        let impact = impact(&struck, 30 * s, &sends, &reconnects, Duration::from_secs(1));
+        assert_eq!(impact.in_flight, 1);
+        assert_eq!((impact.refused, impact.unanswered, impact.stalled), (1, 1, 1));
+        // Gateway 1: from a's due time to b's stall deadline (13 s) = 3 s.
+        assert_eq!(impact.unavailable_gateway, Some(1));
+        assert_eq!(impact.unavailable_ms, 3_000);
+        assert_eq!(
+            (impact.reconnects, impact.longest_reconnect_ms, impact.all_resumed_ms),
+            (2, 3_000, 4_000)
+        );
+    }
+}
