@@ -22,6 +22,9 @@ use threadspace_protocol::error_chain;
 
 use crate::delivery::hub::{Applied, Hub};
 
+/// The longest pull request of the fanout's consumer (see `consume`).
+const CONSUMER_PULL_EXPIRY: Duration = Duration::from_secs(1);
+
 /// Dedup window of the stream: a retry within it returns the original seq.
 pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -91,6 +94,10 @@ async fn consume(fanout: &Fanout, start: u64, shutdown: &CancellationToken) -> R
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
+            // Pull requests of 1 s make the server's idle heartbeat 0.5 s, so a consumer lost
+            // with its NATS node is recreated within ~2 s; the 30 s default expiry meant 30 s
+            // without deliveries after a node failure (docs/drills.md, found by the drill).
+            max_expires: CONSUMER_PULL_EXPIRY,
             ..Default::default()
         })
         .await?;

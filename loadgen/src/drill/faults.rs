@@ -191,6 +191,19 @@ pub fn shuffle(planned: &[Planned], interval: Duration, seed: u64) -> Vec<Planne
         .collect()
 }
 
+/// `planned` with its gateway or bridge chosen (from `seed`) when the schedule left it open,
+/// so the probe can send through the gateway about to be struck.
+pub fn resolve(planned: &Planned, topology: Topology, seed: u64) -> Planned {
+    let mut rng = StdRng::seed_from_u64(seed ^ planned.at.as_millis() as u64);
+    let count = match planned.kind.targets() {
+        Some("gateway") => topology.gateways,
+        Some(_) => topology.bridges,
+        None => return planned.clone(),
+    };
+    let target = planned.target.or_else(|| (count > 0).then(|| rng.random_range(0..count)));
+    Planned { target, ..planned.clone() }
+}
+
 /// How long a fault takes from strike to recovery, roughly (for the run's length).
 pub fn expected_length(kind: FaultKind, timings: &Timings, gateways: usize) -> Duration {
     let restart = Duration::from_secs(3);
@@ -258,7 +271,7 @@ async fn act(
 ) -> anyhow::Result<()> {
     match planned.kind {
         FaultKind::GatewayKill => {
-            let i = planned.target.unwrap_or_else(|| rng.random_range(0..stack.gateways.len()));
+            let i = planned.target.unwrap_or(0);
             struck.target = format!("gateway {}", i + 1);
             let pid = pid_of(stack.gateways[i].process.as_ref())?;
             struck.struck_us = unix_micros();
@@ -327,7 +340,7 @@ async fn act(
         }
         FaultKind::BridgeKill => {
             anyhow::ensure!(!stack.bridges.is_empty(), "the stack runs no bridge");
-            let i = planned.target.unwrap_or_else(|| rng.random_range(0..stack.bridges.len()));
+            let i = planned.target.unwrap_or(0);
             struck.target = format!("bridge {}", i + 1);
             let pid = pid_of(stack.bridges[i].process.as_ref())?;
             struck.struck_us = unix_micros();
@@ -372,13 +385,13 @@ async fn act(
 
 /// Strikes `planned` with the operator's command (`sh -c`, `{kind}` and `{target}` replaced);
 /// its recovery is the command's (or the platform's) business.
-pub async fn strike_hook(command: &str, planned: &Planned, probe: &Probe) -> Struck {
+pub async fn strike_hook(command: &str, planned: &Planned, observer: &Observer) -> Struck {
     let target = planned.target.map_or_else(String::new, |t| (t + 1).to_string());
     let line = command.replace("{kind}", planned.kind.name()).replace("{target}", &target);
     let mut struck =
         Struck { kind: planned.kind.name().to_owned(), target: line.clone(), ..Struck::default() };
-    struck.leader_before = probe.leader().await;
-    struck.timeline_before = probe.timeline().await;
+    struck.leader_before = observer.leader().await;
+    struck.timeline_before = observer.timeline().await;
     struck.struck_us = unix_micros();
     let output = tokio::process::Command::new("sh").arg("-c").arg(&line).output().await;
     match output {
@@ -395,18 +408,18 @@ pub async fn strike_hook(command: &str, planned: &Planned, probe: &Probe) -> Str
     struck.recovered_us = unix_micros();
     // A leader election takes a few seconds: give it the time it would take.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    struck.leader_after = probe.leader().await;
-    struck.timeline_after = probe.timeline().await;
+    struck.leader_after = observer.leader().await;
+    struck.timeline_after = observer.timeline().await;
     struck
 }
 
 /// Reads the stream leader and the PostgreSQL timeline of a stack loadgen did not start.
-pub struct Probe {
+pub struct Observer {
     pub nats_url: String,
     pub postgres_url: String,
 }
 
-impl Probe {
+impl Observer {
     async fn leader(&self) -> Option<String> {
         let servers = threadspace_service::nats_addrs(&self.nats_url).ok()?;
         let client = async_nats::ConnectOptions::new()

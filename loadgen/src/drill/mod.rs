@@ -9,6 +9,7 @@
 //! `report`.
 
 pub mod faults;
+mod probe;
 mod report;
 pub mod verdict;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use threadspace_devstack::stack::StackOptions;
 
-use self::faults::{FaultKind, Planned, Probe, Struck, Timings, Topology};
+use self::faults::{FaultKind, Observer, Planned, Struck, Timings, Topology};
 use self::verdict::{Archive, Impact};
 use crate::checker::{check, Verdict};
 use crate::run::{self, PlayArgs, RunOptions, Series, Site};
@@ -102,6 +103,10 @@ pub struct DrillArgs {
     /// the stream's only copy, and the gate fails (docs/drills.md, "An unsafe configuration").
     #[arg(long, default_value = "3", value_parser = clap::value_parser!(u64).range(1..=3))]
     stream_replicas: u64,
+    /// Keep the private stack's data and logs in this directory (a fresh one) instead of a
+    /// temporary directory removed at the end.
+    #[arg(long)]
+    keep_stack_dir: Option<PathBuf>,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -260,6 +265,16 @@ pub async fn drill(args: DrillArgs, stack_dir: &std::path::Path) -> anyhow::Resu
         None => {
             let mut options = StackOptions::ha();
             options.stream_replicas = args.stream_replicas as usize;
+            if let Some(dir) = &args.keep_stack_dir {
+                if dir.exists() && dir.read_dir()?.next().is_some() {
+                    return Err(UsageError(format!(
+                        "--keep-stack-dir {}: not empty; give a new directory",
+                        dir.display()
+                    ))
+                    .into());
+                }
+                options.dir = Some(dir.clone());
+            }
             let stack = crate::target::seeded_stack(
                 options,
                 scenario.users,
@@ -336,16 +351,29 @@ async fn one_run(
     let ramp_end_us = start_us + plan.ramp().as_micros() as u64;
     let end_us = ramp_end_us + plan.scenario.duration.as_micros() as u64;
     let users = plan.users.len();
+    let probe =
+        probe::Probe::start(plan.ws_urls.clone(), plan.users[0].identity, plan.users[0].token.clone(), seed);
+    let topology = Topology {
+        gateways: plan.ws_urls.len(),
+        bridges: match &*site {
+            Site::Own(stack) => stack.bridges.len(),
+            Site::Existing(target) => target.state.bridges.len(),
+        },
+    };
     let playing = tokio::spawn(async move { run::play(&plan, "").await });
     let (postgres_url, nats_url) = site_urls(site);
-    let probe = Probe { nats_url, postgres_url: postgres_url.clone() };
+    let observer = Observer { nats_url, postgres_url: postgres_url.clone() };
     let timings = timings(args);
     let mut struck_all: Vec<Struck> = Vec::new();
     for planned in schedule {
         let due = ramp_end_us + planned.at.as_micros() as u64;
         tokio::time::sleep(Duration::from_micros(due.saturating_sub(unix_micros()))).await;
+        let planned = &faults::resolve(planned, topology, seed);
+        // Sends in flight when it strikes: through the gateway it kills, if it kills one.
+        let gateway = if planned.kind == FaultKind::GatewayKill { planned.target.unwrap_or(0) } else { 0 };
+        probe.fire(gateway).await;
         let struck = match (commands.get(planned.kind.name()), &mut *site) {
-            (Some(command), _) => faults::strike_hook(command, planned, &probe).await,
+            (Some(command), _) => faults::strike_hook(command, planned, &observer).await,
             (None, Site::Own(stack)) => faults::strike_own(stack, planned, &timings, seed).await,
             (None, Site::Existing(_)) => unreachable!("checked before the drill began"),
         };
@@ -361,7 +389,8 @@ async fn one_run(
         );
         struck_all.push(struck);
     }
-    let played = playing.await??;
+    let mut played = playing.await??;
+    played.sends.extend(probe.finish(Duration::from_secs(1)).await);
     let postgres_url = site_urls(site).0;
     let suffix = format!("y{seed:x}");
     let archive = verdict::archive(&postgres_url, &played.sends, &suffix, Duration::from_secs(90)).await?;
@@ -370,7 +399,20 @@ async fn one_run(
     let mut faults = Vec::new();
     for (i, struck) in struck_all.iter().enumerate() {
         let until = struck_all.get(i + 1).map_or(end_us + 5_000_000, |next| next.struck_us);
-        let impact = verdict::impact(struck, until, &played.sends, &played.reconnects, args.stall);
+        let mut impact = verdict::impact(struck, until, &played.sends, &played.reconnects, args.stall);
+        let (from_s, until_s) = (
+            (struck.struck_us.saturating_sub(start_us)) as f64 / 1e6,
+            until.saturating_sub(start_us) as f64 / 1e6,
+        );
+        let period = options.progress_every.as_secs_f64();
+        impact.deliver_max_ms = played
+            .part
+            .timeline
+            .iter()
+            .filter(|tick| tick.at_s > from_s && tick.at_s - period < until_s)
+            .map(|tick| run::max_ms(&tick.histograms[Series::SendDeliver]) as u64)
+            .max()
+            .unwrap_or(0);
         let unproven = unproven(struck, &impact, schedule[i].kind);
         faults.push(FaultReport { planned_at: schedule[i].at, struck: struck.clone(), impact, unproven });
     }
@@ -511,6 +553,13 @@ fn judge(report: &RunReport, sends: &[run::SendRecord], max_unavailable: Duratio
             failures.push(format!(
                 "{name}: a client took {:.1} s to resume (--max-unavailable {:.1} s)",
                 i.longest_reconnect_ms as f64 / 1000.0,
+                max_ms as f64 / 1000.0
+            ));
+        }
+        if i.deliver_max_ms > max_ms {
+            failures.push(format!(
+                "{name}: a message took {:.1} s to be delivered (--max-unavailable {:.1} s)",
+                i.deliver_max_ms as f64 / 1000.0,
                 max_ms as f64 / 1000.0
             ));
         }

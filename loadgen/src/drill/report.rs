@@ -39,7 +39,7 @@ pub(super) fn print_run(run: &RunReport) {
     for fault in &run.faults {
         let i = &fault.impact;
         println!(
-            "  {:<19} {:<22} in flight {:>3} | failed {:>3} refused, {:>3} unanswered, {:>3} stalled: {:>5.1} s on gateway {} | {:>4} reconnects, longest {:>5.1} s, all resumed {:>5.1} s | leader {} → {}, timeline {} → {}",
+            "  {:<19} {:<22} in flight {:>3} | failed {:>3} refused, {:>3} unanswered, {:>3} stalled: {:>5.1} s on gateway {} | slowest delivery {:>5.1} s | {:>4} reconnects, longest {:>5.1} s, all resumed {:>5.1} s | leader {} → {}, timeline {} → {}",
             fault.struck.kind,
             fault.struck.target,
             i.in_flight,
@@ -48,6 +48,7 @@ pub(super) fn print_run(run: &RunReport) {
             i.stalled,
             i.unavailable_ms as f64 / 1000.0,
             i.unavailable_gateway.map_or("-".to_owned(), |g| g.to_string()),
+            i.deliver_max_ms as f64 / 1000.0,
             i.reconnects,
             i.longest_reconnect_ms as f64 / 1000.0,
             i.all_resumed_ms as f64 / 1000.0,

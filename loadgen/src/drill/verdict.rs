@@ -155,7 +155,8 @@ pub struct Impact {
     pub refused: usize,
     pub unanswered: usize,
     pub stalled: usize,
-    /// The longest window, on one gateway, from the first failed send to the last (ms).
+    /// The longest window, on one gateway, from a failed send to the next one acknowledged in
+    /// time there (or, with none, to its last failure) (ms).
     pub unavailable_ms: u64,
     /// The gateway (1-based) of that window.
     pub unavailable_gateway: Option<usize>,
@@ -166,6 +167,9 @@ pub struct Impact {
     pub all_resumed_ms: u64,
     /// Reconnects that never resumed.
     pub never_resumed: usize,
+    /// The slowest send→deliver in the progress intervals the slot overlaps (ms): a fanout
+    /// that stalls shows here, not in the sends.
+    pub deliver_max_ms: u64,
 }
 
 /// Measures a fault's impact over its slot `[struck, until)` (unix µs).
@@ -179,8 +183,8 @@ pub fn impact(
     let stall_us = stall.as_micros() as u64;
     let start = struck.struck_us;
     let mut result = Impact::default();
-    // Per gateway: the first and the last failure in the slot.
-    let mut windows: HashMap<usize, (u64, u64)> = HashMap::new();
+    // Per gateway, the slot's sends: (due, Ok(acknowledged in time at) or Err(failed at)).
+    let mut by_gateway: HashMap<usize, Vec<(u64, Result<u64, u64>)>> = HashMap::new();
     for send in sends {
         let answered_at = match &send.outcome {
             SendOutcome::Acked { at_us, .. } | SendOutcome::Refused { at_us, .. } => Some(*at_us),
@@ -191,13 +195,15 @@ pub fn impact(
         if recent && send.intended_us <= start && answered_at.is_none_or(|at| at >= start) {
             result.in_flight += 1;
         }
-        // A send due a little before the strike can be the one it hit.
-        if send.intended_us + stall_us < start || send.intended_us >= until_us {
+        // A send due a little before the strike can be the one it hit; one due a little
+        // before the next strike belongs to the next fault.
+        if send.intended_us + stall_us < start || send.intended_us + stall_us >= until_us {
             continue;
         }
         let failed_at = match &send.outcome {
             SendOutcome::Acked { at_us, .. } if at_us.saturating_sub(send.intended_us) <= stall_us => {
-                continue
+                by_gateway.entry(send.gateway).or_default().push((send.intended_us, Ok(*at_us)));
+                continue;
             }
             SendOutcome::Acked { at_us, .. } => {
                 result.stalled += 1;
@@ -212,15 +218,17 @@ pub fn impact(
                 send.intended_us + stall_us
             }
         };
-        let window = windows.entry(send.gateway).or_insert((send.intended_us, failed_at));
-        window.0 = window.0.min(send.intended_us);
-        window.1 = window.1.max(failed_at);
+        by_gateway.entry(send.gateway).or_default().push((send.intended_us, Err(failed_at)));
     }
-    if let Some((gateway, (first, last))) =
-        windows.iter().max_by_key(|(_, (first, last))| last.saturating_sub(*first))
-    {
-        result.unavailable_ms = last.saturating_sub(*first) / 1000;
-        result.unavailable_gateway = Some(gateway + 1);
+    let mut gateways: Vec<_> = by_gateway.into_iter().collect();
+    gateways.sort_unstable_by_key(|(gateway, _)| *gateway);
+    for (gateway, mut events) in gateways {
+        events.sort_unstable_by_key(|e| e.0);
+        let longest = longest_window(&events) / 1000;
+        if longest > result.unavailable_ms || (longest > 0 && result.unavailable_gateway.is_none()) {
+            result.unavailable_ms = longest;
+            result.unavailable_gateway = Some(gateway + 1);
+        }
     }
     for reconnect in reconnects.iter().filter(|r| r.lost_us >= start && r.lost_us < until_us) {
         result.reconnects += 1;
@@ -234,6 +242,28 @@ pub fn impact(
         }
     }
     result
+}
+
+/// The longest span from a failure to the next success (its ack), or to the last failure when
+/// no success follows; `events` are `(due, Ok(acked at) | Err(failed at))` in due order (µs).
+fn longest_window(events: &[(u64, Result<u64, u64>)]) -> u64 {
+    let mut longest = 0;
+    let mut open: Option<(u64, u64)> = None;
+    for (due, outcome) in events {
+        match (outcome, open) {
+            (Err(failed_at), None) => open = Some((*due, *failed_at)),
+            (Err(failed_at), Some((start, last))) => open = Some((start, last.max(*failed_at))),
+            (Ok(acked_at), Some((start, _))) => {
+                longest = longest.max(acked_at.saturating_sub(start));
+                open = None;
+            }
+            (Ok(_), None) => {}
+        }
+    }
+    if let Some((start, last)) = open {
+        longest = longest.max(last.saturating_sub(start));
+    }
+    longest
 }
 
 #[cfg(test)]
@@ -250,6 +280,22 @@ mod tests {
             intended_us,
             outcome,
         }
+    }
+
+    #[test]
+    fn two_outages_on_one_gateway_are_two_windows() {
+        let s = 1_000_000;
+        let events = [
+            (s, Err(2 * s)),
+            (2 * s, Ok(2 * s + 100)),
+            (8 * s, Err(8 * s)),
+            (9 * s, Err(11 * s)),
+            (12 * s, Ok(12 * s + 500_000)),
+        ];
+        // 1 s → 2.0001 s, then 8 s → 12.5 s: the second, not 1 s → 12.5 s.
+        assert_eq!(longest_window(&events), 4_500_000);
+        assert_eq!(longest_window(&[(s, Err(3 * s))]), 2 * s, "no success after: to the last failure");
+        assert_eq!(longest_window(&[(s, Ok(s + 1))]), 0);
     }
 
     #[test]
@@ -309,9 +355,9 @@ mod tests {
         let impact = impact(&struck, 30 * s, &sends, &reconnects, Duration::from_secs(1));
         assert_eq!(impact.in_flight, 1);
         assert_eq!((impact.refused, impact.unanswered, impact.stalled), (1, 1, 1));
-        // Gateway 1: from a's due time to b's stall deadline (13 s) = 3 s.
+        // Gateway 1: from a's due time (10 s) to c's ack (13.001 s).
         assert_eq!(impact.unavailable_gateway, Some(1));
-        assert_eq!(impact.unavailable_ms, 3_000);
+        assert_eq!(impact.unavailable_ms, 3_001);
         assert_eq!(
             (impact.reconnects, impact.longest_reconnect_ms, impact.all_resumed_ms),
             (2, 3_000, 4_000)

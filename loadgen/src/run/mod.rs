@@ -30,8 +30,8 @@ use tokio::time::Instant;
 
 pub use self::gate::{Gate, GateResult};
 pub use self::report::{Interval, Latency, Part, Report, Tick, TimelinePoint, Totals};
-pub(crate) use self::series::p99_ms;
 use self::series::Recorder;
+pub(crate) use self::series::{max_ms, p99_ms};
 pub use self::series::{Buckets, PerSeries, Series};
 use self::user::{virtual_user, Counters, Shared};
 pub use self::user::{ReconnectRecord, SendOutcome, SendRecord};

@@ -140,6 +140,11 @@ pub(crate) fn from_buckets<'a>(parts: impl IntoIterator<Item = &'a Buckets>) -> 
 }
 
 /// p99 of [`Buckets`], in ms (0 without samples).
+/// The largest value of a series' buckets, in ms.
+pub(crate) fn max_ms(buckets: &Buckets) -> f64 {
+    from_buckets([buckets]).max() as f64 / 1000.0
+}
+
 pub(crate) fn p99_ms(buckets: &Buckets) -> f64 {
     from_buckets([buckets]).value_at_quantile(0.99) as f64 / 1000.0
 }
