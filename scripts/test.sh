@@ -34,3 +34,9 @@ mkdir -p target/reports
 # Two agent processes, so the coordinator (split, merge, check) is what CI gates too.
 target/debug/loadgen run --own-stack --preset smoke --agents 2 --gate \
   --max-delivery-p99 500ms --max-presence-p99 10s --report target/reports/smoke.json
+
+step "failover drill: a gateway kill, a NATS leader kill and a bridge kill under load on the HA stack (alone, gated)"
+# docs/drills.md: nothing lost, doubled or reordered, the archive equal to the acked set, every
+# fault proven, no fault keeping sends failing or a client from resuming for over 10 s.
+target/debug/loadgen drill --faults gateway-kill,nats-leader-kill,bridge-kill --fault-interval 12s \
+  --gate --max-unavailable 10s --report target/reports/drill.json --html target/reports/drill.html

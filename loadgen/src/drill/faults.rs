@@ -17,6 +17,7 @@ use serde::Serialize;
 use threadspace_devstack::stack::Stack;
 use threadspace_protocol::subjects::MESSAGES_STREAM;
 
+use super::probe::Probe;
 use crate::unix_micros;
 
 /// A kind of fault.
@@ -248,12 +249,18 @@ pub struct Struck {
 }
 
 /// Strikes and recovers `planned` on loadgen's own stack.
-pub async fn strike_own(stack: &mut Stack, planned: &Planned, timings: &Timings, seed: u64) -> Struck {
+pub(super) async fn strike_own(
+    stack: &mut Stack,
+    planned: &Planned,
+    timings: &Timings,
+    seed: u64,
+    probe: &Probe,
+) -> Struck {
     let mut struck = Struck { kind: planned.kind.name().to_owned(), ..Struck::default() };
     struck.leader_before = leader(stack).await;
     struck.timeline_before = stack.postgres.timeline().await.ok();
     let mut rng = StdRng::seed_from_u64(seed ^ planned.at.as_millis() as u64);
-    if let Err(error) = act(stack, planned, timings, &mut rng, &mut struck).await {
+    if let Err(error) = act(stack, planned, timings, &mut rng, &mut struck, probe).await {
         struck.error = Some(format!("{error:#}"));
     }
     struck.recovered_us = unix_micros();
@@ -268,13 +275,14 @@ async fn act(
     timings: &Timings,
     rng: &mut StdRng,
     struck: &mut Struck,
+    probe: &Probe,
 ) -> anyhow::Result<()> {
     match planned.kind {
         FaultKind::GatewayKill => {
             let i = planned.target.unwrap_or(0);
             struck.target = format!("gateway {}", i + 1);
             let pid = pid_of(stack.gateways[i].process.as_ref())?;
-            struck.struck_us = unix_micros();
+            strike_now(probe, i, struck).await;
             stack.kill_gateway(i);
             struck.actions.push(format!("SIGKILL pid {pid} (gateway {})", i + 1));
             tokio::time::sleep(timings.down_for).await;
@@ -283,7 +291,7 @@ async fn act(
         }
         FaultKind::GatewayRolling => {
             struck.target = "every gateway".into();
-            struck.struck_us = unix_micros();
+            strike_now(probe, 0, struck).await;
             for i in 0..stack.gateways.len() {
                 let pid = pid_of(stack.gateways[i].process.as_ref())?;
                 let status = stack.terminate_gateway(i, timings.drain + Duration::from_secs(10));
@@ -304,7 +312,7 @@ async fn act(
             let server = stack.nats_node(node);
             struck.target = format!("nats-server {}", server.name);
             let pid = server.process.pid();
-            struck.struck_us = unix_micros();
+            strike_now(probe, 0, struck).await;
             server.kill();
             struck.actions.push(format!("SIGKILL pid {pid} (nats-server {})", server.name));
             if wipe {
@@ -331,7 +339,7 @@ async fn act(
             let server = stack.nats_node(node);
             struck.target = format!("nats-server {}", server.name);
             let pid = server.process.pid();
-            struck.struck_us = unix_micros();
+            strike_now(probe, 0, struck).await;
             server.process.signal(Signal::SIGSTOP);
             struck.actions.push(format!("SIGSTOP pid {pid} (nats-server {})", server.name));
             tokio::time::sleep(timings.pause_for).await;
@@ -343,7 +351,7 @@ async fn act(
             let i = planned.target.unwrap_or(0);
             struck.target = format!("bridge {}", i + 1);
             let pid = pid_of(stack.bridges[i].process.as_ref())?;
-            struck.struck_us = unix_micros();
+            strike_now(probe, 0, struck).await;
             stack.kill_bridge(i);
             struck.actions.push(format!("SIGKILL pid {pid} (bridge {})", i + 1));
             tokio::time::sleep(timings.down_for).await;
@@ -354,7 +362,7 @@ async fn act(
             struck.target = "postgres primary".into();
             let pid = stack.postgres.process.pid();
             let port = stack.postgres.port;
-            struck.struck_us = unix_micros();
+            strike_now(probe, 0, struck).await;
             let old = stack.fail_over_postgres().await?;
             struck.actions.push(format!("SIGKILL pid {pid} (postgres primary on port {port})"));
             struck.actions.push(format!(
@@ -372,7 +380,7 @@ async fn act(
         FaultKind::PgStop => {
             struck.target = "postgres primary".into();
             let pid = stack.postgres.process.pid();
-            struck.struck_us = unix_micros();
+            strike_now(probe, 0, struck).await;
             stack.postgres.stop();
             struck.actions.push(format!("SIGINT pid {pid} (postgres primary, fast shutdown)"));
             tokio::time::sleep(timings.pg_stop_for).await;
@@ -385,14 +393,19 @@ async fn act(
 
 /// Strikes `planned` with the operator's command (`sh -c`, `{kind}` and `{target}` replaced);
 /// its recovery is the command's (or the platform's) business.
-pub async fn strike_hook(command: &str, planned: &Planned, observer: &Observer) -> Struck {
+pub(super) async fn strike_hook(command: &str, planned: &Planned, observer: &Observer, probe: &Probe) -> Struck {
     let target = planned.target.map_or_else(String::new, |t| (t + 1).to_string());
     let line = command.replace("{kind}", planned.kind.name()).replace("{target}", &target);
     let mut struck =
         Struck { kind: planned.kind.name().to_owned(), target: line.clone(), ..Struck::default() };
     struck.leader_before = observer.leader().await;
     struck.timeline_before = observer.timeline().await;
-    struck.struck_us = unix_micros();
+    strike_now(
+        probe,
+        planned.target.filter(|_| planned.kind == FaultKind::GatewayKill).unwrap_or(0),
+        &mut struck,
+    )
+    .await;
     let output = tokio::process::Command::new("sh").arg("-c").arg(&line).output().await;
     match output {
         Ok(output) if output.status.success() => struck.actions.push(format!("ran: {line} (exit 0)")),
@@ -443,6 +456,13 @@ impl Observer {
             .ok()?;
         Some(row.get::<_, i32>(0) as u32)
     }
+}
+
+/// Puts the probe's sends in flight through gateway `gateway` and marks the strike: the
+/// caller's signal follows at once.
+async fn strike_now(probe: &Probe, gateway: usize, struck: &mut Struck) {
+    probe.fire(gateway).await;
+    struck.struck_us = unix_micros();
 }
 
 fn pid_of(process: Option<&threadspace_devstack::process::ManagedProcess>) -> anyhow::Result<u32> {

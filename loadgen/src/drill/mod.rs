@@ -369,12 +369,9 @@ async fn one_run(
         let due = ramp_end_us + planned.at.as_micros() as u64;
         tokio::time::sleep(Duration::from_micros(due.saturating_sub(unix_micros()))).await;
         let planned = &faults::resolve(planned, topology, seed);
-        // Sends in flight when it strikes: through the gateway it kills, if it kills one.
-        let gateway = if planned.kind == FaultKind::GatewayKill { planned.target.unwrap_or(0) } else { 0 };
-        probe.fire(gateway).await;
         let struck = match (commands.get(planned.kind.name()), &mut *site) {
-            (Some(command), _) => faults::strike_hook(command, planned, &observer).await,
-            (None, Site::Own(stack)) => faults::strike_own(stack, planned, &timings, seed).await,
+            (Some(command), _) => faults::strike_hook(command, planned, &observer, &probe).await,
+            (None, Site::Own(stack)) => faults::strike_own(stack, planned, &timings, seed, &probe).await,
             (None, Site::Existing(_)) => unreachable!("checked before the drill began"),
         };
         let at = |us: u64| us.saturating_sub(start_us) as f64 / 1e6;

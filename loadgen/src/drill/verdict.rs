@@ -224,7 +224,7 @@ pub fn impact(
     gateways.sort_unstable_by_key(|(gateway, _)| *gateway);
     for (gateway, mut events) in gateways {
         events.sort_unstable_by_key(|e| e.0);
-        let longest = longest_window(&events) / 1000;
+        let longest = longest_window(&events, stall_us) / 1000;
         if longest > result.unavailable_ms || (longest > 0 && result.unavailable_gateway.is_none()) {
             result.unavailable_ms = longest;
             result.unavailable_gateway = Some(gateway + 1);
@@ -245,16 +245,19 @@ pub fn impact(
 }
 
 /// The longest span from a failure to the next success (its ack), or to the last failure when
-/// no success follows; `events` are `(due, Ok(acked at) | Err(failed at))` in due order (µs).
-fn longest_window(events: &[(u64, Result<u64, u64>)]) -> u64 {
+/// no success follows — or when the next success was due more than `idle` after the last
+/// failure: a gateway its users left (they reconnected elsewhere) was idle, not failing.
+/// `events` are `(due, Ok(acked at) | Err(failed at))` in due order (µs).
+fn longest_window(events: &[(u64, Result<u64, u64>)], idle: u64) -> u64 {
     let mut longest = 0;
     let mut open: Option<(u64, u64)> = None;
     for (due, outcome) in events {
         match (outcome, open) {
             (Err(failed_at), None) => open = Some((*due, *failed_at)),
             (Err(failed_at), Some((start, last))) => open = Some((start, last.max(*failed_at))),
-            (Ok(acked_at), Some((start, _))) => {
-                longest = longest.max(acked_at.saturating_sub(start));
+            (Ok(acked_at), Some((start, last))) => {
+                let end = if *due > last + idle { last } else { *acked_at };
+                longest = longest.max(end.saturating_sub(start));
                 open = None;
             }
             (Ok(_), None) => {}
@@ -293,9 +296,11 @@ mod tests {
             (12 * s, Ok(12 * s + 500_000)),
         ];
         // 1 s → 2.0001 s, then 8 s → 12.5 s: the second, not 1 s → 12.5 s.
-        assert_eq!(longest_window(&events), 4_500_000);
-        assert_eq!(longest_window(&[(s, Err(3 * s))]), 2 * s, "no success after: to the last failure");
-        assert_eq!(longest_window(&[(s, Ok(s + 1))]), 0);
+        assert_eq!(longest_window(&events, 2 * s), 4_500_000);
+        assert_eq!(longest_window(&[(s, Err(3 * s))], s), 2 * s, "no success after: to the last failure");
+        assert_eq!(longest_window(&[(s, Ok(s + 1))], s), 0);
+        // Users left the gateway after its failure and came back 9 s later: idle, not failing.
+        assert_eq!(longest_window(&[(s, Err(2 * s)), (11 * s, Ok(11 * s + 1))], s), s);
     }
 
     #[test]
