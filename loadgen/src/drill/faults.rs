@@ -393,7 +393,12 @@ async fn act(
 
 /// Strikes `planned` with the operator's command (`sh -c`, `{kind}` and `{target}` replaced);
 /// its recovery is the command's (or the platform's) business.
-pub(super) async fn strike_hook(command: &str, planned: &Planned, observer: &Observer, probe: &Probe) -> Struck {
+pub(super) async fn strike_hook(
+    command: &str,
+    planned: &Planned,
+    observer: &Observer,
+    probe: &Probe,
+) -> Struck {
     let target = planned.target.map_or_else(String::new, |t| (t + 1).to_string());
     let line = command.replace("{kind}", planned.kind.name()).replace("{target}", &target);
     let mut struck =

@@ -495,13 +495,15 @@ fn judge(report: &RunReport, sends: &[run::SendRecord], max_unavailable: Duratio
             |f| format!("during {} ({})", f.struck.kind, f.struck.target),
         )
     };
-    let acked_at: HashMap<u64, u64> = sends
-        .iter()
-        .filter_map(|s| match s.outcome {
-            run::SendOutcome::Acked { seq, at_us } => Some((seq, at_us)),
-            _ => None,
-        })
-        .collect();
+    // A seq can be acknowledged twice when a stream lost its data and started over: the later
+    // ack is the one a fanout skipped.
+    let mut acked_at: HashMap<u64, u64> = HashMap::new();
+    for send in sends {
+        if let run::SendOutcome::Acked { seq, at_us } = send.outcome {
+            let at = acked_at.entry(seq).or_insert(at_us);
+            *at = (*at).max(at_us);
+        }
+    }
     let d = &report.delivery;
     if d.lost > 0 {
         let (_, seq) = d.lost_examples[0];
@@ -522,8 +524,10 @@ fn judge(report: &RunReport, sends: &[run::SendRecord], max_unavailable: Duratio
     }
     let a = &report.archive;
     if !a.exact() {
+        let when =
+            a.first_missing_acked_us.map_or_else(String::new, |at| format!(", the first {}", during(at)));
         failures.push(format!(
-            "the archive is not the acknowledged set: {} missing, {} duplicated, {} at another seq, {} unknown (e.g. {})",
+            "the archive is not the acknowledged set: {} missing, {} duplicated, {} at another seq, {} unknown{when} (e.g. {})",
             a.missing,
             a.duplicated,
             a.seq_mismatch,

@@ -33,8 +33,12 @@ pub struct Archive {
     pub unacked_not_stored: usize,
     /// Archived rows of this run that no send made.
     pub phantom: usize,
-    /// How long the bridge took to archive every acknowledged message after the run.
+    /// How long the bridge took to archive every acknowledged message after the run (or
+    /// until it stopped making progress).
     pub drain_ms: u64,
+    /// When the first acknowledged send missing from the archive (or archived at another
+    /// seq) was acknowledged (unix µs): which fault it fell in.
+    pub first_missing_acked_us: Option<u64>,
     /// A few problems, to start an investigation from.
     pub examples: Vec<String>,
 }
@@ -46,8 +50,9 @@ impl Archive {
     }
 }
 
-/// Waits until every acknowledged seq is archived (up to `limit`), then compares the run's
-/// archived rows (ids ending in `suffix`) with its sends.
+/// Waits until every acknowledged seq is archived (up to `limit`, or until the count stops
+/// growing for 15 s), then compares the run's archived rows (ids ending in `suffix`) with its
+/// sends.
 pub async fn archive(
     postgres_url: &str,
     sends: &[SendRecord],
@@ -62,6 +67,7 @@ pub async fn archive(
         })
         .collect();
     let started = tokio::time::Instant::now();
+    let mut progress = (0, started);
     // Reconnects on every try: the drill may have failed PostgreSQL over.
     loop {
         let count = async {
@@ -73,6 +79,11 @@ pub async fn archive(
         .await;
         if matches!(count, Ok(n) if n >= acked.len()) || started.elapsed() > limit {
             break;
+        }
+        match count {
+            Ok(n) if n > progress.0 => progress = (n, tokio::time::Instant::now()),
+            _ if progress.1.elapsed() > Duration::from_secs(15) => break,
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -112,8 +123,12 @@ pub fn compare(sends: &[SendRecord], stored: &[(Seq, String)]) -> Archive {
             );
         }
         match &send.outcome {
-            SendOutcome::Acked { seq, .. } => {
+            SendOutcome::Acked { seq, at_us } => {
                 result.acked += 1;
+                if seqs.is_empty() || !seqs.contains(seq) {
+                    let first = result.first_missing_acked_us.get_or_insert(*at_us);
+                    *first = (*first).min(*at_us);
+                }
                 if seqs.is_empty() {
                     result.missing += 1;
                     example(
