@@ -469,7 +469,11 @@ impl Stack {
     /// error, not a silent downgrade.
     pub async fn verify_replicas(&self) -> Result<(), StackError> {
         let jetstream = self.jetstream().await?;
-        let mut names = vec![threadspace_protocol::subjects::MESSAGES_STREAM];
+        // Gateways create MESSAGES and bridges the dead letters: a stack without them has none.
+        let mut names = Vec::new();
+        if !self.gateways.is_empty() {
+            names.push(threadspace_protocol::subjects::MESSAGES_STREAM);
+        }
         if !self.bridges.is_empty() {
             names.push(threadspace_protocol::subjects::DEAD_LETTER_STREAM);
         }

@@ -189,7 +189,7 @@ pub async fn run(target: &Target, options: &BenchOptions) -> anyhow::Result<Benc
 /// Waits (up to 60 s) until the run's messages are in Postgres, then measures each one's
 /// JetStream stored time → Postgres commit time (`track_commit_timestamp`).
 async fn archive_lag(target: &Target, prefix: &str, acked: i64) -> anyhow::Result<ArchiveLag> {
-    let client = threadspace_store::connect(&target.state.postgres_url()).await?;
+    let client = threadspace_store::connect(target.state.postgres_url()).await?;
     let tracked: String = client.query_one("SHOW track_commit_timestamp", &[]).await?.get(0);
     anyhow::ensure!(tracked == "on", "track_commit_timestamp is off; the archive lag cannot be measured");
     let pattern = format!("{prefix}%");

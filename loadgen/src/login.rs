@@ -66,7 +66,7 @@ impl LoginReport {
 /// Seeded users (orgs named `<prefix>-<n>` by `threadspace-dev seed`, whose users share the
 /// seed password): `(org slug, email)`, the first `n` by id.
 async fn seeded_logins(target: &Target, n: usize) -> anyhow::Result<Vec<(String, String)>> {
-    let client = threadspace_store::connect(&target.state.postgres_url()).await?;
+    let client = threadspace_store::connect(target.state.postgres_url()).await?;
     let rows = client
         .query(
             "SELECT o.slug, u.email FROM users u JOIN orgs o ON o.id = u.org_id

@@ -28,7 +28,7 @@ impl Target {
 
     /// The first `n` users by id, with their orgs (seed more with `threadspace-dev seed`).
     pub async fn users(&self, n: usize) -> anyhow::Result<Vec<Identity>> {
-        let client = threadspace_store::connect(&self.state.postgres_url()).await?;
+        let client = threadspace_store::connect(self.state.postgres_url()).await?;
         first_users(&client, n).await
     }
 

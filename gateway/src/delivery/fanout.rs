@@ -49,7 +49,7 @@ pub(crate) async fn ensure_stream(
         })
         .await?;
     let info = stream.info().await?;
-    threadspace_stream::check_replicas(&info, replicas)?;
+    threadspace_stream::check_replicas(info, replicas)?;
     if !subjects.iter().all(|s| info.config.subjects.contains(s)) {
         let mut config = info.config.clone();
         for subject in &subjects {

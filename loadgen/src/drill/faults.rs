@@ -545,8 +545,8 @@ mod tests {
     #[test]
     fn schedules_parse_with_offsets_targets_and_defaults() {
         let s = Duration::from_secs;
-        let planned =
-            parse_schedule("gateway-kill:2, nats-leader-kill@45s,bridge-kill", s(20), TOPOLOGY).unwrap();
+        let planned = parse_schedule("gateway-kill:2, nats-leader-kill@45s,bridge-kill", s(20), TOPOLOGY)
+            .expect("valid");
         assert_eq!(
             planned,
             vec![
@@ -555,13 +555,13 @@ mod tests {
                 Planned { kind: FaultKind::BridgeKill, target: None, at: s(65) },
             ]
         );
-        assert_eq!(parse_schedule("all", s(10), TOPOLOGY).unwrap().len(), FaultKind::ALL.len());
+        assert_eq!(parse_schedule("all", s(10), TOPOLOGY).expect("valid").len(), FaultKind::ALL.len());
     }
 
     #[test]
     fn bad_schedules_name_the_problem() {
         let s = Duration::from_secs(20);
-        let error = |spec: &str| parse_schedule(spec, s, TOPOLOGY).unwrap_err();
+        let error = |spec: &str| parse_schedule(spec, s, TOPOLOGY).expect_err("refused");
         assert!(error("gateway-explode").contains("unknown fault kind \"gateway-explode\""));
         assert!(error("gateway-kill:4").contains("there is no gateway 4; the stack has 3"));
         assert!(error("bridge-kill:0").contains("there is no bridge 0"));
@@ -574,7 +574,7 @@ mod tests {
     #[test]
     fn shuffling_keeps_every_fault_and_depends_on_the_seed() {
         let s = Duration::from_secs(20);
-        let planned = parse_schedule("all", s, TOPOLOGY).unwrap();
+        let planned = parse_schedule("all", s, TOPOLOGY).expect("valid");
         let (a, b) = (shuffle(&planned, s, 1), shuffle(&planned, s, 2));
         assert_eq!(a, shuffle(&planned, s, 1), "the same seed, the same schedule");
         assert_ne!(a, b);

@@ -617,16 +617,16 @@ mod tests {
 
     #[test]
     fn runs_are_planned_with_fresh_seeds_and_a_length_that_covers_the_faults() {
-        let (scenario, schedules) = plan(&["--runs", "3", "--shuffle", "--faults", "all"]).unwrap();
+        let (scenario, schedules) = plan(&["--runs", "3", "--shuffle", "--faults", "all"]).expect("valid");
         assert_eq!(schedules.len(), 3);
         assert_ne!(schedules[0], schedules[1], "each run has its own seed");
-        let last = schedules.iter().map(|s| s.last().unwrap().at).max().unwrap();
+        let last = schedules.iter().map(|s| s.last().expect("valid").at).max().expect("valid");
         assert!(scenario.duration > last, "{:?} vs {last:?}", scenario.duration);
     }
 
     #[test]
     fn bad_drills_are_refused_with_the_reason() {
-        let error = |args: &[&str]| plan(args).unwrap_err().0;
+        let error = |args: &[&str]| plan(args).expect_err("refused").0;
         assert!(error(&["--runs", "0"]).contains("--runs 0"));
         assert!(error(&["--faults", "gateway-kill,disk-fill"]).contains("unknown fault kind \"disk-fill\""));
         assert!(error(&["--faults", "gateway-kill:9"]).contains("there is no gateway 9"));

@@ -160,6 +160,10 @@ pub fn compare(sends: &[SendRecord], stored: &[(Seq, String)]) -> Archive {
 /// How long before a strike a send still counts as in flight when it struck.
 const IN_FLIGHT_LOOKBACK: Duration = Duration::from_secs(5);
 
+/// A send in a fault's slot: when it was due, and `Ok(acknowledged in time at)` or
+/// `Err(failed at)` (unix µs).
+type SendEvent = (u64, Result<u64, u64>);
+
 /// What a fault did to the clients.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Impact {
@@ -199,7 +203,7 @@ pub fn impact(
     let start = struck.struck_us;
     let mut result = Impact::default();
     // Per gateway, the slot's sends: (due, Ok(acknowledged in time at) or Err(failed at)).
-    let mut by_gateway: HashMap<usize, Vec<(u64, Result<u64, u64>)>> = HashMap::new();
+    let mut by_gateway: HashMap<usize, Vec<SendEvent>> = HashMap::new();
     for send in sends {
         let answered_at = match &send.outcome {
             SendOutcome::Acked { at_us, .. } | SendOutcome::Refused { at_us, .. } => Some(*at_us),
@@ -263,7 +267,7 @@ pub fn impact(
 /// no success follows — or when the next success was due more than `idle` after the last
 /// failure: a gateway its users left (they reconnected elsewhere) was idle, not failing.
 /// `events` are `(due, Ok(acked at) | Err(failed at))` in due order (µs).
-fn longest_window(events: &[(u64, Result<u64, u64>)], idle: u64) -> u64 {
+fn longest_window(events: &[SendEvent], idle: u64) -> u64 {
     let mut longest = 0;
     let mut open: Option<(u64, u64)> = None;
     for (due, outcome) in events {

@@ -60,7 +60,7 @@ impl Site {
     fn postgres_url(&self) -> &str {
         match self {
             Self::Own(stack) => &stack.postgres.url,
-            Self::Existing(target) => &target.state.postgres_url(),
+            Self::Existing(target) => target.state.postgres_url(),
         }
     }
 
