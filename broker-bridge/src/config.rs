@@ -84,9 +84,9 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_BRIDGE_MAX_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
     pub max_backoff: Duration,
 
-    /// Replicas of the dead-letter stream when this bridge creates it (1 locally, 3 in
-    /// production, like the gateways' MESSAGES stream); a stream found with another count
-    /// stops the bridge with an error naming both.
+    /// Replicas of the dead-letter stream (1 locally, 3 in production, like the gateways'
+    /// MESSAGES stream). A stream found with fewer is raised to it (logged); one with more, or
+    /// one the cluster cannot raise, stops the bridge with an error naming both counts.
     #[arg(long, env = "THREADSPACE_BRIDGE_STREAM_REPLICAS", default_value = "1")]
     pub stream_replicas: std::num::NonZeroUsize,
 

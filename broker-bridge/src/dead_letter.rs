@@ -44,7 +44,7 @@ pub async fn ensure_stream(
             ..Default::default()
         })
         .await?;
-    threadspace_stream::check_replicas(stream.info().await?, replicas)?;
+    threadspace_stream::ensure_replicas(jetstream, stream.info().await?, replicas).await?;
     Ok(())
 }
 

@@ -266,7 +266,10 @@ impl Postgres {
     pub async fn promote(&self) -> Result<(), PostgresError> {
         let promote = async {
             let client = threadspace_store::connect(&self.url).await?;
-            client.execute("SELECT pg_promote(true, 30)", &[]).await?;
+            let promoted: bool = client.query_one("SELECT pg_promote(true, 30)", &[]).await?.get(0);
+            if !promoted {
+                return Err("pg_promote did not finish within 30 s".into());
+            }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
         };
         promote.await.map_err(PostgresError::Promote)

@@ -284,8 +284,15 @@ impl Stack {
             // Fixed ports put node i on port + 10 i and its routes on port + 10 i + 1.
             let mut ports = Vec::new();
             for i in 0..options.nats_nodes as u16 {
+                let fixed = |first: u16, offset: u16| {
+                    first.checked_add(offset).ok_or_else(|| {
+                        StackError::Port(std::io::Error::other(format!(
+                            "port {first} + {offset} is past 65535"
+                        )))
+                    })
+                };
                 let pair = match options.nats_port {
-                    Some(first) => (first + 10 * i, first + 10 * i + 1),
+                    Some(first) => (fixed(first, 10 * i)?, fixed(first, 10 * i + 1)?),
                     None => (
                         if i == 0 { nats_port } else { free_port().map_err(StackError::Port)? },
                         free_port().map_err(StackError::Port)?,
@@ -309,7 +316,9 @@ impl Stack {
         let mut standbys = Vec::new();
         for i in 0..options.postgres_standbys {
             let port = match options.postgres_port {
-                Some(first) => first + 1 + i as u16,
+                Some(first) => first.checked_add(1 + i as u16).ok_or_else(|| {
+                    StackError::Port(std::io::Error::other(format!("port {first} + {} is past 65535", 1 + i)))
+                })?,
                 None => free_port().map_err(StackError::Port)?,
             };
             let name = format!("pg{}", i + 2);
@@ -437,9 +446,10 @@ impl Stack {
             return Err(StackError::Failover("the stack has no standby to promote".into()));
         }
         self.postgres.kill();
+        // A standby that does not answer is skipped: the other can still be promoted.
         let mut best = (0, i64::MIN);
         for (i, standby) in self.standbys.iter().enumerate() {
-            let lsn = standby.received_lsn().await?;
+            let lsn = standby.received_lsn().await.unwrap_or(-1);
             if lsn > best.1 {
                 best = (i, lsn);
             }

@@ -61,8 +61,9 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_GATEWAY_PARTITIONS", default_value = "16")]
     pub partitions: NonZeroU32,
 
-    /// Replicas of the MESSAGES stream when this gateway creates it (1 locally, 3 in
-    /// production); a stream found with another count stops the gateway with an error naming both.
+    /// Replicas of the MESSAGES stream (1 locally, 3 in production). A stream found with fewer
+    /// is raised to it (logged); one with more, or one the cluster cannot raise, stops the
+    /// gateway with an error naming both counts.
     #[arg(long, env = "THREADSPACE_GATEWAY_STREAM_REPLICAS", default_value = "1")]
     pub stream_replicas: NonZeroUsize,
 

@@ -124,9 +124,9 @@ mod tests {
     }
 }
 
-/// A stream found with another replica count than the one configured: kept as it is, and
-/// reported, since a stream at R1 where R3 is configured loses acknowledged messages with its
-/// one node (docs/operations.md, "Replicas").
+/// A stream found with another replica count than the one configured. A stream at R1 where
+/// R3 is configured loses acknowledged messages with its one node (docs/drills.md, "The HA
+/// topology"), so it is never silently kept: see [`ensure_replicas`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct ReplicaMismatch {
     pub stream: String,
@@ -146,6 +146,31 @@ impl std::fmt::Display for ReplicaMismatch {
 }
 
 impl std::error::Error for ReplicaMismatch {}
+
+/// Brings a stream to the configured replica count. One with fewer replicas is raised
+/// (JetStream copies it to the new peers; an upgrade from R1 to R3 needs no manual step) and
+/// the raise is logged; one with more, or one that cannot be raised (a cluster too small), is
+/// an error naming both counts.
+pub async fn ensure_replicas(
+    jetstream: &async_nats::jetstream::Context,
+    info: &async_nats::jetstream::stream::Info,
+    configured: usize,
+) -> Result<(), async_nats::Error> {
+    let Err(mismatch) = check_replicas(info, configured) else { return Ok(()) };
+    if mismatch.found > configured {
+        return Err(mismatch.into());
+    }
+    let mut config = info.config.clone();
+    config.num_replicas = configured;
+    jetstream.update_stream(&config).await.map_err(|e| format!("{mismatch}; raising it failed: {e}"))?;
+    warn!(
+        stream = %mismatch.stream,
+        found = mismatch.found,
+        configured,
+        "stream had fewer replicas than configured: raised"
+    );
+    Ok(())
+}
 
 /// Checks a stream's replica count against the configured one.
 pub fn check_replicas(

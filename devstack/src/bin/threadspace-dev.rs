@@ -236,6 +236,13 @@ async fn up(
 ) -> anyhow::Result<()> {
     if let Some(state) = read_state(dir) {
         if every_process(&state).any(|(_, p)| alive(p.pid)) {
+            if ha == state.nats_peers.is_empty() {
+                let (running, asked) = if ha { ("single-node", "--ha") } else { ("--ha", "single-node") };
+                bail!(
+                    "a {running} stack is running in {}; stop it (`./threadspace down`) before starting a {asked} one, or pass another --dir",
+                    dir.display()
+                );
+            }
             println!("A local stack is already running in {}:", dir.display());
             print_endpoints(&state);
             return Ok(());

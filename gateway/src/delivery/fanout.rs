@@ -49,9 +49,10 @@ pub(crate) async fn ensure_stream(
         })
         .await?;
     let info = stream.info().await?;
-    threadspace_stream::check_replicas(info, replicas)?;
+    threadspace_stream::ensure_replicas(jetstream, info, replicas).await?;
     if !subjects.iter().all(|s| info.config.subjects.contains(s)) {
         let mut config = info.config.clone();
+        config.num_replicas = replicas;
         for subject in &subjects {
             if !config.subjects.contains(subject) {
                 config.subjects.push(subject.clone());

@@ -212,8 +212,8 @@ pub fn expected_length(kind: FaultKind, timings: &Timings, gateways: usize) -> D
         FaultKind::GatewayRolling => (timings.drain + restart) * gateways as u32,
         FaultKind::NatsPause => timings.pause_for + restart,
         FaultKind::PgStop => timings.pg_stop_for + restart,
-        FaultKind::PgFailover => Duration::from_secs(10),
-        FaultKind::NatsFollowerWipe | FaultKind::NatsLeaderWipe => timings.down_for + Duration::from_secs(10),
+        FaultKind::PgFailover => Duration::from_secs(20),
+        FaultKind::NatsFollowerWipe | FaultKind::NatsLeaderWipe => timings.down_for + Duration::from_secs(20),
         _ => timings.down_for + restart,
     }
 }
@@ -308,20 +308,26 @@ async fn act(
         | FaultKind::NatsFollowerWipe => {
             let wipe = matches!(planned.kind, FaultKind::NatsLeaderWipe | FaultKind::NatsFollowerWipe);
             let follower = matches!(planned.kind, FaultKind::NatsFollowerKill | FaultKind::NatsFollowerWipe);
-            let node = pick_node(stack, follower, rng).await?;
+            let (node, leader) = pick_node(stack, follower, rng).await?;
+            // The leader as read just before the kill (it may have moved since the first read).
+            struck.leader_before = Some(leader);
             let server = stack.nats_node(node);
             struck.target = format!("nats-server {}", server.name);
             let pid = server.process.pid();
             strike_now(probe, 0, struck).await;
             server.kill();
             struck.actions.push(format!("SIGKILL pid {pid} (nats-server {})", server.name));
-            if wipe {
-                server.wipe()?;
+            // A failed wipe still restarts the node: the run must end with the cluster whole.
+            let wiped = if wipe { Some(server.wipe()) } else { None };
+            if let Some(Ok(())) = &wiped {
                 struck.actions.push(format!("deleted {}", server.dir.join("jetstream").display()));
             }
             tokio::time::sleep(timings.down_for).await;
             let server = stack.nats_node(node);
             server.start_again().await?;
+            if let Some(Err(e)) = wiped {
+                anyhow::bail!("cannot delete {}: {e}", server.dir.join("jetstream").display());
+            }
             struck.actions.push(format!(
                 "started nats-server {} (pid {})",
                 server.name,
@@ -335,7 +341,8 @@ async fn act(
             }
         }
         FaultKind::NatsPause => {
-            let node = pick_node(stack, false, rng).await?;
+            let (node, leader) = pick_node(stack, false, rng).await?;
+            struck.leader_before = Some(leader);
             let server = stack.nats_node(node);
             struck.target = format!("nats-server {}", server.name);
             let pid = server.process.pid();
@@ -496,8 +503,9 @@ async fn wait_for_leader(stack: &Stack) -> Option<String> {
     }
 }
 
-/// The NATS node to strike: the MESSAGES leader, or (`follower`) another node chosen by `rng`.
-async fn pick_node(stack: &Stack, follower: bool, rng: &mut StdRng) -> anyhow::Result<usize> {
+/// The NATS node to strike — the MESSAGES leader, or (`follower`) another node chosen by
+/// `rng` — and the leader's name as read now.
+async fn pick_node(stack: &Stack, follower: bool, rng: &mut StdRng) -> anyhow::Result<(usize, String)> {
     let nodes = stack.nats_nodes();
     anyhow::ensure!(nodes > 1 || !follower, "a single NATS node has no follower");
     let leader =
@@ -506,10 +514,10 @@ async fn pick_node(stack: &Stack, follower: bool, rng: &mut StdRng) -> anyhow::R
         std::iter::once(&stack.nats).chain(&stack.nats_peers).map(|n| n.name.clone()).collect();
     let lead = names.iter().position(|n| *n == leader).unwrap_or(0);
     if !follower {
-        return Ok(lead);
+        return Ok((lead, leader));
     }
     let others: Vec<usize> = (0..nodes).filter(|&i| i != lead).collect();
-    Ok(others[rng.random_range(0..others.len())])
+    Ok((others[rng.random_range(0..others.len())], leader))
 }
 
 /// Waits until every replica of MESSAGES is current again; how long it took.

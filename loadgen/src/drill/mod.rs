@@ -180,7 +180,23 @@ fn plan_runs(args: &DrillArgs, topology: Topology) -> Result<(Scenario, Vec<Vec<
         scenario.users = users as usize;
     }
     let planned = faults::parse_schedule(&args.faults, args.fault_interval, topology).map_err(usage)?;
+    if args.shuffle && args.faults.contains('@') {
+        return Err(usage(
+            "--shuffle picks the times itself: drop the @OFFSETs from --faults, or --shuffle".into(),
+        ));
+    }
     let timings = timings(args);
+    // A user keeps reconnecting for 45 s (a hello needs PostgreSQL): every fault must end sooner.
+    for (flag, value) in
+        [("--down-for", args.down_for), ("--pause-for", args.pause_for), ("--pg-stop-for", args.pg_stop_for)]
+    {
+        if value > Duration::from_secs(30) {
+            return Err(usage(format!(
+                "{flag} {} is over 30 s: clients give up reconnecting after 45 s",
+                humantime::format_duration(value)
+            )));
+        }
+    }
     let mut schedules = Vec::new();
     let mut longest = Duration::ZERO;
     for run in 0..args.runs {
@@ -192,11 +208,15 @@ fn plan_runs(args: &DrillArgs, topology: Topology) -> Result<(Scenario, Vec<Vec<
             + faults::expected_length(last.kind, &timings, topology.gateways)
             + Duration::from_secs(15);
         if let Some(duration) = args.duration {
-            if let Some(outside) = schedule.iter().find(|p| p.at + Duration::from_secs(1) > duration) {
+            let length = |p: &Planned| faults::expected_length(p.kind, &timings, topology.gateways);
+            if let Some(outside) =
+                schedule.iter().find(|p| p.at + length(p) + Duration::from_secs(2) > duration)
+            {
                 return Err(usage(format!(
-                    "--faults: {} at {} is outside the run (--duration {} after the ramp)",
+                    "--faults: {} at {} (and its ~{} recovery) is outside the run (--duration {} after the ramp)",
                     outside.kind.name(),
                     humantime::format_duration(outside.at),
+                    humantime::format_duration(length(outside)),
                     humantime::format_duration(duration)
                 )));
             }
@@ -347,12 +367,19 @@ async fn one_run(
     };
     let mut plan = run::plan(site, &options).await?;
     plan.track = true;
+    // This run's ids: its seed and a tag of its start (see `Plan::tag`).
+    plan.tag = format!("r{:x}", plan.start_unix_ms % 0x1000_0000);
+    let suffix = format!("y{seed:x}{}", plan.tag);
     let start_us = plan.start_unix_ms * 1000;
     let ramp_end_us = start_us + plan.ramp().as_micros() as u64;
     let end_us = ramp_end_us + plan.scenario.duration.as_micros() as u64;
     let users = plan.users.len();
-    let probe =
-        probe::Probe::start(plan.ws_urls.clone(), plan.users[0].identity, plan.users[0].token.clone(), seed);
+    let probe = probe::Probe::start(
+        plan.ws_urls.clone(),
+        plan.users[0].identity,
+        plan.users[0].token.clone(),
+        suffix.clone(),
+    );
     let topology = Topology {
         gateways: plan.ws_urls.len(),
         bridges: match &*site {
@@ -386,16 +413,25 @@ async fn one_run(
         );
         struck_all.push(struck);
     }
-    let mut played = playing.await??;
-    played.sends.extend(probe.finish(Duration::from_secs(1)).await);
+    let mut played = playing.await.map_err(|e| anyhow::anyhow!("the traffic task died: {e}"))??;
+    // The probe's sends are judged like everyone's: the archive, and delivery to the members.
+    let probe_sends = probe.finish(Duration::from_secs(1)).await;
+    for send in &probe_sends {
+        if let run::SendOutcome::Acked { seq, .. } = send.outcome {
+            played.acked.push((seq, send.channel));
+        }
+    }
+    played.sends.extend(probe_sends);
     let postgres_url = site_urls(site).0;
-    let suffix = format!("y{seed:x}");
-    let archive = verdict::archive(&postgres_url, &played.sends, &suffix, Duration::from_secs(90)).await?;
+    let archive = verdict::archive(&postgres_url, &played.sends, &suffix, Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| verdict::Archive::unreadable(&e));
     let delivery = check(&played.acked, &played.inboxes);
     let broken_chains = played.inboxes.iter().filter(|i| i.broken_at.is_some()).count();
     let mut faults = Vec::new();
     for (i, struck) in struck_all.iter().enumerate() {
-        let until = struck_all.get(i + 1).map_or(end_us + 5_000_000, |next| next.struck_us);
+        let until =
+            struck_all.get(i + 1).map_or(end_us + 5_000_000, |next| next.struck_us).max(struck.struck_us);
         let mut impact = verdict::impact(struck, until, &played.sends, &played.reconnects, args.stall);
         let (from_s, until_s) = (
             (struck.struck_us.saturating_sub(start_us)) as f64 / 1e6,
@@ -410,7 +446,13 @@ async fn one_run(
             .map(|tick| run::max_ms(&tick.histograms[Series::SendDeliver]) as u64)
             .max()
             .unwrap_or(0);
-        let unproven = unproven(struck, &impact, schedule[i].kind);
+        let mut unproven = unproven(struck, &impact, schedule[i].kind);
+        if struck.struck_us + 2_000_000 > end_us {
+            unproven.push(format!(
+                "it struck {:.1} s before the traffic ended: too late to measure (schedule it earlier, or a longer --duration)",
+                end_us.saturating_sub(struck.struck_us) as f64 / 1e6
+            ));
+        }
         faults.push(FaultReport { planned_at: schedule[i].at, struck: struck.clone(), impact, unproven });
     }
     let mut report = RunReport {
@@ -466,20 +508,22 @@ fn unproven(struck: &Struck, impact: &Impact, kind: FaultKind) -> Vec<String> {
     if impact.in_flight == 0 {
         missing.push("no send was in flight when it struck".into());
     }
-    match kind {
-        FaultKind::NatsLeaderKill
-            if struck.leader_before.is_none() || struck.leader_before == struck.leader_after =>
-        {
-            missing.push(format!(
-                "the MESSAGES leader did not change (before {:?}, after {:?})",
-                struck.leader_before, struck.leader_after
-            ))
-        }
-        FaultKind::PgFailover if struck.timeline_after <= struck.timeline_before => missing.push(format!(
+    let leader_moved = struck.leader_before.is_some()
+        && struck.leader_after.is_some()
+        && struck.leader_before != struck.leader_after;
+    if kind == FaultKind::NatsLeaderKill && !leader_moved {
+        missing.push(format!(
+            "the MESSAGES leader did not change (before {:?}, after {:?})",
+            struck.leader_before, struck.leader_after
+        ));
+    }
+    let timeline_moved =
+        matches!((struck.timeline_before, struck.timeline_after), (Some(a), Some(b)) if b > a);
+    if kind == FaultKind::PgFailover && !timeline_moved {
+        missing.push(format!(
             "the PostgreSQL timeline did not advance (before {:?}, after {:?})",
             struck.timeline_before, struck.timeline_after
-        )),
-        _ => {}
+        ));
     }
     missing
 }
@@ -523,7 +567,16 @@ fn judge(report: &RunReport, sends: &[run::SendRecord], max_unavailable: Duratio
         failures.push(format!("{} users could not reconnect for 45 s", report.broken_chains));
     }
     let a = &report.archive;
-    if !a.exact() {
+    if let Some(why) = &a.unreadable {
+        failures.push(format!("the archive could not be read: {why}"));
+    } else if !a.drained {
+        failures.push(format!(
+            "the bridges did not archive every acknowledged message within {:.0} s ({} missing so far)",
+            a.drain_ms as f64 / 1000.0,
+            a.missing
+        ));
+    }
+    if a.unreadable.is_none() && !a.exact() {
         let when =
             a.first_missing_acked_us.map_or_else(String::new, |at| format!(", the first {}", during(at)));
         failures.push(format!(
@@ -585,15 +638,40 @@ fn timeline(sends: &[run::SendRecord], start_us: u64) -> Vec<(f64, u64, u64)> {
     seconds.into_iter().map(|(s, (ok, failed))| (s as f64, ok, failed)).collect()
 }
 
-/// Every process of loadgen's stack runs, and the streams keep their replicas.
-async fn healthy(stack: &threadspace_devstack::Stack) -> anyhow::Result<()> {
-    for (i, g) in stack.gateways.iter().enumerate() {
-        anyhow::ensure!(g.process.is_some(), "gateway {} is not running", i + 1);
+/// Every process of loadgen's stack is alive (not just started once), the primary has a
+/// quorum standby streaming, and the streams keep their replicas.
+async fn healthy(stack: &mut threadspace_devstack::Stack) -> anyhow::Result<()> {
+    fn alive(process: Option<&mut threadspace_devstack::process::ManagedProcess>) -> bool {
+        process.is_some_and(|p| p.exited().is_none())
     }
-    for (i, b) in stack.bridges.iter().enumerate() {
-        anyhow::ensure!(b.process.is_some(), "bridge {} is not running", i + 1);
+    for (i, g) in stack.gateways.iter_mut().enumerate() {
+        anyhow::ensure!(alive(g.process.as_mut()), "gateway {} is not running", i + 1);
     }
-    anyhow::ensure!(stack.postgres.is_running(), "the PostgreSQL primary is not running");
+    for (i, b) in stack.bridges.iter_mut().enumerate() {
+        anyhow::ensure!(alive(b.process.as_mut()), "bridge {} is not running", i + 1);
+    }
+    for i in 0..stack.nats_nodes() {
+        let node = stack.nats_node(i);
+        anyhow::ensure!(node.process.exited().is_none(), "nats-server {} is not running", node.name);
+    }
+    anyhow::ensure!(stack.postgres.process.exited().is_none(), "the PostgreSQL primary is not running");
+    for standby in &mut stack.standbys {
+        anyhow::ensure!(
+            standby.process.exited().is_none(),
+            "the standby on port {} is not running",
+            standby.port
+        );
+    }
+    if !stack.standbys.is_empty() {
+        let client = threadspace_store::connect(&stack.postgres.url).await?;
+        let row = client
+            .query_one("SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')", &[])
+            .await?;
+        anyhow::ensure!(
+            row.get::<_, i64>(0) > 0,
+            "the PostgreSQL primary has no synchronous standby streaming"
+        );
+    }
     stack.verify_replicas().await?;
     Ok(())
 }

@@ -31,9 +31,10 @@ pub(super) struct Probe {
 
 impl Probe {
     /// Connects `identity` (a member of `channel`) and starts listening for its answers.
-    pub(super) fn start(urls: Vec<String>, identity: Identity, token: String, seed: u64) -> Self {
+    /// Its ids end in `suffix`, like the run's.
+    pub(super) fn start(urls: Vec<String>, identity: Identity, token: String, suffix: String) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(listen(urls, identity, token, seed, rx));
+        let task = tokio::spawn(listen(urls, identity, token, suffix, rx));
         Self { commands, task }
     }
 
@@ -65,7 +66,7 @@ async fn listen(
     urls: Vec<String>,
     identity: Identity,
     token: String,
-    seed: u64,
+    suffix: String,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> Vec<SendRecord> {
     let mut sends: Vec<SendRecord> = Vec::new();
@@ -86,7 +87,7 @@ async fn listen(
                 }
                 if let Some((client, channel, _)) = &session {
                     for _ in 0..BURST {
-                        let id = format!("lgprobe{}y{seed:x}", sends.len());
+                        let id = format!("lgprobe{}{suffix}", sends.len());
                         let intended_us = unix_micros();
                         let frame = ClientFrame::Send {
                             reference: id.clone(),
@@ -94,7 +95,10 @@ async fn listen(
                             client_msg_id: id.clone(),
                             body: format!("lg:{intended_us}"),
                         };
-                        let _ = client.send(&frame).await;
+                        // Only a send on the wire is in flight.
+                        if client.send(&frame).await.is_err() {
+                            continue;
+                        }
                         sends.push(SendRecord {
                             client_msg_id: id,
                             user: identity.user,

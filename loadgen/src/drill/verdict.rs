@@ -39,6 +39,11 @@ pub struct Archive {
     /// When the first acknowledged send missing from the archive (or archived at another
     /// seq) was acknowledged (unix µs): which fault it fell in.
     pub first_missing_acked_us: Option<u64>,
+    /// Whether the bridges archived every acknowledged message; false when the wait ended
+    /// because they stopped making progress or time ran out (then "missing" may be "late").
+    pub drained: bool,
+    /// Why the archive could not be read at all.
+    pub unreadable: Option<String>,
     /// A few problems, to start an investigation from.
     pub examples: Vec<String>,
 }
@@ -46,7 +51,16 @@ pub struct Archive {
 impl Archive {
     /// Whether the archive equals the acknowledged set (and nothing is doubled).
     pub fn exact(&self) -> bool {
-        self.missing == 0 && self.duplicated == 0 && self.seq_mismatch == 0 && self.phantom == 0
+        self.unreadable.is_none()
+            && self.missing == 0
+            && self.duplicated == 0
+            && self.seq_mismatch == 0
+            && self.phantom == 0
+    }
+
+    /// An archive that could not be read: the run fails with the reason.
+    pub fn unreadable(error: &anyhow::Error) -> Self {
+        Self { unreadable: Some(format!("{error:#}")), ..Self::default() }
     }
 }
 
@@ -68,6 +82,7 @@ pub async fn archive(
         .collect();
     let started = tokio::time::Instant::now();
     let mut progress = (0, started);
+    let mut drained = false;
     // Reconnects on every try: the drill may have failed PostgreSQL over.
     loop {
         let count = async {
@@ -77,7 +92,11 @@ pub async fn archive(
             anyhow::Ok(row.get::<_, i64>(0) as usize)
         }
         .await;
-        if matches!(count, Ok(n) if n >= acked.len()) || started.elapsed() > limit {
+        if matches!(count, Ok(n) if n >= acked.len()) {
+            drained = true;
+            break;
+        }
+        if started.elapsed() > limit {
             break;
         }
         match count {
@@ -98,6 +117,7 @@ pub async fn archive(
     let stored: Vec<(Seq, String)> = rows.iter().map(|r| (r.get::<_, i64>(0) as Seq, r.get(1))).collect();
     let mut result = compare(sends, &stored);
     result.drain_ms = drain_ms;
+    result.drained = drained;
     Ok(result)
 }
 

@@ -195,6 +195,11 @@ pub struct Plan {
     /// Keep every send and reconnect with its times (a drill's verdict needs them).
     #[serde(default)]
     pub track: bool,
+    /// Appended to every `client_msg_id` (`[a-z0-9]`): a drill tags each run, so its rows in
+    /// the archive are told from an earlier run's with the same seed, and JetStream's dedup
+    /// window never answers its sends `duplicate`.
+    #[serde(default)]
+    pub tag: String,
 }
 
 impl Plan {
@@ -261,6 +266,7 @@ pub async fn plan(site: &Site, options: &RunOptions) -> anyhow::Result<Plan> {
         agent: None,
         logins,
         track: false,
+        tag: String::new(),
     })
 }
 
@@ -356,6 +362,7 @@ pub async fn play(plan: &Plan, prefix: &str) -> anyhow::Result<Played> {
         end,
         record: plan.record,
         track: plan.track,
+        tag: plan.tag.clone(),
         scenario: scenario.clone(),
     });
     if let Some(addr) = plan.metrics_addr {

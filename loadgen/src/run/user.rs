@@ -57,6 +57,8 @@ pub(super) struct Shared {
     pub(super) record: bool,
     /// Keep every send and reconnect with its times, for a drill's verdict.
     pub(super) track: bool,
+    /// Appended to every `client_msg_id` (see [`super::Plan::tag`]).
+    pub(super) tag: String,
 }
 
 impl Shared {
@@ -234,7 +236,7 @@ pub(super) async fn virtual_user(
                             shared.typing.lock().expect("typing lock").insert((identity.user, channel), unix_micros());
                             let _ = session.client.send(&ClientFrame::Typing { channel }).await;
                         }
-                        let id = format!("lg{index}x{sent}y{:x}", shared.scenario.seed);
+                        let id = format!("lg{index}x{sent}y{:x}{}", shared.scenario.seed, shared.tag);
                         sent += 1;
                         session.pending_sends.insert(id.clone(), (channel, intended));
                         if shared.track {
