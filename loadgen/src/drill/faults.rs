@@ -186,7 +186,8 @@ pub fn shuffle(planned: &[Planned], interval: Duration, seed: u64) -> Vec<Planne
         .into_iter()
         .map(|(kind, target)| {
             let step = interval.as_secs_f64() + rng.random_range(-quarter..=quarter);
-            at += Duration::from_secs_f64(step.max(interval.as_secs_f64() / 2.0));
+            // Whole milliseconds: the schedule is printed and read by people.
+            at += Duration::from_millis((step.max(interval.as_secs_f64() / 2.0) * 1000.0) as u64);
             Planned { kind, target, at }
         })
         .collect()

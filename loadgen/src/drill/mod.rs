@@ -28,6 +28,10 @@ use crate::scenario::Scenario;
 use crate::target::Target;
 use crate::unix_micros;
 
+/// Time between a fault's recovery and the next strike at the least, so that one fault's
+/// window never holds the last one's aftermath.
+const QUIET_GAP: Duration = Duration::from_secs(5);
+
 /// A flag value the drill cannot play: `loadgen` exits 64 (usage) with it.
 #[derive(Debug)]
 pub struct UsageError(pub String);
@@ -203,10 +207,13 @@ fn plan_runs(args: &DrillArgs, topology: Topology) -> Result<(Scenario, Vec<Vec<
         let seed = args.seed.wrapping_add(u64::from(run));
         let schedule =
             if args.shuffle { faults::shuffle(&planned, args.fault_interval, seed) } else { planned.clone() };
-        let last = schedule.last().expect("a schedule has a fault");
-        let needed = last.at
-            + faults::expected_length(last.kind, &timings, topology.gateways)
-            + Duration::from_secs(15);
+        // Each fault waits for the previous one's recovery plus a quiet gap (see `one_run`).
+        let mut finish = Duration::ZERO;
+        for p in &schedule {
+            let start = p.at.max(finish + QUIET_GAP);
+            finish = start + faults::expected_length(p.kind, &timings, topology.gateways);
+        }
+        let needed = finish + Duration::from_secs(15);
         if let Some(duration) = args.duration {
             let length = |p: &Planned| faults::expected_length(p.kind, &timings, topology.gateways);
             if let Some(outside) =
@@ -393,7 +400,8 @@ async fn one_run(
     let timings = timings(args);
     let mut struck_all: Vec<Struck> = Vec::new();
     for planned in schedule {
-        let due = ramp_end_us + planned.at.as_micros() as u64;
+        let after_last = struck_all.last().map_or(0, |s| s.recovered_us + QUIET_GAP.as_micros() as u64);
+        let due = (ramp_end_us + planned.at.as_micros() as u64).max(after_last);
         tokio::time::sleep(Duration::from_micros(due.saturating_sub(unix_micros()))).await;
         let planned = &faults::resolve(planned, topology, seed);
         let struck = match (commands.get(planned.kind.name()), &mut *site) {
