@@ -18,6 +18,8 @@ pub(crate) const FANOUT_DELIVERIES: &str = "threadspace_gateway_fanout_deliverie
 pub(crate) const FANOUT_LAG: &str = "threadspace_gateway_fanout_lag_seconds";
 pub(crate) const FANOUT_REDELIVERED: &str = "threadspace_gateway_fanout_redelivered_total";
 pub(crate) const FANOUT_UNDECODABLE: &str = "threadspace_gateway_fanout_undecodable_total";
+/// The fanout's watchdog recreated a consumer that handed over nothing while the stream grew.
+pub(crate) const FANOUT_STALLS: &str = "threadspace_gateway_fanout_stalls_total";
 /// Label `result`: `fresh`, `replayed`, `history_required`.
 pub(crate) const RESUMES: &str = "threadspace_gateway_resumes_total";
 pub(crate) const REPLAYED_MESSAGES: &str = "threadspace_gateway_replayed_messages_total";
@@ -72,6 +74,7 @@ pub(crate) fn describe() {
         "Stream records the fanout had already delivered (skipped, not duplicated)"
     );
     describe_counter!(FANOUT_UNDECODABLE, "Stream records the fanout could not decode");
+    describe_counter!(FANOUT_STALLS, "Fanout consumers recreated because they stalled while the stream grew");
     describe_counter!(RESUMES, "Hellos by resume outcome");
     describe_counter!(REPLAYED_MESSAGES, "Messages replayed to resuming clients");
     describe_counter!(AUTH, "Token verifications, by result");
@@ -130,6 +133,7 @@ pub(crate) fn register_zero() {
         FANOUT_DELIVERIES,
         FANOUT_REDELIVERED,
         FANOUT_UNDECODABLE,
+        FANOUT_STALLS,
         REPLAYED_MESSAGES,
         DIRECTORY_EVENTS,
         HELLO_REREADS,

@@ -22,6 +22,36 @@ use threadspace_protocol::error_chain;
 
 use crate::delivery::hub::{Applied, Hub};
 
+/// The fanout's own watchdog: every `STALL_CHECK` it looks whether its head moved, and after
+/// `STALL_AFTER` without progress it asks the stream whether there is anything to deliver. If
+/// there is, the consumer is recreated. async-nats recreates a lost ordered consumer itself,
+/// but backs off to 10 s between failed attempts: a drill that killed and wiped a NATS follower
+/// saw a gateway deliver nothing for 15 s (docs/drills.md).
+const STALL_CHECK: Duration = Duration::from_secs(1);
+const STALL_AFTER: Duration = Duration::from_secs(3);
+
+/// Errs (so the consumer is recreated) when the stream holds messages past `head` that the
+/// consumer has not handed over for `idle`; an idle stream, or one that cannot be asked now,
+/// is left alone.
+async fn stalled(
+    stream: &mut async_nats::jetstream::stream::Stream,
+    head: u64,
+    idle: Duration,
+) -> Result<(), async_nats::Error> {
+    let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), stream.info()).await else {
+        return Ok(());
+    };
+    let last = info.state.last_sequence;
+    if last <= head {
+        return Ok(());
+    }
+    metrics::counter!(m::FANOUT_STALLS).increment(1);
+    Err(format!(
+        "the fanout delivered nothing for {idle:?} while the stream is at {last} and this gateway at {head}"
+    )
+    .into())
+}
+
 /// The longest pull request of the fanout's consumer (see `consume`).
 const CONSUMER_PULL_EXPIRY: Duration = Duration::from_secs(1);
 
@@ -91,7 +121,7 @@ pub(crate) async fn run(fanout: Fanout, shutdown: CancellationToken) {
 }
 
 async fn consume(fanout: &Fanout, start: u64, shutdown: &CancellationToken) -> Result<(), async_nats::Error> {
-    let stream = fanout.jetstream.get_stream(MESSAGES_STREAM).await?;
+    let mut stream = fanout.jetstream.get_stream(MESSAGES_STREAM).await?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
@@ -104,9 +134,21 @@ async fn consume(fanout: &Fanout, start: u64, shutdown: &CancellationToken) -> R
         .await?;
     let mut messages = consumer.messages().await?;
     info!(start, "fanout consumer started");
+    let mut watchdog = tokio::time::interval(STALL_CHECK);
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut progress = (fanout.hub.head_seq(), tokio::time::Instant::now());
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = watchdog.tick() => {
+                let head = fanout.hub.head_seq();
+                if head != progress.0 {
+                    progress = (head, tokio::time::Instant::now());
+                } else if progress.1.elapsed() >= STALL_AFTER {
+                    stalled(&mut stream, head, progress.1.elapsed()).await?;
+                }
+                continue;
+            }
             next = messages.next() => match next {
                 Some(Ok(message)) => message,
                 Some(Err(error)) => return Err(error.into()),

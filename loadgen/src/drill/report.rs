@@ -67,17 +67,20 @@ pub(super) fn print_run(run: &RunReport) {
     }
 }
 
-/// Per fault kind across runs: (count, unavailable ms sorted, longest reconnect ms sorted).
-fn by_kind(drill: &DrillReport) -> BTreeMap<String, (Vec<u64>, Vec<u64>)> {
-    let mut kinds: BTreeMap<String, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+/// Per fault kind across runs, each sorted: unavailable ms, longest reconnect ms, slowest
+/// delivery ms.
+fn by_kind(drill: &DrillReport) -> BTreeMap<String, (Vec<u64>, Vec<u64>, Vec<u64>)> {
+    let mut kinds: BTreeMap<String, (Vec<u64>, Vec<u64>, Vec<u64>)> = BTreeMap::new();
     for fault in drill.runs.iter().flat_map(|r| &r.faults) {
         let entry = kinds.entry(fault.struck.kind.clone()).or_default();
         entry.0.push(fault.impact.unavailable_ms);
         entry.1.push(fault.impact.longest_reconnect_ms);
+        entry.2.push(fault.impact.deliver_max_ms);
     }
-    for (windows, reconnects) in kinds.values_mut() {
+    for (windows, reconnects, deliveries) in kinds.values_mut() {
         windows.sort_unstable();
         reconnects.sort_unstable();
+        deliveries.sort_unstable();
     }
     kinds
 }
@@ -102,17 +105,18 @@ pub(super) fn print_summary(drill: &DrillReport) {
         runs.iter().map(|r| r.reconnect_resumed_p99_ms).fold(0.0, f64::max)
     );
     println!(
-        "  {:<19} {:>5} {:>16} {:>16} {:>20}",
-        "fault", "count", "unavail p50 s", "unavail max s", "longest resume max s"
+        "  {:<19} {:>5} {:>16} {:>16} {:>20} {:>21}",
+        "fault", "count", "unavail p50 s", "unavail max s", "longest resume max s", "slowest deliver max s"
     );
-    for (kind, (windows, reconnects)) in by_kind(drill) {
+    for (kind, (windows, reconnects, deliveries)) in by_kind(drill) {
         println!(
-            "  {:<19} {:>5} {:>16.1} {:>16.1} {:>20.1}",
+            "  {:<19} {:>5} {:>16.1} {:>16.1} {:>20.1} {:>21.1}",
             kind,
             windows.len(),
             p50(&windows) as f64 / 1000.0,
             windows.last().copied().unwrap_or(0) as f64 / 1000.0,
-            reconnects.last().copied().unwrap_or(0) as f64 / 1000.0
+            reconnects.last().copied().unwrap_or(0) as f64 / 1000.0,
+            deliveries.last().copied().unwrap_or(0) as f64 / 1000.0
         );
     }
 }
@@ -121,16 +125,17 @@ pub(super) fn print_summary(drill: &DrillReport) {
 pub(super) fn write_html(drill: &DrillReport, path: &Path) -> anyhow::Result<()> {
     let mut html = String::new();
     let _ = write!(html, "<!doctype html><html><head><meta charset=\"utf-8\"><title>loadgen drill</title><style>{STYLE}</style></head><body><h1>Failover drill</h1>");
-    html.push_str("<table><tr><th>fault</th><th>count</th><th>unavailable p50 s</th><th>unavailable max s</th><th>longest resume max s</th></tr>");
-    for (kind, (windows, reconnects)) in by_kind(drill) {
+    html.push_str("<table><tr><th>fault</th><th>count</th><th>unavailable p50 s</th><th>unavailable max s</th><th>longest resume max s</th><th>slowest delivery max s</th></tr>");
+    for (kind, (windows, reconnects, deliveries)) in by_kind(drill) {
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td></tr>",
             escape(&kind),
             windows.len(),
             p50(&windows) as f64 / 1000.0,
             windows.last().copied().unwrap_or(0) as f64 / 1000.0,
-            reconnects.last().copied().unwrap_or(0) as f64 / 1000.0
+            reconnects.last().copied().unwrap_or(0) as f64 / 1000.0,
+            deliveries.last().copied().unwrap_or(0) as f64 / 1000.0
         );
     }
     html.push_str("</table>");
