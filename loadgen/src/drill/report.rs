@@ -67,10 +67,13 @@ pub(super) fn print_run(run: &RunReport) {
     }
 }
 
+/// One fault kind's figures across runs (ms): unavailable, longest reconnect, slowest delivery.
+type KindFigures = (Vec<u64>, Vec<u64>, Vec<u64>);
+
 /// Per fault kind across runs, each sorted: unavailable ms, longest reconnect ms, slowest
 /// delivery ms.
-fn by_kind(drill: &DrillReport) -> BTreeMap<String, (Vec<u64>, Vec<u64>, Vec<u64>)> {
-    let mut kinds: BTreeMap<String, (Vec<u64>, Vec<u64>, Vec<u64>)> = BTreeMap::new();
+fn by_kind(drill: &DrillReport) -> BTreeMap<String, KindFigures> {
+    let mut kinds: BTreeMap<String, KindFigures> = BTreeMap::new();
     for fault in drill.runs.iter().flat_map(|r| &r.faults) {
         let entry = kinds.entry(fault.struck.kind.clone()).or_default();
         entry.0.push(fault.impact.unavailable_ms);
