@@ -10,6 +10,27 @@ use std::time::Duration;
 use crate::process::{ManagedProcess, SpawnError};
 use crate::{tools, wait_for, Lifetime};
 
+/// A JetStream context on any node of `urls` (comma-separated, as every client takes them),
+/// giving up after 3 s: for the stack's checks, `status` and drills.
+pub async fn jetstream(urls: &str) -> Result<async_nats::jetstream::Context, String> {
+    let servers = threadspace_service::nats_addrs(urls).map_err(|e| format!("bad NATS URL {urls:?}: {e}"))?;
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(3))
+        .connect(servers)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {urls}: {e}"))?;
+    Ok(async_nats::jetstream::new(client))
+}
+
+/// The current state of `stream`, read through `jetstream`.
+pub async fn stream_info(
+    jetstream: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Result<async_nats::jetstream::stream::Info, String> {
+    let mut handle = jetstream.get_stream(stream).await.map_err(|e| format!("stream {stream}: {e}"))?;
+    handle.info().await.cloned().map_err(|e| format!("stream {stream}: {e}"))
+}
+
 /// A running nats-server.
 #[derive(Debug)]
 pub struct NatsServer {

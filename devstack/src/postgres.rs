@@ -315,18 +315,7 @@ impl Postgres {
     /// The WAL timeline it writes (a primary) or replays (a standby): each promotion starts
     /// a new one.
     pub async fn timeline(&self) -> Result<u32, PostgresError> {
-        let read = async {
-            let client = threadspace_store::connect(&self.url).await?;
-            let row = client
-                .query_one(
-                    "SELECT CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver) \
-                     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END",
-                    &[],
-                )
-                .await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(row.get::<_, Option<i32>>(0).unwrap_or(0) as u32)
-        };
-        read.await.map_err(PostgresError::Query)
+        timeline_at(&self.url).await
     }
 
     /// How far a standby has received WAL (bytes from 0/0); 0 on a primary.
@@ -478,4 +467,21 @@ fn initdb(
         });
     }
     Ok(())
+}
+
+/// The WAL timeline of the server at `url`: the one a primary writes, or a standby replays.
+/// Each promotion starts a new one.
+pub async fn timeline_at(url: &str) -> Result<u32, PostgresError> {
+    let read = async {
+        let client = threadspace_store::connect(url).await?;
+        let row = client
+            .query_one(
+                "SELECT CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver) \
+                 ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END",
+                &[],
+            )
+            .await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(row.get::<_, Option<i32>>(0).unwrap_or(0) as u32)
+    };
+    read.await.map_err(PostgresError::Query)
 }

@@ -419,22 +419,14 @@ impl Stack {
 
     /// The name of the NATS node leading `stream` (`None` while it has no leader).
     pub async fn stream_leader(&self, stream: &str) -> Result<Option<String>, StackError> {
-        let jetstream = self.jetstream().await?;
-        let mut stream =
-            jetstream.get_stream(stream).await.map_err(|e| StackError::Replicas(e.to_string()))?;
-        let info = stream.info().await.map_err(|e| StackError::Replicas(e.to_string()))?;
+        let info =
+            crate::nats::stream_info(&self.jetstream().await?, stream).await.map_err(StackError::Replicas)?;
         Ok(info.cluster.as_ref().and_then(|c| c.leader.clone()))
     }
 
-    async fn jetstream(&self) -> Result<async_nats::jetstream::Context, StackError> {
-        let servers = threadspace_service::nats_addrs(&self.nats_url())
-            .map_err(|e| StackError::Replicas(format!("bad NATS URL: {e}")))?;
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
-            .connect(servers)
-            .await
-            .map_err(|e| StackError::Replicas(format!("cannot connect to NATS: {e}")))?;
-        Ok(async_nats::jetstream::new(client))
+    /// A JetStream context on the stack's NATS nodes.
+    pub async fn jetstream(&self) -> Result<async_nats::jetstream::Context, StackError> {
+        crate::nats::jetstream(&self.nats_url()).await.map_err(StackError::Replicas)
     }
 
     /// Fails PostgreSQL over: SIGKILLs the primary, promotes the standby that received the most

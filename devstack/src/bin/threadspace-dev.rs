@@ -523,16 +523,11 @@ async fn status(dir: &Path) -> anyhow::Result<()> {
 
 /// The node leading the MESSAGES stream (`1` alone) and its replica count.
 async fn stream_leader(state: &StackState) -> anyhow::Result<Option<(String, usize)>> {
-    let servers = threadspace_service::nats_addrs(state.nats_url())?;
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(3))
-        .connect(servers)
-        .await
-        .context("cannot connect to NATS")?;
-    let jetstream = async_nats::jetstream::new(client);
+    let jetstream =
+        threadspace_devstack::nats::jetstream(state.nats_url()).await.map_err(anyhow::Error::msg)?;
     let stream = threadspace_protocol::subjects::MESSAGES_STREAM;
-    let mut stream = jetstream.get_stream(stream).await.context("no MESSAGES stream yet")?;
-    let info = stream.info().await?;
+    let info =
+        threadspace_devstack::nats::stream_info(&jetstream, stream).await.map_err(anyhow::Error::msg)?;
     let replicas = info.config.num_replicas.max(1);
     let Some(cluster) = &info.cluster else { return Ok(Some(("1".into(), replicas))) };
     let leader = cluster.leader.as_ref().map(|name| name.trim_start_matches('n').to_owned());

@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom as _;
 use rand::{RngExt as _, SeedableRng as _};
 use serde::Serialize;
+use threadspace_devstack::nats;
 use threadspace_devstack::stack::Stack;
 use threadspace_protocol::subjects::MESSAGES_STREAM;
 
@@ -242,6 +243,7 @@ pub struct Struck {
     /// (pid 4802)`, `ran: kubectl …`).
     pub actions: Vec<String>,
     pub leader_before: Option<String>,
+    /// Read while a killed NATS node is still down; after the recovery for other faults.
     pub leader_after: Option<String>,
     pub timeline_before: Option<u32>,
     pub timeline_after: Option<u32>,
@@ -265,7 +267,9 @@ pub(super) async fn strike_own(
         struck.error = Some(format!("{error:#}"));
     }
     struck.recovered_us = unix_micros();
-    struck.leader_after = wait_for_leader(stack).await;
+    if struck.leader_after.is_none() {
+        struck.leader_after = wait_for_leader(stack).await;
+    }
     struck.timeline_after = stack.postgres.timeline().await.ok();
     struck
 }
@@ -324,6 +328,9 @@ async fn act(
                 struck.actions.push(format!("deleted {}", server.dir.join("jetstream").display()));
             }
             tokio::time::sleep(timings.down_for).await;
+            // The leader while the struck node is still down: once it is back it may win an
+            // election again, which would hide the move.
+            struck.leader_after = wait_for_leader(stack).await;
             let server = stack.nats_node(node);
             server.start_again().await?;
             if let Some(Err(e)) = wiped {
@@ -447,27 +454,12 @@ pub struct Observer {
 
 impl Observer {
     async fn leader(&self) -> Option<String> {
-        let servers = threadspace_service::nats_addrs(&self.nats_url).ok()?;
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(3))
-            .connect(servers)
-            .await
-            .ok()?;
-        let jetstream = async_nats::jetstream::new(client);
-        let mut stream = jetstream.get_stream(MESSAGES_STREAM).await.ok()?;
-        stream.info().await.ok()?.cluster.as_ref()?.leader.clone()
+        let jetstream = nats::jetstream(&self.nats_url).await.ok()?;
+        nats::stream_info(&jetstream, MESSAGES_STREAM).await.ok()?.cluster?.leader
     }
 
     async fn timeline(&self) -> Option<u32> {
-        let client = threadspace_store::connect(&self.postgres_url).await.ok()?;
-        let row = client
-            .query_one(
-                "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int",
-                &[],
-            )
-            .await
-            .ok()?;
-        Some(row.get::<_, i32>(0) as u32)
+        threadspace_devstack::postgres::timeline_at(&self.postgres_url).await.ok()
     }
 }
 
@@ -524,13 +516,10 @@ async fn pick_node(stack: &Stack, follower: bool, rng: &mut StdRng) -> anyhow::R
 /// Waits until every replica of MESSAGES is current again; how long it took.
 async fn caught_up(stack: &Stack, limit: Duration) -> anyhow::Result<Duration> {
     let started = tokio::time::Instant::now();
+    let jetstream = stack.jetstream().await?;
     loop {
         let current = async {
-            let servers = threadspace_service::nats_addrs(&stack.nats_url()).ok()?;
-            let client = async_nats::connect(servers).await.ok()?;
-            let jetstream = async_nats::jetstream::new(client);
-            let mut stream = jetstream.get_stream(MESSAGES_STREAM).await.ok()?;
-            let info = stream.info().await.ok()?;
+            let info = nats::stream_info(&jetstream, MESSAGES_STREAM).await.ok()?;
             let cluster = info.cluster.as_ref()?;
             let peers = &cluster.replicas;
             let replicas = info.config.num_replicas.max(1);
