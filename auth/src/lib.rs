@@ -5,6 +5,7 @@
 //! [`Keys`] is the verifying key set of a process, re-read when the JWKS file changes so that
 //! keys rotate without a restart (README.md, "Running a gateway").
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -46,8 +47,24 @@ pub async fn authenticate(
     directory: &Directory,
     token: &str,
 ) -> Result<(Identity, Session), AuthError> {
+    authenticate_from(keys, token, |user, login_session| directory.session(user, login_session)).await
+}
+
+/// [`authenticate`] with the session read by `read` (user, login session) instead of straight
+/// from Postgres: the gateway's hello reads through its directory cache, which answers from a
+/// copy of an earlier read while Postgres is down (docs/drills.md, "Hellos without
+/// PostgreSQL"). The rule applied to what `read` returns is the same.
+pub async fn authenticate_from<F, Fut>(
+    keys: &KeySet,
+    token: &str,
+    read: F,
+) -> Result<(Identity, Session), AuthError>
+where
+    F: FnOnce(UserId, Option<i64>) -> Fut,
+    Fut: Future<Output = Result<Option<Session>, DirectoryError>>,
+{
     let identity = keys.verify(token).map_err(AuthError::Token)?;
-    match directory.session(identity.user, identity.session).await {
+    match read(identity.user, identity.session).await {
         Ok(Some(session))
             if session.user.org == identity.org
                 && !session.deactivated

@@ -67,6 +67,14 @@ pub struct Config {
     #[arg(long, env = "THREADSPACE_GATEWAY_STREAM_REPLICAS", default_value = "1")]
     pub stream_replicas: NonZeroUsize,
 
+    /// Bytes of the hello cache (the last directory read of each login session, in NATS
+    /// memory, at the `--stream-replicas` count), which answers hellos while Postgres is down
+    /// (docs/drills.md, "Hellos without PostgreSQL"). When full, the oldest copies go. About
+    /// 1 KiB per login session; every NATS node's `max_memory_store` must hold it. 0 turns the
+    /// cache off: hellos then fail while Postgres is down.
+    #[arg(long, env = "THREADSPACE_GATEWAY_HELLO_CACHE_MAX_BYTES", default_value = "134217728")]
+    pub hello_cache_max_bytes: u64,
+
     /// Age after which JetStream drops messages (Postgres keeps them): the replayable tail.
     #[arg(long, env = "THREADSPACE_GATEWAY_STREAM_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
     pub stream_max_age: Duration,

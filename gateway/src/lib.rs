@@ -45,6 +45,7 @@ use crate::delivery::hub::{Hub, HubLimits};
 use crate::delivery::publish::Publisher;
 use crate::delivery::replay::Replayer;
 use crate::edge::http::{self, ConnContext, Routes};
+use crate::edge::sessions::{self, Sessions};
 use crate::edge::{Edge, Settings};
 use crate::events::presence::{self, Presence, PresenceTask};
 use crate::events::reads::Reads;
@@ -137,10 +138,18 @@ pub async fn run(
     }
 
     let partitions = config.partitions.get();
+    let cache = sessions::open_cache(
+        &nats,
+        &jetstream,
+        partitions,
+        config.stream_replicas.get(),
+        config.hello_cache_max_bytes,
+    )
+    .await;
     let edge = Arc::new(Edge {
         settings: edge_settings(&config),
         keys: keys.clone(),
-        directory,
+        sessions: Sessions::new(directory, cache),
         hub: hub.clone(),
         publisher: Publisher { jetstream: jetstream.clone(), partitions, timeout: config.publish_timeout },
         replayer: Replayer {

@@ -26,6 +26,11 @@ pub(crate) const REPLAYED_MESSAGES: &str = "threadspace_gateway_replayed_message
 /// Label `result`: `ok`, `rejected`.
 pub(crate) const AUTH: &str = "threadspace_gateway_auth_total";
 pub(crate) const HELLO_REREADS: &str = "threadspace_gateway_hello_rereads_total";
+/// Directory reads of hellos, by where the answer came from (`postgres`, `cache` while Postgres
+/// was down) or why there was none (`stale`, `missing`, `unavailable`).
+pub(crate) const HELLO_SESSIONS: &str = "threadspace_gateway_hello_sessions_total";
+/// Copies of hello reads that could not be written to the hello cache.
+pub(crate) const HELLO_CACHE_WRITE_FAILURES: &str = "threadspace_gateway_hello_cache_write_failures_total";
 pub(crate) const DIRECTORY_EVENTS: &str = "threadspace_gateway_directory_events_total";
 /// Label `result`: `moved`, `stale`, `not_member`, `failed`.
 pub(crate) const READS: &str = "threadspace_gateway_read_markers_total";
@@ -83,6 +88,11 @@ pub(crate) fn describe() {
         "Hellos whose directory read predated a directory event already applied, read again"
     );
     describe_counter!(
+        HELLO_SESSIONS,
+        "Directory reads of hellos, by source: postgres, cache (Postgres down, an up-to-date copy), stale (Postgres down, the copy predates a directory change), missing (Postgres down, no copy), unavailable (Postgres and the cache down)"
+    );
+    describe_counter!(HELLO_CACHE_WRITE_FAILURES, "Hello reads that could not be copied to the hello cache");
+    describe_counter!(
         DIRECTORY_EVENTS,
         "Directory events read from the stream, by change (member, role, deactivated, reactivated, sessions_ended, channel_updated, channel_archived, channel_unarchived; repeated: a version applied before)"
     );
@@ -137,6 +147,7 @@ pub(crate) fn register_zero() {
         REPLAYED_MESSAGES,
         DIRECTORY_EVENTS,
         HELLO_REREADS,
+        HELLO_CACHE_WRITE_FAILURES,
         TYPING_DELIVERIES,
         PRESENCE_BEAT_BYTES_SENT,
         PRESENCE_BEAT_BYTES_RECEIVED,
@@ -149,11 +160,12 @@ pub(crate) fn register_zero() {
     ] {
         metrics::counter!(name).absolute(0);
     }
-    let labelled: [(&'static str, &'static str, &[&'static str]); 10] = [
+    let labelled: [(&'static str, &'static str, &[&'static str]); 11] = [
         (CONNECTIONS_CLOSED, "reason", &CLOSE_REASONS),
         (PUBLISHED, "result", &["ok", "duplicate", "id_reused", "failed"]),
         (RESUMES, "result", &["fresh", "replayed", "history_required"]),
         (AUTH, "result", &["ok", "rejected"]),
+        (HELLO_SESSIONS, "source", &["postgres", "cache", "stale", "missing", "unavailable"]),
         (READS, "result", &["moved", "stale", "not_member", "failed"]),
         (TYPING, "result", &["published", "throttled", "not_member"]),
         (PRESENCE_BEATS_SENT, "kind", &["delta", "full", "bye"]),

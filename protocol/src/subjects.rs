@@ -18,12 +18,28 @@ pub const DIRECTORY_SUBJECTS: &str = "dir.>";
 pub const DEAD_LETTER_STREAM: &str = "MESSAGES_DLQ";
 /// Header of a dead letter naming the subject the message was stored under.
 pub const DEAD_LETTER_SUBJECT_HEADER: &str = "ThreadSpace-Subject";
+/// The gateways' hello cache: the last directory read of each user's login session, kept so a
+/// hello can be answered while Postgres is down (docs/drills.md, "Hellos without PostgreSQL").
+/// One record per `hello.<user>.<login session, 0 for none>`.
+pub const HELLO_CACHE_STREAM: &str = "HELLO_CACHE";
+/// Subjects captured by [`HELLO_CACHE_STREAM`].
+pub const HELLO_CACHE_SUBJECTS: &str = "hello.>";
 /// Typing indicators (core NATS, never stored): `typing.<org>.<channel>`.
 pub const TYPING_PREFIX: &str = "typing";
 /// Gateway presence heartbeats (core NATS): `gw.heartbeat.<gateway>`.
 pub const HEARTBEAT_PREFIX: &str = "gw.heartbeat";
 /// Read-marker announcements (core NATS; the marker itself is in Postgres): `read.<org>.<channel>`.
 pub const READ_PREFIX: &str = "read";
+
+/// The hello-cache subject of `user`'s login session `session` (`None`: a token without one).
+pub fn hello_cache_subject(user: crate::ids::UserId, session: Option<i64>) -> String {
+    format!("hello.{}.{}", user, session.unwrap_or(0))
+}
+
+/// Every hello-cache subject of `user` (for an erasure's purge).
+pub fn hello_cache_user_filter(user: crate::ids::UserId) -> String {
+    format!("hello.{user}.*")
+}
 
 /// The dead-letter subject of stream partition `partition`.
 pub fn dead_letter_subject(partition: u32) -> String {

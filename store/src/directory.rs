@@ -39,6 +39,10 @@ pub struct Session {
     pub tokens_not_before: u64,
     /// Whether the login session asked about is live (true when none was asked about).
     pub session_live: bool,
+    /// When the login session asked about expires (seconds since the Unix epoch); `None` when
+    /// none was asked about. A copy of this read kept for later (the gateway's hello cache)
+    /// stops being live at this time without any directory change.
+    pub session_expires_at: Option<u64>,
     /// The org's directory version this read reflects (docs/accounts.md, "The directory feed").
     pub dir_version: u64,
 }
@@ -95,10 +99,13 @@ impl Directory {
                             coalesce(floor(extract(epoch FROM u.tokens_not_before)), 0)::bigint AS not_before,
                             ($2::bigint IS NULL OR EXISTS (
                                 SELECT 1 FROM auth_sessions s WHERE s.id = $2 AND s.user_id = u.id
-                                    AND s.revoked_at IS NULL AND s.expires_at > now())) AS live
+                                    AND s.revoked_at IS NULL AND s.expires_at > now())) AS live,
+                            (SELECT floor(extract(epoch FROM s.expires_at))::bigint FROM auth_sessions s
+                                WHERE s.id = $2 AND s.user_id = u.id) AS expires
                      FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.id = $1)
                  SELECT u.org_id, u.handle, u.display_name, u.role, u.deactivated_at IS NOT NULL,
-                        c.id, c.kind, c.name, coalesce(r.seq, 0), u.not_before, u.live, u.dir_version
+                        c.id, c.kind, c.name, coalesce(r.seq, 0), u.not_before, u.live, u.dir_version,
+                        u.expires
                  FROM u
                  LEFT JOIN channel_members m ON m.user_id = u.id
                  LEFT JOIN channels c ON c.id = m.channel_id AND c.archived_at IS NULL
@@ -135,6 +142,7 @@ impl Directory {
             tokens_not_before: first.get::<_, i64>(9).max(0) as u64,
             session_live: first.get(10),
             dir_version: first.get::<_, i64>(11) as u64,
+            session_expires_at: first.get::<_, Option<i64>>(12).map(|t| t.max(0) as u64),
         }))
     }
 

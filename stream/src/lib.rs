@@ -19,7 +19,7 @@ use threadspace_protocol::stored::StoredMessage;
 use threadspace_protocol::subjects::{message_subject, MESSAGES_STREAM};
 use threadspace_protocol::Seq;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Where messages are stored: the MESSAGES stream, under its partitioned subjects.
 #[derive(Clone)]
@@ -53,29 +53,50 @@ impl Published {
     }
 }
 
-/// Publishes `stored` and waits (up to the publisher's timeout) for the outcome. Also returns
-/// how long the PubAck took, when one came.
+/// How long one attempt waits for its PubAck before the publish is sent again (same dedup id,
+/// so JetStream stores it once). A PubAck lost with the NATS server the publish went through,
+/// or a publish sent while the stream elected a leader, is never answered: without a retry the
+/// send waited out the whole `--publish-timeout` and failed (docs/drills.md, "What the drills
+/// found"). Far above a PubAck's normal latency (milliseconds), so a loaded stream is not
+/// flooded with retries.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The pause before a retry after an attempt failed at once (no responders while a leader is
+/// elected, a connection being re-established).
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Publishes `stored` and waits (up to the publisher's timeout, retrying within it) for the
+/// outcome. Also returns how long the PubAck took, when one came.
 pub async fn publish(publisher: &Publisher, stored: &StoredMessage) -> (Published, Option<Duration>) {
     let dedup_id = stored.dedup_id();
     let payload = Bytes::from(serde_json::to_vec(stored).expect("stored messages serialize"));
     let subject = message_subject(publisher.partitions, stored.org, stored.channel);
     let started = Instant::now();
-    let publish = async {
-        let message =
-            async_nats::jetstream::message::PublishMessage::build().payload(payload).message_id(dedup_id);
-        let ack = publisher.jetstream.send_publish(subject, message).await?;
-        ack.await
-    };
-    let ack = match tokio::time::timeout(publisher.timeout, publish).await {
-        Ok(Ok(ack)) => ack,
-        Ok(Err(error)) => {
-            warn!(error = %error_chain(&error), "publish failed");
-            return (Published::Unavailable { timed_out: false }, None);
+    let deadline = started + publisher.timeout;
+    let mut attempts = 0u32;
+    let ack = loop {
+        attempts += 1;
+        let attempt = async {
+            let message = async_nats::jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(dedup_id.as_str());
+            let ack = publisher.jetstream.send_publish(subject.clone(), message).await?;
+            ack.await
+        };
+        let attempt_deadline = deadline.min(Instant::now() + ATTEMPT_TIMEOUT);
+        let (failure, pause) = match tokio::time::timeout_at(attempt_deadline, attempt).await {
+            Ok(Ok(ack)) => break ack,
+            Ok(Err(error)) => (error_chain(&error), RETRY_PAUSE),
+            Err(_) => (format!("no PubAck within {:?}", attempt_deadline - started), Duration::ZERO),
+        };
+        let retry_at = Instant::now() + pause;
+        if retry_at >= deadline {
+            warn!(attempts, last = %failure, "publish not acknowledged within the publish timeout");
+            let timed_out = Instant::now() >= deadline;
+            return (Published::Unavailable { timed_out }, None);
         }
-        Err(_) => {
-            warn!("publish timed out");
-            return (Published::Unavailable { timed_out: true }, None);
-        }
+        debug!(attempts, %failure, "publish not acknowledged; sending it again under the same id");
+        tokio::time::sleep_until(retry_at).await;
     };
     let latency = Some(started.elapsed());
     if !ack.duplicate {

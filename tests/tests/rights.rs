@@ -15,7 +15,9 @@ use serde_json::{json, Value};
 use threadspace_client::{Client, ConnectOptions, Incoming};
 use threadspace_devstack::{Stack, StackOptions};
 use threadspace_protocol::frames::ClientFrame;
-use threadspace_protocol::subjects::{message_subject, DEAD_LETTER_STREAM, MESSAGES_STREAM};
+use threadspace_protocol::subjects::{
+    message_subject, DEAD_LETTER_STREAM, HELLO_CACHE_STREAM, MESSAGES_STREAM,
+};
 use threadspace_protocol::ChannelId;
 use threadspace_tests::accounts::{create_org, invite_named, login, Account};
 use threadspace_tests::{recv_until, rest, rest_json, rest_raw, send_and_ack, wait_archived, WAIT};
@@ -309,6 +311,7 @@ async fn exports_hold_what_the_docs_list_and_erasure_reaches_every_copy() -> any
     assert_eq!(summary["stream"], json!({"deleted": 6}), "five archived and the dead one: {done}");
     // The archive and the search index each filed the refused message.
     assert_eq!(summary["dead_letters"], json!({"deleted": 2}), "{done}");
+    assert_eq!(summary["hello_cache"], json!({"deleted": 1}), "the copy of her one hello: {done}");
     assert_eq!(summary["messages"], json!({"deleted": 5}), "{done}");
     assert_eq!(summary["read_markers"], json!({"deleted": 1}), "{done}");
     assert_eq!(summary["profile"], json!({"scrubbed": 1}), "{done}");
@@ -354,6 +357,9 @@ async fn exports_hold_what_the_docs_list_and_erasure_reaches_every_copy() -> any
         .iter()
         .any(|p| p.contains("zebracorn") || p.contains(&format!("\"sender\":{}", ann.user))));
     assert!(!retained(&stack, DEAD_LETTER_STREAM).await?.iter().any(|p| p.contains("zebracorn")));
+    let copies = retained(&stack, HELLO_CACHE_STREAM).await?;
+    assert!(copies.iter().any(|p| p.contains("beatrix")), "Bea's hello was copied: {copies:?}");
+    assert!(!copies.iter().any(|p| p.contains("annika") || p.contains("Zedler")), "{copies:?}");
     // She stays deactivated; nobody takes her erased handle.
     let (status, body) =
         rest(&stack, "POST", &format!("/v1/users/{}/reactivate", ann.user), Some(&owner.access)).await?;

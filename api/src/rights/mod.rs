@@ -156,6 +156,7 @@ pub(crate) trait DataKind: Sync {
 pub(crate) static REGISTRY: &[&dyn DataKind] = &[
     &stream::StreamTail,
     &stream::DeadLetters,
+    &stream::HelloCache,
     &kinds::Messages,
     &kinds::ReadMarkers,
     &kinds::Sessions,

@@ -12,8 +12,8 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde_json::Value;
 use threadspace_protocol::subjects::{
-    dead_letter_subject, org_message_filter, parse_message_subject, partition_of, DEAD_LETTER_STREAM,
-    DEAD_LETTER_SUBJECT_HEADER, MESSAGES_STREAM,
+    dead_letter_subject, hello_cache_user_filter, org_message_filter, parse_message_subject, partition_of,
+    DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECT_HEADER, HELLO_CACHE_STREAM, MESSAGES_STREAM,
 };
 use threadspace_protocol::{error_chain, OrgId};
 use threadspace_store::messages::Sink;
@@ -149,6 +149,36 @@ pub(super) async fn wait_for_bridge(rights: &Rights, org: OrgId, through: u64) -
         }
     }
     Ok(())
+}
+
+/// The gateways' hello cache: copies of the person's directory reads (profile, channels, read
+/// markers), one per login session (docs/drills.md, "Hellos without PostgreSQL"). Exports
+/// read the originals; an erasure purges the copies whatever the org's policy, as it scrubs
+/// the profile they copy.
+pub(crate) struct HelloCache;
+
+impl DataKind for HelloCache {
+    fn name(&self) -> &'static str {
+        "hello_cache"
+    }
+
+    fn erase<'a>(
+        &'a self,
+        rights: &'a Rights,
+        erasure: &'a Erasure,
+    ) -> BoxFuture<'a, Result<Outcome, RightsError>> {
+        Box::pin(async move {
+            let Some(stream) = stream(rights, HELLO_CACHE_STREAM).await? else {
+                return Ok(Outcome::Deleted(0));
+            };
+            let purged = stream
+                .purge()
+                .filter(hello_cache_user_filter(erasure.subject.user))
+                .await
+                .map_err(|e| stream_error(&e))?;
+            Ok(Outcome::Deleted(purged.purged))
+        })
+    }
 }
 
 /// The MESSAGES stream's retained tail (its copies of messages the archive also holds; exports

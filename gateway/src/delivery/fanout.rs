@@ -24,24 +24,44 @@ use crate::delivery::hub::{Applied, Hub};
 
 /// The fanout's own watchdog: every `STALL_CHECK` it looks whether its head moved, and after
 /// `STALL_AFTER` without progress it asks the stream whether there is anything to deliver. If
-/// there is, the consumer is recreated. async-nats recreates a lost ordered consumer itself,
-/// but backs off to 10 s between failed attempts: a drill that killed and wiped a NATS follower
-/// saw a gateway deliver nothing for 15 s (docs/drills.md).
-const STALL_CHECK: Duration = Duration::from_secs(1);
-const STALL_AFTER: Duration = Duration::from_secs(3);
+/// there is, or if the stream cannot answer (a leader election), the consumer is recreated.
+/// async-nats recreates a lost ordered consumer itself, but backs off to 10 s between failed
+/// attempts, and after a stream leader's death it often did not recover until the watchdog
+/// stepped in: drills saw gateways deliver nothing for 7–23 s (docs/drills.md, "What the
+/// drills found").
+const STALL_CHECK: Duration = Duration::from_millis(500);
+const STALL_AFTER: Duration = Duration::from_millis(1500);
+
+/// How long the watchdog's question, and each step of creating a consumer, may take. During an
+/// election a request can go unanswered: asking again soon beats waiting out the client's 5 s.
+const STREAM_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A handle on the MESSAGES stream (no cached info: the watchdog asks afresh).
+type MessagesStream = async_nats::jetstream::stream::Stream<()>;
+
+/// The pause between a failed consumer and the next attempt.
+const RECREATE_PAUSE: Duration = Duration::from_millis(250);
 
 /// Errs (so the consumer is recreated) when the stream holds messages past `head` that the
-/// consumer has not handed over for `idle`; an idle stream, or one that cannot be asked now,
-/// is left alone.
-async fn stalled(
-    stream: &mut async_nats::jetstream::stream::Stream,
-    head: u64,
-    idle: Duration,
-) -> Result<(), async_nats::Error> {
-    let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), stream.info()).await else {
-        return Ok(());
+/// consumer has not handed over for `idle`, or cannot say whether it does; an idle stream is
+/// left alone.
+async fn stalled(stream: &MessagesStream, head: u64, idle: Duration) -> Result<(), async_nats::Error> {
+    let last = match tokio::time::timeout(STREAM_REQUEST_TIMEOUT, stream.get_info()).await {
+        Ok(Ok(info)) => info.state.last_sequence,
+        Ok(Err(error)) => {
+            metrics::counter!(m::FANOUT_STALLS).increment(1);
+            return Err(format!(
+                "the fanout delivered nothing for {idle:?} and the stream cannot say why: {error}"
+            )
+            .into());
+        }
+        Err(_) => {
+            metrics::counter!(m::FANOUT_STALLS).increment(1);
+            return Err(
+                format!("the fanout delivered nothing for {idle:?} and the stream did not answer").into()
+            );
+        }
     };
-    let last = info.state.last_sequence;
     if last <= head {
         return Ok(());
     }
@@ -105,33 +125,62 @@ pub(crate) struct Fanout {
 }
 
 pub(crate) async fn run(fanout: Fanout, shutdown: CancellationToken) {
+    let mut stream = None;
+    let mut failures = 0u32;
     loop {
         let start = fanout.hub.head_seq() + 1;
-        match consume(&fanout, start, &shutdown).await {
+        match consume(&fanout, &mut stream, start, &shutdown).await {
             Ok(()) => return,
             Err(error) => {
-                warn!(error = %error_chain(error.as_ref()), start, "fanout consumer failed; recreating")
+                failures += 1;
+                // Every failure of a streak would repeat the first: log the first, then every 20th.
+                if failures % 20 == 1 {
+                    warn!(error = %error_chain(error.as_ref()), start, failures, "fanout consumer failed; recreating");
+                } else {
+                    debug!(error = %error_chain(error.as_ref()), start, failures, "fanout consumer failed again");
+                }
             }
+        }
+        if fanout.hub.head_seq() + 1 > start {
+            failures = 0;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(RECREATE_PAUSE) => {}
         }
     }
 }
 
-async fn consume(fanout: &Fanout, start: u64, shutdown: &CancellationToken) -> Result<(), async_nats::Error> {
-    let mut stream = fanout.jetstream.get_stream(MESSAGES_STREAM).await?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
-            // Pull requests of 1 s make the server's idle heartbeat 0.5 s, so a consumer lost
-            // with its NATS node is recreated within ~2 s; the 30 s default expiry meant 30 s
-            // without deliveries after a node failure (docs/drills.md, found by the drill).
-            max_expires: CONSUMER_PULL_EXPIRY,
-            ..Default::default()
-        })
-        .await?;
+/// Reads the stream from `start` until shutdown (`Ok`) or a failure or stall (`Err`). `stream`
+/// keeps the stream's handle between attempts.
+async fn consume(
+    fanout: &Fanout,
+    stream: &mut Option<MessagesStream>,
+    start: u64,
+    shutdown: &CancellationToken,
+) -> Result<(), async_nats::Error> {
+    let stream = match stream {
+        Some(stream) => stream,
+        None => stream.insert(
+            tokio::time::timeout(
+                STREAM_REQUEST_TIMEOUT,
+                fanout.jetstream.get_stream_no_info(MESSAGES_STREAM),
+            )
+            .await
+            .map_err(|_| "the stream's handle was not returned in time")??,
+        ),
+    };
+    let create = stream.create_consumer(pull::OrderedConfig {
+        deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
+        // Pull requests of 1 s make the server's idle heartbeat 0.5 s, so a consumer lost
+        // with its NATS node is noticed within ~1 s; the 30 s default expiry meant 30 s
+        // without deliveries after a node failure (docs/drills.md, found by the drill).
+        max_expires: CONSUMER_PULL_EXPIRY,
+        ..Default::default()
+    });
+    let consumer = tokio::time::timeout(STREAM_REQUEST_TIMEOUT, create)
+        .await
+        .map_err(|_| "the consumer was not created in time")??;
     let mut messages = consumer.messages().await?;
     info!(start, "fanout consumer started");
     let mut watchdog = tokio::time::interval(STALL_CHECK);
@@ -145,7 +194,7 @@ async fn consume(fanout: &Fanout, start: u64, shutdown: &CancellationToken) -> R
                 if head != progress.0 {
                     progress = (head, tokio::time::Instant::now());
                 } else if progress.1.elapsed() >= STALL_AFTER {
-                    stalled(&mut stream, head, progress.1.elapsed()).await?;
+                    stalled(stream, head, progress.1.elapsed()).await?;
                 }
                 continue;
             }
@@ -156,6 +205,12 @@ async fn consume(fanout: &Fanout, start: u64, shutdown: &CancellationToken) -> R
             },
         };
         let seq = message.info()?.stream_sequence;
+        if seq < start {
+            // async-nats recreates an ordered consumer that lost its server from the stream's
+            // first message when it had handed over none yet: skipping the whole stream back
+            // to the head would look like a long stall (found by the failover drill).
+            return Err(format!("the consumer went back to seq {seq}, before its start at {start}").into());
+        }
         if seq <= fanout.hub.head_seq() {
             // Already fanned out: an ordered consumer that reset itself under load can hand
             // back a message it delivered before. Delivering it again would duplicate it for

@@ -119,37 +119,81 @@ async fn replay_range(
     if from > head_seq {
         return Ok(());
     }
-    let config = pull::OrderedConfig {
-        filter_subject: org_message_filter(replayer.partitions, handle.org),
-        deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
-        ..Default::default()
-    };
-    let gap = |error: &dyn std::error::Error| {
-        warn!(error = %error, conn_id = handle.id, "replay consumer failed");
-        Stop::Gap { after_seq: from - 1 }
-    };
-    let mut consumer = stream.create_consumer(config).await.map_err(|e| gap(&e))?;
-    if consumer.info().await.map_err(|e| gap(&e))?.num_pending == 0 {
-        return Ok(());
-    }
-    let mut messages = consumer.messages().await.map_err(|e| gap(&e))?;
     let channels = handle.channel_set();
     let mut last_done = from - 1;
+    for _ in 0..MAX_CONSUMERS {
+        let from = last_done + 1;
+        let config = pull::OrderedConfig {
+            filter_subject: org_message_filter(replayer.partitions, handle.org),
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+            ..Default::default()
+        };
+        let gap = |error: &dyn std::error::Error| {
+            warn!(error = %error, conn_id = handle.id, "replay consumer failed");
+            Stop::Gap { after_seq: from - 1 }
+        };
+        let mut consumer = stream.create_consumer(config).await.map_err(|e| gap(&e))?;
+        if consumer.info().await.map_err(|e| gap(&e))?.num_pending == 0 {
+            return Ok(());
+        }
+        let mut messages = consumer.messages().await.map_err(|e| gap(&e))?;
+        match replay_from(replayer, write, &channels, &mut messages, head_seq, &mut last_done, replayed)
+            .await?
+        {
+            Read::Done => return Ok(()),
+            Read::WentBack { seq } => {
+                // async-nats recreates an ordered consumer that lost its server from the stream's
+                // first message when it had handed over none yet: replaying that would send the
+                // client what it already has (found by the failover drill). Start again here.
+                warn!(
+                    conn_id = handle.id,
+                    seq, from, "replay consumer went back before its start; recreating it"
+                );
+            }
+        }
+    }
+    Err(Stop::Gap { after_seq: last_done })
+}
+
+/// Consumers a replay creates before it gives the rest up to history.
+const MAX_CONSUMERS: usize = 3;
+
+/// How reading one consumer ended.
+enum Read {
+    Done,
+    /// It handed over `seq`, at or below what was already replayed.
+    WentBack {
+        seq: Seq,
+    },
+}
+
+async fn replay_from(
+    replayer: &Replayer,
+    write: &mut impl FrameSink,
+    channels: &std::collections::HashSet<threadspace_protocol::ChannelId>,
+    messages: &mut pull::Ordered,
+    head_seq: Seq,
+    last_done: &mut Seq,
+    replayed: &mut u64,
+) -> Result<Read, Stop> {
     loop {
         let message = match tokio::time::timeout(NEXT_TIMEOUT, messages.next()).await {
             Ok(Some(Ok(message))) => message,
             Ok(Some(Err(error))) => {
-                warn!(error = %error, conn_id = handle.id, "replay read failed");
-                return Err(Stop::Gap { after_seq: last_done });
+                warn!(error = %error, "replay read failed");
+                return Err(Stop::Gap { after_seq: *last_done });
             }
-            Ok(None) | Err(_) => return Err(Stop::Gap { after_seq: last_done }),
+            Ok(None) | Err(_) => return Err(Stop::Gap { after_seq: *last_done }),
         };
         let (seq, pending) = match message.info() {
             Ok(info) => (info.stream_sequence, info.pending),
-            Err(_) => return Err(Stop::Gap { after_seq: last_done }),
+            Err(_) => return Err(Stop::Gap { after_seq: *last_done }),
         };
+        if seq <= *last_done {
+            return Ok(Read::WentBack { seq });
+        }
         if seq > head_seq {
-            return Ok(());
+            return Ok(Read::Done);
         }
         // Only the user's channels (read from the subject, so other channels' records are not
         // parsed), and only what the archive keeps: the fanout's and the bridge's rule.
@@ -157,14 +201,14 @@ async fn replay_range(
         let record = wanted.then(|| decode_record(&message.subject, &message.payload, replayer.partitions));
         if let Some(Ok(Record { message: stored, .. })) = record {
             if *replayed >= replayer.max_replay {
-                return Err(Stop::Gap { after_seq: last_done });
+                return Err(Stop::Gap { after_seq: *last_done });
             }
             write.send(&ServerFrame::Msg(stored.into_frame(seq))).await.map_err(|_| Stop::Write)?;
             *replayed += 1;
         }
-        last_done = seq;
+        *last_done = seq;
         if seq == head_seq || pending == 0 {
-            return Ok(());
+            return Ok(Read::Done);
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use fastwebsockets::{Frame, OpCode, Payload, Role};
-use threadspace_auth::{authenticate, AuthError};
+use threadspace_auth::{authenticate_from, AuthError};
 use threadspace_protocol::error_chain;
 use threadspace_protocol::frames::{
     close_code, decode_client_frame, hello_shape, ClientFrame, ErrorCode, HelloShape, Limits, PresenceEntry,
@@ -241,7 +241,10 @@ const MAX_ADMISSIONS: u32 = 4;
 /// Authenticates the hello's token (the one rule, `threadspace_auth::authenticate`); on
 /// failure answers and closes.
 async fn authenticated(edge: &Edge, token: &str, write: &mut WsWrite) -> Option<(Identity, Session)> {
-    match authenticate(&edge.keys.current(), &edge.directory, token).await {
+    let keys = edge.keys.current();
+    match authenticate_from(&keys, token, |user, login_session| edge.sessions.session(user, login_session))
+        .await
+    {
         Ok(authenticated) => {
             metrics::counter!(m::AUTH, "result" => "ok").increment(1);
             Some(authenticated)

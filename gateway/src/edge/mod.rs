@@ -9,6 +9,7 @@ pub(crate) mod frame_reader;
 pub(crate) mod handshake;
 pub(crate) mod http;
 pub(crate) mod read;
+pub(crate) mod sessions;
 pub(crate) mod wire;
 pub(crate) mod write;
 
@@ -16,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use threadspace_auth::Keys;
-use threadspace_store::Directory;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,8 +32,9 @@ pub(crate) struct Edge {
     pub settings: Settings,
     /// Verifying keys, reloaded by the wiring's housekeeping.
     pub keys: Arc<Keys>,
-    /// Sessions at `hello` (its own pool: read markers cannot starve connects).
-    pub directory: Directory,
+    /// Sessions at `hello` (its own pool: read markers cannot starve connects), with the
+    /// hello cache behind it.
+    pub sessions: sessions::Sessions,
     pub hub: Arc<Hub>,
     pub publisher: Publisher,
     pub replayer: Replayer,

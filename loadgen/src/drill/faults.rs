@@ -46,10 +46,14 @@ pub enum FaultKind {
     PgFailover,
     /// Stop the PostgreSQL primary (fast shutdown) for `--pg-stop-for`, then start it again.
     PgStop,
+    /// Stop the PostgreSQL primary and SIGKILL a gateway at once; the gateway starts again
+    /// after `--down-for`, PostgreSQL after `--pg-stop-for`. The gateway's clients reconnect
+    /// while PostgreSQL is down: their hellos must be answered from the hello cache.
+    PgStopGatewayKill,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         Self::GatewayKill,
         Self::GatewayRolling,
         Self::NatsLeaderKill,
@@ -60,6 +64,7 @@ impl FaultKind {
         Self::BridgeKill,
         Self::PgFailover,
         Self::PgStop,
+        Self::PgStopGatewayKill,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +79,7 @@ impl FaultKind {
             Self::BridgeKill => "bridge-kill",
             Self::PgFailover => "pg-failover",
             Self::PgStop => "pg-stop",
+            Self::PgStopGatewayKill => "pg-stop-gateway-kill",
         }
     }
 
@@ -82,9 +88,9 @@ impl FaultKind {
     }
 
     /// Which processes a `:TARGET` picks among (`None`: the fault picks by role).
-    fn targets(self) -> Option<&'static str> {
+    pub fn targets(self) -> Option<&'static str> {
         match self {
-            Self::GatewayKill => Some("gateway"),
+            Self::GatewayKill | Self::PgStopGatewayKill => Some("gateway"),
             Self::BridgeKill => Some("bridge"),
             _ => None,
         }
@@ -194,17 +200,40 @@ pub fn shuffle(planned: &[Planned], interval: Duration, seed: u64) -> Vec<Planne
         .collect()
 }
 
-/// `planned` with its gateway or bridge chosen (from `seed`) when the schedule left it open,
-/// so the probe can send through the gateway about to be struck.
-pub fn resolve(planned: &Planned, topology: Topology, seed: u64) -> Planned {
+/// `planned` with its gateway or bridge chosen when the schedule left it open, so the probe can
+/// send through the gateway about to be struck: the gateway with the most clients (`busiest`,
+/// when known: a gateway that clients left, after a rolling restart, would test no
+/// reconnect), otherwise one chosen from `seed`.
+pub fn resolve(planned: &Planned, topology: Topology, seed: u64, busiest: Option<usize>) -> Planned {
     let mut rng = StdRng::seed_from_u64(seed ^ planned.at.as_millis() as u64);
-    let count = match planned.kind.targets() {
-        Some("gateway") => topology.gateways,
-        Some(_) => topology.bridges,
+    let (count, busiest) = match planned.kind.targets() {
+        Some("gateway") => (topology.gateways, busiest.filter(|&i| i < topology.gateways)),
+        Some(_) => (topology.bridges, None),
         None => return planned.clone(),
     };
-    let target = planned.target.or_else(|| (count > 0).then(|| rng.random_range(0..count)));
+    let target = planned.target.or(busiest).or_else(|| (count > 0).then(|| rng.random_range(0..count)));
     Planned { target, ..planned.clone() }
+}
+
+/// The gateway (0-based) with the most open connections, by each one's
+/// `threadspace_gateway_connections` on `/metrics`; `None` if none answers.
+pub async fn busiest_gateway(ports: &[u16]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, &port) in ports.iter().enumerate() {
+        let Some((200, body)) = threadspace_client::rest::http_request(port, "GET", "/metrics", None).await
+        else {
+            continue;
+        };
+        let open = body.lines().find_map(|line| {
+            line.strip_prefix("threadspace_gateway_connections ").and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        if let Some(open) = open {
+            if best.is_none_or(|(_, most)| open > most) {
+                best = Some((i, open));
+            }
+        }
+    }
+    best.map(|(i, _)| i)
 }
 
 /// How long a fault takes from strike to recovery, roughly (for the run's length).
@@ -213,7 +242,7 @@ pub fn expected_length(kind: FaultKind, timings: &Timings, gateways: usize) -> D
     match kind {
         FaultKind::GatewayRolling => (timings.drain + restart) * gateways as u32,
         FaultKind::NatsPause => timings.pause_for + restart,
-        FaultKind::PgStop => timings.pg_stop_for + restart,
+        FaultKind::PgStop | FaultKind::PgStopGatewayKill => timings.pg_stop_for + restart,
         FaultKind::PgFailover => Duration::from_secs(20),
         FaultKind::NatsFollowerWipe | FaultKind::NatsLeaderWipe => timings.down_for + Duration::from_secs(20),
         _ => timings.down_for + restart,
@@ -402,6 +431,27 @@ async fn act(
             stack.postgres.restart().await?;
             struck.actions.push(format!("started postgres primary (pid {})", stack.postgres.process.pid()));
         }
+        FaultKind::PgStopGatewayKill => {
+            let i = planned.target.unwrap_or(0);
+            struck.target = format!("postgres primary and gateway {}", i + 1);
+            let pg_pid = stack.postgres.process.pid();
+            let gateway_pid = pid_of(stack.gateways[i].process.as_ref())?;
+            strike_now(probe, i, struck).await;
+            let stopped = tokio::time::Instant::now();
+            stack.postgres.stop();
+            struck.actions.push(format!("SIGINT pid {pg_pid} (postgres primary, fast shutdown)"));
+            stack.kill_gateway(i);
+            struck.actions.push(format!("SIGKILL pid {gateway_pid} (gateway {})", i + 1));
+            tokio::time::sleep(timings.down_for).await;
+            stack.start_gateway(i).await?;
+            struck.actions.push(format!(
+                "{} while postgres is down",
+                started("gateway", i, stack.gateways[i].process.as_ref())
+            ));
+            tokio::time::sleep_until(stopped + timings.pg_stop_for).await;
+            stack.postgres.restart().await?;
+            struck.actions.push(format!("started postgres primary (pid {})", stack.postgres.process.pid()));
+        }
     }
     Ok(())
 }
@@ -422,7 +472,7 @@ pub(super) async fn strike_hook(
     struck.timeline_before = observer.timeline().await;
     strike_now(
         probe,
-        planned.target.filter(|_| planned.kind == FaultKind::GatewayKill).unwrap_or(0),
+        planned.target.filter(|_| planned.kind.targets() == Some("gateway")).unwrap_or(0),
         &mut struck,
     )
     .await;

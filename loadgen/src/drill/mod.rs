@@ -49,9 +49,9 @@ impl std::error::Error for UsageError {}
 pub struct DrillArgs {
     /// Faults, in order: KIND[:N][@OFFSET], comma-separated, or `all`. OFFSET counts from the
     /// end of the ramp (default: --fault-interval after the previous fault); N picks gateway
-    /// or bridge N (default: one chosen from the seed). Kinds: gateway-kill, gateway-rolling,
+    /// or bridge N (default: the gateway with the most clients, a bridge chosen from the seed). Kinds: gateway-kill, gateway-rolling,
     /// nats-leader-kill, nats-leader-wipe, nats-follower-kill, nats-follower-wipe, nats-pause,
-    /// bridge-kill, pg-failover, pg-stop.
+    /// bridge-kill, pg-failover, pg-stop, pg-stop-gateway-kill.
     #[arg(long, default_value = "gateway-kill,nats-leader-kill,bridge-kill")]
     faults: String,
     /// Time between faults without an explicit offset.
@@ -190,7 +190,8 @@ fn plan_runs(args: &DrillArgs, topology: Topology) -> Result<(Scenario, Vec<Vec<
         ));
     }
     let timings = timings(args);
-    // A user keeps reconnecting for 45 s (a hello needs PostgreSQL): every fault must end sooner.
+    // A user keeps reconnecting for 45 s: every fault must end sooner (a hello whose login
+    // session has no copy in the hello cache needs PostgreSQL).
     for (flag, value) in
         [("--down-for", args.down_for), ("--pause-for", args.pause_for), ("--pg-stop-for", args.pg_stop_for)]
     {
@@ -403,7 +404,13 @@ async fn one_run(
         let after_last = struck_all.last().map_or(0, |s| s.recovered_us + QUIET_GAP.as_micros() as u64);
         let due = (ramp_end_us + planned.at.as_micros() as u64).max(after_last);
         tokio::time::sleep(Duration::from_micros(due.saturating_sub(unix_micros()))).await;
-        let planned = &faults::resolve(planned, topology, seed);
+        let busiest = match planned.kind.targets() {
+            Some("gateway") if planned.target.is_none() => {
+                faults::busiest_gateway(&gateway_ports(site)).await
+            }
+            _ => None,
+        };
+        let planned = &faults::resolve(planned, topology, seed, busiest);
         let struck = match (commands.get(planned.kind.name()), &mut *site) {
             (Some(command), _) => faults::strike_hook(command, planned, &observer, &probe).await,
             (None, Site::Own(stack)) => faults::strike_own(stack, planned, &timings, seed, &probe).await,
@@ -495,6 +502,14 @@ async fn one_run(
 }
 
 /// The PostgreSQL and NATS URLs every client of the site uses.
+/// The HTTP ports of the stack's gateways (where `/metrics` is served).
+fn gateway_ports(site: &Site) -> Vec<u16> {
+    match site {
+        Site::Own(stack) => stack.gateways.iter().map(|g| g.port).collect(),
+        Site::Existing(target) => target.state.gateways.iter().map(|g| g.port).collect(),
+    }
+}
+
 fn site_urls(site: &Site) -> (String, String) {
     match site {
         Site::Own(stack) => (stack.postgres_url(), stack.nats_url()),
@@ -527,6 +542,10 @@ fn unproven(struck: &Struck, impact: &Impact, kind: FaultKind) -> Vec<String> {
     }
     let timeline_moved =
         matches!((struck.timeline_before, struck.timeline_after), (Some(a), Some(b)) if b > a);
+    // Its point is clients reconnecting while PostgreSQL is down; the gate judges how fast.
+    if kind == FaultKind::PgStopGatewayKill && impact.reconnects == 0 {
+        missing.push("no client reconnected while PostgreSQL was down".into());
+    }
     if kind == FaultKind::PgFailover && !timeline_moved {
         missing.push(format!(
             "the PostgreSQL timeline did not advance (before {:?}, after {:?})",
