@@ -87,6 +87,11 @@ impl FaultKind {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
 
+    /// Whether it disconnects clients, whose presence must then become whole again.
+    pub fn moves_clients(self) -> bool {
+        matches!(self, Self::GatewayKill | Self::GatewayRolling | Self::PgStopGatewayKill)
+    }
+
     /// Which processes a `:TARGET` picks among (`None`: the fault picks by role).
     pub fn targets(self) -> Option<&'static str> {
         match self {

@@ -9,6 +9,7 @@
 //! `report`.
 
 pub mod faults;
+mod presence;
 mod probe;
 mod report;
 pub mod verdict;
@@ -151,8 +152,20 @@ pub struct FaultReport {
     #[serde(flatten)]
     pub struck: Struck,
     pub impact: Impact,
+    /// Presence convergence, for faults that move clients (gateway kills and restarts); `None`
+    /// for the others.
+    pub presence: Option<PresenceConvergence>,
     /// What is missing from its proof (empty: it provably struck).
     pub unproven: Vec<String>,
+}
+
+/// How fast presence became whole again after a fault that moved clients.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PresenceConvergence {
+    /// The longest stretch (ms) in which some gateway showed some user of an org as offline
+    /// although every user stayed connected (0: never); `None`: presence was not whole again
+    /// 30 s after the recovery.
+    pub wrong_ms: Option<u64>,
 }
 
 /// Every run of a drill.
@@ -382,6 +395,10 @@ async fn one_run(
     let ramp_end_us = start_us + plan.ramp().as_micros() as u64;
     let end_us = ramp_end_us + plan.scenario.duration.as_micros() as u64;
     let users = plan.users.len();
+    let observers = presence::Observers::new(
+        plan.ws_urls.clone(),
+        plan.users.iter().map(|u| (u.identity.org, u.identity.user, u.token.clone())),
+    );
     let probe = probe::Probe::start(
         plan.ws_urls.clone(),
         plan.users[0].identity,
@@ -400,6 +417,7 @@ async fn one_run(
     let observer = Observer { nats_url, postgres_url: postgres_url.clone() };
     let timings = timings(args);
     let mut struck_all: Vec<Struck> = Vec::new();
+    let mut presence_all: Vec<Option<PresenceConvergence>> = Vec::new();
     for planned in schedule {
         let after_last = struck_all.last().map_or(0, |s| s.recovered_us + QUIET_GAP.as_micros() as u64);
         let due = (ramp_end_us + planned.at.as_micros() as u64).max(after_last);
@@ -411,11 +429,23 @@ async fn one_run(
             _ => None,
         };
         let planned = &faults::resolve(planned, topology, seed, busiest);
+        // Faults that move clients: watch presence from just before the strike.
+        let (recovered, watching) = tokio::sync::watch::channel(false);
+        let watch = planned
+            .kind
+            .moves_clients()
+            .then(|| tokio::spawn(presence::converge(observers.clone(), watching)));
         let struck = match (commands.get(planned.kind.name()), &mut *site) {
             (Some(command), _) => faults::strike_hook(command, planned, &observer, &probe).await,
             (None, Site::Own(stack)) => faults::strike_own(stack, planned, &timings, seed, &probe).await,
             (None, Site::Existing(_)) => unreachable!("checked before the drill began"),
         };
+        let _ = recovered.send(true);
+        let presence = match watch {
+            Some(watch) => Some(PresenceConvergence { wrong_ms: watch.await.ok().flatten() }),
+            None => None,
+        };
+        presence_all.push(presence);
         let at = |us: u64| us.saturating_sub(start_us) as f64 / 1e6;
         println!(
             "  t={:>5.1}s {} struck {} ({}); recovered at t={:.1}s{}",
@@ -468,7 +498,14 @@ async fn one_run(
                 end_us.saturating_sub(struck.struck_us) as f64 / 1e6
             ));
         }
-        faults.push(FaultReport { planned_at: schedule[i].at, struck: struck.clone(), impact, unproven });
+        let presence = presence_all[i];
+        faults.push(FaultReport {
+            planned_at: schedule[i].at,
+            struck: struck.clone(),
+            impact,
+            presence,
+            unproven,
+        });
     }
     let mut report = RunReport {
         run,
@@ -646,6 +683,17 @@ fn judge(report: &RunReport, sends: &[run::SendRecord], max_unavailable: Duratio
         }
         if i.never_resumed > 0 {
             failures.push(format!("{name}: {} reconnects never resumed", i.never_resumed));
+        }
+        match fault.presence.map(|p| p.wrong_ms) {
+            Some(None) => {
+                failures.push(format!("{name}: presence was not whole again 30 s after the recovery"))
+            }
+            Some(Some(ms)) if ms > max_ms => failures.push(format!(
+                "{name}: presence showed connected users offline for {:.1} s (--max-unavailable {:.1} s)",
+                ms as f64 / 1000.0,
+                max_ms as f64 / 1000.0
+            )),
+            _ => {}
         }
     }
     failures

@@ -57,6 +57,13 @@ pub(super) fn print_run(run: &RunReport) {
             fault.struck.timeline_before.map_or("?".to_owned(), |t| t.to_string()),
             fault.struck.timeline_after.map_or("?".to_owned(), |t| t.to_string()),
         );
+        match fault.presence.map(|p| p.wrong_ms) {
+            Some(Some(ms)) => {
+                println!("  {:<19} presence wrong for at most {:.1} s", "", ms as f64 / 1000.0)
+            }
+            Some(None) => println!("  {:<19} presence NOT whole again 30 s after the recovery", ""),
+            None => {}
+        }
     }
     if run.failures.is_empty() {
         println!("  verdict: PASS");
@@ -67,8 +74,9 @@ pub(super) fn print_run(run: &RunReport) {
     }
 }
 
-/// One fault kind's figures across runs (ms): unavailable, longest reconnect, slowest delivery.
-type KindFigures = (Vec<u64>, Vec<u64>, Vec<u64>);
+/// One fault kind's figures across runs (ms): unavailable, longest reconnect, slowest delivery,
+/// presence whole again (faults that move clients; `u64::MAX`: never).
+type KindFigures = (Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>);
 
 /// Per fault kind across runs, each sorted: unavailable ms, longest reconnect ms, slowest
 /// delivery ms.
@@ -79,11 +87,15 @@ fn by_kind(drill: &DrillReport) -> BTreeMap<String, KindFigures> {
         entry.0.push(fault.impact.unavailable_ms);
         entry.1.push(fault.impact.longest_reconnect_ms);
         entry.2.push(fault.impact.deliver_max_ms);
+        if let Some(presence) = fault.presence {
+            entry.3.push(presence.wrong_ms.unwrap_or(u64::MAX));
+        }
     }
-    for (windows, reconnects, deliveries) in kinds.values_mut() {
+    for (windows, reconnects, deliveries, presence) in kinds.values_mut() {
         windows.sort_unstable();
         reconnects.sort_unstable();
         deliveries.sort_unstable();
+        presence.sort_unstable();
     }
     kinds
 }
@@ -108,19 +120,36 @@ pub(super) fn print_summary(drill: &DrillReport) {
         runs.iter().map(|r| r.reconnect_resumed_p99_ms).fold(0.0, f64::max)
     );
     println!(
-        "  {:<19} {:>5} {:>16} {:>16} {:>20} {:>21}",
-        "fault", "count", "unavail p50 s", "unavail max s", "longest resume max s", "slowest deliver max s"
+        "  {:<20} {:>5} {:>14} {:>14} {:>20} {:>21} {:>18}",
+        "fault",
+        "count",
+        "unavail p50 s",
+        "unavail max s",
+        "longest resume max s",
+        "slowest deliver max s",
+        "presence wrong max s"
     );
-    for (kind, (windows, reconnects, deliveries)) in by_kind(drill) {
+    for (kind, (windows, reconnects, deliveries, presence)) in by_kind(drill) {
         println!(
-            "  {:<19} {:>5} {:>16.1} {:>16.1} {:>20.1} {:>21.1}",
+            "  {:<20} {:>5} {:>14.1} {:>14.1} {:>20.1} {:>21.1} {:>18}",
             kind,
             windows.len(),
             p50(&windows) as f64 / 1000.0,
             windows.last().copied().unwrap_or(0) as f64 / 1000.0,
             reconnects.last().copied().unwrap_or(0) as f64 / 1000.0,
-            deliveries.last().copied().unwrap_or(0) as f64 / 1000.0
+            deliveries.last().copied().unwrap_or(0) as f64 / 1000.0,
+            presence_cell(&presence)
         );
+    }
+}
+
+/// The longest presence convergence of a kind's faults: `-` for kinds that move no clients,
+/// `never` if one did not converge.
+fn presence_cell(sorted: &[u64]) -> String {
+    match sorted.last() {
+        None => "-".to_owned(),
+        Some(&u64::MAX) => "never".to_owned(),
+        Some(&ms) => format!("{:.1}", ms as f64 / 1000.0),
     }
 }
 
@@ -128,17 +157,18 @@ pub(super) fn print_summary(drill: &DrillReport) {
 pub(super) fn write_html(drill: &DrillReport, path: &Path) -> anyhow::Result<()> {
     let mut html = String::new();
     let _ = write!(html, "<!doctype html><html><head><meta charset=\"utf-8\"><title>loadgen drill</title><style>{STYLE}</style></head><body><h1>Failover drill</h1>");
-    html.push_str("<table><tr><th>fault</th><th>count</th><th>unavailable p50 s</th><th>unavailable max s</th><th>longest resume max s</th><th>slowest delivery max s</th></tr>");
-    for (kind, (windows, reconnects, deliveries)) in by_kind(drill) {
+    html.push_str("<table><tr><th>fault</th><th>count</th><th>unavailable p50 s</th><th>unavailable max s</th><th>longest resume max s</th><th>slowest delivery max s</th><th>presence wrong max s</th></tr>");
+    for (kind, (windows, reconnects, deliveries, presence)) in by_kind(drill) {
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>",
             escape(&kind),
             windows.len(),
             p50(&windows) as f64 / 1000.0,
             windows.last().copied().unwrap_or(0) as f64 / 1000.0,
             reconnects.last().copied().unwrap_or(0) as f64 / 1000.0,
-            deliveries.last().copied().unwrap_or(0) as f64 / 1000.0
+            deliveries.last().copied().unwrap_or(0) as f64 / 1000.0,
+            presence_cell(&presence)
         );
     }
     html.push_str("</table>");
