@@ -97,9 +97,10 @@ pub async fn run(
     let nats = connect_nats(&config, &gateway_id).await?;
     let head_read_at = std::time::SystemTime::now();
     let jetstream = async_nats::jetstream::new(nats.clone());
-    let head_seq = fanout::ensure_stream(&jetstream, config.stream_replicas.get(), config.stream_max_age)
-        .await
-        .map_err(RunError::Stream)?;
+    let (head_seq, retention) =
+        fanout::ensure_stream(&jetstream, config.stream_replicas.get(), config.stream_max_age)
+            .await
+            .map_err(RunError::Stream)?;
     // A hello may wait for a directory connection almost as long as its own deadline: in a
     // reconnect storm queueing beats failing.
     let directory = Directory::new(threadspace_store::pool_with_wait(
@@ -144,6 +145,7 @@ pub async fn run(
         partitions,
         config.stream_replicas.get(),
         config.hello_cache_max_bytes,
+        retention,
     )
     .await;
     let edge = Arc::new(Edge {

@@ -79,7 +79,10 @@ pub(crate) fn describe() {
         "Stream records the fanout had already delivered (skipped, not duplicated)"
     );
     describe_counter!(FANOUT_UNDECODABLE, "Stream records the fanout could not decode");
-    describe_counter!(FANOUT_STALLS, "Fanout consumers recreated because they stalled while the stream grew");
+    describe_counter!(
+        FANOUT_STALLS,
+        "Fanout consumers recreated because they stalled (the stream grew, or could not answer) or went back before their start"
+    );
     describe_counter!(RESUMES, "Hellos by resume outcome");
     describe_counter!(REPLAYED_MESSAGES, "Messages replayed to resuming clients");
     describe_counter!(AUTH, "Token verifications, by result");

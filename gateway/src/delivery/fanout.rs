@@ -46,30 +46,14 @@ const RECREATE_PAUSE: Duration = Duration::from_millis(250);
 /// consumer has not handed over for `idle`, or cannot say whether it does; an idle stream is
 /// left alone.
 async fn stalled(stream: &MessagesStream, head: u64, idle: Duration) -> Result<(), async_nats::Error> {
-    let last = match tokio::time::timeout(STREAM_REQUEST_TIMEOUT, stream.get_info()).await {
-        Ok(Ok(info)) => info.state.last_sequence,
-        Ok(Err(error)) => {
-            metrics::counter!(m::FANOUT_STALLS).increment(1);
-            return Err(format!(
-                "the fanout delivered nothing for {idle:?} and the stream cannot say why: {error}"
-            )
-            .into());
-        }
-        Err(_) => {
-            metrics::counter!(m::FANOUT_STALLS).increment(1);
-            return Err(
-                format!("the fanout delivered nothing for {idle:?} and the stream did not answer").into()
-            );
-        }
+    let why = match tokio::time::timeout(STREAM_REQUEST_TIMEOUT, stream.get_info()).await {
+        Ok(Ok(info)) if info.state.last_sequence <= head => return Ok(()),
+        Ok(Ok(info)) => format!("the stream is at {} and this gateway at {head}", info.state.last_sequence),
+        Ok(Err(error)) => format!("the stream cannot say why: {error}"),
+        Err(_) => "the stream did not answer".to_owned(),
     };
-    if last <= head {
-        return Ok(());
-    }
     metrics::counter!(m::FANOUT_STALLS).increment(1);
-    Err(format!(
-        "the fanout delivered nothing for {idle:?} while the stream is at {last} and this gateway at {head}"
-    )
-    .into())
+    Err(format!("the fanout delivered nothing for {idle:?}; {why}").into())
 }
 
 /// The longest pull request of the fanout's consumer (see `consume`).
@@ -79,12 +63,13 @@ const CONSUMER_PULL_EXPIRY: Duration = Duration::from_secs(1);
 pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// Creates the MESSAGES stream if it does not exist, and adds the directory-event subjects to
-/// one created before they existed; returns its last sequence.
+/// one created before they existed; returns its last sequence and its max age (which may be
+/// another gateway's setting: the stream's own is what counts).
 pub(crate) async fn ensure_stream(
     jetstream: &async_nats::jetstream::Context,
     replicas: usize,
     max_age: Duration,
-) -> Result<u64, async_nats::Error> {
+) -> Result<(u64, Duration), async_nats::Error> {
     let subjects = vec![MESSAGES_SUBJECTS.to_owned(), DIRECTORY_SUBJECTS.to_owned()];
     let mut stream = jetstream
         .get_or_create_stream(stream::Config {
@@ -111,10 +96,9 @@ pub(crate) async fn ensure_stream(
         jetstream.update_stream(&config).await?;
         info!(subjects = ?config.subjects, "stream now captures directory events");
     }
-    Ok(info.state.last_sequence)
+    Ok((info.state.last_sequence, info.config.max_age))
 }
 
-/// Runs the fanout until `shutdown`, recreating the consumer after failures.
 /// What the fanout reads and where it delivers.
 pub(crate) struct Fanout {
     pub hub: Arc<Hub>,
@@ -124,6 +108,7 @@ pub(crate) struct Fanout {
     pub fault_delay: Duration,
 }
 
+/// Runs the fanout until `shutdown`, recreating the consumer after failures.
 pub(crate) async fn run(fanout: Fanout, shutdown: CancellationToken) {
     let mut stream = None;
     let mut failures = 0u32;
@@ -209,6 +194,7 @@ async fn consume(
             // async-nats recreates an ordered consumer that lost its server from the stream's
             // first message when it had handed over none yet: skipping the whole stream back
             // to the head would look like a long stall (found by the failover drill).
+            metrics::counter!(m::FANOUT_STALLS).increment(1);
             return Err(format!("the consumer went back to seq {seq}, before its start at {start}").into());
         }
         if seq <= fanout.hub.head_seq() {

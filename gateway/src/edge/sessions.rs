@@ -90,7 +90,7 @@ impl Sessions {
 pub(crate) struct HelloCache {
     nats: async_nats::Client,
     cache: stream::Stream,
-    messages: stream::Stream,
+    messages: stream::Stream<()>,
     partitions: u32,
     /// The MESSAGES stream's retention: an org without a directory event in the stream has had
     /// none for at least this long.
@@ -139,16 +139,16 @@ impl Miss {
 impl HelloCache {
     /// Creates the cache's stream if there is none (in memory, `replicas` copies, one record
     /// per login session, at most `max_bytes`, the oldest dropped first) and raises its replica
-    /// count like the MESSAGES stream's.
+    /// count like the MESSAGES stream's. `retention` is the MESSAGES stream's max age.
     pub(crate) async fn open(
         nats: async_nats::Client,
         jetstream: &async_nats::jetstream::Context,
         partitions: u32,
         replicas: usize,
         max_bytes: u64,
+        retention: Duration,
     ) -> Result<Self, async_nats::Error> {
-        let mut messages = jetstream.get_stream(MESSAGES_STREAM).await?;
-        let retention = messages.info().await?.config.max_age;
+        let messages = jetstream.get_stream_no_info(MESSAGES_STREAM).await?;
         let mut cache = jetstream
             .get_or_create_stream(stream::Config {
                 name: HELLO_CACHE_STREAM.to_owned(),
@@ -232,7 +232,7 @@ impl HelloCache {
 }
 
 /// The payload of the last record of `stream` on `subject`; `None` if there is none.
-async fn lookup(stream: &stream::Stream, subject: String) -> Result<Option<Bytes>, Miss> {
+async fn lookup<I>(stream: &stream::Stream<I>, subject: String) -> Result<Option<Bytes>, Miss> {
     match tokio::time::timeout(LOOKUP_TIMEOUT, stream.direct_get_last_for_subject(subject)).await {
         Ok(Ok(message)) => Ok(Some(message.payload)),
         Ok(Err(error)) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
@@ -249,12 +249,13 @@ pub(crate) async fn open_cache(
     partitions: u32,
     replicas: usize,
     max_bytes: u64,
+    retention: Duration,
 ) -> Option<HelloCache> {
     if max_bytes == 0 {
         info!("hello cache off (--hello-cache-max-bytes 0): hellos need Postgres");
         return None;
     }
-    match HelloCache::open(nats.clone(), jetstream, partitions, replicas, max_bytes).await {
+    match HelloCache::open(nats.clone(), jetstream, partitions, replicas, max_bytes, retention).await {
         Ok(cache) => Some(cache),
         Err(error) => {
             warn!(error = %error_chain(error.as_ref()), "hello cache unavailable: hellos need Postgres");
