@@ -126,6 +126,12 @@ pub struct Config {
     #[arg(long, hide = true, default_value = "0s", value_parser = humantime::parse_duration)]
     pub fault_fanout_delay: Duration,
 
+    /// Fault injection for tests: every resume replay acts as if its consumer sat on a replica
+    /// that had applied nothing yet, so the stream leader serves the whole range. Never set it
+    /// in production.
+    #[arg(long, hide = true)]
+    pub fault_replay_lagging_replica: bool,
+
     /// A write to a client socket that takes longer than this ends the connection.
     #[arg(long, env = "THREADSPACE_GATEWAY_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,

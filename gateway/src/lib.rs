@@ -159,6 +159,7 @@ pub async fn run(
             partitions,
             max_replay: config.max_replay.get() as u64,
             permits: Semaphore::new(config.replay_concurrency.get()),
+            fault_lagging_replica: config.fault_replay_lagging_replica,
         },
         presence: presence.clone(),
         typing: Typing { throttle: throttle.clone(), nats: nats.clone() },

@@ -20,9 +20,14 @@ pub(crate) const FANOUT_REDELIVERED: &str = "threadspace_gateway_fanout_redelive
 pub(crate) const FANOUT_UNDECODABLE: &str = "threadspace_gateway_fanout_undecodable_total";
 /// The fanout's watchdog recreated a consumer that handed over nothing while the stream grew.
 pub(crate) const FANOUT_STALLS: &str = "threadspace_gateway_fanout_stalls_total";
+/// The fanout's consumer handed over a record past one the stream leader holds; recreated.
+pub(crate) const FANOUT_SKIPS: &str = "threadspace_gateway_fanout_skips_total";
 /// Label `result`: `fresh`, `replayed`, `history_required`.
 pub(crate) const RESUMES: &str = "threadspace_gateway_resumes_total";
 pub(crate) const REPLAYED_MESSAGES: &str = "threadspace_gateway_replayed_messages_total";
+/// Replayed stream records read from the stream leader because the replay consumer's replica
+/// had not applied them yet.
+pub(crate) const REPLAYED_FROM_LEADER: &str = "threadspace_gateway_replayed_from_leader_total";
 /// Label `result`: `ok`, `rejected`.
 pub(crate) const AUTH: &str = "threadspace_gateway_auth_total";
 pub(crate) const HELLO_REREADS: &str = "threadspace_gateway_hello_rereads_total";
@@ -83,8 +88,16 @@ pub(crate) fn describe() {
         FANOUT_STALLS,
         "Fanout consumers recreated because they stalled (the stream grew, or could not answer) or went back before their start"
     );
+    describe_counter!(
+        FANOUT_SKIPS,
+        "Fanout consumers recreated because they skipped a record the stream leader holds"
+    );
     describe_counter!(RESUMES, "Hellos by resume outcome");
     describe_counter!(REPLAYED_MESSAGES, "Messages replayed to resuming clients");
+    describe_counter!(
+        REPLAYED_FROM_LEADER,
+        "Stream records a resume read from the stream leader because its consumer's replica lagged"
+    );
     describe_counter!(AUTH, "Token verifications, by result");
     describe_counter!(
         HELLO_REREADS,
@@ -147,7 +160,9 @@ pub(crate) fn register_zero() {
         FANOUT_REDELIVERED,
         FANOUT_UNDECODABLE,
         FANOUT_STALLS,
+        FANOUT_SKIPS,
         REPLAYED_MESSAGES,
+        REPLAYED_FROM_LEADER,
         DIRECTORY_EVENTS,
         HELLO_REREADS,
         HELLO_CACHE_WRITE_FAILURES,

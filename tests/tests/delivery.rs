@@ -176,3 +176,52 @@ async fn clients_of_a_sigkilled_gateway_resume_elsewhere_without_gaps_or_duplica
     assert_eq!(dave_seen, acked, "a member on the surviving gateway was unaffected");
     Ok(())
 }
+
+/// A replay consumer is R1 and may sit on a replica that has not applied the newest messages:
+/// its "nothing pending" is not the end. With the gateways' hidden fault flag every replay
+/// finds its consumer's replica empty, and the stream leader must serve the whole range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_whose_consumer_replica_lags_is_finished_from_the_stream_leader() -> anyhow::Result<()> {
+    use threadspace_client::{ConnectOptions, Incoming};
+
+    let mut args = threadspace_tests::NO_RATE_LIMITS.to_vec();
+    args.push("--fault-replay-lagging-replica");
+    let fx = Fixture::start(1, &args).await?;
+    let general = fx.channel("general").await;
+    let (mut alice, _) = fx.connect("alice", 0).await?;
+    let (bob, welcome) = fx.connect("bob", 0).await?;
+    drop(bob);
+
+    // Missed while bob is away; then the cursor he resumes from.
+    let mut acked = Vec::new();
+    for i in 0..25 {
+        acked.push(send_and_ack(&mut alice, general, &format!("l{i}"), &format!("while away {i}")).await?.0);
+    }
+    let (mut bob, _) =
+        fx.connect_with("bob", 0, Some(welcome.head_seq), ConnectOptions::new(fx.stack.ws_url(0))).await?;
+    let mut seen = Vec::new();
+    let replayed = loop {
+        match bob.recv(WAIT).await? {
+            Incoming::Frame(ServerFrame::Msg(m)) => seen.push(m.seq),
+            Incoming::Frame(ServerFrame::Resumed { replayed, .. }) => break replayed,
+            Incoming::Frame(ServerFrame::HistoryRequired { .. }) => {
+                anyhow::bail!("unexpected history_required")
+            }
+            Incoming::Frame(_) => {}
+            other => anyhow::bail!("connection ended: {other:?}"),
+        }
+    };
+    assert_eq!(seen, acked, "the leader replayed every missed message once, in order");
+    assert_eq!(replayed, 25);
+    let port = fx.stack.gateways[0].port;
+    let from_leader =
+        threadspace_tests::metric(port, "threadspace_gateway_replayed_from_leader_total", "").await?;
+    assert!(from_leader >= 25.0, "the records came from the leader ({from_leader})");
+
+    // Live delivery continues after the replay, without repeating it.
+    let (next, _, _) = send_and_ack(&mut alice, general, "l-live", "back").await?;
+    let live = recv_messages(&mut bob, 1).await?;
+    assert_eq!(live[0].seq, next);
+    threadspace_tests::expect_no_message(&mut bob, std::time::Duration::from_millis(300)).await?;
+    Ok(())
+}

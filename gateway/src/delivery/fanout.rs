@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
-use async_nats::jetstream::stream::{self, StorageType};
+use async_nats::jetstream::stream::{self, RawMessageErrorKind, StorageType};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use threadspace_protocol::frames::ServerFrame;
@@ -54,6 +54,25 @@ async fn stalled(stream: &MessagesStream, head: u64, idle: Duration) -> Result<(
     };
     metrics::counter!(m::FANOUT_STALLS).increment(1);
     Err(format!("the fanout delivered nothing for {idle:?}; {why}").into())
+}
+
+/// Errs (so the consumer is recreated) when the consumer handed over `seq` after `head` while
+/// the stream leader holds an earlier record after `head`, or cannot say. The fanout's consumer
+/// reads every subject, so sequences come dense unless records were deleted (an erasure); an
+/// R1 consumer can sit on a replica that lags or is catching up, and a skipped record would be
+/// lost for every member on this gateway (docs/drills.md, "What the drills found").
+async fn skipped(stream: &MessagesStream, head: u64, seq: u64) -> Result<(), async_nats::Error> {
+    let next = stream.get_first_raw_message_by_subject(">", head + 1);
+    let first = match tokio::time::timeout(STREAM_REQUEST_TIMEOUT, next).await {
+        Ok(Ok(message)) if message.sequence >= seq => return Ok(()),
+        Ok(Err(error)) if error.kind() == RawMessageErrorKind::NoMessageFound => return Ok(()),
+        Ok(Ok(message)) => message.sequence.to_string(),
+        Ok(Err(error)) => format!("unknown ({error})"),
+        Err(_) => "unknown (no answer)".to_owned(),
+    };
+    metrics::counter!(m::FANOUT_SKIPS).increment(1);
+    Err(format!("the consumer skipped from {head} to {seq}; the stream leader's next record is {first}")
+        .into())
 }
 
 /// The longest pull request of the fanout's consumer (see `consume`).
@@ -204,6 +223,10 @@ async fn consume(
             metrics::counter!(m::FANOUT_REDELIVERED).increment(1);
             debug!(seq, head = fanout.hub.head_seq(), "fanout skipped a message it had already delivered");
             continue;
+        }
+        let head = fanout.hub.head_seq();
+        if seq > head + 1 {
+            skipped(stream, head, seq).await?;
         }
         if !fanout.fault_delay.is_zero() {
             tokio::time::sleep(fanout.fault_delay).await;
