@@ -312,3 +312,35 @@ async fn users_moved_by_a_rolling_restart_are_not_shown_offline() -> anyhow::Res
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_gateway_knows_the_other_gateways_users_at_once() -> anyhow::Result<()> {
+    let mut fx = Fixture::start(2, &[]).await?;
+    let alice = fx.user("alice");
+    let (_alice_conn, _) = fx.connect("alice", 1).await?;
+    let mut bob = Watcher::new(fx.connect("bob", 0).await?.0);
+    wait_presence(&mut bob, alice, Online, SLO).await?;
+    drop(bob);
+    // Past gateway 1's first full snapshot: its next one is up to 10 s away.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    fx.stack.kill_gateway(0);
+    fx.stack.start_gateway(0).await?;
+    let started = Instant::now();
+    // The other gateway answers the newcomer's first beat with its table (not at its next
+    // scheduled snapshot), so a welcome from the restarted gateway soon lists alice.
+    loop {
+        let (_bob, welcome) = fx.connect("bob", 0).await?;
+        if welcome.presence.iter().any(|e| e.user == alice && e.status == Online) {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(3),
+            "3 s after the restart, its welcome still lacks alice: {:?}",
+            welcome.presence
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("the restarted gateway knew alice {:?} after it was ready", started.elapsed());
+    Ok(())
+}

@@ -22,6 +22,7 @@
 //!   `welcome` carries the org's snapshot.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +63,9 @@ pub(crate) struct Presence {
     local_changed: Notify,
     /// A beat changed the table: flush to clients soon.
     table_changed: Notify,
+    /// A gateway joined: send it this gateway's full table now rather than at the next
+    /// scheduled snapshot (up to [`FULL_EVERY`] intervals away).
+    full_wanted: AtomicBool,
 }
 
 impl Presence {
@@ -72,6 +76,7 @@ impl Presence {
             table: Mutex::default(),
             local_changed: Notify::new(),
             table_changed: Notify::new(),
+            full_wanted: AtomicBool::new(false),
         }
     }
 
@@ -219,6 +224,8 @@ pub(crate) struct Applied {
     pub restarted: bool,
     /// The gateway said goodbye.
     pub left: bool,
+    /// The gateway is new to this table (first heard, restarted, or back after expiry).
+    pub joined: bool,
 }
 
 /// Every gateway's users, merged per user.
@@ -298,13 +305,16 @@ impl Table {
             applied.left = true;
             return applied;
         }
-        let peer = peers.entry(beat.gateway).or_insert_with(|| Peer {
-            instance: beat.instance,
-            last_seen: now,
-            interval: Duration::ZERO,
-            next_seq: beat.seq,
-            users: HashMap::new(),
-            pending: None,
+        let peer = peers.entry(beat.gateway).or_insert_with(|| {
+            applied.joined = true;
+            Peer {
+                instance: beat.instance,
+                last_seen: now,
+                interval: Duration::ZERO,
+                next_seq: beat.seq,
+                users: HashMap::new(),
+                pending: None,
+            }
         });
         peer.last_seen = now;
         peer.interval = Duration::from_millis(beat.interval_ms);
@@ -498,7 +508,8 @@ async fn publish_loop(task: &PresenceTask, shutdown: &CancellationToken) {
             let mut local = task.presence.local.lock().expect("presence lock is never poisoned");
             let grace_ms = if task.hub.is_draining() { drain_grace_ms } else { offline_grace_ms };
             let changes = local.changes(&task.hub, task.hub.now_ms(), idle_after_ms, grace_ms, full_scan);
-            let full = (beat_due && beats_since_full >= FULL_EVERY).then(|| local.full());
+            let wanted = task.presence.full_wanted.swap(false, Ordering::AcqRel);
+            let full = ((beat_due && beats_since_full >= FULL_EVERY) || wanted).then(|| local.full());
             (changes, full)
         };
         metrics::counter!(m::PRESENCE_LOCAL_CHANGES).increment(changes.len() as u64);
@@ -598,6 +609,13 @@ async fn receive(task: Arc<PresenceTask>, shutdown: CancellationToken) {
         }
         if applied.restarted {
             info!(%gateway, "gateway restarted: its old presence table was dropped");
+        }
+        if applied.joined && gateway != task.gateway_id {
+            // A new gateway knows nobody else's users until their next full snapshots: a
+            // rolling restart showed its clients a wrong presence for up to 8.7 s
+            // (docs/drills.md). Every gateway answers a newcomer with its table at once.
+            task.presence.full_wanted.store(true, Ordering::Release);
+            task.presence.local_changed.notify_one();
         }
         if applied.left {
             info!(%gateway, "gateway stopped: its users' presence was dropped");
@@ -735,11 +753,13 @@ mod tests {
     fn a_restarted_or_departing_gateway_drops_its_old_users() {
         let mut table = Table::default();
         let t0 = Instant::now();
-        table.apply(beat("a", 0, BeatKind::Delta, &[(ORG, 1, Online), (ORG, 2, Online)]), t0);
+        assert!(table.apply(beat("a", 0, BeatKind::Delta, &[(ORG, 1, Online), (ORG, 2, Online)]), t0).joined);
+        assert!(!table.apply(beat("a", 1, BeatKind::Delta, &[]), t0).joined, "only the first beat joins");
         changes(&mut table);
         let mut restarted = beat("a", 0, BeatKind::Full { part: 0, parts: 1 }, &[(ORG, 2, Online)]);
         restarted.instance = 8;
-        assert!(table.apply(restarted, t0).restarted);
+        let applied = table.apply(restarted, t0);
+        assert!(applied.restarted && applied.joined, "a restart is a join: {applied:?}");
         assert_eq!(changes(&mut table), vec![(ORG, entries(&[(1, Offline)]))]);
         let mut bye = beat("a", 1, BeatKind::Bye, &[]);
         bye.instance = 8;
@@ -749,6 +769,9 @@ mod tests {
             table.expire(t0 + Duration::from_secs(60)).is_empty(),
             "a departed gateway is not expired again"
         );
+        let mut back = beat("a", 0, BeatKind::Delta, &[]);
+        back.instance = 9;
+        assert!(table.apply(back, t0).joined, "a gateway heard again after its bye joins");
     }
 
     /// A hub, the token its connections hang off, and one public channel to register them in.
