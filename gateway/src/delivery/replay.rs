@@ -197,15 +197,14 @@ impl Replay<'_> {
             warn!(error = %error, conn_id, from, "replay consumer failed; asking the stream leader");
             Read::Drained
         };
-        let mut consumer = match stream.create_consumer(config).await {
+        let consumer = match stream.create_consumer(config).await {
             Ok(consumer) => consumer,
             Err(error) => return Ok(dry(&error)),
         };
-        match consumer.info().await {
-            // Nothing on the consumer's replica: the leader says whether that is everything.
-            Ok(info) if info.num_pending == 0 => return Ok(Read::Drained),
-            Ok(_) => {}
-            Err(error) => return Ok(dry(&error)),
+        // As of its creation (the answer carries it: no second request). Nothing on the
+        // consumer's replica: the leader says whether that is everything.
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(Read::Drained);
         }
         let mut messages = match consumer.messages().await {
             Ok(messages) => messages,

@@ -15,7 +15,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::stream::{self, DirectGetErrorKind, DiscardPolicy, StorageType};
+use async_nats::jetstream::stream::{
+    self, DirectGetErrorKind, DiscardPolicy, RawMessageErrorKind, StorageType,
+};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use threadspace_protocol::frames::{ChannelInfo, UserInfo};
@@ -203,7 +205,10 @@ impl HelloCache {
             return Err(Miss::OtherUser { found: copy.user.id });
         }
         let org_subject = directory_subject(self.partitions, copy.user.org);
-        match lookup(&self.messages, org_subject.clone()).await? {
+        // From the stream leader: a direct get may be answered by a replica that has not
+        // applied the org's newest event yet, and a stale "newest" would admit a copy it must
+        // refuse (ARCHITECTURE.md, "Resume and the fanout consumer": replicas lag).
+        match leader_lookup(&self.messages, org_subject.clone()).await? {
             Some(payload) => {
                 let event = decode_directory_event(&org_subject, &payload, self.partitions)
                     .map_err(|e| Miss::Unavailable(format!("the org's last directory event: {e}")))?;
@@ -236,6 +241,17 @@ async fn lookup<I>(stream: &stream::Stream<I>, subject: String) -> Result<Option
     match tokio::time::timeout(LOOKUP_TIMEOUT, stream.direct_get_last_for_subject(subject)).await {
         Ok(Ok(message)) => Ok(Some(message.payload)),
         Ok(Err(error)) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
+        Ok(Err(error)) => Err(Miss::Unavailable(error_chain(&error))),
+        Err(_) => Err(Miss::Unavailable(format!("no answer within {LOOKUP_TIMEOUT:?}"))),
+    }
+}
+
+/// Like [`lookup`], answered by the stream leader (`STREAM.MSG.GET`), which has every stored
+/// record.
+async fn leader_lookup<I>(stream: &stream::Stream<I>, subject: String) -> Result<Option<Bytes>, Miss> {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, stream.get_last_raw_message_by_subject(&subject)).await {
+        Ok(Ok(message)) => Ok(Some(message.payload)),
+        Ok(Err(error)) if error.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
         Ok(Err(error)) => Err(Miss::Unavailable(error_chain(&error))),
         Err(_) => Err(Miss::Unavailable(format!("no answer within {LOOKUP_TIMEOUT:?}"))),
     }

@@ -284,8 +284,10 @@ pub fn impact(
 }
 
 /// The longest span from a failure to the next success (its ack), or to the last failure when
-/// no success follows — or when the next success was due more than `idle` after the last
-/// failure: a gateway its users left (they reconnected elsewhere) was idle, not failing.
+/// no success follows — or when the next send (success or failure) was due more than `idle`
+/// after the last failure: a gateway its users left (they reconnected elsewhere) was idle, not
+/// failing, and a failure after it starts a window of its own (a rolling restart's first
+/// gateway fails a send as it drains, sits empty, and takes clients again two restarts later).
 /// `events` are `(due, Ok(acked at) | Err(failed at))` in due order (µs).
 fn longest_window(events: &[SendEvent], idle: u64) -> u64 {
     let mut longest = 0;
@@ -293,6 +295,10 @@ fn longest_window(events: &[SendEvent], idle: u64) -> u64 {
     for (due, outcome) in events {
         match (outcome, open) {
             (Err(failed_at), None) => open = Some((*due, *failed_at)),
+            (Err(failed_at), Some((start, last))) if *due > last + idle => {
+                longest = longest.max(last.saturating_sub(start));
+                open = Some((*due, *failed_at));
+            }
             (Err(failed_at), Some((start, last))) => open = Some((start, last.max(*failed_at))),
             (Ok(acked_at), Some((start, last))) => {
                 let end = if *due > last + idle { last } else { *acked_at };
@@ -340,6 +346,9 @@ mod tests {
         assert_eq!(longest_window(&[(s, Ok(s + 1))], s), 0);
         // Users left the gateway after its failure and came back 9 s later: idle, not failing.
         assert_eq!(longest_window(&[(s, Err(2 * s)), (11 * s, Ok(11 * s + 1))], s), s);
+        // ... and a failure after the idle stretch opens a window of its own.
+        let apart = [(s, Err(2 * s)), (9 * s, Err(10 * s)), (10 * s, Err(11 * s)), (11 * s, Ok(11 * s + 1))];
+        assert_eq!(longest_window(&apart, s), 2 * s + 1, "9 s → 11 s, not 1 s → 11 s");
     }
 
     #[test]
