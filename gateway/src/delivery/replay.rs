@@ -145,25 +145,49 @@ async fn replay_range(
         last_done: from - 1,
         replayed,
     };
-    let consumers = if replayer.fault_lagging_replica { 0 } else { MAX_CONSUMERS };
-    for _ in 0..consumers {
-        match replay.read_consumer(&stream, write, handle.id).await? {
-            Read::Done => return Ok(()),
-            Read::Drained => break,
-            Read::WentBack { seq } => {
-                // async-nats recreates an ordered consumer that lost its server from the stream's
-                // first message when it had handed over none yet: replaying that would send the
-                // client what it already has (found by the failover drill). Start again here.
-                warn!(
-                    conn_id = handle.id,
-                    seq,
-                    from = replay.last_done + 1,
-                    "replay consumer went back before its start; recreating it"
-                );
+    let mut consumers = if replayer.fault_lagging_replica { 0 } else { MAX_CONSUMERS };
+    let mut from_leader = 0u64;
+    let outcome = loop {
+        if consumers > 0 {
+            consumers -= 1;
+            match replay.read_consumer(&stream, write, handle.id).await? {
+                Read::Done => break Ok(()),
+                Read::Drained => {}
+                Read::WentBack { seq } => {
+                    // async-nats recreates an ordered consumer that lost its server from the
+                    // stream's first message when it had handed over none yet: replaying that
+                    // would send the client what it already has (found by the failover drill).
+                    // Start again here.
+                    warn!(
+                        conn_id = handle.id,
+                        seq,
+                        from = replay.last_done + 1,
+                        "replay consumer went back before its start; recreating it"
+                    );
+                    continue;
+                }
             }
         }
+        // The consumer ran dry before the head: the leader has the last word. What it has that
+        // the consumer did not hand over came from a lagging replica; a new consumer (placed
+        // anew) takes over from there, and once they are used up the leader serves the rest
+        // one record at a time.
+        match replay.next_from_leader(&stream, write, handle.id).await {
+            Ok(true) => from_leader += 1,
+            Ok(false) => break Ok(()),
+            Err(stop) => break Err(stop),
+        }
+    };
+    if from_leader > 0 {
+        metrics::counter!(m::REPLAYED_FROM_LEADER).increment(from_leader);
+        info!(
+            conn_id = handle.id,
+            from_leader,
+            head = head_seq,
+            "replay read from the stream leader what the consumer's replica did not have yet"
+        );
     }
-    replay.read_leader(&stream, write, handle.id).await
+    outcome
 }
 
 /// One replay's progress: everything at or below `last_done` has been handed over or skipped.
@@ -242,51 +266,39 @@ impl Replay<'_> {
         }
     }
 
-    /// Reads the rest, one message at a time, from the stream leader: it has every stored
-    /// message, where the consumer's replica may lag. Usually it answers at once that nothing
-    /// of the org lies before the head.
-    async fn read_leader(
+    /// Asks the stream leader (it has every stored record, where a consumer's replica may lag)
+    /// for the org's next record after `last_done` and hands it over if it is at or below the
+    /// head: true if it did, false if the replay is complete. Usually the first answer is that
+    /// nothing of the org lies before the head.
+    async fn next_from_leader(
         &mut self,
         stream: &async_nats::jetstream::stream::Stream,
         write: &mut impl FrameSink,
         conn_id: u64,
-    ) -> Result<(), Stop> {
-        let mut from_leader = 0u64;
-        loop {
-            let next = stream.get_first_raw_message_by_subject(&self.filter, self.last_done + 1);
-            let message = match tokio::time::timeout(LEADER_TIMEOUT, next).await {
-                Ok(Ok(message)) => message,
-                Ok(Err(error)) if error.kind() == RawMessageErrorKind::NoMessageFound => break,
-                Ok(Err(error)) => {
-                    warn!(error = %error_chain(&error), conn_id, after = self.last_done, head = self.head_seq, "the stream leader cannot finish the replay");
-                    return Err(Stop::Gap { after_seq: self.last_done });
-                }
-                Err(_) => {
-                    warn!(
-                        conn_id,
-                        after = self.last_done,
-                        head = self.head_seq,
-                        "the stream leader did not answer; the replay stops"
-                    );
-                    return Err(Stop::Gap { after_seq: self.last_done });
-                }
-            };
-            if message.sequence > self.head_seq {
-                break;
+    ) -> Result<bool, Stop> {
+        let next = stream.get_first_raw_message_by_subject(&self.filter, self.last_done + 1);
+        let message = match tokio::time::timeout(LEADER_TIMEOUT, next).await {
+            Ok(Ok(message)) => message,
+            Ok(Err(error)) if error.kind() == RawMessageErrorKind::NoMessageFound => return Ok(false),
+            Ok(Err(error)) => {
+                warn!(error = %error_chain(&error), conn_id, after = self.last_done, head = self.head_seq, "the stream leader cannot finish the replay");
+                return Err(Stop::Gap { after_seq: self.last_done });
             }
-            self.hand_over(write, message.sequence, &message.subject, &message.payload).await?;
-            from_leader += 1;
+            Err(_) => {
+                warn!(
+                    conn_id,
+                    after = self.last_done,
+                    head = self.head_seq,
+                    "the stream leader did not answer; the replay stops"
+                );
+                return Err(Stop::Gap { after_seq: self.last_done });
+            }
+        };
+        if message.sequence > self.head_seq {
+            return Ok(false);
         }
-        if from_leader > 0 {
-            metrics::counter!(m::REPLAYED_FROM_LEADER).increment(from_leader);
-            info!(
-                conn_id,
-                from_leader,
-                head = self.head_seq,
-                "replay read from the stream leader what the consumer's replica did not have yet"
-            );
-        }
-        Ok(())
+        self.hand_over(write, message.sequence, &message.subject, &message.payload).await?;
+        Ok(true)
     }
 
     /// Sends the message at `seq` if it belongs to one of the connection's channels (read from
@@ -316,7 +328,7 @@ impl Replay<'_> {
 /// How long the stream leader may take to answer one read.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Consumers a replay creates before it gives the rest up to history.
+/// Consumers a replay creates before the stream leader serves the rest one record at a time.
 const MAX_CONSUMERS: usize = 3;
 
 /// How reading one consumer ended.
