@@ -22,6 +22,8 @@ pub(crate) const FANOUT_UNDECODABLE: &str = "threadspace_gateway_fanout_undecoda
 pub(crate) const FANOUT_STALLS: &str = "threadspace_gateway_fanout_stalls_total";
 /// The fanout's consumer handed over a record past one the stream leader holds; recreated.
 pub(crate) const FANOUT_SKIPS: &str = "threadspace_gateway_fanout_skips_total";
+/// A new fanout consumer landed on a replica that lags the stream leader; recreated at once.
+pub(crate) const FANOUT_LAGGING_PLACEMENTS: &str = "threadspace_gateway_fanout_lagging_placements_total";
 /// Label `result`: `fresh`, `replayed`, `history_required`.
 pub(crate) const RESUMES: &str = "threadspace_gateway_resumes_total";
 pub(crate) const REPLAYED_MESSAGES: &str = "threadspace_gateway_replayed_messages_total";
@@ -92,6 +94,10 @@ pub(crate) fn describe() {
         FANOUT_SKIPS,
         "Fanout consumers recreated because they skipped a record the stream leader holds"
     );
+    describe_counter!(
+        FANOUT_LAGGING_PLACEMENTS,
+        "New fanout consumers recreated because JetStream placed them on a replica that lags the stream leader"
+    );
     describe_counter!(RESUMES, "Hellos by resume outcome");
     describe_counter!(REPLAYED_MESSAGES, "Messages replayed to resuming clients");
     describe_counter!(
@@ -161,6 +167,7 @@ pub(crate) fn register_zero() {
         FANOUT_UNDECODABLE,
         FANOUT_STALLS,
         FANOUT_SKIPS,
+        FANOUT_LAGGING_PLACEMENTS,
         REPLAYED_MESSAGES,
         REPLAYED_FROM_LEADER,
         DIRECTORY_EVENTS,

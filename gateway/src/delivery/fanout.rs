@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::consumer::{self, pull, DeliverPolicy};
 use async_nats::jetstream::stream::{self, RawMessageErrorKind, StorageType};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -73,6 +73,32 @@ async fn skipped(stream: &MessagesStream, head: u64, seq: u64) -> Result<(), asy
     metrics::counter!(m::FANOUT_SKIPS).increment(1);
     Err(format!("the consumer skipped from {head} to {seq}; the stream leader's next record is {first}")
         .into())
+}
+
+/// How far behind the leader (in replicated log entries) a follower may be and still host the
+/// fanout's consumer.
+const MAX_HOST_LAG: u64 = 20;
+
+/// Why the consumer described by `consumer` sits on a replica that lags the stream leader:
+/// JetStream places an R1 consumer on any replica, and one on a replica that is behind hands
+/// over nothing new until that replica catches up (a wiped node rejoining: seconds). `None`
+/// when its replica is the leader or current, or when the stream cannot say (the consumer is
+/// kept: the watchdog still looks after it).
+async fn on_lagging_replica(stream: &MessagesStream, consumer: &consumer::Info) -> Option<String> {
+    let host = consumer.cluster.as_ref()?.leader.clone()?;
+    let info = tokio::time::timeout(STREAM_REQUEST_TIMEOUT, stream.get_info()).await.ok()?.ok()?;
+    let cluster = info.cluster?;
+    if cluster.leader.as_deref() == Some(host.as_str()) {
+        return None;
+    }
+    let peer = cluster.replicas.iter().find(|peer| peer.name == host)?;
+    let lag = peer.lag.unwrap_or(0);
+    (!peer.current || lag > MAX_HOST_LAG).then(|| {
+        format!(
+            "the consumer landed on {host}, which lags the stream leader (current: {}, lag: {lag})",
+            peer.current
+        )
+    })
 }
 
 /// The longest pull request of the fanout's consumer (see `consume`).
@@ -185,6 +211,10 @@ async fn consume(
     let consumer = tokio::time::timeout(STREAM_REQUEST_TIMEOUT, create)
         .await
         .map_err(|_| "the consumer was not created in time")??;
+    if let Some(why) = on_lagging_replica(stream, consumer.cached_info()).await {
+        metrics::counter!(m::FANOUT_LAGGING_PLACEMENTS).increment(1);
+        return Err(why.into());
+    }
     let mut messages = consumer.messages().await?;
     info!(start, "fanout consumer started");
     let mut watchdog = tokio::time::interval(STALL_CHECK);
