@@ -75,30 +75,12 @@ async fn skipped(stream: &MessagesStream, head: u64, seq: u64) -> Result<(), asy
         .into())
 }
 
-/// How far behind the leader (in replicated log entries) a follower may be and still host the
-/// fanout's consumer.
-const MAX_HOST_LAG: u64 = 20;
-
-/// Why the consumer described by `consumer` sits on a replica that lags the stream leader:
-/// JetStream places an R1 consumer on any replica, and one on a replica that is behind hands
-/// over nothing new until that replica catches up (a wiped node rejoining: seconds). `None`
-/// when its replica is the leader or current, or when the stream cannot say (the consumer is
-/// kept: the watchdog still looks after it).
+/// Why the consumer described by `consumer` sits on a replica that lags the stream leader
+/// ([`super::lagging_host`]), from the stream's info asked afresh; `None` also when the
+/// stream cannot say (the consumer is kept: the watchdog still looks after it).
 async fn on_lagging_replica(stream: &MessagesStream, consumer: &consumer::Info) -> Option<String> {
-    let host = consumer.cluster.as_ref()?.leader.clone()?;
     let info = tokio::time::timeout(STREAM_REQUEST_TIMEOUT, stream.get_info()).await.ok()?.ok()?;
-    let cluster = info.cluster?;
-    if cluster.leader.as_deref() == Some(host.as_str()) {
-        return None;
-    }
-    let peer = cluster.replicas.iter().find(|peer| peer.name == host)?;
-    let lag = peer.lag.unwrap_or(0);
-    (!peer.current || lag > MAX_HOST_LAG).then(|| {
-        format!(
-            "the consumer landed on {host}, which lags the stream leader (current: {}, lag: {lag})",
-            peer.current
-        )
-    })
+    super::lagging_host(info.cluster.as_ref(), consumer.cluster.as_ref())
 }
 
 /// The longest pull request of the fanout's consumer (see `consume`).
