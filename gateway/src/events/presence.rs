@@ -9,7 +9,8 @@
 //!   differences on `gw.heartbeat.<gateway>` (core
 //!   NATS); with no change it still beats every `--presence-interval`, and every
 //!   [`FULL_EVERY`] intervals it sends its complete table (in parts of [`FULL_PART`] users),
-//!   which repairs anything a lost delta left wrong.
+//!   which repairs anything a lost delta left wrong. It also sends it at once when it hears a
+//!   gateway new to its table, which otherwise would not know this gateway's users until then.
 //! - **The table.** Every gateway (itself included) keeps each gateway's users from those
 //!   beats and merges them per user: online if any gateway says online, idle if all say idle.
 //!   A gateway silent for [`HEARTBEAT_MISSES`] of its intervals is expired: its users count as
