@@ -42,5 +42,6 @@ step "failover drill: every fault kind in turn under load on the HA stack (alone
 # keeping sends failing, a client from resuming or a delivery back for over 15 s. The SLO's
 # 10 s is the bound of the documented full drills; here debug builds share 2 cores with the
 # whole stack, and a NATS leader election alone takes 4–9 s (nats-server's election timeout).
-target/debug/loadgen drill --faults all --fault-interval 8s --pg-stop-for 10s \
+# A fresh stack's stream is small: a wiped node catches up in seconds (--catch-up-for 20s).
+target/debug/loadgen drill --faults all --fault-interval 8s --pg-stop-for 10s --catch-up-for 20s \
   --gate --max-unavailable 15s --report target/reports/drill.json --html target/reports/drill.html

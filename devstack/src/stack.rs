@@ -16,7 +16,7 @@ use threadspace_protocol::{OrgId, UserId};
 use threadspace_store::seed::{SeedReport, SeedSpec};
 
 use crate::keys::{Keys, AUDIENCE, ISSUER};
-use crate::nats::NatsServer;
+use crate::nats::{NatsServer, NodePorts};
 use crate::postgres::Postgres;
 use crate::process::ManagedProcess;
 use crate::{free_port, tools, Lifetime};
@@ -281,7 +281,8 @@ impl Stack {
             if options.nats_nodes <= 1 {
                 return Ok(vec![NatsServer::start(&nats_dir, nats_port, options.lifetime).await?]);
             }
-            // Fixed ports put node i on port + 10 i and its routes on port + 10 i + 1.
+            // Fixed ports put node i on port + 10 i, its routes on port + 10 i + 1 and its
+            // monitoring on port + 10 i + 2.
             let mut ports = Vec::new();
             for i in 0..options.nats_nodes as u16 {
                 let fixed = |first: u16, offset: u16| {
@@ -291,14 +292,19 @@ impl Stack {
                         )))
                     })
                 };
-                let pair = match options.nats_port {
-                    Some(first) => (fixed(first, 10 * i)?, fixed(first, 10 * i + 1)?),
-                    None => (
-                        if i == 0 { nats_port } else { free_port().map_err(StackError::Port)? },
-                        free_port().map_err(StackError::Port)?,
-                    ),
+                let node = match options.nats_port {
+                    Some(first) => NodePorts {
+                        client: fixed(first, 10 * i)?,
+                        cluster: fixed(first, 10 * i + 1)?,
+                        monitor: fixed(first, 10 * i + 2)?,
+                    },
+                    None => NodePorts {
+                        client: if i == 0 { nats_port } else { free_port().map_err(StackError::Port)? },
+                        cluster: free_port().map_err(StackError::Port)?,
+                        monitor: free_port().map_err(StackError::Port)?,
+                    },
                 };
-                ports.push(pair);
+                ports.push(node);
             }
             Ok::<_, StackError>(NatsServer::start_cluster(&nats_dir, &ports, options.lifetime).await?)
         };

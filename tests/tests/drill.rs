@@ -17,7 +17,7 @@ fn an_unsafe_stream_fails_the_gate_naming_the_fault_and_a_fault_command_strikes_
     // R1: the MESSAGES stream lives on one node, and nats-leader-wipe deletes it. The bridge
     // fault goes through a fault command (here one that only records its arguments).
     let output = loadgen()
-        .args(["drill", "--stream-replicas", "1", "--users", "120", "--gate"])
+        .args(["drill", "--stream-replicas", "1", "--users", "120", "--gate", "--catch-up-for", "20s"])
         .args(["--faults", "bridge-kill:2@6s,nats-leader-wipe@12s"])
         .arg(format!("--fault-command=bridge-kill=echo {{kind}} {{target}} >> {}", struck.display()))
         .arg("--report")

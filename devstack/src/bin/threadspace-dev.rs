@@ -63,7 +63,7 @@ enum Command {
         allowed_origins: Vec<String>,
         /// The HA topology (docs/drills.md): a 3-node NATS cluster with every stream at R3,
         /// PostgreSQL with two synchronous standbys (quorum ANY 1), at least 3 gateways and 2
-        /// bridges. NATS node i takes --nats-port + 10 i (routes on + 1), standby i
+        /// bridges. NATS node i takes --nats-port + 10 i (routes on + 1, monitoring on + 2), standby i
         /// --postgres-port + i.
         #[arg(long)]
         ha: bool,

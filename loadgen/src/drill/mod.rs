@@ -70,6 +70,11 @@ pub struct DrillArgs {
     /// How long pg-stop keeps the PostgreSQL primary down.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pg_stop_for: Duration,
+    /// How long a wiped NATS node is expected to take to copy the stream back, for the run's
+    /// length (the drill waits for the real catch-up either way): 20–90 s on this machine as
+    /// the stream grows over many runs, a second or two on a fresh stack.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    catch_up_for: Duration,
     /// Drills in a row on the same stack, run k with seed --seed + k.
     #[arg(long, default_value = "1")]
     runs: u32,
@@ -255,6 +260,7 @@ fn timings(args: &DrillArgs) -> Timings {
         down_for: args.down_for,
         pause_for: args.pause_for,
         pg_stop_for: args.pg_stop_for,
+        catch_up_for: args.catch_up_for,
         drain: Duration::from_secs(3),
     }
 }
