@@ -213,7 +213,7 @@ impl NatsServer {
     /// Whether the node is healthy by its own account: nats-server's `/healthz`, which also
     /// fails while a stream or consumer the node hosts is still catching up. A stream's info
     /// reports such a replica `current` long before it holds the stream again: a wiped node
-    /// was reported current within 3 s and took up to 73 s to copy back a 250,000-message stream
+    /// was reported current within 8 s and took up to 92 s to copy back a 300,000-message stream
     /// (docs/drills.md, "What the drills found"). `Err` says why not; a node without a
     /// monitoring port (a single node) is taken as healthy.
     pub async fn health(&self) -> Result<(), String> {

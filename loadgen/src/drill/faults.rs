@@ -584,7 +584,7 @@ async fn caught_up(stack: &mut Stack, node: usize, limit: Duration) -> anyhow::R
     let jetstream = stack.jetstream().await?;
     loop {
         // The stream's info alone is not enough: it reports a replica that is still copying
-        // the stream back `current` (a wiped node, within 3 s of its restart, up to 73 s before it
+        // the stream back `current` (a wiped node, within 8 s of its restart, up to 92 s before it
         // held the stream), and a drill that struck the next NATS node then took the last
         // whole copy down (docs/drills.md). The node's own /healthz fails until it caught up.
         let current = async {
