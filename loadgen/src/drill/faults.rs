@@ -378,12 +378,7 @@ async fn act(
                 server.name,
                 server.process.pid()
             ));
-            let took = caught_up(stack, node, CATCH_UP_LIMIT.max(timings.catch_up_for * 2)).await?;
-            struck.actions.push(format!(
-                "nats-server {} healthy and every replica current {:.1} s after the restart",
-                stack.nats_node(node).name,
-                took.as_secs_f64()
-            ));
+            caught_up(stack, node, timings, struck, "the restart").await?;
         }
         FaultKind::NatsPause => {
             let (node, leader) = pick_node(stack, false, rng).await?;
@@ -397,12 +392,7 @@ async fn act(
             tokio::time::sleep(timings.pause_for).await;
             stack.nats_node(node).process.signal(Signal::SIGCONT);
             struck.actions.push(format!("SIGCONT pid {pid}"));
-            let took = caught_up(stack, node, CATCH_UP_LIMIT.max(timings.catch_up_for * 2)).await?;
-            struck.actions.push(format!(
-                "nats-server {} healthy and every replica current {:.1} s after the SIGCONT",
-                stack.nats_node(node).name,
-                took.as_secs_f64()
-            ));
+            caught_up(stack, node, timings, struck, "the SIGCONT").await?;
         }
         FaultKind::BridgeKill => {
             anyhow::ensure!(!stack.bridges.is_empty(), "the stack runs no bridge");
@@ -578,8 +568,17 @@ async fn pick_node(stack: &Stack, follower: bool, rng: &mut StdRng) -> anyhow::R
 }
 
 /// Waits until node `node` is healthy by its own `/healthz` (every stream it hosts caught up)
-/// and the stream reports every replica current; how long it took.
-async fn caught_up(stack: &mut Stack, node: usize, limit: Duration) -> anyhow::Result<Duration> {
+/// and the stream reports every replica current, and records how long that took after `since`
+/// (the restart, the SIGCONT) as the fault's last action. Fails after [`CATCH_UP_LIMIT`] or twice
+/// `--catch-up-for`, whichever is longer.
+async fn caught_up(
+    stack: &mut Stack,
+    node: usize,
+    timings: &Timings,
+    struck: &mut Struck,
+    since: &str,
+) -> anyhow::Result<()> {
+    let limit = CATCH_UP_LIMIT.max(timings.catch_up_for * 2);
     let started = tokio::time::Instant::now();
     let jetstream = stack.jetstream().await?;
     loop {
@@ -596,7 +595,14 @@ async fn caught_up(stack: &mut Stack, node: usize, limit: Duration) -> anyhow::R
         }
         .await;
         let why = match (current, stack.nats_node(node).health().await) {
-            (Some(true), Ok(())) => return Ok(started.elapsed()),
+            (Some(true), Ok(())) => {
+                struck.actions.push(format!(
+                    "nats-server {} healthy and every replica current {:.1} s after {since}",
+                    stack.nats_node(node).name,
+                    started.elapsed().as_secs_f64()
+                ));
+                return Ok(());
+            }
             (_, Err(health)) => health,
             _ => "the stream does not report every replica current".to_owned(),
         };
@@ -609,8 +615,8 @@ async fn caught_up(stack: &mut Stack, node: usize, limit: Duration) -> anyhow::R
     }
 }
 
-/// How long a restarted or resumed NATS node may take to catch up before the drill fails (or
-/// twice `--catch-up-for`, if longer).
+/// How long a restarted or resumed NATS node may take to catch up before the fault fails
+/// (unless twice `--catch-up-for` is longer).
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(150);
 
 #[cfg(test)]

@@ -71,8 +71,8 @@ pub struct DrillArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pg_stop_for: Duration,
     /// How long a wiped NATS node is expected to take to copy the stream back, for the run's
-    /// length (the drill waits for the real catch-up either way): 20–90 s on this machine as
-    /// the stream grows over many runs, a second or two on a fresh stack.
+    /// length (the drill waits for the real catch-up either way): 10–92 s on this machine as
+    /// the stream grew over 20 runs, a few seconds on a fresh stack.
     #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
     catch_up_for: Duration,
     /// Drills in a row on the same stack, run k with seed --seed + k.
