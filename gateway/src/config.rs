@@ -132,6 +132,12 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub fault_replay_lagging_replica: bool,
 
+    /// Fault injection for tests: the fanout's consumer can never be created (as while the
+    /// JetStream API waits for a meta leader), so the fanout reads every record from the
+    /// stream leader. Never set it in production.
+    #[arg(long, hide = true)]
+    pub fault_fanout_no_consumer: bool,
+
     /// A write to a client socket that takes longer than this ends the connection.
     #[arg(long, env = "THREADSPACE_GATEWAY_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,

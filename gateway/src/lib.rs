@@ -170,7 +170,13 @@ pub async fn run(
 
     let background = CancellationToken::new();
     let fanout_task = tokio::spawn(fanout::run(
-        Fanout { hub: hub.clone(), jetstream, partitions, fault_delay: config.fault_fanout_delay },
+        Fanout {
+            hub: hub.clone(),
+            jetstream,
+            partitions,
+            fault_delay: config.fault_fanout_delay,
+            fault_no_consumer: config.fault_fanout_no_consumer,
+        },
         background.clone(),
     ));
     let typing_task = tokio::spawn(typing::subscribe(hub.clone(), nats.clone(), background.clone()));

@@ -24,6 +24,8 @@ pub(crate) const FANOUT_STALLS: &str = "threadspace_gateway_fanout_stalls_total"
 pub(crate) const FANOUT_SKIPS: &str = "threadspace_gateway_fanout_skips_total";
 /// A new fanout consumer landed on a replica that lags the stream leader; recreated at once.
 pub(crate) const FANOUT_LAGGING_PLACEMENTS: &str = "threadspace_gateway_fanout_lagging_placements_total";
+/// Records the fanout read from the stream leader, one request each, while it had no consumer.
+pub(crate) const FANOUT_FROM_LEADER: &str = "threadspace_gateway_fanout_from_leader_total";
 /// Label `result`: `fresh`, `replayed`, `history_required`.
 pub(crate) const RESUMES: &str = "threadspace_gateway_resumes_total";
 pub(crate) const REPLAYED_MESSAGES: &str = "threadspace_gateway_replayed_messages_total";
@@ -98,6 +100,10 @@ pub(crate) fn describe() {
         FANOUT_LAGGING_PLACEMENTS,
         "New fanout consumers recreated because JetStream placed them on a replica that lags the stream leader"
     );
+    describe_counter!(
+        FANOUT_FROM_LEADER,
+        "Stream records the fanout read from the stream leader while it could not create its consumer"
+    );
     describe_counter!(RESUMES, "Hellos by resume outcome");
     describe_counter!(REPLAYED_MESSAGES, "Messages replayed to resuming clients");
     describe_counter!(
@@ -168,6 +174,7 @@ pub(crate) fn register_zero() {
         FANOUT_STALLS,
         FANOUT_SKIPS,
         FANOUT_LAGGING_PLACEMENTS,
+        FANOUT_FROM_LEADER,
         REPLAYED_MESSAGES,
         REPLAYED_FROM_LEADER,
         DIRECTORY_EVENTS,

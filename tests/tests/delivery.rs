@@ -181,6 +181,33 @@ async fn clients_of_a_sigkilled_gateway_resume_elsewhere_without_gaps_or_duplica
 /// its "nothing pending" is not the end. With the gateways' hidden fault flag every replay
 /// finds its consumer's replica empty, and the stream leader must serve the whole range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fanout_without_a_consumer_delivers_from_the_stream_leader() -> anyhow::Result<()> {
+    // Creating a consumer goes through the JetStream meta leader; the gateway's fanout can be
+    // without one for seconds after a node dies (docs/drills.md). The fault makes it so for
+    // the whole test: every message must come from the stream leader, once, in order.
+    let mut args = threadspace_tests::NO_RATE_LIMITS.to_vec();
+    args.push("--fault-fanout-no-consumer");
+    let fx = Fixture::start(1, &args).await?;
+    let general = fx.channel("general").await;
+    let (mut alice, _) = fx.connect("alice", 0).await?;
+    let (mut bob, _) = fx.connect("bob", 0).await?;
+
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        acked.push(send_and_ack(&mut alice, general, &format!("nc{i}"), &format!("no consumer {i}")).await?.0);
+    }
+    let got = recv_messages(&mut bob, 20).await?;
+    assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), acked, "every message once, in seq order");
+    assert_eq!(got[7].body, "no consumer 7");
+    threadspace_tests::expect_no_message(&mut bob, std::time::Duration::from_millis(600)).await?;
+    let port = fx.stack.gateways[0].port;
+    let from_leader =
+        threadspace_tests::metric(port, "threadspace_gateway_fanout_from_leader_total", "").await?;
+    assert!(from_leader >= 20.0, "the records came from the stream leader ({from_leader})");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_whose_consumer_replica_lags_is_finished_from_the_stream_leader() -> anyhow::Result<()> {
     use threadspace_client::{ConnectOptions, Incoming};
 

@@ -42,6 +42,12 @@ type MessagesStream = async_nats::jetstream::stream::Stream<()>;
 /// The pause between a failed consumer and the next attempt.
 const RECREATE_PAUSE: Duration = Duration::from_millis(250);
 
+/// Between attempts to create a consumer, the stream leader serves the records after the head,
+/// one request each, at most this many before the consumer is tried again (it is cheaper per
+/// record), and each read may take this long.
+const LEADER_BATCH: u64 = 1000;
+const LEADER_READ_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Errs (so the consumer is recreated) when the stream holds messages past `head` that the
 /// consumer has not handed over for `idle`, or cannot say whether it does; an idle stream is
 /// left alone.
@@ -133,15 +139,24 @@ pub(crate) struct Fanout {
     pub partitions: u32,
     /// `--fault-fanout-delay`: a test-only pause before each delivery.
     pub fault_delay: Duration,
+    /// `--fault-fanout-no-consumer`: test-only, creating the consumer always fails.
+    pub fault_no_consumer: bool,
 }
 
-/// Runs the fanout until `shutdown`, recreating the consumer after failures.
+/// Runs the fanout until `shutdown`, recreating the consumer after failures. Between attempts
+/// the stream leader serves what was stored since the head: creating a consumer goes through
+/// the JetStream meta leader, which after a node's death can answer seconds after the stream's
+/// own new leader does (docs/drills.md, "What the drills found").
 pub(crate) async fn run(fanout: Fanout, shutdown: CancellationToken) {
     let mut stream = None;
     let mut failures = 0u32;
     loop {
         let start = fanout.hub.head_seq() + 1;
-        match consume(&fanout, &mut stream, start, &shutdown).await {
+        let result = consume(&fanout, &mut stream, start, &shutdown).await;
+        if fanout.hub.head_seq() + 1 > start {
+            failures = 0;
+        }
+        match result {
             Ok(()) => return,
             Err(error) => {
                 failures += 1;
@@ -153,12 +168,49 @@ pub(crate) async fn run(fanout: Fanout, shutdown: CancellationToken) {
                 }
             }
         }
-        if fanout.hub.head_seq() + 1 > start {
-            failures = 0;
+        if let Some(stream) = &stream {
+            from_leader(&fanout, stream, &shutdown, failures % 20 == 1).await;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(RECREATE_PAUSE) => {}
+        }
+    }
+}
+
+/// Hands over what the stream leader holds after the head, one request per record (the
+/// non-direct get, which only the leader answers: a replica could lack a record and skip it),
+/// until the leader has nothing more, cannot answer, or [`LEADER_BATCH`] records were read.
+/// `loud`: log at info what was read (the first failure of a streak), else at debug.
+async fn from_leader(fanout: &Fanout, stream: &MessagesStream, shutdown: &CancellationToken, loud: bool) {
+    let from = fanout.hub.head_seq() + 1;
+    let mut read = 0u64;
+    while read < LEADER_BATCH && !shutdown.is_cancelled() {
+        let head = fanout.hub.head_seq();
+        let next = stream.get_first_raw_message_by_subject(">", head + 1);
+        match tokio::time::timeout(LEADER_READ_TIMEOUT, next).await {
+            Ok(Ok(message)) => {
+                hand_over(fanout, message.sequence, &message.subject, &message.payload).await;
+                read += 1;
+            }
+            Ok(Err(error)) if error.kind() == RawMessageErrorKind::NoMessageFound => break,
+            Ok(Err(error)) => {
+                debug!(error = %error_chain(&error), head, "the stream leader cannot serve the fanout");
+                break;
+            }
+            Err(_) => {
+                debug!(head, "the stream leader did not answer the fanout");
+                break;
+            }
+        }
+    }
+    if read > 0 {
+        metrics::counter!(m::FANOUT_FROM_LEADER).increment(read);
+        let through = fanout.hub.head_seq();
+        if loud {
+            info!(read, from, through, "fanout read from the stream leader while it had no consumer");
+        } else {
+            debug!(read, from, through, "fanout read from the stream leader while it had no consumer");
         }
     }
 }
@@ -182,6 +234,9 @@ async fn consume(
             .map_err(|_| "the stream's handle was not returned in time")??,
         ),
     };
+    if fanout.fault_no_consumer {
+        return Err("--fault-fanout-no-consumer: the consumer is not created".into());
+    }
     let create = stream.create_consumer(pull::OrderedConfig {
         deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
         // Pull requests of 1 s make the server's idle heartbeat 0.5 s, so a consumer lost
@@ -240,31 +295,37 @@ async fn consume(
         if seq > head + 1 {
             skipped(stream, head, seq).await?;
         }
-        if !fanout.fault_delay.is_zero() {
-            tokio::time::sleep(fanout.fault_delay).await;
+        hand_over(fanout, seq, &message.subject, &message.payload).await;
+    }
+}
+
+/// Hands the record at `seq` to the hub: a directory event is applied, a message delivered to
+/// the members of its channel on this gateway; a record of neither kind still advances the head.
+async fn hand_over(fanout: &Fanout, seq: u64, subject: &str, payload: &[u8]) {
+    if !fanout.fault_delay.is_zero() {
+        tokio::time::sleep(fanout.fault_delay).await;
+    }
+    if subject.starts_with("dir.") {
+        apply_directory(fanout, seq, subject, payload);
+        return;
+    }
+    metrics::counter!(m::FANOUT_MESSAGES).increment(1);
+    // The bridge's own rule: a record it would dead-letter is never delivered, so what
+    // members receive is exactly what the archive keeps.
+    match decode_record(subject, payload, fanout.partitions) {
+        Ok(Record { message: stored, .. }) => {
+            let lag_ms = unix_ms().saturating_sub(stored.ts).max(0);
+            metrics::histogram!(m::FANOUT_LAG).record(lag_ms as f64 / 1000.0);
+            let channel = stored.channel;
+            let frame = Bytes::from(ServerFrame::Msg(stored.into_frame(seq)).encode());
+            let delivered = fanout.hub.deliver(seq, Some(channel), &frame);
+            metrics::counter!(m::FANOUT_DELIVERIES).increment(delivered as u64);
         }
-        if message.subject.starts_with("dir.") {
-            apply_directory(fanout, seq, &message.subject, &message.payload);
-            continue;
-        }
-        metrics::counter!(m::FANOUT_MESSAGES).increment(1);
-        // The bridge's own rule: a record it would dead-letter is never delivered, so what
-        // members receive is exactly what the archive keeps.
-        match decode_record(&message.subject, &message.payload, fanout.partitions) {
-            Ok(Record { message: stored, .. }) => {
-                let lag_ms = unix_ms().saturating_sub(stored.ts).max(0);
-                metrics::histogram!(m::FANOUT_LAG).record(lag_ms as f64 / 1000.0);
-                let channel = stored.channel;
-                let frame = Bytes::from(ServerFrame::Msg(stored.into_frame(seq)).encode());
-                let delivered = fanout.hub.deliver(seq, Some(channel), &frame);
-                metrics::counter!(m::FANOUT_DELIVERIES).increment(delivered as u64);
-            }
-            Err(why) => {
-                // Still advance the head, so resume ranges stay exact.
-                metrics::counter!(m::FANOUT_UNDECODABLE).increment(1);
-                warn!(seq, subject = %message.subject, %why, "stream record is not a valid message; not delivered");
-                fanout.hub.deliver(seq, None, &Bytes::new());
-            }
+        Err(why) => {
+            // Still advance the head, so resume ranges stay exact.
+            metrics::counter!(m::FANOUT_UNDECODABLE).increment(1);
+            warn!(seq, %subject, %why, "stream record is not a valid message; not delivered");
+            fanout.hub.deliver(seq, None, &Bytes::new());
         }
     }
 }
