@@ -177,14 +177,11 @@ async fn clients_of_a_sigkilled_gateway_resume_elsewhere_without_gaps_or_duplica
     Ok(())
 }
 
-/// A replay consumer is R1 and may sit on a replica that has not applied the newest messages:
-/// its "nothing pending" is not the end. With the gateways' hidden fault flag every replay
-/// finds its consumer's replica empty, and the stream leader must serve the whole range.
+/// Creating a consumer goes through the JetStream meta leader; a gateway's fanout can be
+/// without one for seconds after a node dies (docs/drills.md). The hidden fault flag makes it
+/// so for the whole test: every message must come from the stream leader, once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fanout_without_a_consumer_delivers_from_the_stream_leader() -> anyhow::Result<()> {
-    // Creating a consumer goes through the JetStream meta leader; the gateway's fanout can be
-    // without one for seconds after a node dies (docs/drills.md). The fault makes it so for
-    // the whole test: every message must come from the stream leader, once, in order.
     let mut args = threadspace_tests::NO_RATE_LIMITS.to_vec();
     args.push("--fault-fanout-no-consumer");
     let fx = Fixture::start(1, &args).await?;
@@ -194,7 +191,8 @@ async fn a_fanout_without_a_consumer_delivers_from_the_stream_leader() -> anyhow
 
     let mut acked = Vec::new();
     for i in 0..20 {
-        acked.push(send_and_ack(&mut alice, general, &format!("nc{i}"), &format!("no consumer {i}")).await?.0);
+        acked
+            .push(send_and_ack(&mut alice, general, &format!("nc{i}"), &format!("no consumer {i}")).await?.0);
     }
     let got = recv_messages(&mut bob, 20).await?;
     assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), acked, "every message once, in seq order");
@@ -207,6 +205,9 @@ async fn a_fanout_without_a_consumer_delivers_from_the_stream_leader() -> anyhow
     Ok(())
 }
 
+/// A replay consumer is R1 and may sit on a replica that has not applied the newest messages:
+/// its "nothing pending" is not the end. With the gateways' hidden fault flag every replay
+/// finds its consumer's replica empty, and the stream leader must serve the whole range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_whose_consumer_replica_lags_is_finished_from_the_stream_leader() -> anyhow::Result<()> {
     use threadspace_client::{ConnectOptions, Incoming};

@@ -150,11 +150,14 @@ pub(crate) struct Fanout {
 pub(crate) async fn run(fanout: Fanout, shutdown: CancellationToken) {
     let mut stream = None;
     let mut failures = 0u32;
+    // Records the stream leader served since a consumer last made progress.
+    let mut from_leader_in_streak = 0u64;
     loop {
         let start = fanout.hub.head_seq() + 1;
         let result = consume(&fanout, &mut stream, start, &shutdown).await;
         if fanout.hub.head_seq() + 1 > start {
             failures = 0;
+            from_leader_in_streak = 0;
         }
         match result {
             Ok(()) => return,
@@ -169,7 +172,8 @@ pub(crate) async fn run(fanout: Fanout, shutdown: CancellationToken) {
             }
         }
         if let Some(stream) = &stream {
-            from_leader(&fanout, stream, &shutdown, failures % 20 == 1).await;
+            let loud = from_leader_in_streak == 0;
+            from_leader_in_streak += from_leader(&fanout, stream, &shutdown, loud).await;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -180,9 +184,15 @@ pub(crate) async fn run(fanout: Fanout, shutdown: CancellationToken) {
 
 /// Hands over what the stream leader holds after the head, one request per record (the
 /// non-direct get, which only the leader answers: a replica could lack a record and skip it),
-/// until the leader has nothing more, cannot answer, or [`LEADER_BATCH`] records were read.
-/// `loud`: log at info what was read (the first failure of a streak), else at debug.
-async fn from_leader(fanout: &Fanout, stream: &MessagesStream, shutdown: &CancellationToken, loud: bool) {
+/// until the leader has nothing more, cannot answer, or [`LEADER_BATCH`] records were read;
+/// returns how many it read. `loud`: log at info what was read (the first reads of a streak
+/// without a consumer), else at debug.
+async fn from_leader(
+    fanout: &Fanout,
+    stream: &MessagesStream,
+    shutdown: &CancellationToken,
+    loud: bool,
+) -> u64 {
     let from = fanout.hub.head_seq() + 1;
     let mut read = 0u64;
     while read < LEADER_BATCH && !shutdown.is_cancelled() {
@@ -213,6 +223,7 @@ async fn from_leader(fanout: &Fanout, stream: &MessagesStream, shutdown: &Cancel
             debug!(read, from, through, "fanout read from the stream leader while it had no consumer");
         }
     }
+    read
 }
 
 /// Reads the stream from `start` until shutdown (`Ok`) or a failure or stall (`Err`). `stream`
