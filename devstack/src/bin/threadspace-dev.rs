@@ -474,25 +474,27 @@ fn down(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `status`: written once at the end, so `threadspace status | head` ends quietly.
 async fn status(dir: &Path) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let Some(state) = read_state(dir) else {
-        println!("no local stack in {} (start one with `./threadspace up`)", dir.display());
-        return Ok(());
+        writeln!(out, "no local stack in {} (start one with `./threadspace up`)", dir.display())?;
+        return print_quietly(&out);
     };
     let word = |up: bool| if up { "running" } else { "stopped" };
     for (i, node) in std::iter::once(&state.nats).chain(&state.nats_peers).enumerate() {
-        println!("nats-server {}  {}  {}", i + 1, word(alive(node.pid)), node.url);
+        writeln!(out, "nats-server {}  {}  {}", i + 1, word(alive(node.pid)), node.url)?;
     }
-    match stream_leader(&state).await {
-        Ok(Some((leader, replicas))) => {
-            println!("MESSAGES     stream at R{replicas}, led by nats-server {leader}")
-        }
-        Ok(None) => println!("MESSAGES     stream has no leader (a cluster without quorum?)"),
-        Err(error) => println!("MESSAGES     unknown: {error:#}"),
-    }
-    println!("postgres     {}  {}", word(alive(state.postgres.pid)), redact(&state.postgres.url));
+    let stream = match stream_leader(&state).await {
+        Ok(Some((leader, replicas))) => format!("stream at R{replicas}, led by nats-server {leader}"),
+        Ok(None) => "stream has no leader (a cluster without quorum?)".to_owned(),
+        Err(error) => format!("unknown: {error:#}"),
+    };
+    writeln!(out, "MESSAGES     {stream}")?;
+    writeln!(out, "postgres     {}  {}", word(alive(state.postgres.pid)), redact(&state.postgres.url))?;
     for (i, standby) in state.standbys.iter().enumerate() {
-        println!("standby {}    {}  {}", i + 1, word(alive(standby.pid)), redact(&standby.url));
+        writeln!(out, "standby {}    {}  {}", i + 1, word(alive(standby.pid)), redact(&standby.url))?;
     }
     for (i, g) in state.gateways.iter().enumerate() {
         let ready = match http_status(g.port, "/readyz").await {
@@ -500,7 +502,7 @@ async fn status(dir: &Path) -> anyhow::Result<()> {
             Some(_) => "not ready",
             None => "unreachable",
         };
-        println!("gateway {}    {}  {}  {ready}", i + 1, word(alive(g.pid)), g.url);
+        writeln!(out, "gateway {}    {}  {}  {ready}", i + 1, word(alive(g.pid)), g.url)?;
     }
     if let Some(api) = &state.api {
         let ready = match http_status(api.port, "/readyz").await {
@@ -508,7 +510,7 @@ async fn status(dir: &Path) -> anyhow::Result<()> {
             Some(_) => "not ready",
             None => "unreachable",
         };
-        println!("api          {}  {}  {ready}", word(alive(api.pid)), api.url);
+        writeln!(out, "api          {}  {}  {ready}", word(alive(api.pid)), api.url)?;
     }
     for (i, b) in state.bridges.iter().enumerate() {
         let ready = match http_status(b.port, "/readyz").await {
@@ -516,9 +518,18 @@ async fn status(dir: &Path) -> anyhow::Result<()> {
             Some(_) => "not ready",
             None => "unreachable",
         };
-        println!("bridge {}     {}  {}  {ready}", i + 1, word(alive(b.pid)), b.url);
+        writeln!(out, "bridge {}     {}  {}  {ready}", i + 1, word(alive(b.pid)), b.url)?;
     }
-    Ok(())
+    print_quietly(&out)
+}
+
+/// Writes `text` to stdout; a reader that went away early (a closed pipe) is not an error.
+fn print_quietly(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// The node leading the MESSAGES stream (`1` alone) and its replica count.

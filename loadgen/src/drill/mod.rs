@@ -113,6 +113,12 @@ pub struct DrillArgs {
     /// the stream's only copy, and the gate fails (docs/drills.md, "An unsafe configuration").
     #[arg(long, default_value = "3", value_parser = clap::value_parser!(u64).range(1..=3))]
     stream_replicas: u64,
+    /// How long the private stack's MESSAGES stream keeps records (the gateways'
+    /// `--stream-max-age`, 7 days unless given; at least 5m). A short one keeps the stream
+    /// small however many runs came before, so a wiped NATS node copies it back in seconds
+    /// (docs/drills.md, "Twenty runs").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stream_max_age: Option<Duration>,
     /// Keep the private stack's data and logs in this directory (a fresh one) instead of a
     /// temporary directory removed at the end.
     #[arg(long)]
@@ -145,6 +151,9 @@ pub struct RunReport {
     pub timeline: Vec<(f64, u64, u64)>,
     /// Seconds since the ramp began of each fault's strike and recovery.
     pub marks: Vec<(f64, f64, String)>,
+    /// The slowest live deliveries, then the slowest replayed ones, traced to their gateways
+    /// and faults (see [`verdict::slowest`]).
+    pub slowest_deliveries: Vec<verdict::TracedDelivery>,
     /// Why the run fails the gate (empty: it passes).
     pub failures: Vec<String>,
 }
@@ -202,6 +211,20 @@ fn plan_runs(args: &DrillArgs, topology: Topology) -> Result<(Scenario, Vec<Vec<
         scenario.users = users as usize;
     }
     let planned = faults::parse_schedule(&args.faults, args.fault_interval, topology).map_err(usage)?;
+    if let Some(age) = args.stream_max_age {
+        if args.existing_stack {
+            return Err(usage(
+                "--stream-max-age sets up loadgen's private stack; a stack it did not start keeps its own"
+                    .into(),
+            ));
+        }
+        if age < Duration::from_secs(300) {
+            return Err(usage(format!(
+                "--stream-max-age {} is under 5m: the gateways refuse it (it bounds resume replay)",
+                humantime::format_duration(age)
+            )));
+        }
+    }
     if args.shuffle && args.faults.contains('@') {
         return Err(usage(
             "--shuffle picks the times itself: drop the @OFFSETs from --faults, or --shuffle".into(),
@@ -312,6 +335,11 @@ pub async fn drill(args: DrillArgs, stack_dir: &std::path::Path) -> anyhow::Resu
         None => {
             let mut options = StackOptions::ha();
             options.stream_replicas = args.stream_replicas as usize;
+            if let Some(age) = args.stream_max_age {
+                options
+                    .gateway_args
+                    .extend(["--stream-max-age".to_owned(), humantime::format_duration(age).to_string()]);
+            }
             if let Some(dir) = &args.keep_stack_dir {
                 if dir.exists() && dir.read_dir()?.next().is_some() {
                     return Err(UsageError(format!(
@@ -533,6 +561,7 @@ async fn one_run(
                 (at(s.struck_us), at(s.recovered_us), s.kind.clone())
             })
             .collect(),
+        slowest_deliveries: verdict::slowest(&played.slowest, &played.sends, &struck_all, start_us),
         failures: Vec::new(),
     };
     report.failures = judge(&report, &played.sends, args.max_unavailable);
@@ -792,5 +821,7 @@ mod tests {
         assert!(error(&["--faults", "bridge-kill@90s", "--duration", "60s"]).contains("outside the run"));
         assert!(error(&["--stall", "0s"]).contains("--stall must be above 0"));
         assert!(error(&["--preset", "nope"]).contains("unknown --preset"));
+        assert!(error(&["--stream-max-age", "1m"]).contains("--stream-max-age 1m is under 5m"));
+        assert!(error(&["--stream-max-age", "10m", "--existing-stack"]).contains("a stack it did not start"));
     }
 }

@@ -65,6 +65,29 @@ pub(super) fn print_run(run: &RunReport) {
             None => {}
         }
     }
+    for (replayed, label) in [(false, "slowest live deliveries"), (true, "slowest replayed deliveries")] {
+        let listed: Vec<String> = run
+            .slowest_deliveries
+            .iter()
+            .filter(|d| d.replayed == replayed)
+            .take(3)
+            .map(|d| {
+                format!(
+                    "{:.1} s seq {} (due t={:.1}s, {}{}; sent via gateway {}, delivered by gateway {})",
+                    d.took_ms as f64 / 1000.0,
+                    d.seq,
+                    d.due_s,
+                    wall_clock(d.due_unix_ms),
+                    d.during.as_ref().map_or_else(String::new, |kind| format!(", after {kind}")),
+                    d.sent_via.map_or("?".to_owned(), |g| g.to_string()),
+                    d.delivered_by
+                )
+            })
+            .collect();
+        if !listed.is_empty() {
+            println!("  {label}: {}", listed.join("; "));
+        }
+    }
     if run.failures.is_empty() {
         println!("  verdict: PASS");
     } else {
@@ -72,6 +95,12 @@ pub(super) fn print_run(run: &RunReport) {
             println!("  FAIL: {failure}");
         }
     }
+}
+
+/// `unix_ms` as the logs write times (RFC 3339, UTC, milliseconds).
+fn wall_clock(unix_ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 /// One fault kind's figures across runs (ms): unavailable, longest reconnect, slowest delivery,
@@ -218,6 +247,24 @@ pub(super) fn write_html(drill: &DrillReport, path: &Path) -> anyhow::Result<()>
             );
         }
         html.push_str("</table>");
+        if !run.slowest_deliveries.is_empty() {
+            html.push_str("<table><tr><th>slowest deliveries</th><th>took s</th><th>seq</th><th>due at s</th><th>due at (UTC)</th><th>after fault</th><th>sent via gateway</th><th>delivered by gateway</th></tr>");
+            for d in &run.slowest_deliveries {
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    if d.replayed { "replayed" } else { "live" },
+                    d.took_ms as f64 / 1000.0,
+                    d.seq,
+                    d.due_s,
+                    wall_clock(d.due_unix_ms),
+                    escape(d.during.as_deref().unwrap_or("-")),
+                    d.sent_via.map_or("?".to_owned(), |g| g.to_string()),
+                    d.delivered_by
+                );
+            }
+            html.push_str("</table>");
+        }
     }
     html.push_str("</body></html>");
     std::fs::write(path, html).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))

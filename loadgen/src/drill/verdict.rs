@@ -1,6 +1,7 @@
 //! A drill's verdict beyond the delivery checker (docs/drills.md, "The verdict"): the archive
 //! against the acknowledged set, every unacknowledged send classified, and per fault the
-//! window in which sends failed or stalled and how long clients took to resume.
+//! window in which sends failed or stalled and how long clients took to resume; and the run's
+//! slowest deliveries, traced to the gateways and the fault.
 //!
 //! **Invariant:** the archive check reads Postgres only after the bridge has drained (every
 //! acknowledged seq is there, or the drain timed out and says so), so "missing" means lost,
@@ -10,10 +11,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Serialize;
-use threadspace_protocol::Seq;
+use threadspace_protocol::{ChannelId, Seq, UserId};
 
 use super::faults::Struck;
-use crate::run::{ReconnectRecord, SendOutcome, SendRecord};
+use crate::run::{ReconnectRecord, SendOutcome, SendRecord, SlowDelivery};
 
 /// The archive against what the run sent.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -283,6 +284,82 @@ pub fn impact(
     result
 }
 
+/// One of a run's slowest deliveries, traced: the gateway it was sent through and the one
+/// that delivered it, when it was due, and the last fault that struck before it arrived. With the seq and
+/// the wall-clock time, the gateways' logs (`--keep-stack-dir`) say what held it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TracedDelivery {
+    pub seq: Seq,
+    pub channel: ChannelId,
+    pub receiver: UserId,
+    /// When it was due: seconds since the ramp began, and unix ms (as in the logs).
+    pub due_s: f64,
+    pub due_unix_ms: u64,
+    /// How long after that it arrived (ms).
+    pub took_ms: u64,
+    /// The gateway (1-based) it was sent through; `None`: not one of the run's sends (the
+    /// drill's probe).
+    pub sent_via: Option<usize>,
+    /// The gateway (1-based) that delivered it.
+    pub delivered_by: usize,
+    /// It came in a resume's replay (its receiver was reconnecting), not live.
+    pub replayed: bool,
+    /// The kind of the last fault that struck before it arrived (`None`: none had): a message
+    /// due just before a strike and held by it counts as that fault's.
+    pub during: Option<String>,
+}
+
+/// How many of a run's slowest live deliveries, and of its slowest replayed ones, the report
+/// keeps.
+pub const SLOWEST_REPORTED: usize = 5;
+
+/// The run's slowest live deliveries, then its slowest replayed ones, at most
+/// [`SLOWEST_REPORTED`] of each, slowest first; only the slowest of each gateway after each
+/// fault (see [`TracedDelivery::during`]): one stalled fanout delays many messages for every member on its gateway, and
+/// listing them all would hide the other delays. `start_us` is the start of the ramp.
+pub fn slowest(
+    deliveries: &[SlowDelivery],
+    sends: &[SendRecord],
+    struck: &[Struck],
+    start_us: u64,
+) -> Vec<TracedDelivery> {
+    let slot = |d: &SlowDelivery| struck.iter().rposition(|s| s.struck_us <= d.intended_us + d.took_us);
+    let mut sorted: Vec<&SlowDelivery> = deliveries.iter().collect();
+    sorted.sort_by_key(|d| (std::cmp::Reverse(d.took_us), d.seq));
+    let mut picked: Vec<&SlowDelivery> = Vec::new();
+    for replayed in [false, true] {
+        let mut seen = std::collections::HashSet::new();
+        picked.extend(
+            sorted
+                .iter()
+                .filter(|d| d.replayed == replayed && seen.insert((d.gateway, slot(d))))
+                .take(SLOWEST_REPORTED),
+        );
+    }
+    let mut sent_via: HashMap<(UserId, u64), usize> =
+        picked.iter().map(|d| ((d.sender, d.intended_us), usize::MAX)).collect();
+    for send in sends {
+        if let Some(gateway) = sent_via.get_mut(&(send.user, send.intended_us)) {
+            *gateway = send.gateway + 1;
+        }
+    }
+    picked
+        .into_iter()
+        .map(|d| TracedDelivery {
+            seq: d.seq,
+            channel: d.channel,
+            receiver: d.user,
+            due_s: d.intended_us.saturating_sub(start_us) as f64 / 1e6,
+            due_unix_ms: d.intended_us / 1000,
+            took_ms: d.took_us / 1000,
+            sent_via: sent_via.get(&(d.sender, d.intended_us)).copied().filter(|g| *g != usize::MAX),
+            delivered_by: d.gateway + 1,
+            replayed: d.replayed,
+            during: slot(d).map(|i| struck[i].kind.clone()),
+        })
+        .collect()
+}
+
 /// The longest span from a failure to the next success (its ack), or to the last failure when
 /// no success follows — or when the next send (success or failure) was due more than `idle`
 /// after the last failure: a gateway its users left (they reconnected elsewhere) was idle, not
@@ -317,7 +394,6 @@ fn longest_window(events: &[SendEvent], idle: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use threadspace_protocol::{ChannelId, UserId};
 
     fn send(id: &str, gateway: usize, intended_us: u64, outcome: SendOutcome) -> SendRecord {
         SendRecord {
@@ -328,6 +404,84 @@ mod tests {
             intended_us,
             outcome,
         }
+    }
+
+    fn slow(seq: u64, gateway: usize, intended_us: u64, took_us: u64, replayed: bool) -> SlowDelivery {
+        SlowDelivery {
+            seq,
+            channel: ChannelId(1),
+            sender: UserId(1),
+            user: UserId(seq as i64),
+            gateway,
+            intended_us,
+            took_us,
+            replayed,
+        }
+    }
+
+    #[test]
+    fn the_slowest_deliveries_are_traced_to_gateways_and_faults() {
+        let s = 1_000_000;
+        let struck = |kind: &str, at: u64| Struck {
+            kind: kind.into(),
+            target: "x".into(),
+            struck_us: at,
+            recovered_us: at + s,
+            actions: Vec::new(),
+            leader_before: None,
+            leader_after: None,
+            timeline_before: None,
+            timeline_after: None,
+            error: None,
+        };
+        let faults =
+            [struck("gateway-kill", 100 * s), struck("nats-pause", 200 * s), struck("bridge-kill", 300 * s)];
+        let mut deliveries = vec![
+            // A stall on gateway index 0 in the pause's slot: only its slowest is listed.
+            slow(7, 0, 210 * s, 9 * s, false),
+            slow(8, 0, 211 * s, 8_500_000, false),
+            slow(9, 0, 212 * s, 8 * s, false),
+            // The same message on another gateway is another delay.
+            slow(7, 1, 210 * s, 2 * s, false),
+            // Before the first strike.
+            slow(3, 2, 50 * s, 3 * s, false),
+            // One per gateway in the bridge kill's slot; the fifth live entry ends the list.
+            slow(30, 0, 310 * s, 1_500_000, false),
+            slow(31, 1, 310 * s, 1_400_000, false),
+            slow(32, 2, 310 * s, 500_000, false),
+            // Due just before the bridge kill, held by it: that fault's, and its gateway's slowest.
+            slow(40, 2, 299 * s, 1_450_000, false),
+            // Replayed ones are listed apart.
+            slow(11, 2, 150 * s, 20 * s, true),
+            slow(12, 2, 160 * s, 15 * s, true),
+            slow(13, 0, 150 * s, 4 * s, true),
+        ];
+        deliveries.extend((20..26).map(|seq| slow(seq, 0, 120 * s, 1000 + seq, false)));
+        // Seq 7's send was never answered (its gateway died), yet it names the gateway.
+        let sends = [send("a", 1, 210 * s, SendOutcome::Unanswered)];
+        let traced = slowest(&deliveries, &sends, &faults, 10 * s);
+        let summary: Vec<_> = traced.iter().map(|t| (t.seq, t.delivered_by, t.replayed, t.took_ms)).collect();
+        assert_eq!(
+            summary,
+            [
+                (7, 1, false, 9000),
+                (3, 3, false, 3000),
+                (7, 2, false, 2000),
+                (30, 1, false, 1500),
+                (40, 3, false, 1450),
+                (11, 3, true, 20_000),
+                (13, 1, true, 4000)
+            ]
+        );
+        assert_eq!(traced[0].sent_via, Some(2));
+        assert_eq!(traced[0].during.as_deref(), Some("nats-pause"));
+        assert_eq!((traced[0].due_s, traced[0].due_unix_ms), (200.0, 210_000));
+        assert_eq!(traced[0].receiver, UserId(7));
+        assert_eq!(traced[1].sent_via, None, "no send of the run was due then");
+        assert_eq!(traced[1].during, None, "due before the first strike");
+        assert_eq!(traced[3].during.as_deref(), Some("bridge-kill"));
+        assert_eq!(traced[4].during.as_deref(), Some("bridge-kill"), "due before the strike, held by it");
+        assert_eq!(traced[5].during.as_deref(), Some("gateway-kill"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use self::series::Recorder;
 pub(crate) use self::series::{max_ms, p99_ms};
 pub use self::series::{Buckets, PerSeries, Series};
 use self::user::{virtual_user, Counters, Shared};
-pub use self::user::{ReconnectRecord, SendOutcome, SendRecord};
+pub use self::user::{ReconnectRecord, SendOutcome, SendRecord, SlowDelivery};
 use crate::checker::{check, Inbox, Verdict};
 use crate::scenario::Scenario;
 use crate::script::{Timed, UserRecord};
@@ -219,6 +219,8 @@ pub struct Played {
     /// Every send and reconnect (empty unless the plan tracks them).
     pub sends: Vec<SendRecord>,
     pub reconnects: Vec<ReconnectRecord>,
+    /// Every user's slowest deliveries, live and replayed (empty unless the plan tracks them).
+    pub slowest: Vec<SlowDelivery>,
 }
 
 /// Builds the plan of a whole run on `site` (every user, tokens minted).
@@ -442,9 +444,13 @@ pub async fn play(plan: &Plan, prefix: &str) -> anyhow::Result<Played> {
     outcomes.sort_unstable_by_key(|o| o.index);
     let acked: Vec<(Seq, ChannelId)> = outcomes.iter().flat_map(|o| o.acked.iter().copied()).collect();
     let records: Vec<UserRecord> = outcomes.iter_mut().filter_map(|o| o.record.take()).collect();
-    let tracks: Vec<_> = outcomes.iter_mut().map(|o| std::mem::take(&mut o.track)).collect();
-    let sends = tracks.iter().flat_map(|t| t.sends.iter().cloned()).collect();
-    let reconnects = tracks.into_iter().flat_map(|t| t.reconnects).collect();
+    let (mut sends, mut reconnects, mut slowest) = (Vec::new(), Vec::new(), Vec::new());
+    for outcome in &mut outcomes {
+        let track = std::mem::take(&mut outcome.track);
+        sends.extend(track.sends);
+        reconnects.extend(track.reconnects);
+        slowest.extend(track.slowest);
+    }
     let inboxes: Vec<Inbox> = outcomes.into_iter().map(|o| o.inbox).collect();
     let c = &shared.counters;
     let totals = Totals {
@@ -468,7 +474,7 @@ pub async fn play(plan: &Plan, prefix: &str) -> anyhow::Result<Played> {
         verdict: Verdict::default(),
         timeline,
     };
-    Ok(Played { part, acked, inboxes, records, sends, reconnects })
+    Ok(Played { part, acked, inboxes, records, sends, reconnects, slowest })
 }
 
 /// Ends the current progress interval: the counters so far and the interval's latencies.

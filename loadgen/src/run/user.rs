@@ -121,11 +121,36 @@ pub struct ReconnectRecord {
     pub resumed_us: Option<u64>,
 }
 
+/// One of a user's slowest deliveries: enough to find it in the stack's logs (its seq, the
+/// gateway that delivered it, when it was due) and to tell a stalled fanout (live) from a
+/// client that was away (replayed on resume).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SlowDelivery {
+    pub seq: Seq,
+    pub channel: ChannelId,
+    /// Who sent it (with `intended_us`, it names the send), and who received it.
+    pub sender: UserId,
+    pub user: UserId,
+    /// Index of the gateway that delivered it.
+    pub gateway: usize,
+    /// When it was due (unix µs), and how long after that it arrived (µs).
+    pub intended_us: u64,
+    pub took_us: u64,
+    /// It came in a resume's replay, not live.
+    pub replayed: bool,
+}
+
+/// How many of its slowest live deliveries, and of its slowest replayed ones, a tracked user
+/// keeps.
+const SLOWEST_KEPT: usize = 3;
+
 /// A user's sends and reconnects (empty unless the run tracks them).
 #[derive(Default)]
 pub(super) struct Track {
     pub(super) sends: Vec<SendRecord>,
     pub(super) reconnects: Vec<ReconnectRecord>,
+    /// The slowest deliveries, at most [`SLOWEST_KEPT`] live and as many replayed.
+    pub(super) slowest: Vec<SlowDelivery>,
     /// Pending sends' places in `sends`.
     pending: HashMap<String, usize>,
 }
@@ -136,11 +161,32 @@ impl Track {
             self.sends[i].outcome = outcome;
         }
     }
+
+    /// Keeps `delivery` if it is among the slowest of its kind (live or replayed) so far.
+    fn delivered(&mut self, delivery: SlowDelivery) {
+        let mut kept = 0;
+        let mut fastest: Option<(usize, u64)> = None;
+        for (i, d) in self.slowest.iter().enumerate().filter(|(_, d)| d.replayed == delivery.replayed) {
+            kept += 1;
+            if fastest.is_none_or(|(_, took_us)| d.took_us < took_us) {
+                fastest = Some((i, d.took_us));
+            }
+        }
+        match fastest {
+            _ if kept < SLOWEST_KEPT => self.slowest.push(delivery),
+            Some((i, took_us)) if took_us < delivery.took_us => self.slowest[i] = delivery,
+            _ => {}
+        }
+    }
 }
 
 /// The connection of one virtual user, and what it is waiting for.
 struct Session {
     client: Client,
+    /// Index of the gateway it is connected to.
+    gateway: usize,
+    /// Its resume's replay is still coming (until `resumed`).
+    replaying: bool,
     /// `client_msg_id` → (channel, intended unix µs).
     pending_sends: HashMap<String, (ChannelId, u64)>,
     /// read `ref` → sent at.
@@ -299,8 +345,21 @@ fn on_frame(
         ServerFrame::Msg(message) => {
             inbox.receive(message.seq, message.channel);
             if let Some(intended) = message.body.strip_prefix("lg:").and_then(|t| t.parse::<u64>().ok()) {
-                shared.record(Series::SendDeliver, unix_micros().saturating_sub(intended));
+                let took_us = unix_micros().saturating_sub(intended);
+                shared.record(Series::SendDeliver, took_us);
                 shared.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                if shared.track {
+                    track.delivered(SlowDelivery {
+                        seq: message.seq,
+                        channel: message.channel,
+                        sender: message.sender,
+                        user: me,
+                        gateway: session.gateway,
+                        intended_us: intended,
+                        took_us,
+                        replayed: session.replaying,
+                    });
+                }
             }
         }
         ServerFrame::Ack { client_msg_id, seq, duplicate, .. } => {
@@ -380,7 +439,13 @@ async fn connect(
     match client.hello(token, resume.map(|last_seq| Resume { last_seq }), Duration::from_secs(30)).await {
         Ok(welcome) => {
             shared.record(Series::HelloWelcome, hello_at.elapsed().as_micros() as u64);
-            let session = Session { client, pending_sends: HashMap::new(), pending_reads: HashMap::new() };
+            let session = Session {
+                client,
+                gateway,
+                replaying: resume.is_some(),
+                pending_sends: HashMap::new(),
+                pending_reads: HashMap::new(),
+            };
             Some((session, welcome.channels, welcome.head_seq))
         }
         Err(error) => {
@@ -437,6 +502,7 @@ async fn reconnect(
             match next.client.recv(Duration::from_secs(30)).await {
                 Ok(Incoming::Frame(ServerFrame::Resumed { .. })) => {
                     shared.record(Series::ReconnectResumed, started.elapsed().as_micros() as u64);
+                    next.replaying = false;
                     *session = next;
                     return Ok(());
                 }
@@ -471,5 +537,36 @@ async fn history_page(shared: &Shared, token: &str, channel: ChannelId) {
             shared.error("history unreachable".into());
             shared.counters.failures.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_track_keeps_the_slowest_live_and_the_slowest_replayed_deliveries() {
+        let mut track = Track::default();
+        let delivery = |seq: Seq, took_us: u64, replayed: bool| SlowDelivery {
+            seq,
+            channel: ChannelId(1),
+            sender: UserId(2),
+            user: UserId(1),
+            gateway: 0,
+            intended_us: 0,
+            took_us,
+            replayed,
+        };
+        for (seq, took_us) in [(1, 50), (2, 10), (3, 70), (4, 20), (5, 60), (6, 5)] {
+            track.delivered(delivery(seq, took_us, false));
+        }
+        track.delivered(delivery(7, 1, true));
+        track.delivered(delivery(8, 900, true));
+        let mut live: Vec<Seq> = track.slowest.iter().filter(|d| !d.replayed).map(|d| d.seq).collect();
+        live.sort_unstable();
+        assert_eq!(live, [1, 3, 5], "the three slowest live deliveries");
+        let mut replayed: Vec<Seq> = track.slowest.iter().filter(|d| d.replayed).map(|d| d.seq).collect();
+        replayed.sort_unstable();
+        assert_eq!(replayed, [7, 8], "replayed ones are kept apart, not displaced by live ones");
     }
 }
