@@ -46,6 +46,8 @@ summary=()
 for current in "$@"; do
   current="$(cd "$current" && pwd)"
   stack="$(mktemp -d /tmp/gateway-figures.XXXXXX)"
+  # PostgreSQL runs as an unprivileged user: it must be able to enter the data directory.
+  chmod 0755 "$stack"
   echo "== $current (stack in $stack)"
   export THREADSPACE_BIN_DIR="$current"
   up_log="$stack.up.log"
@@ -53,9 +55,9 @@ for current in "$@"; do
     --api-port 0 >"$up_log" 2>&1 || { cat "$up_log" >&2; exit 1; }
   "$current/threadspace-dev" --dir "$stack" seed --orgs 300 --users 50 >/dev/null
   idle="$("$current/loadgen" --stack-dir "$stack" idle --connections 15000 --users 15000 \
-    --gateway 1 --source-ips 4 | tee /dev/stderr | grep -o '[0-9]* bytes per idle connection')"
+    --gateway 1 --source-ips 4 | tee -a /dev/stderr | grep -o '[0-9]* bytes per idle connection')"
   bench="$("$current/loadgen" --stack-dir "$stack" bench --users 2000 --rate 300 --duration 60s \
-    | tee /dev/stderr | grep -o '[0-9]* deliveries per gateway CPU-second')"
+    | tee -a /dev/stderr | grep -o '[0-9]* deliveries per gateway CPU-second')"
   summary+=("$current: $idle, $bench")
   stop_stack
   rm -f "$up_log"
