@@ -225,6 +225,16 @@ impl NatsServer {
         }
     }
 
+    /// The JetStream meta group's leader as this node's `/jsz` names it; `None` while the group
+    /// has none, or for a node that does not answer or has no monitoring port.
+    pub async fn meta_leader(&self) -> Option<String> {
+        let Some((200, body)) = threadspace_client::rest::http_get(self.monitor_port?, "/jsz").await else {
+            return None;
+        };
+        let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+        jsz["meta_cluster"]["leader"].as_str().filter(|l| !l.is_empty()).map(str::to_owned)
+    }
+
     async fn wait_ready(&self) -> Result<(), NatsError> {
         let url = self.url.clone();
         let ready = wait_for(Duration::from_secs(30), || {

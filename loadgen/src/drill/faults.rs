@@ -31,6 +31,10 @@ pub enum FaultKind {
     GatewayRolling,
     /// SIGKILL the NATS node leading the MESSAGES stream; start it again after `--down-for`.
     NatsLeaderKill,
+    /// Move the MESSAGES leader onto the JetStream meta leader (a stepdown that prefers it),
+    /// then SIGKILL that node; start it again after `--down-for`. Until the meta group has a
+    /// new leader no consumer can be created, nor a record read (docs/drills.md).
+    NatsMetaLeaderKill,
     /// SIGKILL the stream leader and delete its JetStream data; it rejoins empty. At R3 the
     /// others hold every message; at R1 this is the stream's only copy (the unsafe demo).
     NatsLeaderWipe,
@@ -53,10 +57,11 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         Self::GatewayKill,
         Self::GatewayRolling,
         Self::NatsLeaderKill,
+        Self::NatsMetaLeaderKill,
         Self::NatsLeaderWipe,
         Self::NatsFollowerKill,
         Self::NatsFollowerWipe,
@@ -72,6 +77,7 @@ impl FaultKind {
             Self::GatewayKill => "gateway-kill",
             Self::GatewayRolling => "gateway-rolling",
             Self::NatsLeaderKill => "nats-leader-kill",
+            Self::NatsMetaLeaderKill => "nats-meta-leader-kill",
             Self::NatsLeaderWipe => "nats-leader-wipe",
             Self::NatsFollowerKill => "nats-follower-kill",
             Self::NatsFollowerWipe => "nats-follower-wipe",
@@ -90,6 +96,13 @@ impl FaultKind {
     /// Whether it disconnects clients, whose presence must then become whole again.
     pub fn moves_clients(self) -> bool {
         matches!(self, Self::GatewayKill | Self::GatewayRolling | Self::PgStopGatewayKill)
+    }
+
+    /// Whether only loadgen's own stack can strike it: it needs the nodes' monitoring ports
+    /// (the meta leader) and moves the stream's leader first, which a fault command cannot
+    /// be told to do.
+    pub fn own_stack_only(self) -> bool {
+        self == Self::NatsMetaLeaderKill
     }
 
     /// Which processes a `:TARGET` picks among (`None`: the fault picks by role).
@@ -249,6 +262,8 @@ pub fn expected_length(kind: FaultKind, timings: &Timings, gateways: usize) -> D
         FaultKind::NatsPause => timings.pause_for + restart,
         FaultKind::PgStop | FaultKind::PgStopGatewayKill => timings.pg_stop_for + restart,
         FaultKind::PgFailover => Duration::from_secs(20),
+        // The leader is moved onto the meta leader and left to settle before the kill.
+        FaultKind::NatsMetaLeaderKill => SETTLE + Duration::from_secs(2) + timings.down_for + restart,
         // A wiped node copies the whole stream back (docs/drills.md, "What the drills found").
         FaultKind::NatsFollowerWipe | FaultKind::NatsLeaderWipe => timings.down_for + timings.catch_up_for,
         _ => timings.down_for + restart,
@@ -282,6 +297,12 @@ pub struct Struck {
     pub leader_before: Option<String>,
     /// Read while a killed NATS node is still down; after the recovery for other faults.
     pub leader_after: Option<String>,
+    /// The JetStream meta leader before the strike and while the struck node is down
+    /// (`nats-meta-leader-kill` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta_leader_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta_leader_after: Option<String>,
     pub timeline_before: Option<u32>,
     pub timeline_after: Option<u32>,
     /// The strike or the recovery failed; the drill fails with it.
@@ -345,12 +366,26 @@ async fn act(
             }
         }
         FaultKind::NatsLeaderKill
+        | FaultKind::NatsMetaLeaderKill
         | FaultKind::NatsLeaderWipe
         | FaultKind::NatsFollowerKill
         | FaultKind::NatsFollowerWipe => {
             let wipe = matches!(planned.kind, FaultKind::NatsLeaderWipe | FaultKind::NatsFollowerWipe);
             let follower = matches!(planned.kind, FaultKind::NatsFollowerKill | FaultKind::NatsFollowerWipe);
+            let meta = planned.kind == FaultKind::NatsMetaLeaderKill;
+            if meta {
+                lead_from_meta_leader(stack, struck).await?;
+            }
             let (node, leader) = pick_node(stack, follower, rng).await?;
+            if meta {
+                // Read again just before the kill: either may have moved since the stepdown.
+                let now = meta_leader(stack, None).await;
+                anyhow::ensure!(
+                    now.as_deref() == Some(leader.as_str()),
+                    "the meta leader ({now:?}) no longer leads MESSAGES ({leader}) at the strike"
+                );
+                struck.meta_leader_before = now;
+            }
             // The leader as read just before the kill (it may have moved since the first read).
             struck.leader_before = Some(leader);
             let server = stack.nats_node(node);
@@ -368,6 +403,9 @@ async fn act(
             // The leader while the struck node is still down: once it is back it may win an
             // election again, which would hide the move.
             struck.leader_after = wait_for_leader(stack).await;
+            if meta {
+                struck.meta_leader_after = wait_for_meta_leader(stack, node).await;
+            }
             let server = stack.nats_node(node);
             server.start_again().await?;
             if let Some(Err(e)) = wiped {
@@ -549,6 +587,76 @@ async fn wait_for_leader(stack: &Stack) -> Option<String> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// The JetStream meta leader as the first node (other than `except`) that names one says.
+async fn meta_leader(stack: &Stack, except: Option<usize>) -> Option<String> {
+    let nodes = std::iter::once(&stack.nats).chain(&stack.nats_peers);
+    for (i, node) in nodes.enumerate() {
+        if Some(i) == except {
+            continue;
+        }
+        if let Some(leader) = node.meta_leader().await {
+            return Some(leader);
+        }
+    }
+    None
+}
+
+/// The meta leader once the nodes other than `down` name one (up to 30 s).
+async fn wait_for_meta_leader(stack: &Stack, down: usize) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(leader) = meta_leader(stack, Some(down)).await {
+            return Some(leader);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Moves the MESSAGES leader onto the JetStream meta leader, so that one kill takes both:
+/// asks the stream's leader to step down in favour of that node (nats-server 2.11 and later)
+/// until it leads, then lets the fanouts' consumers settle for [`SETTLE`] so the strike, not
+/// the move, is what the fault measures.
+async fn lead_from_meta_leader(stack: &Stack, struck: &mut Struck) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let meta = meta_leader(stack, None)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("no NATS node names a JetStream meta leader"))?;
+        let leader = wait_for_leader(stack)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the MESSAGES stream has no leader"))?;
+        if leader == meta {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the MESSAGES leader stayed on {leader}, not on the meta leader {meta}, for 20 s of stepdowns"
+        );
+        let jetstream = stack.jetstream().await?;
+        let subject = format!("STREAM.LEADER.STEPDOWN.{MESSAGES_STREAM}");
+        let request = serde_json::json!({ "placement": { "preferred": meta } });
+        let answer: serde_json::Value = jetstream
+            .request(subject, &request)
+            .await
+            .map_err(|e| anyhow::anyhow!("the stepdown of the MESSAGES leader {leader} failed: {e}"))?;
+        if let Some(error) = answer.get("error") {
+            anyhow::bail!("the MESSAGES leader {leader} refused to step down for {meta}: {error}");
+        }
+        struck
+            .actions
+            .push(format!("asked the MESSAGES leader {leader} to step down for {meta}, the meta leader"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(SETTLE).await;
+    Ok(())
+}
+
+/// How long a moved stream leader is left alone before the strike.
+const SETTLE: Duration = Duration::from_secs(3);
 
 /// The NATS node to strike — the MESSAGES leader, or (`follower`) another node chosen by
 /// `rng` — and the leader's name as read now.

@@ -51,8 +51,8 @@ pub struct DrillArgs {
     /// Faults, in order: KIND[:N][@OFFSET], comma-separated, or `all`. OFFSET counts from the
     /// end of the ramp (default: --fault-interval after the previous fault); N picks gateway
     /// or bridge N (default: the gateway with the most clients, a bridge chosen from the seed). Kinds: gateway-kill, gateway-rolling,
-    /// nats-leader-kill, nats-leader-wipe, nats-follower-kill, nats-follower-wipe, nats-pause,
-    /// bridge-kill, pg-failover, pg-stop, pg-stop-gateway-kill.
+    /// nats-leader-kill, nats-meta-leader-kill, nats-leader-wipe, nats-follower-kill,
+    /// nats-follower-wipe, nats-pause, bridge-kill, pg-failover, pg-stop, pg-stop-gateway-kill.
     #[arg(long, default_value = "gateway-kill,nats-leader-kill,bridge-kill")]
     faults: String,
     /// Time between faults without an explicit offset.
@@ -211,6 +211,12 @@ fn plan_runs(args: &DrillArgs, topology: Topology) -> Result<(Scenario, Vec<Vec<
         scenario.users = users as usize;
     }
     let planned = faults::parse_schedule(&args.faults, args.fault_interval, topology).map_err(usage)?;
+    if let Some(own) = planned.iter().find(|p| p.kind.own_stack_only() && args.existing_stack) {
+        return Err(usage(format!(
+            "--existing-stack: {} needs loadgen's own stack (it moves the MESSAGES leader onto the JetStream meta leader, read from the nodes' monitoring ports); leave it out of --faults",
+            own.kind.name()
+        )));
+    }
     if let Some(age) = args.stream_max_age {
         if args.existing_stack {
             return Err(usage(
@@ -606,11 +612,22 @@ fn unproven(struck: &Struck, impact: &Impact, kind: FaultKind) -> Vec<String> {
     let leader_moved = struck.leader_before.is_some()
         && struck.leader_after.is_some()
         && struck.leader_before != struck.leader_after;
-    if kind == FaultKind::NatsLeaderKill && !leader_moved {
+    if matches!(kind, FaultKind::NatsLeaderKill | FaultKind::NatsMetaLeaderKill) && !leader_moved {
         missing.push(format!(
             "the MESSAGES leader did not change (before {:?}, after {:?})",
             struck.leader_before, struck.leader_after
         ));
+    }
+    if kind == FaultKind::NatsMetaLeaderKill {
+        let (before, after) = (&struck.meta_leader_before, &struck.meta_leader_after);
+        if before.is_none() || before != &struck.leader_before {
+            missing.push(format!(
+                "the node struck did not lead the meta group (meta leader {before:?}, MESSAGES leader {:?})",
+                struck.leader_before
+            ));
+        } else if after.is_none() || after == before {
+            missing.push(format!("the meta leader did not change (before {before:?}, after {after:?})"));
+        }
     }
     let timeline_moved =
         matches!((struck.timeline_before, struck.timeline_after), (Some(a), Some(b)) if b > a);
@@ -823,5 +840,35 @@ mod tests {
         assert!(error(&["--preset", "nope"]).contains("unknown --preset"));
         assert!(error(&["--stream-max-age", "1m"]).contains("--stream-max-age 1m is under 5m"));
         assert!(error(&["--stream-max-age", "10m", "--existing-stack"]).contains("a stack it did not start"));
+        assert!(error(&["--faults", "all", "--existing-stack"])
+            .contains("nats-meta-leader-kill needs loadgen's own stack"));
+    }
+
+    #[test]
+    fn a_meta_leader_kill_proves_it_took_the_meta_leader() {
+        let impact = Impact { in_flight: 1, ..Impact::default() };
+        let struck = |meta_before: Option<&str>, meta_after: Option<&str>| Struck {
+            kind: "nats-meta-leader-kill".into(),
+            struck_us: 1,
+            leader_before: Some("n1".into()),
+            leader_after: Some("n2".into()),
+            meta_leader_before: meta_before.map(Into::into),
+            meta_leader_after: meta_after.map(Into::into),
+            ..Struck::default()
+        };
+        let missing = |meta_before, meta_after| {
+            unproven(&struck(meta_before, meta_after), &impact, FaultKind::NatsMetaLeaderKill).join("; ")
+        };
+        assert_eq!(missing(Some("n1"), Some("n3")), "");
+        assert!(missing(Some("n3"), Some("n2")).contains("the node struck did not lead the meta group"));
+        assert!(missing(None, Some("n2")).contains("the node struck did not lead the meta group"));
+        assert!(missing(Some("n1"), Some("n1")).contains("the meta leader did not change"));
+        assert!(missing(Some("n1"), None).contains("the meta leader did not change"));
+        // The stream leader must move too, as for any leader kill.
+        let stayed = Struck { leader_after: Some("n1".into()), ..struck(Some("n1"), Some("n3")) };
+        let missing = unproven(&stayed, &impact, FaultKind::NatsMetaLeaderKill).join("; ");
+        assert!(missing.contains("the MESSAGES leader did not change"), "{missing}");
+        // A plain leader kill asks nothing of the meta group.
+        assert!(unproven(&struck(None, None), &impact, FaultKind::NatsLeaderKill).is_empty());
     }
 }

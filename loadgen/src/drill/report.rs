@@ -8,6 +8,7 @@ use std::path::Path;
 
 use plotters::style::RGBColor;
 
+use super::faults::Struck;
 use super::{DrillReport, RunReport};
 use crate::output::{escape, time_plot, Line, Marker, STYLE};
 
@@ -57,6 +58,9 @@ pub(super) fn print_run(run: &RunReport) {
             fault.struck.timeline_before.map_or("?".to_owned(), |t| t.to_string()),
             fault.struck.timeline_after.map_or("?".to_owned(), |t| t.to_string()),
         );
+        if let Some(meta) = meta_leaders(&fault.struck) {
+            println!("  {:<19} meta leader {meta}", "");
+        }
         match fault.presence.map(|p| p.wrong_ms) {
             Some(Some(ms)) => {
                 println!("  {:<19} presence wrong for at most {:.1} s", "", ms as f64 / 1000.0)
@@ -234,7 +238,7 @@ pub(super) fn write_html(drill: &DrillReport, path: &Path) -> anyhow::Result<()>
         for fault in &run.faults {
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{} → {}</td><td>{} → {}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{} → {}{}</td><td>{} → {}</td></tr>",
                 escape(&fault.struck.kind),
                 escape(&fault.struck.target),
                 escape(&fault.struck.actions.join("; ")),
@@ -242,6 +246,7 @@ pub(super) fn write_html(drill: &DrillReport, path: &Path) -> anyhow::Result<()>
                 fault.impact.longest_reconnect_ms as f64 / 1000.0,
                 escape(fault.struck.leader_before.as_deref().unwrap_or("?")),
                 escape(fault.struck.leader_after.as_deref().unwrap_or("?")),
+                meta_leaders(&fault.struck).map_or_else(String::new, |m| format!(" (meta leader {})", escape(&m))),
                 fault.struck.timeline_before.map_or("?".to_owned(), |t| t.to_string()),
                 fault.struck.timeline_after.map_or("?".to_owned(), |t| t.to_string()),
             );
@@ -268,4 +273,10 @@ pub(super) fn write_html(drill: &DrillReport, path: &Path) -> anyhow::Result<()>
     }
     html.push_str("</body></html>");
     std::fs::write(path, html).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// `before → after` of the JetStream meta leader, for the faults that record it.
+fn meta_leaders(struck: &Struck) -> Option<String> {
+    let before = struck.meta_leader_before.as_deref()?;
+    Some(format!("{before} → {}", struck.meta_leader_after.as_deref().unwrap_or("?")))
 }

@@ -430,6 +430,8 @@ mod tests {
             actions: Vec::new(),
             leader_before: None,
             leader_after: None,
+            meta_leader_before: None,
+            meta_leader_after: None,
             timeline_before: None,
             timeline_after: None,
             error: None,
