@@ -40,7 +40,7 @@ pub(super) fn print_run(run: &RunReport) {
     for fault in &run.faults {
         let i = &fault.impact;
         println!(
-            "  {:<19} {:<22} in flight {:>3} | failed {:>3} refused, {:>3} unanswered, {:>3} stalled: {:>5.1} s on gateway {} | slowest delivery {:>5.1} s | {:>4} reconnects, longest {:>5.1} s, all resumed {:>5.1} s | leader {} → {}, timeline {} → {}",
+            "  {:<21} {:<22} in flight {:>3} | failed {:>3} refused, {:>3} unanswered, {:>3} stalled: {:>5.1} s on gateway {} | slowest delivery {:>5.1} s | {:>4} reconnects, longest {:>5.1} s, all resumed {:>5.1} s | leader {} → {}, timeline {} → {}",
             fault.struck.kind,
             fault.struck.target,
             i.in_flight,
@@ -59,13 +59,13 @@ pub(super) fn print_run(run: &RunReport) {
             fault.struck.timeline_after.map_or("?".to_owned(), |t| t.to_string()),
         );
         if let Some(meta) = meta_leaders(&fault.struck) {
-            println!("  {:<19} meta leader {meta}", "");
+            println!("  {:<21} meta leader {meta}", "");
         }
         match fault.presence.map(|p| p.wrong_ms) {
             Some(Some(ms)) => {
-                println!("  {:<19} presence wrong for at most {:.1} s", "", ms as f64 / 1000.0)
+                println!("  {:<21} presence wrong for at most {:.1} s", "", ms as f64 / 1000.0)
             }
-            Some(None) => println!("  {:<19} presence NOT whole again 30 s after the recovery", ""),
+            Some(None) => println!("  {:<21} presence NOT whole again 30 s after the recovery", ""),
             None => {}
         }
     }
@@ -153,7 +153,7 @@ pub(super) fn print_summary(drill: &DrillReport) {
         runs.iter().map(|r| r.reconnect_resumed_p99_ms).fold(0.0, f64::max)
     );
     println!(
-        "  {:<20} {:>5} {:>14} {:>14} {:>20} {:>21} {:>18}",
+        "  {:<21} {:>5} {:>14} {:>14} {:>20} {:>21} {:>18}",
         "fault",
         "count",
         "unavail p50 s",
@@ -164,7 +164,7 @@ pub(super) fn print_summary(drill: &DrillReport) {
     );
     for (kind, (windows, reconnects, deliveries, presence)) in by_kind(drill) {
         println!(
-            "  {:<20} {:>5} {:>14.1} {:>14.1} {:>20.1} {:>21.1} {:>18}",
+            "  {:<21} {:>5} {:>14.1} {:>14.1} {:>20.1} {:>21.1} {:>18}",
             kind,
             windows.len(),
             p50(&windows) as f64 / 1000.0,
