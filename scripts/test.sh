@@ -36,7 +36,7 @@ target/debug/loadgen run --own-stack --preset smoke --agents 2 --gate \
   --max-delivery-p99 500ms --max-presence-p99 10s --report target/reports/smoke.json
 
 step "failover drill: every fault kind in turn under load on the HA stack (alone, gated, ~4 min)"
-# docs/drills.md, "In CI": each of the eleven kinds strikes alone (5 s after the previous one
+# docs/drills.md, "In CI": each of the twelve kinds strikes alone (5 s after the previous one
 # recovered), PostgreSQL stops for 10 s instead of 30 s to save time. Gated on nothing lost,
 # doubled or reordered, the archive equal to the acked set, every fault proven, and no fault
 # keeping sends failing, a client from resuming or a delivery back for over 15 s. The SLO's

@@ -18,6 +18,7 @@ use threadspace_devstack::nats;
 use threadspace_devstack::stack::Stack;
 use threadspace_protocol::subjects::MESSAGES_STREAM;
 
+use super::meta_leader;
 use super::probe::Probe;
 use crate::unix_micros;
 
@@ -263,7 +264,9 @@ pub fn expected_length(kind: FaultKind, timings: &Timings, gateways: usize) -> D
         FaultKind::PgStop | FaultKind::PgStopGatewayKill => timings.pg_stop_for + restart,
         FaultKind::PgFailover => Duration::from_secs(20),
         // The leader is moved onto the meta leader and left to settle before the kill.
-        FaultKind::NatsMetaLeaderKill => SETTLE + Duration::from_secs(2) + timings.down_for + restart,
+        FaultKind::NatsMetaLeaderKill => {
+            meta_leader::SETTLE + Duration::from_secs(2) + timings.down_for + restart
+        }
         // A wiped node copies the whole stream back (docs/drills.md, "What the drills found").
         FaultKind::NatsFollowerWipe | FaultKind::NatsLeaderWipe => timings.down_for + timings.catch_up_for,
         _ => timings.down_for + restart,
@@ -290,6 +293,9 @@ pub struct Struck {
     pub target: String,
     /// Unix µs of the strike and of the end of the recovery.
     pub struck_us: u64,
+    /// Unix µs when the fault's first action began, if before the strike (0: at the strike):
+    /// `nats-meta-leader-kill` moves the stream's leader first. See [`Struck::slot_start`].
+    pub began_us: u64,
     pub recovered_us: u64,
     /// Every signal and action, in order (`SIGKILL pid 4711 (gateway 2)`, `started gateway 2
     /// (pid 4802)`, `ran: kubectl …`).
@@ -307,6 +313,18 @@ pub struct Struck {
     pub timeline_after: Option<u32>,
     /// The strike or the recovery failed; the drill fails with it.
     pub error: Option<String>,
+}
+
+impl Struck {
+    /// Where the fault's slot begins: at its first action, so sends, reconnects and deliveries
+    /// that its preparation disturbed are charged to it, not to the fault before.
+    pub fn slot_start(&self) -> u64 {
+        if self.began_us == 0 {
+            self.struck_us
+        } else {
+            self.began_us.min(self.struck_us)
+        }
+    }
 }
 
 /// Strikes and recovers `planned` on loadgen's own stack.
@@ -374,12 +392,14 @@ async fn act(
             let follower = matches!(planned.kind, FaultKind::NatsFollowerKill | FaultKind::NatsFollowerWipe);
             let meta = planned.kind == FaultKind::NatsMetaLeaderKill;
             if meta {
-                lead_from_meta_leader(stack, struck).await?;
+                // The move is part of the fault: what it disturbs is charged to it.
+                struck.began_us = unix_micros();
+                meta_leader::lead_from_meta_leader(stack, struck).await?;
             }
             let (node, leader) = pick_node(stack, follower, rng).await?;
             if meta {
-                // Read again just before the kill: either may have moved since the stepdown.
-                let now = meta_leader(stack, None).await;
+                // Read again: either leader may have moved since the stepdown.
+                let now = meta_leader::meta_leader(stack, None).await;
                 anyhow::ensure!(
                     now.as_deref() == Some(leader.as_str()),
                     "the meta leader ({now:?}) no longer leads MESSAGES ({leader}) at the strike"
@@ -394,17 +414,23 @@ async fn act(
             strike_now(probe, 0, struck).await;
             server.kill();
             struck.actions.push(format!("SIGKILL pid {pid} (nats-server {})", server.name));
+            let wipe_dir = server.dir.join("jetstream");
+            // The survivors name the dead leader until they elect another (seconds): a
+            // different name now means the meta leader moved between the read and the kill.
+            // Judged after the restart: the run must end with the cluster whole.
+            let missed = if meta { meta_leader::led_at_kill(stack, node).await.err() } else { None };
+            let server = stack.nats_node(node);
             // A failed wipe still restarts the node: the run must end with the cluster whole.
             let wiped = if wipe { Some(server.wipe()) } else { None };
             if let Some(Ok(())) = &wiped {
-                struck.actions.push(format!("deleted {}", server.dir.join("jetstream").display()));
+                struck.actions.push(format!("deleted {}", wipe_dir.display()));
             }
             tokio::time::sleep(timings.down_for).await;
             // The leader while the struck node is still down: once it is back it may win an
             // election again, which would hide the move.
             struck.leader_after = wait_for_leader(stack).await;
             if meta {
-                struck.meta_leader_after = wait_for_meta_leader(stack, node).await;
+                struck.meta_leader_after = meta_leader::wait_for_another(stack, node).await;
             }
             let server = stack.nats_node(node);
             server.start_again().await?;
@@ -417,6 +443,9 @@ async fn act(
                 server.process.pid()
             ));
             caught_up(stack, node, timings, struck, "the restart").await?;
+            if let Some(missed) = missed {
+                return Err(missed);
+            }
         }
         FaultKind::NatsPause => {
             let (node, leader) = pick_node(stack, false, rng).await?;
@@ -570,12 +599,12 @@ fn started(kind: &str, i: usize, process: Option<&threadspace_devstack::process:
     format!("started {kind} {} (pid {})", i + 1, process.map_or(0, |p| p.pid()))
 }
 
-async fn leader(stack: &Stack) -> Option<String> {
+pub(super) async fn leader(stack: &Stack) -> Option<String> {
     stack.stream_leader(MESSAGES_STREAM).await.ok().flatten()
 }
 
 /// The stream's leader once it has one (up to 30 s).
-async fn wait_for_leader(stack: &Stack) -> Option<String> {
+pub(super) async fn wait_for_leader(stack: &Stack) -> Option<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(leader) = leader(stack).await {
@@ -587,76 +616,6 @@ async fn wait_for_leader(stack: &Stack) -> Option<String> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
-
-/// The JetStream meta leader as the first node (other than `except`) that names one says.
-async fn meta_leader(stack: &Stack, except: Option<usize>) -> Option<String> {
-    let nodes = std::iter::once(&stack.nats).chain(&stack.nats_peers);
-    for (i, node) in nodes.enumerate() {
-        if Some(i) == except {
-            continue;
-        }
-        if let Some(leader) = node.meta_leader().await {
-            return Some(leader);
-        }
-    }
-    None
-}
-
-/// The meta leader once the nodes other than `down` name one (up to 30 s).
-async fn wait_for_meta_leader(stack: &Stack, down: usize) -> Option<String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(leader) = meta_leader(stack, Some(down)).await {
-            return Some(leader);
-        }
-        if tokio::time::Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Moves the MESSAGES leader onto the JetStream meta leader, so that one kill takes both:
-/// asks the stream's leader to step down in favour of that node (nats-server 2.11 and later)
-/// until it leads, then lets the fanouts' consumers settle for [`SETTLE`] so the strike, not
-/// the move, is what the fault measures.
-async fn lead_from_meta_leader(stack: &Stack, struck: &mut Struck) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let meta = meta_leader(stack, None)
-            .await
-            .ok_or_else(|| anyhow::anyhow!("no NATS node names a JetStream meta leader"))?;
-        let leader = wait_for_leader(stack)
-            .await
-            .ok_or_else(|| anyhow::anyhow!("the MESSAGES stream has no leader"))?;
-        if leader == meta {
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the MESSAGES leader stayed on {leader}, not on the meta leader {meta}, for 20 s of stepdowns"
-        );
-        let jetstream = stack.jetstream().await?;
-        let subject = format!("STREAM.LEADER.STEPDOWN.{MESSAGES_STREAM}");
-        let request = serde_json::json!({ "placement": { "preferred": meta } });
-        let answer: serde_json::Value = jetstream
-            .request(subject, &request)
-            .await
-            .map_err(|e| anyhow::anyhow!("the stepdown of the MESSAGES leader {leader} failed: {e}"))?;
-        if let Some(error) = answer.get("error") {
-            anyhow::bail!("the MESSAGES leader {leader} refused to step down for {meta}: {error}");
-        }
-        struck
-            .actions
-            .push(format!("asked the MESSAGES leader {leader} to step down for {meta}, the meta leader"));
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    tokio::time::sleep(SETTLE).await;
-    Ok(())
-}
-
-/// How long a moved stream leader is left alone before the strike.
-const SETTLE: Duration = Duration::from_secs(3);
 
 /// The NATS node to strike — the MESSAGES leader, or (`follower`) another node chosen by
 /// `rng` — and the leader's name as read now.

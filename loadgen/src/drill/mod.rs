@@ -9,6 +9,7 @@
 //! `report`.
 
 pub mod faults;
+mod meta_leader;
 mod presence;
 mod probe;
 mod report;
@@ -211,6 +212,14 @@ fn plan_runs(args: &DrillArgs, topology: Topology) -> Result<(Scenario, Vec<Vec<
         scenario.users = users as usize;
     }
     let planned = faults::parse_schedule(&args.faults, args.fault_interval, topology).map_err(usage)?;
+    if let Some(meta) = planned.iter().find(|p| p.kind == FaultKind::NatsMetaLeaderKill) {
+        if args.stream_replicas < 3 {
+            return Err(usage(format!(
+                "{} needs --stream-replicas 3: the JetStream meta leader must hold a copy of MESSAGES to lead it",
+                meta.kind.name()
+            )));
+        }
+    }
     if let Some(own) = planned.iter().find(|p| p.kind.own_stack_only() && args.existing_stack) {
         return Err(usage(format!(
             "--existing-stack: {} needs loadgen's own stack (it moves the MESSAGES leader onto the JetStream meta leader, read from the nodes' monitoring ports); leave it out of --faults",
@@ -516,10 +525,10 @@ async fn one_run(
     let mut faults = Vec::new();
     for (i, struck) in struck_all.iter().enumerate() {
         let until =
-            struck_all.get(i + 1).map_or(end_us + 5_000_000, |next| next.struck_us).max(struck.struck_us);
+            struck_all.get(i + 1).map_or(end_us + 5_000_000, |next| next.slot_start()).max(struck.struck_us);
         let mut impact = verdict::impact(struck, until, &played.sends, &played.reconnects, args.stall);
         let (from_s, until_s) = (
-            (struck.struck_us.saturating_sub(start_us)) as f64 / 1e6,
+            (struck.slot_start().saturating_sub(start_us)) as f64 / 1e6,
             until.saturating_sub(start_us) as f64 / 1e6,
         );
         let period = options.progress_every.as_secs_f64();
@@ -649,7 +658,7 @@ fn judge(report: &RunReport, sends: &[run::SendRecord], max_unavailable: Duratio
     let mut failures = Vec::new();
     let during = |at_us: u64| -> String {
         let fault =
-            report.faults.iter().rev().find(|f| f.struck.struck_us != 0 && f.struck.struck_us <= at_us);
+            report.faults.iter().rev().find(|f| f.struck.struck_us != 0 && f.struck.slot_start() <= at_us);
         fault.map_or_else(
             || "before the first fault".to_owned(),
             |f| format!("during {} ({})", f.struck.kind, f.struck.target),

@@ -212,7 +212,8 @@ pub struct Impact {
     pub deliver_max_ms: u64,
 }
 
-/// Measures a fault's impact over its slot `[struck, until)` (unix µs).
+/// Measures a fault's impact over its slot `[slot_start, until)` (unix µs): sends in flight at the
+/// strike, failures and reconnects from the fault's first action (see [`Struck::slot_start`]).
 pub fn impact(
     struck: &Struck,
     until_us: u64,
@@ -222,6 +223,8 @@ pub fn impact(
 ) -> Impact {
     let stall_us = stall.as_micros() as u64;
     let start = struck.struck_us;
+    // Failures and reconnects count from the fault's first action; in-flight sends from the strike.
+    let from = struck.slot_start();
     let mut result = Impact::default();
     // Per gateway, the slot's sends: (due, Ok(acknowledged in time at) or Err(failed at)).
     let mut by_gateway: HashMap<usize, Vec<SendEvent>> = HashMap::new();
@@ -237,7 +240,7 @@ pub fn impact(
         }
         // A send due a little before the strike can be the one it hit; one due a little
         // before the next strike belongs to the next fault.
-        if send.intended_us + stall_us < start || send.intended_us + stall_us >= until_us {
+        if send.intended_us + stall_us < from || send.intended_us + stall_us >= until_us {
             continue;
         }
         let failed_at = match &send.outcome {
@@ -270,7 +273,7 @@ pub fn impact(
             result.unavailable_gateway = Some(gateway + 1);
         }
     }
-    for reconnect in reconnects.iter().filter(|r| r.lost_us >= start && r.lost_us < until_us) {
+    for reconnect in reconnects.iter().filter(|r| r.lost_us >= from && r.lost_us < until_us) {
         result.reconnects += 1;
         match reconnect.resumed_us {
             Some(resumed) => {
@@ -323,7 +326,7 @@ pub fn slowest(
     struck: &[Struck],
     start_us: u64,
 ) -> Vec<TracedDelivery> {
-    let slot = |d: &SlowDelivery| struck.iter().rposition(|s| s.struck_us <= d.intended_us + d.took_us);
+    let slot = |d: &SlowDelivery| struck.iter().rposition(|s| s.slot_start() <= d.intended_us + d.took_us);
     let mut sorted: Vec<&SlowDelivery> = deliveries.iter().collect();
     sorted.sort_by_key(|d| (std::cmp::Reverse(d.took_us), d.seq));
     let mut picked: Vec<&SlowDelivery> = Vec::new();
@@ -426,6 +429,7 @@ mod tests {
             kind: kind.into(),
             target: "x".into(),
             struck_us: at,
+            began_us: 0,
             recovered_us: at + s,
             actions: Vec::new(),
             leader_before: None,
@@ -571,5 +575,28 @@ mod tests {
             (impact.reconnects, impact.longest_reconnect_ms, impact.all_resumed_ms),
             (2, 3_000, 4_000)
         );
+    }
+
+    #[test]
+    fn a_fault_that_prepares_is_charged_from_its_first_action() {
+        let s = 1_000_000;
+        // The leader is moved from 5 s, the node struck at 10 s.
+        let struck = Struck { began_us: 5 * s, struck_us: 10 * s, ..Struck::default() };
+        assert_eq!(struck.slot_start(), 5 * s);
+        let sends = vec![
+            // Refused during the move: this fault's, not the one before.
+            send("a", 0, 6 * s, SendOutcome::Refused { code: "unavailable".into(), at_us: 6 * s + 1000 }),
+            send("b", 0, 7 * s, SendOutcome::Acked { seq: 1, at_us: 7 * s + 1000 }),
+            // In flight at the strike.
+            send("c", 0, 10 * s, SendOutcome::Acked { seq: 2, at_us: 10 * s + 1000 }),
+            // Before the move.
+            send("d", 0, 2 * s, SendOutcome::Refused { code: "unavailable".into(), at_us: 2 * s + 1000 }),
+        ];
+        let impact = impact(&struck, 30 * s, &sends, &[], Duration::from_secs(1));
+        assert_eq!(impact.refused, 1, "a only");
+        assert_eq!(impact.in_flight, 1, "c, counted at the strike");
+        assert_eq!(impact.unavailable_ms, 1_001, "from a's due time to b's ack");
+        // A fault without preparation starts at its strike.
+        assert_eq!(Struck { struck_us: 10 * s, ..Struck::default() }.slot_start(), 10 * s);
     }
 }
