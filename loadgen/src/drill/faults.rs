@@ -394,7 +394,7 @@ async fn act(
             if meta {
                 // The move is part of the fault: what it disturbs is charged to it.
                 struck.began_us = unix_micros();
-                meta_leader::lead_from_meta_leader(stack, struck).await?;
+                meta_leader::lead_from_meta_leader(stack, &mut struck.actions).await?;
             }
             let (node, leader) = pick_node(stack, follower, rng).await?;
             if meta {
@@ -599,12 +599,12 @@ fn started(kind: &str, i: usize, process: Option<&threadspace_devstack::process:
     format!("started {kind} {} (pid {})", i + 1, process.map_or(0, |p| p.pid()))
 }
 
-pub(super) async fn leader(stack: &Stack) -> Option<String> {
+async fn leader(stack: &Stack) -> Option<String> {
     stack.stream_leader(MESSAGES_STREAM).await.ok().flatten()
 }
 
 /// The stream's leader once it has one (up to 30 s).
-pub(super) async fn wait_for_leader(stack: &Stack) -> Option<String> {
+async fn wait_for_leader(stack: &Stack) -> Option<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(leader) = leader(stack).await {

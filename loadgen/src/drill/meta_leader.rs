@@ -9,8 +9,6 @@ use anyhow::Context as _;
 use threadspace_devstack::stack::Stack;
 use threadspace_protocol::subjects::MESSAGES_STREAM;
 
-use super::faults::{leader, Struck};
-
 /// How long a moved stream leader is left alone before the strike, so the consumers that the
 /// move disturbed are back and the strike, not the move, is what the fault measures.
 pub(super) const SETTLE: Duration = Duration::from_secs(3);
@@ -62,13 +60,14 @@ pub(super) async fn wait_for_another(stack: &Stack, down: usize) -> Option<Strin
 /// Moves the MESSAGES leader onto the JetStream meta leader: asks the stream's leader to step
 /// down in favour of that node (nats-server 2.11 and later) until it leads, retrying a refused
 /// or unanswered stepdown (a replica not yet current is refused) for up to [`MOVE_LIMIT`];
-/// then waits [`SETTLE`]. Each stepdown is recorded as an action.
-pub(super) async fn lead_from_meta_leader(stack: &Stack, struck: &mut Struck) -> anyhow::Result<()> {
+/// then waits [`SETTLE`]. Each stepdown is added to `actions`.
+pub(super) async fn lead_from_meta_leader(stack: &Stack, actions: &mut Vec<String>) -> anyhow::Result<()> {
     let jetstream = stack.jetstream().await?;
     let subject = format!("STREAM.LEADER.STEPDOWN.{MESSAGES_STREAM}");
     let started = tokio::time::Instant::now();
     loop {
-        let why_not = match (meta_leader(stack, None).await, leader(stack).await) {
+        let stream_leader = stack.stream_leader(MESSAGES_STREAM).await.ok().flatten();
+        let why_not = match (meta_leader(stack, None).await, stream_leader) {
             (Some(meta), Some(stream)) if meta == stream => break,
             (Some(meta), Some(stream)) => {
                 let request = serde_json::json!({ "placement": { "preferred": meta } });
@@ -81,7 +80,7 @@ pub(super) async fn lead_from_meta_leader(stack: &Stack, struck: &mut Struck) ->
                     Ok(answer) => match answer.get("error") {
                         Some(error) => format!("{stream} refused to step down for {meta}: {error}"),
                         None => {
-                            struck.actions.push(format!(
+                            actions.push(format!(
                                 "asked the MESSAGES leader {stream} to step down for {meta}, the meta leader"
                             ));
                             format!("{stream} stepped down for {meta}, which did not take the lead")
