@@ -541,8 +541,18 @@ async fn stream_leader(state: &StackState) -> anyhow::Result<Option<(String, usi
         threadspace_devstack::nats::stream_info(&jetstream, stream).await.map_err(anyhow::Error::msg)?;
     let replicas = info.config.num_replicas.max(1);
     let Some(cluster) = &info.cluster else { return Ok(Some(("1".into(), replicas))) };
-    let leader = cluster.leader.as_ref().map(|name| name.trim_start_matches('n').to_owned());
-    Ok(leader.map(|l| (l, replicas)))
+    let clustered = !state.nats_peers.is_empty();
+    Ok(cluster.leader.as_deref().map(|name| (node_number(name, clustered), replicas)))
+}
+
+/// The number `status` lists the NATS node named `name` under: cluster nodes are named `n1`,
+/// `n2`, …; a lone server, named after its port (`threadspace-local-14222`), is node 1.
+fn node_number(name: &str, clustered: bool) -> String {
+    if clustered {
+        name.trim_start_matches('n').to_owned()
+    } else {
+        "1".to_owned()
+    }
 }
 
 /// Resolves org slug + handle (and optionally a channel name) in the stack's directory.
@@ -760,6 +770,12 @@ async fn chat(dir: &Path, user: &str, org: &str, channel: &str, gateway: usize) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_numbers_nats_nodes_as_it_lists_them() {
+        assert_eq!(node_number("n2", true), "2");
+        assert_eq!(node_number("threadspace-local-14222", false), "1");
+    }
 
     #[test]
     fn redacts_passwords() {
