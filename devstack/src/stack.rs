@@ -396,17 +396,18 @@ impl Stack {
 
     /// Every client's NATS URL: the nodes, comma-separated.
     pub fn nats_url(&self) -> String {
-        std::iter::once(&self.nats)
-            .chain(&self.nats_peers)
-            .map(|n| n.url.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
+        self.nats_servers().map(|n| n.url.as_str()).collect::<Vec<_>>().join(",")
     }
 
     /// Every client's PostgreSQL URL: with standbys, every node with
     /// `target_session_attrs=read-write`, so a client finds whichever node is primary.
     pub fn postgres_url(&self) -> String {
         postgres_url_of(&self.postgres, &self.standbys)
+    }
+
+    /// Every NATS node, in order: node `i` of [`Stack::nats_node`] is the `i`th.
+    pub fn nats_servers(&self) -> impl Iterator<Item = &NatsServer> {
+        std::iter::once(&self.nats).chain(&self.nats_peers)
     }
 
     /// NATS node `i` (0 is [`Stack::nats`]).

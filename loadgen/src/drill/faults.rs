@@ -624,8 +624,7 @@ async fn pick_node(stack: &Stack, follower: bool, rng: &mut StdRng) -> anyhow::R
     anyhow::ensure!(nodes > 1 || !follower, "a single NATS node has no follower");
     let leader =
         wait_for_leader(stack).await.ok_or_else(|| anyhow::anyhow!("the MESSAGES stream has no leader"))?;
-    let names: Vec<String> =
-        std::iter::once(&stack.nats).chain(&stack.nats_peers).map(|n| n.name.clone()).collect();
+    let names: Vec<String> = stack.nats_servers().map(|n| n.name.clone()).collect();
     let lead = names.iter().position(|n| *n == leader).unwrap_or(0);
     if !follower {
         return Ok((lead, leader));

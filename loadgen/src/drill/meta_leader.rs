@@ -18,8 +18,7 @@ const MOVE_LIMIT: Duration = Duration::from_secs(20);
 
 /// The JetStream meta leader as the first node (other than `except`) that names one says.
 pub(super) async fn meta_leader(stack: &Stack, except: Option<usize>) -> Option<String> {
-    let nodes = std::iter::once(&stack.nats).chain(&stack.nats_peers);
-    for (i, node) in nodes.enumerate() {
+    for (i, node) in stack.nats_servers().enumerate() {
         if Some(i) == except {
             continue;
         }
@@ -30,13 +29,18 @@ pub(super) async fn meta_leader(stack: &Stack, except: Option<usize>) -> Option<
     None
 }
 
+/// The server name of NATS node `i`.
+fn node_name(stack: &Stack, i: usize) -> &str {
+    stack.nats_servers().nth(i).map_or("", |n| n.name.as_str())
+}
+
 /// Fails if, just after node `killed` was killed, the other nodes name a meta leader other
 /// than it: followers keep naming a dead leader until they elect another, which takes
 /// seconds, so another name means the meta leader had moved before the kill.
 pub(super) async fn led_at_kill(stack: &Stack, killed: usize) -> anyhow::Result<()> {
-    let name = if killed == 0 { &stack.nats.name } else { &stack.nats_peers[killed - 1].name };
+    let name = node_name(stack, killed);
     match meta_leader(stack, Some(killed)).await {
-        Some(now) if now != *name => {
+        Some(now) if now != name => {
             anyhow::bail!("the meta leader had moved from {name} to {now} before the kill")
         }
         _ => Ok(()),
@@ -46,7 +50,7 @@ pub(super) async fn led_at_kill(stack: &Stack, killed: usize) -> anyhow::Result<
 /// The meta leader the nodes other than `down` elect after it: the first name they give
 /// that is not `down`'s (they keep naming the dead node until the election), up to 30 s.
 pub(super) async fn wait_for_another(stack: &Stack, down: usize) -> Option<String> {
-    let name = if down == 0 { stack.nats.name.clone() } else { stack.nats_peers[down - 1].name.clone() };
+    let name = node_name(stack, down);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match meta_leader(stack, Some(down)).await {

@@ -339,11 +339,12 @@ pub fn slowest(
                 .take(SLOWEST_REPORTED),
         );
     }
-    let mut sent_via: HashMap<(UserId, u64), usize> =
-        picked.iter().map(|d| ((d.sender, d.intended_us), usize::MAX)).collect();
+    // The picked few, looked up in one pass over the sends.
+    let mut sent_via: HashMap<(UserId, u64), Option<usize>> =
+        picked.iter().map(|d| ((d.sender, d.intended_us), None)).collect();
     for send in sends {
         if let Some(gateway) = sent_via.get_mut(&(send.user, send.intended_us)) {
-            *gateway = send.gateway + 1;
+            *gateway = Some(send.gateway + 1);
         }
     }
     picked
@@ -355,7 +356,7 @@ pub fn slowest(
             due_s: d.intended_us.saturating_sub(start_us) as f64 / 1e6,
             due_unix_ms: d.intended_us / 1000,
             took_ms: d.took_us / 1000,
-            sent_via: sent_via.get(&(d.sender, d.intended_us)).copied().filter(|g| *g != usize::MAX),
+            sent_via: sent_via.get(&(d.sender, d.intended_us)).copied().flatten(),
             delivered_by: d.gateway + 1,
             replayed: d.replayed,
             during: slot(d).map(|i| struck[i].kind.clone()),
@@ -429,16 +430,8 @@ mod tests {
             kind: kind.into(),
             target: "x".into(),
             struck_us: at,
-            began_us: 0,
             recovered_us: at + s,
-            actions: Vec::new(),
-            leader_before: None,
-            leader_after: None,
-            meta_leader_before: None,
-            meta_leader_after: None,
-            timeline_before: None,
-            timeline_after: None,
-            error: None,
+            ..Struck::default()
         };
         let faults =
             [struck("gateway-kill", 100 * s), struck("nats-pause", 200 * s), struck("bridge-kill", 300 * s)];
